@@ -1,0 +1,92 @@
+package ledger
+
+// API skeleton shared by the ledger package and its callers.
+
+import (
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Record kinds (CONTRACT §5).
+const (
+	KindRequest    = "request"
+	KindApproval   = "approval"
+	KindCapability = "capability"
+	KindOverride   = "override"
+	KindForward    = "forward"
+	KindCheckpoint = "checkpoint"
+	KindArchive    = "archive"
+	KindConfig     = "config"
+)
+
+// Record is one ledger entry exactly as CONTRACT §5 describes it. Every field
+// is always present in the JSON (empty string when not applicable, {} for data).
+type Record struct {
+	V          int            `json:"v"`
+	Seq        uint64         `json:"seq"`
+	Time       string         `json:"time"` // RFC 3339 UTC, 9 fractional digits
+	Kind       string         `json:"kind"`
+	App        string         `json:"app"`
+	Action     string         `json:"action"`
+	Decision   string         `json:"decision"`
+	Reason     string         `json:"reason"`
+	ApprovalID string         `json:"approval_id"`
+	Digest     string         `json:"digest"`
+	Policy     string         `json:"policy"`
+	Data       map[string]any `json:"data"`
+	Prev       string         `json:"prev"`
+	Hash       string         `json:"hash"`
+}
+
+// Entry is what a caller asks to append; the ledger fills v, seq, time, prev
+// and hash.
+type Entry struct {
+	Kind       string
+	App        string
+	Action     string
+	Decision   string
+	Reason     string
+	ApprovalID string
+	Digest     string
+	Policy     string
+	// Data values must be strings, bools, integers (int, int64, uint64...),
+	// nil, []string, []any or map[string]any of those. Floats are refused
+	// (ErrFloat) because §5 forbids them.
+	Data map[string]any
+	// Tx, if set, runs inside the same bbolt write transaction as the record,
+	// after the record is put, so that state kept beside the chain (pending
+	// approvals, consumed tokens) commits atomically with it. rec is the final
+	// record. Returning an error aborts this entry only.
+	Tx func(tx *bolt.Tx, rec *Record) error
+}
+
+// Head is the last record of the chain.
+type Head struct {
+	Seq  uint64 `json:"seq"`
+	Hash string `json:"hash"` // 64 zero hex digits for an empty chain
+	Time string `json:"time"`
+}
+
+// Problem names the first record that breaks the chain.
+type Problem struct {
+	Seq    uint64 `json:"seq"`
+	Reason string `json:"reason"` // stable code: hash_mismatch, prev_mismatch, seq_gap, bad_record, head_mismatch, ...
+	Detail string `json:"detail"`
+}
+
+// Report is the result of Verify.
+type Report struct {
+	OK      bool     `json:"ok"`
+	Records uint64   `json:"records"`
+	Head    Head     `json:"head"`
+	Problem *Problem `json:"problem,omitempty"`
+}
+
+// Options configures Open.
+type Options struct {
+	Now      func() time.Time // default time.Now
+	ReadOnly bool             // for offline verify/export; fails fast if a proxy holds the lock
+	// LockTimeout bounds the wait for the file lock (default 1s).
+	LockTimeout time.Duration
+}
