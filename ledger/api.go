@@ -68,14 +68,17 @@ type Head struct {
 	Time string `json:"time"`
 }
 
-// Problem names the first record that breaks the chain.
+// Problem names the first record that breaks the chain. Seq is the position
+// where the chain first goes wrong: the record that fails a check, or the seq
+// that should have come next when a record is missing or out of place.
 type Problem struct {
 	Seq    uint64 `json:"seq"`
-	Reason string `json:"reason"` // stable code: hash_mismatch, prev_mismatch, seq_gap, bad_record, head_mismatch, ...
+	Reason string `json:"reason"` // stable code: hash_mismatch, prev_mismatch, seq_gap, bad_record, head_mismatch, ... (the Reason* constants)
 	Detail string `json:"detail"`
 }
 
-// Report is the result of Verify.
+// Report is the result of Verify. Head and Records describe the records that
+// passed, up to the first problem.
 type Report struct {
 	OK      bool     `json:"ok"`
 	Records uint64   `json:"records"`
@@ -85,7 +88,7 @@ type Report struct {
 
 // Options configures Open.
 type Options struct {
-	Now      func() time.Time // default time.Now
+	Now      func() time.Time // default time.Now; called only by the writer goroutine
 	ReadOnly bool             // for offline verify/export; fails fast if a proxy holds the lock
 	// LockTimeout bounds the wait for the file lock (default 1s).
 	LockTimeout time.Duration

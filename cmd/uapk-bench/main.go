@@ -1,0 +1,246 @@
+// Command uapk-bench measures the sidecar door against a plain fasthttp
+// reverse proxy in the same run, on loopback, bounded in time and count.
+//
+//	uapk-bench -proxy bin/uapk-proxy -duration 5s -conns 32
+//
+// It starts a small upstream in-process, the baseline proxy and uapk-proxy
+// as child processes (so each one's CPU is read from /proc alone), drives
+// each with the same load, and prints requests/s, proxy CPU per request and
+// the audited/plain ratio.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "plain" {
+		plainProxy(os.Args[2], os.Args[3])
+		return
+	}
+	proxyBin := flag.String("proxy", "bin/uapk-proxy", "uapk-proxy binary")
+	manifest := flag.String("manifest", "examples/manifests/sox-financial.json", "manifest")
+	duration := flag.Duration("duration", 5*time.Second, "load time per target")
+	conns := flag.Int("conns", 32, "concurrent client connections")
+	maxReq := flag.Int64("max-requests", 2_000_000, "upper bound on requests per target")
+	flag.Parse()
+	if err := run(*proxyBin, *manifest, *duration, *conns, *maxReq); err != nil {
+		fmt.Fprintln(os.Stderr, "uapk-bench:", err)
+		os.Exit(1)
+	}
+}
+
+type result struct {
+	name     string
+	requests int64
+	errors   int64
+	elapsed  time.Duration
+	cpu      time.Duration
+}
+
+func (r result) rps() float64 { return float64(r.requests) / r.elapsed.Seconds() }
+func (r result) cpuPerReq() time.Duration {
+	if r.requests == 0 {
+		return 0
+	}
+	return r.cpu / time.Duration(r.requests)
+}
+
+func run(proxyBin, manifest string, d time.Duration, conns int, maxReq int64) error {
+	upLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	up := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(`{"id":"REC-1","status":"reconciled","difference":"0.00"}`)
+	}}
+	go up.Serve(upLn)
+	defer up.Shutdown()
+	upstream := "http://" + upLn.Addr().String()
+
+	tmp, err := os.MkdirTemp("", "uapk-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	principals := filepath.Join(tmp, "principals.yaml")
+	if err := os.WriteFile(principals, []byte("principals:\n  - id: accountant@corp.example\n    roles: [staff_accountant]\n"), 0o644); err != nil {
+		return err
+	}
+	body := []byte(`{"account":"1010-Cash","period":"2026-Q3","statement_balance":"48210.55"}`)
+	headers := map[string]string{"Content-Type": "application/json", "X-UAPK-On-Behalf-Of": "accountant@corp.example"}
+
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	plainAddr := freeAddr()
+	plain := exec.Command(self, "plain", plainAddr, upLn.Addr().String())
+	audAddr, adminAddr := freeAddr(), freeAddr()
+	logf, err := os.Create(filepath.Join(tmp, "proxy.log"))
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	audited := exec.Command(proxyBin, "serve", "--manifest", manifest, "--principals", principals,
+		"--upstream", upstream, "--sidecar-addr", audAddr, "--admin-addr", adminAddr,
+		"--data-dir", filepath.Join(tmp, "data"))
+	audited.Stderr = logf
+
+	fmt.Printf("load: %d connections, %s per target, POST /api/v1/reconciliations (auto-approved, durable ledger)\n", conns, d)
+	var results []result
+	for _, t := range []struct {
+		name string
+		cmd  *exec.Cmd
+		addr string
+	}{{"plain fasthttp proxy", plain, plainAddr}, {"uapk-proxy sidecar", audited, audAddr}} {
+		if err := t.cmd.Start(); err != nil {
+			return fmt.Errorf("%s: %w", t.name, err)
+		}
+		r, err := measure(t.name, t.cmd.Process.Pid, t.addr, body, headers, d, conns, maxReq)
+		t.cmd.Process.Signal(os.Interrupt)
+		t.cmd.Wait()
+		if err != nil {
+			return fmt.Errorf("%s: %w", t.name, err)
+		}
+		results = append(results, r)
+	}
+	fmt.Printf("%-22s %10s %10s %8s %14s\n", "target", "requests", "req/s", "errors", "cpu/request")
+	for _, r := range results {
+		fmt.Printf("%-22s %10d %10.0f %8d %14s\n", r.name, r.requests, r.rps(), r.errors, r.cpuPerReq())
+	}
+	base, aud := results[0], results[1]
+	fmt.Printf("audited/plain throughput ratio: %.2fx (goal >= 0.5x); cpu per request ratio: %.2fx\n",
+		aud.rps()/base.rps(), float64(aud.cpuPerReq())/float64(base.cpuPerReq()))
+	return nil
+}
+
+func measure(name string, pid int, addr string, body []byte, headers map[string]string, d time.Duration, conns int, maxReq int64) (result, error) {
+	client := &fasthttp.HostClient{Addr: addr, MaxConns: conns, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
+	if err := waitUp(client); err != nil {
+		return result{}, err
+	}
+	// Warm up connections and caches, then measure.
+	load(client, body, headers, 500*time.Millisecond, conns, maxReq)
+	cpu0, err := procCPU(pid)
+	if err != nil {
+		return result{}, err
+	}
+	start := time.Now()
+	n, errs := load(client, body, headers, d, conns, maxReq)
+	elapsed := time.Since(start)
+	cpu1, err := procCPU(pid)
+	if err != nil {
+		return result{}, err
+	}
+	return result{name: name, requests: n, errors: errs, elapsed: elapsed, cpu: cpu1 - cpu0}, nil
+}
+
+func load(c *fasthttp.HostClient, body []byte, headers map[string]string, d time.Duration, conns int, maxReq int64) (int64, int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var n, errs atomic.Int64
+	var wg sync.WaitGroup
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			for ctx.Err() == nil && n.Load()+errs.Load() < maxReq {
+				req.Reset()
+				req.SetRequestURI("http://" + c.Addr + "/api/v1/reconciliations")
+				req.Header.SetMethod("POST")
+				for k, v := range headers {
+					req.Header.Set(k, v)
+				}
+				req.SetBody(body)
+				if err := c.Do(req, resp); err != nil || resp.StatusCode() != 200 {
+					errs.Add(1)
+					continue
+				}
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return n.Load(), errs.Load()
+}
+
+func waitUp(c *fasthttp.HostClient) error {
+	for range 100 {
+		conn, err := net.DialTimeout("tcp", c.Addr, time.Second)
+		if err == nil {
+			conn.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return errors.New("did not start listening on " + c.Addr)
+}
+
+// procCPU reads user+system CPU time of a process from /proc/PID/stat.
+func procCPU(pid int) (time.Duration, error) {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	line, err := bufio.NewReader(f).ReadString('\n')
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the ")" that closes the command name; utime and stime are
+	// fields 14 and 15 of the whole line, in clock ticks (USER_HZ = 100).
+	fields := strings.Fields(line[strings.LastIndexByte(line, ')')+2:])
+	ut, err1 := strconv.ParseInt(fields[11], 10, 64)
+	st, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	return time.Duration(ut+st) * 10 * time.Millisecond, nil
+}
+
+func freeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// plainProxy is the baseline: the textbook fasthttp reverse proxy, with
+// nothing decided and nothing recorded.
+func plainProxy(listen, upstream string) {
+	client := &fasthttp.HostClient{Addr: upstream, MaxConns: 1024}
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		req := &ctx.Request
+		req.Header.Del("Connection")
+		req.SetHost(upstream)
+		if err := client.Do(req, &ctx.Response); err != nil {
+			ctx.Error(err.Error(), fasthttp.StatusBadGateway)
+		}
+	}}
+	if err := srv.ListenAndServe(listen); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The demo: a mock ERP, uapk-proxy in front of it, and the calls an AI
+# finance agent makes at quarter end. Every call is classified, decided and
+# recorded; at the end the ledger is verified twice: by the proxy and by an
+# independent verifier written from the contract alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=./bin
+DATA=${UAPK_DEMO_DATA:-./data}
+ERP=127.0.0.1:${ERP_PORT:-9090}
+SIDECAR=127.0.0.1:${SIDECAR_PORT:-8081}
+ADMIN=127.0.0.1:${ADMIN_PORT:-8090}
+LOGS=$DATA/demo-logs
+mkdir -p "$LOGS"
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+wait_for() { # url
+  for _ in $(seq 1 100); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done
+  echo "demo: $1 did not come up; logs in $LOGS" >&2; exit 1
+}
+
+echo "== starting the mock ERP on $ERP and uapk-proxy (sidecar $SIDECAR, admin $ADMIN, data $DATA)"
+$BIN/erp-mock -addr "$ERP" 2>"$LOGS/erp.log" & pids+=($!)
+$BIN/uapk-proxy serve \
+  --manifest examples/manifests/sox-financial.json \
+  --principals examples/principals.yaml \
+  --upstream "http://$ERP" --sidecar-addr "$SIDECAR" --admin-addr "$ADMIN" \
+  --data-dir "$DATA" 2>"$LOGS/proxy.log" & proxy=$!; pids+=($proxy)
+wait_for "http://$ERP/_mock/stats"
+wait_for "http://$ADMIN/readyz"
+
+call() { # title method path body [headers...]
+  local title=$1 method=$2 path=$3 body=$4; shift 4
+  local hdrs=() h
+  for h in "$@"; do hdrs+=(-H "$h"); done
+  echo
+  echo "== $title"
+  echo "   $method $path ${body:+$body}"
+  curl -sS -o "$LOGS/body" -D "$LOGS/headers" -X "$method" "http://$SIDECAR$path" \
+    -H 'Content-Type: application/json' ${body:+--data "$body"} "${hdrs[@]}"
+  echo "   -> $(head -1 "$LOGS/headers" | tr -d '\r')"
+  grep -i '^x-uapk-' "$LOGS/headers" | tr -d '\r' | sed 's/^/      /'
+  echo "      $(cat "$LOGS/body")"
+}
+
+call "1. auto-approved reconciliation by a staff accountant" POST /api/v1/reconciliations \
+  '{"account":"1010-Cash","period":"2026-Q3","statement_balance":"48210.55"}' \
+  'X-UAPK-On-Behalf-Of: accountant@corp.example'
+call "2. the seed's \$250k accrual: held for a finance manager" POST /api/v1/journal-entries \
+  '{"account":"4000-Revenue","debit":0,"credit":250000,"description":"Q3 product sales accrual","supporting_docs":["sales_report_q3.pdf"]}' \
+  'X-UAPK-Justification: AI detected revenue recognition timing difference'
+call "3. the \$1.2M ASC 606 adjustment: over the cap, escalated to CFO and controller" POST /api/v1/journal-entries \
+  '{"account":"4000-Revenue","amount":1200000,"description":"ASC 606 revenue recognition adjustment"}' \
+  'X-UAPK-Justification: contracts meet ASC 606 criteria before quarter end'
+call "4. an attempt to change the audit log: denylisted" PUT /api/v1/audit-log/AL-1001 \
+  '{"note":"cleanup"}'
+call "5. a call no action covers (payroll export): denied by default" GET /api/v1/payroll/export ''
+
+echo
+echo "== what reached the ERP (only the reconciliation should have)"
+curl -fsS "http://$ERP/_mock/stats"; echo
+echo
+echo "== pending approvals (GET /v1/approvals?status=pending)"
+curl -fsS "http://$ADMIN/v1/approvals?status=pending" | grep -E '"(id|action|required_roles|amount)"|^\s+"(cfo|controller|finance_manager)"' || true
+echo
+echo "== live chain check (GET /v1/ledger/verify)"
+curl -fsS "http://$ADMIN/v1/ledger/verify"
+echo "== independent verifier, written from CONTRACT §5 alone"
+python3 examples/verify-chain/verify_chain.py --url "http://$ADMIN"
+
+echo
+echo "== stopping the proxy and verifying the ledger file offline"
+kill -TERM "$proxy"; wait "$proxy" || true
+$BIN/uapk-proxy verify --data-dir "$DATA"
+echo
+echo "demo done: decision log in $LOGS/proxy.log, ledger in $DATA/ledger.db"

@@ -1,0 +1,154 @@
+// Package keys reads and writes the Ed25519 keys of approvers and of the
+// gateway: private keys as PKCS#8 PEM (mode 0600), public keys as PKIX PEM.
+package keys
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+)
+
+// ErrNotEd25519 is returned for a PEM key of another algorithm.
+var ErrNotEd25519 = errors.New("not an Ed25519 key")
+
+// Generate returns a new key pair from crypto/rand.
+func Generate() (ed25519.PublicKey, ed25519.PrivateKey, error) {
+	return ed25519.GenerateKey(rand.Reader)
+}
+
+// PrivatePEM encodes k as a PKCS#8 "PRIVATE KEY" block.
+func PrivatePEM(k ed25519.PrivateKey) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// PublicPEM encodes k as a PKIX "PUBLIC KEY" block.
+func PublicPEM(k ed25519.PublicKey) ([]byte, error) {
+	der, err := x509.MarshalPKIXPublicKey(k)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
+}
+
+// ParsePrivate decodes a PKCS#8 PEM Ed25519 private key.
+func ParsePrivate(data []byte) (ed25519.PrivateKey, error) {
+	b, _ := pem.Decode(data)
+	if b == nil || b.Type != "PRIVATE KEY" {
+		return nil, errors.New("want a PEM \"PRIVATE KEY\" block (PKCS#8)")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(b.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("parse PKCS#8: %w", err)
+	}
+	ek, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, ErrNotEd25519
+	}
+	return ek, nil
+}
+
+// ParsePublic decodes a PKIX PEM Ed25519 public key.
+func ParsePublic(data []byte) (ed25519.PublicKey, error) {
+	b, _ := pem.Decode(data)
+	if b == nil || b.Type != "PUBLIC KEY" {
+		return nil, errors.New("want a PEM \"PUBLIC KEY\" block (PKIX)")
+	}
+	k, err := x509.ParsePKIXPublicKey(b.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("parse PKIX: %w", err)
+	}
+	ek, ok := k.(ed25519.PublicKey)
+	if !ok {
+		return nil, ErrNotEd25519
+	}
+	return ek, nil
+}
+
+// WritePair writes prefix.key (0600) and prefix.pub (0644). It refuses to
+// overwrite an existing key: losing a signing key is not undoable.
+func WritePair(prefix string, pub ed25519.PublicKey, priv ed25519.PrivateKey) error {
+	privPEM, err := PrivatePEM(priv)
+	if err != nil {
+		return err
+	}
+	pubPEM, err := PublicPEM(pub)
+	if err != nil {
+		return err
+	}
+	if err := writeNew(prefix+".key", privPEM, 0o600); err != nil {
+		return err
+	}
+	return writeNew(prefix+".pub", pubPEM, 0o644)
+}
+
+// LoadPrivateFile reads a private key and refuses one that others can read.
+func LoadPrivateFile(path string) (ed25519.PrivateKey, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s: private key is readable by others (mode %#o); chmod 600 it", path, st.Mode().Perm())
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	k, err := ParsePrivate(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return k, nil
+}
+
+// LoadOrCreate returns the key at path, creating it (0600) on first use.
+// The gateway key is made this way in the data dir on first start.
+func LoadOrCreate(path string) (ed25519.PrivateKey, bool, error) {
+	k, err := LoadPrivateFile(path)
+	if err == nil {
+		return k, false, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, false, err
+	}
+	_, priv, err := Generate()
+	if err != nil {
+		return nil, false, err
+	}
+	pemBytes, err := PrivatePEM(priv)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := writeNew(path, pemBytes, 0o600); err != nil {
+		return nil, false, err
+	}
+	return priv, true, nil
+}
+
+func writeNew(path string, data []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%s already exists; refusing to overwrite a key", path)
+		}
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

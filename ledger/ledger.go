@@ -1,0 +1,638 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Bucket names the ledger owns in the bbolt file. Other stores that share the
+// file through DB must use other names and must never write these two.
+const (
+	BucketRecords = "records" // 8-byte big-endian seq -> canonical record JSON
+	BucketMeta    = "meta"    // "head" -> JSON Head of the last record
+)
+
+var (
+	bucketRecords = []byte(BucketRecords)
+	bucketMeta    = []byte(BucketMeta)
+	keyHead       = []byte("head")
+)
+
+// maxBatch caps one write transaction so a burst of async appends cannot
+// grow a single transaction (and its dirty pages) without bound.
+const maxBatch = 1000
+
+// chunkRecords and chunkBytes bound every read transaction: a reader holding
+// a transaction blocks bbolt from remapping a growing file, and a blocked
+// remap blocks the writer. Variables so tests can cross chunk boundaries.
+var (
+	chunkRecords = 10000
+	chunkBytes   = 8 << 20
+)
+
+// Stats counts the writer's work since Open. Appends/Commits is the mean
+// group-commit batch size.
+type Stats struct {
+	Appends  uint64 `json:"appends"`   // records committed
+	Commits  uint64 `json:"commits"`   // successful write transactions, one fsync each
+	MaxBatch uint64 `json:"max_batch"` // most records in one transaction
+	Failures uint64 `json:"failures"`  // write transactions that failed to commit
+}
+
+// Ledger is an open hash-chained ledger. All methods are safe for concurrent
+// use.
+type Ledger struct {
+	db       *bolt.DB
+	now      func() time.Time
+	readOnly bool
+
+	qmu    sync.Mutex
+	qcond  *sync.Cond // signalled when queue grows or closed is set
+	queue  []*pending
+	closed bool
+
+	mu    sync.Mutex // guards head, err, stats
+	head  Head
+	err   error // last commit error; nil after a successful commit
+	stats Stats
+
+	stopped   chan struct{} // closed when the writer goroutine has drained and exited
+	callbacks sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+
+	// failCommit, set only by tests, makes a write transaction fail after
+	// its records are put, as a full disk or an fsync error would.
+	failCommit func() error
+}
+
+// A pending entry moves from queued to taken (by the writer) or cancelled (by
+// its caller); whichever swap wins decides who owns the outcome.
+const (
+	stateQueued int32 = iota
+	stateTaken
+	stateCancelled
+)
+
+type pending struct {
+	e     Entry
+	data  []byte // canonical JSON of e.Data, made before queuing
+	state atomic.Int32
+	done  func(Record, error) // AppendAsync; may be nil
+	res   chan result         // Append
+}
+
+type result struct {
+	rec Record
+	err error
+}
+
+// entryError marks a failure that belongs to one entry of a batch (its Tx
+// hook, its encoding), as opposed to the transaction as a whole; it never
+// makes the ledger unhealthy.
+type entryError struct {
+	i   int
+	err error
+}
+
+func (e *entryError) Error() string { return e.err.Error() }
+func (e *entryError) Unwrap() error { return e.err }
+
+// Open opens or creates the ledger file at path (mode 0600) and starts its
+// writer. With opts.ReadOnly it takes a shared lock instead and never writes;
+// if a running proxy holds the file, Open fails after opts.LockTimeout with
+// an error wrapping ErrLocked.
+func Open(path string, opts Options) (*Ledger, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = time.Second
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, ReadOnly: opts.ReadOnly})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("open ledger %s: %w", path, ErrLocked)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open ledger %s: %w", path, err)
+	}
+	l := &Ledger{db: db, now: opts.Now, readOnly: opts.ReadOnly, stopped: make(chan struct{})}
+	l.qcond = sync.NewCond(&l.qmu)
+	if err := l.init(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open ledger %s: %w", path, err)
+	}
+	if l.readOnly {
+		close(l.stopped)
+		return l, nil
+	}
+	go l.run()
+	return l, nil
+}
+
+func (l *Ledger) init() error {
+	if l.readOnly {
+		// A damaged head must not stop an offline tool from opening the
+		// file: Verify is what reports it.
+		return l.db.View(func(tx *bolt.Tx) error {
+			if h, err := readHead(tx); err == nil {
+				l.head = h
+			}
+			return nil
+		})
+	}
+	return l.db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketRecords, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		h, err := readHead(tx)
+		if err != nil {
+			return err
+		}
+		if err := checkTail(tx.Bucket(bucketRecords), h, true); err != nil {
+			return err
+		}
+		l.head = h
+		return nil
+	})
+}
+
+// readHead reads the stored head; a missing one is the empty chain.
+func readHead(tx *bolt.Tx) (Head, error) {
+	h := Head{Hash: ZeroHash}
+	b := tx.Bucket(bucketMeta)
+	if b == nil {
+		return h, nil
+	}
+	v := b.Get(keyHead)
+	if v == nil {
+		return h, nil
+	}
+	if err := json.Unmarshal(v, &h); err != nil {
+		return Head{}, fmt.Errorf("%w: stored head: %v", ErrCorrupt, err)
+	}
+	if _, err := decodeHash(h.Hash); err != nil {
+		return Head{}, fmt.Errorf("%w: stored head hash: %v", ErrCorrupt, err)
+	}
+	if h.Seq == 0 {
+		return h, nil
+	}
+	if _, err := parseTime(h.Time); err != nil {
+		return Head{}, fmt.Errorf("%w: stored head time: %v", ErrCorrupt, err)
+	}
+	return h, nil
+}
+
+// checkTail refuses to extend a chain whose stored head is not its last
+// record: a new record would then fork or hide the damage. full also checks
+// the last record's hash, which costs a parse and so runs only at Open.
+func checkTail(records *bolt.Bucket, h Head, full bool) error {
+	k, v := records.Cursor().Last()
+	if k == nil {
+		if h.Seq != 0 {
+			return fmt.Errorf("%w: stored head names record %d but there are no records", ErrCorrupt, h.Seq)
+		}
+		return nil
+	}
+	if len(k) != 8 || binary.BigEndian.Uint64(k) != h.Seq {
+		return fmt.Errorf("%w: stored head names record %d but the last key is %x", ErrCorrupt, h.Seq, k)
+	}
+	if !full {
+		return nil
+	}
+	var last struct {
+		Hash string `json:"hash"`
+	}
+	if err := json.Unmarshal(v, &last); err != nil || last.Hash != h.Hash {
+		return fmt.Errorf("%w: stored head hash differs from record %d", ErrCorrupt, h.Seq)
+	}
+	return nil
+}
+
+func seqKey(seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(make([]byte, 0, 8), seq)
+}
+
+// Append records e and returns the record once it is durable (committed and
+// fsynced). If ctx ends while the entry is still queued, nothing is written
+// and ctx.Err() is returned; once the writer has taken it the commit's own
+// result is returned, because a record half-abandoned by its client must
+// still be reported truthfully.
+func (l *Ledger) Append(ctx context.Context, e Entry) (Record, error) {
+	if err := ctx.Err(); err != nil {
+		return Record{}, err
+	}
+	p, err := prepare(e)
+	if err != nil {
+		return Record{}, err
+	}
+	p.res = make(chan result, 1)
+	if err := l.enqueue(p); err != nil {
+		return Record{}, err
+	}
+	select {
+	case r := <-p.res:
+		return r.rec, r.err
+	case <-ctx.Done():
+		if p.state.CompareAndSwap(stateQueued, stateCancelled) {
+			return Record{}, ctx.Err()
+		}
+		r := <-p.res
+		return r.rec, r.err
+	}
+}
+
+// AppendAsync queues e behind everything already queued and returns at once.
+// done, if not nil, gets the outcome: on its own goroutine once the commit is
+// over (Close waits for it), or on the caller's goroutine, before AppendAsync
+// returns, if e is refused before queuing (invalid entry, closed ledger).
+func (l *Ledger) AppendAsync(e Entry, done func(Record, error)) {
+	p, err := prepare(e)
+	if err == nil {
+		p.done = done
+		err = l.enqueue(p)
+	}
+	if err != nil && done != nil {
+		done(Record{}, err)
+	}
+}
+
+func prepare(e Entry) (*pending, error) {
+	if err := checkEntry(&e); err != nil {
+		return nil, err
+	}
+	data, err := encodeData(e.Data)
+	if err != nil {
+		return nil, err
+	}
+	return &pending{e: e, data: data}, nil
+}
+
+func (l *Ledger) enqueue(p *pending) error {
+	if l.readOnly {
+		return ErrReadOnly
+	}
+	l.qmu.Lock()
+	defer l.qmu.Unlock()
+	if l.closed {
+		return ErrClosed
+	}
+	l.queue = append(l.queue, p)
+	l.qcond.Signal()
+	return nil
+}
+
+// run is the single writer. It never sleeps waiting for company: whatever
+// queued while the previous fsync ran becomes the next batch, so a lone
+// request costs one commit and a crowd shares one.
+func (l *Ledger) run() {
+	defer close(l.stopped)
+	for {
+		batch, ok := l.take()
+		if !ok {
+			return
+		}
+		l.commit(batch)
+	}
+}
+
+// take blocks until entries are queued and claims up to maxBatch of them. It
+// reports false once the ledger is closed and the queue is drained.
+func (l *Ledger) take() ([]*pending, bool) {
+	l.qmu.Lock()
+	defer l.qmu.Unlock()
+	for {
+		for len(l.queue) == 0 {
+			if l.closed {
+				return nil, false
+			}
+			l.qcond.Wait()
+		}
+		n := min(len(l.queue), maxBatch)
+		batch := make([]*pending, 0, n)
+		for _, p := range l.queue[:n] {
+			if p.state.CompareAndSwap(stateQueued, stateTaken) {
+				batch = append(batch, p)
+			}
+		}
+		// Copy the rest so the old backing array, and the entries it
+		// pins, can be freed.
+		l.queue = append([]*pending(nil), l.queue[n:]...)
+		if len(batch) > 0 {
+			return batch, true
+		}
+	}
+}
+
+// commit writes batch and answers every entry in it. When an entry's hook
+// fails it takes the whole transaction with it, so that entry alone is failed
+// and the others are written again, in order, without it: no seq is burnt and
+// the chain keeps no gap. The entries before it are committed on their own
+// first, so each entry is encoded at most twice and every failure costs the
+// rest at most one extra commit, however many failing hooks a hostile caller
+// sends.
+func (l *Ledger) commit(batch []*pending) {
+	for len(batch) > 0 {
+		recs, err := l.write(batch)
+		var ee *entryError
+		if !errors.As(err, &ee) {
+			for i, p := range batch {
+				l.answer(p, recs, i, err)
+			}
+			return
+		}
+		l.answer(batch[ee.i], nil, 0, err)
+		if ee.i > 0 {
+			l.commit(batch[:ee.i])
+		}
+		batch = batch[ee.i+1:]
+	}
+}
+
+func (l *Ledger) answer(p *pending, recs []Record, i int, err error) {
+	var rec Record
+	var ee *entryError
+	switch {
+	case errors.As(err, &ee):
+		err = fmt.Errorf("ledger: %w", ee.err)
+	case err != nil:
+		err = fmt.Errorf("ledger commit: %w", err)
+	default:
+		rec = recs[i]
+	}
+	if p.res != nil {
+		p.res <- result{rec, err}
+		return
+	}
+	if p.done == nil {
+		return
+	}
+	// Never on the writer goroutine: a callback that appends again would
+	// deadlock it.
+	l.callbacks.Add(1)
+	go func() {
+		defer l.callbacks.Done()
+		p.done(rec, err)
+	}()
+}
+
+// write appends batch in one bbolt transaction: one commit, one fsync. The
+// head is read inside the transaction rather than trusted from memory, so a
+// commit that failed after reaching the disk can never lead to a fork.
+func (l *Ledger) write(batch []*pending) ([]Record, error) {
+	recs := make([]Record, len(batch))
+	var head Head
+	err := l.db.Update(func(tx *bolt.Tx) error {
+		if tx.DB().NoSync {
+			// Someone flipped it through DB(): a commit would return
+			// before the disk has the record, so refuse to pretend.
+			return errors.New("bbolt NoSync is set: records would not be durable")
+		}
+		records, meta := tx.Bucket(bucketRecords), tx.Bucket(bucketMeta)
+		if records == nil || meta == nil {
+			return fmt.Errorf("%w: ledger buckets missing", ErrCorrupt)
+		}
+		h, err := readHead(tx)
+		if err != nil {
+			return err
+		}
+		if err := checkTail(records, h, false); err != nil {
+			return err
+		}
+		var prevTime time.Time
+		if h.Seq > 0 {
+			prevTime, _ = parseTime(h.Time) // validated by readHead
+		}
+		for i, p := range batch {
+			t := l.now().UTC()
+			if t.Before(prevTime) {
+				// A clock stepping back must not make the chain's
+				// times go backwards.
+				t = prevTime
+			}
+			rec := newRecord(p.e, h, t)
+			raw, err := encodeRecord(&rec, p.data)
+			if err != nil {
+				return &entryError{i, err}
+			}
+			if err := records.Put(seqKey(rec.Seq), raw); err != nil {
+				return fmt.Errorf("put record %d: %w", rec.Seq, err)
+			}
+			if p.e.Tx != nil {
+				if err := runHook(p.e.Tx, tx, rec); err != nil {
+					return &entryError{i, fmt.Errorf("tx hook: %w", err)}
+				}
+			}
+			recs[i] = rec
+			h, prevTime = Head{Seq: rec.Seq, Hash: rec.Hash, Time: rec.Time}, t
+		}
+		if l.failCommit != nil {
+			if err := l.failCommit(); err != nil {
+				return err
+			}
+		}
+		hb, err := json.Marshal(h)
+		if err != nil {
+			return err
+		}
+		head = h
+		return meta.Put(keyHead, hb)
+	})
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var ee *entryError
+	switch {
+	case err == nil:
+		l.head, l.err = head, nil
+		l.stats.Appends += uint64(len(batch))
+		l.stats.Commits++
+		l.stats.MaxBatch = max(l.stats.MaxBatch, uint64(len(batch)))
+	case !errors.As(err, &ee):
+		l.err = err
+		l.stats.Failures++
+	}
+	return recs, err
+}
+
+func newRecord(e Entry, h Head, t time.Time) Record {
+	data := e.Data
+	if data == nil {
+		data = map[string]any{}
+	}
+	return Record{
+		V: 1, Seq: h.Seq + 1, Time: formatTime(t), Kind: e.Kind, App: e.App,
+		Action: e.Action, Decision: e.Decision, Reason: e.Reason,
+		ApprovalID: e.ApprovalID, Digest: e.Digest, Policy: e.Policy,
+		Data: data, Prev: h.Hash,
+	}
+}
+
+// runHook turns a panicking hook into that entry's error: the writer
+// goroutine is shared by every request and must survive one bad caller.
+func runHook(fn func(*bolt.Tx, *Record) error, tx *bolt.Tx, rec Record) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return fn(tx, &rec)
+}
+
+// Head returns the last committed record's seq, hash and time.
+func (l *Ledger) Head() Head {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.head
+}
+
+// Stats returns the writer's counters.
+func (l *Ledger) Stats() Stats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.stats
+}
+
+// Healthy returns nil while appends can be expected to succeed: not closed,
+// not read-only, and the last write transaction committed. A successful
+// commit clears an earlier failure. Use it for readiness.
+func (l *Ledger) Healthy() error {
+	if l.readOnly {
+		return ErrReadOnly
+	}
+	l.qmu.Lock()
+	closed := l.closed
+	l.qmu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err != nil {
+		return fmt.Errorf("last ledger commit failed: %w", l.err)
+	}
+	return nil
+}
+
+// DB returns the underlying bbolt database so that other stores can keep
+// their buckets in the same file, and update them atomically with a record
+// through Entry.Tx. They must not touch BucketRecords or BucketMeta, must not
+// set NoSync (the writer then refuses to commit), and should keep their own
+// write transactions short: each one delays every pending append.
+func (l *Ledger) DB() *bolt.DB { return l.db }
+
+// Get returns a copy of the stored bytes of record seq, or an error wrapping
+// ErrNotFound.
+func (l *Ledger) Get(seq uint64) ([]byte, error) {
+	var out []byte
+	err := l.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketRecords); b != nil {
+			out = bytes.Clone(b.Get(seqKey(seq)))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("get record %d: %w", seq, err)
+	}
+	if out == nil {
+		return nil, fmt.Errorf("record %d: %w", seq, ErrNotFound)
+	}
+	return out, nil
+}
+
+// Range calls fn for each stored record with from <= seq <= to, in order,
+// stopping at fn's first error, which it returns. raw is a copy that fn owns
+// and may keep. fn runs outside any transaction, so it may be slow (stream to
+// a client, upload) or even Append; records are read in bounded transactions
+// of at most 10,000 records each. Range does not check the chain: missing
+// records are simply not visited. Use Verify for that.
+func (l *Ledger) Range(from, to uint64, fn func(seq uint64, raw []byte) error) error {
+	from = max(from, 1)
+	for from <= to {
+		items, _, _, err := l.readChunk(seqKey(from), to)
+		if err != nil {
+			return fmt.Errorf("range %d-%d: %w", from, to, err)
+		}
+		if len(items) == 0 {
+			return nil
+		}
+		var seq uint64
+		for _, it := range items {
+			if len(it.key) != 8 {
+				return fmt.Errorf("range: %w: key %x", ErrCorrupt, it.key)
+			}
+			seq = binary.BigEndian.Uint64(it.key)
+			if err := fn(seq, it.raw); err != nil {
+				return err
+			}
+		}
+		if seq == math.MaxUint64 {
+			return nil
+		}
+		from = seq + 1
+	}
+	return nil
+}
+
+type item struct{ key, raw []byte }
+
+// readChunk copies out records from key start (nil: the very first key) up to
+// seq to, within one read transaction bounded by chunkRecords and chunkBytes.
+// atEnd reports that the bucket's last record was read, and meta is then the
+// stored head from that same transaction, so the two are consistent even
+// while the writer appends.
+func (l *Ledger) readChunk(start []byte, to uint64) (items []item, atEnd bool, meta []byte, err error) {
+	err = l.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketRecords); b != nil {
+			c := b.Cursor()
+			k, v := c.First()
+			if start != nil {
+				k, v = c.Seek(start)
+			}
+			size := 0
+			for ; k != nil; k, v = c.Next() {
+				if len(items) == chunkRecords || size >= chunkBytes {
+					return nil
+				}
+				if len(k) == 8 && binary.BigEndian.Uint64(k) > to {
+					return nil
+				}
+				items = append(items, item{bytes.Clone(k), bytes.Clone(v)})
+				size += len(v)
+			}
+		}
+		atEnd = true
+		if m := tx.Bucket(bucketMeta); m != nil {
+			meta = bytes.Clone(m.Get(keyHead))
+		}
+		return nil
+	})
+	return items, atEnd, meta, err
+}
+
+// Close stops accepting appends, commits everything already queued, waits
+// for AppendAsync callbacks, and closes the file. It is idempotent.
+func (l *Ledger) Close() error {
+	l.closeOnce.Do(func() {
+		l.qmu.Lock()
+		l.closed = true
+		l.qcond.Broadcast()
+		l.qmu.Unlock()
+		<-l.stopped
+		l.callbacks.Wait()
+		l.closeErr = l.db.Close()
+	})
+	return l.closeErr
+}

@@ -1,0 +1,218 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/gowebpki/jcs"
+)
+
+func stream(records ...[]byte) func() ([]byte, bool, error) {
+	return func() ([]byte, bool, error) {
+		if len(records) == 0 {
+			return nil, false, nil
+		}
+		r := records[0]
+		records = records[1:]
+		return r, true, nil
+	}
+}
+
+func TestVerifyRecords(t *testing.T) {
+	kat := readKAT(t)
+	tests := []struct {
+		name      string
+		records   [][]byte
+		startPrev string
+		startSeq  uint64
+		wantOK    bool
+		wantN     uint64
+		wantSeq   uint64
+		reason    string
+	}{
+		{name: "whole chain", records: kat, wantOK: true, wantN: 2},
+		{name: "empty", wantOK: true},
+		{name: "from the middle", records: kat[1:], startPrev: katHash1, startSeq: 2, wantOK: true, wantN: 1},
+		{name: "from the middle, wrong anchor", records: kat[1:], startPrev: katHash2, startSeq: 2, wantSeq: 2, reason: ReasonPrevMismatch},
+		{name: "first record missing", records: kat[1:], wantSeq: 1, reason: ReasonSeqGap},
+		{name: "repeated record", records: [][]byte{kat[0], kat[0]}, wantN: 1, wantSeq: 2, reason: ReasonSeqOrder},
+		{name: "reversed", records: [][]byte{kat[1], kat[0]}, wantSeq: 1, reason: ReasonSeqGap},
+		{name: "trailing newline", records: [][]byte{append(bytes.Clone(kat[0]), '\n')}, wantSeq: 1, reason: ReasonBadRecord},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rep, err := VerifyRecords(stream(tt.records...), tt.startPrev, tt.startSeq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.OK != tt.wantOK || rep.Records != tt.wantN {
+				t.Fatalf("report %+v problem %+v", rep, rep.Problem)
+			}
+			if tt.wantOK {
+				return
+			}
+			if rep.Problem.Seq != tt.wantSeq || rep.Problem.Reason != tt.reason {
+				t.Fatalf("problem %+v, want %d %s", rep.Problem, tt.wantSeq, tt.reason)
+			}
+		})
+	}
+
+	errRead := errors.New("unexpected EOF in zip")
+	n := 0
+	rep, err := VerifyRecords(func() ([]byte, bool, error) {
+		if n++; n == 1 {
+			return kat[0], true, nil
+		}
+		return nil, false, errRead
+	}, "", 0)
+	if !errors.Is(err, errRead) || rep.Records != 1 {
+		t.Fatalf("read error: %v, %+v", err, rep)
+	}
+}
+
+func TestVerifierAnchors(t *testing.T) {
+	kat := readKAT(t)
+	tests := []struct {
+		name    string
+		anchors []Head
+		records [][]byte
+		wantSeq uint64
+		reason  string
+	}{
+		{"matching anchor", []Head{{Seq: 2, Hash: katHash2}}, kat, 0, ""},
+		{"anchor before the start is ignored", []Head{{Seq: 0, Hash: katHash2}}, kat, 0, ""},
+		{"rewritten history", []Head{{Seq: 1, Hash: katHash2}}, kat, 1, ReasonAnchorMismatch},
+		{"chain stops short", []Head{{Seq: 1, Hash: katHash1}, {Seq: 5, Hash: katHash1}}, kat, 3, ReasonTruncated},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := NewVerifier(1, "", tt.anchors...)
+			for _, r := range tt.records {
+				v.Add(r)
+			}
+			rep := v.Finish()
+			if tt.reason == "" {
+				if !rep.OK {
+					t.Fatalf("problem %+v", rep.Problem)
+				}
+				return
+			}
+			if rep.OK || rep.Problem.Seq != tt.wantSeq || rep.Problem.Reason != tt.reason {
+				t.Fatalf("report %+v problem %+v, want %d %s", rep, rep.Problem, tt.wantSeq, tt.reason)
+			}
+		})
+	}
+}
+
+// TestParseRecordRejects feeds variants of the first known-answer record,
+// each wrong in one way, and expects bad_record with a telling detail.
+func TestParseRecordRejects(t *testing.T) {
+	good := string(readKAT(t)[0])
+	canon := func(s string) []byte {
+		b, err := jcs.Transform([]byte(s))
+		if err != nil {
+			t.Fatalf("variant is not JSON: %v", err)
+		}
+		return b
+	}
+	edit := func(old, new string) []byte {
+		if !strings.Contains(good, old) {
+			t.Fatalf("no %q in the record", old)
+		}
+		return canon(strings.Replace(good, old, new, 1))
+	}
+	tests := []struct {
+		name   string
+		raw    []byte
+		detail string
+	}{
+		{"empty", []byte{}, "not valid JSON"},
+		{"null", []byte("null"), "not a JSON object"},
+		{"array", []byte("[1]"), "not a JSON object"},
+		{"string", []byte(`"x"`), "not a JSON object"},
+		{"duplicate key", []byte(strings.Replace(good, `"app":"erp-agent"`, `"app":"erp-agent","app":"x"`, 1)), "Duplicate key"},
+		{"invalid utf-8", []byte(strings.Replace(good, "€", "\xff", 1)), "not valid JSON"},
+		{"whitespace", []byte(" " + good), "canonical"},
+		{"escaped slash", []byte(strings.Replace(good, "erp-agent", `erp\/agent`, 1)), "canonical"},
+		{"missing field", edit(`"reason":"auto_approve",`, ""), `missing field "reason"`},
+		{"extra field", edit(`"v":1}`, `"v":1,"zz":1,"extra":2}`), `unknown field "extra"`},
+		{"v 2", edit(`"v":1}`, `"v":2}`), "v is 2"},
+		{"v string", edit(`"v":1}`, `"v":"1"}`), `v is "1"`},
+		{"seq 0", edit(`"seq":1,`, `"seq":0,`), "out of range"},
+		{"seq negative", edit(`"seq":1,`, `"seq":-1,`), "out of range"},
+		{"seq float", edit(`"seq":1,`, `"seq":1.5,`), "not an integer"},
+		{"seq string", edit(`"seq":1,`, `"seq":"1",`), "not an integer"},
+		{"seq too big", edit(`"seq":1,`, `"seq":9007199254740994,`), "out of range"},
+		{"app number", edit(`"app":"erp-agent"`, `"app":7`), `field "app": not a string`},
+		{"digest null", edit(`"digest":"`+katDigest+`"`, `"digest":null`), `field "digest": not a string`},
+		{"unknown kind", edit(`"kind":"request"`, `"kind":"Request"`), "unknown kind"},
+		{"time without nanoseconds", edit(`14:30:00.123456789Z`, `14:30:00Z`), `field "time"`},
+		{"time not utc", edit(`14:30:00.123456789Z`, `15:30:00.123456789+01:00`), `field "time"`},
+		{"time garbage", edit(`2026-01-15T14:30:00.123456789Z`, `yesterday`), `field "time"`},
+		{"prev upper case", edit(ZeroHash, strings.Repeat("0", 63)+"A"), `field "prev"`},
+		{"prev short", edit(ZeroHash, "00"), `field "prev"`},
+		{"hash not hex", edit(katHash1, strings.Repeat("g", 64)), `field "hash"`},
+		{"data array", edit(`"data":{"amount":"1250.00","currency":"USD","lines":2,"memo":"accrual <Q1> & €"}`, `"data":[]`), `field "data": not an object`},
+		{"data float", edit(`"lines":2`, `"lines":2.5`), "not an integer"},
+		{"data exponent", edit(`"lines":2`, `"lines":1e300`), "not an integer"},
+		{"data big int", edit(`"lines":2`, `"lines":-9007199254740994`), "outside"},
+		{"nested float", edit(`"lines":2`, `"lines":[{"a":[0.1]}]`), "not an integer"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := NewVerifier(1, "")
+			if v.Add(tt.raw) {
+				t.Fatal("accepted")
+			}
+			rep := v.Finish()
+			if rep.Problem.Reason != ReasonBadRecord || rep.Problem.Seq != 1 {
+				t.Fatalf("problem %+v, want bad_record at 1", rep.Problem)
+			}
+			if !strings.Contains(rep.Problem.Detail, tt.detail) {
+				t.Fatalf("detail %q does not mention %q", rep.Problem.Detail, tt.detail)
+			}
+		})
+	}
+}
+
+func TestVerifyHonoursContext(t *testing.T) {
+	l := openTemp(t, Options{})
+	appendN(t, l, 2)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := l.Verify(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestVerifyAcrossChunksWhileAppending(t *testing.T) {
+	defer func(n int) { chunkRecords = n }(chunkRecords)
+	chunkRecords = 4
+
+	l := openTemp(t, Options{})
+	appendN(t, l, 10)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 30 {
+			if _, err := l.Append(context.Background(), entry(i)); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for range 5 {
+		rep, err := l.Verify(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !rep.OK || rep.Records < 10 {
+			t.Fatalf("verify beside a writer: %+v %+v", rep, rep.Problem)
+		}
+	}
+	<-done
+	mustVerify(t, l, 40)
+}

@@ -1,0 +1,398 @@
+package proxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/rs/zerolog"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/uapk-gateway/uapk-proxy/approvals"
+	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/rules"
+)
+
+// Ledger is what the gate needs from the hash chain.
+type Ledger interface {
+	Append(ctx context.Context, e ledger.Entry) (ledger.Record, error)
+	AppendAsync(e ledger.Entry, done func(ledger.Record, error))
+}
+
+// ApprovalReader looks up pending approvals for retries.
+type ApprovalReader interface {
+	Get(id string) (*approvals.Approval, error)
+}
+
+// Call is one agent request as a door hands it to the gate: the
+// transport-neutral request plus the X-UAPK-* values the gate acts on.
+type Call struct {
+	Req rules.Request
+	// URL is the absolute URL exactly as sent to the ERP; when empty it is
+	// rebuilt from Req.
+	URL           string
+	Door          string // "sidecar" or "forward"
+	Justification string
+	ApprovalID    string
+	ContentType   string
+}
+
+// Verdict is what the gate decided and recorded. When Forward is false the
+// door answers Status with Body and forwards nothing.
+type Verdict struct {
+	Forward    bool
+	Status     int
+	Body       []byte
+	Decision   string // allow | deny | pending
+	Reason     string
+	Action     string
+	App        string
+	Record     uint64 // ledger seq of the request record, 0 if none was written
+	ApprovalID string
+	Digest     string
+	started    time.Time
+	errKind    string // "error" field of a refusal body
+}
+
+// GateConfig configures a Gate.
+type GateConfig struct {
+	Engine    *rules.Engine
+	Ledger    Ledger
+	Approvals ApprovalReader
+	Logger    zerolog.Logger
+	// Now is the gate's clock; rules see only this time.
+	Now func() time.Time
+	// AppendTimeout bounds a ledger write; it is the ledger's own deadline,
+	// not the client's (default 5s).
+	AppendTimeout time.Duration
+}
+
+// Gate decides and records every request, whichever door it came through.
+type Gate struct {
+	engine    atomic.Pointer[rules.Engine]
+	ledger    Ledger
+	approvals ApprovalReader
+	log       zerolog.Logger
+	now       func() time.Time
+	timeout   time.Duration
+}
+
+// NewGate returns a gate; Engine, Ledger and Approvals are required.
+func NewGate(cfg GateConfig) (*Gate, error) {
+	if cfg.Engine == nil || cfg.Ledger == nil || cfg.Approvals == nil {
+		return nil, errors.New("gate needs an engine, a ledger and an approval store")
+	}
+	g := &Gate{ledger: cfg.Ledger, approvals: cfg.Approvals, log: cfg.Logger, now: cfg.Now, timeout: cfg.AppendTimeout}
+	if g.now == nil {
+		g.now = time.Now
+	}
+	if g.timeout <= 0 {
+		g.timeout = 5 * time.Second
+	}
+	g.engine.Store(cfg.Engine)
+	return g, nil
+}
+
+// Engine returns the rules engine in force.
+func (g *Gate) Engine() *rules.Engine { return g.engine.Load() }
+
+// Digest is CONTRACT §3's request digest: hex SHA-256 of
+// METHOD "\n" URL "\n" hex(SHA-256(body)).
+func Digest(method, url string, body []byte) string {
+	bh := sha256.Sum256(body)
+	h := sha256.New()
+	h.Write([]byte(method))
+	h.Write([]byte{'\n'})
+	h.Write([]byte(url))
+	h.Write([]byte{'\n'})
+	var hexBody [64]byte
+	hex.Encode(hexBody[:], bh[:])
+	h.Write(hexBody[:])
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Reasons the gate itself gives, beside the rules' reason codes.
+const (
+	ReasonUnknownApp  = "unknown_app"
+	ReasonNotApproved = "not_approved"
+	ReasonExpired     = "expired"
+	ReasonConsumed    = "consumed"
+	ReasonDigest      = "digest_mismatch"
+	ReasonRejected    = "rejected"
+	ReasonBodyTooBig  = "body_too_large"
+)
+
+// Check decides c, records the decision durably and says what the door must do.
+func (g *Gate) Check(c *Call) *Verdict {
+	now := g.now()
+	c.Req.Time = now
+	eng := g.engine.Load()
+	m := eng.Manifest()
+	url := c.url()
+	v := &Verdict{started: now, App: c.Req.App, Digest: Digest(c.Req.Method, url, c.Req.Body)}
+
+	var d rules.Decision
+	if c.Req.App != m.AppID {
+		d = rules.Decision{Outcome: rules.Deny, Reason: ReasonUnknownApp,
+			Detail: "X-UAPK-App " + strconv.Quote(c.Req.App) + " is not the manifest's app_id " + strconv.Quote(m.AppID)}
+	} else {
+		d = eng.Decide(&c.Req)
+	}
+	v.Action = d.Action
+
+	data := map[string]any{
+		"door":        c.Door,
+		"method":      c.Req.Method,
+		"url":         url,
+		"body_sha256": sha256Hex(c.Req.Body),
+		"body_size":   len(c.Req.Body),
+	}
+	if d.Amount != "" {
+		data["amount"] = d.Amount
+	}
+	if c.Req.OnBehalfOf != "" {
+		data["on_behalf_of"] = c.Req.OnBehalfOf
+	}
+	if c.Justification != "" {
+		data["justification"] = c.Justification
+	}
+	if c.Req.Escalation != "" {
+		data["escalation"] = c.Req.Escalation
+	}
+	if d.Detail != "" {
+		data["detail"] = d.Detail
+	}
+	entry := ledger.Entry{
+		Kind: ledger.KindRequest, App: c.Req.App, Action: d.Action,
+		Digest: v.Digest, Policy: m.Hash, Data: data,
+	}
+
+	switch {
+	case d.Outcome == rules.Pending && c.ApprovalID != "":
+		g.retry(c, d, v, &entry, now)
+	case d.Outcome == rules.Pending:
+		g.hold(c, d, v, &entry, now)
+	case d.Outcome == rules.Allow:
+		v.Forward, v.Decision, v.Reason = true, "allow", d.Reason
+	default:
+		g.deny(v, 403, "denied", d.Reason)
+	}
+	entry.Decision, entry.Reason, entry.ApprovalID = v.Decision, v.Reason, v.ApprovalID
+
+	ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
+	rec, err := g.ledger.Append(ctx, entry)
+	cancel()
+	if err != nil {
+		g.log.Error().Err(err).Str("action", v.Action).Str("app", v.App).Str("digest", v.Digest).
+			Msg("ledger append failed; request refused")
+		return &Verdict{Status: 503, Body: jsonBody(map[string]any{"error": "ledger_unavailable"}),
+			Decision: "deny", Reason: "ledger_unavailable", Action: v.Action, App: v.App, Digest: v.Digest, started: now}
+	}
+	v.Record = rec.Seq
+	if !v.Forward {
+		g.finishBody(v)
+	}
+	g.logDecision(c, v, url, now)
+	return v
+}
+
+// logDecision writes the one canonical line per decision; field names are
+// constant so that log queries keep working.
+func (g *Gate) logDecision(c *Call, v *Verdict, url string, start time.Time) {
+	g.log.Info().Str("door", c.Door).Str("decision", v.Decision).Str("reason", v.Reason).
+		Str("action", v.Action).Str("app", v.App).Uint64("seq", v.Record).Str("approval_id", v.ApprovalID).
+		Str("method", c.Req.Method).Str("url", url).Int("status", v.statusForLog()).
+		Float64("latency_ms", float64(g.now().Sub(start).Microseconds())/1000).Msg("decision")
+}
+
+func (v *Verdict) statusForLog() int {
+	if v.Forward {
+		return 0 // the ERP's status is in the forward record
+	}
+	return v.Status
+}
+
+func (c *Call) url() string {
+	if c.URL != "" {
+		return c.URL
+	}
+	return c.Req.URL()
+}
+
+// Refuse records a request the door refuses before any policy is applied
+// (a body over the limit, say) and returns the refusal to write back.
+func (g *Gate) Refuse(c *Call, status int, kind, reason string, extra map[string]any) *Verdict {
+	now := g.now()
+	url := c.url()
+	v := &Verdict{started: now, App: c.Req.App, Digest: Digest(c.Req.Method, url, c.Req.Body)}
+	g.deny(v, status, kind, reason)
+	data := map[string]any{"door": c.Door, "method": c.Req.Method, "url": url}
+	for k, x := range extra {
+		data[k] = x
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
+	rec, err := g.ledger.Append(ctx, ledger.Entry{
+		Kind: ledger.KindRequest, App: c.Req.App, Decision: v.Decision, Reason: reason,
+		Digest: v.Digest, Policy: g.engine.Load().Manifest().Hash, Data: data,
+	})
+	cancel()
+	if err != nil {
+		// The refusal stands; only its record is missing, and the log says so.
+		g.log.Error().Err(err).Str("reason", reason).Msg("ledger append failed for a refused request")
+	} else {
+		v.Record = rec.Seq
+	}
+	g.finishBody(v)
+	g.logDecision(c, v, url, now)
+	return v
+}
+
+// hold makes a new pending approval, committed with the request record.
+func (g *Gate) hold(c *Call, d rules.Decision, v *Verdict, e *ledger.Entry, now time.Time) {
+	a := &approvals.Approval{
+		ID: approvals.NewID(), Status: approvals.StatusPending, Action: d.Action, App: c.Req.App,
+		Method: c.Req.Method, URL: c.Req.URL(), Justification: c.Justification, OnBehalfOf: c.Req.OnBehalfOf,
+		Digest: v.Digest, Amount: d.Amount, Reason: d.Reason, Requirement: d.Requirement,
+		RequiredRoles: d.Requirement.Roles(), Decisions: []approvals.Decision{},
+		CreatedAt: now.UTC(), ExpiresAt: now.Add(d.ApprovalTTL).UTC(),
+	}
+	a.Body, a.BodyBase64 = bodyText(c.Req.Body)
+	if c.ContentType != "" {
+		a.Headers = map[string]string{"Content-Type": c.ContentType}
+	}
+	v.Decision, v.Reason, v.ApprovalID, v.Status = "pending", d.Reason, a.ID, 202
+	e.Data["required_roles"] = toAny(a.RequiredRoles)
+	e.Data["expires_at"] = a.ExpiresAt.Format(time.RFC3339)
+	e.Tx = func(tx *bolt.Tx, rec *ledger.Record) error {
+		a.RequestRecord = rec.Seq
+		return approvals.Put(tx, a)
+	}
+	v.Body = jsonBody(pendingBody{Status: "PENDING_APPROVAL", ApprovalID: a.ID, Action: d.Action,
+		RequiredRoles: a.RequiredRoles, ExpiresAt: a.ExpiresAt.Format(time.RFC3339)})
+}
+
+type pendingBody struct {
+	Status        string   `json:"status"`
+	ApprovalID    string   `json:"approval_id"`
+	Action        string   `json:"action"`
+	RequiredRoles []string `json:"required_roles"`
+	ExpiresAt     string   `json:"expires_at"`
+}
+
+// retry handles a request that carries X-UAPK-Approval-Id.
+func (g *Gate) retry(c *Call, d rules.Decision, v *Verdict, e *ledger.Entry, now time.Time) {
+	e.Data["approval_id_presented"] = c.ApprovalID
+	if !approvals.ValidID(c.ApprovalID) {
+		g.deny(v, 409, "approval_not_usable", ReasonNotApproved)
+		return
+	}
+	a, err := g.approvals.Get(c.ApprovalID)
+	if err != nil {
+		g.deny(v, 409, "approval_not_usable", ReasonNotApproved)
+		return
+	}
+	v.ApprovalID = a.ID
+	switch {
+	case a.Digest != v.Digest || a.App != c.Req.App || a.Action != d.Action:
+		g.deny(v, 409, "approval_not_usable", ReasonDigest)
+	case a.Effective(now) == approvals.StatusExpired:
+		g.deny(v, 409, "approval_not_usable", ReasonExpired)
+	case a.Status == approvals.StatusRejected:
+		g.deny(v, 403, "denied", ReasonRejected)
+	default:
+		// Pending, or approved but not yet executable: signed approvals and
+		// capability tokens complete this path.
+		g.deny(v, 409, "approval_not_usable", ReasonNotApproved)
+	}
+}
+
+func (g *Gate) deny(v *Verdict, status int, kind, reason string) {
+	v.Forward, v.Status, v.Decision, v.Reason = false, status, "deny", reason
+	v.Body = nil
+	v.errKind = kind
+}
+
+// finishBody writes the JSON body of a refusal once the record's seq is known.
+func (g *Gate) finishBody(v *Verdict) {
+	if v.Decision == "pending" {
+		return
+	}
+	body := map[string]any{"error": v.errKind, "reason": v.Reason, "action": v.Action, "record": v.Record}
+	if v.ApprovalID != "" {
+		body["approval_id"] = v.ApprovalID
+	}
+	v.Body = jsonBody(body)
+}
+
+// Outcome is what came back from the ERP for a forwarded request.
+type Outcome struct {
+	Status   int
+	Body     []byte
+	Err      error
+	Duration time.Duration
+}
+
+// Forwarded records the outcome of a forwarded request. It does not wait
+// for the record to be durable: the request record already is, and the
+// ledger writes this one in order with the next group commit.
+func (g *Gate) Forwarded(v *Verdict, o Outcome) {
+	data := map[string]any{
+		"request_record": v.Record,
+		"latency_ms":     o.Duration.Milliseconds(),
+		"latency_us":     o.Duration.Microseconds(),
+	}
+	reason := "forwarded"
+	if o.Err != nil {
+		reason = "upstream_error"
+		data["error"] = o.Err.Error()
+	} else {
+		data["status"] = o.Status
+		data["response_sha256"] = sha256Hex(o.Body)
+		data["response_size"] = len(o.Body)
+	}
+	g.ledger.AppendAsync(ledger.Entry{
+		Kind: ledger.KindForward, App: v.App, Action: v.Action, Decision: v.Decision, Reason: reason,
+		ApprovalID: v.ApprovalID, Digest: v.Digest, Policy: g.engine.Load().Manifest().Hash, Data: data,
+	}, func(_ ledger.Record, err error) {
+		if err != nil {
+			g.log.Error().Err(err).Uint64("request_seq", v.Record).Msg("forward record not written")
+		}
+	})
+}
+
+// bodyText keeps a body as text when it is UTF-8 (JSON bodies always are),
+// base64 otherwise, so an approver sees what the agent sent.
+func bodyText(b []byte) (string, bool) {
+	if utf8.Valid(b) {
+		return string(b), false
+	}
+	return base64.StdEncoding.EncodeToString(b), true
+}
+
+func sha256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func jsonBody(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return []byte(`{"error":"internal"}`)
+	}
+	return b
+}
+
+func toAny(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}

@@ -1,0 +1,269 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+
+	"github.com/uapk-gateway/uapk-proxy/rules"
+)
+
+// SidecarConfig configures the sidecar (reverse proxy) door.
+type SidecarConfig struct {
+	Gate     *Gate
+	Upstream string // ERP base URL, http or https
+	// MaxBody is the largest request body accepted; above it the answer is
+	// 413 and nothing is forwarded (default 10 MiB).
+	MaxBody int
+	// TLS is used for an https upstream; nil means system roots, verification on.
+	TLS    *tls.Config
+	Logger zerolog.Logger
+	// UpstreamTimeout bounds one ERP round trip (default 30s).
+	UpstreamTimeout time.Duration
+	// MaxConns bounds connections to the ERP (default 1024).
+	MaxConns int
+}
+
+// Sidecar is the door an agent reaches by URL: it forwards to one ERP.
+type Sidecar struct {
+	gate     *Gate
+	scheme   string
+	host     string // host[:port] of the ERP
+	basePath string // upstream path prefix without trailing slash
+	client   *fasthttp.HostClient
+	server   *fasthttp.Server
+	maxBody  int
+	timeout  time.Duration
+	log      zerolog.Logger
+}
+
+// DefaultMaxBody is --max-body's default.
+const DefaultMaxBody = 10 << 20
+
+// NewSidecar checks the configuration and builds the door.
+func NewSidecar(cfg SidecarConfig) (*Sidecar, error) {
+	if cfg.Gate == nil {
+		return nil, errors.New("sidecar needs a gate")
+	}
+	u, err := url.Parse(cfg.Upstream)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %q: %w", cfg.Upstream, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("upstream %q: scheme must be http or https", cfg.Upstream)
+	}
+	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("upstream %q: want scheme://host[:port][/base-path] and nothing else", cfg.Upstream)
+	}
+	s := &Sidecar{
+		gate: cfg.Gate, scheme: u.Scheme, host: u.Host, basePath: strings.TrimRight(u.Path, "/"),
+		maxBody: cfg.MaxBody, timeout: cfg.UpstreamTimeout, log: cfg.Logger,
+	}
+	if s.maxBody <= 0 {
+		s.maxBody = DefaultMaxBody
+	}
+	if s.timeout <= 0 {
+		s.timeout = 30 * time.Second
+	}
+	maxConns := cfg.MaxConns
+	if maxConns <= 0 {
+		maxConns = 1024
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		addr = net.JoinHostPort(u.Hostname(), map[string]string{"http": "80", "https": "443"}[u.Scheme])
+	}
+	tlsCfg := cfg.TLS
+	if tlsCfg == nil {
+		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if tlsCfg.ServerName == "" {
+		tlsCfg = tlsCfg.Clone()
+		tlsCfg.ServerName = u.Hostname()
+	}
+	// HostClient dials Addr directly: it never consults HTTP_PROXY, so the
+	// proxy cannot be pointed elsewhere by its own environment.
+	s.client = &fasthttp.HostClient{
+		Addr: addr, IsTLS: u.Scheme == "https", TLSConfig: tlsCfg,
+		MaxConns: maxConns, MaxIdleConnDuration: 90 * time.Second,
+		ReadTimeout: s.timeout, WriteTimeout: s.timeout, MaxConnWaitTimeout: s.timeout,
+		NoDefaultUserAgentHeader: true, DisableHeaderNamesNormalizing: false,
+		MaxIdemponentCallAttempts: 1, // a journal entry is never sent twice behind the ledger's back
+	}
+	s.server = &fasthttp.Server{
+		Handler:               s.handle,
+		ErrorHandler:          s.handleError,
+		MaxRequestBodySize:    s.maxBody,
+		ReadTimeout:           60 * time.Second,
+		WriteTimeout:          60 * time.Second,
+		IdleTimeout:           120 * time.Second,
+		NoDefaultServerHeader: true,
+		CloseOnShutdown:       true,
+		Logger:                zlogger{cfg.Logger},
+	}
+	return s, nil
+}
+
+// Serve accepts agent connections on ln until Shutdown.
+func (s *Sidecar) Serve(ln net.Listener) error { return s.server.Serve(ln) }
+
+// Shutdown stops accepting and waits for in-flight requests.
+func (s *Sidecar) Shutdown() error { return s.server.Shutdown() }
+
+// call turns a fasthttp request into the gate's transport-neutral call. The
+// path the rules see is fasthttp's decoded, dot-segment-free path, and the
+// same path is what the ERP receives: what is classified is what is sent.
+func (s *Sidecar) call(ctx *fasthttp.RequestCtx) *Call {
+	h := &ctx.Request.Header
+	app := string(h.Peek(HeaderApp))
+	if app == "" {
+		app = s.gate.Engine().Manifest().AppID
+	}
+	erpPath := s.basePath + string(ctx.URI().Path())
+	uri := fasthttp.AcquireURI()
+	defer fasthttp.ReleaseURI(uri)
+	uri.SetScheme(s.scheme)
+	uri.SetHost(s.host)
+	uri.SetPath(erpPath)
+	uri.SetQueryStringBytes(ctx.URI().QueryString())
+	return &Call{
+		Req: rules.Request{
+			Method: string(h.Method()), Scheme: s.scheme, Host: s.host, Path: erpPath,
+			RawQuery: string(ctx.URI().QueryString()), Body: ctx.Request.Body(), App: app,
+			OnBehalfOf: string(h.Peek(HeaderOnBehalfOf)), Escalation: string(h.Peek(HeaderEscalation)),
+		},
+		URL:           string(uri.FullURI()),
+		Door:          "sidecar",
+		Justification: string(h.Peek(HeaderJustification)),
+		ApprovalID:    string(h.Peek(HeaderApprovalID)),
+		ContentType:   string(h.ContentType()),
+	}
+}
+
+func (s *Sidecar) handle(ctx *fasthttp.RequestCtx) {
+	c := s.call(ctx)
+	v := s.gate.Check(c)
+	if !v.Forward {
+		writeVerdict(ctx, v)
+		return
+	}
+	s.forward(ctx, c, v)
+}
+
+// forward sends the request to the ERP and relays the answer.
+func (s *Sidecar) forward(ctx *fasthttp.RequestCtx, c *Call, v *Verdict) {
+	req := &ctx.Request
+	stripRequest(&req.Header)
+	req.SetRequestURI(c.URL)
+	req.Header.SetHost(s.host)
+	resp := &ctx.Response
+	start := time.Now()
+	err := s.client.DoTimeout(req, resp, s.timeout)
+	o := Outcome{Duration: time.Since(start), Err: err}
+	if err != nil {
+		s.gate.Forwarded(v, o)
+		resp.Reset()
+		s.log.Warn().Err(err).Uint64("seq", v.Record).Msg("upstream request failed")
+		ctx.SetStatusCode(fasthttp.StatusBadGateway)
+		ctx.SetContentType("application/json")
+		setVerdictHeaders(&resp.Header, v)
+		ctx.SetBody(jsonBody(map[string]any{"error": "upstream_unavailable", "action": v.Action, "record": v.Record}))
+		return
+	}
+	o.Status, o.Body = resp.StatusCode(), resp.Body()
+	s.gate.Forwarded(v, o)
+	stripResponse(&resp.Header)
+	setVerdictHeaders(&resp.Header, v)
+}
+
+// handleError answers requests fasthttp could not read; a body over
+// --max-body is refused with 413 and recorded, nothing is forwarded.
+func (s *Sidecar) handleError(ctx *fasthttp.RequestCtx, err error) {
+	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+		c := s.call(ctx)
+		c.Req.Body = nil
+		v := s.gate.Refuse(c, fasthttp.StatusRequestEntityTooLarge, "body_too_large", ReasonBodyTooBig,
+			map[string]any{"limit": s.maxBody, "content_length": ctx.Request.Header.ContentLength()})
+		writeVerdict(ctx, v)
+		ctx.SetConnectionClose()
+		return
+	}
+	ctx.SetStatusCode(fasthttp.StatusBadRequest)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(jsonBody(map[string]any{"error": "bad_request", "message": err.Error()}))
+	ctx.SetConnectionClose()
+}
+
+func writeVerdict(ctx *fasthttp.RequestCtx, v *Verdict) {
+	ctx.SetStatusCode(v.Status)
+	ctx.SetContentType("application/json")
+	setVerdictHeaders(&ctx.Response.Header, v)
+	ctx.SetBody(v.Body)
+}
+
+func setVerdictHeaders(h *fasthttp.ResponseHeader, v *Verdict) {
+	h.Set(HeaderDecision, v.Decision)
+	if v.Action != "" {
+		h.Set(HeaderAction, v.Action)
+	}
+	if v.Record != 0 {
+		h.Set(HeaderRecord, strconv.FormatUint(v.Record, 10))
+	}
+	if v.ApprovalID != "" {
+		h.Set(HeaderApprovalID, v.ApprovalID)
+	}
+}
+
+// stripRequest removes every X-UAPK-* header and every hop-by-hop header,
+// including those the Connection header names.
+func stripRequest(h *fasthttp.RequestHeader) {
+	for _, t := range connectionTokens(string(h.Peek("Connection"))) {
+		h.Del(t)
+	}
+	for _, name := range hopByHop {
+		h.Del(name)
+	}
+	var uapk []string
+	for k := range h.All() {
+		if isUAPK(k) {
+			uapk = append(uapk, string(k))
+		}
+	}
+	for _, k := range uapk {
+		h.Del(k)
+	}
+}
+
+func stripResponse(h *fasthttp.ResponseHeader) {
+	for _, t := range connectionTokens(string(h.Peek("Connection"))) {
+		h.Del(t)
+	}
+	for _, name := range hopByHop {
+		if name == "Transfer-Encoding" {
+			continue // fasthttp frames the body itself
+		}
+		h.Del(name)
+	}
+	var uapk []string
+	for k := range h.All() {
+		if isUAPK(k) {
+			uapk = append(uapk, string(k))
+		}
+	}
+	for _, k := range uapk {
+		h.Del(k)
+	}
+}
+
+// zlogger routes fasthttp's own messages to zerolog.
+type zlogger struct{ l zerolog.Logger }
+
+func (z zlogger) Printf(format string, args ...any) { z.l.Warn().Msgf(format, args...) }

@@ -1,0 +1,240 @@
+package rules
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Engine decides requests against one manifest and, optionally, the
+// principals file. It holds no mutable state: Decide is safe for concurrent
+// use and reads neither the clock nor the network.
+type Engine struct {
+	m *Manifest
+	p *Principals
+}
+
+// NewEngine returns an Engine for m. p may be nil: then no caller is known,
+// and every action with roles_allowed is denied (role_not_allowed).
+func NewEngine(m *Manifest, p *Principals) *Engine {
+	if m == nil {
+		panic("rules: NewEngine with a nil manifest")
+	}
+	return &Engine{m: m, p: p}
+}
+
+// Manifest returns the manifest the engine decides by.
+func (e *Engine) Manifest() *Manifest { return e.m }
+
+// Principals returns the principals the engine knows, possibly nil.
+func (e *Engine) Principals() *Principals { return e.p }
+
+// Classify returns the first action, in manifest order, with a match rule
+// for r, or nil when none matches. It fails with an error wrapping
+// ErrAmbiguousPath when r.Path has no canonical form (see Decide).
+func (e *Engine) Classify(r *Request) (*Action, error) {
+	path, err := canonicalPath(r.Path, false)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrAmbiguousPath, err)
+	}
+	var host reqHost
+	if e.m.hostRules {
+		host = parseReqHost(r.Host, r.Scheme)
+	}
+	return e.m.classify(r.Method, host, path), nil
+}
+
+func (m *Manifest) classify(method string, host reqHost, path string) *Action {
+	for _, a := range m.Actions {
+		for i := range a.Match {
+			mr := &a.Match[i]
+			if mr.Method != "" && !strings.EqualFold(mr.Method, method) {
+				continue
+			}
+			if mr.host != nil && !mr.host.match(host) {
+				continue
+			}
+			if mr.path.match(path) {
+				return a
+			}
+		}
+	}
+	return nil
+}
+
+// Decide classifies r and returns the verdict. The steps, in order:
+//
+//  1. Classify. A path with no canonical form (dot or empty segments,
+//     encoded '/', '\' or NUL, ';' parameters, bad escapes) is denied as
+//     unclassified whatever default_policy says. No matching action:
+//     default_policy DENY gives deny/unclassified, RECORD_AND_ALLOW
+//     allow/record_and_allow.
+//  2. Action on the denylist: deny/denylisted.
+//  3. approval_policy DENY: deny/policy_deny.
+//  4. business_hours_only outside the window (or r.Time zero):
+//     deny/outside_business_hours.
+//  5. roles_allowed: the On-Behalf-Of caller must be a known principal
+//     holding one of them, else deny/role_not_allowed.
+//  6. A non-empty X-UAPK-Escalation that is not a role token:
+//     deny/bad_escalation.
+//  7. Amount, when the action has amount paths or amount_cap: the largest
+//     absolute number at the paths (numeric strings count). With amount_cap,
+//     an unreadable amount gives pending/amount_unreadable and an amount
+//     over the cap pending/amount_over_cap, both with the escalation
+//     requirement.
+//  8. Otherwise the approval_policy: allow/auto_approve,
+//     pending/approval_required or pending/dual_approval_required.
+//  9. X-UAPK-Escalation adds a slot {role} unless a single-role slot for it
+//     exists; an allow becomes pending/escalation_requested.
+func (e *Engine) Decide(r *Request) Decision {
+	if r == nil {
+		return Decision{Outcome: Deny, Reason: ReasonUnclassified, Detail: "no request"}
+	}
+	a, err := e.Classify(r)
+	if err != nil {
+		return Decision{Outcome: Deny, Reason: ReasonUnclassified,
+			Detail: fmt.Sprintf("refused to classify path %s: %v; such paths are denied whatever default_policy says", clip(r.Path), err)}
+	}
+	if a == nil {
+		if e.m.DefaultPolicy == RecordAndAllow {
+			return Decision{Outcome: Allow, Reason: ReasonRecordAndAllow, Detail: "no action matches; default_policy RECORD_AND_ALLOW"}
+		}
+		return Decision{Outcome: Deny, Reason: ReasonUnclassified, Detail: "no action matches; default_policy DENY"}
+	}
+	d := Decision{Action: a.Name, Hold: a.Hold, ApprovalTTL: a.ApprovalTTL}
+	deny := func(reason, detail string) Decision {
+		d.Outcome, d.Reason, d.Detail = Deny, reason, detail
+		return d
+	}
+	if a.Denylisted {
+		return deny(ReasonDenylisted, "action "+a.Name+" is on tool_restrictions.denylist")
+	}
+	if a.Policy == DenyPolicy {
+		return deny(ReasonPolicyDeny, "action "+a.Name+" has approval_policy DENY")
+	}
+	if a.BusinessHoursOnly {
+		w := e.m.BusinessHours
+		if r.Time.IsZero() {
+			return deny(ReasonOutsideBusinessHours, "action "+a.Name+" is business_hours_only and the request has no time")
+		}
+		if !w.Contains(r.Time) {
+			return deny(ReasonOutsideBusinessHours, fmt.Sprintf("action %s runs only %s, Monday to Friday; the request came at %s",
+				a.Name, w, r.Time.In(w.Location).Format("Mon 2006-01-02 15:04 MST")))
+		}
+	}
+	if len(a.RolesAllowed) > 0 {
+		if why := e.callerRefused(a, r.OnBehalfOf); why != "" {
+			return deny(ReasonRoleNotAllowed, why)
+		}
+	}
+	if r.Escalation != "" && !ValidRole(r.Escalation) {
+		return deny(ReasonBadEscalation, fmt.Sprintf("X-UAPK-Escalation %s is not a role name ([a-z0-9_.-]{1,64})", clip(r.Escalation)))
+	}
+
+	if len(a.AmountPaths) > 0 || a.hasCap {
+		amount, why := decimal{}, "the action lists no amount paths"
+		if len(a.AmountPaths) > 0 {
+			amount, why = readAmount(r.Body, a.AmountPaths)
+		}
+		if why == "" {
+			d.Amount = amount.String()
+		}
+		if a.hasCap {
+			switch {
+			case why != "":
+				d.Outcome, d.Reason, d.Escalated = Pending, ReasonAmountUnreadable, true
+				d.Requirement = a.esc.clone()
+				d.Detail = fmt.Sprintf("action %s has amount_cap %s but the amount cannot be read: %s; needs %s",
+					a.Name, a.cap, why, describe(d.Requirement))
+			case amount.cmpAbs(a.cap) > 0:
+				d.Outcome, d.Reason, d.Escalated = Pending, ReasonAmountOverCap, true
+				d.Requirement = a.esc.clone()
+				d.Detail = fmt.Sprintf("amount %s exceeds amount_cap %s of action %s; escalated to %s",
+					d.Amount, a.cap, a.Name, describe(d.Requirement))
+			}
+		}
+	}
+	if d.Reason == "" {
+		switch a.Policy {
+		case AutoApprove:
+			d.Outcome, d.Reason, d.Detail = Allow, ReasonAutoApprove, a.allowDetail
+		case RequireApproval:
+			d.Outcome, d.Reason = Pending, ReasonApprovalRequired
+			d.Requirement = a.base.clone()
+			d.Detail = "action " + a.Name + " needs " + describe(d.Requirement)
+		case DualApproval:
+			d.Outcome, d.Reason = Pending, ReasonDualApproval
+			d.Requirement = a.base.clone()
+			d.Detail = "action " + a.Name + " needs " + describe(d.Requirement)
+		default:
+			// Unreachable for a validated manifest; fail closed.
+			return deny(ReasonPolicyDeny, "action "+a.Name+" has no usable approval_policy")
+		}
+	}
+	if role := r.Escalation; role != "" && !hasSingleSlot(d.Requirement, role) {
+		if d.Outcome == Allow {
+			d.Outcome, d.Reason = Pending, ReasonEscalationRequested
+			d.Requirement = Requirement{Policy: RequireApproval}
+		}
+		d.Requirement.Slots = append(d.Requirement.Slots, []string{role})
+		d.Escalated = true
+		d.Detail += "; X-UAPK-Escalation adds an approval by " + role
+	}
+	return d
+}
+
+// callerRefused returns why the On-Behalf-Of caller may not use a, or "".
+func (e *Engine) callerRefused(a *Action, caller string) string {
+	if caller == "" {
+		return fmt.Sprintf("action %s is only for callers with role %s; no X-UAPK-On-Behalf-Of caller was named",
+			a.Name, strings.Join(a.RolesAllowed, ", "))
+	}
+	pr, ok := e.p.Get(caller)
+	if !ok {
+		return fmt.Sprintf("action %s is only for callers with role %s; caller %s is not a known principal",
+			a.Name, strings.Join(a.RolesAllowed, ", "), clip(caller))
+	}
+	for _, r := range a.RolesAllowed {
+		if pr.HasRole(r) {
+			return ""
+		}
+	}
+	return fmt.Sprintf("action %s is only for callers with role %s; caller %s holds none of them",
+		a.Name, strings.Join(a.RolesAllowed, ", "), pr.ID)
+}
+
+func hasSingleSlot(q Requirement, role string) bool {
+	for _, s := range q.Slots {
+		if len(s) == 1 && s[0] == role {
+			return true
+		}
+	}
+	return false
+}
+
+// describe renders a requirement for Detail: "approval by cfo",
+// "approvals by cfo and controller", "approval by a or b".
+func describe(q Requirement) string {
+	var b strings.Builder
+	if len(q.Slots) == 1 {
+		b.WriteString("approval by ")
+	} else {
+		b.WriteString("approvals by ")
+	}
+	for i, s := range q.Slots {
+		if i > 0 {
+			b.WriteString(" and ")
+		}
+		b.WriteString(strings.Join(s, " or "))
+	}
+	return b.String()
+}
+
+// clip quotes untrusted text for Detail, bounded so that a long header
+// cannot bloat logs and records.
+func clip(s string) string {
+	const max = 80
+	if len(s) > max {
+		return fmt.Sprintf("%q...", s[:max])
+	}
+	return fmt.Sprintf("%q", s)
+}

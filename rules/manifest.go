@@ -1,0 +1,682 @@
+package rules
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"math/big"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Manifest is a validated policy manifest (CONTRACT §2). It is read-only once
+// parsed: an Engine and any number of goroutines may share it.
+type Manifest struct {
+	AppID   string
+	Version string
+	// Actions in manifest order, which is match order: the first action with
+	// a matching rule classifies a request.
+	Actions []*Action
+	// Denylist holds tool_restrictions.denylist as written; names that no
+	// action defines are kept (and reported by Warnings).
+	Denylist []string
+	// BusinessHours is tool_restrictions.time_windows.business_hours, nil if
+	// not set.
+	BusinessHours *Window
+	// TunnelHosts holds tool_restrictions.tunnel_hosts as written; see
+	// TunnelAllowed.
+	TunnelHosts []string
+	// DefaultPolicy is DenyPolicy (the default) or RecordAndAllow.
+	DefaultPolicy Policy
+	// Override is nil when the manifest has no override section: then no
+	// override can be granted.
+	Override *Override
+	Audit    Audit
+	// Hash is the hex SHA-256 of Raw, the exact bytes parsed. Ledger records
+	// name the policy in force by it.
+	Hash string
+	Raw  []byte `json:"-"`
+
+	byName    map[string]*Action
+	tunnels   []hostPattern
+	warnings  []Problem
+	hostRules bool // some match rule names a host
+}
+
+// Action is one entry of the manifest's actions object.
+type Action struct {
+	Name          string
+	Description   string
+	Policy        Policy
+	RolesRequired []string
+	RolesAllowed  []string // nil: any caller
+	// AmountCap is nil when the action has no amount_cap. It is exact; do not
+	// modify it.
+	AmountCap         *big.Rat
+	BusinessHoursOnly bool
+	Match             []MatchRule
+	AmountPaths       []string
+	// Escalation is the action's escalation as written, nil when absent (then
+	// exceeding amount_cap requires one approval by role cfo; see
+	// EscalationRequirement).
+	Escalation  *Escalation
+	Hold        time.Duration // default 0
+	ApprovalTTL time.Duration // default 24h
+	// Denylisted is true when tool_restrictions.denylist names this action.
+	Denylisted bool
+
+	cap         decimal
+	hasCap      bool
+	base        Requirement
+	esc         Requirement
+	allowDetail string
+}
+
+// MatchRule is one element of an action's match list.
+type MatchRule struct {
+	Method string // upper case; "" matches any method
+	Host   string // as written; "" matches any host
+	Path   string // as written
+
+	host *hostPattern
+	path pathPattern
+}
+
+// Escalation is an action's escalation section.
+type Escalation struct {
+	Policy        Policy
+	RolesRequired []string
+}
+
+// Override is the manifest's override section.
+type Override struct {
+	RolesRequired []string
+	MaxDuration   time.Duration
+}
+
+// Audit is the manifest's audit section, with defaults filled in.
+type Audit struct {
+	RetentionYears int    // default 7
+	StorageClass   string // "COMPLIANCE" (default) or "GOVERNANCE"
+	Immutable      bool   // default true
+}
+
+// Defaults applied when the manifest leaves a value out.
+const (
+	DefaultApprovalTTL    = 24 * time.Hour
+	DefaultRetentionYears = 7
+	DefaultStorageClass   = "COMPLIANCE"
+	// DefaultEscalationRole must approve when an amount exceeds amount_cap
+	// (or cannot be read) and the action has no escalation section.
+	DefaultEscalationRole = "cfo"
+)
+
+var knownMethods = map[string]bool{
+	"GET": true, "HEAD": true, "POST": true, "PUT": true, "PATCH": true,
+	"DELETE": true, "OPTIONS": true, "TRACE": true, "CONNECT": true,
+}
+
+// LoadManifest reads and parses the manifest file at path.
+func LoadManifest(path string) (*Manifest, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read manifest: %w", err)
+	}
+	return ParseManifest(data)
+}
+
+// ParseManifest parses a manifest, JSON when its first non-space byte is '{'
+// and YAML otherwise. Any problem makes it fail with a *ValidationError
+// listing all of them; warnings do not (see Warnings).
+func ParseManifest(data []byte) (*Manifest, error) {
+	root, probs, err := decodeTree(data)
+	if err != nil {
+		return nil, err
+	}
+	c := &checker{probs: probs}
+	m := &Manifest{
+		DefaultPolicy: DenyPolicy,
+		Audit:         Audit{RetentionYears: DefaultRetentionYears, StorageClass: DefaultStorageClass, Immutable: true},
+		byName:        map[string]*Action{},
+	}
+	c.manifest(m, root)
+	if len(c.probs) > 0 {
+		return nil, &ValidationError{Problems: c.probs, Warnings: c.warns}
+	}
+	sum := sha256.Sum256(data)
+	m.Hash = hex.EncodeToString(sum[:])
+	m.Raw = bytes.Clone(data)
+	m.warnings = c.warns
+	return m, nil
+}
+
+// Warnings lists findings that do not make the manifest invalid but likely
+// mean it does not do what its author meant: denylist entries naming no
+// action, actions without match rules, amount_cap without amount paths (every
+// request is then held as amount_unreadable), unused escalations.
+func (m *Manifest) Warnings() []Problem {
+	return append([]Problem(nil), m.warnings...)
+}
+
+// Action returns the action called name.
+func (m *Manifest) Action(name string) (*Action, bool) {
+	a, ok := m.byName[name]
+	return a, ok
+}
+
+// Denylisted reports whether tool_restrictions.denylist names action, whether
+// or not the manifest defines it.
+func (m *Manifest) Denylisted(action string) bool {
+	for _, d := range m.Denylist {
+		if d == action {
+			return true
+		}
+	}
+	return false
+}
+
+// TunnelAllowed reports whether a CONNECT target "host:port" matches
+// tool_restrictions.tunnel_hosts. A target without a port never matches.
+func (m *Manifest) TunnelAllowed(hostport string) bool {
+	h := parseReqHost(hostport, "")
+	if !h.ok || h.port == "" {
+		return false
+	}
+	for i := range m.tunnels {
+		if m.tunnels[i].match(h) {
+			return true
+		}
+	}
+	return false
+}
+
+// Requirement is what the action's approval_policy requires: one slot with
+// all roles_required for REQUIRE_APPROVAL, one slot per role for
+// DUAL_APPROVAL, and the zero Requirement for AUTO_APPROVE and DENY.
+func (a *Action) Requirement() Requirement { return a.base.clone() }
+
+// EscalationRequirement is what an amount over amount_cap (or an unreadable
+// amount) requires: the escalation section, or one approval by role cfo.
+func (a *Action) EscalationRequirement() Requirement { return a.esc.clone() }
+
+func (q Requirement) clone() Requirement {
+	if q.Slots == nil {
+		return q
+	}
+	slots := make([][]string, len(q.Slots))
+	for i, s := range q.Slots {
+		slots[i] = append([]string(nil), s...)
+	}
+	return Requirement{Policy: q.Policy, Slots: slots}
+}
+
+func requirement(p Policy, roles []string) Requirement {
+	switch p {
+	case RequireApproval:
+		return Requirement{Policy: p, Slots: [][]string{append([]string(nil), roles...)}}
+	case DualApproval:
+		slots := make([][]string, len(roles))
+		for i, r := range roles {
+			slots[i] = []string{r}
+		}
+		return Requirement{Policy: p, Slots: slots}
+	}
+	return Requirement{}
+}
+
+// ---- validation ----
+
+func (c *checker) manifest(m *Manifest, root *value) {
+	var windowGiven bool
+	var denyPaths, needWindow []string
+	ok := c.fields("", root, map[string]func(string, *value){
+		"app_id": func(p string, v *value) {
+			if s, ok := c.str(p, v); ok {
+				m.AppID = s
+				if s == "" {
+					c.errf(p, "must not be empty")
+				} else if !validName(s) {
+					c.errf(p, "app_id %q must be 1 to 64 of [A-Za-z0-9_.-]", s)
+				}
+			}
+		},
+		"version": func(p string, v *value) { m.Version, _ = c.str(p, v) },
+		"actions": func(p string, v *value) {
+			if v.kind != kObject {
+				c.typeErr(p, "an object of actions", v)
+				return
+			}
+			if len(v.members) == 0 {
+				c.errf(p, "must define at least one action")
+			}
+			for _, mb := range v.members {
+				ap := joinKey(p, mb.key)
+				a := c.action(ap, mb.key, mb.val)
+				if a == nil {
+					continue
+				}
+				if a.BusinessHoursOnly {
+					needWindow = append(needWindow, joinKey(ap, "business_hours_only"))
+				}
+				m.Actions = append(m.Actions, a)
+				m.byName[a.Name] = a
+				for _, mr := range a.Match {
+					m.hostRules = m.hostRules || mr.host != nil
+				}
+			}
+		},
+		"tool_restrictions": func(p string, v *value) {
+			c.fields(p, v, map[string]func(string, *value){
+				"denylist": func(p string, v *value) {
+					list, _ := c.strList(p, v)
+					seen := map[string]bool{}
+					for i, name := range list {
+						ip := joinIndex(p, i)
+						switch {
+						case name == "":
+							c.errf(ip, "empty action name")
+						case !validName(name):
+							c.errf(ip, "%q is not a valid action name", name)
+						case seen[name]:
+							c.errf(ip, "duplicate entry %q", name)
+						default:
+							seen[name] = true
+							m.Denylist = append(m.Denylist, name)
+							denyPaths = append(denyPaths, ip)
+						}
+					}
+				},
+				"time_windows": func(p string, v *value) {
+					c.fields(p, v, map[string]func(string, *value){
+						"business_hours": func(p string, v *value) {
+							windowGiven = true
+							s, ok := c.str(p, v)
+							if !ok {
+								return
+							}
+							w, err := ParseWindow(s)
+							if err != nil {
+								c.errf(p, "bad time window %q: %v", s, err)
+								return
+							}
+							m.BusinessHours = w
+						},
+					})
+				},
+				"tunnel_hosts": func(p string, v *value) {
+					list, _ := c.strList(p, v)
+					seen := map[string]bool{}
+					for i, s := range list {
+						ip := joinIndex(p, i)
+						hp, err := compileHostPattern(s, true)
+						switch {
+						case err != nil:
+							c.errf(ip, "bad tunnel host %q: %v (want host:port, e.g. erp.example.com:443)", s, err)
+						case seen[strings.ToLower(s)]:
+							c.errf(ip, "duplicate entry %q", s)
+						default:
+							seen[strings.ToLower(s)] = true
+							m.TunnelHosts = append(m.TunnelHosts, s)
+							m.tunnels = append(m.tunnels, hp)
+						}
+					}
+				},
+			})
+		},
+		"default_policy": func(p string, v *value) {
+			s, ok := c.str(p, v)
+			if !ok {
+				return
+			}
+			switch Policy(s) {
+			case DenyPolicy, RecordAndAllow:
+				m.DefaultPolicy = Policy(s)
+			default:
+				c.errf(p, "unknown default_policy %q (DENY or RECORD_AND_ALLOW)", s)
+			}
+		},
+		"override": func(p string, v *value) { m.Override = c.override(p, v) },
+		"audit":    func(p string, v *value) { c.audit(p, v, &m.Audit) },
+	})
+	if !ok {
+		return
+	}
+	if root.get("app_id") == nil {
+		c.errf("app_id", "required")
+	}
+	if root.get("actions") == nil {
+		c.errf("actions", "required: the manifest must define at least one action")
+	}
+	// After the walk, so that key order does not matter.
+	if !windowGiven {
+		for _, p := range needWindow {
+			c.errf(p, "needs tool_restrictions.time_windows.business_hours")
+		}
+	}
+	for i, name := range m.Denylist {
+		if a, ok := m.byName[name]; ok {
+			a.Denylisted = true
+			continue
+		}
+		c.warnf(denyPaths[i], "no action named %q is defined, so this entry matches nothing (such requests are unclassified)", name)
+	}
+}
+
+func (c *checker) action(p, name string, v *value) *Action {
+	a := &Action{Name: name, ApprovalTTL: DefaultApprovalTTL}
+	if !validName(name) {
+		c.errf(p, "action name %q must be 1 to 64 of [A-Za-z0-9_.-]", name)
+	}
+	var (
+		policyOK, holdOK, ttlOK bool
+		rolesReq                *value
+	)
+	ok := c.fields(p, v, map[string]func(string, *value){
+		"description": func(p string, v *value) { a.Description, _ = c.str(p, v) },
+		"approval_policy": func(p string, v *value) {
+			a.Policy, policyOK = c.policy(p, v, false)
+		},
+		"roles_required": func(p string, v *value) {
+			rolesReq = v
+			a.RolesRequired, _ = c.roles(p, v)
+		},
+		"roles_allowed": func(p string, v *value) {
+			a.RolesAllowed, _ = c.roles(p, v)
+			if v.kind == kArray && len(v.items) == 0 {
+				c.errf(p, "must name at least one role (leave roles_allowed out to allow any caller)")
+			}
+		},
+		"amount_cap": func(p string, v *value) {
+			d, ok := c.number(p, v)
+			if !ok {
+				return
+			}
+			if d.neg {
+				c.errf(p, "must not be negative")
+				return
+			}
+			a.cap, a.hasCap, a.AmountCap = d, true, d.Rat()
+		},
+		"business_hours_only": func(p string, v *value) { a.BusinessHoursOnly, _ = c.boolean(p, v) },
+		"match":               func(p string, v *value) { a.Match = c.matchRules(p, v) },
+		"amount": func(p string, v *value) {
+			list, ok := c.strList(p, v)
+			if ok && len(v.items) == 0 {
+				c.errf(p, "must list at least one path (leave amount out if the action has no amount)")
+			}
+			seen := map[string]bool{}
+			for i, s := range list {
+				ip := joinIndex(p, i)
+				if err := checkAmountPath(s); err != nil {
+					c.errf(ip, "bad amount path %q: %v", s, err)
+					continue
+				}
+				if seen[s] {
+					c.errf(ip, "duplicate amount path %q", s)
+					continue
+				}
+				seen[s] = true
+				a.AmountPaths = append(a.AmountPaths, s)
+			}
+		},
+		"escalation": func(p string, v *value) { a.Escalation = c.escalation(p, v) },
+		"hold": func(p string, v *value) {
+			d, ok := c.duration(p, v)
+			if ok && d < 0 {
+				c.errf(p, "must not be negative")
+				return
+			}
+			a.Hold, holdOK = d, ok
+		},
+		"approval_ttl": func(p string, v *value) {
+			d, ok := c.duration(p, v)
+			if ok && d <= 0 {
+				c.errf(p, "must be positive")
+				return
+			}
+			if ok {
+				a.ApprovalTTL, ttlOK = d, true
+			}
+		},
+	})
+	if !ok {
+		return nil
+	}
+	if v.get("approval_policy") == nil {
+		c.errf(joinKey(p, "approval_policy"), "required (AUTO_APPROVE, REQUIRE_APPROVAL, DUAL_APPROVAL or DENY)")
+	}
+	if policyOK {
+		c.policyRoles(joinKey(p, "roles_required"), a.Policy, rolesReq, a.RolesRequired)
+		if (a.Policy == AutoApprove || a.Policy == DenyPolicy) && len(a.RolesRequired) > 0 {
+			c.warnf(joinKey(p, "roles_required"), "not used by approval_policy %s", a.Policy)
+		}
+	}
+	if holdOK && (ttlOK || v.get("approval_ttl") == nil) && a.Hold > a.ApprovalTTL {
+		c.errf(joinKey(p, "hold"), "hold %s is longer than approval_ttl %s", a.Hold, a.ApprovalTTL)
+	}
+	if mv := v.get("match"); mv == nil || mv.kind == kArray && len(mv.items) == 0 {
+		c.warnf(joinKey(p, "match"), "no match rules: no request can be classified as this action")
+	}
+	if a.hasCap && v.get("amount") == nil {
+		c.warnf(joinKey(p, "amount_cap"), "no amount paths: the amount can never be read, so every request is held for escalated approval (amount_unreadable)")
+	}
+	if v.get("escalation") != nil && v.get("amount_cap") == nil {
+		c.warnf(joinKey(p, "escalation"), "never used: escalation applies only when amount_cap is exceeded")
+	}
+
+	a.base = requirement(a.Policy, a.RolesRequired)
+	a.esc = requirement(RequireApproval, []string{DefaultEscalationRole})
+	if a.Escalation != nil {
+		a.esc = requirement(a.Escalation.Policy, a.Escalation.RolesRequired)
+		if a.hasCap && len(a.esc.Slots) > 0 && len(a.esc.Slots) < len(a.base.Slots) {
+			c.warnf(joinKey(p, "escalation"), "requires fewer approvers (%d) than approval_policy (%d) for amounts over the cap", len(a.esc.Slots), len(a.base.Slots))
+		}
+	}
+	a.allowDetail = fmt.Sprintf("action %s is AUTO_APPROVE", a.Name)
+	return a
+}
+
+// policy reads an approval_policy value. For escalations only
+// REQUIRE_APPROVAL and DUAL_APPROVAL make sense.
+func (c *checker) policy(p string, v *value, escalation bool) (Policy, bool) {
+	s, ok := c.str(p, v)
+	if !ok {
+		return "", false
+	}
+	switch pol := Policy(s); pol {
+	case RequireApproval, DualApproval:
+		return pol, true
+	case AutoApprove, DenyPolicy:
+		if !escalation {
+			return pol, true
+		}
+		c.errf(p, "escalation approval_policy must be REQUIRE_APPROVAL or DUAL_APPROVAL, not %s", pol)
+	case RecordAndAllow:
+		c.errf(p, "RECORD_AND_ALLOW is only valid as default_policy")
+	default:
+		if escalation {
+			c.errf(p, "unknown approval_policy %q (REQUIRE_APPROVAL or DUAL_APPROVAL)", s)
+		} else {
+			c.errf(p, "unknown approval_policy %q (AUTO_APPROVE, REQUIRE_APPROVAL, DUAL_APPROVAL or DENY)", s)
+		}
+	}
+	return "", false
+}
+
+// policyRoles checks roles_required against the policy: REQUIRE_APPROVAL and
+// DUAL_APPROVAL need roles, DUAL_APPROVAL two distinct ones. raw is the
+// roles_required value (nil when absent); roles its valid distinct roles.
+func (c *checker) policyRoles(p string, pol Policy, raw *value, roles []string) {
+	if pol != RequireApproval && pol != DualApproval {
+		return
+	}
+	if raw == nil || raw.kind == kArray && len(raw.items) == 0 {
+		c.errf(p, "required: %s needs at least one role", pol)
+		return
+	}
+	if raw.kind == kArray && pol == DualApproval && len(roles) < 2 {
+		c.errf(p, "DUAL_APPROVAL needs at least two distinct roles")
+	}
+}
+
+func (c *checker) escalation(p string, v *value) *Escalation {
+	e := &Escalation{}
+	var policyOK bool
+	var rolesReq *value
+	ok := c.fields(p, v, map[string]func(string, *value){
+		"approval_policy": func(p string, v *value) { e.Policy, policyOK = c.policy(p, v, true) },
+		"roles_required": func(p string, v *value) {
+			rolesReq = v
+			e.RolesRequired, _ = c.roles(p, v)
+		},
+	})
+	if !ok {
+		return nil
+	}
+	if v.get("approval_policy") == nil {
+		c.errf(joinKey(p, "approval_policy"), "required (REQUIRE_APPROVAL or DUAL_APPROVAL)")
+	}
+	switch {
+	case rolesReq == nil || rolesReq.kind == kArray && len(rolesReq.items) == 0:
+		c.errf(joinKey(p, "roles_required"), "required: an escalation needs at least one role")
+	case policyOK:
+		c.policyRoles(joinKey(p, "roles_required"), e.Policy, rolesReq, e.RolesRequired)
+	}
+	return e
+}
+
+func (c *checker) matchRules(p string, v *value) []MatchRule {
+	if v.kind != kArray {
+		c.typeErr(p, "an array of {method, host, path} objects", v)
+		return nil
+	}
+	var out []MatchRule
+	for i, it := range v.items {
+		ip := joinIndex(p, i)
+		var r MatchRule
+		good := true
+		ok := c.fields(ip, it, map[string]func(string, *value){
+			"method": func(p string, v *value) {
+				s, ok := c.str(p, v)
+				if !ok {
+					good = false
+					return
+				}
+				up := strings.ToUpper(s)
+				switch {
+				case up == "" || up == "*":
+				case knownMethods[up]:
+					r.Method = up
+				default:
+					c.errf(p, "unknown method %q", s)
+					good = false
+				}
+			},
+			"host": func(p string, v *value) {
+				s, ok := c.str(p, v)
+				if !ok {
+					good = false
+					return
+				}
+				hp, err := compileHostPattern(s, false)
+				if err != nil {
+					c.errf(p, "bad host pattern %q: %v", s, err)
+					good = false
+					return
+				}
+				r.Host, r.host = s, &hp
+			},
+			"path": func(p string, v *value) {
+				s, ok := c.str(p, v)
+				if !ok {
+					good = false
+					return
+				}
+				pp, err := compilePathPattern(s)
+				if err != nil {
+					c.errf(p, "bad path pattern %q: %v", s, err)
+					good = false
+					return
+				}
+				r.Path, r.path = s, pp
+			},
+		})
+		if !ok {
+			continue
+		}
+		if it.get("path") == nil {
+			c.errf(joinKey(ip, "path"), `required (a glob such as "/api/v1/journal-entries/*")`)
+			good = false
+		}
+		if good {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (c *checker) override(p string, v *value) *Override {
+	o := &Override{}
+	ok := c.fields(p, v, map[string]func(string, *value){
+		"roles_required": func(p string, v *value) {
+			o.RolesRequired, _ = c.roles(p, v)
+			if v.kind == kArray && len(v.items) == 0 {
+				c.errf(p, "must name at least one role")
+			}
+		},
+		"max_duration": func(p string, v *value) {
+			d, ok := c.duration(p, v)
+			if ok && d <= 0 {
+				c.errf(p, "must be positive")
+			}
+			o.MaxDuration = d
+		},
+	})
+	if !ok {
+		return nil
+	}
+	if v.get("roles_required") == nil {
+		c.errf(joinKey(p, "roles_required"), "required: who may approve an override")
+	}
+	if v.get("max_duration") == nil {
+		c.errf(joinKey(p, "max_duration"), `required (e.g. "8h")`)
+	}
+	return o
+}
+
+func (c *checker) audit(p string, v *value, au *Audit) {
+	c.fields(p, v, map[string]func(string, *value){
+		"retention_years": func(p string, v *value) {
+			d, ok := c.number(p, v)
+			if !ok {
+				return
+			}
+			n, err := strconv.Atoi(d.String())
+			switch {
+			case d.exp < 0:
+				c.errf(p, "must be a whole number of years")
+			case d.neg || n < 1:
+				c.errf(p, "must be at least 1")
+			case err != nil || n > 100:
+				c.errf(p, "must be at most 100")
+			default:
+				au.RetentionYears = n
+			}
+		},
+		"storage_class": func(p string, v *value) {
+			s, ok := c.str(p, v)
+			if !ok {
+				return
+			}
+			if s != "COMPLIANCE" && s != "GOVERNANCE" {
+				c.errf(p, "unknown storage_class %q (COMPLIANCE or GOVERNANCE)", s)
+				return
+			}
+			au.StorageClass = s
+		},
+		"immutable": func(p string, v *value) { au.Immutable, _ = c.boolean(p, v) },
+	})
+}

@@ -1,0 +1,282 @@
+package rules
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Principals is the validated principals file (CONTRACT §4): who exists,
+// which roles they hold, and the Ed25519 key each approver signs with. It is
+// read-only once loaded.
+type Principals struct {
+	list []*Principal
+	byID map[string]*Principal // by case-folded id
+}
+
+// maxKeyFile bounds what a public_key path may make us read.
+const maxKeyFile = 64 << 10
+
+// LoadPrincipals reads the principals file at path. Relative public_key paths
+// resolve against the file's directory.
+func LoadPrincipals(path string) (*Principals, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read principals: %w", err)
+	}
+	return ParsePrincipals(data, filepath.Dir(path))
+}
+
+// ParsePrincipals parses a principals file (YAML, or JSON). public_key is an
+// inline PKIX "PUBLIC KEY" PEM or a path to one; relative paths resolve
+// against baseDir. Any problem makes it fail with a *ValidationError listing
+// all of them.
+//
+// Ids are compared case-insensitively: two entries whose ids differ only in
+// case are a duplicate (one person must not count twice), and Get finds an
+// id in any case. The same public key on two principals is refused for the
+// same reason.
+func ParsePrincipals(data []byte, baseDir string) (*Principals, error) {
+	root, probs, err := decodeTree(data)
+	if err != nil {
+		return nil, err
+	}
+	c := &checker{probs: probs}
+	ps := &Principals{byID: map[string]*Principal{}}
+	c.principals(ps, root, baseDir)
+	if len(c.probs) > 0 {
+		return nil, &ValidationError{Problems: c.probs, Warnings: c.warns}
+	}
+	return ps, nil
+}
+
+// Get returns the principal with the given id, compared case-insensitively.
+// Use the returned Principal's ID as the canonical spelling.
+func (p *Principals) Get(id string) (*Principal, bool) {
+	if p == nil {
+		return nil, false
+	}
+	pr, ok := p.byID[strings.ToLower(id)]
+	return pr, ok
+}
+
+// All returns the principals in file order.
+func (p *Principals) All() []*Principal {
+	if p == nil {
+		return nil
+	}
+	return append([]*Principal(nil), p.list...)
+}
+
+// HasRole reports whether the principal holds role r.
+func (pr *Principal) HasRole(r string) bool {
+	if pr == nil {
+		return false
+	}
+	for _, x := range pr.Roles {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+// CanSign reports whether the principal has a public key, and so can sign
+// approval decisions.
+func (pr *Principal) CanSign() bool { return pr != nil && len(pr.PublicKey) == ed25519.PublicKeySize }
+
+// PublicKeyPEM returns the public key as a PKIX "PUBLIC KEY" PEM block, or ""
+// when the principal has none.
+func (pr *Principal) PublicKeyPEM() string {
+	if !pr.CanSign() {
+		return ""
+	}
+	der, err := x509.MarshalPKIXPublicKey(pr.PublicKey)
+	if err != nil {
+		return ""
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+}
+
+func (c *checker) principals(ps *Principals, root *value, baseDir string) {
+	var list *value
+	ok := c.fields("", root, map[string]func(string, *value){
+		"principals": func(p string, v *value) {
+			if v.kind != kArray {
+				c.typeErr(p, "a list of {id, roles, public_key}", v)
+				return
+			}
+			list = v
+		},
+	})
+	if !ok {
+		return
+	}
+	if root.get("principals") == nil {
+		c.errf("principals", "required")
+		return
+	}
+	if list == nil {
+		return
+	}
+	if len(list.items) == 0 {
+		c.errf("principals", "must list at least one principal")
+		return
+	}
+	keys := map[string]string{} // public key bytes -> path of first use
+	ids := map[string]string{}  // case-folded id -> id as first written
+	for i, it := range list.items {
+		p := joinIndex("principals", i)
+		pr := &Principal{}
+		good := true
+		ok := c.fields(p, it, map[string]func(string, *value){
+			"id": func(p string, v *value) {
+				s, ok := c.str(p, v)
+				if !ok {
+					good = false
+					return
+				}
+				if msg := checkPrincipalID(s); msg != "" {
+					c.errf(p, "%s", msg)
+					good = false
+					return
+				}
+				if prev, dup := ids[strings.ToLower(s)]; dup {
+					c.errf(p, "duplicate id %q (ids are compared case-insensitively; first as %q)", s, prev)
+					good = false
+					return
+				}
+				ids[strings.ToLower(s)] = s
+				pr.ID = s
+			},
+			"roles": func(p string, v *value) {
+				roles, ok := c.roles(p, v)
+				if ok && len(v.items) == 0 {
+					c.errf(p, "must name at least one role")
+				}
+				if !ok || len(roles) != len(v.items) {
+					good = false
+				}
+				pr.Roles = roles
+			},
+			"public_key": func(p string, v *value) {
+				s, ok := c.str(p, v)
+				if !ok {
+					good = false
+					return
+				}
+				key, err := readPublicKey(s, baseDir)
+				if err != nil {
+					c.errf(p, "%v", err)
+					good = false
+					return
+				}
+				if first, dup := keys[string(key)]; dup {
+					c.errf(p, "same public key as %s: one key must not stand for two principals", first)
+					good = false
+					return
+				}
+				keys[string(key)] = p
+				pr.PublicKey = key
+			},
+		})
+		if !ok {
+			continue
+		}
+		if it.get("id") == nil {
+			c.errf(joinKey(p, "id"), "required")
+			good = false
+		}
+		if it.get("roles") == nil {
+			c.errf(joinKey(p, "roles"), "required")
+			good = false
+		}
+		if good {
+			ps.list = append(ps.list, pr)
+			ps.byID[strings.ToLower(pr.ID)] = pr
+		}
+	}
+}
+
+// checkPrincipalID returns why id is unusable, or "". Ids appear on their own
+// line in the signed approval statement, so whitespace and control
+// characters are refused.
+func checkPrincipalID(id string) string {
+	if id == "" {
+		return "empty id"
+	}
+	if len(id) > 256 {
+		return "id longer than 256 bytes"
+	}
+	for _, r := range id {
+		if r <= ' ' || r == 0x7f || r == '\uFFFD' || r >= 0x80 && r < 0xa0 {
+			return fmt.Sprintf("id %q has a space or control character", id)
+		}
+	}
+	return ""
+}
+
+// readPublicKey takes an inline PEM or a path to a PEM file and returns the
+// Ed25519 key. Errors never quote the file's content: someone may point it at
+// a private key.
+func readPublicKey(s, baseDir string) (ed25519.PublicKey, error) {
+	data := []byte(s)
+	where := "inline public_key"
+	if !strings.Contains(s, "-----BEGIN") {
+		path := strings.TrimSpace(s)
+		if path == "" {
+			return nil, fmt.Errorf("empty public_key (leave it out for a principal who never signs)")
+		}
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(baseDir, path)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("public key file: %w", err)
+		}
+		defer f.Close()
+		data, err = io.ReadAll(io.LimitReader(f, maxKeyFile+1))
+		if err != nil {
+			return nil, fmt.Errorf("public key file: %w", err)
+		}
+		if len(data) > maxKeyFile {
+			return nil, fmt.Errorf("public key file %s is larger than %d bytes", path, maxKeyFile)
+		}
+		where = "public key file " + path
+	}
+	block, rest := pem.Decode(data)
+	if block == nil {
+		return nil, fmt.Errorf("%s: no PEM block found (want a PKIX \"PUBLIC KEY\" PEM, as written by keygen to PREFIX.pub)", where)
+	}
+	if len(bytes.TrimSpace(rest)) > 0 {
+		return nil, fmt.Errorf("%s: data after the PEM block (want exactly one PUBLIC KEY block)", where)
+	}
+	if strings.Contains(block.Type, "PRIVATE KEY") {
+		return nil, fmt.Errorf("%s: is a private key (%s); give the public key (PREFIX.pub from keygen) and keep the private key secret", where, block.Type)
+	}
+	if block.Type != "PUBLIC KEY" {
+		return nil, fmt.Errorf("%s: PEM block is %q, want \"PUBLIC KEY\"", where, block.Type)
+	}
+	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: not a PKIX public key: %v", where, err)
+	}
+	switch k := pub.(type) {
+	case ed25519.PublicKey:
+		return k, nil
+	case *rsa.PublicKey:
+		return nil, fmt.Errorf("%s: is an RSA key, want Ed25519", where)
+	case *ecdsa.PublicKey:
+		return nil, fmt.Errorf("%s: is an ECDSA key, want Ed25519", where)
+	default:
+		return nil, fmt.Errorf("%s: is a %T key, want Ed25519", where, pub)
+	}
+}

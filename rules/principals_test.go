@@ -1,0 +1,147 @@
+package rules
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestLoadPrincipals(t *testing.T) {
+	ps, err := LoadPrincipals("testdata/principals/valid.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, p := range ps.All() {
+		ids = append(ids, p.ID)
+	}
+	if want := []string{"cfo@corp.example", "controller@corp.example", "fm@corp.example", "staff@corp.example", "agent-operator@corp.example"}; !reflect.DeepEqual(ids, want) {
+		t.Errorf("ids %v", ids)
+	}
+	tests := []struct {
+		id      string
+		role    string
+		canSign bool
+	}{
+		{"cfo@corp.example", "cfo", true},
+		{"CFO@Corp.Example", "cfo", true},
+		{"controller@corp.example", "controller", true},
+		{"fm@corp.example", "senior_accountant", true},
+		{"staff@corp.example", "staff_accountant", false},
+	}
+	for _, tt := range tests {
+		p, ok := ps.Get(tt.id)
+		if !ok {
+			t.Errorf("Get(%q) not found", tt.id)
+			continue
+		}
+		if !p.HasRole(tt.role) || p.HasRole("nobody") {
+			t.Errorf("%s roles %v", tt.id, p.Roles)
+		}
+		if p.CanSign() != tt.canSign || (p.PublicKeyPEM() != "") != tt.canSign {
+			t.Errorf("%s CanSign %v", tt.id, p.CanSign())
+		}
+	}
+	if _, ok := ps.Get("nobody@corp.example"); ok {
+		t.Error("found an unknown principal")
+	}
+	// The key read from the file is the one in it.
+	cfo, _ := ps.Get("cfo@corp.example")
+	pub, _ := os.ReadFile("testdata/principals/cfo.pub")
+	if cfo.PublicKeyPEM() != string(pub) {
+		t.Errorf("PublicKeyPEM:\n%s\nwant\n%s", cfo.PublicKeyPEM(), pub)
+	}
+	var nilSet *Principals
+	if _, ok := nilSet.Get("x"); ok || nilSet.All() != nil {
+		t.Error("nil Principals")
+	}
+}
+
+func TestPrincipalsProblems(t *testing.T) {
+	_, err := LoadPrincipals("testdata/principals/invalid.yaml")
+	var ve *ValidationError
+	if !errors.As(err, &ve) || !errors.Is(err, ErrInvalid) {
+		t.Fatalf("%T %v", err, err)
+	}
+	dir := filepath.Join("testdata", "principals")
+	want := []Problem{
+		{"principals[1].id", `duplicate id "CFO@corp.example" (ids are compared case-insensitively; first as "cfo@corp.example")`},
+		{"principals[2].public_key", "public key file " + filepath.Join(dir, "rsa.pub") + ": is an RSA key, want Ed25519"},
+		{"principals[3].public_key", "public key file " + filepath.Join(dir, "ec.pub") + ": is an ECDSA key, want Ed25519"},
+		{"principals[4].public_key", "public key file " + filepath.Join(dir, "private-key.pem") + ": is a private key (PRIVATE KEY); give the public key (PREFIX.pub from keygen) and keep the private key secret"},
+		{"principals[5].public_key", "public key file: open " + filepath.Join(dir, "no-such-file.pub") + ": no such file or directory"},
+		{"principals[6].public_key", `inline public_key: no PEM block found (want a PKIX "PUBLIC KEY" PEM, as written by keygen to PREFIX.pub)`},
+		{"principals[7].public_key", "same public key as principals[0].public_key: one key must not stand for two principals"},
+		{"principals[8].roles", "must name at least one role"},
+		{"principals[9].id", `id "has space@corp.example" has a space or control character`},
+		{"principals[9].roles[0]", `role "Auditor" must match [a-z0-9_.-]{1,64}`},
+		{"principals[9].roles[2]", `duplicate role "auditor"`},
+		{"principals[9].roles[3]", "empty role name"},
+		{"principals[9].team", `unknown key "team"`},
+		{"principals[10].id", "required"},
+		{"principals[11].roles", "required"},
+	}
+	if !reflect.DeepEqual(ve.Problems, want) {
+		t.Errorf("problems:\n%v\nwant:\n%v", ve, (&ValidationError{Problems: want}))
+	}
+}
+
+func TestParsePrincipals(t *testing.T) {
+	pub, err := os.ReadFile("testdata/principals/cfo.pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	abs, _ := filepath.Abs("testdata/principals/controller.pub")
+	tests := []struct {
+		name, doc string
+		want      []string // problem paths; nil when valid
+	}{
+		{"inline PEM in JSON", `{"principals":[{"id":"a@x","roles":["cfo"],"public_key":` + jsonString(string(pub)) + `}]}`, nil},
+		{"absolute path", "principals:\n- {id: a@x, roles: [cfo], public_key: " + abs + "}\n", nil},
+		{"no key", "principals:\n- {id: a@x, roles: [cfo]}\n", nil},
+		{"empty", "", []string{""}},
+		{"no principals key", "people: []\n", []string{"people", "principals"}},
+		{"empty list", "principals: []\n", []string{"principals"}},
+		{"not a list", "principals: {id: x}\n", []string{"principals"}},
+		{"entry not an object", "principals: [cfo]\n", []string{"principals[0]"}},
+		{"empty key string", "principals:\n- {id: a@x, roles: [cfo], public_key: ''}\n", []string{"principals[0].public_key"}},
+		{"two PEM blocks", "principals:\n- id: a@x\n  roles: [cfo]\n  public_key: |\n" + indent(string(pub)+string(pub)) + "\n", []string{"principals[0].public_key"}},
+		{"wrong PEM type", "principals:\n- id: a@x\n  roles: [cfo]\n  public_key: |\n" + indent(strings.ReplaceAll(string(pub), "PUBLIC KEY", "CERTIFICATE")) + "\n", []string{"principals[0].public_key"}},
+		{"id with newline", `{"principals":[{"id":"a@x\nb","roles":["cfo"]}]}`, []string{"principals[0].id"}},
+		{"roles not a list", "principals:\n- {id: a@x, roles: cfo}\n", []string{"principals[0].roles"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ps, err := ParsePrincipals([]byte(tt.doc), "testdata/principals")
+			if tt.want == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(ps.All()) != 1 {
+					t.Errorf("%d principals", len(ps.All()))
+				}
+				return
+			}
+			var ve *ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("error %T %v", err, err)
+			}
+			if got := problemPaths(ve.Problems); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("paths %q, want %q\n%v", got, tt.want, err)
+			}
+		})
+	}
+}
+
+func jsonString(s string) string {
+	r := strings.NewReplacer("\n", `\n`, `"`, `\"`)
+	return `"` + r.Replace(s) + `"`
+}
+
+func indent(s string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return "    " + strings.Join(lines, "\n    ")
+}
