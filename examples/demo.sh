@@ -65,7 +65,11 @@ echo "== what reached the ERP (only the reconciliation should have)"
 curl -fsS "http://$ERP/_mock/stats"; echo
 echo
 echo "== pending approvals (GET /v1/approvals?status=pending)"
-curl -fsS "http://$ADMIN/v1/approvals?status=pending" | grep -E '"(id|action|required_roles|amount)"|^\s+"(cfo|controller|finance_manager)"' || true
+curl -fsS "http://$ADMIN/v1/approvals?status=pending" | python3 -c '
+import json, sys
+for a in json.load(sys.stdin)["approvals"]:
+    print("   %s  %-14s amount %-9s needs %-22s expires %s" % (a["id"], a["action"], a.get("amount", "-"),
+          " + ".join(a["required_roles"]), a["expires_at"]))'
 echo
 echo "== live chain check (GET /v1/ledger/verify)"
 curl -fsS "http://$ADMIN/v1/ledger/verify"

@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"testing"
+	"time"
 )
 
 func reportBatching(b *testing.B, l *Ledger) {
@@ -42,4 +43,66 @@ func BenchmarkAppendParallel(b *testing.B) {
 	})
 	b.StopTimer()
 	reportBatching(b, l)
+}
+
+// benchEntry is a request record as the gate writes it.
+func benchEntry() Entry {
+	return Entry{
+		Kind: KindRequest, App: "erp-agent", Action: "create_journal_entry",
+		Decision: "allow", Reason: "auto_approve", Digest: katDigest, Policy: katPolicy,
+		Data: map[string]any{
+			"door":          "sidecar",
+			"method":        "POST",
+			"url":           "http://erp.example.com/api/v1/journal-entries?company=1&period=2026-01",
+			"body_sha256":   "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+			"body_size":     412,
+			"amount":        "1250.00",
+			"on_behalf_of":  "controller@corp.example",
+			"justification": "Q1 accrual <reversal> & re-post, approved in ticket FIN-4711",
+		},
+	}
+}
+
+// BenchmarkEncodeRecord is the CPU cost of turning one entry into its stored
+// bytes and hash, no bbolt, no fsync: the caller's part (checks, encoding
+// the entry) and the writer's part (encodeRecord, inside the transaction).
+func BenchmarkEncodeRecord(b *testing.B) {
+	e := benchEntry()
+	h := Head{Seq: 41, Hash: katHash1}
+	t := time.Date(2026, 1, 15, 14, 30, 0, 123456789, time.UTC)
+	b.ReportAllocs()
+	var scratch []byte
+	for b.Loop() {
+		if err := checkEntry(&e); err != nil {
+			b.Fatal(err)
+		}
+		parts, err := encodeParts(&e)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rec := newRecord(e, h, t)
+		if _, scratch, err = encodeRecord(&rec, &parts, scratch); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEncodeRecordWriter is only the writer's part of
+// BenchmarkEncodeRecord: what each record costs inside the transaction.
+func BenchmarkEncodeRecordWriter(b *testing.B) {
+	e := benchEntry()
+	parts, err := encodeParts(&e)
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := Head{Seq: 41, Hash: katHash1}
+	t := time.Date(2026, 1, 15, 14, 30, 0, 123456789, time.UTC)
+	b.ReportAllocs()
+	var scratch []byte
+	for b.Loop() {
+		rec := newRecord(e, h, t)
+		if _, scratch, err = encodeRecord(&rec, &parts, scratch); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

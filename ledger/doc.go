@@ -19,6 +19,19 @@
 // "head". testdata/kat.jsonl holds known-answer records that any other
 // implementation can check itself against.
 //
+// # Canonical form
+//
+// The writer produces RFC 8785 itself (canonical.go) instead of marshalling
+// and re-parsing: a record's members are fixed, so their order is too, and
+// Entry.Data admits only values whose canonical form is plain (strings,
+// integers within ±(2^53-1), bools, null, arrays, objects with keys in
+// UTF-16 order). The entry is encoded on the caller's goroutine before
+// queuing; inside the write transaction the writer only splices in seq,
+// time and prev, hashes, and inserts hash. Verification does not use this
+// encoder: it re-derives everything with github.com/gowebpki/jcs, an
+// independent implementation, and FuzzCanonicalMatchesJCS holds the two to
+// the same bytes.
+//
 // # Durability and group commit
 //
 // Append returns only after the record's bbolt transaction has committed and

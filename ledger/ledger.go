@@ -86,7 +86,7 @@ const (
 
 type pending struct {
 	e     Entry
-	data  []byte // canonical JSON of e.Data, made before queuing
+	parts recordParts // the record's encoded fields, made before queuing
 	state atomic.Int32
 	done  func(Record, error) // AppendAsync; may be nil
 	res   chan result         // Append
@@ -273,11 +273,11 @@ func prepare(e Entry) (*pending, error) {
 	if err := checkEntry(&e); err != nil {
 		return nil, err
 	}
-	data, err := encodeData(e.Data)
+	parts, err := encodeParts(&e)
 	if err != nil {
 		return nil, err
 	}
-	return &pending{e: e, data: data}, nil
+	return &pending{e: e, parts: parts}, nil
 }
 
 func (l *Ledger) enqueue(p *pending) error {
@@ -394,6 +394,7 @@ func (l *Ledger) answer(p *pending, recs []Record, i int, err error) {
 func (l *Ledger) write(batch []*pending) ([]Record, error) {
 	recs := make([]Record, len(batch))
 	var head Head
+	var scratch []byte
 	err := l.db.Update(func(tx *bolt.Tx) error {
 		if tx.DB().NoSync {
 			// Someone flipped it through DB(): a commit would return
@@ -423,7 +424,8 @@ func (l *Ledger) write(batch []*pending) ([]Record, error) {
 				t = prevTime
 			}
 			rec := newRecord(p.e, h, t)
-			raw, err := encodeRecord(&rec, p.data)
+			var raw []byte
+			raw, scratch, err = encodeRecord(&rec, &p.parts, scratch)
 			if err != nil {
 				return &entryError{i, err}
 			}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -39,28 +40,10 @@ var kinds = map[string]bool{
 // KnownKind reports whether kind is one of the Kind* constants.
 func KnownKind(kind string) bool { return kinds[kind] }
 
-// wireRecord is Record with data already canonical. Hash is omitempty so the
-// same type gives both the hashed form (no hash) and the stored form.
-type wireRecord struct {
-	V          int             `json:"v"`
-	Seq        uint64          `json:"seq"`
-	Time       string          `json:"time"`
-	Kind       string          `json:"kind"`
-	App        string          `json:"app"`
-	Action     string          `json:"action"`
-	Decision   string          `json:"decision"`
-	Reason     string          `json:"reason"`
-	ApprovalID string          `json:"approval_id"`
-	Digest     string          `json:"digest"`
-	Policy     string          `json:"policy"`
-	Data       json.RawMessage `json:"data"`
-	Prev       string          `json:"prev"`
-	Hash       string          `json:"hash,omitempty"`
-}
-
 // canonical returns the RFC 8785 form of v. encoding/json output differs from
 // JCS (HTML escaping, number forms, key order), so it is always re-run
-// through jcs.Transform.
+// through jcs.Transform. Only the verifier uses it: the writer has its own
+// encoder (canonical.go), and this is the independent second opinion.
 func canonical(v any) ([]byte, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -69,29 +52,112 @@ func canonical(v any) ([]byte, error) {
 	return jcs.Transform(b)
 }
 
+// recordParts is a record's stored form less what only the writer knows
+// (seq, time, prev, hash), made on the caller's goroutine so that the
+// writer, which holds the one write transaction every request waits on, only
+// splices. A record's members are fixed, and so is their JCS order:
+//
+//	action app approval_id data decision digest hash kind policy prev reason seq time v
+//
+// buf holds everything from "{" up to the digits of seq, with the place of
+// "hash" (absent from the hashed form) and of prev's digits marked.
+type recordParts struct {
+	buf    []byte // {"action":…,"digest":…, | "kind":…,"policy":…,"prev":" | ","reason":…,"seq":
+	hashAt int    // offset where `"hash":"…",` goes in the stored form
+	prevAt int    // offset where prev's 64 hex digits go
+}
+
+// encodeParts validates e.Data and encodes the entry's own fields. A bad
+// entry never reaches the writer, and the caller may reuse its map as soon as
+// Append or AppendAsync returns. Run checkEntry first: it reports bad fixed
+// fields with their names.
+func encodeParts(e *Entry) (recordParts, error) {
+	var p recordParts
+	// Room for the members and a typical data member, so that the common
+	// record is built without growing.
+	n := 160 + len(e.Action) + len(e.App) + len(e.ApprovalID) + len(e.Decision) +
+		len(e.Digest) + len(e.Kind) + len(e.Policy) + len(e.Reason) + 64*len(e.Data)
+	b := make([]byte, 0, n)
+	var err error
+	field := func(name, v string) {
+		if err != nil {
+			return
+		}
+		b = append(b, name...)
+		var ok bool
+		if b, ok = appendString(b, v); !ok {
+			err = fmt.Errorf("%w: %s: not valid UTF-8", ErrInvalidEntry, strings.Trim(name, `{,":`))
+		}
+	}
+	field(`{"action":`, e.Action)
+	field(`,"app":`, e.App)
+	field(`,"approval_id":`, e.ApprovalID)
+	if err != nil {
+		return p, err
+	}
+	b = append(b, `,"data":`...)
+	if e.Data == nil {
+		b = append(b, "{}"...)
+	} else if b, err = appendCanonical(b, "data", e.Data); err != nil {
+		return p, err
+	}
+	field(`,"decision":`, e.Decision)
+	field(`,"digest":`, e.Digest)
+	b = append(b, ',')
+	p.hashAt = len(b)
+	field(`"kind":`, e.Kind)
+	field(`,"policy":`, e.Policy)
+	b = append(b, `,"prev":"`...)
+	p.prevAt = len(b)
+	b = append(b, '"')
+	field(`,"reason":`, e.Reason)
+	b = append(b, `,"seq":`...)
+	if err != nil {
+		return p, err
+	}
+	p.buf = b
+	return p, nil
+}
+
 // encodeRecord fills rec.Hash and returns the stored bytes: the canonical
 // form of the whole record, hash included, so that re-canonicalizing a stored
-// record is the identity.
-func encodeRecord(rec *Record, data []byte) ([]byte, error) {
-	w := wireRecord{
-		V: rec.V, Seq: rec.Seq, Time: rec.Time, Kind: rec.Kind, App: rec.App,
-		Action: rec.Action, Decision: rec.Decision, Reason: rec.Reason,
-		ApprovalID: rec.ApprovalID, Digest: rec.Digest, Policy: rec.Policy,
-		Data: data, Prev: rec.Prev,
+// record is the identity. scratch is reused between calls (returned grown);
+// the stored bytes are new, as bbolt keeps them until the commit.
+func encodeRecord(rec *Record, p *recordParts, scratch []byte) (stored, scratchOut []byte, err error) {
+	if rec.Seq > MaxInt {
+		// JCS would round it: the hash would cover another seq.
+		return nil, scratch, fmt.Errorf("record %d: seq above 2^53-1", rec.Seq)
 	}
-	body, err := canonical(w)
+	// SHA-256 input: prev's 32 bytes, then the record without hash.
+	b, err := appendHashBytes(scratch[:0], rec.Prev)
 	if err != nil {
-		return nil, fmt.Errorf("canonicalize record %d: %w", rec.Seq, err)
+		return nil, scratch, fmt.Errorf("hash record %d: prev: %w", rec.Seq, err)
 	}
-	if w.Hash, err = ComputeHash(rec.Prev, body); err != nil {
-		return nil, fmt.Errorf("hash record %d: %w", rec.Seq, err)
+	body := len(b)
+	b = append(b, p.buf[:p.prevAt]...)
+	b = append(b, rec.Prev...) // lower-case hex, checked above
+	b = append(b, p.buf[p.prevAt:]...)
+	b = strconv.AppendUint(b, rec.Seq, 10)
+	b = append(b, `,"time":`...)
+	var ok bool
+	if b, ok = appendString(b, rec.Time); !ok {
+		return nil, b, fmt.Errorf("record %d: time is not valid UTF-8", rec.Seq)
 	}
-	full, err := canonical(w)
-	if err != nil {
-		return nil, fmt.Errorf("canonicalize record %d: %w", rec.Seq, err)
-	}
-	rec.Hash = w.Hash
-	return full, nil
+	b = append(b, `,"v":`...)
+	b = strconv.AppendInt(b, int64(rec.V), 10)
+	b = append(b, '}')
+	sum := sha256.Sum256(b)
+
+	const hashMember = len(`"hash":"",`) + 2*sha256.Size
+	stored = make([]byte, 0, len(b)-body+hashMember)
+	stored = append(stored, b[body:body+p.hashAt]...)
+	stored = append(stored, `"hash":"`...)
+	at := len(stored)
+	stored = hex.AppendEncode(stored, sum[:])
+	rec.Hash = string(stored[at:])
+	stored = append(stored, `",`...)
+	stored = append(stored, b[body+p.hashAt:]...)
+	return stored, b, nil
 }
 
 // ComputeHash returns the record hash of CONTRACT §5: hex SHA-256 of the 32
@@ -112,6 +178,12 @@ func ComputeHash(prev string, canonicalWithoutHash []byte) (string, error) {
 // digits. Upper case would hash the same bytes but compare unequal as a
 // string, which would let two spellings of one chain exist.
 func decodeHash(s string) ([]byte, error) {
+	return appendHashBytes(nil, s)
+}
+
+// appendHashBytes appends the 32 bytes of hex hash s, which must have the
+// form decodeHash accepts.
+func appendHashBytes(dst []byte, s string) ([]byte, error) {
 	if len(s) != 64 {
 		return nil, fmt.Errorf("want 64 hex digits, got %d characters", len(s))
 	}
@@ -121,7 +193,17 @@ func decodeHash(s string) ([]byte, error) {
 			return nil, fmt.Errorf("not lower-case hex at offset %d", i)
 		}
 	}
-	return hex.DecodeString(s)
+	for i := 0; i < len(s); i += 2 {
+		dst = append(dst, unhex(s[i])<<4|unhex(s[i+1]))
+	}
+	return dst, nil
+}
+
+func unhex(c byte) byte {
+	if c <= '9' {
+		return c - '0'
+	}
+	return c - 'a' + 10
 }
 
 // CanonicalWithoutHash returns the RFC 8785 canonical JSON of the record raw
@@ -162,77 +244,6 @@ func canonicalWithout(fields map[string]json.RawMessage, key string) ([]byte, er
 	return canonical(rest)
 }
 
-// encodeData validates data and returns its canonical JSON. It runs on the
-// caller's goroutine before queuing, so a bad entry never reaches the writer
-// and the caller may reuse its map as soon as Append or AppendAsync returns.
-func encodeData(data map[string]any) ([]byte, error) {
-	if data == nil {
-		return []byte("{}"), nil
-	}
-	if err := checkValue("data", data, 0); err != nil {
-		return nil, err
-	}
-	b, err := canonical(data)
-	if err != nil {
-		return nil, fmt.Errorf("%w: data: %v", ErrInvalidEntry, err)
-	}
-	return b, nil
-}
-
-// checkValue allows exactly the types whose JSON form is exact and stable.
-func checkValue(path string, v any, depth int) error {
-	if depth > maxDepth {
-		return fmt.Errorf("%w: %s: nested deeper than %d", ErrInvalidEntry, path, maxDepth)
-	}
-	switch x := v.(type) {
-	case nil, bool:
-		return nil
-	case string:
-		return checkString(path, x)
-	case float32, float64:
-		return fmt.Errorf("%w: %s (use a decimal string)", ErrFloat, path)
-	case int:
-		return checkInt(path, int64(x))
-	case int8, int16, int32, uint8, uint16, uint32:
-		return nil
-	case int64:
-		return checkInt(path, x)
-	case uint:
-		return checkUint(path, uint64(x))
-	case uint64:
-		return checkUint(path, x)
-	case json.Number:
-		return checkNumber(path, x)
-	case []string:
-		for i, s := range x {
-			if err := checkString(fmt.Sprintf("%s[%d]", path, i), s); err != nil {
-				return err
-			}
-		}
-		return nil
-	case []any:
-		for i, e := range x {
-			if err := checkValue(fmt.Sprintf("%s[%d]", path, i), e, depth+1); err != nil {
-				return err
-			}
-		}
-		return nil
-	case map[string]any:
-		for k, e := range x {
-			p := path + "." + k
-			if !utf8.ValidString(k) {
-				return fmt.Errorf("%w: %s: key is not valid UTF-8", ErrInvalidEntry, path)
-			}
-			if err := checkValue(p, e, depth+1); err != nil {
-				return err
-			}
-		}
-		return nil
-	default:
-		return fmt.Errorf("%w: %s: unsupported type %T", ErrInvalidEntry, path, v)
-	}
-}
-
 func checkString(path, s string) error {
 	// encoding/json would replace invalid UTF-8 with U+FFFD, so the record
 	// would silently say something other than what the caller asked for.
@@ -245,13 +256,6 @@ func checkString(path, s string) error {
 func checkInt(path string, n int64) error {
 	if n > MaxInt || n < -MaxInt {
 		return fmt.Errorf("%w: %s: integer %d outside ±(2^53-1) (use a decimal string)", ErrInvalidEntry, path, n)
-	}
-	return nil
-}
-
-func checkUint(path string, n uint64) error {
-	if n > MaxInt {
-		return fmt.Errorf("%w: %s: integer %d above 2^53-1 (use a decimal string)", ErrInvalidEntry, path, n)
 	}
 	return nil
 }
@@ -270,7 +274,7 @@ func checkNumber(path string, n json.Number) error {
 	return checkInt(path, i)
 }
 
-// checkEntry validates the fixed fields; Data is checked by encodeData.
+// checkEntry validates the fixed fields; Data is checked by encodeParts.
 func checkEntry(e *Entry) error {
 	if !kinds[e.Kind] {
 		return fmt.Errorf("%w: unknown kind %q", ErrInvalidEntry, e.Kind)

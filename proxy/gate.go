@@ -324,11 +324,16 @@ func (g *Gate) finishBody(v *Verdict) {
 	if v.Decision == "pending" {
 		return
 	}
-	body := map[string]any{"error": v.errKind, "reason": v.Reason, "action": v.Action, "record": v.Record}
-	if v.ApprovalID != "" {
-		body["approval_id"] = v.ApprovalID
-	}
-	v.Body = jsonBody(body)
+	v.Body = jsonBody(refusalBody{Error: v.errKind, Reason: v.Reason, Action: v.Action, Record: v.Record, ApprovalID: v.ApprovalID})
+}
+
+// refusalBody is CONTRACT §3's 403/409/413 body, fields in its order.
+type refusalBody struct {
+	Error      string `json:"error"`
+	Reason     string `json:"reason"`
+	Action     string `json:"action"`
+	Record     uint64 `json:"record"`
+	ApprovalID string `json:"approval_id,omitempty"`
 }
 
 // Outcome is what came back from the ERP for a forwarded request.

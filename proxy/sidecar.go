@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -40,6 +42,7 @@ type Sidecar struct {
 	basePath string // upstream path prefix without trailing slash
 	client   *fasthttp.HostClient
 	server   *fasthttp.Server
+	ln       atomic.Pointer[trackingListener]
 	maxBody  int
 	timeout  time.Duration
 	log      zerolog.Logger
@@ -113,10 +116,32 @@ func NewSidecar(cfg SidecarConfig) (*Sidecar, error) {
 }
 
 // Serve accepts agent connections on ln until Shutdown.
-func (s *Sidecar) Serve(ln net.Listener) error { return s.server.Serve(ln) }
+func (s *Sidecar) Serve(ln net.Listener) error {
+	tl := newTrackingListener(ln)
+	s.ln.Store(tl)
+	return s.server.Serve(tl)
+}
 
-// Shutdown stops accepting and waits for in-flight requests.
-func (s *Sidecar) Shutdown() error { return s.server.Shutdown() }
+// Shutdown stops accepting and waits for in-flight requests until ctx ends;
+// connections that never sent a byte are closed at once. Then it closes the
+// idle connections to the ERP.
+func (s *Sidecar) Shutdown(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() { done <- s.server.ShutdownWithContext(ctx) }()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if tl := s.ln.Load(); tl != nil {
+			tl.closeSilent()
+		}
+		select {
+		case err := <-done:
+			s.client.CloseIdleConnections()
+			return err
+		case <-tick.C:
+		}
+	}
+}
 
 // call turns a fasthttp request into the gate's transport-neutral call. The
 // path the rules see is fasthttp's decoded, dot-segment-free path, and the

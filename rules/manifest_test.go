@@ -266,6 +266,8 @@ func TestProblemMessages(t *testing.T) {
 			"actions.r.amount_cap: must be a number, not string"},
 		{"amount cap not finite yaml", "app_id: x\nactions:\n  r: {approval_policy: AUTO_APPROVE, amount_cap: .inf, match: [{path: /a}]}\n",
 			"actions.r.amount_cap: .inf is not a finite decimal number within range"},
+		{"gjson modifier", `{"app_id":"x","actions":{"r":{"approval_policy":"AUTO_APPROVE","amount":["lines.@reverse.0"],"match":[{"path":"/a"}]}}}`,
+			`actions.r.amount[0]: bad amount path "lines.@reverse.0": '@' is not allowed: gjson modifiers and pipes are refused`},
 		{"glob", `{"app_id":"x","actions":{"r":{"approval_policy":"AUTO_APPROVE","match":[{"path":"/a/x**"}]}}}`,
 			`actions.r.match[0].path: bad path pattern "/a/x**": segment "x**": "**" must be a whole segment`},
 		{"window order", `{"app_id":"x","actions":{"r":{"approval_policy":"AUTO_APPROVE","match":[{"path":"/a"}]}},"tool_restrictions":{"time_windows":{"business_hours":"17:00-09:00 EST"}}}`,
@@ -277,6 +279,10 @@ func TestProblemMessages(t *testing.T) {
 		{"trailing data", `{"app_id":"x"} {}`, "invalid JSON at line 1, column 16: unexpected data after the top-level value"},
 		{"two yaml documents", "app_id: x\n---\napp_id: y\n", "invalid YAML: more than one document"},
 		{"yaml syntax", "app_id: [x\n", "invalid YAML: line 1: did not find expected ',' or ']'"},
+		{"yaml merge key", "app_id: x\nbase: &b {approval_policy: AUTO_APPROVE}\nactions:\n  a:\n    <<: *b\n", "actions.a: line 5: merge keys (<<) are not supported"},
+		{"yaml binary tag", "app_id: !!binary eA==\n", "app_id: line 1: unsupported YAML tag !!binary"},
+		{"json too deep", `{"app_id":` + strings.Repeat("[", 70) + strings.Repeat("]", 70) + `}`, "invalid JSON at line 1, column 75: document nests too deeply"},
+		{"yaml too deep", "app_id: " + strings.Repeat("[", 70) + strings.Repeat("]", 70) + "\n", "app_id" + strings.Repeat("[0]", 64) + ": document nests too deeply"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -20,7 +20,10 @@ func newCheck() *cobra.Command {
 			var ve *rules.ValidationError
 			if errors.As(err, &ve) {
 				for _, p := range ve.Problems {
-					fmt.Fprintf(out, "%s: %s: %s\n", args[0], p.Path, p.Message)
+					fmt.Fprintf(out, "%s: %s\n", args[0], p)
+				}
+				for _, w := range ve.Warnings {
+					fmt.Fprintf(out, "%s: warning: %s\n", args[0], w)
 				}
 				return exitf(1, "%s: %d problem(s)", args[0], len(ve.Problems))
 			}
@@ -28,7 +31,7 @@ func newCheck() *cobra.Command {
 				return exitf(1, "%s: %v", args[0], err)
 			}
 			for _, w := range m.Warnings() {
-				fmt.Fprintf(out, "%s: warning: %s: %s\n", args[0], w.Path, w.Message)
+				fmt.Fprintf(out, "%s: warning: %s\n", args[0], w)
 			}
 			fmt.Fprintf(out, "%s: ok: app %s, %d actions, policy %s\n", args[0], m.AppID, len(m.Actions), m.Hash)
 			return nil

@@ -35,7 +35,7 @@ func (c *clock) Add(d time.Duration) { c.ns.Add(int64(d)) }
 var businessHours = time.Date(2026, 11, 17, 16, 0, 0, 0, time.UTC)
 
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	erp     *erpmock.Server
 	srv     *server
 	clock   *clock
@@ -64,7 +64,7 @@ func (s *syncBuffer) String() string {
 
 // writePrincipals makes key pairs for the example people in dir and a
 // principals file naming them.
-func writePrincipals(t *testing.T, dir string) string {
+func writePrincipals(t testing.TB, dir string) string {
 	t.Helper()
 	people := []struct{ id, roles, key string }{
 		{"cfo@corp.example", "[cfo]", "cfo"},
@@ -95,7 +95,7 @@ func writePrincipals(t *testing.T, dir string) string {
 	return path
 }
 
-func newEnv(t *testing.T, tweak ...func(*serveOptions)) *env {
+func newEnv(t testing.TB, tweak ...func(*serveOptions)) *env {
 	t.Helper()
 	dir := t.TempDir()
 	e := &env{t: t, erp: erpmock.New(), clock: &clock{}, logs: &syncBuffer{}}
@@ -309,7 +309,7 @@ func TestDeniedRequestsNeverReachTheERP(t *testing.T) {
 				t.Errorf("X-UAPK-Decision %q", got)
 			}
 			seq := seqHeader(t, r)
-			want := fmt.Sprintf(`{"action":%q,"error":"denied","reason":%q,"record":%d}`, c.action, c.reason, seq)
+			want := fmt.Sprintf(`{"error":"denied","reason":%q,"action":%q,"record":%d}`, c.reason, c.action, seq)
 			if got := string(r.body); got != want {
 				t.Errorf("body\n got %s\nwant %s", got, want)
 			}

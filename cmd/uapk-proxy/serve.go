@@ -168,7 +168,7 @@ func describe(file string, err error) []string {
 	if errors.As(err, &ve) {
 		out := make([]string, 0, len(ve.Problems))
 		for _, pr := range ve.Problems {
-			out = append(out, fmt.Sprintf("%s: %s: %s", file, pr.Path, pr.Message))
+			out = append(out, fmt.Sprintf("%s: %s", file, pr))
 		}
 		return out
 	}
@@ -286,7 +286,7 @@ func (s *server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var errs []error
-	if err := s.sidecar.Shutdown(); err != nil {
+	if err := s.sidecar.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("sidecar shutdown: %w", err))
 	}
 	if err := s.admin.Shutdown(ctx); err != nil {

@@ -1,0 +1,293 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
+
+	"github.com/uapk-gateway/uapk-proxy/approvals"
+	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/rules"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// fasthttp's process-wide helpers: the Date header ticker and the
+		// default dialer's DNS cache cleaner live as long as the process.
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"),
+		goleak.IgnoreTopFunction("github.com/valyala/fasthttp.(*TCPDialer).tcpAddrsClean"),
+		// fasthttp's cleaners notice a stopped server or a closed pool only
+		// after their current sleep (up to the idle durations); they exit
+		// then. Our own goroutines are still checked.
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"),
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*HostClient).connsCleaner"),
+	)
+}
+
+// Known answers for CONTRACT §3's request digest. Reproduce with:
+//
+//	b=$(printf '{"amount":1200000}' | sha256sum | cut -d' ' -f1)
+//	printf 'POST\nhttp://erp.example.com/api/v1/journal-entries\n%s' "$b" | sha256sum
+//
+//	b=$(printf '' | sha256sum | cut -d' ' -f1)
+//	printf 'GET\nhttps://erp.example.com:8443/api/v1/accounts/1010/balance?as_of=2026-09-30\n%s' "$b" | sha256sum
+func TestDigestKnownAnswers(t *testing.T) {
+	cases := []struct{ method, url, body, want string }{
+		{"POST", "http://erp.example.com/api/v1/journal-entries", `{"amount":1200000}`,
+			"6d67618335a60834058fb9905fb80c4f05bed328e3b86a115a03b1fd6d458c9e"},
+		{"GET", "https://erp.example.com:8443/api/v1/accounts/1010/balance?as_of=2026-09-30", "",
+			"c8149728b2d13af8a523ea0189a066f3777693623faa2201ad1697b1a0d6dc7b"},
+	}
+	for _, c := range cases {
+		if got := Digest(c.method, c.url, []byte(c.body)); got != c.want {
+			t.Errorf("Digest(%s %s) = %s, want %s", c.method, c.url, got, c.want)
+		}
+	}
+}
+
+// fakeLedger records entries, or fails every append when err is set.
+type fakeLedger struct {
+	mu      sync.Mutex
+	err     error
+	entries []ledger.Entry
+}
+
+func (f *fakeLedger) Append(_ context.Context, e ledger.Entry) (ledger.Record, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return ledger.Record{}, f.err
+	}
+	f.entries = append(f.entries, e)
+	return ledger.Record{Seq: uint64(len(f.entries))}, nil
+}
+
+func (f *fakeLedger) AppendAsync(e ledger.Entry, done func(ledger.Record, error)) {
+	r, err := f.Append(context.Background(), e)
+	if done != nil {
+		done(r, err)
+	}
+}
+
+type noApprovals struct{}
+
+func (noApprovals) Get(string) (*approvals.Approval, error) { return nil, approvals.ErrNotFound }
+
+func testEngine(t *testing.T) *rules.Engine {
+	t.Helper()
+	m, err := rules.LoadManifest("../examples/manifests/sox-financial.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := rules.ParsePrincipals([]byte("principals:\n  - id: accountant@corp.example\n    roles: [staff_accountant]\n"), ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rules.NewEngine(m, p)
+}
+
+func reconciliationCall() *Call {
+	return &Call{Door: "sidecar", Req: rules.Request{
+		Method: "POST", Scheme: "http", Host: "erp.example.com", Path: "/api/v1/reconciliations",
+		Body: []byte(`{"account":"1010"}`), App: "financial-ai-assistant", OnBehalfOf: "accountant@corp.example",
+	}}
+}
+
+func TestGateRefusesWhenTheLedgerFails(t *testing.T) {
+	fl := &fakeLedger{err: errors.New("disk full")}
+	g, err := NewGate(GateConfig{Engine: testEngine(t), Ledger: fl, Approvals: noApprovals{}, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := g.Check(reconciliationCall())
+	if v.Forward || v.Status != 503 || string(v.Body) != `{"error":"ledger_unavailable"}` {
+		t.Fatalf("verdict %+v body %s", v, v.Body)
+	}
+}
+
+func TestGateRecordsTheDecisionBeforeAllowing(t *testing.T) {
+	fl := &fakeLedger{}
+	g, _ := NewGate(GateConfig{Engine: testEngine(t), Ledger: fl, Approvals: noApprovals{}, Logger: zerolog.Nop()})
+	c := reconciliationCall()
+	v := g.Check(c)
+	if !v.Forward || v.Record != 1 || len(fl.entries) != 1 {
+		t.Fatalf("verdict %+v, %d entries", v, len(fl.entries))
+	}
+	e := fl.entries[0]
+	want := Digest("POST", "http://erp.example.com/api/v1/reconciliations", c.Req.Body)
+	if e.Kind != ledger.KindRequest || e.Decision != "allow" || e.Reason != rules.ReasonAutoApprove ||
+		e.Digest != want || e.Action != "account_reconciliation" || e.Policy != g.Engine().Manifest().Hash {
+		t.Errorf("entry %+v", e)
+	}
+	g.Forwarded(v, Outcome{Status: 201, Body: []byte("{}"), Duration: 3 * time.Millisecond})
+	f := fl.entries[1]
+	if f.Kind != ledger.KindForward || f.Data["status"] != 201 || f.Data["request_record"] != uint64(1) || f.Data["latency_ms"] != int64(3) {
+		t.Errorf("forward entry %+v", f)
+	}
+}
+
+func TestStripRemovesProxyAndHopByHopHeaders(t *testing.T) {
+	var got http.Header
+	erp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r.Header.Clone()
+		w.Header().Set("X-UAPK-Spoofed", "from the ERP")
+		w.Header().Set("Keep-Alive", "timeout=5")
+		w.Header().Set("X-Erp", "kept")
+		w.Write([]byte(`{"ok":true}`))
+	}))
+	defer erp.Close()
+	fl := &fakeLedger{}
+	g, _ := NewGate(GateConfig{Engine: testEngine(t), Ledger: fl, Approvals: noApprovals{}, Logger: zerolog.Nop()})
+	sc, err := NewSidecar(SidecarConfig{Gate: g, Upstream: erp.URL, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go sc.Serve(ln)
+	defer sc.Shutdown(context.Background())
+
+	req, _ := http.NewRequest("POST", "http://"+ln.Addr().String()+"/api/v1/reconciliations", strings.NewReader(`{}`))
+	req.Header.Set("X-UAPK-On-Behalf-Of", "accountant@corp.example")
+	req.Header.Set("x-uapk-lowercase", "1")
+	req.Header.Set("Connection", "keep-alive, X-Hop")
+	req.Header.Set("X-Hop", "1")
+	req.Header.Set("Te", "trailers")
+	req.Header.Set("Proxy-Authorization", "Basic eDp5")
+	req.Header.Set("X-Kept", "yes")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	http.DefaultClient.CloseIdleConnections()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	for name := range got {
+		l := strings.ToLower(name)
+		if strings.HasPrefix(l, "x-uapk-") || l == "x-hop" || l == "te" || l == "proxy-authorization" {
+			t.Errorf("%s reached the ERP", name)
+		}
+	}
+	if got.Get("X-Kept") != "yes" {
+		t.Errorf("an ordinary header was dropped: %v", got)
+	}
+	if resp.Header.Get("X-UAPK-Spoofed") != "" || resp.Header.Get("Keep-Alive") != "" {
+		t.Errorf("ERP response headers not stripped: %v", resp.Header)
+	}
+	if resp.Header.Get("X-Erp") != "kept" || resp.Header.Get("X-UAPK-Decision") != "allow" {
+		t.Errorf("response headers %v", resp.Header)
+	}
+}
+
+func TestNewSidecarRejectsBadUpstreams(t *testing.T) {
+	g, _ := NewGate(GateConfig{Engine: testEngine(t), Ledger: &fakeLedger{}, Approvals: noApprovals{}})
+	for _, u := range []string{"", "erp.example.com", "ftp://erp", "http://", "http://u:p@erp", "http://erp/?q=1", "http://erp/#f"} {
+		if _, err := NewSidecar(SidecarConfig{Gate: g, Upstream: u}); err == nil {
+			t.Errorf("upstream %q accepted", u)
+		}
+	}
+}
+
+func TestAdminRecordsEndpointServesVerifiableBytes(t *testing.T) {
+	dir := t.TempDir()
+	l, err := ledger.Open(filepath.Join(dir, "ledger.db"), ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	st, err := approvals.Open(l.DB())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		if _, err := l.Append(context.Background(), ledger.Entry{Kind: ledger.KindRequest, Data: map[string]any{"i": i, "s": "ü<&>\u2028"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := httptest.NewServer(NewAdmin(AdminConfig{Ledger: l, Approvals: st, Logger: zerolog.Nop()}))
+	defer srv.Close()
+	cases := []struct {
+		query string
+		code  int
+		seqs  int
+	}{
+		{"", 200, 5}, {"?from=2&to=3", 200, 2}, {"?from=4", 200, 2}, {"?from=9", 200, 0},
+		{"?from=0", 400, 0}, {"?from=3&to=2", 400, 0}, {"?from=x", 400, 0}, {"?to=-1", 400, 0},
+	}
+	for _, c := range cases {
+		resp, err := http.Get(srv.URL + "/v1/ledger/records" + c.query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.code {
+			t.Errorf("%s: status %d %s", c.query, resp.StatusCode, body)
+			continue
+		}
+		if c.code != 200 {
+			continue
+		}
+		var raws []json.RawMessage
+		if err := json.Unmarshal(body, &raws); err != nil || len(raws) != c.seqs {
+			t.Errorf("%s: %d records (%v): %s", c.query, len(raws), err, body)
+			continue
+		}
+		// Each element is the stored record byte for byte.
+		for _, raw := range raws {
+			var r ledger.Record
+			json.Unmarshal(raw, &r)
+			stored, _ := l.Get(r.Seq)
+			if string(stored) != string(raw) {
+				t.Errorf("record %d differs from the stored bytes:\n%s\n%s", r.Seq, raw, stored)
+			}
+		}
+	}
+}
+
+// A client that opened a connection and never sent a byte must not hold up
+// shutdown (fasthttp alone would wait for its ReadTimeout, 60s).
+func TestShutdownClosesSilentConnections(t *testing.T) {
+	g, _ := NewGate(GateConfig{Engine: testEngine(t), Ledger: &fakeLedger{}, Approvals: noApprovals{}, Logger: zerolog.Nop()})
+	sc, err := NewSidecar(SidecarConfig{Gate: g, Upstream: "http://127.0.0.1:9", Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go sc.Serve(ln)
+	silent, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	time.Sleep(50 * time.Millisecond) // let the server accept it
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := sc.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown waited on a silent connection: %v", err)
+	}
+	silent.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := silent.Read(make([]byte, 1)); err == nil {
+		t.Errorf("silent connection still open after shutdown")
+	}
+}
