@@ -51,6 +51,7 @@ type Decision struct {
 // Approval is a request held until the required people approve it.
 type Approval struct {
 	ID            string            `json:"id"`
+	Kind          string            `json:"kind"` // "request", or "override" for an emergency override
 	Status        string            `json:"status"`
 	Action        string            `json:"action"`
 	App           string            `json:"app"`
@@ -70,7 +71,26 @@ type Approval struct {
 	CreatedAt     time.Time         `json:"created_at"`
 	ExpiresAt     time.Time         `json:"expires_at"`
 	RequestRecord uint64            `json:"request_record"`
+
+	// Set for overrides: who asked, for how long once approved.
+	RequestedBy string `json:"requested_by,omitempty"`
+	Duration    string `json:"duration,omitempty"`
+
+	// Set once approved: the capability (or override) token and its id.
+	Token     string    `json:"token,omitempty"`
+	TokenID   string    `json:"token_id,omitempty"`
+	TokenExp  time.Time `json:"token_expires_at,omitzero"`
+	Completed time.Time `json:"completed_at,omitzero"`
+	// Consumed is the ledger seq of the record that let the approved request
+	// through; a request approval is used once.
+	Consumed uint64 `json:"consumed_record,omitempty"`
 }
+
+// Kinds of approval.
+const (
+	KindRequest  = "request"
+	KindOverride = "override"
+)
 
 // Effective returns the approval's status at time now: a pending approval
 // past its expiry is expired even before anyone records that.
@@ -137,15 +157,26 @@ func Put(tx *bolt.Tx, a *Approval) error {
 func (s *Store) Get(id string) (*Approval, error) {
 	var a *Approval
 	err := s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketName).Get([]byte(id))
-		if v == nil {
-			return ErrNotFound
-		}
-		a = new(Approval)
-		return json.Unmarshal(v, a) // Unmarshal copies out of the mmap
+		var err error
+		a, err = GetTx(tx, id)
+		return err
 	})
-	if err != nil {
-		return nil, err
+	return a, err
+}
+
+// GetTx reads an approval inside the caller's transaction.
+func GetTx(tx *bolt.Tx, id string) (*Approval, error) {
+	b := tx.Bucket(bucketName)
+	if b == nil {
+		return nil, errors.New("approvals bucket missing")
+	}
+	v := b.Get([]byte(id))
+	if v == nil {
+		return nil, ErrNotFound
+	}
+	a := new(Approval)
+	if err := json.Unmarshal(v, a); err != nil { // Unmarshal copies out of the mmap
+		return nil, fmt.Errorf("decode approval %s: %w", id, err)
 	}
 	return a, nil
 }

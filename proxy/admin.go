@@ -2,6 +2,10 @@ package proxy
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -35,6 +39,10 @@ type ApprovalLister interface {
 type AdminConfig struct {
 	Ledger    AdminLedger
 	Approvals ApprovalLister
+	// Gate takes approvers' decisions and override requests.
+	Gate *Gate
+	// GatewayKey is the public key that signs tokens and checkpoints.
+	GatewayKey ed25519.PublicKey
 	Logger    zerolog.Logger
 	Now       func() time.Time
 }
@@ -53,6 +61,10 @@ func NewAdmin(cfg AdminConfig) http.Handler {
 	mux.HandleFunc("GET /v1/ledger/records", a.records)
 	mux.HandleFunc("GET /v1/approvals", a.listApprovals)
 	mux.HandleFunc("GET /v1/approvals/{id}", a.getApproval)
+	mux.HandleFunc("POST /v1/approvals/{id}/decisions", a.postDecision)
+	mux.HandleFunc("POST /v1/overrides", a.postOverride)
+	mux.HandleFunc("GET /v1/overrides/{id}", a.getOverride)
+	mux.HandleFunc("GET /v1/keys/gateway", a.gatewayKey)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "not_found", Message: r.Method + " " + r.URL.Path + " is not an admin endpoint"})
 	})
@@ -178,7 +190,14 @@ func (a *admin) listApprovals(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *admin) getApproval(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
+	a.showApproval(w, r.PathValue("id"), approvals.KindRequest)
+}
+
+func (a *admin) getOverride(w http.ResponseWriter, r *http.Request) {
+	a.showApproval(w, r.PathValue("id"), approvals.KindOverride)
+}
+
+func (a *admin) showApproval(w http.ResponseWriter, id, kind string) {
 	if !approvals.ValidID(id) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "not_found", Message: "no approval " + strconv.Quote(id)})
 		return
@@ -192,7 +211,95 @@ func (a *admin) getApproval(w http.ResponseWriter, r *http.Request) {
 		a.internal(w, err)
 		return
 	}
+	if kind == approvals.KindOverride && ap.Kind != approvals.KindOverride {
+		writeJSON(w, http.StatusNotFound, apiError{Error: "not_found", Message: id + " is not an override; see /v1/approvals/" + id})
+		return
+	}
 	writeJSON(w, http.StatusOK, a.view(ap))
+}
+
+// maxAdminBody bounds a JSON body posted to the admin API.
+const maxAdminBody = 64 << 10
+
+// decodeStrict reads a JSON object with no unknown fields and nothing after it.
+func decodeStrict(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAdminBody))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil && dec.More() {
+		err = errors.New("trailing data after the JSON object")
+	}
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{Error: "bad_request", Message: "body: " + err.Error()})
+		return false
+	}
+	return true
+}
+
+// postDecision takes an approver's signed decision (CONTRACT §4).
+func (a *admin) postDecision(w http.ResponseWriter, r *http.Request) {
+	var s approvals.Submission
+	if !decodeStrict(w, r, &s) {
+		return
+	}
+	ap, ref, err := a.cfg.Gate.DecideApproval(r.PathValue("id"), s)
+	if errors.Is(err, approvals.ErrNotFound) {
+		writeJSON(w, http.StatusNotFound, apiError{Error: "not_found", Message: "no approval " + strconv.Quote(r.PathValue("id"))})
+		return
+	}
+	if ref != nil {
+		if err != nil {
+			a.cfg.Logger.Error().Err(err).Msg("refusal not recorded")
+		}
+		writeJSON(w, ref.HTTPStatus(), map[string]string{"error": "refused", "reason": ref.Code, "message": ref.Detail})
+		return
+	}
+	if err != nil {
+		a.unavailable(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, a.view(ap))
+}
+
+// postOverride records a request for an emergency override.
+func (a *admin) postOverride(w http.ResponseWriter, r *http.Request) {
+	var req OverrideRequest
+	if !decodeStrict(w, r, &req) {
+		return
+	}
+	ap, err := a.cfg.Gate.RequestOverride(req)
+	var bad *BadRequestError
+	if errors.As(err, &bad) {
+		writeJSON(w, http.StatusBadRequest, map[string]any{"error": "bad_request", "message": bad.Error(), "problems": bad.Problems})
+		return
+	}
+	if err != nil {
+		a.unavailable(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, a.view(ap))
+}
+
+// gatewayKey serves the key that signs capability and override tokens, so
+// an ERP can check X-UAPK-Capability itself.
+func (a *admin) gatewayKey(w http.ResponseWriter, _ *http.Request) {
+	der, err := x509.MarshalPKIXPublicKey(a.cfg.GatewayKey)
+	if err != nil {
+		a.internal(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{
+		"algorithm":         "Ed25519",
+		"public_key_pem":    string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})),
+		"paseto_public_hex": hex.EncodeToString(a.cfg.GatewayKey),
+		"paseto_version":    "v4.public",
+	})
+}
+
+// unavailable answers a ledger failure: nothing was decided.
+func (a *admin) unavailable(w http.ResponseWriter, err error) {
+	a.cfg.Logger.Error().Err(err).Msg("admin write failed")
+	writeJSON(w, http.StatusServiceUnavailable, apiError{Error: "ledger_unavailable", Message: "nothing was recorded; retry when /readyz is ready"})
 }
 
 // view shows the effective status: a pending approval past its expiry reads

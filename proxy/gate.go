@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/approvals"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
 	"github.com/uapk-gateway/uapk-proxy/rules"
+	"github.com/uapk-gateway/uapk-proxy/tokens"
 )
 
 // Ledger is what the gate needs from the hash chain.
@@ -26,9 +28,11 @@ type Ledger interface {
 	AppendAsync(e ledger.Entry, done func(ledger.Record, error))
 }
 
-// ApprovalReader looks up pending approvals for retries.
+// ApprovalReader reads approvals; the gate writes them only inside ledger
+// transactions.
 type ApprovalReader interface {
 	Get(id string) (*approvals.Approval, error)
+	List(status string, now time.Time) ([]*approvals.Approval, error)
 }
 
 // Call is one agent request as a door hands it to the gate: the
@@ -40,7 +44,9 @@ type Call struct {
 	URL           string
 	Door          string // "sidecar" or "forward"
 	Justification string
-	ApprovalID    string
+	ApprovalID    string // X-UAPK-Approval-Id
+	Capability    string // X-UAPK-Capability
+	Override      string // X-UAPK-Override
 	ContentType   string
 }
 
@@ -57,8 +63,15 @@ type Verdict struct {
 	Record     uint64 // ledger seq of the request record, 0 if none was written
 	ApprovalID string
 	Digest     string
-	started    time.Time
-	errKind    string // "error" field of a refusal body
+	// Capability is the token the ERP receives in X-UAPK-Capability with an
+	// approved request.
+	Capability string
+	// Hold is how long the door may keep the agent waiting for this
+	// pending approval (Gate.Await).
+	Hold     time.Duration
+	started  time.Time
+	errKind  string // "error" field of a refusal body
+	consumes bool   // the entry's Tx uses an approval; its failure is a refusal, not an outage
 }
 
 // GateConfig configures a Gate.
@@ -66,7 +79,9 @@ type GateConfig struct {
 	Engine    *rules.Engine
 	Ledger    Ledger
 	Approvals ApprovalReader
-	Logger    zerolog.Logger
+	// Tokens signs and checks capability and override tokens.
+	Tokens *tokens.Issuer
+	Logger zerolog.Logger
 	// Now is the gate's clock; rules see only this time.
 	Now func() time.Time
 	// AppendTimeout bounds a ledger write; it is the ledger's own deadline,
@@ -79,6 +94,8 @@ type Gate struct {
 	engine    atomic.Pointer[rules.Engine]
 	ledger    Ledger
 	approvals ApprovalReader
+	tokens    *tokens.Issuer
+	hub       hub
 	log       zerolog.Logger
 	now       func() time.Time
 	timeout   time.Duration
@@ -86,10 +103,10 @@ type Gate struct {
 
 // NewGate returns a gate; Engine, Ledger and Approvals are required.
 func NewGate(cfg GateConfig) (*Gate, error) {
-	if cfg.Engine == nil || cfg.Ledger == nil || cfg.Approvals == nil {
-		return nil, errors.New("gate needs an engine, a ledger and an approval store")
+	if cfg.Engine == nil || cfg.Ledger == nil || cfg.Approvals == nil || cfg.Tokens == nil {
+		return nil, errors.New("gate needs an engine, a ledger, an approval store and a token issuer")
 	}
-	g := &Gate{ledger: cfg.Ledger, approvals: cfg.Approvals, log: cfg.Logger, now: cfg.Now, timeout: cfg.AppendTimeout}
+	g := &Gate{ledger: cfg.Ledger, approvals: cfg.Approvals, tokens: cfg.Tokens, log: cfg.Logger, now: cfg.Now, timeout: cfg.AppendTimeout}
 	if g.now == nil {
 		g.now = time.Now
 	}
@@ -127,6 +144,9 @@ const (
 	ReasonDigest      = "digest_mismatch"
 	ReasonRejected    = "rejected"
 	ReasonBodyTooBig  = "body_too_large"
+	ReasonApproved    = "approved"   // allow: retry of an approved request
+	ReasonCapability  = "capability" // allow: capability token presented
+	ReasonOverride    = "override"   // allow: override token skipped the approval policy
 )
 
 // Check decides c, records the decision durably and says what the door must do.
@@ -175,8 +195,12 @@ func (g *Gate) Check(c *Call) *Verdict {
 	}
 
 	switch {
+	case d.Outcome == rules.Pending && c.Capability != "":
+		g.useCapability(c, d, v, &entry, now)
 	case d.Outcome == rules.Pending && c.ApprovalID != "":
-		g.retry(c, d, v, &entry, now)
+		g.useApproval(c, d, v, &entry, now)
+	case d.Outcome == rules.Pending && c.Override != "":
+		g.useOverride(c, d, v, &entry, now)
 	case d.Outcome == rules.Pending:
 		g.hold(c, d, v, &entry, now)
 	case d.Outcome == rules.Allow:
@@ -186,9 +210,16 @@ func (g *Gate) Check(c *Call) *Verdict {
 	}
 	entry.Decision, entry.Reason, entry.ApprovalID = v.Decision, v.Reason, v.ApprovalID
 
-	ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
-	rec, err := g.ledger.Append(ctx, entry)
-	cancel()
+	rec, err := g.append(entry)
+	if err != nil && v.consumes && isRefusal(err) {
+		// Another request used the approval first (or it changed state):
+		// record this one as refused.
+		g.deny(v, 409, "approval_not_usable", refusalReason(err))
+		v.Capability = ""
+		entry.Tx, entry.Decision, entry.Reason = nil, v.Decision, v.Reason
+		entry.Data["detail"] = err.Error()
+		rec, err = g.append(entry)
+	}
 	if err != nil {
 		g.log.Error().Err(err).Str("action", v.Action).Str("app", v.App).Str("digest", v.Digest).
 			Msg("ledger append failed; request refused")
@@ -257,7 +288,7 @@ func (g *Gate) Refuse(c *Call, status int, kind, reason string, extra map[string
 // hold makes a new pending approval, committed with the request record.
 func (g *Gate) hold(c *Call, d rules.Decision, v *Verdict, e *ledger.Entry, now time.Time) {
 	a := &approvals.Approval{
-		ID: approvals.NewID(), Status: approvals.StatusPending, Action: d.Action, App: c.Req.App,
+		ID: approvals.NewID(), Kind: approvals.KindRequest, Status: approvals.StatusPending, Action: d.Action, App: c.Req.App,
 		Method: c.Req.Method, URL: c.Req.URL(), Justification: c.Justification, OnBehalfOf: c.Req.OnBehalfOf,
 		Digest: v.Digest, Amount: d.Amount, Reason: d.Reason, Requirement: d.Requirement,
 		RequiredRoles: d.Requirement.Roles(), Decisions: []approvals.Decision{},
@@ -267,7 +298,7 @@ func (g *Gate) hold(c *Call, d rules.Decision, v *Verdict, e *ledger.Entry, now 
 	if c.ContentType != "" {
 		a.Headers = map[string]string{"Content-Type": c.ContentType}
 	}
-	v.Decision, v.Reason, v.ApprovalID, v.Status = "pending", d.Reason, a.ID, 202
+	v.Decision, v.Reason, v.ApprovalID, v.Status, v.Hold = "pending", d.Reason, a.ID, 202, d.Hold
 	e.Data["required_roles"] = toAny(a.RequiredRoles)
 	e.Data["expires_at"] = a.ExpiresAt.Format(time.RFC3339)
 	e.Tx = func(tx *bolt.Tx, rec *ledger.Record) error {
@@ -286,8 +317,8 @@ type pendingBody struct {
 	ExpiresAt     string   `json:"expires_at"`
 }
 
-// retry handles a request that carries X-UAPK-Approval-Id.
-func (g *Gate) retry(c *Call, d rules.Decision, v *Verdict, e *ledger.Entry, now time.Time) {
+// useApproval handles the retry of a held request (X-UAPK-Approval-Id).
+func (g *Gate) useApproval(c *Call, d rules.Decision, v *Verdict, e *ledger.Entry, now time.Time) {
 	e.Data["approval_id_presented"] = c.ApprovalID
 	if !approvals.ValidID(c.ApprovalID) {
 		g.deny(v, 409, "approval_not_usable", ReasonNotApproved)
@@ -300,17 +331,111 @@ func (g *Gate) retry(c *Call, d rules.Decision, v *Verdict, e *ledger.Entry, now
 	}
 	v.ApprovalID = a.ID
 	switch {
+	case a.Kind == approvals.KindOverride:
+		g.deny(v, 409, "approval_not_usable", ReasonNotApproved)
 	case a.Digest != v.Digest || a.App != c.Req.App || a.Action != d.Action:
 		g.deny(v, 409, "approval_not_usable", ReasonDigest)
-	case a.Effective(now) == approvals.StatusExpired:
-		g.deny(v, 409, "approval_not_usable", ReasonExpired)
 	case a.Status == approvals.StatusRejected:
 		g.deny(v, 403, "denied", ReasonRejected)
-	default:
-		// Pending, or approved but not yet executable: signed approvals and
-		// capability tokens complete this path.
+	case a.Consumed != 0:
+		g.deny(v, 409, "approval_not_usable", ReasonConsumed)
+	case a.Effective(now) == approvals.StatusExpired:
+		g.deny(v, 409, "approval_not_usable", ReasonExpired)
+	case a.Status != approvals.StatusApproved || a.Token == "":
 		g.deny(v, 409, "approval_not_usable", ReasonNotApproved)
+	case !now.Before(a.TokenExp):
+		g.deny(v, 409, "approval_not_usable", ReasonExpired)
+	default:
+		g.allowApproved(v, e, a.ID, a.TokenID, a.Token, ReasonApproved)
 	}
+}
+
+// useCapability handles a request that presents a capability token.
+func (g *Gate) useCapability(c *Call, d rules.Decision, v *Verdict, e *ledger.Entry, now time.Time) {
+	cl, err := g.tokens.Verify(c.Capability, tokens.KindCapability, now)
+	if err == nil {
+		err = cl.Bind(c.Req.App, d.Action, v.Digest)
+	}
+	if err != nil {
+		e.Data["token_error"] = err.Error()
+		g.deny(v, 409, "approval_not_usable", tokens.Reason(err))
+		return
+	}
+	e.Data["token_id"] = cl.ID
+	g.allowApproved(v, e, cl.ApprovalID, cl.ID, c.Capability, ReasonCapability)
+}
+
+// allowApproved lets an approved request through once: the record that
+// allows it also marks the approval and its token used, in one transaction.
+func (g *Gate) allowApproved(v *Verdict, e *ledger.Entry, approvalID, tokenID, token, reason string) {
+	v.Forward, v.Decision, v.Reason, v.ApprovalID, v.Capability, v.consumes = true, "allow", reason, approvalID, token, true
+	e.Data["token_id"] = tokenID
+	e.Tx = func(tx *bolt.Tx, rec *ledger.Record) error {
+		a, err := approvals.GetTx(tx, approvalID)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errNotApproved, err)
+		}
+		if a.Consumed != 0 {
+			return fmt.Errorf("%w: approval %s was used by record %d", tokens.ErrConsumed, a.ID, a.Consumed)
+		}
+		if a.Status != approvals.StatusApproved || a.TokenID != tokenID {
+			return fmt.Errorf("%w: approval %s is %s", errNotApproved, a.ID, a.Status)
+		}
+		if err := tokens.MarkUsed(tx, tokenID, rec.Seq); err != nil {
+			return err
+		}
+		a.Consumed = rec.Seq
+		return approvals.Put(tx, a)
+	}
+}
+
+// useOverride lets a request skip its approval policy with an override
+// token. The denylist and every deny are decided before this point, so an
+// override can never reach them. Each use is a record of kind override.
+func (g *Gate) useOverride(c *Call, d rules.Decision, v *Verdict, e *ledger.Entry, now time.Time) {
+	cl, err := g.tokens.Verify(c.Override, tokens.KindOverride, now)
+	if err == nil {
+		err = cl.Bind(c.Req.App, d.Action, "")
+	}
+	if err == nil {
+		var a *approvals.Approval
+		if a, err = g.approvals.Get(cl.ApprovalID); err == nil && (a.Status != approvals.StatusApproved || a.TokenID != cl.ID) {
+			err = fmt.Errorf("%w: override %s is %s", tokens.ErrInvalid, a.ID, a.Status)
+		}
+	}
+	if err != nil {
+		e.Data["token_error"] = err.Error()
+		g.deny(v, 409, "approval_not_usable", tokens.Reason(err))
+		return
+	}
+	e.Kind = ledger.KindOverride
+	e.Data["override_id"] = cl.ApprovalID
+	e.Data["token_id"] = cl.ID
+	e.Data["override_expires_at"] = cl.Expires.UTC().Format(time.RFC3339)
+	e.Data["policy_skipped"] = string(d.Requirement.Policy)
+	v.Forward, v.Decision, v.Reason, v.ApprovalID = true, "allow", ReasonOverride, cl.ApprovalID
+}
+
+var errNotApproved = errors.New(ReasonNotApproved)
+
+// isRefusal tells a failed Tx hook of allowApproved (a refusal to record)
+// from a ledger outage (a 503).
+func isRefusal(err error) bool {
+	return errors.Is(err, tokens.ErrConsumed) || errors.Is(err, errNotApproved)
+}
+
+func refusalReason(err error) string {
+	if errors.Is(err, tokens.ErrConsumed) {
+		return ReasonConsumed
+	}
+	return ReasonNotApproved
+}
+
+// append writes e with the ledger's own deadline, not the client's.
+func (g *Gate) append(e ledger.Entry) (ledger.Record, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
+	defer cancel()
+	return g.ledger.Append(ctx, e)
 }
 
 func (g *Gate) deny(v *Verdict, status int, kind, reason string) {

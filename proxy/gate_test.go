@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/approvals"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
 	"github.com/uapk-gateway/uapk-proxy/rules"
+	"github.com/uapk-gateway/uapk-proxy/tokens"
 )
 
 func TestMain(m *testing.M) {
@@ -84,6 +86,7 @@ func (f *fakeLedger) AppendAsync(e ledger.Entry, done func(ledger.Record, error)
 type noApprovals struct{}
 
 func (noApprovals) Get(string) (*approvals.Approval, error) { return nil, approvals.ErrNotFound }
+func (noApprovals) List(string, time.Time) ([]*approvals.Approval, error) { return nil, nil }
 
 func testEngine(t *testing.T) *rules.Engine {
 	t.Helper()
@@ -98,6 +101,16 @@ func testEngine(t *testing.T) *rules.Engine {
 	return rules.NewEngine(m, p)
 }
 
+func testGate(t *testing.T, l Ledger) (*Gate, error) {
+	t.Helper()
+	_, priv, _ := ed25519.GenerateKey(nil)
+	iss, err := tokens.NewIssuer(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewGate(GateConfig{Engine: testEngine(t), Ledger: l, Approvals: noApprovals{}, Tokens: iss, Logger: zerolog.Nop()})
+}
+
 func reconciliationCall() *Call {
 	return &Call{Door: "sidecar", Req: rules.Request{
 		Method: "POST", Scheme: "http", Host: "erp.example.com", Path: "/api/v1/reconciliations",
@@ -107,7 +120,7 @@ func reconciliationCall() *Call {
 
 func TestGateRefusesWhenTheLedgerFails(t *testing.T) {
 	fl := &fakeLedger{err: errors.New("disk full")}
-	g, err := NewGate(GateConfig{Engine: testEngine(t), Ledger: fl, Approvals: noApprovals{}, Logger: zerolog.Nop()})
+	g, err := testGate(t, fl)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +132,7 @@ func TestGateRefusesWhenTheLedgerFails(t *testing.T) {
 
 func TestGateRecordsTheDecisionBeforeAllowing(t *testing.T) {
 	fl := &fakeLedger{}
-	g, _ := NewGate(GateConfig{Engine: testEngine(t), Ledger: fl, Approvals: noApprovals{}, Logger: zerolog.Nop()})
+	g, _ := testGate(t, fl)
 	c := reconciliationCall()
 	v := g.Check(c)
 	if !v.Forward || v.Record != 1 || len(fl.entries) != 1 {
@@ -149,7 +162,7 @@ func TestStripRemovesProxyAndHopByHopHeaders(t *testing.T) {
 	}))
 	defer erp.Close()
 	fl := &fakeLedger{}
-	g, _ := NewGate(GateConfig{Engine: testEngine(t), Ledger: fl, Approvals: noApprovals{}, Logger: zerolog.Nop()})
+	g, _ := testGate(t, fl)
 	sc, err := NewSidecar(SidecarConfig{Gate: g, Upstream: erp.URL, Logger: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
@@ -197,7 +210,7 @@ func TestStripRemovesProxyAndHopByHopHeaders(t *testing.T) {
 }
 
 func TestNewSidecarRejectsBadUpstreams(t *testing.T) {
-	g, _ := NewGate(GateConfig{Engine: testEngine(t), Ledger: &fakeLedger{}, Approvals: noApprovals{}})
+	g, _ := testGate(t, &fakeLedger{})
 	for _, u := range []string{"", "erp.example.com", "ftp://erp", "http://", "http://u:p@erp", "http://erp/?q=1", "http://erp/#f"} {
 		if _, err := NewSidecar(SidecarConfig{Gate: g, Upstream: u}); err == nil {
 			t.Errorf("upstream %q accepted", u)
@@ -265,7 +278,7 @@ func TestAdminRecordsEndpointServesVerifiableBytes(t *testing.T) {
 // A client that opened a connection and never sent a byte must not hold up
 // shutdown (fasthttp alone would wait for its ReadTimeout, 60s).
 func TestShutdownClosesSilentConnections(t *testing.T) {
-	g, _ := NewGate(GateConfig{Engine: testEngine(t), Ledger: &fakeLedger{}, Approvals: noApprovals{}, Logger: zerolog.Nop()})
+	g, _ := testGate(t, &fakeLedger{})
 	sc, err := NewSidecar(SidecarConfig{Gate: g, Upstream: "http://127.0.0.1:9", Logger: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -43,6 +44,8 @@ type Sidecar struct {
 	client   *fasthttp.HostClient
 	server   *fasthttp.Server
 	ln       atomic.Pointer[trackingListener]
+	stopHold chan struct{} // closed when shutdown begins: held agents get their 202
+	stopOnce sync.Once
 	maxBody  int
 	timeout  time.Duration
 	log      zerolog.Logger
@@ -68,7 +71,7 @@ func NewSidecar(cfg SidecarConfig) (*Sidecar, error) {
 	}
 	s := &Sidecar{
 		gate: cfg.Gate, scheme: u.Scheme, host: u.Host, basePath: strings.TrimRight(u.Path, "/"),
-		maxBody: cfg.MaxBody, timeout: cfg.UpstreamTimeout, log: cfg.Logger,
+		maxBody: cfg.MaxBody, timeout: cfg.UpstreamTimeout, log: cfg.Logger, stopHold: make(chan struct{}),
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBody
@@ -126,6 +129,7 @@ func (s *Sidecar) Serve(ln net.Listener) error {
 // connections that never sent a byte are closed at once. Then it closes the
 // idle connections to the ERP.
 func (s *Sidecar) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() { close(s.stopHold) })
 	done := make(chan error, 1)
 	go func() { done <- s.server.ShutdownWithContext(ctx) }()
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -169,6 +173,8 @@ func (s *Sidecar) call(ctx *fasthttp.RequestCtx) *Call {
 		Door:          "sidecar",
 		Justification: string(h.Peek(HeaderJustification)),
 		ApprovalID:    string(h.Peek(HeaderApprovalID)),
+		Capability:    string(h.Peek(HeaderCapability)),
+		Override:      string(h.Peek(HeaderOverride)),
 		ContentType:   string(h.ContentType()),
 	}
 }
@@ -176,6 +182,9 @@ func (s *Sidecar) call(ctx *fasthttp.RequestCtx) *Call {
 func (s *Sidecar) handle(ctx *fasthttp.RequestCtx) {
 	c := s.call(ctx)
 	v := s.gate.Check(c)
+	if v.Hold > 0 {
+		v = s.gate.Await(c, v, func() bool { return connGone(ctx.Conn()) }, s.stopHold)
+	}
 	if !v.Forward {
 		writeVerdict(ctx, v)
 		return
@@ -187,6 +196,9 @@ func (s *Sidecar) handle(ctx *fasthttp.RequestCtx) {
 func (s *Sidecar) forward(ctx *fasthttp.RequestCtx, c *Call, v *Verdict) {
 	req := &ctx.Request
 	stripRequest(&req.Header)
+	if v.Capability != "" {
+		req.Header.Set(HeaderCapability, v.Capability) // the ERP may check it with GET /v1/keys/gateway
+	}
 	req.SetRequestURI(c.URL)
 	req.Header.SetHost(s.host)
 	resp := &ctx.Response

@@ -8,6 +8,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/uapk-gateway/uapk-proxy/approvals"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -34,7 +36,8 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServe(), newCheck(), newKeygen(), newVerify())
+	root.AddCommand(newServe(), newCheck(), newKeygen(), newVerify(),
+		newPending(), newShow(), newDecide(approvals.Approve), newDecide(approvals.Reject), newOverride())
 	return root
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/ledger"
 	"github.com/uapk-gateway/uapk-proxy/proxy"
 	"github.com/uapk-gateway/uapk-proxy/rules"
+	"github.com/uapk-gateway/uapk-proxy/tokens"
 )
 
 // serveOptions are the serve flags after flag > env > file > default.
@@ -44,8 +45,9 @@ type serveOptions struct {
 	LogLevel    string
 	PrintConfig bool
 
-	now     func() time.Time // the gate's clock; tests stand it anywhere in the week
-	sources map[string]string
+	now         func() time.Time // the gate's clock; tests stand it anywhere in the week
+	expiryEvery time.Duration    // how often pending approvals are checked for expiry
+	sources     map[string]string
 }
 
 // flag names a flag for a problem message, with where its value came from.
@@ -119,6 +121,29 @@ type server struct {
 
 	wg   sync.WaitGroup
 	errc chan error
+	stop chan struct{}
+}
+
+// expireLoop closes approvals whose ttl has passed, each with a record.
+func (s *server) expireLoop(every time.Duration) {
+	defer s.wg.Done()
+	if every <= 0 {
+		every = 15 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			if n, err := s.gate.ExpireDue(); err != nil {
+				s.log.Error().Err(err).Msg("expiring approvals failed")
+			} else if n > 0 {
+				s.log.Info().Int("expired", n).Msg("approvals expired")
+			}
+		}
+	}
 }
 
 // load checks the whole configuration and returns every problem found.
@@ -232,11 +257,18 @@ func startServer(o *serveOptions, logw io.Writer) (*server, error) {
 	if s.approvals, err = approvals.Open(l.DB()); err != nil {
 		return fail(1, err)
 	}
+	if err := tokens.Init(l.DB()); err != nil {
+		return fail(1, err)
+	}
+	issuer, err := tokens.NewIssuer(gwKey)
+	if err != nil {
+		return fail(2, err)
+	}
 	if err := recordConfig(l, m, o, gwKey.Public().(ed25519.PublicKey)); err != nil {
 		return fail(1, fmt.Errorf("ledger: record the configuration: %w", err))
 	}
 	s.gate, err = proxy.NewGate(proxy.GateConfig{
-		Engine: rules.NewEngine(m, principals), Ledger: l, Approvals: s.approvals, Logger: log, Now: o.now,
+		Engine: rules.NewEngine(m, principals), Ledger: l, Approvals: s.approvals, Tokens: issuer, Logger: log, Now: o.now,
 	})
 	if err != nil {
 		return fail(1, err)
@@ -258,10 +290,13 @@ func startServer(o *serveOptions, logw io.Writer) (*server, error) {
 	}
 	s.SidecarAddr, s.AdminAddr = sideLn.Addr(), adminLn.Addr()
 	s.admin = &http.Server{
-		Handler:           proxy.NewAdmin(proxy.AdminConfig{Ledger: l, Approvals: s.approvals, Logger: log, Now: o.now}),
+		Handler: proxy.NewAdmin(proxy.AdminConfig{Ledger: l, Approvals: s.approvals, Gate: s.gate, Logger: log, Now: o.now,
+			GatewayKey: gwKey.Public().(ed25519.PublicKey)}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
-	s.wg.Add(2)
+	s.stop = make(chan struct{})
+	s.wg.Add(3)
+	go s.expireLoop(o.expiryEvery)
 	go func() {
 		defer s.wg.Done()
 		if err := s.sidecar.Serve(sideLn); err != nil {
@@ -289,6 +324,7 @@ func (s *server) Close() error {
 	if err := s.sidecar.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("sidecar shutdown: %w", err))
 	}
+	close(s.stop)
 	if err := s.admin.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("admin shutdown: %w", err))
 	}

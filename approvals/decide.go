@@ -1,0 +1,249 @@
+package approvals
+
+import (
+	"crypto/ed25519"
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/uapk-gateway/uapk-proxy/rules"
+)
+
+// StatementVersion is the first line of every signed decision statement.
+const StatementVersion = "uapk-approval-v1"
+
+// MaxClockSkew is how far signed_at may be from the proxy's clock (CONTRACT §4).
+const MaxClockSkew = 5 * time.Minute
+
+// Decisions an approver can sign.
+const (
+	Approve = "approve"
+	Reject  = "reject"
+)
+
+// Statement returns the exact bytes an approver signs (CONTRACT §4): UTF-8,
+// "\n" line ends, no trailing newline.
+func Statement(approvalID, digest, decision, approver, signedAt string) []byte {
+	return []byte(strings.Join([]string{StatementVersion, approvalID, digest, decision, approver, signedAt}, "\n"))
+}
+
+// Sign signs the statement for a decision with an approver's private key and
+// returns the signature in base64, as POST /v1/approvals/{id}/decisions wants it.
+func Sign(key ed25519.PrivateKey, approvalID, digest, decision, approver, signedAt string) string {
+	return base64.StdEncoding.EncodeToString(ed25519.Sign(key, Statement(approvalID, digest, decision, approver, signedAt)))
+}
+
+// Submission is a signed decision as posted to the admin API.
+type Submission struct {
+	Approver  string `json:"approver"`
+	Decision  string `json:"decision"`
+	Reason    string `json:"reason"`
+	SignedAt  string `json:"signed_at"`
+	Signature string `json:"signature"`
+	// Digest, optional, is the request digest the approver reviewed. When
+	// given and different from the approval's, the refusal says so
+	// (digest_mismatch) instead of a plain bad_signature.
+	Digest string `json:"digest,omitempty"`
+}
+
+// Refusal codes for a decision that does not count. Each rule of CONTRACT §4
+// has its own.
+const (
+	RefuseBadRequest   = "bad_request"        // decision not approve|reject, missing fields
+	RefuseExpired      = "approval_expired"   // the approval's ttl has passed
+	RefuseClosed       = "approval_closed"    // already approved, rejected or consumed
+	RefuseUnknown      = "unknown_approver"   // not in the principals file, or has no key
+	RefuseBadSignature = "bad_signature"      // not base64, or does not verify
+	RefuseDigest       = "digest_mismatch"    // signed over another request's digest
+	RefuseStale        = "stale_signature"    // signed_at more than 5 minutes from the proxy's clock
+	RefuseSelf         = "self_approval"      // the requesting app or the On-Behalf-Of caller
+	RefuseDuplicate    = "duplicate_approver" // this person has already decided
+	RefuseWrongRole    = "wrong_role"         // holds none of the roles the approval needs
+	RefuseRoleFilled   = "role_filled"        // holds a needed role, but its slot is taken
+)
+
+// Refusal is a decision that was not counted, with its stable code.
+type Refusal struct {
+	Code   string
+	Detail string
+}
+
+func (r *Refusal) Error() string { return r.Code + ": " + r.Detail }
+
+// HTTPStatus maps a refusal to the admin API's status code.
+func (r *Refusal) HTTPStatus() int {
+	switch r.Code {
+	case RefuseBadRequest:
+		return 400
+	case RefuseExpired, RefuseClosed, RefuseDuplicate:
+		return 409
+	default:
+		return 403
+	}
+}
+
+func refuse(code, format string, args ...any) *Refusal {
+	return &Refusal{Code: code, Detail: fmt.Sprintf(format, args...)}
+}
+
+// Apply checks a signed decision against the approval and every rule of
+// CONTRACT §4 and, if it counts, adds it to a (status and all). It changes
+// nothing when it refuses. Callers run it inside the ledger transaction that
+// records the decision, so concurrent decisions see each other.
+func Apply(a *Approval, s Submission, principals *rules.Principals, now time.Time) (*Decision, *Refusal) {
+	if s.Decision != Approve && s.Decision != Reject {
+		return nil, refuse(RefuseBadRequest, "decision must be %q or %q", Approve, Reject)
+	}
+	if s.Approver == "" || s.SignedAt == "" || s.Signature == "" {
+		return nil, refuse(RefuseBadRequest, "approver, signed_at and signature are required")
+	}
+	switch a.Effective(now) {
+	case StatusExpired:
+		return nil, refuse(RefuseExpired, "approval %s expired at %s", a.ID, a.ExpiresAt.Format(time.RFC3339))
+	case StatusApproved, StatusRejected:
+		return nil, refuse(RefuseClosed, "approval %s is already %s", a.ID, a.Status)
+	}
+	var p *rules.Principal
+	if principals != nil {
+		p, _ = principals.Get(s.Approver)
+	}
+	if p == nil {
+		return nil, refuse(RefuseUnknown, "%q is not in the principals file", s.Approver)
+	}
+	if !p.CanSign() {
+		return nil, refuse(RefuseUnknown, "%q has no public key in the principals file", s.Approver)
+	}
+	sig, err := base64.StdEncoding.DecodeString(s.Signature)
+	if err != nil || len(sig) != ed25519.SignatureSize {
+		return nil, refuse(RefuseBadSignature, "signature must be a base64 Ed25519 signature (64 bytes)")
+	}
+	signedAt, err := time.Parse(time.RFC3339, s.SignedAt)
+	if err != nil || !strings.HasSuffix(s.SignedAt, "Z") {
+		return nil, refuse(RefuseBadRequest, "signed_at %q must be RFC 3339 in UTC, e.g. 2026-09-30T14:05:00Z", s.SignedAt)
+	}
+	if d := now.Sub(signedAt); d > MaxClockSkew || d < -MaxClockSkew {
+		return nil, refuse(RefuseStale, "signed_at %s is %s from the proxy's clock (limit %s)", s.SignedAt, d.Round(time.Second), MaxClockSkew)
+	}
+	if s.Digest != "" && s.Digest != a.Digest {
+		return nil, refuse(RefuseDigest, "signed over digest %s, but approval %s is for request digest %s", s.Digest, a.ID, a.Digest)
+	}
+	if !ed25519.Verify(p.PublicKey, Statement(a.ID, a.Digest, s.Decision, s.Approver, s.SignedAt), sig) {
+		return nil, refuse(RefuseBadSignature, "signature does not verify with %s's key over this approval's statement", p.ID)
+	}
+	if strings.EqualFold(p.ID, a.OnBehalfOf) || strings.EqualFold(p.ID, a.App) || strings.EqualFold(p.ID, a.RequestedBy) {
+		return nil, refuse(RefuseSelf, "%s asked for this request and cannot approve it", p.ID)
+	}
+	for _, d := range a.Decisions {
+		if strings.EqualFold(d.Approver, p.ID) {
+			return nil, refuse(RefuseDuplicate, "%s has already decided (%s); one person counts once", p.ID, d.Decision)
+		}
+	}
+	needed := a.Requirement.Roles()
+	if !holdsAny(p, needed) {
+		return nil, refuse(RefuseWrongRole, "%s holds %v; this approval needs %v", p.ID, p.Roles, needed)
+	}
+	d := Decision{Approver: p.ID, Decision: s.Decision, Reason: s.Reason, SignedAt: s.SignedAt, Signature: s.Signature}
+	if s.Decision == Reject {
+		// Any holder of a needed role may stop the request: a rejection can
+		// only make the outcome safer.
+		d.Role = firstHeld(p, needed)
+		a.Decisions = append(a.Decisions, d)
+		a.Status = StatusRejected
+		return &a.Decisions[len(a.Decisions)-1], nil
+	}
+	signers := append(approversOf(a, principals), p)
+	match := matchSlots(a.Requirement.Slots, signers)
+	if match[len(signers)-1] < 0 {
+		return nil, refuse(RefuseRoleFilled, "every role %s could fill (%v) is already filled by another approver", p.ID, p.Roles)
+	}
+	a.Decisions = append(a.Decisions, d)
+	// Re-label every approver with the role the matching gives them.
+	for i := range a.Decisions {
+		if a.Decisions[i].Decision == Approve {
+			for j, sp := range signers {
+				if strings.EqualFold(sp.ID, a.Decisions[i].Approver) && match[j] >= 0 {
+					a.Decisions[i].Role = slotRole(a.Requirement.Slots[match[j]], sp)
+				}
+			}
+		}
+	}
+	if countMatched(match) == len(a.Requirement.Slots) {
+		a.Status = StatusApproved
+	}
+	return &a.Decisions[len(a.Decisions)-1], nil
+}
+
+// approversOf returns the principals who approved so far, in order. One who
+// has since left the principals file keeps counting with the roles recorded.
+func approversOf(a *Approval, principals *rules.Principals) []*rules.Principal {
+	var out []*rules.Principal
+	for _, d := range a.Decisions {
+		if d.Decision != Approve {
+			continue
+		}
+		if p, ok := principals.Get(d.Approver); ok {
+			out = append(out, p)
+		} else {
+			out = append(out, &rules.Principal{ID: d.Approver, Roles: []string{d.Role}})
+		}
+	}
+	return out
+}
+
+// matchSlots assigns each signer at most one slot and each slot at most one
+// signer, maximizing the slots filled (augmenting paths; sizes are tiny).
+// It returns, per signer, the slot index or -1.
+func matchSlots(slots [][]string, signers []*rules.Principal) []int {
+	slotOf := make([]int, len(signers))
+	signerOf := make([]int, len(slots))
+	for i := range slotOf {
+		slotOf[i] = -1
+	}
+	for i := range signerOf {
+		signerOf[i] = -1
+	}
+	var try func(s int, seen []bool) bool
+	try = func(s int, seen []bool) bool {
+		for j, slot := range slots {
+			if seen[j] || !holdsAny(signers[s], slot) {
+				continue
+			}
+			seen[j] = true
+			if signerOf[j] < 0 || try(signerOf[j], seen) {
+				signerOf[j], slotOf[s] = s, j
+				return true
+			}
+		}
+		return false
+	}
+	for s := range signers {
+		try(s, make([]bool, len(slots)))
+	}
+	return slotOf
+}
+
+func countMatched(m []int) int {
+	n := 0
+	for _, j := range m {
+		if j >= 0 {
+			n++
+		}
+	}
+	return n
+}
+
+func holdsAny(p *rules.Principal, roles []string) bool {
+	return firstHeld(p, roles) != ""
+}
+
+func firstHeld(p *rules.Principal, roles []string) string {
+	for _, r := range roles {
+		if p.HasRole(r) {
+			return r
+		}
+	}
+	return ""
+}
+
+func slotRole(slot []string, p *rules.Principal) string { return firstHeld(p, slot) }
