@@ -5,8 +5,8 @@ import (
 	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"net/http"
 	"strconv"
@@ -43,8 +43,8 @@ type AdminConfig struct {
 	Gate *Gate
 	// GatewayKey is the public key that signs tokens and checkpoints.
 	GatewayKey ed25519.PublicKey
-	Logger    zerolog.Logger
-	Now       func() time.Time
+	Logger     zerolog.Logger
+	Now        func() time.Time
 }
 
 // NewAdmin returns the admin API handler (CONTRACT §4).

@@ -85,7 +85,7 @@ func (f *fakeLedger) AppendAsync(e ledger.Entry, done func(ledger.Record, error)
 
 type noApprovals struct{}
 
-func (noApprovals) Get(string) (*approvals.Approval, error) { return nil, approvals.ErrNotFound }
+func (noApprovals) Get(string) (*approvals.Approval, error)               { return nil, approvals.ErrNotFound }
 func (noApprovals) List(string, time.Time) ([]*approvals.Approval, error) { return nil, nil }
 
 func testEngine(t *testing.T) *rules.Engine {

@@ -51,9 +51,9 @@ func Reason(err error) string {
 
 // Claims are what a token is bound to.
 type Claims struct {
-	Kind       string    // capability | override
-	ID         string    // unique token id (jti)
-	ApprovalID string    // the approval (or override approval) that granted it
+	Kind       string // capability | override
+	ID         string // unique token id (jti)
+	ApprovalID string // the approval (or override approval) that granted it
 	Action     string
 	App        string
 	Digest     string // request digest; capability tokens only
