@@ -43,6 +43,7 @@ type env struct {
 	logs    *syncBuffer
 	sidecar string // base URL of the sidecar door
 	admin   string // base URL of the admin API
+	keyDir  string // approvers' key pairs: NAME.key / NAME.pub
 }
 
 type syncBuffer struct {
@@ -72,6 +73,8 @@ func writePrincipals(t testing.TB, dir string) string {
 		{"fm@corp.example", "[finance_manager]", "fm"},
 		{"both@corp.example", "[cfo, controller]", "both"},
 		{"accountant@corp.example", "[staff_accountant]", ""},
+		{"fm2@corp.example", "[finance_manager]", "fm2"},
+		{"financial-ai-assistant", "[finance_manager]", "app"}, // the agent's own app id must never count
 	}
 	var b strings.Builder
 	b.WriteString("principals:\n")
@@ -98,7 +101,7 @@ func writePrincipals(t testing.TB, dir string) string {
 func newEnv(t testing.TB, tweak ...func(*serveOptions)) *env {
 	t.Helper()
 	dir := t.TempDir()
-	e := &env{t: t, erp: erpmock.New(), clock: &clock{}, logs: &syncBuffer{}}
+	e := &env{t: t, erp: erpmock.New(), clock: &clock{}, logs: &syncBuffer{}, keyDir: dir}
 	e.clock.Set(businessHours)
 	erpSrv := httptest.NewServer(e.erp)
 	t.Cleanup(erpSrv.Close)
