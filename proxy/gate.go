@@ -123,7 +123,10 @@ func (g *Gate) Engine() *rules.Engine { return g.engine.Load() }
 // Digest is CONTRACT §3's request digest: hex SHA-256 of
 // METHOD "\n" URL "\n" hex(SHA-256(body)).
 func Digest(method, url string, body []byte) string {
-	bh := sha256.Sum256(body)
+	return digestOf(method, url, sha256.Sum256(body))
+}
+
+func digestOf(method, url string, bh [32]byte) string {
 	h := sha256.New()
 	h.Write([]byte(method))
 	h.Write([]byte{'\n'})
@@ -156,7 +159,8 @@ func (g *Gate) Check(c *Call) *Verdict {
 	eng := g.engine.Load()
 	m := eng.Manifest()
 	url := c.url()
-	v := &Verdict{started: now, App: c.Req.App, Digest: Digest(c.Req.Method, url, c.Req.Body)}
+	bodyHash := sha256.Sum256(c.Req.Body)
+	v := &Verdict{started: now, App: c.Req.App, Digest: digestOf(c.Req.Method, url, bodyHash)}
 
 	var d rules.Decision
 	if c.Req.App != m.AppID {
@@ -171,7 +175,7 @@ func (g *Gate) Check(c *Call) *Verdict {
 		"door":        c.Door,
 		"method":      c.Req.Method,
 		"url":         url,
-		"body_sha256": sha256Hex(c.Req.Body),
+		"body_sha256": hex.EncodeToString(bodyHash[:]),
 		"body_size":   len(c.Req.Body),
 	}
 	if d.Amount != "" {
