@@ -44,8 +44,10 @@ call() { # title method path body [headers...]
     -H 'Content-Type: application/json' ${body:+--data "$body"} "${hdrs[@]}"
   echo "   -> $(head -1 "$LOGS/headers" | tr -d '\r')"
   grep -i '^x-uapk-' "$LOGS/headers" | tr -d '\r' | sed 's/^/      /'
-  echo "      $(cat "$LOGS/body")"
+  echo "      $(python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin), separators=(",",":")))' <"$LOGS/body" 2>/dev/null || cat "$LOGS/body")"
 }
+
+approval_id() { grep -i '^x-uapk-approval-id:' "$LOGS/headers" | tr -d '\r' | awk '{print $2}'; }
 
 call "1. auto-approved reconciliation by a staff accountant" POST /api/v1/reconciliations \
   '{"account":"1010-Cash","period":"2026-Q3","statement_balance":"48210.55"}' \
@@ -53,15 +55,17 @@ call "1. auto-approved reconciliation by a staff accountant" POST /api/v1/reconc
 call "2. the seed's \$250k accrual: held for a finance manager" POST /api/v1/journal-entries \
   '{"account":"4000-Revenue","debit":0,"credit":250000,"description":"Q3 product sales accrual","supporting_docs":["sales_report_q3.pdf"]}' \
   'X-UAPK-Justification: AI detected revenue recognition timing difference'
+ID_250K=$(approval_id)
 call "3. the \$1.2M ASC 606 adjustment: over the cap, escalated to CFO and controller" POST /api/v1/journal-entries \
   '{"account":"4000-Revenue","amount":1200000,"description":"ASC 606 revenue recognition adjustment"}' \
   'X-UAPK-Justification: contracts meet ASC 606 criteria before quarter end'
+ID_1200K=$(approval_id)
 call "4. an attempt to change the audit log: denylisted" PUT /api/v1/audit-log/AL-1001 \
   '{"note":"cleanup"}'
 call "5. a call no action covers (payroll export): denied by default" GET /api/v1/payroll/export ''
 
 echo
-echo "== what reached the ERP (only the reconciliation should have)"
+echo "== what reached the ERP so far (only the reconciliation should have)"
 curl -fsS "http://$ERP/_mock/stats"; echo
 echo
 echo "== pending approvals (GET /v1/approvals?status=pending)"
@@ -70,6 +74,32 @@ import json, sys
 for a in json.load(sys.stdin)["approvals"]:
     print("   %s  %-14s amount %-9s needs %-22s expires %s" % (a["id"], a["action"], a.get("amount", "-"),
           " + ".join(a["required_roles"]), a["expires_at"]))'
+
+echo
+echo "== 6. the finance manager reviews and approves the \$250k accrual with her own key (signed locally)"
+$BIN/uapk-proxy approve "$ID_250K" --as fm@corp.example --key examples/keys/finance-manager.key \
+  --reason "matches the Q3 sales report" --admin "http://$ADMIN" | sed 's/^/   /'
+call "7. the agent retries with X-UAPK-Approval-Id: forwarded once, with a capability token" POST /api/v1/journal-entries \
+  '{"account":"4000-Revenue","debit":0,"credit":250000,"description":"Q3 product sales accrual","supporting_docs":["sales_report_q3.pdf"]}' \
+  "X-UAPK-Approval-Id: $ID_250K"
+
+echo
+echo "== 8. SOX 302-style dual control on the \$1.2M adjustment: the CFO signs, then the controller"
+$BIN/uapk-proxy approve "$ID_1200K" --as cfo@corp.example --key examples/keys/cfo.key \
+  --reason "ASC 606 criteria met" --admin "http://$ADMIN" | tail -2 | sed 's/^/   /'
+$BIN/uapk-proxy approve "$ID_1200K" --as controller@corp.example --key examples/keys/controller.key \
+  --reason "agreed" --admin "http://$ADMIN" | tail -1 | sed 's/^/   /'
+call "9. the agent retries the \$1.2M entry" POST /api/v1/journal-entries \
+  '{"account":"4000-Revenue","amount":1200000,"description":"ASC 606 revenue recognition adjustment"}' \
+  "X-UAPK-Approval-Id: $ID_1200K"
+call "10. a replay of the same approval is refused" POST /api/v1/journal-entries \
+  '{"account":"4000-Revenue","amount":1200000,"description":"ASC 606 revenue recognition adjustment"}' \
+  "X-UAPK-Approval-Id: $ID_1200K"
+
+echo
+echo "== what reached the ERP now: the reconciliation and the two approved entries, once each"
+curl -fsS "http://$ERP/_mock/stats"; echo
+
 echo
 echo "== live chain check (GET /v1/ledger/verify)"
 curl -fsS "http://$ADMIN/v1/ledger/verify"
