@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"iter"
 	"net"
 	"net/url"
 	"strconv"
@@ -259,35 +260,29 @@ func setVerdictHeaders(h *fasthttp.ResponseHeader, v *Verdict) {
 	}
 }
 
-// stripRequest removes every X-UAPK-* header and every hop-by-hop header,
-// including those the Connection header names.
-func stripRequest(h *fasthttp.RequestHeader) {
-	for _, t := range connectionTokens(string(h.Peek("Connection"))) {
-		h.Del(t)
-	}
-	for _, name := range hopByHop {
-		h.Del(name)
-	}
-	var uapk []string
-	for k := range h.All() {
-		if isUAPK(k) {
-			uapk = append(uapk, string(k))
-		}
-	}
-	for _, k := range uapk {
-		h.Del(k)
-	}
+// fasthttpHeader is what RequestHeader and ResponseHeader share.
+type fasthttpHeader interface {
+	Peek(key string) []byte
+	Del(key string)
+	All() iter.Seq2[[]byte, []byte]
 }
 
-func stripResponse(h *fasthttp.ResponseHeader) {
+// stripRequest removes every X-UAPK-* header and every hop-by-hop header,
+// including those the Connection header names.
+func stripRequest(h *fasthttp.RequestHeader) { strip(h, "") }
+
+// stripResponse does the same on the ERP's answer, except Transfer-Encoding,
+// which fasthttp manages when it frames the body.
+func stripResponse(h *fasthttp.ResponseHeader) { strip(h, "Transfer-Encoding") }
+
+func strip(h fasthttpHeader, keep string) {
 	for _, t := range connectionTokens(string(h.Peek("Connection"))) {
 		h.Del(t)
 	}
 	for _, name := range hopByHop {
-		if name == "Transfer-Encoding" {
-			continue // fasthttp frames the body itself
+		if name != keep {
+			h.Del(name)
 		}
-		h.Del(name)
 	}
 	var uapk []string
 	for k := range h.All() {
