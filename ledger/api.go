@@ -92,4 +92,8 @@ type Options struct {
 	ReadOnly bool             // for offline verify/export; fails fast if a proxy holds the lock
 	// LockTimeout bounds the wait for the file lock (default 1s).
 	LockTimeout time.Duration
+	// OnCommit, if set, is called by the writer after each group commit
+	// with the number of records it made durable (0 on failure), how long
+	// the transaction took, and its error. Metrics hang here; it must be quick.
+	OnCommit func(records int, took time.Duration, err error)
 }

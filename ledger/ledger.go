@@ -71,6 +71,8 @@ type Ledger struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	onCommit func(records int, took time.Duration, err error)
+
 	// failCommit, set only by tests, makes a write transaction fail after
 	// its records are put, as a full disk or an fsync error would.
 	failCommit func() error
@@ -126,7 +128,7 @@ func Open(path string, opts Options) (*Ledger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open ledger %s: %w", path, err)
 	}
-	l := &Ledger{db: db, now: opts.Now, readOnly: opts.ReadOnly, stopped: make(chan struct{})}
+	l := &Ledger{db: db, now: opts.Now, readOnly: opts.ReadOnly, onCommit: opts.OnCommit, stopped: make(chan struct{})}
 	l.qcond = sync.NewCond(&l.qmu)
 	if err := l.init(); err != nil {
 		_ = db.Close()
@@ -345,9 +347,13 @@ func (l *Ledger) take() ([]*pending, bool) {
 // sends.
 func (l *Ledger) commit(batch []*pending) {
 	for len(batch) > 0 {
+		start := time.Now()
 		recs, err := l.write(batch)
 		var ee *entryError
 		if !errors.As(err, &ee) {
+			if l.onCommit != nil {
+				l.onCommit(len(recs), time.Since(start), err)
+			}
 			for i, p := range batch {
 				l.answer(p, recs, i, err)
 			}

@@ -79,6 +79,7 @@ func (g *Gate) DecideApproval(id string, s approvals.Submission) (*approvals.App
 			g.recordToken(&preview)
 		}
 		if preview.Status != approvals.StatusPending {
+			g.obs.ApprovalCompleted(a.Action, preview.Status, now.Sub(a.CreatedAt))
 			g.hub.notify(id)
 		}
 		after, err := g.approvals.Get(id)

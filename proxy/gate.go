@@ -71,6 +71,7 @@ type Verdict struct {
 	Hold     time.Duration
 	started  time.Time
 	errKind  string // "error" field of a refusal body
+	door     string
 	consumes bool   // the entry's Tx uses an approval; its failure is a refusal, not an outage
 }
 
@@ -81,6 +82,8 @@ type GateConfig struct {
 	Approvals ApprovalReader
 	// Tokens signs and checks capability and override tokens.
 	Tokens *tokens.Issuer
+	// Observer receives decisions and latencies for metrics (optional).
+	Observer Observer
 	Logger zerolog.Logger
 	// Now is the gate's clock; rules see only this time.
 	Now func() time.Time
@@ -95,6 +98,7 @@ type Gate struct {
 	ledger    Ledger
 	approvals ApprovalReader
 	tokens    *tokens.Issuer
+	obs       Observer
 	hub       hub
 	log       zerolog.Logger
 	now       func() time.Time
@@ -106,7 +110,10 @@ func NewGate(cfg GateConfig) (*Gate, error) {
 	if cfg.Engine == nil || cfg.Ledger == nil || cfg.Approvals == nil || cfg.Tokens == nil {
 		return nil, errors.New("gate needs an engine, a ledger, an approval store and a token issuer")
 	}
-	g := &Gate{ledger: cfg.Ledger, approvals: cfg.Approvals, tokens: cfg.Tokens, log: cfg.Logger, now: cfg.Now, timeout: cfg.AppendTimeout}
+	g := &Gate{ledger: cfg.Ledger, approvals: cfg.Approvals, tokens: cfg.Tokens, obs: cfg.Observer, log: cfg.Logger, now: cfg.Now, timeout: cfg.AppendTimeout}
+	if g.obs == nil {
+		g.obs = nopObserver{}
+	}
 	if g.now == nil {
 		g.now = time.Now
 	}
@@ -160,7 +167,7 @@ func (g *Gate) Check(c *Call) *Verdict {
 	m := eng.Manifest()
 	url := c.url()
 	bodyHash := sha256.Sum256(c.Req.Body)
-	v := &Verdict{started: now, App: c.Req.App, Digest: digestOf(c.Req.Method, url, bodyHash)}
+	v := &Verdict{started: now, App: c.Req.App, Digest: digestOf(c.Req.Method, url, bodyHash), door: c.Door}
 
 	var d rules.Decision
 	if c.Req.App != m.AppID {
@@ -227,8 +234,10 @@ func (g *Gate) Check(c *Call) *Verdict {
 	if err != nil {
 		g.log.Error().Err(err).Str("action", v.Action).Str("app", v.App).Str("digest", v.Digest).
 			Msg("ledger append failed; request refused")
-		return &Verdict{Status: 503, Body: jsonBody(map[string]any{"error": "ledger_unavailable"}),
-			Decision: "deny", Reason: "ledger_unavailable", Action: v.Action, App: v.App, Digest: v.Digest, started: now}
+		u := &Verdict{Status: 503, Body: jsonBody(map[string]any{"error": "ledger_unavailable"}),
+			Decision: "deny", Reason: "ledger_unavailable", Action: v.Action, App: v.App, Digest: v.Digest, started: now, door: c.Door}
+		g.logDecision(c, u, url, now)
+		return u
 	}
 	v.Record = rec.Seq
 	if !v.Forward {
@@ -241,6 +250,7 @@ func (g *Gate) Check(c *Call) *Verdict {
 // logDecision writes the one canonical line per decision; field names are
 // constant so that log queries keep working.
 func (g *Gate) logDecision(c *Call, v *Verdict, url string, start time.Time) {
+	g.obs.Decision(c.Door, v.Action, v.Decision, g.now().Sub(start))
 	g.log.Info().Str("door", c.Door).Str("decision", v.Decision).Str("reason", v.Reason).
 		Str("action", v.Action).Str("app", v.App).Uint64("seq", v.Record).Str("approval_id", v.ApprovalID).
 		Str("method", c.Req.Method).Str("url", url).Int("status", v.statusForLog()).
@@ -266,7 +276,7 @@ func (c *Call) url() string {
 func (g *Gate) Refuse(c *Call, status int, kind, reason string, extra map[string]any) *Verdict {
 	now := g.now()
 	url := c.url()
-	v := &Verdict{started: now, App: c.Req.App, Digest: Digest(c.Req.Method, url, c.Req.Body)}
+	v := &Verdict{started: now, App: c.Req.App, Digest: Digest(c.Req.Method, url, c.Req.Body), door: c.Door}
 	g.deny(v, status, kind, reason)
 	data := map[string]any{"door": c.Door, "method": c.Req.Method, "url": url}
 	for k, x := range extra {
@@ -477,6 +487,7 @@ type Outcome struct {
 // for the record to be durable: the request record already is, and the
 // ledger writes this one in order with the next group commit.
 func (g *Gate) Forwarded(v *Verdict, o Outcome) {
+	g.obs.Upstream(v.door, o.Duration, o.Err)
 	data := map[string]any{
 		"request_record": v.Record,
 		"latency_ms":     o.Duration.Milliseconds(),

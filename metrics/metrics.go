@@ -1,0 +1,151 @@
+// Package metrics exposes the proxy's Prometheus metrics. Every collector is
+// registered on an injected Registerer; names are prefixed uapk_ and use base
+// units (seconds, records). Labels are small fixed sets: door, action,
+// decision, status. Never a request id, approval id or URL.
+package metrics
+
+import (
+	"runtime"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics implements proxy.Observer and the ledger's commit hook.
+type Metrics struct {
+	requests        *prometheus.CounterVec
+	decisionSeconds prometheus.Histogram
+	upstreamSeconds *prometheus.HistogramVec
+	upstreamErrors  *prometheus.CounterVec
+	approvalWait    *prometheus.HistogramVec
+	appendSeconds   prometheus.Histogram
+	batchRecords    prometheus.Histogram
+	appendFailures  prometheus.Counter
+}
+
+// Sources are read at scrape time for the gauges.
+type Sources struct {
+	// Held returns how many requests are held open waiting for approval.
+	Held func() int
+	// PendingByAction returns the pending approvals per action.
+	PendingByAction func() (map[string]int, error)
+	// ArchiveBacklog returns records not yet archived and the age in
+	// seconds of the oldest of them (nil when there is no archiver).
+	ArchiveBacklog func() (records uint64, seconds float64)
+}
+
+var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+// New registers every collector on reg.
+func New(reg prometheus.Registerer, version string, src Sources) *Metrics {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "uapk_requests_total", Help: "Requests decided, by door, action and decision.",
+		}, []string{"door", "action", "decision"}),
+		decisionSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "uapk_decision_duration_seconds", Help: "Time to decide and durably record a request.",
+			Buckets: latencyBuckets,
+		}),
+		upstreamSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "uapk_upstream_duration_seconds", Help: "ERP round-trip time of forwarded requests.",
+			Buckets: latencyBuckets,
+		}, []string{"door"}),
+		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "uapk_upstream_errors_total", Help: "Forwarded requests the ERP did not answer.",
+		}, []string{"door"}),
+		approvalWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "uapk_approval_wait_seconds", Help: "Time from a request held for approval to its approval or rejection.",
+			Buckets: []float64{1, 10, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 24 * 3600},
+		}, []string{"action", "status"}),
+		appendSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "uapk_ledger_commit_duration_seconds", Help: "Duration of one ledger group commit (fsync included).",
+			Buckets: latencyBuckets,
+		}),
+		batchRecords: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "uapk_ledger_batch_records", Help: "Records made durable by one group commit.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512},
+		}),
+		appendFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "uapk_ledger_commit_failures_total", Help: "Ledger group commits that failed (nothing in them was forwarded).",
+		}),
+	}
+	reg.MustRegister(m.requests, m.decisionSeconds, m.upstreamSeconds, m.upstreamErrors, m.approvalWait,
+		m.appendSeconds, m.batchRecords, m.appendFailures)
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "uapk_build_info", Help: "Build of the running proxy.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	})
+	build.Set(1)
+	reg.MustRegister(build)
+	if src.Held != nil {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "uapk_held_connections", Help: "Agent requests held open waiting for an approval.",
+		}, func() float64 { return float64(src.Held()) }))
+	}
+	if src.PendingByAction != nil {
+		reg.MustRegister(&pendingCollector{src: src.PendingByAction, desc: prometheus.NewDesc(
+			"uapk_pending_approvals", "Approvals waiting for people, by action.", []string{"action"}, nil)})
+	}
+	if src.ArchiveBacklog != nil {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "uapk_archive_backlog_records", Help: "Ledger records not yet in the WORM archive.",
+		}, func() float64 { n, _ := src.ArchiveBacklog(); return float64(n) }))
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "uapk_archive_backlog_seconds", Help: "Age of the oldest ledger record not yet archived.",
+		}, func() float64 { _, s := src.ArchiveBacklog(); return s }))
+	}
+	return m
+}
+
+// Decision implements proxy.Observer.
+func (m *Metrics) Decision(door, action, decision string, took time.Duration) {
+	if action == "" {
+		action = "unclassified"
+	}
+	m.requests.WithLabelValues(door, action, decision).Inc()
+	m.decisionSeconds.Observe(took.Seconds())
+}
+
+// Upstream implements proxy.Observer.
+func (m *Metrics) Upstream(door string, took time.Duration, err error) {
+	if err != nil {
+		m.upstreamErrors.WithLabelValues(door).Inc()
+		return
+	}
+	m.upstreamSeconds.WithLabelValues(door).Observe(took.Seconds())
+}
+
+// ApprovalCompleted implements proxy.Observer.
+func (m *Metrics) ApprovalCompleted(action, status string, waited time.Duration) {
+	m.approvalWait.WithLabelValues(action, status).Observe(waited.Seconds())
+}
+
+// Commit is the ledger's OnCommit hook.
+func (m *Metrics) Commit(records int, took time.Duration, err error) {
+	if err != nil {
+		m.appendFailures.Inc()
+		return
+	}
+	m.appendSeconds.Observe(took.Seconds())
+	m.batchRecords.Observe(float64(records))
+}
+
+// pendingCollector reads pending approvals at scrape time, so the gauge is
+// right after restarts and expiries without bookkeeping on every path.
+type pendingCollector struct {
+	src  func() (map[string]int, error)
+	desc *prometheus.Desc
+}
+
+func (c *pendingCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *pendingCollector) Collect(ch chan<- prometheus.Metric) {
+	counts, err := c.src()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.desc, err)
+		return
+	}
+	for action, n := range counts {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), action)
+	}
+}
