@@ -143,7 +143,10 @@ func Apply(a *Approval, s Submission, principals *rules.Principals, now time.Tim
 	if !holdsAny(p, needed) {
 		return nil, refuse(RefuseWrongRole, "%s holds %v; this approval needs %v", p.ID, p.Roles, needed)
 	}
-	d := Decision{Approver: p.ID, Decision: s.Decision, Reason: s.Reason, SignedAt: s.SignedAt, Signature: s.Signature}
+	// The approver id is kept as signed, not as the principals file spells
+	// it: ids match case-insensitively, and an auditor must be able to
+	// rebuild the signed statement from the stored decision alone.
+	d := Decision{Approver: s.Approver, Decision: s.Decision, Reason: s.Reason, SignedAt: s.SignedAt, Signature: s.Signature}
 	if s.Decision == Reject {
 		// Any holder of a needed role may stop the request: a rejection can
 		// only make the outcome safer.

@@ -87,7 +87,13 @@ func WritePair(prefix string, pub ed25519.PublicKey, priv ed25519.PrivateKey) er
 	if err := writeNew(prefix+".key", privPEM, 0o600); err != nil {
 		return err
 	}
-	return writeNew(prefix+".pub", pubPEM, 0o644)
+	if err := writeNew(prefix+".pub", pubPEM, 0o644); err != nil {
+		// Take back the key just made: left beside another .pub it would
+		// look like a pair and sign what that .pub cannot verify.
+		os.Remove(prefix + ".key")
+		return err
+	}
+	return nil
 }
 
 // LoadPrivateFile reads a private key and refuses one that others can read.
