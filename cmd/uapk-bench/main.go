@@ -1,5 +1,8 @@
-// Command uapk-bench measures the sidecar door against a plain fasthttp
-// reverse proxy in the same run, on loopback, bounded in time and count.
+// Command uapk-bench measures uapk-proxy on loopback, bounded in time and
+// count. It has two modes.
+//
+// throughput (the default) measures the sidecar door against a plain
+// fasthttp reverse proxy in the same run:
 //
 //	uapk-bench -proxy bin/uapk-proxy -duration 5s -conns 32
 //
@@ -7,6 +10,16 @@
 // as child processes (so each one's CPU is read from /proc alone), drives
 // each with the same load, and prints requests/s, proxy CPU per request and
 // the audited/plain ratio.
+//
+// held measures what it costs to keep many agents waiting on their open
+// connections for an approval, and how fast they are released:
+//
+//	uapk-bench -mode held -held 10000 -deadline 5m
+//
+// It holds N distinct journal entries at once (each on its own
+// connection), reads the proxy's RSS from /proc, signs and posts the N
+// approvals as a finance manager, and checks that every agent got the
+// ERP's 201 and that the ERP saw each entry exactly once. See held.go.
 package main
 
 import (
@@ -33,13 +46,32 @@ func main() {
 		plainProxy(os.Args[2], os.Args[3])
 		return
 	}
+	mode := flag.String("mode", "throughput", "throughput (sidecar vs plain fasthttp) or held (N requests held for approval)")
 	proxyBin := flag.String("proxy", "bin/uapk-proxy", "uapk-proxy binary")
 	manifest := flag.String("manifest", "examples/manifests/sox-financial.json", "manifest")
-	duration := flag.Duration("duration", 5*time.Second, "load time per target")
-	conns := flag.Int("conns", 32, "concurrent client connections")
-	maxReq := flag.Int64("max-requests", 2_000_000, "upper bound on requests per target")
+	duration := flag.Duration("duration", 5*time.Second, "throughput: load time per target")
+	conns := flag.Int("conns", 32, "throughput: concurrent client connections")
+	maxReq := flag.Int64("max-requests", 2_000_000, "throughput: upper bound on requests per target")
+	var hc heldConfig
+	flag.IntVar(&hc.n, "held", 10_000, "held: requests held at once, each on its own connection (1..100000)")
+	flag.StringVar(&hc.hold, "hold", "10m", `held: the journal_entry "hold" written into the manifest`)
+	flag.DurationVar(&hc.deadline, "deadline", 5*time.Minute, "held: bound on the whole run")
+	flag.IntVar(&hc.workers, "workers", 32, "held: approvals posted in parallel")
+	flag.IntVar(&hc.dialers, "dialers", 256, "held: agent connections being opened and sent at once")
+	flag.DurationVar(&hc.dwell, "dwell", 0, "held: keep all N held this long before the first approval (long holds)")
+	flag.BoolVar(&hc.keep, "keep", false, "held: keep the temp dir (proxy log, ledger) and print its path")
 	flag.Parse()
-	if err := run(*proxyBin, *manifest, *duration, *conns, *maxReq); err != nil {
+	var err error
+	switch *mode {
+	case "throughput":
+		err = run(*proxyBin, *manifest, *duration, *conns, *maxReq)
+	case "held":
+		hc.proxyBin, hc.manifest = *proxyBin, *manifest
+		err = runHeld(hc)
+	default:
+		err = fmt.Errorf("-mode %q: want throughput or held", *mode)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "uapk-bench:", err)
 		os.Exit(1)
 	}
