@@ -21,7 +21,12 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
 
-var bucketName = []byte("approvals")
+var (
+	bucketName = []byte("approvals")
+	// openBucket indexes the approvals still pending (id -> nothing), so that
+	// expiry sweeps and the pending list do not scan years of history.
+	openBucket = []byte("approvals_open")
+)
 
 // Status values of an approval, as the admin API shows them.
 const (
@@ -132,8 +137,27 @@ type Store struct {
 // Open creates the approvals bucket if needed.
 func Open(db *bolt.DB) (*Store, error) {
 	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucketName)
-		return err
+		if _, err := tx.CreateBucketIfNotExists(bucketName); err != nil {
+			return err
+		}
+		if tx.Bucket(openBucket) != nil {
+			return nil
+		}
+		// First start with the index (or an older file): build it once.
+		open, err := tx.CreateBucket(openBucket)
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketName).ForEach(func(k, v []byte) error {
+			var a Approval
+			if err := json.Unmarshal(v, &a); err != nil {
+				return err
+			}
+			if a.Status == StatusPending {
+				return open.Put(k, nil)
+			}
+			return nil
+		})
 	}); err != nil {
 		return nil, fmt.Errorf("create approvals bucket: %w", err)
 	}
@@ -150,7 +174,17 @@ func Put(tx *bolt.Tx, a *Approval) error {
 	if err != nil {
 		return fmt.Errorf("encode approval %s: %w", a.ID, err)
 	}
-	return b.Put([]byte(a.ID), v)
+	if err := b.Put([]byte(a.ID), v); err != nil {
+		return err
+	}
+	open := tx.Bucket(openBucket)
+	if open == nil {
+		return errors.New("approvals index missing")
+	}
+	if a.Status == StatusPending {
+		return open.Put([]byte(a.ID), nil)
+	}
+	return open.Delete([]byte(a.ID))
 }
 
 // Get returns the approval with the given id.
@@ -181,6 +215,25 @@ func GetTx(tx *bolt.Tx, id string) (*Approval, error) {
 	return a, nil
 }
 
+// Due returns the approvals still stored as pending whose expiry has passed
+// at now: what an expiry sweep must close. It reads only the pending index.
+func (s *Store) Due(now time.Time) ([]*Approval, error) {
+	var out []*Approval
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(openBucket).ForEach(func(k, _ []byte) error {
+			a, err := GetTx(tx, string(k))
+			if err != nil {
+				return err
+			}
+			if a.Status == StatusPending && !now.Before(a.ExpiresAt) {
+				out = append(out, a)
+			}
+			return nil
+		})
+	})
+	return out, err
+}
+
 // List returns the approvals whose effective status at now is status (all
 // when status is ""), oldest first.
 func (s *Store) List(status string, now time.Time) ([]*Approval, error) {
@@ -191,6 +244,19 @@ func (s *Store) List(status string, now time.Time) ([]*Approval, error) {
 	}
 	var out []*Approval
 	err := s.db.View(func(tx *bolt.Tx) error {
+		if status == StatusPending {
+			// Only stored-pending approvals can be effectively pending.
+			return tx.Bucket(openBucket).ForEach(func(k, _ []byte) error {
+				a, err := GetTx(tx, string(k))
+				if err != nil {
+					return err
+				}
+				if a.Effective(now) == status {
+					out = append(out, a)
+				}
+				return nil
+			})
+		}
 		return tx.Bucket(bucketName).ForEach(func(_, v []byte) error {
 			a := new(Approval)
 			if err := json.Unmarshal(v, a); err != nil {

@@ -49,7 +49,7 @@ func (g *Gate) DecideApproval(id string, s approvals.Submission) (*approvals.App
 			Decision: s.Decision, Reason: "signed", Policy: g.engine.Load().Manifest().Hash,
 			Data: map[string]any{
 				"approver": d.Approver, "role": d.Role, "signed_at": s.SignedAt, "signature": s.Signature,
-				"reason": s.Reason, "status": preview.Status, "approval_kind": a.Kind,
+				"reason": clip(s.Reason, maxJustification), "status": preview.Status, "approval_kind": a.Kind,
 				"statement_sha256": sha256Hex(approvals.Statement(a.ID, a.Digest, s.Decision, s.Approver, s.SignedAt)),
 			},
 			Tx: func(tx *bolt.Tx, rec *ledger.Record) error {
@@ -126,19 +126,20 @@ func (g *Gate) recordRefusal(a *approvals.Approval, s approvals.Submission, ref 
 	_, err := g.append(ledger.Entry{
 		Kind: ledger.KindApproval, App: a.App, Action: a.Action, ApprovalID: a.ID, Digest: a.Digest,
 		Decision: "refused", Reason: ref.Code, Policy: g.engine.Load().Manifest().Hash,
-		Data: map[string]any{"approver": clip(s.Approver), "decision_requested": clip(s.Decision),
-			"signed_at": clip(s.SignedAt), "detail": ref.Detail},
+		Data: map[string]any{"approver": clip(s.Approver, 256), "decision_requested": clip(s.Decision, 256),
+			"signed_at": clip(s.SignedAt, 256), "detail": ref.Detail},
 	})
-	g.log.Warn().Str("approval_id", a.ID).Str("approver", clip(s.Approver)).Str("reason", ref.Code).
+	g.log.Warn().Str("approval_id", a.ID).Str("approver", clip(s.Approver, 256)).Str("reason", ref.Code).
 		Str("detail", ref.Detail).Msg("approval decision refused")
 	return err
 }
 
-// clip keeps junk from a client short and valid UTF-8 before it is recorded.
-func clip(s string) string {
+// clip keeps junk from a client valid UTF-8 and at most max bytes (plus an
+// ellipsis) before it is recorded.
+func clip(s string, max int) string {
 	s = strings.ToValidUTF8(s, "\uFFFD")
-	if len(s) > 256 {
-		s = strings.ToValidUTF8(s[:256], "") + "…"
+	if len(s) > max {
+		s = strings.ToValidUTF8(s[:max], "") + "…"
 	}
 	return s
 }
@@ -147,15 +148,12 @@ func clip(s string) string {
 // ledger record each, and wakes whatever waits on them.
 func (g *Gate) ExpireDue() (int, error) {
 	now := g.now()
-	list, err := g.approvals.List(approvals.StatusExpired, now)
+	list, err := g.approvals.Due(now)
 	if err != nil {
 		return 0, err
 	}
 	n := 0
 	for _, a := range list {
-		if a.Status != approvals.StatusPending {
-			continue // expired view of an approval already closed as expired
-		}
 		id := a.ID
 		_, err := g.append(ledger.Entry{
 			Kind: ledger.KindApproval, App: a.App, Action: a.Action, ApprovalID: id, Digest: a.Digest,
@@ -209,6 +207,8 @@ func OverrideDigest(app, action, duration, requestedBy, justification string) st
 // RequestOverride records an override request as an approval that needs the
 // manifest's override.roles_required. It never covers a denylisted action.
 func (g *Gate) RequestOverride(r OverrideRequest) (*approvals.Approval, error) {
+	r.Action, r.Duration = clip(r.Action, maxHeaderValue), clip(r.Duration, 64)
+	r.Justification, r.RequestedBy = clip(r.Justification, maxJustification), clip(r.RequestedBy, maxHeaderValue)
 	m := g.engine.Load().Manifest()
 	var problems []string
 	act, ok := m.Action(r.Action)
@@ -254,8 +254,8 @@ func (g *Gate) RequestOverride(r OverrideRequest) (*approvals.Approval, error) {
 	_, err = g.append(ledger.Entry{
 		Kind: ledger.KindOverride, App: a.App, Action: a.Action, ApprovalID: a.ID, Digest: a.Digest,
 		Decision: "pending", Reason: "override_requested", Policy: m.Hash,
-		Data: map[string]any{"requested_by": clip(r.RequestedBy), "duration": a.Duration,
-			"justification": clip(r.Justification), "required_roles": toAny(a.RequiredRoles),
+		Data: map[string]any{"requested_by": r.RequestedBy, "duration": a.Duration,
+			"justification": r.Justification, "required_roles": toAny(a.RequiredRoles),
 			"expires_at": a.ExpiresAt.Format(time.RFC3339)},
 		Tx: func(tx *bolt.Tx, rec *ledger.Record) error {
 			a.RequestRecord = rec.Seq

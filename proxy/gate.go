@@ -33,6 +33,7 @@ type Ledger interface {
 type ApprovalReader interface {
 	Get(id string) (*approvals.Approval, error)
 	List(status string, now time.Time) ([]*approvals.Approval, error)
+	Due(now time.Time) ([]*approvals.Approval, error)
 }
 
 // Call is one agent request as a door hands it to the gate: the
@@ -72,7 +73,7 @@ type Verdict struct {
 	started  time.Time
 	errKind  string // "error" field of a refusal body
 	door     string
-	consumes bool   // the entry's Tx uses an approval; its failure is a refusal, not an outage
+	consumes bool // the entry's Tx uses an approval; its failure is a refusal, not an outage
 }
 
 // GateConfig configures a Gate.
@@ -84,7 +85,7 @@ type GateConfig struct {
 	Tokens *tokens.Issuer
 	// Observer receives decisions and latencies for metrics (optional).
 	Observer Observer
-	Logger zerolog.Logger
+	Logger   zerolog.Logger
 	// Now is the gate's clock; rules see only this time.
 	Now func() time.Time
 	// AppendTimeout bounds a ledger write; it is the ledger's own deadline,
@@ -161,6 +162,7 @@ const (
 
 // Check decides c, records the decision durably and says what the door must do.
 func (g *Gate) Check(c *Call) *Verdict {
+	c.sanitize()
 	now := g.now()
 	c.Req.Time = now
 	eng := g.engine.Load()
@@ -264,6 +266,27 @@ func (v *Verdict) statusForLog() int {
 	return v.Status
 }
 
+// Longest header values the gate keeps; a justification is prose, the rest
+// are identifiers or tokens.
+const (
+	maxJustification = 4096
+	maxHeaderValue   = 1024
+)
+
+// sanitize makes the agent's header values safe to record: valid UTF-8 (the
+// ledger refuses anything else, and a bad header must get a clear answer,
+// not a 503) and bounded in length. An app id changed by this no longer
+// matches the manifest and is denied as unknown_app.
+func (c *Call) sanitize() {
+	c.Req.App = clip(c.Req.App, maxHeaderValue)
+	c.Req.OnBehalfOf = clip(c.Req.OnBehalfOf, maxHeaderValue)
+	c.Req.Escalation = clip(c.Req.Escalation, maxHeaderValue)
+	c.Justification = clip(c.Justification, maxJustification)
+	c.ApprovalID = clip(c.ApprovalID, maxHeaderValue)
+	c.Capability = clip(c.Capability, 4*maxHeaderValue)
+	c.Override = clip(c.Override, 4*maxHeaderValue)
+}
+
 func (c *Call) url() string {
 	if c.URL != "" {
 		return c.URL
@@ -274,6 +297,7 @@ func (c *Call) url() string {
 // Refuse records a request the door refuses before any policy is applied
 // (a body over the limit, say) and returns the refusal to write back.
 func (g *Gate) Refuse(c *Call, status int, kind, reason string, extra map[string]any) *Verdict {
+	c.sanitize()
 	now := g.now()
 	url := c.url()
 	v := &Verdict{started: now, App: c.Req.App, Digest: Digest(c.Req.Method, url, c.Req.Body), door: c.Door}
@@ -303,7 +327,7 @@ func (g *Gate) Refuse(c *Call, status int, kind, reason string, extra map[string
 func (g *Gate) hold(c *Call, d rules.Decision, v *Verdict, e *ledger.Entry, now time.Time) {
 	a := &approvals.Approval{
 		ID: approvals.NewID(), Kind: approvals.KindRequest, Status: approvals.StatusPending, Action: d.Action, App: c.Req.App,
-		Method: c.Req.Method, URL: c.Req.URL(), Justification: c.Justification, OnBehalfOf: c.Req.OnBehalfOf,
+		Method: c.Req.Method, URL: c.url(), Justification: c.Justification, OnBehalfOf: c.Req.OnBehalfOf,
 		Digest: v.Digest, Amount: d.Amount, Reason: d.Reason, Requirement: d.Requirement,
 		RequiredRoles: d.Requirement.Roles(), Decisions: []approvals.Decision{},
 		CreatedAt: now.UTC(), ExpiresAt: now.Add(d.ApprovalTTL).UTC(),

@@ -87,6 +87,7 @@ type noApprovals struct{}
 
 func (noApprovals) Get(string) (*approvals.Approval, error)               { return nil, approvals.ErrNotFound }
 func (noApprovals) List(string, time.Time) ([]*approvals.Approval, error) { return nil, nil }
+func (noApprovals) Due(time.Time) ([]*approvals.Approval, error)          { return nil, nil }
 
 func testEngine(t *testing.T) *rules.Engine {
 	t.Helper()

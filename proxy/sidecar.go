@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -34,6 +35,8 @@ type SidecarConfig struct {
 	UpstreamTimeout time.Duration
 	// MaxConns bounds connections to the ERP (default 1024).
 	MaxConns int
+	// ReadTimeout bounds reading one agent request (default 60s).
+	ReadTimeout time.Duration
 }
 
 // Sidecar is the door an agent reaches by URL: it forwards to one ERP.
@@ -109,7 +112,7 @@ func NewSidecar(cfg SidecarConfig) (*Sidecar, error) {
 		Handler:               s.handle,
 		ErrorHandler:          s.handleError,
 		MaxRequestBodySize:    s.maxBody,
-		ReadTimeout:           60 * time.Second,
+		ReadTimeout:           cmp.Or(cfg.ReadTimeout, 60*time.Second),
 		WriteTimeout:          60 * time.Second,
 		IdleTimeout:           120 * time.Second,
 		NoDefaultServerHeader: true,
@@ -184,6 +187,10 @@ func (s *Sidecar) handle(ctx *fasthttp.RequestCtx) {
 	c := s.call(ctx)
 	v := s.gate.Check(c)
 	if v.Hold > 0 {
+		// fasthttp's read deadline (ReadTimeout) is still armed from reading
+		// the request; past it the hang-up probe would see every held agent
+		// as gone. fasthttp re-arms it before reading the next request.
+		ctx.Conn().SetReadDeadline(time.Time{})
 		v = s.gate.Await(c, v, func() bool { return connGone(ctx.Conn()) }, s.stopHold)
 	}
 	if !v.Forward {
