@@ -11,6 +11,7 @@ DATA=${UAPK_DEMO_DATA:-./data}
 ERP=127.0.0.1:${ERP_PORT:-9090}
 SIDECAR=127.0.0.1:${SIDECAR_PORT:-8081}
 ADMIN=127.0.0.1:${ADMIN_PORT:-8090}
+PROXY=127.0.0.1:${PROXY_PORT:-8080}
 LOGS=$DATA/demo-logs
 mkdir -p "$LOGS"
 
@@ -23,12 +24,12 @@ wait_for() { # url
   echo "demo: $1 did not come up; logs in $LOGS" >&2; exit 1
 }
 
-echo "== starting the mock ERP on $ERP and uapk-proxy (sidecar $SIDECAR, admin $ADMIN, data $DATA)"
+echo "== starting the mock ERP on $ERP and uapk-proxy (sidecar $SIDECAR, forward proxy $PROXY, admin $ADMIN, data $DATA)"
 $BIN/erp-mock -addr "$ERP" 2>"$LOGS/erp.log" & pids+=($!)
 $BIN/uapk-proxy serve \
   --manifest examples/manifests/sox-financial.json \
   --principals examples/principals.yaml \
-  --upstream "http://$ERP" --sidecar-addr "$SIDECAR" --admin-addr "$ADMIN" \
+  --upstream "http://$ERP" --sidecar-addr "$SIDECAR" --admin-addr "$ADMIN" --proxy-addr "$PROXY" \
   --data-dir "$DATA" 2>"$LOGS/proxy.log" & proxy=$!; pids+=($proxy)
 wait_for "http://$ERP/_mock/stats"
 wait_for "http://$ADMIN/readyz"
@@ -97,7 +98,17 @@ call "10. a replay of the same approval is refused" POST /api/v1/journal-entries
   "X-UAPK-Approval-Id: $ID_1200K"
 
 echo
-echo "== what reached the ERP now: the reconciliation and the two approved entries, once each"
+echo "== 11. a legacy agent that only knows HTTP_PROXY: the same policy on the forward door"
+for path in /api/v1/reconciliations /api/v1/records/JE-000001; do
+  method=POST; [ "$path" = /api/v1/records/JE-000001 ] && method=DELETE
+  code=$(curl -sS -o "$LOGS/body" -w '%{http_code}' -x "http://$PROXY" -X "$method" "http://$ERP$path" \
+    -H 'Content-Type: application/json' -H 'X-UAPK-On-Behalf-Of: accountant@corp.example' \
+    --data '{"account":"1010-Cash","period":"2026-Q3","statement_balance":"48210.55"}')
+  echo "   $method http://$ERP$path via HTTP_PROXY -> $code $(cat "$LOGS/body" | head -c 200)"
+done
+
+echo
+echo "== what reached the ERP now: two reconciliations and the two approved entries, once each"
 curl -fsS "http://$ERP/_mock/stats"; echo
 
 echo

@@ -146,7 +146,7 @@ func runHeld(cfg heldConfig) error {
 	defer logf.Close()
 	proxy := exec.Command(cfg.proxyBin, "serve", "--manifest", manifest, "--principals", principals,
 		"--upstream", "http://"+upLn.Addr().String(), "--sidecar-addr", sideAddr, "--admin-addr", adminAddr,
-		"--data-dir", filepath.Join(tmp, "data"))
+		"--data-dir", filepath.Join(tmp, "data"), "--proxy-addr", "")
 	proxy.Stdout, proxy.Stderr = logf, logf
 	if err := proxy.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", cfg.proxyBin, err)

@@ -36,6 +36,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -132,7 +133,7 @@ func run(proxyBin, manifest string, d time.Duration, conns int, maxReq int64) er
 	defer logf.Close()
 	audited := exec.Command(proxyBin, "serve", "--manifest", manifest, "--principals", principals,
 		"--upstream", upstream, "--sidecar-addr", audAddr, "--admin-addr", adminAddr,
-		"--data-dir", filepath.Join(tmp, "data"))
+		"--data-dir", filepath.Join(tmp, "data"), "--proxy-addr", "")
 	audited.Stderr = logf
 
 	fmt.Printf("load: %d connections, %s per target, POST /api/v1/reconciliations (auto-approved, durable ledger)\n", conns, d)
@@ -146,7 +147,7 @@ func run(proxyBin, manifest string, d time.Duration, conns int, maxReq int64) er
 			return fmt.Errorf("%s: %w", t.name, err)
 		}
 		r, err := measure(t.name, t.cmd.Process.Pid, t.addr, body, headers, d, conns, maxReq)
-		t.cmd.Process.Signal(os.Interrupt)
+		t.cmd.Process.Signal(syscall.SIGTERM) // SIGINT is ignored by background jobs
 		t.cmd.Wait()
 		if err != nil {
 			return fmt.Errorf("%s: %w", t.name, err)
