@@ -27,6 +27,7 @@ vet:
 # UAPK_REQUIRE_MINIO makes the MinIO tests fail rather than skip.
 test: vet minio
 	UAPK_REQUIRE_MINIO=1 $(GO) test -race -count=1 -timeout 20m ./...
+	cd deploy && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 # bin/minio for the archive tests (internal/miniotest starts and stops it).
 minio:

@@ -58,4 +58,24 @@
 // chain cut short with its head rewritten to match is still a valid shorter
 // chain: only a head known from outside (a signed checkpoint, an archived
 // segment) passed as an anchor can expose it.
+//
+// # Archive
+//
+// An Archiver (archive.go) copies the chain, in sealed segments, to a WORM
+// store: an S3 bucket with Object Lock, or DATA/archive without S3. A
+// segment is records FIRST..LAST, one stored record a line, "\n" after
+// each, under PREFIX/APP/segments/FIRST-LAST.jsonl (20-digit seqs); its
+// signed checkpoint (checkpoint.go, a C2SP signed note) is under
+// PREFIX/APP/checkpoints/LAST. In S3 every object is written with
+// If-None-Match "*", an explicit SHA-256 checksum and its own Object Lock
+// retention; an object already there with the same bytes is success, with
+// other bytes an alarm (ErrArchiveConflict), never an overwrite. Each
+// segment is then recorded in the chain by a checkpoint record and an
+// archive record, whose Tx hook moves the archived position (bucket
+// BucketArchive) in the same transaction. The segment to seal is fixed in
+// bbolt before its upload, so a seal cut short anywhere is redone with the
+// same key and bytes: no gap, no duplicate. The archiver only reads
+// committed records and appends like any caller, so an outage never blocks
+// requests; Status reports the backlog. VerifyArchive checks an archive
+// against the local chain for `verify --archive`.
 package ledger

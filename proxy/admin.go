@@ -45,6 +45,18 @@ type AdminConfig struct {
 	GatewayKey ed25519.PublicKey
 	Logger     zerolog.Logger
 	Now        func() time.Time
+	// CACert is the interception CA's certificate (PEM) served at
+	// GET /ca.pem; nil when the forward door does not intercept.
+	CACert []byte
+	// Metrics serves GET /metrics (nil: 404).
+	Metrics http.Handler
+	// Archive reports the WORM archive's state for /readyz (nil: no check).
+	// It returns a JSON-able detail and an error when the archive refuses
+	// to work (a bucket without Object Lock, a conflicting segment); an
+	// outage is not an error, the backlog shows in the detail.
+	Archive func() (detail any, err error)
+	// Extra registers more admin endpoints (evidence export).
+	Extra func(mux *http.ServeMux)
 }
 
 // NewAdmin returns the admin API handler (CONTRACT §4).
@@ -65,6 +77,13 @@ func NewAdmin(cfg AdminConfig) http.Handler {
 	mux.HandleFunc("POST /v1/overrides", a.postOverride)
 	mux.HandleFunc("GET /v1/overrides/{id}", a.getOverride)
 	mux.HandleFunc("GET /v1/keys/gateway", a.gatewayKey)
+	mux.HandleFunc("GET /ca.pem", a.caPEM)
+	if cfg.Metrics != nil {
+		mux.Handle("GET /metrics", cfg.Metrics)
+	}
+	if cfg.Extra != nil {
+		cfg.Extra(mux)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "not_found", Message: r.Method + " " + r.URL.Path + " is not an admin endpoint"})
 	})
@@ -92,7 +111,18 @@ func (a *admin) readyz(w http.ResponseWriter, _ *http.Request) {
 		checks["ledger"] = err.Error()
 		status, code = "not_ready", http.StatusServiceUnavailable
 	}
-	writeJSON(w, code, map[string]any{"status": status, "checks": checks})
+	body := map[string]any{"status": status, "checks": checks}
+	if a.cfg.Archive != nil {
+		detail, err := a.cfg.Archive()
+		checks["archive"] = "ok"
+		if err != nil {
+			checks["archive"] = err.Error()
+			code = http.StatusServiceUnavailable
+			body["status"] = "not_ready"
+		}
+		body["archive"] = detail
+	}
+	writeJSON(w, code, body)
 }
 
 func (a *admin) head(w http.ResponseWriter, _ *http.Request) {
@@ -294,6 +324,19 @@ func (a *admin) gatewayKey(w http.ResponseWriter, _ *http.Request) {
 		"paseto_public_hex": hex.EncodeToString(a.cfg.GatewayKey),
 		"paseto_version":    "v4.public",
 	})
+}
+
+// caPEM serves the interception CA's certificate, for clients to trust.
+func (a *admin) caPEM(w http.ResponseWriter, _ *http.Request) {
+	if len(a.cfg.CACert) == 0 {
+		writeJSON(w, http.StatusNotFound, apiError{Error: "no_ca",
+			Message: "HTTPS interception is off: no CA is configured; make one with 'uapk-proxy ca init --out DIR' and start serve with --ca-dir DIR"})
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-pem-file")
+	w.Header().Set("Content-Disposition", `attachment; filename="uapk-proxy-ca.pem"`)
+	w.Header().Set("Content-Length", strconv.Itoa(len(a.cfg.CACert)))
+	_, _ = w.Write(a.cfg.CACert)
 }
 
 // unavailable answers a ledger failure: nothing was decided.

@@ -92,7 +92,7 @@ func TestServeRefusesBadConfigurationWithExit2(t *testing.T) {
 	if code != 2 {
 		t.Fatalf("exit %d: %s", code, out.String())
 	}
-	for _, w := range []string{`unknown key "no_such_key"`, "missing.json", "--admin-addr", "--upstream is required", "--max-body"} {
+	for _, w := range []string{`unknown key "no_such_key"`, "missing.json", "--admin-addr", "--max-body"} {
 		if !strings.Contains(out.String(), w) {
 			t.Errorf("problem %q not listed:\n%s", w, out.String())
 		}

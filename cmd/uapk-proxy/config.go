@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -52,15 +53,74 @@ func envName(flag string) string {
 	return "UAPK_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 }
 
+// sections are the config file's keys that are not flags.
+var sections = map[string]bool{"archive": true}
+
+// archiveFile is the config file's archive: section (CONTRACT §5).
+type archiveFile struct {
+	S3 *struct {
+		Bucket    string `yaml:"bucket"`
+		Prefix    string `yaml:"prefix"`
+		Region    string `yaml:"region"`
+		Endpoint  string `yaml:"endpoint"`
+		PathStyle bool   `yaml:"path_style"`
+	} `yaml:"s3"`
+	SegmentRecords  int    `yaml:"segment_records"`
+	SegmentInterval string `yaml:"segment_interval"`
+}
+
+// readArchive decodes the archive: section of the config file at path,
+// strictly, and checks it. A missing file or section is the default:
+// segments under DATA/archive.
+func readArchive(path string) (*archiveFile, time.Duration, []string) {
+	a := &archiveFile{}
+	if path == "" {
+		return a, 0, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return a, 0, nil // reported by configFileValues
+	}
+	var doc struct {
+		Archive yaml.Node `yaml:"archive"`
+	}
+	if err := yaml.Unmarshal(data, &doc); err != nil || doc.Archive.Kind == 0 {
+		return a, 0, nil
+	}
+	raw, err := yaml.Marshal(&doc.Archive)
+	if err != nil {
+		return a, 0, []string{fmt.Sprintf("config %s: archive: %v", path, err)}
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(a); err != nil {
+		return a, 0, []string{fmt.Sprintf("config %s: archive: %v", path, strings.ReplaceAll(err.Error(), "\n", "; "))}
+	}
+	var problems []string
+	if a.S3 != nil && a.S3.Bucket == "" {
+		problems = append(problems, fmt.Sprintf("config %s: archive.s3.bucket is required with archive.s3", path))
+	}
+	if a.SegmentRecords < 0 {
+		problems = append(problems, fmt.Sprintf("config %s: archive.segment_records must be positive", path))
+	}
+	var every time.Duration
+	if a.SegmentInterval != "" {
+		if every, err = time.ParseDuration(a.SegmentInterval); err != nil || every <= 0 {
+			problems = append(problems, fmt.Sprintf("config %s: archive.segment_interval %q: want a duration such as 1m", path, a.SegmentInterval))
+		}
+	}
+	return a, every, problems
+}
+
 // configFileValues reads the --config file strictly: every key must be a
 // serve flag (dashes as underscores) or a section the proxy knows.
 func configFileValues(fs *pflag.FlagSet, lookupEnv func(string) (string, bool)) (map[string]string, error) {
-	path, _ := fs.GetString("config")
 	if !fs.Changed("config") {
 		if v, ok := lookupEnv(envName("config")); ok {
-			path = v
+			_ = fs.Set("config", v) // a string flag takes any value
 		}
 	}
+	path, _ := fs.GetString("config")
 	if path == "" {
 		return nil, nil
 	}
@@ -76,6 +136,9 @@ func configFileValues(fs *pflag.FlagSet, lookupEnv func(string) (string, bool)) 
 	out := map[string]string{}
 	var bad []string
 	for key, node := range doc {
+		if _, ok := sections[key]; ok {
+			continue // read by its own strict decoder
+		}
 		f := fs.Lookup(strings.ReplaceAll(key, "_", "-"))
 		if f == nil || key == "config" || strings.Contains(key, "-") {
 			bad = append(bad, fmt.Sprintf("config %s: line %d: unknown key %q", path, node.Line, key))

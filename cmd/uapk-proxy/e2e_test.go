@@ -578,3 +578,33 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Header values that are not UTF-8 (or are huge) get an ordinary decision,
+// never a 503: the ledger only takes valid UTF-8, so the gate cleans them.
+func TestBadHeaderBytesAreRecordedNotRefused(t *testing.T) {
+	e := newEnv(t)
+	r := e.do("POST", "/api/v1/reconciliations", reconciliation,
+		"X-UAPK-On-Behalf-Of", "accountant@corp.example",
+		"X-UAPK-Justification", "bad \xff\xfe bytes "+strings.Repeat("j", 3000))
+	if r.status != 200 {
+		t.Fatalf("status %d body %s", r.status, r.body)
+	}
+	rec := e.record(seqHeader(t, r))
+	j, _ := rec.Data["justification"].(string)
+	if !strings.HasPrefix(j, "bad \uFFFD") || len(j) < 3000 {
+		t.Errorf("justification recorded as %q...", j[:20])
+	}
+	r = e.do("POST", "/api/v1/reconciliations", reconciliation, "X-UAPK-App", "financial-ai-assistant\xff",
+		"X-UAPK-On-Behalf-Of", "accountant@corp.example")
+	if r.status != 403 || r.json(t)["reason"] != "unknown_app" {
+		t.Fatalf("app with a bad byte: %d %s", r.status, r.body)
+	}
+	r = e.do("POST", "/api/v1/journal-entries", accrual250k, "X-UAPK-Approval-Id", "apr_\xff")
+	if r.status != 409 || r.json(t)["reason"] != "not_approved" {
+		t.Fatalf("approval id with a bad byte: %d %s", r.status, r.body)
+	}
+	if code, m := e.post("/v1/overrides", map[string]string{"action": "financial_report", "duration": "1h",
+		"justification": "deadline \xff", "requested_by": "controller@corp.example"}); code != 201 {
+		t.Fatalf("override with a bad byte in its justification: %d %v", code, m)
+	}
+}

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -17,13 +19,18 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
+	"github.com/uapk-gateway/uapk-proxy/ca"
 	"github.com/uapk-gateway/uapk-proxy/keys"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/metrics"
 	"github.com/uapk-gateway/uapk-proxy/proxy"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 	"github.com/uapk-gateway/uapk-proxy/tokens"
@@ -44,10 +51,17 @@ type serveOptions struct {
 	Config      string
 	LogLevel    string
 	PrintConfig bool
+	Grace       time.Duration
+
+	archive      *archiveFile  // the config file's archive: section
+	segmentEvery time.Duration // archive.segment_interval, parsed
 
 	now         func() time.Time // the gate's clock; tests stand it anywhere in the week
 	expiryEvery time.Duration    // how often pending approvals are checked for expiry
-	sources     map[string]string
+	// dial, if set, is how the forward door reaches ERPs and tunnel hosts;
+	// tests map host names to loopback servers with it.
+	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
+	sources map[string]string
 }
 
 // flag names a flag for a problem message, with where its value came from.
@@ -85,7 +99,7 @@ func newServe() *cobra.Command {
 	f.StringVar(&o.Principals, "principals", "", "principals file: people, roles and public keys (YAML)")
 	f.StringVar(&o.Upstream, "upstream", "", "ERP base URL; turns the sidecar door on")
 	f.StringVar(&o.SidecarAddr, "sidecar-addr", "127.0.0.1:8081", "sidecar (reverse proxy) door address")
-	f.StringVar(&o.ProxyAddr, "proxy-addr", "127.0.0.1:8080", "forward proxy door address (HTTP_PROXY)")
+	f.StringVar(&o.ProxyAddr, "proxy-addr", "127.0.0.1:8080", "forward proxy door address (HTTP_PROXY/HTTPS_PROXY); empty turns it off")
 	f.StringVar(&o.AdminAddr, "admin-addr", "127.0.0.1:8090", "admin API, health and metrics address")
 	f.StringVar(&o.DataDir, "data-dir", "./data", "ledger, gateway key and local archive")
 	f.StringVar(&o.MaxBody, "max-body", "10MiB", "largest request body forwarded; above it 413 (e.g. 10MiB, 512KiB)")
@@ -94,6 +108,7 @@ func newServe() *cobra.Command {
 	f.StringVar(&o.Config, "config", "", "YAML file with any of these flags as keys (dashes as underscores)")
 	f.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&o.PrintConfig, "print-config", false, "print the effective configuration and exit")
+	f.DurationVar(&o.Grace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long in-flight requests may take before the ledger closes")
 	return cmd
 }
 
@@ -113,10 +128,14 @@ type server struct {
 	ledger    *ledger.Ledger
 	approvals *approvals.Store
 	gate      *proxy.Gate
-	sidecar   *proxy.Sidecar
+	archiver  *ledger.Archiver
+	grace     time.Duration
+	sidecar   *proxy.Sidecar // nil without --upstream
+	forward   *proxy.Forward // nil with --proxy-addr ""
 	admin     *http.Server
 
-	SidecarAddr net.Addr
+	SidecarAddr net.Addr // nil when the sidecar door is off
+	ProxyAddr   net.Addr // nil when the forward door is off
 	AdminAddr   net.Addr
 
 	wg   sync.WaitGroup
@@ -165,14 +184,23 @@ func (o *serveOptions) load() (*rules.Manifest, *rules.Principals, []string) {
 			problems = append(problems, describe(o.Principals, err)...)
 		}
 	}
-	if o.Upstream == "" {
-		problems = append(problems, "--upstream is required: the sidecar door is the only door in this release")
+	if o.Upstream == "" && o.ProxyAddr == "" {
+		problems = append(problems, "no door: set --upstream (the sidecar door) or --proxy-addr (the forward proxy door)")
 	}
-	for _, f := range []struct{ name, addr string }{{"sidecar-addr", o.SidecarAddr}, {"admin-addr", o.AdminAddr}} {
+	addrs := []struct{ name, addr string }{{"admin-addr", o.AdminAddr}}
+	if o.Upstream != "" {
+		addrs = append(addrs, struct{ name, addr string }{"sidecar-addr", o.SidecarAddr})
+	}
+	if o.ProxyAddr != "" {
+		addrs = append(addrs, struct{ name, addr string }{"proxy-addr", o.ProxyAddr})
+	}
+	for _, f := range addrs {
 		if _, _, err := net.SplitHostPort(f.addr); err != nil {
 			problems = append(problems, fmt.Sprintf("%s %q: %v", o.flag(f.name), f.addr, err))
 		}
 	}
+	_, _, tlsProblems := o.loadTLS()
+	problems = append(problems, tlsProblems...)
 	if _, err := parseSize(o.MaxBody); err != nil {
 		problems = append(problems, o.flag("max-body")+": "+err.Error())
 	}
@@ -184,7 +212,42 @@ func (o *serveOptions) load() (*rules.Manifest, *rules.Principals, []string) {
 	default:
 		problems = append(problems, fmt.Sprintf("%s %q: want debug, info, warn or error", o.flag("log-level"), o.LogLevel))
 	}
+	if o.Grace < 0 {
+		problems = append(problems, o.flag("shutdown-grace")+" must not be negative")
+	}
+	var archiveProblems []string
+	o.archive, o.segmentEvery, archiveProblems = readArchive(o.Config)
+	problems = append(problems, archiveProblems...)
 	return m, p, problems
+}
+
+// loadTLS reads --ca-dir (the interception CA) and --upstream-ca (extra
+// roots for ERP TLS, beside the system's). Without --upstream-ca, upstream
+// is nil: system roots only.
+func (o *serveOptions) loadTLS() (authority *ca.Authority, upstream *tls.Config, problems []string) {
+	if o.CADir != "" {
+		a, err := ca.Load(o.CADir, ca.Options{})
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %v (make one with 'uapk-proxy ca init --out DIR')", o.flag("ca-dir"), err))
+		}
+		authority = a
+	}
+	if o.UpstreamCA != "" {
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		pemData, err := os.ReadFile(o.UpstreamCA)
+		switch {
+		case err != nil:
+			problems = append(problems, fmt.Sprintf("%s: %v", o.flag("upstream-ca"), err))
+		case !pool.AppendCertsFromPEM(pemData):
+			problems = append(problems, fmt.Sprintf("%s %q: no PEM certificate in it", o.flag("upstream-ca"), o.UpstreamCA))
+		default:
+			upstream = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		}
+	}
+	return authority, upstream, problems
 }
 
 // describe turns a load error into lines, one per validation problem.
@@ -229,7 +292,8 @@ func startServer(o *serveOptions, logw io.Writer) (*server, error) {
 	if len(problems) > 0 {
 		return nil, exitf(2, "invalid configuration:\n  %s", strings.Join(problems, "\n  "))
 	}
-	maxBody, _ := parseSize(o.MaxBody) // checked by load
+	maxBody, _ := parseSize(o.MaxBody)       // checked by load
+	authority, upstreamTLS, _ := o.loadTLS() // checked by load
 	level, _ := zerolog.ParseLevel(o.LogLevel)
 	log := zerolog.New(logw).Level(level).With().Timestamp().Str("component", "uapk-proxy").Logger()
 	for _, w := range m.Warnings() {
@@ -245,11 +309,30 @@ func startServer(o *serveOptions, logw io.Writer) (*server, error) {
 	if created {
 		log.Info().Str("path", filepath.Join(o.DataDir, "gateway.key")).Msg("created the gateway key")
 	}
-	l, err := ledger.Open(filepath.Join(o.DataDir, "ledger.db"), ledger.Options{})
+	s := &server{log: log, errc: make(chan error, 4), grace: o.Grace}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The sources are read at scrape time, when everything below is set.
+	mx := metrics.New(reg, version, metrics.Sources{
+		Held: func() int { return s.gate.Held() },
+		PendingByAction: func() (map[string]int, error) {
+			list, err := s.approvals.List(approvals.StatusPending, time.Now())
+			counts := map[string]int{}
+			for _, a := range list {
+				counts[a.Action]++
+			}
+			return counts, err
+		},
+		ArchiveBacklog: func() (uint64, float64) {
+			st := s.archiver.Status()
+			return st.Backlog, st.BacklogAgeSeconds
+		},
+	})
+	l, err := ledger.Open(filepath.Join(o.DataDir, "ledger.db"), ledger.Options{OnCommit: mx.Commit})
 	if err != nil {
 		return nil, exitf(2, "ledger: %v", err)
 	}
-	s := &server{log: log, ledger: l, errc: make(chan error, 3)}
+	s.ledger = l
 	fail := func(code int, err error) (*server, error) {
 		l.Close()
 		return nil, exitf(code, "%v", err)
@@ -264,71 +347,172 @@ func startServer(o *serveOptions, logw io.Writer) (*server, error) {
 	if err != nil {
 		return fail(2, err)
 	}
-	if err := recordConfig(l, m, o, gwKey.Public().(ed25519.PublicKey)); err != nil {
+	if err := recordConfig(l, m, o, gwKey.Public().(ed25519.PublicKey), authority); err != nil {
 		return fail(1, fmt.Errorf("ledger: record the configuration: %w", err))
 	}
 	s.gate, err = proxy.NewGate(proxy.GateConfig{
 		Engine: rules.NewEngine(m, principals), Ledger: l, Approvals: s.approvals, Tokens: issuer, Logger: log, Now: o.now,
+		Observer: mx,
 	})
 	if err != nil {
 		return fail(1, err)
 	}
-	s.sidecar, err = proxy.NewSidecar(proxy.SidecarConfig{
-		Gate: s.gate, Upstream: o.Upstream, MaxBody: int(maxBody), Logger: log,
-	})
+	acfg := ledger.ArchiveConfig{
+		App: m.AppID, LocalDir: filepath.Join(o.DataDir, "archive"), SegmentRecords: o.archive.SegmentRecords,
+		SegmentInterval: o.segmentEvery, Mode: m.Audit.StorageClass, RetentionYears: m.Audit.RetentionYears,
+		Key: gwKey, Policy: m.Hash, Logger: log,
+	}
+	if o.archive.S3 != nil {
+		acfg.LocalDir = ""
+		acfg.S3 = &ledger.S3Config{Bucket: o.archive.S3.Bucket, Prefix: o.archive.S3.Prefix, Region: o.archive.S3.Region,
+			Endpoint: o.archive.S3.Endpoint, PathStyle: o.archive.S3.PathStyle}
+	}
+	if s.archiver, err = ledger.NewArchiver(l, acfg); err != nil {
+		return fail(2, fmt.Errorf("archive: %w", err))
+	}
+	if o.Upstream != "" {
+		s.sidecar, err = proxy.NewSidecar(proxy.SidecarConfig{
+			Gate: s.gate, Upstream: o.Upstream, MaxBody: int(maxBody), Logger: log, TLS: upstreamTLS,
+		})
+		if err != nil {
+			return fail(2, err)
+		}
+	}
+	if o.ProxyAddr != "" {
+		s.forward, err = proxy.NewForward(proxy.ForwardConfig{
+			Gate: s.gate, MaxBody: int(maxBody), CA: authority, TLS: upstreamTLS, Logger: log, DialContext: o.dial,
+		})
+		if err != nil {
+			return fail(2, err)
+		}
+	}
+	var listeners []net.Listener
+	listen := func(flag, addr string) (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, l := range listeners {
+				l.Close()
+			}
+			return nil, fmt.Errorf("--%s: %w", flag, err)
+		}
+		listeners = append(listeners, ln)
+		return ln, nil
+	}
+	var sideLn, proxyLn net.Listener
+	if s.sidecar != nil {
+		if sideLn, err = listen("sidecar-addr", o.SidecarAddr); err != nil {
+			return fail(2, err)
+		}
+		s.SidecarAddr = sideLn.Addr()
+	}
+	if s.forward != nil {
+		if proxyLn, err = listen("proxy-addr", o.ProxyAddr); err != nil {
+			return fail(2, err)
+		}
+		s.ProxyAddr = proxyLn.Addr()
+	}
+	adminLn, err := listen("admin-addr", o.AdminAddr)
 	if err != nil {
 		return fail(2, err)
 	}
-	sideLn, err := net.Listen("tcp", o.SidecarAddr)
-	if err != nil {
-		return fail(2, fmt.Errorf("--sidecar-addr: %w", err))
+	s.AdminAddr = adminLn.Addr()
+	var caPEM []byte
+	if authority != nil {
+		caPEM = authority.CertPEM()
 	}
-	adminLn, err := net.Listen("tcp", o.AdminAddr)
-	if err != nil {
-		sideLn.Close()
-		return fail(2, fmt.Errorf("--admin-addr: %w", err))
-	}
-	s.SidecarAddr, s.AdminAddr = sideLn.Addr(), adminLn.Addr()
 	s.admin = &http.Server{
 		Handler: proxy.NewAdmin(proxy.AdminConfig{Ledger: l, Approvals: s.approvals, Gate: s.gate, Logger: log, Now: o.now,
-			GatewayKey: gwKey.Public().(ed25519.PublicKey)}),
+			GatewayKey: gwKey.Public().(ed25519.PublicKey), CACert: caPEM,
+			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+			Archive: func() (any, error) { st := s.archiver.Status(); return st, st.Ready() },
+		}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	s.stop = make(chan struct{})
-	s.wg.Add(3)
+	s.wg.Add(2)
 	go s.expireLoop(o.expiryEvery)
 	go func() {
-		defer s.wg.Done()
-		if err := s.sidecar.Serve(sideLn); err != nil {
-			s.errc <- fmt.Errorf("sidecar door: %w", err)
+		// Not the signal context: on shutdown Close seals what is pending first.
+		if err := s.archiver.Run(context.Background()); err != nil && !errors.Is(err, ledger.ErrClosed) {
+			log.Error().Err(err).Msg("archiver stopped")
 		}
 	}()
+	if s.sidecar != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.sidecar.Serve(sideLn); err != nil {
+				s.errc <- fmt.Errorf("sidecar door: %w", err)
+			}
+		}()
+	}
+	if s.forward != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.forward.Serve(proxyLn); err != nil {
+				s.errc <- fmt.Errorf("forward door: %w", err)
+			}
+		}()
+	}
 	go func() {
 		defer s.wg.Done()
 		if err := s.admin.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.errc <- fmt.Errorf("admin API: %w", err)
 		}
 	}()
-	log.Info().Str("sidecar_addr", s.SidecarAddr.String()).Str("admin_addr", s.AdminAddr.String()).
-		Str("upstream", o.Upstream).Str("app", m.AppID).Str("policy", m.Hash).Uint64("ledger_head", l.Head().Seq).
-		Msg("listening")
+	ev := log.Info().Str("admin_addr", s.AdminAddr.String()).Str("app", m.AppID).Str("policy", m.Hash).
+		Uint64("ledger_head", l.Head().Seq)
+	if s.SidecarAddr != nil {
+		ev = ev.Str("sidecar_addr", s.SidecarAddr.String()).Str("upstream", o.Upstream)
+	}
+	if s.ProxyAddr != nil {
+		ev = ev.Str("proxy_addr", s.ProxyAddr.String()).Bool("intercept", authority != nil)
+	}
+	if authority != nil {
+		ev = ev.Str("ca_sha256", authority.Fingerprint())
+	}
+	ev.Msg("listening")
 	return s, nil
 }
 
 // Close stops accepting, lets in-flight requests finish, then flushes and
 // closes the ledger.
 func (s *server) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var errs []error
-	if err := s.sidecar.Shutdown(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("sidecar shutdown: %w", err))
+	grace := s.grace
+	if grace <= 0 {
+		grace = 30 * time.Second
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	var mu sync.Mutex
+	var errs []error
+	var doors sync.WaitGroup
+	shut := func(name string, fn func(context.Context) error) {
+		defer doors.Done()
+		if err := fn(ctx); err != nil {
+			mu.Lock()
+			errs = append(errs, fmt.Errorf("%s shutdown: %w", name, err))
+			mu.Unlock()
+		}
+	}
+	if s.sidecar != nil {
+		doors.Add(1)
+		go shut("sidecar", s.sidecar.Shutdown)
+	}
+	if s.forward != nil {
+		doors.Add(1)
+		go shut("forward", s.forward.Shutdown)
+	}
+	doors.Wait()
 	close(s.stop)
 	if err := s.admin.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("admin shutdown: %w", err))
 	}
 	s.wg.Wait()
+	if err := s.archiver.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("archive close: %w", err))
+	}
 	if err := s.ledger.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("ledger close: %w", err))
 	}
@@ -338,18 +522,26 @@ func (s *server) Close() error {
 
 // recordConfig writes a config record at every start, so the chain says
 // which manifest and gateway key were in force from which seq on.
-func recordConfig(l *ledger.Ledger, m *rules.Manifest, o *serveOptions, gw ed25519.PublicKey) error {
+func recordConfig(l *ledger.Ledger, m *rules.Manifest, o *serveOptions, gw ed25519.PublicKey, authority *ca.Authority) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	data := map[string]any{
+		"manifest_file":    o.Manifest,
+		"manifest_version": m.Version,
+		"gateway_key":      base64.StdEncoding.EncodeToString(gw),
+		"proxy_version":    version,
+		"upstream":         o.Upstream,
+		"proxy_addr":       o.ProxyAddr,
+	}
+	if authority != nil {
+		// Which CA could intercept from this seq on.
+		data["ca_sha256"] = authority.Fingerprint()
+	}
+	if o.UpstreamCA != "" {
+		data["upstream_ca"] = o.UpstreamCA
+	}
 	_, err := l.Append(ctx, ledger.Entry{
-		Kind: ledger.KindConfig, App: m.AppID, Decision: "", Reason: "start", Policy: m.Hash,
-		Data: map[string]any{
-			"manifest_file":    o.Manifest,
-			"manifest_version": m.Version,
-			"gateway_key":      base64.StdEncoding.EncodeToString(gw),
-			"proxy_version":    version,
-			"upstream":         o.Upstream,
-		},
+		Kind: ledger.KindConfig, App: m.AppID, Decision: "", Reason: "start", Policy: m.Hash, Data: data,
 	})
 	return err
 }
