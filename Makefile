@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # a no-op.
 MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
 
-.PHONY: all build test vet demo bench keys clean minio
+.PHONY: all build test vet demo bench keys clean minio clients
 
 all: build
 
@@ -25,9 +25,14 @@ vet:
 # The whole suite: unit, fuzz seed corpora, end-to-end through real sockets,
 # the independent Python chain verifier. -race everywhere.
 # UAPK_REQUIRE_MINIO makes the MinIO tests fail rather than skip.
-test: vet minio
+test: vet minio clients
 	UAPK_REQUIRE_MINIO=1 $(GO) test -race -count=1 -timeout 20m ./...
 	cd deploy && $(GO) vet ./... && $(GO) test -count=1 ./...
+
+# Node's fetch needs undici's ProxyAgent for the forward door's client tests.
+clients:
+	@test -d cmd/uapk-proxy/testdata/clients/node_modules || \
+	  npm ci --prefix cmd/uapk-proxy/testdata/clients --no-audit --no-fund --loglevel=error
 
 # bin/minio for the archive tests (internal/miniotest starts and stops it).
 minio:

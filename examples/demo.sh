@@ -120,6 +120,9 @@ python3 examples/verify-chain/verify_chain.py --url "http://$ADMIN"
 echo
 echo "== stopping the proxy and verifying the ledger file offline"
 kill -TERM "$proxy"; wait "$proxy" || true
-$BIN/uapk-proxy verify --data-dir "$DATA"
+$BIN/uapk-proxy verify --data-dir "$DATA" --archive --manifest examples/manifests/sox-financial.json
+echo
+echo "== the WORM archive layout (S3 Object Lock in production; DATA/archive here, files read-only)"
+find "$DATA/archive" -type f | sort | tail -4 | sed 's/^/   /'
 echo
 echo "demo done: decision log in $LOGS/proxy.log, ledger in $DATA/ledger.db"
