@@ -79,7 +79,9 @@ func noteSigner(name string, key ed25519.PrivateKey) (note.Signer, error) {
 	if err != nil {
 		return nil, err
 	}
-	parts := strings.Split(vkey, "+") // name+hash+key; a valid name has no '+'
+	// name+hash+key: a valid name has no '+', but the key is standard
+	// base64, which may contain '+'.
+	parts := strings.SplitN(vkey, "+", 3)
 	if len(parts) != 3 {
 		return nil, fmt.Errorf("checkpoint signer: unexpected verifier key %q", vkey)
 	}

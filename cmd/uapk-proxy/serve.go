@@ -27,6 +27,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
+	"github.com/uapk-gateway/uapk-proxy/evidence"
 	"github.com/uapk-gateway/uapk-proxy/ca"
 	"github.com/uapk-gateway/uapk-proxy/keys"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
@@ -416,6 +417,11 @@ func startServer(o *serveOptions, logw io.Writer) (*server, error) {
 		return fail(2, err)
 	}
 	s.AdminAddr = adminLn.Addr()
+	live, err := evidence.NewLive(evidence.LiveConfig{Ledger: l, Approvals: s.approvals, GatewayKey: gwKey, Engine: s.gate.Engine})
+	if err != nil {
+		return fail(1, err)
+	}
+	evidenceHandler := evidence.NewHandler(live, evidence.HandlerOptions{Logger: log})
 	var caPEM []byte
 	if authority != nil {
 		caPEM = authority.CertPEM()
@@ -425,6 +431,7 @@ func startServer(o *serveOptions, logw io.Writer) (*server, error) {
 			GatewayKey: gwKey.Public().(ed25519.PublicKey), CACert: caPEM,
 			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 			Archive: func() (any, error) { st := s.archiver.Status(); return st, st.Ready() },
+			Extra:   func(mux *http.ServeMux) { mux.Handle("POST /v1/evidence", evidenceHandler) },
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}

@@ -1,0 +1,588 @@
+package evidence
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/rules"
+)
+
+// builder reads the range's records one at a time and keeps what the
+// report and the control mapping need: counts (always complete), seq runs
+// and detail rows (bounded, see maxRuns and maxRows). It depends on nothing
+// but the records, the manifests they name and the anchor, so that Verify
+// can run it again over a bundle and compare the derived files byte for byte.
+type builder struct {
+	manifest func(policy string) (*rules.Manifest, error)
+	dual     map[string]bool // policy "\x00" action: base policy DUAL_APPROVAL
+
+	app       string
+	records   uint64
+	firstTime string
+	lastTime  string
+	byKind    map[string]uint64
+	byAction  map[string]*[4]uint64 // allow, deny, pending, other
+	denials   map[string]uint64     // reason -> count of denied requests
+	counts    map[string]uint64     // summary counters
+	policies  []*policyUse
+	policyIdx map[string]*policyUse
+	dualNames map[string]bool // actions that are DUAL_APPROVAL under some manifest
+
+	items []*item
+
+	appr      map[string]*apprRow
+	apprOrder [2][]*apprRow // non-dual, dual
+	apprTotal [2]uint64
+	ovr       map[string]*ovrRow
+	ovrOrder  []*ovrRow
+	ovrTotal  uint64
+	caps      map[string]*capRow
+	capOrder  []*capRow
+	capTotal  uint64
+
+	rejections table
+	refusals   table
+	configs    table
+	archives   table
+	cps        table
+}
+
+type policyUse struct {
+	hash        string
+	first, last uint64
+	count       uint64
+	m           *rules.Manifest
+}
+
+// table is a detail table being filled: rows up to maxRows, total complete.
+type table struct {
+	rows  [][]string
+	total uint64
+}
+
+func (t *table) add(row ...string) {
+	t.total++
+	if len(t.rows) < maxRows {
+		t.rows = append(t.rows, row)
+	}
+}
+
+type tri int8
+
+const (
+	triAny tri = iota
+	yes
+	no
+)
+
+// spec selects records for one piece of evidence; the same spec gives the
+// Go match and the jq selector printed for the auditor.
+type spec struct {
+	kind, decision string
+	reasons        []string
+	dual           tri // the action's base approval_policy is DUAL_APPROVAL
+	override       tri // an approval record of an override (data.approval_kind)
+}
+
+type item struct {
+	control, id, desc string
+	spec              spec
+	seqs              seqList
+}
+
+type apprRow struct {
+	id, action string
+	dual       bool
+	reqSeq     uint64
+	reqTime    string
+	amount     string
+	onBehalf   string
+	roles      []string
+	decisions  []string
+	refused    int
+	outcome    string
+}
+
+type ovrRow struct {
+	id, action, requestedBy, duration, justification string
+	reqSeq                                           uint64
+	reqTime                                          string
+	decisions                                        []string
+	token                                            string
+	uses                                             seqList
+}
+
+type capRow struct {
+	approval, action, app, digest, tokenID, issued, expires string
+	seq, used                                               uint64
+}
+
+func newBuilder(manifest func(string) (*rules.Manifest, error)) *builder {
+	b := &builder{
+		manifest: manifest, dual: map[string]bool{},
+		byKind: map[string]uint64{}, byAction: map[string]*[4]uint64{}, denials: map[string]uint64{},
+		counts: map[string]uint64{}, policyIdx: map[string]*policyUse{}, dualNames: map[string]bool{},
+		appr: map[string]*apprRow{}, ovr: map[string]*ovrRow{}, caps: map[string]*capRow{},
+	}
+	for _, c := range controlDefs {
+		for _, it := range c.items {
+			b.items = append(b.items, &item{control: c.id, id: it.id, desc: it.desc, spec: it.spec})
+		}
+	}
+	return b
+}
+
+var tokenRefusals = []string{"invalid_token", "consumed", "expired", "digest_mismatch", "app_mismatch", "action_mismatch", "not_approved"}
+
+// controlDefs are the controls of CONTRACT §6 and the seed's compliance
+// mapping, with the records that evidence each.
+var controlDefs = []struct {
+	id, framework, section, title, requirement, mechanism string
+	none                                                  string // what no evidence means
+	items                                                 []struct {
+		id, desc string
+		spec     spec
+	}
+}{
+	{"SOX-302", "SOX", "SOX §302", "Dual approval of financial reports",
+		"The CEO and CFO certify the financial reports; no AI-generated statement or filing is released without review by the officers responsible for it.",
+		"Actions whose manifest approval_policy is DUAL_APPROVAL are held until one distinct person per required role signs the uapk-approval-v1 statement with their own Ed25519 key; one person fills one role, the requesting app and the On-Behalf-Of caller never count. Only then does the gateway issue a single-use capability token, and only the exact approved request (by digest) reaches the ERP.",
+		"no financial report (an action under DUAL_APPROVAL) was requested, decided or released in it",
+		[]struct {
+			id, desc string
+			spec     spec
+		}{
+			{"held", "report requests held for dual approval", spec{kind: ledger.KindRequest, decision: "pending", dual: yes}},
+			{"signed", "signed approvals of reports", spec{kind: ledger.KindApproval, decision: "approve", dual: yes, override: no}},
+			{"rejected", "signed rejections of reports", spec{kind: ledger.KindApproval, decision: "reject", dual: yes, override: no}},
+			{"released", "reports released to the ERP after approval", spec{kind: ledger.KindRequest, decision: "allow", reasons: []string{"approved", "capability"}, dual: yes}},
+			{"override_released", "reports released under an approved override (dual approval skipped)", spec{kind: ledger.KindOverride, decision: "allow", dual: yes}},
+		}},
+	{"SOX-404", "SOX", "SOX §404", "Segregation of duties over journal entries",
+		"Internal control over financial reporting: no single person, and not the AI, can both originate and complete a financial transaction.",
+		"REQUIRE_APPROVAL holds journal entries for an approver of the required role; amounts above amount_cap escalate (DUAL_APPROVAL by cfo and controller by default); the requester can never approve its own request; each approver's role is checked against the principals file; roles_allowed limits whom the agent may act for.",
+		"no journal entry or other approval-gated request was held, decided or released, and no approval or caller was refused, in it",
+		[]struct {
+			id, desc string
+			spec     spec
+		}{
+			{"held", "entries held for approval", spec{kind: ledger.KindRequest, decision: "pending", dual: no}},
+			{"signed", "signed approvals", spec{kind: ledger.KindApproval, decision: "approve", dual: no, override: no}},
+			{"rejected", "signed rejections", spec{kind: ledger.KindApproval, decision: "reject", dual: no, override: no}},
+			{"self_approval_refused", "self-approvals refused (requester or caller tried to approve)", spec{kind: ledger.KindApproval, decision: "refused", reasons: []string{"self_approval"}}},
+			{"role_checks", "approvals refused by role checks (wrong role, role already filled, same person twice, unknown approver)", spec{kind: ledger.KindApproval, decision: "refused", reasons: []string{"wrong_role", "role_filled", "duplicate_approver", "unknown_approver"}}},
+			{"caller_role_denied", "requests denied: the caller lacks a role in roles_allowed", spec{kind: ledger.KindRequest, decision: "deny", reasons: []string{"role_not_allowed"}}},
+			{"released", "entries released to the ERP only after approval", spec{kind: ledger.KindRequest, decision: "allow", reasons: []string{"approved", "capability"}, dual: no}},
+		}},
+	{"SOX-802", "SOX", "SOX §802", "Retention and protection of audit records",
+		"Audit records are kept for seven years and cannot be altered or destroyed.",
+		"Every decision is a SHA-256 hash-chained ledger record, durable before anything is forwarded. Sealed segments go to object storage with Object Lock (mode: the manifest's audit.storage_class), retained until the last record's time plus audit.retention_years, with signed C2SP checkpoints beside them. The denylist keeps the agent from modifying or destroying audit records.",
+		"",
+		[]struct {
+			id, desc string
+			spec     spec
+		}{
+			{"chain", "hash-chained records in this bundle", spec{}},
+			{"archive", "segments archived with Object Lock", spec{kind: ledger.KindArchive}},
+			{"checkpoint", "signed checkpoints", spec{kind: ledger.KindCheckpoint}},
+			{"protected", "attempts on denylisted actions (audit_modify, log_delete, record_destroy...), denied", spec{kind: ledger.KindRequest, decision: "deny", reasons: []string{"denylisted"}}},
+			{"config", "configuration records (manifest hash and gateway key in force)", spec{kind: ledger.KindConfig}},
+		}},
+	{"ISO27001-A.9", "ISO27001", "ISO 27001 A.9", "Access control",
+		"Access to information and systems is limited to what each user or process is authorised for.",
+		"Each approved request gets a PASETO v4.public capability token signed by the gateway key, bound to the approval id, action, app and request digest, with an expiry, and spent in the same transaction as the record that uses it. Callers are checked against roles_allowed; unknown apps and unclassified calls are denied.",
+		"no capability token was issued, used or refused and no access was denied in it",
+		[]struct {
+			id, desc string
+			spec     spec
+		}{
+			{"issued", "capability tokens issued", spec{kind: ledger.KindCapability, decision: "issued"}},
+			{"used", "approved requests let through by their approval or token, once", spec{kind: ledger.KindRequest, decision: "allow", reasons: []string{"approved", "capability"}}},
+			{"token_refused", "token and approval uses refused (forged, replayed, expired, another request)", spec{kind: ledger.KindRequest, decision: "deny", reasons: tokenRefusals}},
+			{"access_denied", "access denied (role not allowed, unknown app, unclassified, policy DENY, bad escalation)", spec{kind: ledger.KindRequest, decision: "deny", reasons: []string{"role_not_allowed", "unknown_app", "unclassified", "policy_deny", "bad_escalation"}}},
+		}},
+	{"ISO27001-A.12", "ISO27001", "ISO 27001 A.12", "Operations security",
+		"Operations are controlled: restricted hours, escalation of high-value operations, prohibited operations blocked, emergency changes approved and logged.",
+		"business_hours_only denies actions outside tool_restrictions.time_windows.business_hours; amounts above amount_cap are escalated; the denylist is always denied, overrides included; an override is itself approved by override.roles_required, expires, and each use is an override record.",
+		"no business-hours denial, amount escalation, denylist hit, override or oversized body occurred in it",
+		[]struct {
+			id, desc string
+			spec     spec
+		}{
+			{"business_hours", "denied outside business hours", spec{kind: ledger.KindRequest, decision: "deny", reasons: []string{"outside_business_hours"}}},
+			{"escalated", "amount escalations (over cap, unreadable amount, escalation requested)", spec{kind: ledger.KindRequest, decision: "pending", reasons: []string{"amount_over_cap", "amount_unreadable", "escalation_requested"}}},
+			{"denylisted", "denylist hits", spec{kind: ledger.KindRequest, decision: "deny", reasons: []string{"denylisted"}}},
+			{"override_requested", "overrides requested", spec{kind: ledger.KindOverride, decision: "pending"}},
+			{"override_decided", "signed decisions on overrides", spec{kind: ledger.KindApproval, override: yes}},
+			{"override_token", "override tokens issued", spec{kind: ledger.KindOverride, decision: "issued"}},
+			{"override_used", "requests let through by an override", spec{kind: ledger.KindOverride, decision: "allow"}},
+			{"body_too_large", "request bodies over the limit, refused", spec{kind: ledger.KindRequest, decision: "deny", reasons: []string{"body_too_large"}}},
+		}},
+}
+
+// isDual reports whether r's action is DUAL_APPROVAL under r's manifest.
+func (b *builder) isDual(r *record) (bool, error) {
+	if r.Action == "" || r.Policy == "" {
+		return false, nil
+	}
+	k := r.Policy + "\x00" + r.Action
+	if d, ok := b.dual[k]; ok {
+		return d, nil
+	}
+	pu, err := b.policy(r.Policy)
+	if err != nil {
+		return false, err
+	}
+	d := false
+	if a, ok := pu.m.Action(r.Action); ok {
+		d = a.Policy == rules.DualApproval
+	}
+	b.dual[k] = d
+	if d {
+		b.dualNames[r.Action] = true
+	}
+	return d, nil
+}
+
+func (b *builder) policy(hash string) (*policyUse, error) {
+	if pu := b.policyIdx[hash]; pu != nil {
+		return pu, nil
+	}
+	m, err := b.manifest(hash)
+	if err != nil {
+		return nil, err
+	}
+	pu := &policyUse{hash: hash, m: m}
+	b.policyIdx[hash] = pu
+	b.policies = append(b.policies, pu)
+	return pu, nil
+}
+
+func (s *spec) match(r *record, dual bool) bool {
+	if s.kind != "" && r.Kind != s.kind {
+		return false
+	}
+	if s.decision != "" && r.Decision != s.decision {
+		return false
+	}
+	if len(s.reasons) > 0 && !slices.Contains(s.reasons, r.Reason) {
+		return false
+	}
+	if s.dual == yes && !dual || s.dual == no && dual {
+		return false
+	}
+	if s.override != triAny {
+		ovr := r.d().ApprovalKind == "override"
+		if s.override == yes && !ovr || s.override == no && ovr {
+			return false
+		}
+	}
+	return true
+}
+
+// jq renders the spec as a jq filter over records.jsonl.
+func (s *spec) jq(dualNames []string) string {
+	var c []string
+	if s.kind != "" {
+		c = append(c, fmt.Sprintf(".kind==%q", s.kind))
+	}
+	if s.decision != "" {
+		c = append(c, fmt.Sprintf(".decision==%q", s.decision))
+	}
+	if len(s.reasons) == 1 {
+		c = append(c, fmt.Sprintf(".reason==%q", s.reasons[0]))
+	} else if len(s.reasons) > 1 {
+		c = append(c, ".reason|IN("+quoteAll(s.reasons)+")")
+		c[len(c)-1] = "(" + c[len(c)-1] + ")"
+	}
+	if s.dual != triAny {
+		in := "(.action|IN(" + quoteAll(dualNames) + "))"
+		if len(dualNames) == 0 {
+			in = "false"
+		}
+		if s.dual == no {
+			in = "(" + in + "|not)"
+		}
+		c = append(c, in)
+	}
+	switch s.override {
+	case yes:
+		c = append(c, `.data.approval_kind=="override"`)
+	case no:
+		c = append(c, `.data.approval_kind!="override"`)
+	}
+	if len(c) == 0 {
+		return "."
+	}
+	return "select(" + strings.Join(c, " and ") + ")"
+}
+
+func quoteAll(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = strconv.Quote(s)
+	}
+	return strings.Join(q, ",")
+}
+
+// add takes the next record of the range, already checked as part of the
+// chain.
+func (b *builder) add(r *record) error {
+	if b.records == 0 {
+		b.firstTime = r.Time
+	}
+	b.records++
+	b.lastTime = r.Time
+	if b.app == "" {
+		b.app = r.App
+	}
+	b.byKind[r.Kind]++
+	if r.Policy != "" {
+		pu, err := b.policy(r.Policy)
+		if err != nil {
+			return err
+		}
+		if pu.count == 0 {
+			pu.first = r.Seq
+		}
+		pu.count++
+		pu.last = r.Seq
+	}
+	dual, err := b.isDual(r)
+	if err != nil {
+		return err
+	}
+	for _, it := range b.items {
+		if it.spec.match(r, dual) {
+			it.seqs.add(r.Seq)
+		}
+	}
+	if r.Kind == ledger.KindRequest || r.Kind == ledger.KindOverride && (r.Decision == "allow" || r.Decision == "deny") {
+		act := r.Action
+		if act == "" {
+			act = "(unclassified)"
+		}
+		t := b.byAction[act]
+		if t == nil {
+			t = new([4]uint64)
+			b.byAction[act] = t
+		}
+		switch r.Decision {
+		case "allow":
+			t[0]++
+		case "deny":
+			t[1]++
+			b.denials[r.Reason]++
+		case "pending":
+			t[2]++
+		default:
+			t[3]++
+		}
+		b.counts["requests"]++
+		b.counts["requests_"+r.Decision]++
+	}
+	b.details(r, dual)
+	return nil
+}
+
+func (b *builder) details(r *record, dual bool) {
+	if r.Kind == ledger.KindForward {
+		b.counts["forwards"]++
+		if r.Reason == "upstream_error" {
+			b.counts["upstream_errors"]++
+		}
+		return
+	}
+	if r.Kind == ledger.KindRequest && r.ApprovalID == "" {
+		return // most records: counted already, no detail row
+	}
+	d := r.d()
+	switch {
+	case r.Kind == ledger.KindConfig:
+		b.configs.add(seqText(r.Seq), shortTime(r.Time), short(r.Policy), d.ManifestVersion, d.ProxyVersion, keyFingerprint(d.GatewayKey), d.ManifestFile)
+	case r.Kind == ledger.KindArchive:
+		b.archives.add(seqText(r.Seq), d.Key, fmt.Sprintf("%d-%d", d.First, d.Last), d.ObjectLockMode, d.RetainUntil, d.ChecksumSHA256, d.Store)
+	case r.Kind == ledger.KindCheckpoint:
+		b.cps.add(seqText(r.Seq), d.Origin, strconv.FormatUint(d.Size, 10), short(d.Hash), d.Key)
+	case r.Kind == ledger.KindOverride:
+		b.overrideRecord(r, d)
+	case r.Kind == ledger.KindApproval && (d.ApprovalKind == "override" || b.ovr[r.ApprovalID] != nil):
+		b.overrideRecord(r, d)
+	case r.Kind == ledger.KindCapability && r.Decision == "issued":
+		b.counts["tokens_issued"]++
+		b.capTotal++
+		if len(b.capOrder) < maxRows {
+			c := &capRow{approval: r.ApprovalID, action: r.Action, app: r.App, digest: r.Digest, tokenID: d.TokenID,
+				issued: d.IssuedAt, expires: d.ExpiresAt, seq: r.Seq}
+			b.caps[r.ApprovalID] = c
+			b.capOrder = append(b.capOrder, c)
+		}
+		if a := b.row(r, dual); a != nil {
+			a.outcome = "approved; token issued " + seqText(r.Seq)
+		}
+	case r.Kind == ledger.KindApproval:
+		b.approvalRecord(r, d, dual)
+	case r.Kind == ledger.KindRequest && r.ApprovalID != "":
+		b.requestRecord(r, d, dual)
+	}
+}
+
+func (b *builder) approvalRecord(r *record, d *recordData, dual bool) {
+	a := b.row(r, dual)
+	switch r.Decision {
+	case "approve", "reject":
+		b.counts["signed_"+r.Decision]++
+		if a != nil {
+			a.decisions = append(a.decisions, decisionText(r, d))
+			if r.Decision == "reject" {
+				a.outcome = "rejected " + seqText(r.Seq)
+			}
+		}
+		if r.Decision == "reject" {
+			b.rejections.add(r.ApprovalID, r.Action, d.Approver+" ("+d.Role+")", d.SignedAt, d.Reason, seqText(r.Seq))
+		}
+	case "refused":
+		b.counts["refused"]++
+		if a != nil {
+			a.refused++
+		}
+		b.refusals.add(seqText(r.Seq), r.ApprovalID, r.Action, d.Approver, r.Reason, d.Detail)
+	case "expired":
+		b.counts["expired"]++
+		if a != nil {
+			a.outcome = "expired " + seqText(r.Seq)
+		}
+	}
+}
+
+func (b *builder) requestRecord(r *record, d *recordData, dual bool) {
+	switch {
+	case r.Decision == "pending":
+		if a := b.row(r, dual); a != nil {
+			a.reqSeq, a.reqTime, a.amount, a.onBehalf, a.roles = r.Seq, r.Time, d.Amount, d.OnBehalfOf, d.RequiredRoles
+			a.outcome = "pending at the end of the range"
+		}
+	case r.Decision == "allow" && (r.Reason == "approved" || r.Reason == "capability"):
+		if a := b.row(r, dual); a != nil {
+			a.outcome = "released to the ERP " + seqText(r.Seq)
+		}
+		if c := b.caps[r.ApprovalID]; c != nil && c.used == 0 {
+			c.used = r.Seq
+		}
+	}
+}
+
+// row returns the detail row of r's approval, making it on first sight
+// unless its table is full.
+func (b *builder) row(r *record, dual bool) *apprRow {
+	if a := b.appr[r.ApprovalID]; a != nil {
+		return a
+	}
+	if r.ApprovalID == "" {
+		return nil
+	}
+	i := 0
+	if dual {
+		i = 1
+	}
+	b.apprTotal[i]++
+	if len(b.apprOrder[i]) >= maxRows {
+		return nil
+	}
+	a := &apprRow{id: r.ApprovalID, action: r.Action, dual: dual, outcome: "pending at the end of the range"}
+	b.appr[r.ApprovalID] = a
+	b.apprOrder[i] = append(b.apprOrder[i], a)
+	return a
+}
+
+func (b *builder) overrideRecord(r *record, d *recordData) {
+	o := b.ovr[r.ApprovalID]
+	if o == nil && r.ApprovalID != "" {
+		b.ovrTotal++
+		if len(b.ovrOrder) < maxRows {
+			o = &ovrRow{id: r.ApprovalID, action: r.Action, token: "not issued in the range"}
+			b.ovr[r.ApprovalID] = o
+			b.ovrOrder = append(b.ovrOrder, o)
+		}
+	}
+	if r.Kind == ledger.KindApproval {
+		switch r.Decision {
+		case "approve", "reject":
+			b.counts["signed_"+r.Decision]++
+			if r.Decision == "reject" {
+				b.rejections.add(r.ApprovalID, r.Action+" (override)", d.Approver+" ("+d.Role+")", d.SignedAt, d.Reason, seqText(r.Seq))
+			}
+		case "refused":
+			b.counts["refused"]++
+			b.refusals.add(seqText(r.Seq), r.ApprovalID, r.Action+" (override)", d.Approver, r.Reason, d.Detail)
+		case "expired":
+			b.counts["expired"]++
+		}
+	}
+	if o == nil {
+		return
+	}
+	switch {
+	case r.Kind == ledger.KindOverride && r.Decision == "pending":
+		o.requestedBy, o.duration, o.justification, o.reqSeq, o.reqTime = d.RequestedBy, d.Duration, d.Justification, r.Seq, r.Time
+	case r.Kind == ledger.KindOverride && r.Decision == "issued":
+		o.token = "issued " + seqText(r.Seq) + ", expires " + d.ExpiresAt
+	case r.Kind == ledger.KindOverride && r.Decision == "allow":
+		o.uses.add(r.Seq)
+	case r.Kind == ledger.KindApproval && (r.Decision == "approve" || r.Decision == "reject"):
+		o.decisions = append(o.decisions, decisionText(r, d))
+	case r.Kind == ledger.KindApproval && r.Decision == "refused":
+		o.decisions = append(o.decisions, "refused "+r.Reason+": "+d.Approver+" "+seqText(r.Seq))
+	case r.Kind == ledger.KindApproval && r.Decision == "expired":
+		o.token = "expired unapproved " + seqText(r.Seq)
+	}
+}
+
+func decisionText(r *record, d *recordData) string {
+	verb := map[string]string{"approve": "approved", "reject": "rejected"}[r.Decision]
+	return fmt.Sprintf("%s (%s) %s %s, %s", d.Approver, d.Role, verb, shortTime(d.SignedAt), seqText(r.Seq))
+}
+
+func seqText(seq uint64) string { return "#" + strconv.FormatUint(seq, 10) }
+
+// short abbreviates a hex hash for tables; the full value is in the records.
+func short(h string) string {
+	if len(h) > 16 {
+		return h[:16] + "…"
+	}
+	return h
+}
+
+// keyFingerprint is the first 16 hex digits of SHA-256 of a base64 raw key,
+// the form the report shows gateway keys in.
+func keyFingerprint(b64 string) string {
+	raw, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil || len(raw) == 0 {
+		return ""
+	}
+	sum := sha256.Sum256(raw)
+	return "SHA256:" + hex.EncodeToString(sum[:8])
+}
+
+// dualList is the sorted names of the actions under DUAL_APPROVAL in the
+// manifests in force: the jq selectors' stand-in for the per-manifest test.
+func (b *builder) dualList() []string {
+	names := map[string]bool{}
+	for n := range b.dualNames {
+		names[n] = true
+	}
+	for _, pu := range b.policies {
+		for _, a := range pu.m.Actions {
+			if a.Policy == rules.DualApproval {
+				names[a.Name] = true
+			}
+		}
+	}
+	return sortedKeys(names)
+}

@@ -1,0 +1,1007 @@
+package evidence
+
+import (
+	"archive/zip"
+	"bufio"
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"regexp"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/uapk-gateway/uapk-proxy/approvals"
+	"github.com/uapk-gateway/uapk-proxy/keys"
+	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/rules"
+)
+
+// Report is what Verify found. When OK is false, Problem is the first thing
+// wrong, in the order the checks run (see Verify).
+type Report struct {
+	OK         bool     `json:"ok"`
+	Problem    *Problem `json:"problem,omitempty"`
+	App        string   `json:"app"`
+	Framework  string   `json:"framework"`
+	FirstSeq   uint64   `json:"first_seq"`
+	LastSeq    uint64   `json:"last_seq"`
+	Records    uint64   `json:"records"`
+	FirstTime  string   `json:"first_time"`
+	LastTime   string   `json:"last_time"`
+	Files      int      `json:"files"`
+	Approvals  int      `json:"approvals"`  // in approvals.json
+	Statements int      `json:"statements"` // signed statements verified
+	// Released counts records that let an approved request (or an
+	// override) through, each checked against its complete approval.
+	Released   int        `json:"released"`
+	Checkpoint Checkpoint `json:"checkpoint"`
+	// Checkpoints counts checkpoint records of the range whose signed note
+	// verified and whose head the chain was checked against.
+	Checkpoints int      `json:"checkpoints"`
+	GatewayKey  string   `json:"gateway_key"` // SHA256: fingerprint of keys/gateway.pub
+	Notes       []string `json:"notes,omitempty"`
+}
+
+// Limits on what Verify reads into memory from one entry.
+const (
+	maxSmallFile   = 1 << 20
+	maxManifests   = 64 << 20
+	maxPrincipals  = 16 << 20
+	maxApprovals   = 1 << 30
+	maxRecordBytes = 64 << 20
+)
+
+// Verify checks an evidence bundle, trusting nothing in it but the gateway
+// key it carries (compare Report.GatewayKey with GET /v1/keys/gateway, or
+// the key the archive's checkpoints verify with). In order:
+//
+//  1. the ZIP: readable, safe unique names, the §6 files present;
+//  2. SHA256SUMS.sig: Ed25519 by keys/gateway.pub over SHA256SUMS, first,
+//     because every other check rests on SHA256SUMS;
+//  3. SHA256SUMS: lists every file but itself and its signature, and each
+//     file's SHA-256 matches;
+//  4. anchor.json, manifest.json (each manifest hashes to its policy),
+//     keys/principals.json, approvals.json (each signed statement verifies
+//     with its approver's key; bodies hash to their digests);
+//  5. records.jsonl: an intact chain from the anchor's prev and first seq
+//     (ledger.Verifier) ending at the anchor's last record, through every
+//     signed checkpoint recorded in it; every record's policy has its
+//     manifest; every decision record matches its statement in
+//     approvals.json; every record that lets an approved request or an
+//     override through has its approval, complete: every required role
+//     filled by a distinct person holding it, none of them the requester;
+//  6. the anchor's checkpoint: signed by the gateway and covering the range;
+//  7. control-mapping.json, control-mapping.md and report.html are what the
+//     records give (rebuilt and compared, when made by this version).
+//
+// The error is nil when the bundle is intact, else the Problem.
+func Verify(r io.ReaderAt, size int64) (Report, error) {
+	v := &verifier{}
+	p := v.run(r, size)
+	if p != nil {
+		v.rep.OK, v.rep.Problem = false, p
+		return v.rep, p
+	}
+	v.rep.OK = true
+	return v.rep, nil
+}
+
+type principal struct {
+	id    string
+	roles []string
+	pub   ed25519.PublicKey
+}
+
+func (p *principal) has(role string) bool { return slices.Contains(p.roles, role) }
+
+type verifier struct {
+	rep        Report
+	files      map[string]*zip.File
+	sums       map[string]string
+	gw         ed25519.PublicKey
+	keys       []ed25519.PublicKey // the gateway key and those config records name
+	anchor     Anchor
+	manifests  map[string]*rules.Manifest
+	principals map[string]*principal // by lower-case id
+	approvals  map[string]*ApprovalEntry
+	seen       map[string]bool // approval id "\x00" record: statements found in the records
+	complete   map[string]*Problem
+	claims     []cpClaim
+}
+
+type cpClaim struct {
+	seq, size uint64
+	hash      string
+	note      string
+}
+
+func (v *verifier) run(r io.ReaderAt, size int64) *Problem {
+	zr, err := zip.NewReader(r, size)
+	if err != nil {
+		return problemf(ProblemNotZip, "", 0, "not a readable ZIP file: %v", err)
+	}
+	if p := v.index(zr); p != nil {
+		return p
+	}
+	if p := v.checkSums(); p != nil {
+		return p
+	}
+	if p := v.readAnchor(); p != nil {
+		return p
+	}
+	if p := v.readManifests(); p != nil {
+		return p
+	}
+	if p := v.readPrincipals(); p != nil {
+		return p
+	}
+	if p := v.readApprovals(); p != nil {
+		return p
+	}
+	b := newBuilder(func(policy string) (*rules.Manifest, error) {
+		if m := v.manifests[policy]; m != nil {
+			return m, nil
+		}
+		return nil, problemf(ProblemBadManifest, FileManifest, 0, "records were decided under policy %s, which manifest.json does not have", policy)
+	})
+	if p := v.checkRecords(b); p != nil {
+		return p
+	}
+	if p := v.checkAnchorCheckpoint(); p != nil {
+		return p
+	}
+	return v.checkDerived(b)
+}
+
+var safeName = regexp.MustCompile(`^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$`)
+
+func (v *verifier) index(zr *zip.Reader) *Problem {
+	v.files = map[string]*zip.File{}
+	for _, f := range zr.File {
+		name := f.Name
+		if strings.HasSuffix(name, "/") && f.UncompressedSize64 == 0 && safeName.MatchString(strings.TrimSuffix(name, "/")) {
+			continue // a directory entry, as zip -r writes them
+		}
+		if !safeName.MatchString(name) || path.Clean(name) != name || strings.Contains("/"+name+"/", "/../") || strings.Contains("/"+name+"/", "/./") {
+			return problemf(ProblemBadEntry, name, 0, "entry %q is not a plain relative path", name)
+		}
+		if v.files[name] != nil {
+			return problemf(ProblemBadEntry, name, 0, "entry %q appears twice", name)
+		}
+		v.files[name] = f
+	}
+	for _, name := range bundleFiles {
+		if v.files[name] == nil {
+			return problemf(ProblemMissingFile, name, 0, "%s is missing from the bundle", name)
+		}
+	}
+	v.rep.Files = len(v.files)
+	return nil
+}
+
+func (v *verifier) read(name string, limit int64) ([]byte, *Problem) {
+	f := v.files[name]
+	if f == nil {
+		return nil, problemf(ProblemMissingFile, name, 0, "%s is missing from the bundle", name)
+	}
+	rc, err := f.Open()
+	if err != nil {
+		return nil, problemf(ProblemBadEntry, name, 0, "%s cannot be read: %v", name, err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, limit+1))
+	if err != nil {
+		return nil, problemf(ProblemBadEntry, name, 0, "%s cannot be read: %v", name, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, problemf(ProblemBadEntry, name, 0, "%s is larger than %d bytes", name, limit)
+	}
+	return b, nil
+}
+
+var sumLine = regexp.MustCompile(`^([0-9a-f]{64})  ([^\n]+)$`)
+
+func (v *verifier) checkSums() *Problem {
+	sums, p := v.read(FileSums, maxSmallFile)
+	if p != nil {
+		return p
+	}
+	pub, p := v.read(FileGatewayPub, maxSmallFile)
+	if p != nil {
+		return p
+	}
+	sig, p := v.read(FileSumsSig, maxSmallFile)
+	if p != nil {
+		return p
+	}
+	v.gw, _ = keys.ParsePublic(pub)
+	if v.gw == nil {
+		return problemf(ProblemBadKey, FileGatewayPub, 0, "%s is not a PKIX PEM Ed25519 public key", FileGatewayPub)
+	}
+	v.keys = []ed25519.PublicKey{v.gw}
+	fp := sha256.Sum256(v.gw)
+	v.rep.GatewayKey = "SHA256:" + hex.EncodeToString(fp[:8])
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(sig)))
+	if err != nil || len(raw) != ed25519.SignatureSize {
+		return problemf(ProblemBadSignature, FileSumsSig, 0, "%s is not a base64 Ed25519 signature", FileSumsSig)
+	}
+	if !ed25519.Verify(v.gw, sums, raw) {
+		return problemf(ProblemBadSignature, FileSumsSig, 0, "%s does not verify with %s: SHA256SUMS was changed after the gateway signed it, or another key signed it", FileSumsSig, FileGatewayPub)
+	}
+	v.sums = map[string]string{}
+	if len(sums) == 0 || sums[len(sums)-1] != '\n' {
+		return problemf(ProblemBadSums, FileSums, 0, "%s must be lines \"<sha256>  <path>\" each ending in a newline", FileSums)
+	}
+	for i, line := range strings.Split(string(sums[:len(sums)-1]), "\n") {
+		m := sumLine.FindStringSubmatch(line)
+		if m == nil {
+			return problemf(ProblemBadSums, FileSums, 0, "%s line %d is not \"<sha256>  <path>\": %q", FileSums, i+1, line)
+		}
+		if _, dup := v.sums[m[2]]; dup {
+			return problemf(ProblemBadSums, FileSums, 0, "%s lists %s twice", FileSums, m[2])
+		}
+		v.sums[m[2]] = m[1]
+	}
+	for _, name := range sortedKeys(v.files) {
+		if name == FileSums || name == FileSumsSig {
+			continue
+		}
+		if _, ok := v.sums[name]; !ok {
+			return problemf(ProblemUnlistedFile, name, 0, "%s is in the bundle but not in %s", name, FileSums)
+		}
+	}
+	for _, name := range sortedKeys(v.sums) {
+		if v.files[name] == nil {
+			return problemf(ProblemMissingFile, name, 0, "%s lists %s, which is not in the bundle", FileSums, name)
+		}
+		if name == FileSums || name == FileSumsSig {
+			return problemf(ProblemBadSums, FileSums, 0, "%s lists %s", FileSums, name)
+		}
+	}
+	for _, name := range bundleFiles {
+		if _, ok := v.sums[name]; !ok && name != FileSums && name != FileSumsSig {
+			return problemf(ProblemMissingFile, name, 0, "%s does not list %s", FileSums, name)
+		}
+	}
+	for _, name := range sortedKeys(v.sums) {
+		if p := v.hashFile(name); p != nil {
+			return p
+		}
+	}
+	return nil
+}
+
+// hashFile compares one file with SHA256SUMS. For records.jsonl it also
+// notes, on the way, the checkpoint and config records: their signed notes
+// and gateway keys must be known before the chain is walked.
+func (v *verifier) hashFile(name string) *Problem {
+	rc, err := v.files[name].Open()
+	if err != nil {
+		return problemf(ProblemBadEntry, name, 0, "%s cannot be read: %v", name, err)
+	}
+	defer rc.Close()
+	h := sha256.New()
+	if name != FileRecords {
+		if _, err := io.Copy(h, rc); err != nil {
+			return problemf(ProblemBadEntry, name, 0, "%s cannot be read: %v", name, err)
+		}
+	} else {
+		lr := newLineReader(rc)
+		for {
+			line, err := lr.next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return problemf(ProblemBadEntry, name, 0, "%s cannot be read: %v", name, err)
+			}
+			h.Write(line)
+			v.prescan(line)
+		}
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != v.sums[name] {
+		return problemf(ProblemHashMismatch, name, 0, "%s has SHA-256 %s but %s says %s: the file was changed", name, got, FileSums, v.sums[name])
+	}
+	return nil
+}
+
+var kindConfig = []byte(`"kind":"config"`)
+
+func (v *verifier) prescan(line []byte) {
+	isCP, isConfig := bytes.Contains(line, kindCheckpoint), bytes.Contains(line, kindConfig)
+	if !isCP && !isConfig {
+		return
+	}
+	r, err := parseRecord(bytes.TrimSuffix(line, newline))
+	if err != nil {
+		return // the chain check reports it
+	}
+	d := r.d()
+	switch r.Kind {
+	case ledger.KindConfig:
+		if k, err := base64.StdEncoding.DecodeString(d.GatewayKey); err == nil && len(k) == ed25519.PublicKeySize &&
+			!slices.ContainsFunc(v.keys, func(x ed25519.PublicKey) bool { return bytes.Equal(x, k) }) {
+			v.keys = append(v.keys, k)
+		}
+	case ledger.KindCheckpoint:
+		if d.Note != "" && len(v.claims) < maxRuns {
+			v.claims = append(v.claims, cpClaim{seq: r.Seq, size: d.Size, hash: d.Hash, note: d.Note})
+		}
+	}
+}
+
+// lineReader reads "\n"-terminated lines (the last may lack it) of bounded
+// length; the returned slice is valid until the next call.
+type lineReader struct {
+	br  *bufio.Reader
+	buf []byte
+}
+
+func newLineReader(r io.Reader) *lineReader { return &lineReader{br: bufio.NewReaderSize(r, 256<<10)} }
+
+func (l *lineReader) next() ([]byte, error) {
+	l.buf = l.buf[:0]
+	for {
+		chunk, err := l.br.ReadSlice('\n')
+		l.buf = append(l.buf, chunk...)
+		if len(l.buf) > maxRecordBytes {
+			return nil, fmt.Errorf("a line is longer than %d bytes", maxRecordBytes)
+		}
+		switch {
+		case err == nil:
+			return l.buf, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case err == io.EOF && len(l.buf) > 0:
+			return l.buf, nil
+		default:
+			return nil, err
+		}
+	}
+}
+
+func strictJSON(data []byte, into any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(into); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("data after the JSON value")
+	}
+	return nil
+}
+
+var hexHash = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+func (v *verifier) readAnchor() *Problem {
+	data, p := v.read(FileAnchor, maxSmallFile)
+	if p != nil {
+		return p
+	}
+	a := &v.anchor
+	if err := strictJSON(data, a); err != nil {
+		return problemf(ProblemBadAnchor, FileAnchor, 0, "%s is not a valid anchor: %v", FileAnchor, err)
+	}
+	switch {
+	case a.Format != bundleFormat:
+		return problemf(ProblemBadAnchor, FileAnchor, 0, "%s format %q, this verifier reads %q", FileAnchor, a.Format, bundleFormat)
+	case a.First.Seq == 0 || a.Last.Seq < a.First.Seq || a.Records != a.Last.Seq-a.First.Seq+1:
+		return problemf(ProblemBadAnchor, FileAnchor, 0, "%s: range %d-%d with %d records does not add up", FileAnchor, a.First.Seq, a.Last.Seq, a.Records)
+	case !hexHash.MatchString(a.First.Prev) || !hexHash.MatchString(a.First.Hash) || !hexHash.MatchString(a.Last.Hash):
+		return problemf(ProblemBadAnchor, FileAnchor, 0, "%s: first.prev, first.hash and last.hash must be 64 hex digits", FileAnchor)
+	case a.Checkpoint.Source != sourceArchive && a.Checkpoint.Source != sourceLiveHead:
+		return problemf(ProblemBadAnchor, FileAnchor, 0, "%s: checkpoint source %q is neither %q nor %q", FileAnchor, a.Checkpoint.Source, sourceArchive, sourceLiveHead)
+	}
+	if _, err := NormalizeFramework(a.Framework); err != nil {
+		return problemf(ProblemBadAnchor, FileAnchor, 0, "%s: %v", FileAnchor, err)
+	}
+	v.rep.App, v.rep.Framework = a.App, a.Framework
+	v.rep.FirstSeq, v.rep.LastSeq, v.rep.FirstTime, v.rep.LastTime = a.First.Seq, a.Last.Seq, a.First.Time, a.Last.Time
+	return nil
+}
+
+func (v *verifier) readManifests() *Problem {
+	data, p := v.read(FileManifest, maxManifests)
+	if p != nil {
+		return p
+	}
+	var ms Manifests
+	if err := strictJSON(data, &ms); err != nil {
+		return problemf(ProblemBadManifest, FileManifest, 0, "%s is not valid: %v", FileManifest, err)
+	}
+	v.manifests = map[string]*rules.Manifest{}
+	for _, e := range ms.Manifests {
+		raw := []byte(e.Raw)
+		if e.Encoding == "base64" {
+			var err error
+			if raw, err = base64.StdEncoding.DecodeString(e.Raw); err != nil {
+				return problemf(ProblemBadManifest, FileManifest, 0, "%s: manifest %s is not valid base64", FileManifest, e.Policy)
+			}
+		} else if e.Encoding != "utf-8" {
+			return problemf(ProblemBadManifest, FileManifest, 0, "%s: manifest %s has encoding %q", FileManifest, e.Policy, e.Encoding)
+		}
+		if got := sha256Hex(raw); got != e.Policy {
+			return problemf(ProblemBadManifest, FileManifest, 0, "%s: the manifest given for policy %s hashes to %s: it is not the manifest that was in force", FileManifest, e.Policy, got)
+		}
+		m, err := rules.ParseManifest(raw)
+		if err != nil {
+			return problemf(ProblemBadManifest, FileManifest, 0, "%s: manifest %s does not parse: %v", FileManifest, e.Policy, err)
+		}
+		v.manifests[e.Policy] = m
+	}
+	return nil
+}
+
+func (v *verifier) readPrincipals() *Problem {
+	data, p := v.read(FilePrincipals, maxPrincipals)
+	if p != nil {
+		return p
+	}
+	var pf PrincipalsFile
+	if err := strictJSON(data, &pf); err != nil {
+		return problemf(ProblemBadPrincipals, FilePrincipals, 0, "%s is not valid: %v", FilePrincipals, err)
+	}
+	v.principals = map[string]*principal{}
+	for _, e := range pf.Principals {
+		k := strings.ToLower(e.ID)
+		if e.ID == "" || v.principals[k] != nil {
+			return problemf(ProblemBadPrincipals, FilePrincipals, 0, "%s: id %q is empty or appears twice", FilePrincipals, e.ID)
+		}
+		pr := &principal{id: e.ID, roles: e.Roles}
+		if e.PublicKey != "" {
+			pub, err := keys.ParsePublic([]byte(e.PublicKey))
+			if err != nil {
+				return problemf(ProblemBadPrincipals, FilePrincipals, 0, "%s: %s's public_key: %v", FilePrincipals, e.ID, err)
+			}
+			pr.pub = pub
+		}
+		v.principals[k] = pr
+	}
+	return nil
+}
+
+// approvalsFile is approvals.json as Verify reads it.
+type approvalsFile struct {
+	ApprovalsHeader
+	Approvals []*ApprovalEntry `json:"approvals"`
+}
+
+func (v *verifier) readApprovals() *Problem {
+	data, p := v.read(FileApprovals, maxApprovals)
+	if p != nil {
+		return p
+	}
+	var af approvalsFile
+	if err := strictJSON(data, &af); err != nil {
+		return problemf(ProblemBadApprovals, FileApprovals, 0, "%s is not valid: %v", FileApprovals, err)
+	}
+	if af.IncludeApprovals != v.anchor.IncludeApprovals || af.IncludeRejections != v.anchor.IncludeRejections {
+		return problemf(ProblemBadApprovals, FileApprovals, 0, "%s and %s disagree on what was included", FileApprovals, FileAnchor)
+	}
+	v.approvals = map[string]*ApprovalEntry{}
+	v.seen, v.complete = map[string]bool{}, map[string]*Problem{}
+	for _, a := range af.Approvals {
+		if a == nil || a.ID == "" || v.approvals[a.ID] != nil {
+			return problemf(ProblemBadApprovals, FileApprovals, 0, "%s: an approval id is empty or appears twice", FileApprovals)
+		}
+		v.approvals[a.ID] = a
+		if p := v.checkApproval(a); p != nil {
+			return p
+		}
+	}
+	v.rep.Approvals = len(af.Approvals)
+	return nil
+}
+
+// checkApproval checks what an approval says on its own: its request
+// hashes to its digest, and each statement is the exact text its approver
+// signed with the key keys/principals.json gives them.
+func (v *verifier) checkApproval(a *ApprovalEntry) *Problem {
+	switch a.Kind {
+	case approvals.KindRequest:
+		body := []byte(a.Body)
+		if a.BodyBase64 {
+			var err error
+			if body, err = base64.StdEncoding.DecodeString(a.Body); err != nil {
+				return problemf(ProblemApprovalMismatch, FileApprovals, 0, "approval %s: body is not valid base64", a.ID)
+			}
+		}
+		if got := requestDigest(a.Method, a.URL, body); got != a.Digest {
+			return problemf(ProblemApprovalMismatch, FileApprovals, 0, "approval %s: its method, URL and body hash to %s, not to the digest %s that was approved", a.ID, got, a.Digest)
+		}
+	case approvals.KindOverride:
+		if got := overrideDigest(a.App, a.Action, a.Duration, a.RequestedBy, a.Justification); got != a.Digest {
+			return problemf(ProblemApprovalMismatch, FileApprovals, 0, "approval %s: the override's app, action, duration, requester and justification hash to %s, not to its digest %s", a.ID, got, a.Digest)
+		}
+	default:
+		return problemf(ProblemBadApprovals, FileApprovals, 0, "approval %s has kind %q", a.ID, a.Kind)
+	}
+	for _, s := range a.Statements {
+		if s.Decision != approvals.Approve && s.Decision != approvals.Reject {
+			return problemf(ProblemBadApprovals, FileApprovals, s.Record, "approval %s: statement by %s has decision %q", a.ID, s.Approver, s.Decision)
+		}
+		want := string(approvals.Statement(a.ID, a.Digest, s.Decision, s.Approver, s.SignedAt))
+		if s.Statement != want {
+			return problemf(ProblemApprovalMismatch, FileApprovals, s.Record, "approval %s: the statement text of %s's %s is not the one its fields give", a.ID, s.Approver, s.Decision)
+		}
+		pr := v.principals[strings.ToLower(s.Approver)]
+		if pr == nil || pr.pub == nil {
+			return problemf(ProblemApprovalSignature, FileApprovals, s.Record, "approval %s: %s signed a statement but has no public key in %s", a.ID, s.Approver, FilePrincipals)
+		}
+		sig, err := base64.StdEncoding.DecodeString(s.Signature)
+		if err != nil || !ed25519.Verify(pr.pub, []byte(want), sig) {
+			return problemf(ProblemApprovalSignature, FileApprovals, s.Record, "approval %s: the signature on %s's %s statement (record %d) does not verify with %s's key in %s", a.ID, s.Approver, s.Decision, s.Record, pr.id, FilePrincipals)
+		}
+		v.rep.Statements++
+	}
+	return nil
+}
+
+// requestDigest is CONTRACT §3's digest, computed here independently.
+func requestDigest(method, url string, body []byte) string {
+	bh := sha256.Sum256(body)
+	return sha256Hex([]byte(method + "\n" + url + "\n" + hex.EncodeToString(bh[:])))
+}
+
+// overrideDigest is the README's override digest.
+func overrideDigest(app, action, duration, requestedBy, justification string) string {
+	jh := sha256.Sum256([]byte(justification))
+	return sha256Hex([]byte("uapk-override-v1\n" + app + "\n" + action + "\n" + duration + "\n" + requestedBy + "\n" + hex.EncodeToString(jh[:])))
+}
+
+func (v *verifier) checkRecords(b *builder) *Problem {
+	a := v.anchor
+	var anchors []ledger.Head
+	for _, c := range v.claims {
+		h, err := openCheckpoint([]byte(c.note), v.keys...)
+		if err != nil {
+			v.rep.Notes = append(v.rep.Notes, fmt.Sprintf("checkpoint record %d: its note is not checked (%v)", c.seq, err))
+			continue
+		}
+		if h.Seq != c.size || h.Hash != c.hash {
+			return problemf(ProblemBadCheckpoint, FileRecords, c.seq, "checkpoint record %d says record %d has hash %s, but its signed note says record %d has %s", c.seq, c.size, c.hash, h.Seq, h.Hash)
+		}
+		if h.Seq >= a.First.Seq && h.Seq <= a.Last.Seq {
+			anchors = append(anchors, ledger.Head{Seq: h.Seq, Hash: h.Hash})
+			v.rep.Checkpoints++
+		}
+	}
+	rc, err := v.files[FileRecords].Open()
+	if err != nil {
+		return problemf(ProblemBadEntry, FileRecords, 0, "%s cannot be read: %v", FileRecords, err)
+	}
+	defer rc.Close()
+	chain := newChainCheck(a.First.Seq, a.First.Prev, anchors)
+	lr := newLineReader(rc)
+	var first, last *record
+	var pending *Problem // the first problem found here; a chain problem at or before it wins
+	var n uint64
+	for pending == nil && !chain.failed() {
+		line, err := lr.next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			pending = problemf(ProblemBadEntry, FileRecords, a.First.Seq+n, "%s cannot be read: %v", FileRecords, err)
+			break
+		}
+		raw, ok := bytes.CutSuffix(line, newline)
+		if !ok {
+			pending = problemf(ProblemChain, FileRecords, a.First.Seq+n, "%s does not end with a newline: its last line may be cut", FileRecords)
+			break
+		}
+		r, err := parseRecord(raw)
+		chain.add(raw, r)
+		n++
+		if err != nil {
+			pending = problemf(ProblemChain, FileRecords, a.First.Seq+n-1, "%s is not an intact chain from the anchor: record %d: not a ledger record: %v", FileRecords, a.First.Seq+n-1, err)
+			break
+		}
+		if first == nil {
+			first = r
+		}
+		if err := b.add(r); err != nil {
+			var p *Problem
+			if errors.As(err, &p) {
+				p.Seq = r.Seq
+				p.Message = fmt.Sprintf("record %d: %s", r.Seq, p.Message)
+				pending = p
+			} else {
+				pending = problemf(ProblemBadManifest, FileRecords, r.Seq, "record %d: %v", r.Seq, err)
+			}
+			break
+		}
+		if p := v.crossCheck(r); p != nil {
+			pending = p
+			break
+		}
+		r.Data, r.data = nil, nil
+		last = r
+	}
+	rep := chain.finish()
+	if !rep.OK && (pending == nil || rep.Problem.Seq <= pending.Seq) {
+		pr := rep.Problem
+		return problemf(ProblemChain, FileRecords, pr.Seq, "%s is not an intact chain from the anchor: record %d: %s: %s", FileRecords, pr.Seq, pr.Reason, pr.Detail)
+	}
+	if pending != nil {
+		return pending
+	}
+	if first == nil {
+		return problemf(ProblemBadAnchor, FileRecords, 0, "%s holds no record", FileRecords)
+	}
+	if first.Hash != a.First.Hash || first.Time != a.First.Time {
+		return problemf(ProblemBadAnchor, FileAnchor, first.Seq, "%s says the range starts with record %d, hash %s, but %s starts with hash %s", FileAnchor, a.First.Seq, a.First.Hash, FileRecords, first.Hash)
+	}
+	if last.Seq != a.Last.Seq || last.Hash != a.Last.Hash || last.Time != a.Last.Time {
+		return problemf(ProblemBadAnchor, FileRecords, last.Seq+1, "%s ends at record %d (hash %s) but %s says the range ends at record %d (hash %s): records are missing", FileRecords, last.Seq, last.Hash, FileAnchor, a.Last.Seq, a.Last.Hash)
+	}
+	v.rep.Records = rep.Records
+	for _, ap := range sortedKeys(v.approvals) {
+		for _, s := range v.approvals[ap].Statements {
+			if s.Record >= a.First.Seq && s.Record <= a.Last.Seq && !v.seen[ap+"\x00"+u(s.Record)] {
+				return problemf(ProblemApprovalMismatch, FileApprovals, s.Record, "approval %s: %s's %s statement names record %d, which is not that decision", ap, s.Approver, s.Decision, s.Record)
+			}
+		}
+	}
+	return nil
+}
+
+// crossCheck holds each record against approvals.json.
+func (v *verifier) crossCheck(r *record) *Problem {
+	a := v.anchor
+	ap := v.approvals[r.ApprovalID]
+	if ap == nil && r.ApprovalID != "" && a.IncludeApprovals && a.IncludeRejections {
+		return problemf(ProblemMissingApproval, FileApprovals, r.Seq, "record %d (%s/%s/%s) names approval %s, which is not in %s", r.Seq, r.Kind, r.Decision, r.Reason, r.ApprovalID, FileApprovals)
+	}
+	switch {
+	case r.Kind == ledger.KindApproval && (r.Decision == approvals.Approve || r.Decision == approvals.Reject):
+		if r.Decision == approvals.Approve && !a.IncludeApprovals || r.Decision == approvals.Reject && !a.IncludeRejections {
+			return nil
+		}
+		if ap == nil {
+			if statusOmitted(r.Decision, a) {
+				return nil // its approval as a whole was left out (e.g. approved, with rejections only)
+			}
+			return problemf(ProblemMissingApproval, FileApprovals, r.Seq, "record %d is %s's signed %s of approval %s, which is not in %s", r.Seq, r.d().Approver, r.Decision, r.ApprovalID, FileApprovals)
+		}
+		d := r.d()
+		for _, s := range ap.Statements {
+			if s.Record != r.Seq {
+				continue
+			}
+			if s.Approver != d.Approver || s.Decision != r.Decision || s.SignedAt != d.SignedAt || s.Signature != d.Signature || s.Role != d.Role {
+				return problemf(ProblemApprovalMismatch, FileApprovals, r.Seq, "approval %s: the statement for record %d differs from the record (approver, role, decision, signed_at or signature)", ap.ID, r.Seq)
+			}
+			if d.StatementSHA256 != "" && d.StatementSHA256 != sha256Hex([]byte(s.Statement)) {
+				return problemf(ProblemApprovalMismatch, FileApprovals, r.Seq, "approval %s: record %d's statement_sha256 is not the hash of the statement", ap.ID, r.Seq)
+			}
+			v.seen[ap.ID+"\x00"+u(r.Seq)] = true
+			return nil
+		}
+		if ap.Status == approvals.StatusApproved && !a.IncludeApprovals || ap.Status == approvals.StatusRejected && !a.IncludeRejections {
+			return nil
+		}
+		return problemf(ProblemMissingApproval, FileApprovals, r.Seq, "approval %s: %s's signed %s (record %d) is missing from its statements", ap.ID, d.Approver, r.Decision, r.Seq)
+	case r.is(ledger.KindRequest, "pending") && ap != nil:
+		if ap.Digest != r.Digest || ap.Action != r.Action || ap.App != r.App {
+			return problemf(ProblemApprovalMismatch, FileApprovals, r.Seq, "approval %s is not the request of record %d (digest, action or app differ)", ap.ID, r.Seq)
+		}
+		if got := r.d().RequiredRoles; r.dataOK && got != nil && !slices.Equal(got, ap.RequiredRoles) {
+			return problemf(ProblemApprovalMismatch, FileApprovals, r.Seq, "approval %s requires %v but record %d held the request for %v", ap.ID, ap.RequiredRoles, r.Seq, got)
+		}
+	case releases(r):
+		v.rep.Released++
+		if !a.IncludeApprovals {
+			return nil
+		}
+		if ap == nil {
+			return problemf(ProblemMissingApproval, FileApprovals, r.Seq, "record %d (%s/%s/%s) lets %s through under approval %s, which is not in %s", r.Seq, r.Kind, r.Decision, r.Reason, orDash(r.Action), orDash(r.ApprovalID), FileApprovals)
+		}
+		if ap.Kind == approvals.KindRequest && (r.Kind == ledger.KindRequest || r.Kind == ledger.KindCapability) &&
+			(ap.Digest != r.Digest || ap.Action != r.Action || ap.App != r.App) {
+			return problemf(ProblemApprovalMismatch, FileApprovals, r.Seq, "record %d lets through another request than approval %s approved (digest, action or app differ)", r.Seq, ap.ID)
+		}
+		if p, done := v.complete[ap.ID]; done {
+			return withSeq(p, r.Seq)
+		}
+		p := v.completeness(ap)
+		v.complete[ap.ID] = p
+		return withSeq(p, r.Seq)
+	}
+	return nil
+}
+
+func withSeq(p *Problem, seq uint64) *Problem {
+	if p == nil {
+		return nil
+	}
+	q := *p
+	q.Seq = seq
+	q.Message = fmt.Sprintf("record %d: %s", seq, p.Message)
+	return &q
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func statusOmitted(decision string, a Anchor) bool {
+	// An approve statement's approval may have ended rejected (left out
+	// without rejections), and the other way round.
+	return decision == approvals.Approve && !a.IncludeRejections || decision == approvals.Reject && !a.IncludeApprovals
+}
+
+// releases reports a record that exists only because an approval (or an
+// override's approval) was complete: the approved request let through, its
+// token issued, an override used or issued.
+func releases(r *record) bool {
+	return r.is(ledger.KindRequest, "allow", "approved", "capability") ||
+		r.is(ledger.KindCapability, "issued") ||
+		r.is(ledger.KindOverride, "allow") ||
+		r.is(ledger.KindOverride, "issued")
+}
+
+// completeness checks that an approval was complete: approved, every
+// required slot filled by a distinct person who holds one of its roles and
+// signed, the requester never among them.
+func (v *verifier) completeness(ap *ApprovalEntry) *Problem {
+	if ap.Status != approvals.StatusApproved {
+		return problemf(ProblemIncompleteApproval, FileApprovals, 0, "approval %s is %s, not approved", ap.ID, ap.Status)
+	}
+	if len(ap.Requirement.Slots) == 0 {
+		return problemf(ProblemIncompleteApproval, FileApprovals, 0, "approval %s names no role that must approve it", ap.ID)
+	}
+	self := map[string]bool{}
+	for _, s := range []string{ap.OnBehalfOf, ap.App, ap.RequestedBy} {
+		if s != "" {
+			self[strings.ToLower(s)] = true
+		}
+	}
+	var signers []*principal
+	seen := map[string]bool{}
+	for _, s := range ap.Statements {
+		if s.Decision != approvals.Approve {
+			continue
+		}
+		k := strings.ToLower(s.Approver)
+		if self[k] {
+			return problemf(ProblemIncompleteApproval, FileApprovals, 0, "approval %s was approved by %s, who requested it: self-approval does not count", ap.ID, s.Approver)
+		}
+		if seen[k] {
+			return problemf(ProblemIncompleteApproval, FileApprovals, 0, "approval %s counts %s twice: one person counts once", ap.ID, s.Approver)
+		}
+		seen[k] = true
+		pr := v.principals[k] // checkApproval made sure it exists
+		if !pr.has(s.Role) {
+			return problemf(ProblemIncompleteApproval, FileApprovals, 0, "approval %s: %s signed as %s, a role %s does not give them (they hold %v)", ap.ID, s.Approver, s.Role, FilePrincipals, pr.roles)
+		}
+		signers = append(signers, pr)
+	}
+	if n := matchRoles(ap.Requirement.Slots, signers); n < len(ap.Requirement.Slots) {
+		var who []string
+		for _, s := range signers {
+			who = append(who, s.id)
+		}
+		return problemf(ProblemIncompleteApproval, FileApprovals, 0, "approval %s needs %d distinct approvers for %v but its valid signatures (%s) fill only %d",
+			ap.ID, len(ap.Requirement.Slots), ap.Requirement.Slots, orNone(who), n)
+	}
+	return nil
+}
+
+// matchRoles is the size of a largest assignment of signers to slots, each
+// signer to at most one slot whose roles they hold (augmenting paths).
+func matchRoles(slots [][]string, signers []*principal) int {
+	owner := make([]int, len(slots))
+	for i := range owner {
+		owner[i] = -1
+	}
+	var try func(s int, seen []bool) bool
+	try = func(s int, seen []bool) bool {
+		for j, slot := range slots {
+			if seen[j] || !slices.ContainsFunc(slot, signers[s].has) {
+				continue
+			}
+			seen[j] = true
+			if owner[j] < 0 || try(owner[j], seen) {
+				owner[j] = s
+				return true
+			}
+		}
+		return false
+	}
+	n := 0
+	for s := range signers {
+		if try(s, make([]bool, len(slots))) {
+			n++
+		}
+	}
+	return n
+}
+
+func (v *verifier) checkAnchorCheckpoint() *Problem {
+	a := v.anchor
+	c := a.Checkpoint
+	// The head signed at export is signed by the key that signs the
+	// bundle; an archived checkpoint may be older than a key change, so a
+	// gateway key a config record of the range names will do too.
+	signers := v.keys
+	if c.Source == sourceLiveHead {
+		signers = v.keys[:1]
+	}
+	h, err := openCheckpoint([]byte(c.Note), signers...)
+	if err != nil {
+		return problemf(ProblemBadCheckpoint, FileAnchor, c.Seq, "the anchor's %s checkpoint note: %v (%s)", c.Source, err, FileGatewayPub)
+	}
+	if h.Origin != c.Origin || h.Seq != c.Seq || h.Hash != c.Hash {
+		return problemf(ProblemBadCheckpoint, FileAnchor, c.Seq, "%s says the checkpoint is %s record %d hash %s, but its signed note says %s record %d hash %s",
+			FileAnchor, c.Origin, c.Seq, c.Hash, h.Origin, h.Seq, h.Hash)
+	}
+	switch {
+	case h.Seq < a.Last.Seq:
+		return problemf(ProblemBadCheckpoint, FileAnchor, h.Seq, "the checkpoint (record %d) does not cover the range, which ends at record %d", h.Seq, a.Last.Seq)
+	case h.Seq == a.Last.Seq && (h.Hash != a.Last.Hash || c.Covers != coversLastRecord):
+		return problemf(ProblemBadCheckpoint, FileAnchor, h.Seq, "the checkpoint says record %d has hash %s, but the range's last record has %s", h.Seq, h.Hash, a.Last.Hash)
+	case h.Seq > a.Last.Seq && c.Covers != coversBeyondRange:
+		return problemf(ProblemBadCheckpoint, FileAnchor, h.Seq, "the checkpoint is record %d, after the range, but says it covers %q", h.Seq, c.Covers)
+	}
+	v.rep.Checkpoint = c
+	if h.Seq > a.Last.Seq {
+		v.rep.Notes = append(v.rep.Notes, fmt.Sprintf("the %s checkpoint signs record %d, %d records after the range: the archive's segments link the two (uapk-proxy verify --data-dir checks the whole chain)", c.Source, h.Seq, h.Seq-a.Last.Seq))
+	}
+	if c.Source == sourceLiveHead {
+		v.rep.Notes = append(v.rep.Notes, "no archived checkpoint covered the range when it was exported: the head was signed by the gateway at export")
+	}
+	if !a.IncludeApprovals {
+		v.rep.Notes = append(v.rep.Notes, "approvals were left out at export (include_approvals=false): that approved requests had complete approvals is not checked")
+	}
+	return nil
+}
+
+// checkDerived rebuilds the derived files and compares them byte for byte.
+func (v *verifier) checkDerived(b *builder) *Problem {
+	if v.anchor.Generator != generatorVersion {
+		v.rep.Notes = append(v.rep.Notes, fmt.Sprintf("report and control mapping made by %q, not rebuilt by this verifier (%q)", v.anchor.Generator, generatorVersion))
+		return nil
+	}
+	want, err := derived(b, &v.anchor, v.rep.Approvals)
+	if err != nil {
+		return problemf(ProblemDerived, "", 0, "rebuild the report: %v", err)
+	}
+	for _, name := range []string{FileMappingJSON, FileMappingMD, FileReport} {
+		got, p := v.read(name, int64(len(want[name]))+maxSmallFile)
+		if p != nil {
+			return p
+		}
+		if !bytes.Equal(got, want[name]) {
+			i := 0
+			for i < len(got) && i < len(want[name]) && got[i] == want[name][i] {
+				i++
+			}
+			line := bytes.Count(want[name][:i], newline) + 1
+			return problemf(ProblemDerived, name, 0, "%s does not say what the records say: rebuilt from %s, %s and %s it differs at line %d", name, FileRecords, FileManifest, FileAnchor, line)
+		}
+	}
+	return nil
+}
+
+// chainCheck runs ledger.Verifier over records.jsonl in chunks on every
+// core: the verifier re-derives each record's canonical form and hash,
+// which costs far more than reading it. Chunk i starts at its expected seq
+// with the hash record i-1's last record claims as prev; chunk i-1's own
+// verifier re-computes that hash, so the chunks together check exactly what
+// one verifier over the whole file would. Memory stays bounded: at most
+// two chunks per worker are in flight.
+type chainCheck struct {
+	next    uint64
+	prev    string
+	anchors []ledger.Head
+	cur     *chainChunk
+	jobs    chan *chainChunk
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	problem *ledger.Problem
+	records atomic.Uint64
+	bad     atomic.Bool
+}
+
+type chainChunk struct {
+	start uint64
+	prev  string
+	raws  [][]byte
+}
+
+const chainChunkRecords = 2048
+
+func newChainCheck(start uint64, prev string, anchors []ledger.Head) *chainCheck {
+	workers := runtime.GOMAXPROCS(0)
+	c := &chainCheck{next: start, prev: prev, anchors: anchors, jobs: make(chan *chainChunk, workers)}
+	for range workers {
+		c.wg.Add(1)
+		go c.work()
+	}
+	return c
+}
+
+func (c *chainCheck) work() {
+	defer c.wg.Done()
+	for ch := range c.jobs {
+		if c.bad.Load() {
+			// Chunks leave the queue in order, so this one starts after
+			// the chunk that failed: it cannot hold an earlier problem.
+			continue
+		}
+		end := ch.start + uint64(len(ch.raws)) - 1
+		var anchors []ledger.Head
+		for _, a := range c.anchors {
+			if a.Seq >= ch.start && a.Seq <= end {
+				anchors = append(anchors, a)
+			}
+		}
+		v := ledger.NewVerifier(ch.start, ch.prev, anchors...)
+		for _, raw := range ch.raws {
+			if !v.Add(raw) {
+				break
+			}
+		}
+		rep := v.Finish()
+		c.records.Add(rep.Records)
+		if !rep.OK {
+			c.mu.Lock()
+			if c.problem == nil || rep.Problem.Seq < c.problem.Seq {
+				c.problem = rep.Problem
+			}
+			c.mu.Unlock()
+			c.bad.Store(true)
+		}
+	}
+}
+
+// add queues the next line; r is its parse (nil if it did not parse).
+func (c *chainCheck) add(raw []byte, r *record) {
+	if c.cur == nil {
+		c.cur = &chainChunk{start: c.next, prev: c.prev, raws: make([][]byte, 0, chainChunkRecords)}
+	}
+	c.cur.raws = append(c.cur.raws, bytes.Clone(raw))
+	c.next++
+	if r != nil {
+		c.prev = r.Hash
+	}
+	if len(c.cur.raws) == chainChunkRecords || r == nil {
+		c.flush()
+	}
+}
+
+func (c *chainCheck) flush() {
+	if c.cur != nil {
+		c.jobs <- c.cur
+		c.cur = nil
+	}
+}
+
+func (c *chainCheck) failed() bool { return c.bad.Load() }
+
+// finish waits for every chunk and returns what one verifier would: the
+// first problem by seq, or the count.
+func (c *chainCheck) finish() ledger.Report {
+	c.flush()
+	close(c.jobs)
+	c.wg.Wait()
+	if c.problem != nil {
+		return ledger.Report{Problem: c.problem}
+	}
+	return ledger.Report{OK: true, Records: c.records.Load()}
+}
