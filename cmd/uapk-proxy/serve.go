@@ -27,8 +27,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
-	"github.com/uapk-gateway/uapk-proxy/evidence"
 	"github.com/uapk-gateway/uapk-proxy/ca"
+	"github.com/uapk-gateway/uapk-proxy/evidence"
 	"github.com/uapk-gateway/uapk-proxy/keys"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
 	"github.com/uapk-gateway/uapk-proxy/metrics"
