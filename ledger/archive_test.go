@@ -453,7 +453,9 @@ func TestArchiveIntervalAndIdle(t *testing.T) {
 	l := openTemp(t, Options{})
 	cfg := localConfig(t, dir)
 	cfg.SegmentRecords = 1000
-	cfg.SegmentInterval = 30 * time.Millisecond
+	// Long enough that three appends (an fsync each, slow on a loaded
+	// machine) land in one interval.
+	cfg.SegmentInterval = 250 * time.Millisecond
 	a := mustArchiver(t, l, cfg, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -804,7 +806,9 @@ func TestArchiveStopsWhenTheLedgerCloses(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- a.Run(context.Background()) }()
 	appendN(t, l, 3)
-	waitFor(t, "a segment", func() bool { return a.Status().ArchivedSeq == 3 })
+	// Under load the first seal may take only part of the three; a later
+	// segment then covers the rest with the archiver's own records.
+	waitFor(t, "a segment", func() bool { return a.Status().ArchivedSeq >= 3 })
 	l.Close()
 	select {
 	case err := <-done:

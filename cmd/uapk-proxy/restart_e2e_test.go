@@ -245,6 +245,8 @@ func TestSIGTERMUnderLoadLosesNothing(t *testing.T) {
 			afterSig++
 		} else if r.answeredAt.After(sigAt) {
 			inFlight++ // sent before the SIGTERM, answered after it
+		} else if r.out.err != nil || r.out.status != 200 {
+			t.Errorf("%s: %d %v %s before the SIGTERM", r.marker, r.out.status, r.out.err, r.out.body)
 		}
 		switch {
 		case r.out.deadline:
