@@ -559,6 +559,7 @@ func TestEvidenceBundleTamperingIsCaught(t *testing.T) {
 			if code != 1 || !strings.Contains(out, c.naive) {
 				t.Errorf("naive tampering: exit %d %q, want 1 naming %q", code, out, c.naive)
 			}
+			t.Logf("as re-zipped: %s", afterPath(out))
 			if c.insider == "" {
 				return
 			}
@@ -569,6 +570,7 @@ func TestEvidenceBundleTamperingIsCaught(t *testing.T) {
 			if code != 1 || !strings.Contains(out, c.insider) || !strings.Contains(out, c.insiderCode+":") {
 				t.Errorf("re-signed tampering: exit %d %q, want 1 with %s naming %q", code, out, c.insiderCode, c.insider)
 			}
+			t.Logf("with SHA256SUMS re-signed by the gateway key: %s", afterPath(out))
 		})
 	}
 	t.Run("a bundle re-signed with another gateway key", func(t *testing.T) {
@@ -775,4 +777,12 @@ func resign(files map[string][]byte, key ed25519.PrivateKey) {
 	}
 	files["SHA256SUMS"] = sums.Bytes()
 	files["SHA256SUMS.sig"] = []byte(base64.StdEncoding.EncodeToString(ed25519.Sign(key, sums.Bytes())) + "\n")
+}
+
+// afterPath drops the bundle's temporary path from verify's message.
+func afterPath(out string) string {
+	if i := strings.Index(out, "broken: "); i >= 0 {
+		return out[i:]
+	}
+	return out
 }
