@@ -317,7 +317,11 @@ func startServer(o *serveOptions, logw io.Writer) (*server, error) {
 	mx := metrics.New(reg, version, metrics.Sources{
 		Held: func() int { return s.gate.Held() },
 		PendingByAction: func() (map[string]int, error) {
-			list, err := s.approvals.List(approvals.StatusPending, time.Now())
+			now := time.Now
+			if o.now != nil {
+				now = o.now // the gate's clock decides what has expired
+			}
+			list, err := s.approvals.List(approvals.StatusPending, now())
 			counts := map[string]int{}
 			for _, a := range list {
 				counts[a.Action]++
