@@ -817,18 +817,7 @@ func writeVerdictHTTP(w http.ResponseWriter, v *Verdict) {
 	_, _ = w.Write(v.Body)
 }
 
-func setVerdictHTTP(h http.Header, v *Verdict) {
-	h.Set(HeaderDecision, v.Decision)
-	if v.Action != "" {
-		h.Set(HeaderAction, v.Action)
-	}
-	if v.Record != 0 {
-		h.Set(HeaderRecord, strconv.FormatUint(v.Record, 10))
-	}
-	if v.ApprovalID != "" {
-		h.Set(HeaderApprovalID, v.ApprovalID)
-	}
-}
+func setVerdictHTTP(h http.Header, v *Verdict) { v.eachHeader(h.Set) }
 
 // stripHTTP removes every X-UAPK-* header and every hop-by-hop header,
 // including those the Connection header names (the net/http twin of strip).

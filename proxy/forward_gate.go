@@ -59,17 +59,3 @@ func (g *Gate) forwardedStream(v *Verdict, status int, sum []byte, n int64, d ti
 func (g *Gate) tunnelClosed(v *Verdict, up, down int64, d time.Duration) {
 	g.appendForward(v, "tunnel_closed", d, map[string]any{"bytes_up": up, "bytes_down": down})
 }
-
-func (g *Gate) appendForward(v *Verdict, reason string, d time.Duration, data map[string]any) {
-	data["request_record"] = v.Record
-	data["latency_ms"] = d.Milliseconds()
-	data["latency_us"] = d.Microseconds()
-	g.ledger.AppendAsync(ledger.Entry{
-		Kind: ledger.KindForward, App: v.App, Action: v.Action, Decision: v.Decision, Reason: reason,
-		ApprovalID: v.ApprovalID, Digest: v.Digest, Policy: g.engine.Load().Manifest().Hash, Data: data,
-	}, func(_ ledger.Record, err error) {
-		if err != nil {
-			g.log.Error().Err(err).Uint64("request_seq", v.Record).Msg("forward record not written")
-		}
-	})
-}

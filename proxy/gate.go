@@ -499,6 +499,21 @@ type refusalBody struct {
 	ApprovalID string `json:"approval_id,omitempty"`
 }
 
+// eachHeader calls set with the X-UAPK-* response headers of v (CONTRACT
+// §3); each door writes them into its own header type.
+func (v *Verdict) eachHeader(set func(name, value string)) {
+	set(HeaderDecision, v.Decision)
+	if v.Action != "" {
+		set(HeaderAction, v.Action)
+	}
+	if v.Record != 0 {
+		set(HeaderRecord, strconv.FormatUint(v.Record, 10))
+	}
+	if v.ApprovalID != "" {
+		set(HeaderApprovalID, v.ApprovalID)
+	}
+}
+
 // Outcome is what came back from the ERP for a forwarded request.
 type Outcome struct {
 	Status   int
@@ -512,20 +527,21 @@ type Outcome struct {
 // ledger writes this one in order with the next group commit.
 func (g *Gate) Forwarded(v *Verdict, o Outcome) {
 	g.obs.Upstream(v.door, o.Duration, o.Err)
-	data := map[string]any{
-		"request_record": v.Record,
-		"latency_ms":     o.Duration.Milliseconds(),
-		"latency_us":     o.Duration.Microseconds(),
-	}
-	reason := "forwarded"
 	if o.Err != nil {
-		reason = "upstream_error"
-		data["error"] = o.Err.Error()
-	} else {
-		data["status"] = o.Status
-		data["response_sha256"] = sha256Hex(o.Body)
-		data["response_size"] = len(o.Body)
+		g.appendForward(v, "upstream_error", o.Duration, map[string]any{"error": o.Err.Error()})
+		return
 	}
+	g.appendForward(v, "forwarded", o.Duration, map[string]any{
+		"status": o.Status, "response_sha256": sha256Hex(o.Body), "response_size": len(o.Body),
+	})
+}
+
+// appendForward writes a forward record (what came of a forwarded request)
+// after its request record, without waiting for durability.
+func (g *Gate) appendForward(v *Verdict, reason string, d time.Duration, data map[string]any) {
+	data["request_record"] = v.Record
+	data["latency_ms"] = d.Milliseconds()
+	data["latency_us"] = d.Microseconds()
 	g.ledger.AppendAsync(ledger.Entry{
 		Kind: ledger.KindForward, App: v.App, Action: v.Action, Decision: v.Decision, Reason: reason,
 		ApprovalID: v.ApprovalID, Digest: v.Digest, Policy: g.engine.Load().Manifest().Hash, Data: data,

@@ -9,7 +9,6 @@ import (
 	"iter"
 	"net"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -254,18 +253,7 @@ func writeVerdict(ctx *fasthttp.RequestCtx, v *Verdict) {
 	ctx.SetBody(v.Body)
 }
 
-func setVerdictHeaders(h *fasthttp.ResponseHeader, v *Verdict) {
-	h.Set(HeaderDecision, v.Decision)
-	if v.Action != "" {
-		h.Set(HeaderAction, v.Action)
-	}
-	if v.Record != 0 {
-		h.Set(HeaderRecord, strconv.FormatUint(v.Record, 10))
-	}
-	if v.ApprovalID != "" {
-		h.Set(HeaderApprovalID, v.ApprovalID)
-	}
-}
+func setVerdictHeaders(h *fasthttp.ResponseHeader, v *Verdict) { v.eachHeader(h.Set) }
 
 // fasthttpHeader is what RequestHeader and ResponseHeader share.
 type fasthttpHeader interface {
