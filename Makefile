@@ -56,6 +56,7 @@ bench: build minio
 	$(GO) test -run '^$$' -bench . -skip 'AppendWithArchive|ArchiveSegment' -benchtime 2000x ./rules/ ./ledger/
 	$(GO) test -run '^$$' -bench 'AppendWithArchive|ArchiveSegment' -benchtime 3s ./ledger/
 	$(GO) test -run '^$$' -bench 'ForwardDoor|PlainGoproxy' -benchtime 3s ./proxy/
+	$(GO) test -run '^$$' -bench Export1M -benchtime 1x -timeout 30m ./evidence/ -args -evidence.verify=false
 	$(GO) build -o $(BIN)/uapk-bench ./cmd/uapk-bench
 	$(BIN)/uapk-bench -proxy $(BIN)/uapk-proxy -duration 5s -conns 32
 

@@ -25,7 +25,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/mod/sumdb/note"
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
 	"github.com/uapk-gateway/uapk-proxy/evidence"
@@ -154,32 +153,8 @@ func exportBundle(t *testing.T, e *env, out string, extra ...string) string {
 	return msg
 }
 
-// withSignableGatewayKey puts a gateway key in the data dir that
-// ledger.SignCheckpoint can sign with today: it splits the note verifier key
-// on '+', which base64 may contain, and then fails for about half of all
-// keys, so that the archiver writes no checkpoint. Drop this once fixed.
-func withSignableGatewayKey(o *serveOptions) {
-	for {
-		pub, priv, err := keys.Generate()
-		if err != nil {
-			panic(err)
-		}
-		vkey, _ := note.NewEd25519VerifierKey("uapk-proxy/financial-ai-assistant", pub)
-		if strings.Count(vkey, "+") != 2 {
-			continue
-		}
-		if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
-			panic(err)
-		}
-		if err := keys.WritePair(filepath.Join(o.DataDir, "gateway"), pub, priv); err != nil {
-			panic(err)
-		}
-		return
-	}
-}
-
 func TestEvidenceBundleOfTheSeedScenarioVerifies(t *testing.T) {
-	e := newEnv(t, withSignableGatewayKey)
+	e := newEnv(t)
 	s := playSeedScenario(t, e)
 	e.stop()
 	dir := t.TempDir()
