@@ -122,6 +122,14 @@ echo "== stopping the proxy and verifying the ledger file offline"
 kill -TERM "$proxy"; wait "$proxy" || true
 $BIN/uapk-proxy verify --data-dir "$DATA" --archive --manifest examples/manifests/sox-financial.json
 echo
+echo "== an evidence bundle of today for the auditor, then its offline check"
+TODAY=$(date -u +%Y-%m-%d)
+$BIN/uapk-proxy export --data-dir "$DATA" --from "$TODAY" --to "$TODAY" --framework SOX \
+  --manifest examples/manifests/sox-financial.json --principals examples/principals.yaml \
+  -o "$DATA/evidence-$TODAY.zip" | sed 's/^/   /'
+$BIN/uapk-proxy verify "$DATA/evidence-$TODAY.zip" | sed 's/^/   /'
+
+echo
 echo "== the WORM archive layout (S3 Object Lock in production; DATA/archive here, files read-only)"
 find "$DATA/archive" -type f | sort | tail -4 | sed 's/^/   /'
 echo
