@@ -19,7 +19,7 @@ import (
 func agentRun(t *testing.T, args ...string) func() (int, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	out := &syncBuffer{}
+	out := &agenttest.SyncBuffer{}
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, args, func(string) string { return "" }, out, out) }()
 	var once sync.Once
@@ -236,21 +236,4 @@ func TestQuarterEndThroughTheRealProxy(t *testing.T) {
 	}
 	p.VerifyLive(t)
 	p.Stop(t)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

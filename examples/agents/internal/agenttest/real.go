@@ -33,7 +33,7 @@ type Proxy struct {
 	KeyDir  string // NAME.key / NAME.pub for cfo, controller, finance-manager
 
 	cmd  *exec.Cmd
-	logs *syncBuffer
+	logs *SyncBuffer
 	done chan error
 }
 
@@ -63,7 +63,7 @@ func StartProxy(t testing.TB, root string) *Proxy {
 	t.Helper()
 	dir := t.TempDir()
 	p := &Proxy{Bin: Build(t, dir), ERP: erpmock.New(), DataDir: filepath.Join(dir, "data"),
-		KeyDir: filepath.Join(dir, "keys"), logs: &syncBuffer{}, done: make(chan error, 1)}
+		KeyDir: filepath.Join(dir, "keys"), logs: &SyncBuffer{}, done: make(chan error, 1)}
 	erp := httptest.NewServer(p.ERP)
 	t.Cleanup(erp.Close)
 	p.ERPURL = erp.URL
@@ -252,21 +252,23 @@ func waitFor(t testing.TB, within time.Duration, cond func() bool, what string, 
 // WaitFor polls cond every 20ms until it holds, failing the test after within.
 func WaitFor(t testing.TB, within time.Duration, cond func() bool, what string) {
 	t.Helper()
-	waitFor(t, within, cond, what, &syncBuffer{})
+	waitFor(t, within, cond, what, &SyncBuffer{})
 }
 
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for a child process's output and a
+// test reading it at the same time.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
