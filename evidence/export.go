@@ -19,7 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
-	"github.com/uapk-gateway/uapk-proxy/keys"
+	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )

@@ -21,7 +21,7 @@ import (
 	"sync/atomic"
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
-	"github.com/uapk-gateway/uapk-proxy/keys"
+	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )

@@ -24,9 +24,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
+	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
 	"github.com/uapk-gateway/uapk-proxy/rules"
-	"github.com/uapk-gateway/uapk-proxy/tokens"
 )
 
 // The forward door against a plain goproxy in the same run: the same

@@ -24,10 +24,10 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/uapk-gateway/uapk-proxy/ca"
+	"github.com/uapk-gateway/uapk-proxy/internal/ca"
+	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
 	"github.com/uapk-gateway/uapk-proxy/rules"
-	"github.com/uapk-gateway/uapk-proxy/tokens"
 )
 
 // hit is one request as the test ERP received it.

@@ -19,9 +19,9 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
+	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
 	"github.com/uapk-gateway/uapk-proxy/rules"
-	"github.com/uapk-gateway/uapk-proxy/tokens"
 )
 
 func TestMain(m *testing.M) {

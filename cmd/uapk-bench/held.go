@@ -27,7 +27,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
-	"github.com/uapk-gateway/uapk-proxy/keys"
+	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 )
 
 // heldConfig is the held mode's flags.

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/uapk-gateway/uapk-proxy/ca"
+	"github.com/uapk-gateway/uapk-proxy/internal/ca"
 )
 
 // newCA is `uapk-proxy ca`: this install's own CA for HTTPS interception.

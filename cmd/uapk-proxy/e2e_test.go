@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/uapk-gateway/uapk-proxy/examples/erp-mock/erpmock"
-	"github.com/uapk-gateway/uapk-proxy/keys"
+	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
 )
 

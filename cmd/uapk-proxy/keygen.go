@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/uapk-gateway/uapk-proxy/keys"
+	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 )
 
 func newKeygen() *cobra.Command {

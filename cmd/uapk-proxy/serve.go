@@ -27,14 +27,14 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
-	"github.com/uapk-gateway/uapk-proxy/ca"
 	"github.com/uapk-gateway/uapk-proxy/evidence"
-	"github.com/uapk-gateway/uapk-proxy/keys"
+	"github.com/uapk-gateway/uapk-proxy/internal/ca"
+	"github.com/uapk-gateway/uapk-proxy/internal/keys"
+	"github.com/uapk-gateway/uapk-proxy/internal/metrics"
+	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
-	"github.com/uapk-gateway/uapk-proxy/metrics"
 	"github.com/uapk-gateway/uapk-proxy/proxy"
 	"github.com/uapk-gateway/uapk-proxy/rules"
-	"github.com/uapk-gateway/uapk-proxy/tokens"
 )
 
 // serveOptions are the serve flags after flag > env > file > default.

@@ -16,7 +16,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/uapk-gateway/uapk-proxy/keys"
+	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 )
 
 // The openssl-* files in testdata were made with OpenSSL 3.0:

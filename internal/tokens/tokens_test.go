@@ -13,7 +13,7 @@ import (
 	"aidanwoods.dev/go-paseto"
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/uapk-gateway/uapk-proxy/tokens"
+	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
 )
 
 var (

@@ -7,7 +7,7 @@ import (
 
 	"aidanwoods.dev/go-paseto"
 
-	"github.com/uapk-gateway/uapk-proxy/tokens"
+	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
 )
 
 // fuzzNow is after every token the gateway key signed in the corpus has

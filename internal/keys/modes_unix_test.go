@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/uapk-gateway/uapk-proxy/keys"
+	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 )
 
 // umask is the process's file-creation mask. WritePair asks for 0644 on the
