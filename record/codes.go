@@ -1,0 +1,160 @@
+package record
+
+// Kind is a record's kind member.
+type Kind string
+
+// The record kinds (docs/reference.md, "Records").
+const (
+	KindRequest      Kind = "request"      // a request and the gate's verdict on it
+	KindApproval     Kind = "approval"     // a signed decision, a refused one, or an expiry
+	KindCapability   Kind = "capability"   // a capability token issued for an approved request
+	KindOverride     Kind = "override"     // an override asked for, its token issued, or a request it let through
+	KindForward      Kind = "forward"      // what came back from the ERP for an allowed request
+	KindCheckpoint   Kind = "checkpoint"   // a signed checkpoint written to the archive
+	KindArchive      Kind = "archive"      // a sealed segment written to the archive
+	KindConfig       Kind = "config"       // the manifest, principals and keys in force from this seq on
+	KindNotification Kind = "notification" // a notification delivered or failed
+	KindOutcome      Kind = "outcome"      // what is known of an allowed request after a crash
+)
+
+// Kinds lists every kind, in the order the reference gives them.
+var Kinds = []Kind{KindRequest, KindApproval, KindCapability, KindOverride, KindForward,
+	KindCheckpoint, KindArchive, KindConfig, KindNotification, KindOutcome}
+
+// Known reports whether k is one of the kinds.
+func (k Kind) Known() bool {
+	for _, x := range Kinds {
+		if k == x {
+			return true
+		}
+	}
+	return false
+}
+
+// Decision is a record's decision member: what the gate answered a request
+// (allow, deny, pending), what a person signed (approve, reject), or what
+// became of an approval or token.
+type Decision string
+
+const (
+	Allow   Decision = "allow"   // request forwarded
+	Deny    Decision = "deny"    // request refused
+	Pending Decision = "pending" // request (or override) held for approval
+	Approve Decision = "approve" // an approver's signed approval
+	Reject  Decision = "reject"  // an approver's signed rejection
+	Refused Decision = "refused" // a decision that did not count
+	Expired Decision = "expired" // an approval whose time ran out
+	Issued  Decision = "issued"  // a capability or override token signed
+	None    Decision = ""        // records of the proxy's own work
+)
+
+// Reason is a record's reason member: a stable code clients, dashboards and
+// auditors match on.
+type Reason string
+
+// Reasons the rules give (the manifest's policy).
+const (
+	AutoApprove          Reason = "auto_approve"           // allow: AUTO_APPROVE action
+	RecordAndAllow       Reason = "record_and_allow"       // allow: unclassified, default_policy RECORD_AND_ALLOW
+	Denylisted           Reason = "denylisted"             // deny: action on tool_restrictions.denylist
+	Unclassified         Reason = "unclassified"           // deny: no action matched, default_policy DENY
+	PolicyDeny           Reason = "policy_deny"            // deny: action's approval_policy is DENY
+	OutsideBusinessHours Reason = "outside_business_hours" // deny: business_hours_only outside the window
+	RoleNotAllowed       Reason = "role_not_allowed"       // deny: On-Behalf-Of caller lacks every roles_allowed role
+	BadEscalation        Reason = "bad_escalation"         // deny: X-UAPK-Escalation is not a valid role name
+	ApprovalRequired     Reason = "approval_required"      // pending: REQUIRE_APPROVAL
+	DualApproval         Reason = "dual_approval_required" // pending: DUAL_APPROVAL
+	AmountOverCap        Reason = "amount_over_cap"        // pending: amount > amount_cap, escalated
+	AmountUnreadable     Reason = "amount_unreadable"      // pending: amount_cap set but no amount could be read
+	EscalationRequested  Reason = "escalation_requested"   // pending: X-UAPK-Escalation added a role to an AUTO_APPROVE action
+)
+
+// Reasons the gate gives for a request, beside the rules'.
+const (
+	UnknownApp        Reason = "unknown_app"        // deny: X-UAPK-App is not the manifest's app_id
+	NotApproved       Reason = "not_approved"       // 409: the approval is not (yet) approved, or unknown
+	ApprovalExpired   Reason = "expired"            // 409: the approval or its token ran out
+	Consumed          Reason = "consumed"           // 409: the approval or token was used already
+	DigestMismatch    Reason = "digest_mismatch"    // 409: approved for another request; also a refused signature over another digest
+	Rejected          Reason = "rejected"           // deny: an approver rejected it
+	BodyTooLarge      Reason = "body_too_large"     // 413: body over --max-body
+	Approved          Reason = "approved"           // allow: retry of an approved request
+	Capability        Reason = "capability"         // allow: capability token presented; also a capability record's reason
+	Override          Reason = "override"           // allow: an override token skipped the approval policy
+	InvalidToken      Reason = "invalid_token"      // 409: not a token of ours, or the wrong kind
+	AppMismatch       Reason = "app_mismatch"       // 409: token bound to another app
+	ActionMismatch    Reason = "action_mismatch"    // 409: token bound to another action
+	LedgerUnavailable Reason = "ledger_unavailable" // 503: the record could not be made durable; nothing forwarded
+)
+
+// Reasons only the forward door gives.
+const (
+	TunnelHost       Reason = "tunnel_host"        // allow: CONNECT to a tool_restrictions.tunnel_hosts target
+	TunnelNotAllowed Reason = "tunnel_not_allowed" // deny: CONNECT elsewhere without interception
+	BadTarget        Reason = "bad_target"         // 400: not an http(s) absolute URI or host:port
+	HostMismatch     Reason = "host_mismatch"      // 421: Host inside a tunnel is not the CONNECT target
+	ConnectInTunnel  Reason = "connect_in_tunnel"  // 405: CONNECT inside an intercepted tunnel
+)
+
+// Reasons of forward records: what came of a forwarded request.
+const (
+	Forwarded     Reason = "forwarded"      // the ERP answered (any status)
+	UpstreamError Reason = "upstream_error" // the ERP could not be reached or its answer broke
+	TunnelClosed  Reason = "tunnel_closed"  // a blind tunnel ended
+)
+
+// Reasons of approval, capability and override records.
+const (
+	Signed              Reason = "signed"                // a decision that counted
+	TTLElapsed          Reason = "ttl_elapsed"           // an approval expired
+	OverrideRequested   Reason = "override_requested"    // an override asked for
+	OverrideTokenIssued Reason = "override_token_issued" // an override approved and its token signed
+)
+
+// Refusal codes: why a signed decision did not count. Each rule of
+// docs/reference.md ("Approval rules") has its own.
+const (
+	RefuseBadRequest   Reason = "bad_request"        // decision not approve|reject, missing fields
+	RefuseExpired      Reason = "approval_expired"   // the approval's ttl has passed
+	RefuseClosed       Reason = "approval_closed"    // already approved, rejected or consumed
+	RefuseUnknown      Reason = "unknown_approver"   // not in the principals file, or has no key
+	RefuseBadSignature Reason = "bad_signature"      // not base64, or does not verify
+	RefuseDigest       Reason = DigestMismatch       // signed over another request's digest
+	RefuseStale        Reason = "stale_signature"    // signed_at more than 5 minutes from the proxy's clock
+	RefuseSelf         Reason = "self_approval"      // the requesting app or the On-Behalf-Of caller
+	RefuseDuplicate    Reason = "duplicate_approver" // this person has already decided
+	RefuseWrongRole    Reason = "wrong_role"         // holds none of the roles the approval needs
+	RefuseRoleFilled   Reason = "role_filled"        // holds a needed role, but its slot is taken
+)
+
+// Reasons of config records.
+const (
+	Start            Reason = "start"             // the proxy started
+	PrincipalsChange Reason = "principals_change" // the principals in force changed while running
+)
+
+// Reasons lists every reason code above, for checks that a mapping or a
+// document names only codes that exist.
+var Reasons = []Reason{
+	AutoApprove, RecordAndAllow, Denylisted, Unclassified, PolicyDeny, OutsideBusinessHours,
+	RoleNotAllowed, BadEscalation, ApprovalRequired, DualApproval, AmountOverCap,
+	AmountUnreadable, EscalationRequested,
+	UnknownApp, NotApproved, ApprovalExpired, Consumed, DigestMismatch, Rejected, BodyTooLarge,
+	Approved, Capability, Override, InvalidToken, AppMismatch, ActionMismatch, LedgerUnavailable,
+	TunnelHost, TunnelNotAllowed, BadTarget, HostMismatch, ConnectInTunnel,
+	Forwarded, UpstreamError, TunnelClosed,
+	Signed, TTLElapsed, OverrideRequested, OverrideTokenIssued,
+	RefuseBadRequest, RefuseExpired, RefuseClosed, RefuseUnknown, RefuseBadSignature,
+	RefuseStale, RefuseSelf, RefuseDuplicate, RefuseWrongRole, RefuseRoleFilled,
+	Start, PrincipalsChange,
+}
+
+// Known reports whether r is one of the reason codes.
+func (r Reason) Known() bool {
+	for _, x := range Reasons {
+		if r == x {
+			return true
+		}
+	}
+	return false
+}

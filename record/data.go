@@ -1,0 +1,302 @@
+package record
+
+// The data member of each kind of record. Field names are the JSON member
+// names; Map gives the member set the ledger stores (its values are the
+// types the ledger's canonical encoder takes: strings, integers, bools,
+// []string, []any and map[string]any), and encoding/json reads it back
+// through the same tags.
+
+// Request is the data of a request record, and of an override record that
+// let a request through.
+type Request struct {
+	Door   string `json:"door"`
+	Method string `json:"method"`
+	URL    string `json:"url"`
+	// BodySHA256 and BodySize are present together once the body was read.
+	BodySHA256    string `json:"body_sha256,omitempty"`
+	BodySize      int    `json:"body_size,omitempty"`
+	Amount        string `json:"amount,omitempty"`
+	OnBehalfOf    string `json:"on_behalf_of,omitempty"`
+	Justification string `json:"justification,omitempty"`
+	Escalation    string `json:"escalation,omitempty"`
+	Detail        string `json:"detail,omitempty"`
+	// Held for approval.
+	RequiredRoles []string `json:"required_roles,omitempty"`
+	ExpiresAt     string   `json:"expires_at,omitempty"`
+	// A retry or a token presented.
+	ApprovalIDPresented string `json:"approval_id_presented,omitempty"`
+	TokenID             string `json:"token_id,omitempty"`
+	TokenError          string `json:"token_error,omitempty"`
+	// Let through by an override.
+	OverrideID        string `json:"override_id,omitempty"`
+	OverrideExpiresAt string `json:"override_expires_at,omitempty"`
+	PolicySkipped     string `json:"policy_skipped,omitempty"`
+	// CONNECT and tunnels: only host and port are seen.
+	Host       string `json:"host,omitempty"`
+	Port       string `json:"port,omitempty"`
+	Connect    string `json:"connect,omitempty"`
+	HostHeader string `json:"host_header,omitempty"`
+	// A body over the limit: the limit and the Content-Length sent (-1: none).
+	Limit         int64 `json:"limit,omitempty"`
+	ContentLength int   `json:"content_length,omitempty"`
+}
+
+// Map returns the stored data member.
+func (d *Request) Map() map[string]any {
+	m := map[string]any{"door": d.Door, "method": d.Method, "url": d.URL}
+	if d.BodySHA256 != "" {
+		m["body_sha256"], m["body_size"] = d.BodySHA256, d.BodySize
+	}
+	str(m, "amount", d.Amount)
+	str(m, "on_behalf_of", d.OnBehalfOf)
+	str(m, "justification", d.Justification)
+	str(m, "escalation", d.Escalation)
+	str(m, "detail", d.Detail)
+	if d.RequiredRoles != nil {
+		m["required_roles"] = anys(d.RequiredRoles)
+	}
+	str(m, "expires_at", d.ExpiresAt)
+	str(m, "approval_id_presented", d.ApprovalIDPresented)
+	str(m, "token_id", d.TokenID)
+	str(m, "token_error", d.TokenError)
+	str(m, "override_id", d.OverrideID)
+	str(m, "override_expires_at", d.OverrideExpiresAt)
+	str(m, "policy_skipped", d.PolicySkipped)
+	str(m, "host", d.Host)
+	str(m, "port", d.Port)
+	str(m, "connect", d.Connect)
+	str(m, "host_header", d.HostHeader)
+	if d.Limit != 0 {
+		m["limit"], m["content_length"] = d.Limit, d.ContentLength
+	}
+	return m
+}
+
+// Forward is the data of a forward record: what came of a request the gate
+// let through.
+type Forward struct {
+	RequestRecord uint64 `json:"request_record"`
+	LatencyMS     int64  `json:"latency_ms"`
+	LatencyUS     int64  `json:"latency_us"`
+	// Status is the ERP's status; 0 when none came (Error says why).
+	Status int `json:"status,omitempty"`
+	// ResponseSHA256 and ResponseSize are present together when the whole
+	// answer was seen.
+	ResponseSHA256 string `json:"response_sha256,omitempty"`
+	ResponseSize   int64  `json:"response_size,omitempty"`
+	Error          string `json:"error,omitempty"`
+	// RelayError and RelayedSize: a streamed answer that broke off.
+	RelayedSize int64  `json:"relayed_size,omitempty"`
+	RelayError  string `json:"relay_error,omitempty"`
+	// Tunnel is set for a blind tunnel's end, with the bytes each way.
+	Tunnel    bool  `json:"-"`
+	BytesUp   int64 `json:"bytes_up,omitempty"`
+	BytesDown int64 `json:"bytes_down,omitempty"`
+}
+
+// Map returns the stored data member.
+func (d *Forward) Map() map[string]any {
+	m := map[string]any{"request_record": d.RequestRecord, "latency_ms": d.LatencyMS, "latency_us": d.LatencyUS}
+	if d.Status != 0 {
+		m["status"] = d.Status
+	}
+	if d.ResponseSHA256 != "" {
+		m["response_sha256"], m["response_size"] = d.ResponseSHA256, d.ResponseSize
+	}
+	str(m, "error", d.Error)
+	if d.RelayError != "" {
+		m["relayed_size"], m["relay_error"] = d.RelayedSize, d.RelayError
+	}
+	if d.Tunnel {
+		m["bytes_up"], m["bytes_down"] = d.BytesUp, d.BytesDown
+	}
+	return m
+}
+
+// Signature is the data of an approval record whose decision is approve or
+// reject: the signed statement's parts, so that an auditor can rebuild and
+// check it from the record alone.
+type Signature struct {
+	Approver        string `json:"approver"`
+	Role            string `json:"role"`
+	SignedAt        string `json:"signed_at"`
+	Signature       string `json:"signature"`
+	Reason          string `json:"reason"`
+	Status          string `json:"status"`        // the approval's status after this decision
+	ApprovalKind    string `json:"approval_kind"` // request | override
+	StatementSHA256 string `json:"statement_sha256"`
+}
+
+// Map returns the stored data member.
+func (d *Signature) Map() map[string]any {
+	return map[string]any{"approver": d.Approver, "role": d.Role, "signed_at": d.SignedAt,
+		"signature": d.Signature, "reason": d.Reason, "status": d.Status,
+		"approval_kind": d.ApprovalKind, "statement_sha256": d.StatementSHA256}
+}
+
+// Refusal is the data of an approval record with decision refused: who
+// tried what, and why it did not count (the record's reason).
+type Refusal struct {
+	Approver          string `json:"approver"`
+	DecisionRequested string `json:"decision_requested"`
+	SignedAt          string `json:"signed_at"`
+	Detail            string `json:"detail"`
+}
+
+// Map returns the stored data member.
+func (d *Refusal) Map() map[string]any {
+	return map[string]any{"approver": d.Approver, "decision_requested": d.DecisionRequested,
+		"signed_at": d.SignedAt, "detail": d.Detail}
+}
+
+// Expiry is the data of an approval record with decision expired.
+type Expiry struct {
+	ExpiresAt string `json:"expires_at"`
+	Decisions int    `json:"decisions"` // decisions counted before it ran out
+}
+
+// Map returns the stored data member.
+func (d *Expiry) Map() map[string]any {
+	return map[string]any{"expires_at": d.ExpiresAt, "decisions": d.Decisions}
+}
+
+// Token is the data of a capability or override record with decision
+// issued. The token is a bearer secret: only its id and hash are kept.
+type Token struct {
+	TokenID     string `json:"token_id"`
+	TokenSHA256 string `json:"token_sha256"`
+	ExpiresAt   string `json:"expires_at"`
+	IssuedAt    string `json:"issued_at"`
+}
+
+// Map returns the stored data member.
+func (d *Token) Map() map[string]any {
+	return map[string]any{"token_id": d.TokenID, "token_sha256": d.TokenSHA256,
+		"expires_at": d.ExpiresAt, "issued_at": d.IssuedAt}
+}
+
+// OverrideRequest is the data of an override record with decision pending.
+type OverrideRequest struct {
+	RequestedBy   string   `json:"requested_by"`
+	Duration      string   `json:"duration"`
+	Justification string   `json:"justification"`
+	RequiredRoles []string `json:"required_roles"`
+	ExpiresAt     string   `json:"expires_at"`
+}
+
+// Map returns the stored data member.
+func (d *OverrideRequest) Map() map[string]any {
+	return map[string]any{"requested_by": d.RequestedBy, "duration": d.Duration,
+		"justification": d.Justification, "required_roles": anys(d.RequiredRoles), "expires_at": d.ExpiresAt}
+}
+
+// Config is the data of a config record: what was in force from this seq
+// on. The chain carries the principals so that an auditor needs no file from
+// the install to check who signed.
+type Config struct {
+	ManifestFile    string `json:"manifest_file"`
+	ManifestVersion string `json:"manifest_version"`
+	GatewayKey      string `json:"gateway_key"` // base64 of the raw Ed25519 public key
+	ProxyVersion    string `json:"proxy_version"`
+	Upstream        string `json:"upstream"`
+	ProxyAddr       string `json:"proxy_addr"`
+	CASHA256        string `json:"ca_sha256,omitempty"`
+	UpstreamCA      string `json:"upstream_ca,omitempty"`
+	// PrincipalsFile is where the principals were read from ("" for none);
+	// PrincipalsSHA256 is the hex SHA-256 of the canonical list below.
+	PrincipalsFile   string      `json:"principals_file,omitempty"`
+	PrincipalsSHA256 string      `json:"principals_sha256,omitempty"`
+	Principals       []Principal `json:"principals,omitempty"`
+}
+
+// Principal is one person in force, as a config record carries them.
+type Principal struct {
+	ID        string   `json:"id"`
+	Roles     []string `json:"roles"`
+	PublicKey string   `json:"public_key,omitempty"` // PKIX PEM; absent for one who cannot sign
+}
+
+// Map returns the stored data member.
+func (d *Config) Map() map[string]any {
+	m := map[string]any{"manifest_file": d.ManifestFile, "manifest_version": d.ManifestVersion,
+		"gateway_key": d.GatewayKey, "proxy_version": d.ProxyVersion, "upstream": d.Upstream,
+		"proxy_addr": d.ProxyAddr}
+	str(m, "ca_sha256", d.CASHA256)
+	str(m, "upstream_ca", d.UpstreamCA)
+	str(m, "principals_file", d.PrincipalsFile)
+	if d.PrincipalsSHA256 != "" {
+		m["principals_sha256"] = d.PrincipalsSHA256
+		m["principals"] = PrincipalsMap(d.Principals)
+	}
+	return m
+}
+
+// PrincipalsMap is the stored form of a principals list, the one that
+// Config.PrincipalsSHA256 hashes in its canonical JSON.
+func PrincipalsMap(ps []Principal) []any {
+	out := make([]any, 0, len(ps))
+	for _, p := range ps {
+		e := map[string]any{"id": p.ID, "roles": anys(p.Roles)}
+		str(e, "public_key", p.PublicKey)
+		out = append(out, e)
+	}
+	return out
+}
+
+// Checkpoint is the data of a checkpoint record: a signed checkpoint stored
+// in the archive.
+type Checkpoint struct {
+	Store     string `json:"store"`
+	Origin    string `json:"origin"`
+	Size      uint64 `json:"size"`
+	Hash      string `json:"hash"`
+	Key       string `json:"key"`
+	VersionID string `json:"version_id"`
+	Note      string `json:"note"`
+	Segment   string `json:"segment"`
+}
+
+// Map returns the stored data member.
+func (d *Checkpoint) Map() map[string]any {
+	return map[string]any{"store": d.Store, "origin": d.Origin, "size": d.Size, "hash": d.Hash,
+		"key": d.Key, "version_id": d.VersionID, "note": d.Note, "segment": d.Segment}
+}
+
+// Archive is the data of an archive record: a sealed segment stored with
+// Object Lock.
+type Archive struct {
+	Store               string `json:"store"`
+	Key                 string `json:"key"`
+	VersionID           string `json:"version_id"`
+	ChecksumSHA256      string `json:"checksum_sha256"`
+	Bytes               int    `json:"bytes"`
+	First               uint64 `json:"first"`
+	Last                uint64 `json:"last"`
+	LastHash            string `json:"last_hash"`
+	ObjectLockMode      string `json:"object_lock_mode"`
+	RetainUntil         string `json:"retain_until"`
+	CheckpointKey       string `json:"checkpoint_key"`
+	CheckpointVersionID string `json:"checkpoint_version_id"`
+}
+
+// Map returns the stored data member.
+func (d *Archive) Map() map[string]any {
+	return map[string]any{"store": d.Store, "key": d.Key, "version_id": d.VersionID,
+		"checksum_sha256": d.ChecksumSHA256, "bytes": d.Bytes, "first": d.First, "last": d.Last,
+		"last_hash": d.LastHash, "object_lock_mode": d.ObjectLockMode, "retain_until": d.RetainUntil,
+		"checkpoint_key": d.CheckpointKey, "checkpoint_version_id": d.CheckpointVersionID}
+}
+
+func str(m map[string]any, k, v string) {
+	if v != "" {
+		m[k] = v
+	}
+}
+
+func anys(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
