@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
+	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
 
@@ -52,7 +53,7 @@ func TestApplyRefusals(t *testing.T) {
 		approval      func() *approvals.Approval // default: pending DUAL_APPROVAL {cfo},{controller}
 		sub           approvals.Submission
 		nilPrincipals bool
-		want          string
+		want          record.Reason
 		wantStatus    int
 	}{
 		// bad_request: the submission is not a decision at all.
@@ -202,7 +203,7 @@ func TestApplyRefusals(t *testing.T) {
 			if d != nil {
 				t.Errorf("refused, yet returned decision %+v", d)
 			}
-			if ref.Detail == "" || ref.Error() != ref.Code+": "+ref.Detail {
+			if ref.Detail == "" || ref.Error() != string(ref.Code)+": "+ref.Detail {
 				t.Errorf("Error() = %q: want code, colon, non-empty detail", ref.Error())
 			}
 			if got := ref.HTTPStatus(); got != c.wantStatus {
@@ -302,7 +303,7 @@ func TestStoredDecisionVerifies(t *testing.T) {
 }
 
 func TestRefusalHTTPStatus(t *testing.T) {
-	want := map[string]int{
+	want := map[record.Reason]int{
 		approvals.RefuseBadRequest:   400,
 		approvals.RefuseExpired:      409,
 		approvals.RefuseClosed:       409,

@@ -7,22 +7,23 @@ import (
 	"strings"
 	"time"
 
+	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
 
 // StatementVersion is the first line of every signed decision statement.
 const StatementVersion = "uapk-approval-v1"
 
-// MaxClockSkew is how far signed_at may be from the proxy's clock (CONTRACT §4).
+// MaxClockSkew is how far signed_at may be from the proxy's clock (docs/reference.md#approval-statement-and-rules).
 const MaxClockSkew = 5 * time.Minute
 
 // Decisions an approver can sign.
 const (
-	Approve = "approve"
-	Reject  = "reject"
+	Approve = string(record.Approve)
+	Reject  = string(record.Reject)
 )
 
-// Statement returns the exact bytes an approver signs (CONTRACT §4): UTF-8,
+// Statement returns the exact bytes an approver signs (docs/reference.md#approval-statement-and-rules): UTF-8,
 // "\n" line ends, no trailing newline.
 func Statement(approvalID, digest, decision, approver, signedAt string) []byte {
 	return []byte(strings.Join([]string{StatementVersion, approvalID, digest, decision, approver, signedAt}, "\n"))
@@ -47,29 +48,30 @@ type Submission struct {
 	Digest string `json:"digest,omitempty"`
 }
 
-// Refusal codes for a decision that does not count. Each rule of CONTRACT §4
-// has its own.
+// Refusal codes for a decision that does not count; each rule has its
+// own (docs/reference.md#approval-statement-and-rules). They are the record
+// package's codes under the names this package has always used.
 const (
-	RefuseBadRequest   = "bad_request"        // decision not approve|reject, missing fields
-	RefuseExpired      = "approval_expired"   // the approval's ttl has passed
-	RefuseClosed       = "approval_closed"    // already approved, rejected or consumed
-	RefuseUnknown      = "unknown_approver"   // not in the principals file, or has no key
-	RefuseBadSignature = "bad_signature"      // not base64, or does not verify
-	RefuseDigest       = "digest_mismatch"    // signed over another request's digest
-	RefuseStale        = "stale_signature"    // signed_at more than 5 minutes from the proxy's clock
-	RefuseSelf         = "self_approval"      // the requesting app or the On-Behalf-Of caller
-	RefuseDuplicate    = "duplicate_approver" // this person has already decided
-	RefuseWrongRole    = "wrong_role"         // holds none of the roles the approval needs
-	RefuseRoleFilled   = "role_filled"        // holds a needed role, but its slot is taken
+	RefuseBadRequest   = record.RefuseBadRequest
+	RefuseExpired      = record.RefuseExpired
+	RefuseClosed       = record.RefuseClosed
+	RefuseUnknown      = record.RefuseUnknown
+	RefuseBadSignature = record.RefuseBadSignature
+	RefuseDigest       = record.RefuseDigest
+	RefuseStale        = record.RefuseStale
+	RefuseSelf         = record.RefuseSelf
+	RefuseDuplicate    = record.RefuseDuplicate
+	RefuseWrongRole    = record.RefuseWrongRole
+	RefuseRoleFilled   = record.RefuseRoleFilled
 )
 
 // Refusal is a decision that was not counted, with its stable code.
 type Refusal struct {
-	Code   string
+	Code   record.Reason
 	Detail string
 }
 
-func (r *Refusal) Error() string { return r.Code + ": " + r.Detail }
+func (r *Refusal) Error() string { return string(r.Code) + ": " + r.Detail }
 
 // HTTPStatus maps a refusal to the admin API's status code.
 func (r *Refusal) HTTPStatus() int {
@@ -83,12 +85,11 @@ func (r *Refusal) HTTPStatus() int {
 	}
 }
 
-func refuse(code, format string, args ...any) *Refusal {
+func refuse(code record.Reason, format string, args ...any) *Refusal {
 	return &Refusal{Code: code, Detail: fmt.Sprintf(format, args...)}
 }
 
-// Apply checks a signed decision against the approval and every rule of
-// CONTRACT §4 and, if it counts, adds it to a (status and all). It changes
+// Apply checks a signed decision against the approval and every approval rule and, if it counts, adds it to a (status and all). It changes
 // nothing when it refuses. Callers run it inside the ledger transaction that
 // records the decision, so concurrent decisions see each other.
 func Apply(a *Approval, s Submission, principals *rules.Principals, now time.Time) (*Decision, *Refusal) {

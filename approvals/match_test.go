@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
+	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
 
@@ -16,12 +17,16 @@ import (
 // ("" when it counts) and the approval's status after it.
 type step struct {
 	who, decision string
-	want          string
+	want          record.Reason
 	status        string
 }
 
-func approve(who, want, status string) step { return step{who, approvals.Approve, want, status} }
-func reject(who, want, status string) step  { return step{who, approvals.Reject, want, status} }
+func approve(who string, want record.Reason, status string) step {
+	return step{who, approvals.Approve, want, status}
+}
+func reject(who string, want record.Reason, status string) step {
+	return step{who, approvals.Reject, want, status}
+}
 
 const (
 	pendingS  = approvals.StatusPending
@@ -225,7 +230,7 @@ func TestApplyMatching(t *testing.T) {
 				before := *a
 				before.Decisions = slices.Clone(a.Decisions)
 				_, ref := approvals.Apply(a, signed(s.who, s.decision, at), ps, at)
-				got := ""
+				var got record.Reason
 				if ref != nil {
 					got = ref.Code
 				}
@@ -265,7 +270,7 @@ func TestApplyDepartedApprover(t *testing.T) {
 	cases := []struct {
 		name   string
 		who    string
-		want   string
+		want   record.Reason
 		status string
 		roles  map[string]string
 	}{
@@ -281,7 +286,7 @@ func TestApplyDepartedApprover(t *testing.T) {
 			a := pending(dualCFOController)
 			a.Decisions = []approvals.Decision{departed}
 			_, ref := approvals.Apply(a, signed(c.who, approvals.Approve, now), ps, now)
-			got := ""
+			var got record.Reason
 			if ref != nil {
 				got = ref.Code
 			}

@@ -11,6 +11,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
+	"github.com/uapk-gateway/uapk-proxy/internal/approvalstore"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
 	"github.com/uapk-gateway/uapk-proxy/rules"
@@ -138,36 +139,26 @@ func OpenDir(dir string) (*Dir, error) {
 // Close closes the ledger file.
 func (d *Dir) Close() error { return d.l.Close() }
 
-func (d *Dir) Head() ledger.Head                               { return d.l.Head() }
-func (d *Dir) Get(seq uint64) ([]byte, error)                  { return d.l.Get(seq) }
-func (d *Dir) GatewayKey() ed25519.PrivateKey                  { return d.key }
-func (d *Dir) Principals() *rules.Principals                   { return nil }
-func (d *Dir) Manifest(string) ([]byte, bool)                  { return nil, false }
-func (d *Dir) Checkpoints() Checkpoints                        { return ChainCheckpoints(d.l, 0) }
-func (d *Dir) Approval(id string) (*approvals.Approval, error) { return approvalTx(d.l.DB(), id) }
+func (d *Dir) Head() ledger.Head              { return d.l.Head() }
+func (d *Dir) Get(seq uint64) ([]byte, error) { return d.l.Get(seq) }
+func (d *Dir) GatewayKey() ed25519.PrivateKey { return d.key }
+func (d *Dir) Principals() *rules.Principals  { return nil }
+func (d *Dir) Manifest(string) ([]byte, bool) { return nil, false }
+func (d *Dir) Checkpoints() Checkpoints       { return ChainCheckpoints(d.l, 0) }
+func (d *Dir) Approval(id string) (*approvals.Approval, error) {
+	return approvalstore.Reader(d.l).Get(id)
+}
 
 func (d *Dir) Range(from, to uint64, fn func(uint64, []byte) error) error {
 	return d.l.Range(from, to, fn)
 }
 
-// approvalTx reads one approval in a short read transaction of its own.
-func approvalTx(db *bolt.DB, id string) (*approvals.Approval, error) {
-	var a *approvals.Approval
-	err := db.View(func(tx *bolt.Tx) error {
-		if tx.Bucket([]byte("approvals")) == nil {
-			return approvals.ErrNotFound // a chain from before approvals existed
-		}
-		var err error
-		a, err = approvals.GetTx(tx, id)
-		return err
-	})
-	return a, err
-}
-
 // LiveConfig wires a running proxy into a Source.
 type LiveConfig struct {
-	Ledger     *ledger.Ledger
-	Approvals  *approvals.Store
+	Ledger    *ledger.Ledger
+	Approvals interface {
+		Get(id string) (*approvals.Approval, error)
+	}
 	GatewayKey ed25519.PrivateKey
 	// Engine returns the rules engine in force (proxy.Gate.Engine): its
 	// principals and manifest go into the bundle.

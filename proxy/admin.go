@@ -29,18 +29,12 @@ type AdminLedger interface {
 	Range(from, to uint64, fn func(seq uint64, raw []byte) error) error
 }
 
-// ApprovalLister serves the approval endpoints.
-type ApprovalLister interface {
-	Get(id string) (*approvals.Approval, error)
-	List(status string, now time.Time) ([]*approvals.Approval, error)
-}
-
 // AdminConfig configures the admin API.
 type AdminConfig struct {
-	Ledger    AdminLedger
-	Approvals ApprovalLister
-	// Gate takes approvers' decisions and override requests.
-	Gate *Gate
+	Ledger AdminLedger
+	// Approvals serves the approval endpoints and takes approvers'
+	// decisions and override requests.
+	Approvals *approvals.Service
 	// GatewayKey is the public key that signs tokens and checkpoints.
 	GatewayKey ed25519.PublicKey
 	Logger     zerolog.Logger
@@ -59,7 +53,7 @@ type AdminConfig struct {
 	Extra func(mux *http.ServeMux)
 }
 
-// NewAdmin returns the admin API handler (CONTRACT §4).
+// NewAdmin returns the admin API handler (docs/reference.md#admin-api).
 func NewAdmin(cfg AdminConfig) http.Handler {
 	a := &admin{cfg: cfg}
 	if a.cfg.Now == nil {
@@ -103,7 +97,7 @@ func (a *admin) livez(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// readyz is ready only while the ledger is writable (CONTRACT §4).
+// readyz is ready only while the ledger is writable (docs/reference.md#health).
 func (a *admin) readyz(w http.ResponseWriter, _ *http.Request) {
 	checks := map[string]string{"ledger": "ok"}
 	status, code := "ready", http.StatusOK
@@ -203,7 +197,7 @@ func seqParam(r *http.Request, name string, def uint64) (uint64, error) {
 }
 
 func (a *admin) listApprovals(w http.ResponseWriter, r *http.Request) {
-	list, err := a.cfg.Approvals.List(r.URL.Query().Get("status"), a.cfg.Now())
+	list, err := a.cfg.Approvals.List(r.URL.Query().Get("status"))
 	if errors.Is(err, approvals.ErrBadStatus) {
 		writeJSON(w, http.StatusBadRequest, apiError{Error: "bad_request", Message: err.Error()})
 		return
@@ -266,13 +260,13 @@ func decodeStrict(w http.ResponseWriter, r *http.Request, v any) bool {
 	return true
 }
 
-// postDecision takes an approver's signed decision (CONTRACT §4).
+// postDecision takes an approver's signed decision.
 func (a *admin) postDecision(w http.ResponseWriter, r *http.Request) {
 	var s approvals.Submission
 	if !decodeStrict(w, r, &s) {
 		return
 	}
-	ap, ref, err := a.cfg.Gate.DecideApproval(r.PathValue("id"), s)
+	ap, ref, err := a.cfg.Approvals.Decide(r.PathValue("id"), s)
 	if errors.Is(err, approvals.ErrNotFound) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "not_found", Message: "no approval " + strconv.Quote(r.PathValue("id"))})
 		return
@@ -281,7 +275,7 @@ func (a *admin) postDecision(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			a.cfg.Logger.Error().Err(err).Msg("refusal not recorded")
 		}
-		writeJSON(w, ref.HTTPStatus(), map[string]string{"error": "refused", "reason": ref.Code, "message": ref.Detail})
+		writeJSON(w, ref.HTTPStatus(), map[string]string{"error": "refused", "reason": string(ref.Code), "message": ref.Detail})
 		return
 	}
 	if err != nil {
@@ -293,12 +287,12 @@ func (a *admin) postDecision(w http.ResponseWriter, r *http.Request) {
 
 // postOverride records a request for an emergency override.
 func (a *admin) postOverride(w http.ResponseWriter, r *http.Request) {
-	var req OverrideRequest
+	var req approvals.OverrideRequest
 	if !decodeStrict(w, r, &req) {
 		return
 	}
-	ap, err := a.cfg.Gate.RequestOverride(req)
-	var bad *BadRequestError
+	ap, err := a.cfg.Approvals.RequestOverride(req)
+	var bad *approvals.BadRequestError
 	if errors.As(err, &bad) {
 		writeJSON(w, http.StatusBadRequest, map[string]any{"error": "bad_request", "message": bad.Error(), "problems": bad.Problems})
 		return

@@ -25,17 +25,10 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 
+	"github.com/uapk-gateway/uapk-proxy/gate"
 	"github.com/uapk-gateway/uapk-proxy/internal/ca"
+	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
-)
-
-// Reasons the forward door gives, beside the gate's and the rules' codes.
-const (
-	ReasonTunnelHost       = "tunnel_host"        // allow: CONNECT to a tool_restrictions.tunnel_hosts target
-	ReasonTunnelNotAllowed = "tunnel_not_allowed" // deny: CONNECT elsewhere without interception
-	ReasonBadTarget        = "bad_target"         // 400: not an http(s) absolute URI or host:port
-	ReasonHostMismatch     = "host_mismatch"      // 421: Host inside a tunnel is not the CONNECT target
-	ReasonConnectInTunnel  = "connect_in_tunnel"  // 405: CONNECT inside an intercepted tunnel
 )
 
 // Timeouts of the forward door; every phase has one.
@@ -52,7 +45,7 @@ const (
 
 // ForwardConfig configures the forward proxy door.
 type ForwardConfig struct {
-	Gate *Gate
+	Gate *gate.Gate
 	// MaxBody is the largest request body accepted (default 10 MiB); above
 	// it the answer is 413 and nothing is forwarded.
 	MaxBody int
@@ -84,7 +77,7 @@ type ForwardConfig struct {
 // cancelled when the client hangs up (held requests need it) and a graceful
 // shutdown, and then go through the same goproxy handlers as plain ones.
 type Forward struct {
-	gate    *Gate
+	gate    *gate.Gate
 	ca      *ca.Authority
 	proxy   *goproxy.ProxyHttpServer
 	tr      *http.Transport
@@ -270,8 +263,8 @@ type (
 // fwdState follows one request (or one CONNECT) through goproxy's handlers.
 type fwdState struct {
 	rc       *http.ResponseController
-	call     *Call
-	verdict  *Verdict
+	call     *gate.Call
+	verdict  *gate.Verdict
 	upstream bool // the request was sent to the ERP
 	cancel   context.CancelFunc
 	start    time.Time
@@ -303,16 +296,15 @@ func (f *Forward) serveInner(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no tunnel", http.StatusInternalServerError) // cannot happen: every inner conn is a tunnel
 		return
 	}
-	c := &Call{Door: "forward", URL: t.scheme + "://" + t.host + r.URL.RequestURI(),
+	c := &gate.Call{Door: "forward", URL: t.scheme + "://" + t.host + r.URL.RequestURI(),
 		Req: rules.Request{Method: r.Method, App: f.gate.Engine().Manifest().AppID}}
-	f.setApp(c, r.Header.Get(HeaderApp), t.auth) // for the record; a bad identity is refused later anyway
+	f.setApp(c, r.Header.Get(gate.HeaderApp), t.auth) // for the record; a bad identity is refused later anyway
 	switch {
 	case r.Method == http.MethodConnect:
-		writeVerdictHTTP(w, f.gate.Refuse(c, http.StatusMethodNotAllowed, "bad_request", ReasonConnectInTunnel, nil))
+		writeVerdictHTTP(w, f.gate.Refuse(c, record.ConnectInTunnel, record.Request{}))
 		return
 	case normalHost(t.scheme, r.Host) != t.host:
-		writeVerdictHTTP(w, f.gate.Refuse(c, http.StatusMisdirectedRequest, "misdirected", ReasonHostMismatch,
-			map[string]any{"connect": t.target, "host_header": r.Host}))
+		writeVerdictHTTP(w, f.gate.Refuse(c, record.HostMismatch, record.Request{Connect: t.target, HostHeader: r.Host}))
 		return
 	}
 	u := *r.URL
@@ -331,26 +323,25 @@ func (f *Forward) onRequest(r *http.Request, pctx *goproxy.ProxyCtx) (*http.Requ
 
 	c, err := f.call(r, t)
 	if err != nil {
-		return nil, f.refuse(r, st, c, http.StatusBadRequest, "bad_request", ReasonBadTarget, map[string]any{"detail": err.Error()})
+		return nil, f.refuse(r, st, c, record.BadTarget, record.Request{Detail: err.Error()})
 	}
 	auth := r.Header.Get("Proxy-Authorization")
 	if auth == "" && t != nil {
 		auth = t.auth
 	}
-	if detail := f.setApp(c, r.Header.Get(HeaderApp), auth); detail != "" {
-		return nil, f.refuse(r, st, c, http.StatusForbidden, "denied", ReasonUnknownApp, map[string]any{"detail": detail})
+	if detail := f.setApp(c, r.Header.Get(gate.HeaderApp), auth); detail != "" {
+		return nil, f.refuse(r, st, c, record.UnknownApp, record.Request{Detail: detail})
 	}
 	body, err := readBody(r, f.maxBody)
 	if errors.Is(err, errBodyTooLarge) {
-		resp := f.refuse(r, st, c, http.StatusRequestEntityTooLarge, "body_too_large", ReasonBodyTooBig,
-			map[string]any{"limit": f.maxBody, "content_length": r.ContentLength})
+		resp := f.refuse(r, st, c, record.BodyTooLarge, record.Request{Limit: int64(f.maxBody), ContentLength: int(r.ContentLength)})
 		resp.Close = true
 		resp.Header.Set("Connection", "close")
 		return nil, resp
 	}
 	if err != nil {
 		f.log.Info().Err(err).Str("door", "forward").Msg("request body not read; nothing decided")
-		return nil, jsonResponse(r, http.StatusBadRequest, map[string]any{"error": "bad_request", "message": "request body could not be read"})
+		return nil, jsonResponse(r, http.StatusBadRequest, badRequest("request body could not be read"))
 	}
 	c.Req.Body = body
 	if st.rc != nil {
@@ -363,7 +354,7 @@ func (f *Forward) onRequest(r *http.Request, pctx *goproxy.ProxyCtx) (*http.Requ
 		v = f.await(r, c, v)
 	}
 	st.call, st.verdict = c, v
-	if !v.Forward {
+	if !v.Forward() {
 		return nil, verdictResponse(r, v)
 	}
 	st.upstream = true
@@ -374,7 +365,7 @@ func (f *Forward) onRequest(r *http.Request, pctx *goproxy.ProxyCtx) (*http.Requ
 // await keeps a held request's connection open (Gate.Await) until the
 // approval is decided, the hold ends, the agent hangs up (net/http cancels
 // the request context) or shutdown begins.
-func (f *Forward) await(r *http.Request, c *Call, v *Verdict) *Verdict {
+func (f *Forward) await(r *http.Request, c *gate.Call, v *gate.Verdict) *gate.Verdict {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	stop := context.AfterFunc(f.holdCtx, cancel)
@@ -385,8 +376,8 @@ func (f *Forward) await(r *http.Request, c *Call, v *Verdict) *Verdict {
 // call builds the gate's call. The URL is built exactly as the sidecar
 // builds it (fasthttp's decoded, dot-segment-free path, re-encoded), so
 // one ERP URL has one digest whichever door it came through.
-func (f *Forward) call(r *http.Request, t *tunnel) (*Call, error) {
-	c := &Call{Door: "forward", URL: r.RequestURI, Req: rules.Request{Method: r.Method, App: f.gate.Engine().Manifest().AppID}}
+func (f *Forward) call(r *http.Request, t *tunnel) (*gate.Call, error) {
+	c := &gate.Call{Door: "forward", URL: r.RequestURI, Req: rules.Request{Method: r.Method, App: f.gate.Engine().Manifest().AppID}}
 	var scheme, host string
 	if t != nil {
 		scheme, host = t.scheme, t.host
@@ -421,12 +412,12 @@ func (f *Forward) call(r *http.Request, t *tunnel) (*Call, error) {
 	h := r.Header
 	c.Req = rules.Request{
 		Method: r.Method, Scheme: scheme, Host: host, Path: erpPath, RawQuery: query, App: c.Req.App,
-		OnBehalfOf: h.Get(HeaderOnBehalfOf), Escalation: h.Get(HeaderEscalation),
+		OnBehalfOf: h.Get(gate.HeaderOnBehalfOf), Escalation: h.Get(gate.HeaderEscalation),
 	}
-	c.Justification = h.Get(HeaderJustification)
-	c.ApprovalID = h.Get(HeaderApprovalID)
-	c.Capability = h.Get(HeaderCapability)
-	c.Override = h.Get(HeaderOverride)
+	c.Justification = h.Get(gate.HeaderJustification)
+	c.ApprovalID = h.Get(gate.HeaderApprovalID)
+	c.Capability = h.Get(gate.HeaderCapability)
+	c.Override = h.Get(gate.HeaderOverride)
 	c.ContentType = h.Get("Content-Type")
 	return c, nil
 }
@@ -434,7 +425,7 @@ func (f *Forward) call(r *http.Request, t *tunnel) (*Call, error) {
 // setApp sets the app identity from X-UAPK-App or the user of a Basic
 // Proxy-Authorization (its password is not checked, nor forwarded). It
 // returns why the identity is unusable, or "".
-func (f *Forward) setApp(c *Call, header, auth string) string {
+func (f *Forward) setApp(c *gate.Call, header, auth string) string {
 	user, err := proxyAuthUser(auth)
 	switch {
 	case err != nil:
@@ -501,12 +492,12 @@ func readBody(r *http.Request, max int) ([]byte, error) {
 // body that was hashed, no hop-by-hop or X-UAPK-* header. Its exchange
 // runs to its end (or the upstream timeout) even if the agent hangs up: a
 // request recorded as allowed gets its outcome recorded too.
-func (f *Forward) outgoing(r *http.Request, st *fwdState, c *Call, v *Verdict) *http.Request {
+func (f *Forward) outgoing(r *http.Request, st *fwdState, c *gate.Call, v *gate.Verdict) *http.Request {
 	h := r.Header // the agent's request is done with: strip in place
 	stripHTTP(h, "")
 	h.Del("Expect") // the body is already here
 	if v.Capability != "" {
-		h.Set(HeaderCapability, v.Capability) // the ERP may check it with GET /v1/keys/gateway
+		h.Set(gate.HeaderCapability, v.Capability) // the ERP may check it with GET /v1/keys/gateway
 	}
 	if _, ok := h["User-Agent"]; !ok {
 		h["User-Agent"] = []string{""} // none was sent; net/http must not add its own
@@ -554,7 +545,7 @@ func (f *Forward) roundTrip(req *http.Request, pctx *goproxy.ProxyCtx) (*http.Re
 	v := st.verdict
 	resp.Body = &auditBody{rc: resp.Body, h: sha256.New(), done: func(sum []byte, n int64, rerr error) {
 		cancel()
-		f.gate.forwardedStream(v, resp.StatusCode, sum, n, time.Since(start), rerr)
+		f.gate.ForwardedStream(v, resp.StatusCode, sum, n, time.Since(start), rerr)
 	}}
 	return resp, nil
 }
@@ -577,9 +568,10 @@ func (f *Forward) onResponse(resp *http.Response, pctx *goproxy.ProxyCtx) *http.
 		if err == nil {
 			err = errors.New("no response")
 		}
-		f.gate.Forwarded(v, Outcome{Err: err, Duration: time.Since(st.start)})
+		f.gate.Forwarded(v, gate.ERPOutcome{Err: err, Duration: time.Since(st.start)})
 		f.log.Warn().Err(err).Uint64("seq", v.Record).Str("door", "forward").Msg("upstream request failed")
-		out := jsonResponse(pctx.Req, http.StatusBadGateway, map[string]any{"error": "upstream_unavailable", "action": v.Action, "record": v.Record})
+		status, body := upstreamFailure(v, false)
+		out := jsonResponse(pctx.Req, status, body)
 		setVerdictHTTP(out.Header, v)
 		return out
 	}
@@ -589,8 +581,8 @@ func (f *Forward) onResponse(resp *http.Response, pctx *goproxy.ProxyCtx) *http.
 }
 
 // refuse records a refusal made before any policy applies.
-func (f *Forward) refuse(r *http.Request, st *fwdState, c *Call, status int, kind, reason string, extra map[string]any) *http.Response {
-	v := f.gate.Refuse(c, status, kind, reason, extra)
+func (f *Forward) refuse(r *http.Request, st *fwdState, c *gate.Call, reason record.Reason, data record.Request) *http.Response {
+	v := f.gate.Refuse(c, reason, data)
 	st.call, st.verdict = c, v
 	return verdictResponse(r, v)
 }
@@ -606,17 +598,15 @@ func (f *Forward) onConnect(target string, pctx *goproxy.ProxyCtx) (*goproxy.Con
 		st = &fwdState{start: time.Now()}
 	}
 	pctx.UserData = st
-	c := &Call{Door: "forward", URL: target, Req: rules.Request{Method: http.MethodConnect, Host: target,
+	c := &gate.Call{Door: "forward", URL: target, Req: rules.Request{Method: http.MethodConnect, Host: target,
 		App: f.gate.Engine().Manifest().AppID}}
 	host, port, err := splitTarget(target)
 	if err != nil {
-		return f.rejectConnect(pctx, st, f.gate.Refuse(c, http.StatusBadRequest, "bad_request", ReasonBadTarget,
-			map[string]any{"detail": err.Error()}))
+		return f.rejectConnect(pctx, st, f.gate.Refuse(c, record.BadTarget, record.Request{Detail: err.Error()}))
 	}
 	auth := r.Header.Get("Proxy-Authorization")
-	if detail := f.setApp(c, r.Header.Get(HeaderApp), auth); detail != "" {
-		return f.rejectConnect(pctx, st, f.gate.Refuse(c, http.StatusForbidden, "denied", ReasonUnknownApp,
-			map[string]any{"detail": detail, "host": host, "port": port}))
+	if detail := f.setApp(c, r.Header.Get(gate.HeaderApp), auth); detail != "" {
+		return f.rejectConnect(pctx, st, f.gate.Refuse(c, record.UnknownApp, record.Request{Detail: detail, Host: host, Port: port}))
 	}
 	if f.ca != nil {
 		t := &tunnel{target: target, auth: auth}
@@ -625,21 +615,20 @@ func (f *Forward) onConnect(target string, pctx *goproxy.ProxyCtx) (*goproxy.Con
 	m := f.gate.Engine().Manifest()
 	switch {
 	case !m.TunnelAllowed(target):
-		return f.rejectConnect(pctx, st, f.gate.Refuse(c, http.StatusForbidden, "denied", ReasonTunnelNotAllowed,
-			map[string]any{"host": host, "port": port}))
+		return f.rejectConnect(pctx, st, f.gate.Refuse(c, record.TunnelNotAllowed, record.Request{Host: host, Port: port}))
 	case c.Req.App != m.AppID:
-		return f.rejectConnect(pctx, st, f.gate.Refuse(c, http.StatusForbidden, "denied", ReasonUnknownApp,
-			map[string]any{"host": host, "port": port, "detail": "app " + strconv.Quote(c.Req.App) + " is not the manifest's app_id"}))
+		return f.rejectConnect(pctx, st, f.gate.Refuse(c, record.UnknownApp,
+			record.Request{Host: host, Port: port, Detail: "app " + strconv.Quote(c.Req.App) + " is not the manifest's app_id"}))
 	}
-	v := f.gate.recordTunnel(c, host, port)
-	if !v.Forward {
+	v := f.gate.RecordTunnel(c, host, port)
+	if !v.Forward() {
 		return f.rejectConnect(pctx, st, v)
 	}
 	st.call, st.verdict = c, v
 	return &goproxy.ConnectAction{Action: goproxy.ConnectAccept}, target
 }
 
-func (f *Forward) rejectConnect(pctx *goproxy.ProxyCtx, st *fwdState, v *Verdict) (*goproxy.ConnectAction, string) {
+func (f *Forward) rejectConnect(pctx *goproxy.ProxyCtx, st *fwdState, v *gate.Verdict) (*goproxy.ConnectAction, string) {
 	st.verdict = v
 	resp := verdictResponse(pctx.Req, v)
 	resp.Close = true
@@ -663,7 +652,7 @@ func splitTarget(target string) (host, port string, err error) {
 // dialTunnel opens a blind tunnel the gate allowed and recorded.
 func (f *Forward) dialTunnel(req *http.Request, network, addr string) (net.Conn, error) {
 	st, _ := req.Context().Value(stateKey{}).(*fwdState)
-	if st == nil || st.verdict == nil || !st.verdict.Forward || st.call == nil || st.call.URL != addr {
+	if st == nil || st.verdict == nil || !st.verdict.Forward() || st.call == nil || st.call.URL != addr {
 		return nil, errors.New("tunnel not allowed") // fail closed: only what onConnect recorded
 	}
 	ctx, cancel := context.WithTimeout(req.Context(), fwdDialTimeout)
@@ -671,7 +660,7 @@ func (f *Forward) dialTunnel(req *http.Request, network, addr string) (net.Conn,
 	start := time.Now()
 	c, err := f.dial(ctx, network, addr)
 	if err != nil {
-		f.gate.Forwarded(st.verdict, Outcome{Err: err, Duration: time.Since(start)})
+		f.gate.Forwarded(st.verdict, gate.ERPOutcome{Err: err, Duration: time.Since(start)})
 		return nil, err
 	}
 	st.tunnelUp.Store(true)
@@ -679,7 +668,7 @@ func (f *Forward) dialTunnel(req *http.Request, network, addr string) (net.Conn,
 	tc := &blindConn{Conn: c, idle: fwdTunnelIdle, start: start}
 	tc.onClose = func() {
 		f.conns.remove(tc)
-		f.gate.tunnelClosed(v, tc.up.Load(), tc.down.Load(), time.Since(start))
+		f.gate.TunnelClosed(v, tc.up.Load(), tc.down.Load(), time.Since(start))
 	}
 	if !f.conns.add(tc) {
 		c.Close()
@@ -696,7 +685,8 @@ func (f *Forward) tunnelFailed(w io.Writer, pctx *goproxy.ProxyCtx, err error) {
 	if st == nil || st.verdict == nil || st.tunnelUp.Load() {
 		return
 	}
-	resp := jsonResponse(pctx.Req, http.StatusBadGateway, map[string]any{"error": "upstream_unavailable", "record": st.verdict.Record})
+	status, body := upstreamFailure(st.verdict, true)
+	resp := jsonResponse(pctx.Req, status, body)
 	setVerdictHTTP(resp.Header, st.verdict)
 	resp.Close = true
 	_ = resp.Write(w)
@@ -785,21 +775,15 @@ func normalHost(scheme, hostport string) string {
 
 // verdictResponse is a refusal, a pending answer or a 503 as the agent
 // gets it: the gate's JSON body and the X-UAPK-* verdict headers.
-func verdictResponse(r *http.Request, v *Verdict) *http.Response {
-	resp := &http.Response{
-		StatusCode: v.Status, Status: strconv.Itoa(v.Status) + " " + http.StatusText(v.Status),
-		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header:        http.Header{"Content-Type": {"application/json"}},
-		Body:          io.NopCloser(bytes.NewReader(v.Body)),
-		ContentLength: int64(len(v.Body)),
-		Request:       r,
-	}
+// verdictResponse is the answer to a verdict that forwards nothing.
+func verdictResponse(r *http.Request, v *gate.Verdict) *http.Response {
+	status, body := answer(v)
+	resp := jsonResponse(r, status, body)
 	setVerdictHTTP(resp.Header, v)
 	return resp
 }
 
-func jsonResponse(r *http.Request, status int, body any) *http.Response {
-	b := jsonBody(body)
+func jsonResponse(r *http.Request, status int, b []byte) *http.Response {
 	return &http.Response{
 		StatusCode: status, Status: strconv.Itoa(status) + " " + http.StatusText(status),
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
@@ -810,34 +794,15 @@ func jsonResponse(r *http.Request, status int, body any) *http.Response {
 	}
 }
 
-func writeVerdictHTTP(w http.ResponseWriter, v *Verdict) {
+func writeVerdictHTTP(w http.ResponseWriter, v *gate.Verdict) {
+	status, body := answer(v)
 	w.Header().Set("Content-Type", "application/json")
 	setVerdictHTTP(w.Header(), v)
-	w.WriteHeader(v.Status)
-	_, _ = w.Write(v.Body)
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
 }
 
-func setVerdictHTTP(h http.Header, v *Verdict) { v.eachHeader(h.Set) }
-
-// stripHTTP removes every X-UAPK-* header and every hop-by-hop header,
-// including those the Connection header names (the net/http twin of strip).
-func stripHTTP(h http.Header, keep string) {
-	for _, v := range h.Values("Connection") {
-		for _, t := range connectionTokens(v) {
-			h.Del(t)
-		}
-	}
-	for _, name := range hopByHop {
-		if name != keep {
-			h.Del(name)
-		}
-	}
-	for k := range h {
-		if len(k) >= len(uapkPrefix) && strings.EqualFold(k[:len(uapkPrefix)], string(uapkPrefix)) {
-			delete(h, k)
-		}
-	}
-}
+func setVerdictHTTP(h http.Header, v *gate.Verdict) { v.Headers(h.Set) }
 
 func notAProxyRequest(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")

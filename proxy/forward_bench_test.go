@@ -24,6 +24,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
+	"github.com/uapk-gateway/uapk-proxy/gate"
+	"github.com/uapk-gateway/uapk-proxy/internal/approvalstore"
 	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
 	"github.com/uapk-gateway/uapk-proxy/rules"
@@ -79,7 +81,7 @@ func benchLoad(b *testing.B, addr, upstream string, conns int) {
 		for pb.Next() {
 			req, _ := http.NewRequest("POST", target, strings.NewReader(reconciliationBody))
 			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set(HeaderOnBehalfOf, "accountant@corp.example")
+			req.Header.Set(gate.HeaderOnBehalfOf, "accountant@corp.example")
 			resp, err := client.Do(req)
 			if err != nil {
 				b.Error(err)
@@ -139,11 +141,8 @@ func BenchmarkForwardDoor(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { l.Close() })
-	store, err := approvals.Open(l.DB())
+	store, err := approvalstore.Open(l)
 	if err != nil {
-		b.Fatal(err)
-	}
-	if err := tokens.Init(l.DB()); err != nil {
 		b.Fatal(err)
 	}
 	m, err := rules.LoadManifest("../examples/manifests/sox-financial.json")
@@ -156,7 +155,13 @@ func BenchmarkForwardDoor(b *testing.B) {
 	}
 	_, priv, _ := ed25519.GenerateKey(nil)
 	iss, _ := tokens.NewIssuer(priv)
-	g, err := NewGate(GateConfig{Engine: rules.NewEngine(m, p), Ledger: l, Approvals: store, Tokens: iss, Logger: zerolog.Nop()})
+	eng := rules.NewEngine(m, p)
+	svc, err := approvals.New(approvals.Config{Store: store, Ledger: l, Tokens: iss,
+		Engine: func() *rules.Engine { return eng }, Logger: zerolog.Nop()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	g, err := gate.New(gate.Config{Engine: eng, Ledger: l, Approvals: svc, Logger: zerolog.Nop()})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -3,10 +3,11 @@ package proxy
 import (
 	"bufio"
 	"context"
-	"crypto/ed25519"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,9 +25,10 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/uapk-gateway/uapk-proxy/gate"
 	"github.com/uapk-gateway/uapk-proxy/internal/ca"
-	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
 
@@ -86,7 +88,7 @@ func (l *fakeLedger) all() []ledger.Entry {
 
 // fwdGate is a gate over the example manifest, changed by tweak (JSON text
 // replacements), with a fake ledger.
-func fwdGate(t *testing.T, l Ledger, tweak ...string) *Gate {
+func fwdGate(t *testing.T, l gate.Ledger, tweak ...string) *gate.Gate {
 	t.Helper()
 	raw, err := os.ReadFile("../examples/manifests/sox-financial.json")
 	if err != nil {
@@ -107,12 +109,7 @@ func fwdGate(t *testing.T, l Ledger, tweak ...string) *Gate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, priv, _ := ed25519.GenerateKey(nil)
-	iss, err := tokens.NewIssuer(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := NewGate(GateConfig{Engine: rules.NewEngine(m, p), Ledger: l, Approvals: noApprovals{}, Tokens: iss, Logger: zerolog.Nop()})
+	g, err := newGate(t, l, rules.NewEngine(m, p))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +254,7 @@ func TestForwardPlainHTTP(t *testing.T) {
 		req, fwd := all[0], all[1]
 		wantURL := base + "/api/v1/reconciliations"
 		if req.Kind != "request" || req.Decision != "allow" || req.Data["door"] != "forward" || req.Data["url"] != wantURL ||
-			req.Digest != Digest("POST", wantURL, []byte(reconciliationBody)) || req.Data["justification"] != "month-end" {
+			req.Digest != gate.Digest("POST", wantURL, []byte(reconciliationBody)) || req.Data["justification"] != "month-end" {
 			t.Errorf("request entry %+v", req)
 		}
 		if fwd.Kind != "forward" || fwd.Reason != "forwarded" || fwd.Data["status"] != 200 ||
@@ -298,7 +295,7 @@ func TestForwardPlainHTTP(t *testing.T) {
 			}
 			reqs := requestEntries(fl)
 			last := reqs[len(reqs)-1]
-			if last.Decision != "deny" || last.Reason != tc.reason {
+			if last.Decision != "deny" || string(last.Reason) != tc.reason {
 				t.Errorf("entry %+v", last)
 			}
 		})
@@ -410,7 +407,7 @@ func TestForwardURLAndDigestMatchTheSidecar(t *testing.T) {
 	}
 	// Only http and https absolute URIs are proxied.
 	resp, body := rawProxy(t, addr, "GET ftp://erp.example.com/x HTTP/1.1\r\nHost: erp.example.com\r\nConnection: close\r\n\r\n")
-	if resp.StatusCode != 400 || !strings.Contains(body, ReasonBadTarget) {
+	if resp.StatusCode != 400 || !strings.Contains(body, string(record.BadTarget)) {
 		t.Errorf("ftp: %d %s", resp.StatusCode, body)
 	}
 }
@@ -446,7 +443,7 @@ func TestForwardAppIdentity(t *testing.T) {
 				t.Fatalf("%d %s", r.status, r.body)
 			}
 			reqs := requestEntries(fl)
-			if e := reqs[len(reqs)-1]; e.App != tc.app || (tc.status == 403 && e.Reason != ReasonUnknownApp) {
+			if e := reqs[len(reqs)-1]; e.App != tc.app || (tc.status == 403 && e.Reason != record.UnknownApp) {
 				t.Errorf("entry %+v", e)
 			}
 		})
@@ -539,7 +536,7 @@ func TestForwardInterceptsHTTPS(t *testing.T) {
 	}
 	wantURL := erp.URL + "/api/v1/reconciliations"
 	all := waitForEntries(t, fl, 2)
-	if e := all[0]; e.Data["url"] != wantURL || e.Digest != Digest("POST", wantURL, []byte(reconciliationBody)) || e.App != "financial-ai-assistant" {
+	if e := all[0]; e.Data["url"] != wantURL || e.Digest != gate.Digest("POST", wantURL, []byte(reconciliationBody)) || e.App != "financial-ai-assistant" {
 		t.Errorf("entry %+v", e)
 	}
 	if h := erp.Hits(); len(h) != 1 || h[0].header.Get("Proxy-Authorization") != "" || h[0].header.Get("X-UAPK-On-Behalf-Of") != "" {
@@ -601,7 +598,7 @@ func TestForwardInterceptionEdges(t *testing.T) {
 			t.Errorf("status %d", resp.StatusCode)
 		}
 		reqs := requestEntries(fl)
-		if e := reqs[len(reqs)-1]; e.Reason != ReasonHostMismatch {
+		if e := reqs[len(reqs)-1]; e.Reason != record.HostMismatch {
 			t.Errorf("entry %+v", e)
 		}
 	})
@@ -628,7 +625,7 @@ func TestForwardInterceptionEdges(t *testing.T) {
 	t.Run("bad CONNECT targets are refused", func(t *testing.T) {
 		for _, target := range []string{"erp.example.com", "erp.example.com:0", "erp.example.com:99999", ":443"} {
 			resp, body := rawProxy(t, addr, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n")
-			if resp.StatusCode != 400 || !strings.Contains(body, ReasonBadTarget) {
+			if resp.StatusCode != 400 || !strings.Contains(body, string(record.BadTarget)) {
 				t.Errorf("%s: %d %s", target, resp.StatusCode, body)
 			}
 		}
@@ -674,8 +671,8 @@ func TestConnectWithoutCA(t *testing.T) {
 		}
 		e := requestEntries(fl)[0]
 		host, port, _ := net.SplitHostPort(erpHost)
-		if e.Decision != "allow" || e.Reason != ReasonTunnelHost || e.Data["host"] != host || e.Data["port"] != port ||
-			e.Data["method"] != "CONNECT" || e.Digest != Digest("CONNECT", erpHost, nil) {
+		if e.Decision != "allow" || e.Reason != record.TunnelHost || e.Data["host"] != host || e.Data["port"] != port ||
+			e.Data["method"] != "CONNECT" || e.Digest != gate.Digest("CONNECT", erpHost, nil) {
 			t.Errorf("entry %+v", e)
 		}
 		c.CloseIdleConnections()
@@ -692,12 +689,12 @@ func TestConnectWithoutCA(t *testing.T) {
 		resp, body := rawProxy(t, addr, "CONNECT "+otherHost+" HTTP/1.1\r\nHost: "+otherHost+"\r\n\r\n")
 		var m map[string]any
 		json.Unmarshal([]byte(body), &m)
-		if resp.StatusCode != 403 || m["reason"] != ReasonTunnelNotAllowed || m["error"] != "denied" || resp.Header.Get("X-UAPK-Decision") != "deny" {
+		if resp.StatusCode != 403 || m["reason"] != string(record.TunnelNotAllowed) || m["error"] != "denied" || resp.Header.Get("X-UAPK-Decision") != "deny" {
 			t.Fatalf("%d %s", resp.StatusCode, body)
 		}
 		reqs := requestEntries(fl)
 		e := reqs[len(reqs)-1]
-		if e.Decision != "deny" || e.Reason != ReasonTunnelNotAllowed || e.Data["url"] != otherHost {
+		if e.Decision != "deny" || e.Reason != record.TunnelNotAllowed || e.Data["url"] != otherHost {
 			t.Errorf("entry %+v", e)
 		}
 		c := proxyClient(t, addr, erpTLS(other).RootCAs, "")
@@ -712,7 +709,7 @@ func TestConnectWithoutCA(t *testing.T) {
 	t.Run("another app may not tunnel", func(t *testing.T) {
 		auth := base64.StdEncoding.EncodeToString([]byte("other-app:x"))
 		resp, body := rawProxy(t, addr, "CONNECT "+erpHost+" HTTP/1.1\r\nHost: "+erpHost+"\r\nProxy-Authorization: Basic "+auth+"\r\n\r\n")
-		if resp.StatusCode != 403 || !strings.Contains(body, ReasonUnknownApp) {
+		if resp.StatusCode != 403 || !strings.Contains(body, string(record.UnknownApp)) {
 			t.Errorf("%d %s", resp.StatusCode, body)
 		}
 	})
@@ -753,17 +750,17 @@ func TestHeldRequestsOnTheForwardDoor(t *testing.T) {
 		}
 		errc <- err
 	}()
-	waitFor(t, func() bool { return g.Held() == 1 })
+	waitFor(t, func() bool { return g.Approvals().Held() == 1 })
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Errorf("err %v", err)
 	}
-	waitFor(t, func() bool { return g.Held() == 0 })
+	waitFor(t, func() bool { return g.Approvals().Held() == 0 })
 
 	// Shutdown answers held agents with their 202 instead of waiting.
 	got := make(chan fwdReply, 1)
 	go func() { got <- send(t, c, "POST", entry, `{"credit":250000}`) }()
-	waitFor(t, func() bool { return g.Held() == 1 })
+	waitFor(t, func() bool { return g.Approvals().Held() == 1 })
 	start := time.Now()
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer scancel()
@@ -809,4 +806,9 @@ func TestForwardTransportIsSafe(t *testing.T) {
 	if f.proxy.Tr != tr || f.proxy.ConnectDial != nil {
 		t.Errorf("goproxy keeps its own transport or dialer")
 	}
+}
+
+func sha256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
 }

@@ -2,23 +2,9 @@ package proxy
 
 import (
 	"bytes"
+	"iter"
+	"net/http"
 	"strings"
-)
-
-// Request headers an agent may send (CONTRACT §3). Every X-UAPK-* header is
-// removed before a request reaches the ERP; the gate reads these first.
-const (
-	HeaderApp           = "X-UAPK-App"
-	HeaderJustification = "X-UAPK-Justification"
-	HeaderOnBehalfOf    = "X-UAPK-On-Behalf-Of"
-	HeaderEscalation    = "X-UAPK-Escalation"
-	HeaderApprovalID    = "X-UAPK-Approval-Id"
-	HeaderCapability    = "X-UAPK-Capability"
-	HeaderOverride      = "X-UAPK-Override"
-
-	HeaderDecision = "X-UAPK-Decision"
-	HeaderAction   = "X-UAPK-Action"
-	HeaderRecord   = "X-UAPK-Record"
 )
 
 // hopByHop are the RFC 9110 §7.6.1 connection-specific headers, plus the
@@ -46,3 +32,62 @@ func connectionTokens(v string) []string {
 	}
 	return out
 }
+
+// headerEditor is what the doors' header types (fasthttp's request and
+// response headers, net/http's Header) offer the one header policy.
+type headerEditor interface {
+	Peek(key string) []byte
+	Del(key string)
+	All() iter.Seq2[[]byte, []byte]
+}
+
+// stripHeaders is the header policy for everything that crosses the proxy,
+// either way: every X-UAPK-* header and every hop-by-hop header goes,
+// including those the Connection header names; keep names one hop-by-hop
+// header the caller's framing manages itself.
+func stripHeaders(h headerEditor, keep string) {
+	for _, t := range connectionTokens(string(h.Peek("Connection"))) {
+		h.Del(t)
+	}
+	for _, name := range hopByHop {
+		if name != keep {
+			h.Del(name)
+		}
+	}
+	var uapk []string
+	for k := range h.All() {
+		if isUAPK(k) {
+			uapk = append(uapk, string(k))
+		}
+	}
+	for _, k := range uapk {
+		h.Del(k)
+	}
+}
+
+// httpHeader lets net/http's Header go through stripHeaders.
+type httpHeader http.Header
+
+func (h httpHeader) Peek(key string) []byte {
+	return []byte(strings.Join(http.Header(h).Values(key), ","))
+}
+
+func (h httpHeader) Del(key string) {
+	delete(h, key) // a key the parser left as it was sent
+	http.Header(h).Del(key)
+}
+
+func (h httpHeader) All() iter.Seq2[[]byte, []byte] {
+	return func(yield func([]byte, []byte) bool) {
+		for k, vs := range h {
+			for _, v := range vs {
+				if !yield([]byte(k), []byte(v)) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// stripHTTP applies the header policy to a net/http header.
+func stripHTTP(h http.Header, keep string) { stripHeaders(httpHeader(h), keep) }

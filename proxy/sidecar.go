@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"iter"
 	"net"
 	"net/url"
 	"strings"
@@ -17,12 +16,14 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 
+	"github.com/uapk-gateway/uapk-proxy/gate"
+	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
 
 // SidecarConfig configures the sidecar (reverse proxy) door.
 type SidecarConfig struct {
-	Gate     *Gate
+	Gate     *gate.Gate
 	Upstream string // ERP base URL, http or https
 	// MaxBody is the largest request body accepted; above it the answer is
 	// 413 and nothing is forwarded (default 10 MiB).
@@ -40,7 +41,7 @@ type SidecarConfig struct {
 
 // Sidecar is the door an agent reaches by URL: it forwards to one ERP.
 type Sidecar struct {
-	gate     *Gate
+	gate     *gate.Gate
 	scheme   string
 	host     string // host[:port] of the ERP
 	basePath string // upstream path prefix without trailing slash
@@ -153,9 +154,9 @@ func (s *Sidecar) Shutdown(ctx context.Context) error {
 // call turns a fasthttp request into the gate's transport-neutral call. The
 // path the rules see is fasthttp's decoded, dot-segment-free path, and the
 // same path is what the ERP receives: what is classified is what is sent.
-func (s *Sidecar) call(ctx *fasthttp.RequestCtx) *Call {
+func (s *Sidecar) call(ctx *fasthttp.RequestCtx) *gate.Call {
 	h := &ctx.Request.Header
-	app := string(h.Peek(HeaderApp))
+	app := string(h.Peek(gate.HeaderApp))
 	if app == "" {
 		app = s.gate.Engine().Manifest().AppID
 	}
@@ -166,18 +167,18 @@ func (s *Sidecar) call(ctx *fasthttp.RequestCtx) *Call {
 	uri.SetHost(s.host)
 	uri.SetPath(erpPath)
 	uri.SetQueryStringBytes(ctx.URI().QueryString())
-	return &Call{
+	return &gate.Call{
 		Req: rules.Request{
 			Method: string(h.Method()), Scheme: s.scheme, Host: s.host, Path: erpPath,
 			RawQuery: string(ctx.URI().QueryString()), Body: ctx.Request.Body(), App: app,
-			OnBehalfOf: string(h.Peek(HeaderOnBehalfOf)), Escalation: string(h.Peek(HeaderEscalation)),
+			OnBehalfOf: string(h.Peek(gate.HeaderOnBehalfOf)), Escalation: string(h.Peek(gate.HeaderEscalation)),
 		},
 		URL:           string(uri.FullURI()),
 		Door:          "sidecar",
-		Justification: string(h.Peek(HeaderJustification)),
-		ApprovalID:    string(h.Peek(HeaderApprovalID)),
-		Capability:    string(h.Peek(HeaderCapability)),
-		Override:      string(h.Peek(HeaderOverride)),
+		Justification: string(h.Peek(gate.HeaderJustification)),
+		ApprovalID:    string(h.Peek(gate.HeaderApprovalID)),
+		Capability:    string(h.Peek(gate.HeaderCapability)),
+		Override:      string(h.Peek(gate.HeaderOverride)),
 		ContentType:   string(h.ContentType()),
 	}
 }
@@ -192,7 +193,7 @@ func (s *Sidecar) handle(ctx *fasthttp.RequestCtx) {
 		ctx.Conn().SetReadDeadline(time.Time{})
 		v = s.gate.Await(c, v, func() bool { return connGone(ctx.Conn()) }, s.stopHold)
 	}
-	if !v.Forward {
+	if !v.Forward() {
 		writeVerdict(ctx, v)
 		return
 	}
@@ -200,26 +201,24 @@ func (s *Sidecar) handle(ctx *fasthttp.RequestCtx) {
 }
 
 // forward sends the request to the ERP and relays the answer.
-func (s *Sidecar) forward(ctx *fasthttp.RequestCtx, c *Call, v *Verdict) {
+func (s *Sidecar) forward(ctx *fasthttp.RequestCtx, c *gate.Call, v *gate.Verdict) {
 	req := &ctx.Request
 	stripRequest(&req.Header)
 	if v.Capability != "" {
-		req.Header.Set(HeaderCapability, v.Capability) // the ERP may check it with GET /v1/keys/gateway
+		req.Header.Set(gate.HeaderCapability, v.Capability) // the ERP may check it with GET /v1/keys/gateway
 	}
 	req.SetRequestURI(c.URL)
 	req.Header.SetHost(s.host)
 	resp := &ctx.Response
 	start := time.Now()
 	err := s.client.DoTimeout(req, resp, s.timeout)
-	o := Outcome{Duration: time.Since(start), Err: err}
+	o := gate.ERPOutcome{Duration: time.Since(start), Err: err}
 	if err != nil {
 		s.gate.Forwarded(v, o)
 		resp.Reset()
 		s.log.Warn().Err(err).Uint64("seq", v.Record).Msg("upstream request failed")
-		ctx.SetStatusCode(fasthttp.StatusBadGateway)
-		ctx.SetContentType("application/json")
-		setVerdictHeaders(&resp.Header, v)
-		ctx.SetBody(jsonBody(map[string]any{"error": "upstream_unavailable", "action": v.Action, "record": v.Record}))
+		status, body := upstreamFailure(v, false)
+		writeFast(ctx, status, v, body)
 		return
 	}
 	o.Status, o.Body = resp.StatusCode(), resp.Body()
@@ -234,61 +233,40 @@ func (s *Sidecar) handleError(ctx *fasthttp.RequestCtx, err error) {
 	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
 		c := s.call(ctx)
 		c.Req.Body = nil
-		v := s.gate.Refuse(c, fasthttp.StatusRequestEntityTooLarge, "body_too_large", ReasonBodyTooBig,
-			map[string]any{"limit": s.maxBody, "content_length": ctx.Request.Header.ContentLength()})
+		v := s.gate.Refuse(c, record.BodyTooLarge,
+			record.Request{Limit: int64(s.maxBody), ContentLength: ctx.Request.Header.ContentLength()})
 		writeVerdict(ctx, v)
 		ctx.SetConnectionClose()
 		return
 	}
-	ctx.SetStatusCode(fasthttp.StatusBadRequest)
-	ctx.SetContentType("application/json")
-	ctx.SetBody(jsonBody(map[string]any{"error": "bad_request", "message": err.Error()}))
+	writeFast(ctx, fasthttp.StatusBadRequest, nil, badRequest(err.Error()))
 	ctx.SetConnectionClose()
 }
 
-func writeVerdict(ctx *fasthttp.RequestCtx, v *Verdict) {
-	ctx.SetStatusCode(v.Status)
+// writeVerdict answers a verdict that forwards nothing.
+func writeVerdict(ctx *fasthttp.RequestCtx, v *gate.Verdict) {
+	status, body := answer(v)
+	writeFast(ctx, status, v, body)
+}
+
+// writeFast writes a JSON answer with v's X-UAPK-* headers (none if v is nil).
+func writeFast(ctx *fasthttp.RequestCtx, status int, v *gate.Verdict, body []byte) {
+	ctx.SetStatusCode(status)
 	ctx.SetContentType("application/json")
-	setVerdictHeaders(&ctx.Response.Header, v)
-	ctx.SetBody(v.Body)
+	if v != nil {
+		setVerdictHeaders(&ctx.Response.Header, v)
+	}
+	ctx.SetBody(body)
 }
 
-func setVerdictHeaders(h *fasthttp.ResponseHeader, v *Verdict) { v.eachHeader(h.Set) }
+func setVerdictHeaders(h *fasthttp.ResponseHeader, v *gate.Verdict) { v.Headers(h.Set) }
 
-// fasthttpHeader is what RequestHeader and ResponseHeader share.
-type fasthttpHeader interface {
-	Peek(key string) []byte
-	Del(key string)
-	All() iter.Seq2[[]byte, []byte]
-}
-
-// stripRequest removes every X-UAPK-* header and every hop-by-hop header,
-// including those the Connection header names.
-func stripRequest(h *fasthttp.RequestHeader) { strip(h, "") }
+// stripRequest applies the header policy to the agent's request.
+func stripRequest(h *fasthttp.RequestHeader) { stripHeaders(h, "") }
 
 // stripResponse does the same on the ERP's answer, except Transfer-Encoding,
 // which fasthttp manages when it frames the body.
-func stripResponse(h *fasthttp.ResponseHeader) { strip(h, "Transfer-Encoding") }
-
-func strip(h fasthttpHeader, keep string) {
-	for _, t := range connectionTokens(string(h.Peek("Connection"))) {
-		h.Del(t)
-	}
-	for _, name := range hopByHop {
-		if name != keep {
-			h.Del(name)
-		}
-	}
-	var uapk []string
-	for k := range h.All() {
-		if isUAPK(k) {
-			uapk = append(uapk, string(k))
-		}
-	}
-	for _, k := range uapk {
-		h.Del(k)
-	}
-}
+func stripResponse(h *fasthttp.ResponseHeader) { stripHeaders(h, "Transfer-Encoding") }
 
 // zlogger routes fasthttp's own messages to zerolog.
 type zlogger struct{ l zerolog.Logger }

@@ -6,6 +6,8 @@ package rules
 import (
 	"crypto/ed25519"
 	"time"
+
+	"github.com/uapk-gateway/uapk-proxy/record"
 )
 
 // Policy is an approval policy named in a manifest.
@@ -41,21 +43,22 @@ func (o Outcome) String() string {
 	}
 }
 
-// Stable reason codes. Clients and auditors match on these strings.
+// The reason codes the rules give, under the names this package has always
+// used; the codes themselves live with every other in package record.
 const (
-	ReasonAutoApprove          = "auto_approve"           // allow: AUTO_APPROVE action
-	ReasonRecordAndAllow       = "record_and_allow"       // allow: unclassified, default_policy RECORD_AND_ALLOW
-	ReasonDenylisted           = "denylisted"             // deny: action on tool_restrictions.denylist
-	ReasonUnclassified         = "unclassified"           // deny: no action matched, default_policy DENY
-	ReasonPolicyDeny           = "policy_deny"            // deny: action's approval_policy is DENY
-	ReasonOutsideBusinessHours = "outside_business_hours" // deny: business_hours_only outside the window
-	ReasonRoleNotAllowed       = "role_not_allowed"       // deny: On-Behalf-Of caller lacks every roles_allowed role
-	ReasonBadEscalation        = "bad_escalation"         // deny: X-UAPK-Escalation is not a valid role name
-	ReasonApprovalRequired     = "approval_required"      // pending: REQUIRE_APPROVAL
-	ReasonDualApproval         = "dual_approval_required" // pending: DUAL_APPROVAL
-	ReasonAmountOverCap        = "amount_over_cap"        // pending: amount > amount_cap, escalated
-	ReasonAmountUnreadable     = "amount_unreadable"      // pending: amount_cap set but no amount could be read
-	ReasonEscalationRequested  = "escalation_requested"   // pending: X-UAPK-Escalation added a role to an AUTO_APPROVE action
+	ReasonAutoApprove          = record.AutoApprove
+	ReasonRecordAndAllow       = record.RecordAndAllow
+	ReasonDenylisted           = record.Denylisted
+	ReasonUnclassified         = record.Unclassified
+	ReasonPolicyDeny           = record.PolicyDeny
+	ReasonOutsideBusinessHours = record.OutsideBusinessHours
+	ReasonRoleNotAllowed       = record.RoleNotAllowed
+	ReasonBadEscalation        = record.BadEscalation
+	ReasonApprovalRequired     = record.ApprovalRequired
+	ReasonDualApproval         = record.DualApproval
+	ReasonAmountOverCap        = record.AmountOverCap
+	ReasonAmountUnreadable     = record.AmountUnreadable
+	ReasonEscalationRequested  = record.EscalationRequested
 )
 
 // Request is the transport-neutral view of one outbound call. Doors fill it;
@@ -109,12 +112,12 @@ func (q Requirement) Roles() []string {
 // and the door writes it back.
 type Decision struct {
 	Outcome     Outcome
-	Reason      string      // one of the Reason* codes
-	Action      string      // "" when unclassified
-	Requirement Requirement // set when Outcome == Pending
-	Amount      string      // decimal text of the amount read from the body, "" if none
-	Escalated   bool        // amount_cap or X-UAPK-Escalation changed the requirement
-	Detail      string      // human-readable explanation, for logs and records
+	Reason      record.Reason // one of the Reason* codes
+	Action      string        // "" when unclassified
+	Requirement Requirement   // set when Outcome == Pending
+	Amount      string        // decimal text of the amount read from the body, "" if none
+	Escalated   bool          // amount_cap or X-UAPK-Escalation changed the requirement
+	Detail      string        // human-readable explanation, for logs and records
 	Hold        time.Duration
 	ApprovalTTL time.Duration
 }

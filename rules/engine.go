@@ -3,6 +3,8 @@ package rules
 import (
 	"fmt"
 	"strings"
+
+	"github.com/uapk-gateway/uapk-proxy/record"
 )
 
 // Engine decides requests against one manifest and, optionally, the
@@ -101,7 +103,7 @@ func (e *Engine) Decide(r *Request) Decision {
 		return Decision{Outcome: Deny, Reason: ReasonUnclassified, Detail: "no action matches; default_policy DENY"}
 	}
 	d := Decision{Action: a.Name, Hold: a.Hold, ApprovalTTL: a.ApprovalTTL}
-	deny := func(reason, detail string) Decision {
+	deny := func(reason record.Reason, detail string) Decision {
 		d.Outcome, d.Reason, d.Detail = Deny, reason, detail
 		return d
 	}

@@ -7,6 +7,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/uapk-gateway/uapk-proxy/record"
 )
 
 // The committed corpus lives in testdata/fuzz/<FuzzName>/; f.Add seeds the
@@ -85,7 +87,7 @@ func FuzzDecide(f *testing.F) {
 	})
 }
 
-var reasons = map[string]Outcome{
+var reasons = map[record.Reason]Outcome{
 	ReasonAutoApprove: Allow, ReasonRecordAndAllow: Allow,
 	ReasonDenylisted: Deny, ReasonUnclassified: Deny, ReasonPolicyDeny: Deny, ReasonOutsideBusinessHours: Deny,
 	ReasonRoleNotAllowed: Deny, ReasonBadEscalation: Deny,

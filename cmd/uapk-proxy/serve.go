@@ -28,6 +28,8 @@ import (
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
 	"github.com/uapk-gateway/uapk-proxy/evidence"
+	"github.com/uapk-gateway/uapk-proxy/gate"
+	"github.com/uapk-gateway/uapk-proxy/internal/approvalstore"
 	"github.com/uapk-gateway/uapk-proxy/internal/ca"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 	"github.com/uapk-gateway/uapk-proxy/internal/metrics"
@@ -127,8 +129,8 @@ func printConfig(cmd *cobra.Command, w io.Writer) {
 type server struct {
 	log       zerolog.Logger
 	ledger    *ledger.Ledger
-	approvals *approvals.Store
-	gate      *proxy.Gate
+	approvals *approvals.Service
+	gate      *gate.Gate
 	archiver  *ledger.Archiver
 	grace     time.Duration
 	sidecar   *proxy.Sidecar // nil without --upstream
@@ -157,7 +159,7 @@ func (s *server) expireLoop(every time.Duration) {
 		case <-s.stop:
 			return
 		case <-t.C:
-			if n, err := s.gate.ExpireDue(); err != nil {
+			if n, err := s.approvals.ExpireDue(); err != nil {
 				s.log.Error().Err(err).Msg("expiring approvals failed")
 			} else if n > 0 {
 				s.log.Info().Int("expired", n).Msg("approvals expired")
@@ -315,13 +317,10 @@ func startServer(o *serveOptions, logw io.Writer) (*server, error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// The sources are read at scrape time, when everything below is set.
 	mx := metrics.New(reg, version, metrics.Sources{
-		Held: func() int { return s.gate.Held() },
+		Held: func() int { return s.approvals.Held() },
 		PendingByAction: func() (map[string]int, error) {
-			now := time.Now
-			if o.now != nil {
-				now = o.now // the gate's clock decides what has expired
-			}
-			list, err := s.approvals.List(approvals.StatusPending, now())
+			// The service's clock (the gate's) decides what has expired.
+			list, err := s.approvals.List(approvals.StatusPending)
 			counts := map[string]int{}
 			for _, a := range list {
 				counts[a.Action]++
@@ -342,10 +341,8 @@ func startServer(o *serveOptions, logw io.Writer) (*server, error) {
 		l.Close()
 		return nil, exitf(code, "%v", err)
 	}
-	if s.approvals, err = approvals.Open(l.DB()); err != nil {
-		return fail(1, err)
-	}
-	if err := tokens.Init(l.DB()); err != nil {
+	store, err := approvalstore.Open(l)
+	if err != nil {
 		return fail(1, err)
 	}
 	issuer, err := tokens.NewIssuer(gwKey)
@@ -355,9 +352,14 @@ func startServer(o *serveOptions, logw io.Writer) (*server, error) {
 	if err := recordConfig(l, m, o, gwKey.Public().(ed25519.PublicKey), authority); err != nil {
 		return fail(1, fmt.Errorf("ledger: record the configuration: %w", err))
 	}
-	s.gate, err = proxy.NewGate(proxy.GateConfig{
-		Engine: rules.NewEngine(m, principals), Ledger: l, Approvals: s.approvals, Tokens: issuer, Logger: log, Now: o.now,
-		Observer: mx,
+	engine := rules.NewEngine(m, principals)
+	s.approvals, err = approvals.New(approvals.Config{Store: store, Ledger: l, Tokens: issuer,
+		Engine: func() *rules.Engine { return s.gate.Engine() }, Observer: mx, Logger: log, Now: o.now})
+	if err != nil {
+		return fail(1, err)
+	}
+	s.gate, err = gate.New(gate.Config{
+		Engine: engine, Ledger: l, Approvals: s.approvals, Logger: log, Now: o.now, Observer: mx,
 	})
 	if err != nil {
 		return fail(1, err)
@@ -431,7 +433,7 @@ func startServer(o *serveOptions, logw io.Writer) (*server, error) {
 		caPEM = authority.CertPEM()
 	}
 	s.admin = &http.Server{
-		Handler: proxy.NewAdmin(proxy.AdminConfig{Ledger: l, Approvals: s.approvals, Gate: s.gate, Logger: log, Now: o.now,
+		Handler: proxy.NewAdmin(proxy.AdminConfig{Ledger: l, Approvals: s.approvals, Logger: log, Now: o.now,
 			GatewayKey: gwKey.Public().(ed25519.PublicKey), CACert: caPEM,
 			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 			Archive: func() (any, error) { st := s.archiver.Status(); return st, st.Ready() },

@@ -4,9 +4,9 @@
 // expire. Both are signed by the gateway key; anyone with
 // GET /v1/keys/gateway can check them.
 //
-// Single use is enforced beside the ledger: the id of every used capability
-// is written in bbolt in the same transaction as the record that used it,
-// so a replay fails after a restart too.
+// Single use is the approval store's: the approval a capability names is
+// marked used in the same unit as the record that used it, so a replay
+// fails after a restart too.
 package tokens
 
 import (
@@ -18,7 +18,8 @@ import (
 	"time"
 
 	"aidanwoods.dev/go-paseto"
-	bolt "go.etcd.io/bbolt"
+
+	"github.com/uapk-gateway/uapk-proxy/record"
 )
 
 // Token kinds (the "kind" claim).
@@ -31,22 +32,23 @@ const issuer = "uapk-proxy"
 
 // Errors a presented token can fail with. Each maps to a 409 reason.
 var (
-	ErrInvalid  = errors.New("invalid_token")   // not a token, forged, wrong kind
-	ErrExpired  = errors.New("expired")         // past its expiry
-	ErrDigest   = errors.New("digest_mismatch") // bound to another request
-	ErrApp      = errors.New("app_mismatch")    // bound to another app
-	ErrAction   = errors.New("action_mismatch") // bound to another action
-	ErrConsumed = errors.New("consumed")        // already used once
+	ErrInvalid = errors.New(string(record.InvalidToken))    // not a token, forged, wrong kind
+	ErrExpired = errors.New(string(record.ApprovalExpired)) // past its expiry
+	ErrDigest  = errors.New(string(record.DigestMismatch))  // bound to another request
+	ErrApp     = errors.New(string(record.AppMismatch))     // bound to another app
+	ErrAction  = errors.New(string(record.ActionMismatch))  // bound to another action
+	// ErrConsumed: already used once (the approval store says so).
+	ErrConsumed = errors.New(string(record.Consumed))
 )
 
 // Reason returns the stable reason code of a token error.
-func Reason(err error) string {
+func Reason(err error) record.Reason {
 	for _, e := range []error{ErrExpired, ErrDigest, ErrApp, ErrAction, ErrConsumed, ErrInvalid} {
 		if errors.Is(err, e) {
-			return e.Error()
+			return record.Reason(e.Error())
 		}
 	}
-	return ErrInvalid.Error()
+	return record.InvalidToken
 }
 
 // Claims are what a token is bound to.
@@ -161,38 +163,4 @@ func (c *Claims) Bind(app, action, digest string) error {
 		return fmt.Errorf("%w: token is for request digest %s", ErrDigest, c.Digest)
 	}
 	return nil
-}
-
-var usedBucket = []byte("tokens_used")
-
-// Init creates the bucket of used token ids.
-func Init(db *bolt.DB) error {
-	return db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(usedBucket)
-		return err
-	})
-}
-
-// MarkUsed records, inside the caller's write transaction, that token id
-// was used by ledger record seq. A second use fails with ErrConsumed.
-func MarkUsed(tx *bolt.Tx, id string, seq uint64) error {
-	b := tx.Bucket(usedBucket)
-	if b == nil {
-		return errors.New("tokens bucket missing")
-	}
-	if b.Get([]byte(id)) != nil {
-		return fmt.Errorf("%w: token %s was already used", ErrConsumed, id)
-	}
-	return b.Put([]byte(id), []byte(fmt.Sprint(seq)))
-}
-
-// Used reports whether token id has been used.
-func Used(db *bolt.DB, id string) (bool, error) {
-	var used bool
-	err := db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(usedBucket)
-		used = b != nil && b.Get([]byte(id)) != nil
-		return nil
-	})
-	return used, err
 }

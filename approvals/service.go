@@ -1,0 +1,559 @@
+package approvals
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/rs/zerolog"
+
+	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
+	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/record"
+	"github.com/uapk-gateway/uapk-proxy/rules"
+)
+
+// Ledger is what the service needs of the hash chain for the records that
+// change no approval (refused decisions, issued tokens).
+type Ledger interface {
+	Append(ctx context.Context, e ledger.Entry) (ledger.Record, error)
+}
+
+// Observer receives what the service sees, for metrics; it must not block.
+type Observer interface {
+	// ApprovalCompleted: an approval became approved or rejected, waited
+	// from its creation.
+	ApprovalCompleted(action, status string, waited time.Duration)
+}
+
+// Config configures a Service. Store, Ledger, Tokens and Engine are required.
+type Config struct {
+	Store  Store
+	Ledger Ledger
+	Tokens *tokens.Issuer
+	// Engine returns the rules in force: the manifest (policy hash, override
+	// section) and the principals who may sign.
+	Engine   func() *rules.Engine
+	Observer Observer
+	Logger   zerolog.Logger
+	Now      func() time.Time
+	// AppendTimeout bounds a ledger write (default 5s): the ledger's own
+	// deadline, not a client's.
+	AppendTimeout time.Duration
+}
+
+// Service owns an approval's whole life: it is created with the request
+// record that needs it, decided by signed statements, expired, used once,
+// and it wakes the requests held on it. Every change of state goes through
+// here and is a ledger record.
+type Service struct {
+	store   Store
+	ledger  Ledger
+	tokens  *tokens.Issuer
+	engine  func() *rules.Engine
+	obs     Observer
+	log     zerolog.Logger
+	now     func() time.Time
+	timeout time.Duration
+	waiters waiters
+}
+
+// New returns a service.
+func New(cfg Config) (*Service, error) {
+	if cfg.Store == nil || cfg.Ledger == nil || cfg.Tokens == nil || cfg.Engine == nil {
+		return nil, errors.New("approvals service needs a store, a ledger, a token issuer and an engine")
+	}
+	s := &Service{store: cfg.Store, ledger: cfg.Ledger, tokens: cfg.Tokens, engine: cfg.Engine,
+		obs: cfg.Observer, log: cfg.Logger, now: cfg.Now, timeout: cfg.AppendTimeout}
+	if s.obs == nil {
+		s.obs = nopObserver{}
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.timeout <= 0 {
+		s.timeout = 5 * time.Second
+	}
+	return s, nil
+}
+
+type nopObserver struct{}
+
+func (nopObserver) ApprovalCompleted(string, string, time.Duration) {}
+
+// Tokens returns the issuer that signs capability and override tokens.
+func (s *Service) Tokens() *tokens.Issuer { return s.tokens }
+
+// Get returns approval id, or an error wrapping ErrNotFound (also for an id
+// of the wrong shape, which never reaches the store).
+func (s *Service) Get(id string) (*Approval, error) {
+	if !ValidID(id) {
+		return nil, ErrNotFound
+	}
+	return s.store.Get(id)
+}
+
+// List returns the approvals whose status is status ("" for all), oldest first.
+func (s *Service) List(status string) ([]*Approval, error) {
+	if !ValidStatus(status) {
+		return nil, ErrBadStatus
+	}
+	return s.store.List(status, s.now())
+}
+
+func (s *Service) policy() string { return s.engine().Manifest().Hash }
+
+func (s *Service) append(e ledger.Entry) (ledger.Record, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	defer cancel()
+	return s.ledger.Append(ctx, e)
+}
+
+// Pending describes a request the rules held for approval.
+type Pending struct {
+	Decision      rules.Decision
+	App           string
+	Method        string
+	URL           string
+	Body          []byte
+	ContentType   string
+	Justification string
+	OnBehalfOf    string
+	Digest        string
+}
+
+// NewPending returns the approval a held request gets; Hold stores it.
+func (s *Service) NewPending(p Pending) *Approval {
+	now := s.now()
+	d := p.Decision
+	a := &Approval{
+		ID: NewID(), Kind: KindRequest, Status: StatusPending, Action: d.Action, App: p.App,
+		Method: p.Method, URL: p.URL, Justification: p.Justification, OnBehalfOf: p.OnBehalfOf,
+		Digest: p.Digest, Amount: d.Amount, Reason: d.Reason, Requirement: d.Requirement,
+		RequiredRoles: d.Requirement.Roles(), Decisions: []Decision{},
+		CreatedAt: now.UTC(), ExpiresAt: now.Add(d.ApprovalTTL).UTC(),
+	}
+	a.Body, a.BodyBase64 = bodyText(p.Body)
+	if p.ContentType != "" {
+		a.Headers = map[string]string{"Content-Type": p.ContentType}
+	}
+	return a
+}
+
+// Hold stores a (from NewPending) with e, the request record that held it.
+func (s *Service) Hold(a *Approval, e ledger.Entry) (ledger.Record, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	defer cancel()
+	return s.store.Create(ctx, a, e)
+}
+
+// Retry says whether approval id lets this request (app, action, digest)
+// through now, and returns it; reason is "" when it does, else the code to
+// refuse with. Nothing is changed: Consume does that with the record.
+func (s *Service) Retry(id, app, action, digest string) (*Approval, record.Reason) {
+	if !ValidID(id) {
+		return nil, record.NotApproved
+	}
+	a, err := s.store.Get(id)
+	if err != nil {
+		return nil, record.NotApproved
+	}
+	now := s.now()
+	switch {
+	case a.Kind == KindOverride:
+		return a, record.NotApproved
+	case a.Digest != digest || a.App != app || a.Action != action:
+		return a, record.DigestMismatch
+	case a.Status == StatusRejected:
+		return a, record.Rejected
+	case a.Consumed != 0:
+		return a, record.Consumed
+	case a.Effective(now) == StatusExpired:
+		return a, record.ApprovalExpired
+	case a.Status != StatusApproved || a.Token == "":
+		return a, record.NotApproved
+	case !now.Before(a.TokenExp):
+		return a, record.ApprovalExpired
+	}
+	return a, ""
+}
+
+// Capability checks a presented capability token for this request and
+// returns its claims; the error's reason (TokenReason) is the refusal code.
+func (s *Service) Capability(token, app, action, digest string) (*tokens.Claims, error) {
+	cl, err := s.tokens.Verify(token, tokens.KindCapability, s.now())
+	if err == nil {
+		err = cl.Bind(app, action, digest)
+	}
+	return cl, err
+}
+
+// Override checks a presented override token for this app and action, and
+// that its override is still the approved one that issued it.
+func (s *Service) Override(token, app, action string) (*tokens.Claims, error) {
+	cl, err := s.tokens.Verify(token, tokens.KindOverride, s.now())
+	if err == nil {
+		err = cl.Bind(app, action, "")
+	}
+	if err == nil {
+		var a *Approval
+		if a, err = s.store.Get(cl.ApprovalID); err == nil && (a.Status != StatusApproved || a.TokenID != cl.ID) {
+			err = fmt.Errorf("%w: override %s is %s", tokens.ErrInvalid, a.ID, a.Status)
+		}
+	}
+	return cl, err
+}
+
+// TokenReason is the refusal code of an error from Capability, Override or
+// Consume.
+func TokenReason(err error) record.Reason {
+	switch {
+	case errors.Is(err, ErrConsumed):
+		return record.Consumed
+	case errors.Is(err, ErrNotApproved):
+		return record.NotApproved
+	}
+	return tokens.Reason(err)
+}
+
+// Consume writes e, the record that lets an approved request through, and
+// marks approval id and its token used, in one unit. An error wrapping
+// ErrConsumed or ErrNotApproved is a refusal (another request used it
+// first); any other is the ledger's.
+func (s *Service) Consume(id, tokenID string, e ledger.Entry) (ledger.Record, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	defer cancel()
+	return s.store.Consume(ctx, id, tokenID, e)
+}
+
+// IsRefusal tells a Consume that lost a race (record it as refused) from a
+// ledger outage (answer 503).
+func IsRefusal(err error) bool {
+	return errors.Is(err, ErrConsumed) || errors.Is(err, ErrNotApproved)
+}
+
+// Decide records an approver's signed decision. It returns the approval as
+// it stands after, or the refusal, which is recorded too. When the decision
+// completes an approval a single-use capability token (or, for an override,
+// the override token) is issued and recorded, and requests held on it are
+// woken.
+func (s *Service) Decide(id string, sub Submission) (*Approval, *Refusal, error) {
+	if !ValidID(id) {
+		return nil, nil, ErrNotFound
+	}
+	principals := s.engine().Principals()
+	for attempt := 0; ; attempt++ {
+		a, err := s.store.Get(id)
+		if err != nil {
+			return nil, nil, err
+		}
+		now := s.now()
+		preview := a.Clone()
+		d, ref := Apply(preview, sub, principals, now)
+		if ref != nil {
+			return a, ref, s.recordRefusal(a, sub, ref)
+		}
+		if preview.Status == StatusApproved {
+			s.issue(preview, now)
+		}
+		data := record.Signature{Approver: d.Approver, Role: d.Role, SignedAt: sub.SignedAt,
+			Signature: sub.Signature, Reason: clip(sub.Reason, MaxJustification), Status: preview.Status,
+			ApprovalKind: a.Kind, StatementSHA256: sha256Hex(Statement(a.ID, a.Digest, sub.Decision, sub.Approver, sub.SignedAt))}
+		e := ledger.Entry{
+			Kind: record.KindApproval, App: a.App, Action: a.Action, ApprovalID: a.ID, Digest: a.Digest,
+			Decision: record.Decision(sub.Decision), Reason: record.Signed, Policy: s.policy(), Data: data.Map(),
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+		rec, err := s.store.Update(ctx, id, e, func(cur *Approval, rec *ledger.Record) error {
+			d2, ref2 := Apply(cur, sub, principals, now)
+			if ref2 != nil || cur.Status != preview.Status || d2.Role != d.Role {
+				return ErrChanged
+			}
+			d2.Record = rec.Seq
+			cur.Token, cur.TokenID, cur.TokenExp, cur.Completed = preview.Token, preview.TokenID, preview.TokenExp, preview.Completed
+			return nil
+		})
+		cancel()
+		if errors.Is(err, ErrChanged) && attempt < 5 {
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		s.log.Info().Str("approval_id", id).Str("approver", d.Approver).Str("role", d.Role).
+			Str("decision", sub.Decision).Str("status", preview.Status).Uint64("seq", rec.Seq).Msg("approval decision")
+		if preview.Status == StatusApproved {
+			s.recordToken(preview)
+		}
+		if preview.Status != StatusPending {
+			s.obs.ApprovalCompleted(a.Action, preview.Status, now.Sub(a.CreatedAt))
+			s.waiters.wake(id)
+		}
+		after, err := s.store.Get(id)
+		return after, nil, err
+	}
+}
+
+// issue signs the token an approved approval grants.
+func (s *Service) issue(a *Approval, now time.Time) {
+	c := &tokens.Claims{Kind: tokens.KindCapability, ApprovalID: a.ID, Action: a.Action, App: a.App,
+		Digest: a.Digest, IssuedAt: now, Expires: a.ExpiresAt}
+	if a.Kind == KindOverride {
+		d, _ := time.ParseDuration(a.Duration) // checked when the override was requested
+		c = &tokens.Claims{Kind: tokens.KindOverride, ApprovalID: a.ID, Action: a.Action, App: a.App,
+			IssuedAt: now, Expires: now.Add(d)}
+	}
+	a.Token = s.tokens.Issue(c)
+	a.TokenID, a.TokenExp, a.Completed = c.ID, c.Expires.UTC(), now.UTC()
+}
+
+// recordToken writes the record of an issued token. The token itself is a
+// bearer secret and stays out of the ledger; its id, hash and binding go in.
+func (s *Service) recordToken(a *Approval) {
+	kind, reason := record.KindCapability, record.Capability
+	if a.Kind == KindOverride {
+		kind, reason = record.KindOverride, record.OverrideTokenIssued
+	}
+	data := record.Token{TokenID: a.TokenID, TokenSHA256: sha256Hex([]byte(a.Token)),
+		ExpiresAt: a.TokenExp.Format(time.RFC3339), IssuedAt: a.Completed.Format(time.RFC3339)}
+	_, err := s.append(ledger.Entry{
+		Kind: kind, App: a.App, Action: a.Action, ApprovalID: a.ID, Digest: a.Digest,
+		Decision: record.Issued, Reason: reason, Policy: s.policy(), Data: data.Map(),
+	})
+	if err != nil {
+		s.log.Error().Err(err).Str("approval_id", a.ID).Msg("token issued but its record was not written")
+	}
+}
+
+// recordRefusal writes a refused decision: who tried, what and why.
+func (s *Service) recordRefusal(a *Approval, sub Submission, ref *Refusal) error {
+	data := record.Refusal{Approver: clip(sub.Approver, 256), DecisionRequested: clip(sub.Decision, 256),
+		SignedAt: clip(sub.SignedAt, 256), Detail: ref.Detail}
+	_, err := s.append(ledger.Entry{
+		Kind: record.KindApproval, App: a.App, Action: a.Action, ApprovalID: a.ID, Digest: a.Digest,
+		Decision: record.Refused, Reason: ref.Code, Policy: s.policy(), Data: data.Map(),
+	})
+	s.log.Warn().Str("approval_id", a.ID).Str("approver", clip(sub.Approver, 256)).Str("reason", string(ref.Code)).
+		Str("detail", ref.Detail).Msg("approval decision refused")
+	return err
+}
+
+// ExpireDue marks pending approvals past their expiry as expired, one
+// ledger record each, and wakes whatever waits on them.
+func (s *Service) ExpireDue() (int, error) {
+	list, err := s.store.Due(s.now())
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, a := range list {
+		data := record.Expiry{ExpiresAt: a.ExpiresAt.Format(time.RFC3339), Decisions: len(a.Decisions)}
+		ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+		_, err := s.store.Update(ctx, a.ID, ledger.Entry{
+			Kind: record.KindApproval, App: a.App, Action: a.Action, ApprovalID: a.ID, Digest: a.Digest,
+			Decision: record.Expired, Reason: record.TTLElapsed, Policy: s.policy(), Data: data.Map(),
+		}, func(cur *Approval, _ *ledger.Record) error {
+			if cur.Status != StatusPending {
+				return ErrChanged
+			}
+			cur.Status = StatusExpired
+			return nil
+		})
+		cancel()
+		if errors.Is(err, ErrChanged) {
+			continue // decided meanwhile
+		}
+		if err != nil {
+			return n, err
+		}
+		n++
+		s.waiters.wake(a.ID)
+	}
+	return n, nil
+}
+
+// OverrideRequest asks for an emergency override.
+type OverrideRequest struct {
+	Action        string `json:"action"`
+	Duration      string `json:"duration"`
+	Justification string `json:"justification"`
+	RequestedBy   string `json:"requested_by"`
+}
+
+// BadRequestError is an invalid request from a client; its message says why.
+type BadRequestError struct{ Problems []string }
+
+func (e *BadRequestError) Error() string { return strings.Join(e.Problems, "; ") }
+
+// OverrideDigest is what override approvers sign in place of a request
+// digest: hex SHA-256 of "uapk-override-v1\nAPP\nACTION\nDURATION\nREQUESTED_BY\n"
+// followed by hex(SHA-256(justification)).
+func OverrideDigest(app, action, duration, requestedBy, justification string) string {
+	j := sha256.Sum256([]byte(justification))
+	return sha256Hex([]byte(fmt.Sprintf("uapk-override-v1\n%s\n%s\n%s\n%s\n%x", app, action, duration, requestedBy, j)))
+}
+
+// RequestOverride records an override request as an approval that needs the
+// manifest's override.roles_required. It never covers a denylisted action.
+func (s *Service) RequestOverride(r OverrideRequest) (*Approval, error) {
+	r.Action, r.Duration = clip(r.Action, MaxHeaderValue), clip(r.Duration, 64)
+	r.Justification, r.RequestedBy = clip(r.Justification, MaxJustification), clip(r.RequestedBy, MaxHeaderValue)
+	m := s.engine().Manifest()
+	var problems []string
+	act, ok := m.Action(r.Action)
+	switch {
+	case m.Override == nil:
+		problems = append(problems, "the manifest has no override section: overrides are off")
+	case r.Action == "":
+		problems = append(problems, "action is required")
+	case !ok:
+		problems = append(problems, fmt.Sprintf("action %q is not in the manifest", r.Action))
+	case m.Denylisted(r.Action) || act.Policy == rules.DenyPolicy:
+		problems = append(problems, fmt.Sprintf("action %q is denied by the manifest; no override can allow it", r.Action))
+	}
+	d, err := time.ParseDuration(r.Duration)
+	switch {
+	case err != nil || d <= 0:
+		problems = append(problems, fmt.Sprintf("duration %q must be a positive duration such as 4h", r.Duration))
+	case m.Override != nil && d > m.Override.MaxDuration:
+		problems = append(problems, fmt.Sprintf("duration %s is longer than override.max_duration %s", d, m.Override.MaxDuration))
+	}
+	if strings.TrimSpace(r.Justification) == "" {
+		problems = append(problems, "justification is required")
+	}
+	if strings.TrimSpace(r.RequestedBy) == "" {
+		problems = append(problems, "requested_by is required")
+	}
+	if len(problems) > 0 {
+		return nil, &BadRequestError{Problems: problems}
+	}
+	now := s.now()
+	slots := make([][]string, 0, len(m.Override.RolesRequired))
+	for _, role := range m.Override.RolesRequired {
+		slots = append(slots, []string{role})
+	}
+	a := &Approval{
+		ID: NewID(), Kind: KindOverride, Status: StatusPending,
+		Action: r.Action, App: m.AppID, Justification: r.Justification, RequestedBy: r.RequestedBy,
+		Duration: d.String(), Digest: OverrideDigest(m.AppID, r.Action, d.String(), r.RequestedBy, r.Justification),
+		Reason: record.OverrideRequested, Requirement: rules.Requirement{Policy: rules.DualApproval, Slots: slots},
+		RequiredRoles: append([]string(nil), m.Override.RolesRequired...), Decisions: []Decision{},
+		CreatedAt: now.UTC(), ExpiresAt: now.Add(act.ApprovalTTL).UTC(),
+	}
+	data := record.OverrideRequest{RequestedBy: r.RequestedBy, Duration: a.Duration,
+		Justification: r.Justification, RequiredRoles: a.RequiredRoles, ExpiresAt: a.ExpiresAt.Format(time.RFC3339)}
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	defer cancel()
+	if _, err := s.store.Create(ctx, a, ledger.Entry{
+		Kind: record.KindOverride, App: a.App, Action: a.Action, ApprovalID: a.ID, Digest: a.Digest,
+		Decision: record.Pending, Reason: record.OverrideRequested, Policy: m.Hash, Data: data.Map(),
+	}); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Longest client-given values the service keeps; a justification is prose,
+// the rest are identifiers or tokens.
+const (
+	MaxJustification = 4096
+	MaxHeaderValue   = 1024
+)
+
+// clip keeps junk from a client valid UTF-8 and at most max bytes (plus an
+// ellipsis) before it is recorded.
+func clip(s string, max int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) > max {
+		s = strings.ToValidUTF8(s[:max], "") + "…"
+	}
+	return s
+}
+
+// Clip is clip for the doors' header values: valid UTF-8, at most max bytes.
+func Clip(s string, max int) string { return clip(s, max) }
+
+// bodyText keeps a body as text when it is UTF-8 (JSON bodies always are),
+// base64 otherwise, so an approver sees what the agent sent.
+func bodyText(b []byte) (string, bool) {
+	if utf8.Valid(b) {
+		return string(b), false
+	}
+	return base64.StdEncoding.EncodeToString(b), true
+}
+
+func sha256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// Wait returns a channel closed when approval id is decided or expires, and
+// a function to stop waiting. A held request costs a goroutine parked on
+// the channel and a timer, nothing more.
+func (s *Service) Wait(id string) (<-chan struct{}, func()) {
+	ch := s.waiters.add(id)
+	return ch, func() { s.waiters.remove(id, ch) }
+}
+
+// Held returns how many requests wait on approvals right now.
+func (s *Service) Held() int { return s.waiters.count() }
+
+type waiters struct {
+	mu sync.Mutex
+	m  map[string][]chan struct{}
+}
+
+func (w *waiters) add(id string) chan struct{} {
+	ch := make(chan struct{})
+	w.mu.Lock()
+	if w.m == nil {
+		w.m = map[string][]chan struct{}{}
+	}
+	w.m[id] = append(w.m[id], ch)
+	w.mu.Unlock()
+	return ch
+}
+
+func (w *waiters) remove(id string, ch chan struct{}) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	list := w.m[id]
+	for i, c := range list {
+		if c == ch {
+			list = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(w.m, id)
+	} else {
+		w.m[id] = list
+	}
+}
+
+func (w *waiters) wake(id string) {
+	w.mu.Lock()
+	list := w.m[id]
+	delete(w.m, id)
+	w.mu.Unlock()
+	for _, ch := range list {
+		close(ch)
+	}
+}
+
+func (w *waiters) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, l := range w.m {
+		n += len(l)
+	}
+	return n
+}

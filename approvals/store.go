@@ -1,0 +1,48 @@
+package approvals
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/uapk-gateway/uapk-proxy/ledger"
+)
+
+// Store keeps approvals and their use. Every change commits as one unit
+// with the ledger record that tells of it: both are durable or neither is,
+// so a pending approval exists if and only if its request record does, and
+// an approval is consumed if and only if the record that used it exists.
+//
+// The embedded store (internal/approvalstore) keeps approvals in the
+// ledger's own bbolt file; approvalstest has one in memory for tests.
+type Store interface {
+	// Get returns a copy of approval id, or an error wrapping ErrNotFound.
+	Get(id string) (*Approval, error)
+	// List returns the approvals whose effective status at now is status
+	// ("" for all), oldest first.
+	List(status string, now time.Time) ([]*Approval, error)
+	// Due returns the approvals stored as pending whose expiry has passed.
+	Due(now time.Time) ([]*Approval, error)
+	// Create appends e and stores a, new, with a.RequestRecord set to the
+	// record's seq.
+	Create(ctx context.Context, a *Approval, e ledger.Entry) (ledger.Record, error)
+	// Update appends e and stores what change makes of approval id. change
+	// gets the stored approval and the record being written; its error
+	// writes neither and is returned wrapped.
+	Update(ctx context.Context, id string, e ledger.Entry, change func(a *Approval, rec *ledger.Record) error) (ledger.Record, error)
+	// Consume appends e and marks approval id used by it under tokenID,
+	// after CheckConsume: once, across restarts.
+	Consume(ctx context.Context, id, tokenID string, e ledger.Entry) (ledger.Record, error)
+}
+
+// CheckConsume is the use-once rule every Store applies, inside its atomic
+// unit, before it marks a used: approved, under this token, never used.
+func CheckConsume(a *Approval, tokenID string) error {
+	if a.Consumed != 0 {
+		return fmt.Errorf("%w: approval %s was used by record %d", ErrConsumed, a.ID, a.Consumed)
+	}
+	if a.Status != StatusApproved || a.TokenID != tokenID {
+		return fmt.Errorf("%w: approval %s is %s", ErrNotApproved, a.ID, a.Status)
+	}
+	return nil
+}

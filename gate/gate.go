@@ -1,0 +1,328 @@
+package gate
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/uapk-gateway/uapk-proxy/approvals"
+	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/record"
+	"github.com/uapk-gateway/uapk-proxy/rules"
+)
+
+// Ledger is what the gate needs from the hash chain.
+type Ledger interface {
+	Append(ctx context.Context, e ledger.Entry) (ledger.Record, error)
+	AppendAsync(e ledger.Entry, done func(ledger.Record, error))
+}
+
+// Observer receives what the gate sees, for metrics. It is called on the
+// request path and must not block. Labels are fixed sets (door, action,
+// decision): never a request id, approval id or URL.
+type Observer interface {
+	// Decision: one request decided and recorded; took is the gate's time,
+	// ledger write included.
+	Decision(door, action, decision string, took time.Duration)
+	// Upstream: one ERP round trip (err != nil when it failed).
+	Upstream(door string, took time.Duration, err error)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Decision(string, string, string, time.Duration) {}
+func (nopObserver) Upstream(string, time.Duration, error)          {}
+
+// Call is one agent request as a door hands it to the gate: the
+// transport-neutral request plus the X-UAPK-* values the gate acts on.
+type Call struct {
+	Req rules.Request
+	// URL is the absolute URL exactly as sent to the ERP; when empty it is
+	// rebuilt from Req.
+	URL           string
+	Door          string // "sidecar" or "forward"
+	Justification string
+	ApprovalID    string // X-UAPK-Approval-Id
+	Capability    string // X-UAPK-Capability
+	Override      string // X-UAPK-Override
+	ContentType   string
+}
+
+// Config configures a Gate.
+type Config struct {
+	Engine    *rules.Engine
+	Ledger    Ledger
+	Approvals *approvals.Service
+	// Observer receives decisions and latencies for metrics (optional).
+	Observer Observer
+	Logger   zerolog.Logger
+	// Now is the gate's clock; rules see only this time.
+	Now func() time.Time
+	// AppendTimeout bounds a ledger write; it is the ledger's own deadline,
+	// not the client's (default 5s).
+	AppendTimeout time.Duration
+}
+
+// Gate decides and records every request, whichever door it came through.
+type Gate struct {
+	engine    atomic.Pointer[rules.Engine]
+	ledger    Ledger
+	approvals *approvals.Service
+	obs       Observer
+	log       zerolog.Logger
+	now       func() time.Time
+	timeout   time.Duration
+}
+
+// New returns a gate; Engine, Ledger and Approvals are required.
+func New(cfg Config) (*Gate, error) {
+	if cfg.Engine == nil || cfg.Ledger == nil || cfg.Approvals == nil {
+		return nil, errors.New("gate needs an engine, a ledger and an approvals service")
+	}
+	g := &Gate{ledger: cfg.Ledger, approvals: cfg.Approvals, obs: cfg.Observer, log: cfg.Logger, now: cfg.Now, timeout: cfg.AppendTimeout}
+	if g.obs == nil {
+		g.obs = nopObserver{}
+	}
+	if g.now == nil {
+		g.now = time.Now
+	}
+	if g.timeout <= 0 {
+		g.timeout = 5 * time.Second
+	}
+	g.engine.Store(cfg.Engine)
+	return g, nil
+}
+
+// Engine returns the rules engine in force.
+func (g *Gate) Engine() *rules.Engine { return g.engine.Load() }
+
+// Approvals returns the approvals service the gate holds requests with.
+func (g *Gate) Approvals() *approvals.Service { return g.approvals }
+
+// Digest is the request digest (docs/reference.md#request-digest): hex
+// SHA-256 of METHOD "\n" URL "\n" hex(SHA-256(body)).
+func Digest(method, url string, body []byte) string {
+	return digestOf(method, url, sha256.Sum256(body))
+}
+
+func digestOf(method, url string, bh [32]byte) string {
+	h := sha256.New()
+	h.Write([]byte(method))
+	h.Write([]byte{'\n'})
+	h.Write([]byte(url))
+	h.Write([]byte{'\n'})
+	var hexBody [64]byte
+	hex.Encode(hexBody[:], bh[:])
+	h.Write(hexBody[:])
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// plan is how Check writes the request record: plainly, with a new pending
+// approval, or consuming an approved one.
+type plan int
+
+const (
+	planAppend plan = iota
+	planHold
+	planConsume
+)
+
+// Check decides c, records the decision durably and returns the verdict.
+// Nothing may be forwarded unless the verdict says so, and it says so only
+// once the request record is durable.
+func (g *Gate) Check(c *Call) *Verdict {
+	c.sanitize()
+	now := g.now()
+	c.Req.Time = now
+	eng := g.engine.Load()
+	m := eng.Manifest()
+	url := c.url()
+	bodyHash := sha256.Sum256(c.Req.Body)
+	v := &Verdict{started: now, App: c.Req.App, Digest: digestOf(c.Req.Method, url, bodyHash), door: c.Door}
+
+	var d rules.Decision
+	if c.Req.App != m.AppID {
+		d = rules.Decision{Outcome: rules.Deny, Reason: record.UnknownApp,
+			Detail: "X-UAPK-App " + strconv.Quote(c.Req.App) + " is not the manifest's app_id " + strconv.Quote(m.AppID)}
+	} else {
+		d = eng.Decide(&c.Req)
+	}
+	v.Action = d.Action
+
+	data := record.Request{Door: c.Door, Method: c.Req.Method, URL: url,
+		BodySHA256: hex.EncodeToString(bodyHash[:]), BodySize: len(c.Req.Body),
+		Amount: d.Amount, OnBehalfOf: c.Req.OnBehalfOf, Justification: c.Justification,
+		Escalation: c.Req.Escalation, Detail: d.Detail}
+	kind := record.KindRequest
+
+	var (
+		how     plan
+		pending *approvals.Approval
+		useID   string // approval to consume
+		tokenID string
+	)
+	svc := g.approvals
+	switch {
+	case d.Outcome == rules.Pending && c.Capability != "":
+		cl, err := svc.Capability(c.Capability, c.Req.App, d.Action, v.Digest)
+		if err != nil {
+			data.TokenError = err.Error()
+			v.deny(approvals.TokenReason(err))
+			break
+		}
+		data.TokenID = cl.ID
+		v.allowApproved(cl.ApprovalID, c.Capability, record.Capability)
+		how, useID, tokenID = planConsume, cl.ApprovalID, cl.ID
+	case d.Outcome == rules.Pending && c.ApprovalID != "":
+		data.ApprovalIDPresented = c.ApprovalID
+		a, reason := svc.Retry(c.ApprovalID, c.Req.App, d.Action, v.Digest)
+		if a != nil {
+			v.ApprovalID = a.ID
+		}
+		if reason != "" {
+			v.deny(reason)
+			break
+		}
+		data.TokenID = a.TokenID
+		v.allowApproved(a.ID, a.Token, record.Approved)
+		how, useID, tokenID = planConsume, a.ID, a.TokenID
+	case d.Outcome == rules.Pending && c.Override != "":
+		// The denylist and every deny are decided before this point, so an
+		// override can never reach them. Each use is a record of kind
+		// override.
+		cl, err := svc.Override(c.Override, c.Req.App, d.Action)
+		if err != nil {
+			data.TokenError = err.Error()
+			v.deny(approvals.TokenReason(err))
+			break
+		}
+		kind = record.KindOverride
+		data.OverrideID, data.TokenID = cl.ApprovalID, cl.ID
+		data.OverrideExpiresAt = cl.Expires.UTC().Format(time.RFC3339)
+		data.PolicySkipped = string(d.Requirement.Policy)
+		v.Outcome, v.Reason, v.ApprovalID = rules.Allow, record.Override, cl.ApprovalID
+	case d.Outcome == rules.Pending:
+		pending = svc.NewPending(approvals.Pending{Decision: d, App: c.Req.App, Method: c.Req.Method,
+			URL: url, Body: c.Req.Body, ContentType: c.ContentType, Justification: c.Justification,
+			OnBehalfOf: c.Req.OnBehalfOf, Digest: v.Digest})
+		v.Outcome, v.Reason, v.ApprovalID, v.Hold = rules.Pending, d.Reason, pending.ID, d.Hold
+		v.RequiredRoles, v.ExpiresAt = pending.RequiredRoles, pending.ExpiresAt
+		data.RequiredRoles, data.ExpiresAt = pending.RequiredRoles, pending.ExpiresAt.Format(time.RFC3339)
+		how = planHold
+	case d.Outcome == rules.Allow:
+		v.Outcome, v.Reason = rules.Allow, d.Reason
+	default:
+		v.deny(d.Reason)
+	}
+
+	entry := func() ledger.Entry {
+		return ledger.Entry{Kind: kind, App: c.Req.App, Action: d.Action, Decision: v.Decision(),
+			Reason: v.Reason, ApprovalID: v.ApprovalID, Digest: v.Digest, Policy: m.Hash, Data: data.Map()}
+	}
+	var rec ledger.Record
+	var err error
+	switch how {
+	case planHold:
+		rec, err = svc.Hold(pending, entry())
+	case planConsume:
+		rec, err = svc.Consume(useID, tokenID, entry())
+		if err != nil && approvals.IsRefusal(err) {
+			// Another request used the approval first (or it changed
+			// state): record this one as refused.
+			v.deny(approvals.TokenReason(err))
+			v.Capability = ""
+			data.Detail = err.Error()
+			rec, err = g.append(entry())
+		}
+	default:
+		rec, err = g.append(entry())
+	}
+	if err != nil {
+		g.log.Error().Err(err).Str("action", v.Action).Str("app", v.App).Str("digest", v.Digest).
+			Msg("ledger append failed; request refused")
+		u := &Verdict{Outcome: rules.Deny, Reason: record.LedgerUnavailable, Action: v.Action, App: v.App,
+			Digest: v.Digest, started: now, door: c.Door}
+		g.logDecision(c, u, url, now)
+		return u
+	}
+	v.Record = rec.Seq
+	g.logDecision(c, v, url, now)
+	return v
+}
+
+func (v *Verdict) deny(reason record.Reason) {
+	v.Outcome, v.Reason, v.Capability, v.Hold = rules.Deny, reason, "", 0
+}
+
+func (v *Verdict) allowApproved(approvalID, token string, reason record.Reason) {
+	v.Outcome, v.Reason, v.ApprovalID, v.Capability = rules.Allow, reason, approvalID, token
+}
+
+// logDecision writes the one canonical line per decision; field names are
+// constant so that log queries keep working.
+func (g *Gate) logDecision(c *Call, v *Verdict, url string, start time.Time) {
+	g.obs.Decision(c.Door, v.Action, string(v.Decision()), g.now().Sub(start))
+	g.log.Info().Str("door", c.Door).Str("decision", string(v.Decision())).Str("reason", string(v.Reason)).
+		Str("action", v.Action).Str("app", v.App).Uint64("seq", v.Record).Str("approval_id", v.ApprovalID).
+		Str("method", c.Req.Method).Str("url", url).
+		Float64("latency_ms", float64(g.now().Sub(start).Microseconds())/1000).Msg("decision")
+}
+
+// sanitize makes the agent's header values safe to record: valid UTF-8 (the
+// ledger refuses anything else, and a bad header must get a clear answer,
+// not a 503) and bounded in length. An app id changed by this no longer
+// matches the manifest and is denied as unknown_app.
+func (c *Call) sanitize() {
+	const maxV, maxJ = approvals.MaxHeaderValue, approvals.MaxJustification
+	c.Req.App = approvals.Clip(c.Req.App, maxV)
+	c.Req.OnBehalfOf = approvals.Clip(c.Req.OnBehalfOf, maxV)
+	c.Req.Escalation = approvals.Clip(c.Req.Escalation, maxV)
+	c.Justification = approvals.Clip(c.Justification, maxJ)
+	c.ApprovalID = approvals.Clip(c.ApprovalID, maxV)
+	c.Capability = approvals.Clip(c.Capability, 4*maxV)
+	c.Override = approvals.Clip(c.Override, 4*maxV)
+}
+
+func (c *Call) url() string {
+	if c.URL != "" {
+		return c.URL
+	}
+	return c.Req.URL()
+}
+
+// Refuse records a request the door refuses before any policy is applied (a
+// body over the limit, a bad target) and returns the refusal. data carries
+// what the door knows of it beside door, method and url.
+func (g *Gate) Refuse(c *Call, reason record.Reason, data record.Request) *Verdict {
+	c.sanitize()
+	now := g.now()
+	url := c.url()
+	v := &Verdict{started: now, App: c.Req.App, Digest: Digest(c.Req.Method, url, c.Req.Body), door: c.Door}
+	v.deny(reason)
+	data.Door, data.Method, data.URL = c.Door, c.Req.Method, url
+	rec, err := g.append(ledger.Entry{
+		Kind: record.KindRequest, App: c.Req.App, Decision: v.Decision(), Reason: reason,
+		Digest: v.Digest, Policy: g.engine.Load().Manifest().Hash, Data: data.Map(),
+	})
+	if err != nil {
+		// The refusal stands; only its record is missing, and the log says so.
+		g.log.Error().Err(err).Str("reason", string(reason)).Msg("ledger append failed for a refused request")
+	} else {
+		v.Record = rec.Seq
+	}
+	g.logDecision(c, v, url, now)
+	return v
+}
+
+// append writes e with the ledger's own deadline, not the client's.
+func (g *Gate) append(e ledger.Entry) (ledger.Record, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
+	defer cancel()
+	return g.ledger.Append(ctx, e)
+}

@@ -1,0 +1,294 @@
+// Package approvalstore is the embedded approvals store: approvals live in
+// the ledger's own bbolt file, in buckets of their own, and every change is
+// written inside the same write transaction as the ledger record that tells
+// of it (ledger.Entry.Tx). A pending approval therefore exists if and only
+// if its request record does, and a used approval if and only if the record
+// that used it does. It implements approvals.Store; nothing of bbolt leaves
+// this package.
+package approvalstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/uapk-gateway/uapk-proxy/approvals"
+	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
+	"github.com/uapk-gateway/uapk-proxy/ledger"
+)
+
+var (
+	bucketName = []byte("approvals")
+	// openBucket indexes the approvals still pending (id -> nothing), so that
+	// expiry sweeps and the pending list do not scan years of history.
+	openBucket = []byte("approvals_open")
+	// usedBucket holds the id of every token that let a request through
+	// (token id -> ledger seq), a second guard beside Approval.Consumed.
+	usedBucket = []byte("tokens_used")
+)
+
+// Store keeps approvals beside the chain in the ledger's bbolt file.
+type Store struct {
+	l  *ledger.Ledger // nil for a Reader
+	db *bolt.DB
+}
+
+var _ approvals.Store = (*Store)(nil)
+
+// Open creates the store's buckets in l's file if needed.
+func Open(l *ledger.Ledger) (*Store, error) {
+	db := l.DB()
+	if err := initBuckets(db); err != nil {
+		return nil, err
+	}
+	return &Store{l: l, db: db}, nil
+}
+
+// Reader reads approvals from a ledger opened read-only (offline export):
+// it has Get and List, and every write fails.
+func Reader(l *ledger.Ledger) *Store { return &Store{db: l.DB()} }
+
+func initBuckets(db *bolt.DB) error {
+	if err := db.Update(func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(usedBucket); err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucketIfNotExists(bucketName); err != nil {
+			return err
+		}
+		if tx.Bucket(openBucket) != nil {
+			return nil
+		}
+		// First start with the index (or an older file): build it once.
+		open, err := tx.CreateBucket(openBucket)
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketName).ForEach(func(k, v []byte) error {
+			var a approvals.Approval
+			if err := json.Unmarshal(v, &a); err != nil {
+				return err
+			}
+			if a.Status == approvals.StatusPending {
+				return open.Put(k, nil)
+			}
+			return nil
+		})
+	}); err != nil {
+		return fmt.Errorf("create approvals bucket: %w", err)
+	}
+	return nil
+}
+
+var errReadOnly = errors.New("approvals store opened read-only")
+
+// Create appends e and stores a with it, in one transaction.
+func (s *Store) Create(ctx context.Context, a *approvals.Approval, e ledger.Entry) (ledger.Record, error) {
+	if s.l == nil {
+		return ledger.Record{}, errReadOnly
+	}
+	e.Tx = func(tx *bolt.Tx, rec *ledger.Record) error {
+		if b := tx.Bucket(bucketName); b != nil && b.Get([]byte(a.ID)) != nil {
+			return fmt.Errorf("approval %s exists already", a.ID)
+		}
+		a.RequestRecord = rec.Seq
+		return put(tx, a)
+	}
+	return s.l.Append(ctx, e)
+}
+
+// Update appends e and stores what change makes of approval id, in one
+// transaction: concurrent changes see each other.
+func (s *Store) Update(ctx context.Context, id string, e ledger.Entry, change func(*approvals.Approval, *ledger.Record) error) (ledger.Record, error) {
+	if s.l == nil {
+		return ledger.Record{}, errReadOnly
+	}
+	e.Tx = func(tx *bolt.Tx, rec *ledger.Record) error {
+		a, err := get(tx, id)
+		if err != nil {
+			return err
+		}
+		if err := change(a, rec); err != nil {
+			return err
+		}
+		return put(tx, a)
+	}
+	return s.l.Append(ctx, e)
+}
+
+// Consume appends e and marks approval id and token tokenID used by it, in
+// one transaction.
+func (s *Store) Consume(ctx context.Context, id, tokenID string, e ledger.Entry) (ledger.Record, error) {
+	if s.l == nil {
+		return ledger.Record{}, errReadOnly
+	}
+	e.Tx = func(tx *bolt.Tx, rec *ledger.Record) error {
+		a, err := get(tx, id)
+		if err != nil {
+			return fmt.Errorf("%w: %v", approvals.ErrNotApproved, err)
+		}
+		if err := approvals.CheckConsume(a, tokenID); err != nil {
+			return err
+		}
+		if err := markUsed(tx, tokenID, rec.Seq); err != nil {
+			return err
+		}
+		a.Consumed = rec.Seq
+		return put(tx, a)
+	}
+	return s.l.Append(ctx, e)
+}
+
+// put writes a inside tx, keeping the pending index.
+func put(tx *bolt.Tx, a *approvals.Approval) error {
+	b := tx.Bucket(bucketName)
+	if b == nil {
+		return errors.New("approvals bucket missing")
+	}
+	v, err := json.Marshal(a)
+	if err != nil {
+		return fmt.Errorf("encode approval %s: %w", a.ID, err)
+	}
+	if err := b.Put([]byte(a.ID), v); err != nil {
+		return err
+	}
+	open := tx.Bucket(openBucket)
+	if open == nil {
+		return errors.New("approvals index missing")
+	}
+	if a.Status == approvals.StatusPending {
+		return open.Put([]byte(a.ID), nil)
+	}
+	return open.Delete([]byte(a.ID))
+}
+
+// get reads an approval inside tx.
+func get(tx *bolt.Tx, id string) (*approvals.Approval, error) {
+	b := tx.Bucket(bucketName)
+	if b == nil {
+		return nil, errors.New("approvals bucket missing")
+	}
+	v := b.Get([]byte(id))
+	if v == nil {
+		return nil, fmt.Errorf("%w: %s", approvals.ErrNotFound, id)
+	}
+	a := new(approvals.Approval)
+	if err := json.Unmarshal(v, a); err != nil { // Unmarshal copies out of the mmap
+		return nil, fmt.Errorf("decode approval %s: %w", id, err)
+	}
+	return a, nil
+}
+
+// markUsed records, inside tx, that token id was used by ledger record seq.
+// A second use fails with tokens.ErrConsumed.
+func markUsed(tx *bolt.Tx, id string, seq uint64) error {
+	b := tx.Bucket(usedBucket)
+	if b == nil {
+		return errors.New("tokens bucket missing")
+	}
+	if b.Get([]byte(id)) != nil {
+		return fmt.Errorf("%w: token %s was already used", tokens.ErrConsumed, id)
+	}
+	return b.Put([]byte(id), []byte(strconv.FormatUint(seq, 10)))
+}
+
+// used reports whether token id has been used.
+func used(db *bolt.DB, id string) (bool, error) {
+	var u bool
+	err := db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(usedBucket)
+		u = b != nil && b.Get([]byte(id)) != nil
+		return nil
+	})
+	return u, err
+}
+
+// Get returns the approval with the given id.
+func (s *Store) Get(id string) (*approvals.Approval, error) {
+	var a *approvals.Approval
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if s.l == nil && tx.Bucket(bucketName) == nil {
+			return fmt.Errorf("%w: %s", approvals.ErrNotFound, id) // a chain from before approvals existed
+		}
+		var err error
+		a, err = get(tx, id)
+		return err
+	})
+	return a, err
+}
+
+// Due returns the approvals still stored as pending whose expiry has passed
+// at now: what an expiry sweep must close. It reads only the pending index.
+func (s *Store) Due(now time.Time) ([]*approvals.Approval, error) {
+	var out []*approvals.Approval
+	err := s.db.View(func(tx *bolt.Tx) error {
+		open := tx.Bucket(openBucket)
+		if open == nil {
+			return nil
+		}
+		return open.ForEach(func(k, _ []byte) error {
+			a, err := get(tx, string(k))
+			if err != nil {
+				return err
+			}
+			if a.Status == approvals.StatusPending && !now.Before(a.ExpiresAt) {
+				out = append(out, a)
+			}
+			return nil
+		})
+	})
+	return out, err
+}
+
+// List returns the approvals whose effective status at now is status (all
+// when status is ""), oldest first.
+func (s *Store) List(status string, now time.Time) ([]*approvals.Approval, error) {
+	if !approvals.ValidStatus(status) {
+		return nil, approvals.ErrBadStatus
+	}
+	var out []*approvals.Approval
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if status == approvals.StatusPending {
+			// Only stored-pending approvals can be effectively pending.
+			open := tx.Bucket(openBucket)
+			if open == nil {
+				return nil
+			}
+			return open.ForEach(func(k, _ []byte) error {
+				a, err := get(tx, string(k))
+				if err != nil {
+					return err
+				}
+				if a.Effective(now) == status {
+					out = append(out, a)
+				}
+				return nil
+			})
+		}
+		b := tx.Bucket(bucketName)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(_, v []byte) error {
+			a := new(approvals.Approval)
+			if err := json.Unmarshal(v, a); err != nil {
+				return err
+			}
+			if status == "" || a.Effective(now) == status {
+				out = append(out, a)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
+	return out, nil
+}

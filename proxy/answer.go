@@ -1,0 +1,90 @@
+package proxy
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/uapk-gateway/uapk-proxy/gate"
+	"github.com/uapk-gateway/uapk-proxy/record"
+	"github.com/uapk-gateway/uapk-proxy/rules"
+)
+
+// The one place a verdict that forwards nothing becomes a status code and a
+// JSON body (docs/reference.md#status-codes-and-bodies); both doors write
+// what answer returns.
+
+// refusal is the status and "error" word of each reason a request can be
+// refused with; every other reason is a plain 403 denial.
+func refusal(r record.Reason) (int, string) {
+	switch r {
+	case record.LedgerUnavailable:
+		return http.StatusServiceUnavailable, "ledger_unavailable"
+	case record.BodyTooLarge:
+		return http.StatusRequestEntityTooLarge, "body_too_large"
+	case record.BadTarget:
+		return http.StatusBadRequest, "bad_request"
+	case record.ConnectInTunnel:
+		return http.StatusMethodNotAllowed, "bad_request"
+	case record.HostMismatch:
+		return http.StatusMisdirectedRequest, "misdirected"
+	case record.NotApproved, record.ApprovalExpired, record.Consumed, record.DigestMismatch,
+		record.InvalidToken, record.AppMismatch, record.ActionMismatch:
+		return http.StatusConflict, "approval_not_usable"
+	}
+	return http.StatusForbidden, "denied"
+}
+
+// answer returns the status and body of a verdict that forwards nothing.
+func answer(v *gate.Verdict) (int, []byte) {
+	if v.Outcome == rules.Pending {
+		return http.StatusAccepted, jsonBody(pendingBody{Status: "PENDING_APPROVAL", ApprovalID: v.ApprovalID,
+			Action: v.Action, RequiredRoles: v.RequiredRoles, ExpiresAt: v.ExpiresAt.Format(time.RFC3339)})
+	}
+	status, kind := refusal(v.Reason)
+	if v.Reason == record.LedgerUnavailable {
+		return status, jsonBody(map[string]string{"error": kind}) // nothing was recorded: no record to name
+	}
+	return status, jsonBody(refusalBody{Error: kind, Reason: v.Reason, Action: v.Action, Record: v.Record, ApprovalID: v.ApprovalID})
+}
+
+// upstreamFailure is the 502 answer when the ERP could not be reached or
+// its answer broke; a tunnel that could not open names no action.
+func upstreamFailure(v *gate.Verdict, tunnel bool) (int, []byte) {
+	body := map[string]any{"error": "upstream_unavailable", "record": v.Record}
+	if !tunnel {
+		body["action"] = v.Action
+	}
+	return http.StatusBadGateway, jsonBody(body)
+}
+
+// badRequest is the 400 answer to a request that could not be read at all
+// (nothing was decided or recorded).
+func badRequest(message string) []byte {
+	return jsonBody(map[string]string{"error": "bad_request", "message": message})
+}
+
+type pendingBody struct {
+	Status        string   `json:"status"`
+	ApprovalID    string   `json:"approval_id"`
+	Action        string   `json:"action"`
+	RequiredRoles []string `json:"required_roles"`
+	ExpiresAt     string   `json:"expires_at"`
+}
+
+// refusalBody is the 403/409/413 body, fields in the reference's order.
+type refusalBody struct {
+	Error      string        `json:"error"`
+	Reason     record.Reason `json:"reason"`
+	Action     string        `json:"action"`
+	Record     uint64        `json:"record"`
+	ApprovalID string        `json:"approval_id,omitempty"`
+}
+
+func jsonBody(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return []byte(`{"error":"internal"}`)
+	}
+	return b
+}
