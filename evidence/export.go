@@ -20,7 +20,7 @@ import (
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
-	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
 
@@ -132,7 +132,7 @@ func Prepare(ctx context.Context, src Source, opts Options) (*Bundle, error) {
 	v := &linkCheck{next: from, prev: fr.Prev}
 	recHash := sha256.New()
 	ids := map[string]uint64{} // approval id -> first seq naming it
-	var last *record
+	var last *rec
 	n := 0
 	err = src.Range(from, to, func(seq uint64, raw []byte) error {
 		if n++; n%4096 == 0 {
@@ -518,7 +518,7 @@ func (r *resolver) scanConfig() error {
 			return nil
 		}
 		rec, err := parseRecord(raw)
-		if err != nil || rec.Kind != ledger.KindConfig {
+		if err != nil || rec.Kind != record.KindConfig {
 			return nil
 		}
 		if f := rec.d().ManifestFile; f != "" && rec.Policy != "" {

@@ -21,6 +21,7 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
 	"github.com/uapk-gateway/uapk-proxy/proxy"
+	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
 
@@ -76,7 +77,7 @@ func newFixture(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	f.open()
-	if _, err := f.l.Append(context.Background(), ledger.Entry{Kind: ledger.KindConfig, App: m.AppID, Reason: "start", Policy: m.Hash,
+	if _, err := f.l.Append(context.Background(), ledger.Entry{Kind: record.KindConfig, App: m.AppID, Reason: "start", Policy: m.Hash,
 		Data: map[string]any{"manifest_file": manifestPath, "manifest_version": m.Version,
 			"gateway_key": base64.StdEncoding.EncodeToString(f.gw.Public().(ed25519.PublicKey))}}); err != nil {
 		t.Fatal(err)

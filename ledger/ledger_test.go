@@ -12,6 +12,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/uapk-gateway/uapk-proxy/record"
 )
 
 func openTemp(t testing.TB, opts Options) *Ledger {
@@ -31,7 +33,7 @@ func openAt(t testing.TB, path string, opts Options) *Ledger {
 
 func entry(i int) Entry {
 	return Entry{
-		Kind: KindRequest, App: "erp-agent", Action: "create_journal_entry",
+		Kind: record.KindRequest, App: "erp-agent", Action: "create_journal_entry",
 		Decision: "allow", Reason: "auto_approve", Digest: katDigest, Policy: katPolicy,
 		Data: map[string]any{"amount": fmt.Sprintf("%d.00", 100+i), "n": i},
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/approvals"
 	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
 
@@ -45,8 +46,8 @@ func (g *Gate) DecideApproval(id string, s approvals.Submission) (*approvals.App
 			g.issue(&preview, now)
 		}
 		entry := ledger.Entry{
-			Kind: ledger.KindApproval, App: a.App, Action: a.Action, ApprovalID: a.ID, Digest: a.Digest,
-			Decision: s.Decision, Reason: "signed", Policy: g.engine.Load().Manifest().Hash,
+			Kind: record.KindApproval, App: a.App, Action: a.Action, ApprovalID: a.ID, Digest: a.Digest,
+			Decision: record.Decision(s.Decision), Reason: "signed", Policy: g.engine.Load().Manifest().Hash,
 			Data: map[string]any{
 				"approver": d.Approver, "role": d.Role, "signed_at": s.SignedAt, "signature": s.Signature,
 				"reason": clip(s.Reason, maxJustification), "status": preview.Status, "approval_kind": a.Kind,
@@ -104,13 +105,13 @@ func (g *Gate) issue(a *approvals.Approval, now time.Time) {
 // itself is a bearer secret and stays out of the ledger; its id, hash and
 // binding go in.
 func (g *Gate) recordToken(a *approvals.Approval) {
-	kind, reason := ledger.KindCapability, tokens.KindCapability
+	kind, reason := record.KindCapability, tokens.KindCapability
 	if a.Kind == approvals.KindOverride {
-		kind, reason = ledger.KindOverride, "override_token_issued"
+		kind, reason = record.KindOverride, "override_token_issued"
 	}
 	_, err := g.append(ledger.Entry{
 		Kind: kind, App: a.App, Action: a.Action, ApprovalID: a.ID, Digest: a.Digest,
-		Decision: "issued", Reason: reason, Policy: g.engine.Load().Manifest().Hash,
+		Decision: "issued", Reason: record.Reason(reason), Policy: g.engine.Load().Manifest().Hash,
 		Data: map[string]any{
 			"token_id": a.TokenID, "token_sha256": sha256Hex([]byte(a.Token)),
 			"expires_at": a.TokenExp.Format(time.RFC3339), "issued_at": a.Completed.Format(time.RFC3339),
@@ -124,8 +125,8 @@ func (g *Gate) recordToken(a *approvals.Approval) {
 // recordRefusal writes a refused decision: who tried, what and why.
 func (g *Gate) recordRefusal(a *approvals.Approval, s approvals.Submission, ref *approvals.Refusal) error {
 	_, err := g.append(ledger.Entry{
-		Kind: ledger.KindApproval, App: a.App, Action: a.Action, ApprovalID: a.ID, Digest: a.Digest,
-		Decision: "refused", Reason: ref.Code, Policy: g.engine.Load().Manifest().Hash,
+		Kind: record.KindApproval, App: a.App, Action: a.Action, ApprovalID: a.ID, Digest: a.Digest,
+		Decision: "refused", Reason: record.Reason(ref.Code), Policy: g.engine.Load().Manifest().Hash,
 		Data: map[string]any{"approver": clip(s.Approver, 256), "decision_requested": clip(s.Decision, 256),
 			"signed_at": clip(s.SignedAt, 256), "detail": ref.Detail},
 	})
@@ -156,7 +157,7 @@ func (g *Gate) ExpireDue() (int, error) {
 	for _, a := range list {
 		id := a.ID
 		_, err := g.append(ledger.Entry{
-			Kind: ledger.KindApproval, App: a.App, Action: a.Action, ApprovalID: id, Digest: a.Digest,
+			Kind: record.KindApproval, App: a.App, Action: a.Action, ApprovalID: id, Digest: a.Digest,
 			Decision: "expired", Reason: "ttl_elapsed", Policy: g.engine.Load().Manifest().Hash,
 			Data: map[string]any{"expires_at": a.ExpiresAt.Format(time.RFC3339), "decisions": len(a.Decisions)},
 			Tx: func(tx *bolt.Tx, _ *ledger.Record) error {
@@ -252,7 +253,7 @@ func (g *Gate) RequestOverride(r OverrideRequest) (*approvals.Approval, error) {
 		CreatedAt: now.UTC(), ExpiresAt: now.Add(act.ApprovalTTL).UTC(),
 	}
 	_, err = g.append(ledger.Entry{
-		Kind: ledger.KindOverride, App: a.App, Action: a.Action, ApprovalID: a.ID, Digest: a.Digest,
+		Kind: record.KindOverride, App: a.App, Action: a.Action, ApprovalID: a.ID, Digest: a.Digest,
 		Decision: "pending", Reason: "override_requested", Policy: m.Hash,
 		Data: map[string]any{"requested_by": r.RequestedBy, "duration": a.Duration,
 			"justification": r.Justification, "required_roles": toAny(a.RequiredRoles),

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/record"
 )
 
 // The gate's records for what only the forward door does: blind tunnels,
@@ -23,7 +24,7 @@ func (g *Gate) recordTunnel(c *Call, host, port string) *Verdict {
 	v := &Verdict{started: now, App: c.Req.App, Digest: Digest(http.MethodConnect, url, nil),
 		Forward: true, Decision: "allow", Reason: ReasonTunnelHost, door: c.Door}
 	rec, err := g.append(ledger.Entry{
-		Kind: ledger.KindRequest, App: c.Req.App, Decision: v.Decision, Reason: v.Reason, Digest: v.Digest,
+		Kind: record.KindRequest, App: c.Req.App, Decision: record.Decision(v.Decision), Reason: record.Reason(v.Reason), Digest: v.Digest,
 		Policy: g.engine.Load().Manifest().Hash,
 		Data:   map[string]any{"door": c.Door, "method": http.MethodConnect, "url": url, "host": host, "port": port},
 	})

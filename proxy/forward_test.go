@@ -27,6 +27,7 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/internal/ca"
 	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
 
@@ -187,7 +188,7 @@ func send(t *testing.T, c *http.Client, method, u, body string, headers ...strin
 func requestEntries(l *fakeLedger) []ledger.Entry {
 	var out []ledger.Entry
 	for _, e := range l.all() {
-		if e.Kind == ledger.KindRequest {
+		if e.Kind == record.KindRequest {
 			out = append(out, e)
 		}
 	}
@@ -298,7 +299,7 @@ func TestForwardPlainHTTP(t *testing.T) {
 			}
 			reqs := requestEntries(fl)
 			last := reqs[len(reqs)-1]
-			if last.Decision != "deny" || last.Reason != tc.reason {
+			if last.Decision != "deny" || string(last.Reason) != tc.reason {
 				t.Errorf("entry %+v", last)
 			}
 		})

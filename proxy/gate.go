@@ -19,6 +19,7 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/approvals"
 	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
 
@@ -203,7 +204,7 @@ func (g *Gate) Check(c *Call) *Verdict {
 		data["detail"] = d.Detail
 	}
 	entry := ledger.Entry{
-		Kind: ledger.KindRequest, App: c.Req.App, Action: d.Action,
+		Kind: record.KindRequest, App: c.Req.App, Action: d.Action,
 		Digest: v.Digest, Policy: m.Hash, Data: data,
 	}
 
@@ -221,7 +222,7 @@ func (g *Gate) Check(c *Call) *Verdict {
 	default:
 		g.deny(v, 403, "denied", d.Reason)
 	}
-	entry.Decision, entry.Reason, entry.ApprovalID = v.Decision, v.Reason, v.ApprovalID
+	entry.Decision, entry.Reason, entry.ApprovalID = record.Decision(v.Decision), record.Reason(v.Reason), v.ApprovalID
 
 	rec, err := g.append(entry)
 	if err != nil && v.consumes && isRefusal(err) {
@@ -229,7 +230,7 @@ func (g *Gate) Check(c *Call) *Verdict {
 		// record this one as refused.
 		g.deny(v, 409, "approval_not_usable", refusalReason(err))
 		v.Capability = ""
-		entry.Tx, entry.Decision, entry.Reason = nil, v.Decision, v.Reason
+		entry.Tx, entry.Decision, entry.Reason = nil, record.Decision(v.Decision), record.Reason(v.Reason)
 		entry.Data["detail"] = err.Error()
 		rec, err = g.append(entry)
 	}
@@ -308,7 +309,7 @@ func (g *Gate) Refuse(c *Call, status int, kind, reason string, extra map[string
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
 	rec, err := g.ledger.Append(ctx, ledger.Entry{
-		Kind: ledger.KindRequest, App: c.Req.App, Decision: v.Decision, Reason: reason,
+		Kind: record.KindRequest, App: c.Req.App, Decision: record.Decision(v.Decision), Reason: record.Reason(reason),
 		Digest: v.Digest, Policy: g.engine.Load().Manifest().Hash, Data: data,
 	})
 	cancel()
@@ -446,7 +447,7 @@ func (g *Gate) useOverride(c *Call, d rules.Decision, v *Verdict, e *ledger.Entr
 		g.deny(v, 409, "approval_not_usable", tokens.Reason(err))
 		return
 	}
-	e.Kind = ledger.KindOverride
+	e.Kind = record.KindOverride
 	e.Data["override_id"] = cl.ApprovalID
 	e.Data["token_id"] = cl.ID
 	e.Data["override_expires_at"] = cl.Expires.UTC().Format(time.RFC3339)
@@ -543,7 +544,7 @@ func (g *Gate) appendForward(v *Verdict, reason string, d time.Duration, data ma
 	data["latency_ms"] = d.Milliseconds()
 	data["latency_us"] = d.Microseconds()
 	g.ledger.AppendAsync(ledger.Entry{
-		Kind: ledger.KindForward, App: v.App, Action: v.Action, Decision: v.Decision, Reason: reason,
+		Kind: record.KindForward, App: v.App, Action: v.Action, Decision: record.Decision(v.Decision), Reason: record.Reason(reason),
 		ApprovalID: v.ApprovalID, Digest: v.Digest, Policy: g.engine.Load().Manifest().Hash, Data: data,
 	}, func(_ ledger.Record, err error) {
 		if err != nil {

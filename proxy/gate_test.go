@@ -21,6 +21,7 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/approvals"
 	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
 
@@ -141,13 +142,13 @@ func TestGateRecordsTheDecisionBeforeAllowing(t *testing.T) {
 	}
 	e := fl.entries[0]
 	want := Digest("POST", "http://erp.example.com/api/v1/reconciliations", c.Req.Body)
-	if e.Kind != ledger.KindRequest || e.Decision != "allow" || e.Reason != rules.ReasonAutoApprove ||
+	if e.Kind != record.KindRequest || e.Decision != "allow" || e.Reason != rules.ReasonAutoApprove ||
 		e.Digest != want || e.Action != "account_reconciliation" || e.Policy != g.Engine().Manifest().Hash {
 		t.Errorf("entry %+v", e)
 	}
 	g.Forwarded(v, Outcome{Status: 201, Body: []byte("{}"), Duration: 3 * time.Millisecond})
 	f := fl.entries[1]
-	if f.Kind != ledger.KindForward || f.Data["status"] != 201 || f.Data["request_record"] != uint64(1) || f.Data["latency_ms"] != int64(3) {
+	if f.Kind != record.KindForward || f.Data["status"] != 201 || f.Data["request_record"] != uint64(1) || f.Data["latency_ms"] != int64(3) {
 		t.Errorf("forward entry %+v", f)
 	}
 }
@@ -231,7 +232,7 @@ func TestAdminRecordsEndpointServesVerifiableBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 5; i++ {
-		if _, err := l.Append(context.Background(), ledger.Entry{Kind: ledger.KindRequest, Data: map[string]any{"i": i, "s": "ü<&>\u2028"}}); err != nil {
+		if _, err := l.Append(context.Background(), ledger.Entry{Kind: record.KindRequest, Data: map[string]any{"i": i, "s": "ü<&>\u2028"}}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -91,7 +91,7 @@ func (e *env) trail(after uint64) []string {
 	var out []string
 	for _, r := range e.records() {
 		if r.Seq > after {
-			out = append(out, r.Kind+"/"+r.Decision+"/"+r.Reason)
+			out = append(out, string(r.Kind)+"/"+string(r.Decision)+"/"+string(r.Reason))
 		}
 	}
 	return out
@@ -310,7 +310,7 @@ func TestEveryRefusalReasonIsRecorded(t *testing.T) {
 				t.Errorf("a refused decision changed the approval: %+v", a)
 			}
 			rec := e.record(before + 1)
-			if rec.Kind != "approval" || rec.Decision != "refused" || rec.Reason != c.reason || rec.ApprovalID != id {
+			if rec.Kind != "approval" || rec.Decision != "refused" || string(rec.Reason) != c.reason || rec.ApprovalID != id {
 				t.Errorf("refusal record %+v", rec)
 			}
 		})
