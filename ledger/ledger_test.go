@@ -559,6 +559,21 @@ func TestFailures(t *testing.T) {
 			t.Errorf("stats %+v, want 1 failure", s)
 		}
 	})
+	t.Run("records bucket gone", func(t *testing.T) {
+		// A store sharing the file through DB() deleted the chain's bucket:
+		// the writer must report the corruption, not dereference nil.
+		l := openTemp(t, Options{})
+		appendN(t, l, 1)
+		if err := l.DB().Update(func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketRecords) }); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.Append(context.Background(), entry(0)); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("append without the records bucket: %v", err)
+		}
+		if err := l.Healthy(); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("healthy: %v", err)
+		}
+	})
 	t.Run("NoSync refused", func(t *testing.T) {
 		l := openTemp(t, Options{})
 		l.DB().NoSync = true
