@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
 
@@ -84,10 +84,11 @@ const (
 // spec selects records for one piece of evidence; the same spec gives the
 // Go match and the jq selector printed for the auditor.
 type spec struct {
-	kind, decision string
-	reasons        []string
-	dual           tri // the action's base approval_policy is DUAL_APPROVAL
-	override       tri // an approval record of an override (data.approval_kind)
+	kind     record.Kind
+	decision string
+	reasons  []string
+	dual     tri // the action's base approval_policy is DUAL_APPROVAL
+	override tri // an approval record of an override (data.approval_kind)
 }
 
 type item struct {
@@ -158,11 +159,11 @@ var controlDefs = []struct {
 			id, desc string
 			spec     spec
 		}{
-			{"held", "report requests held for dual approval", spec{kind: ledger.KindRequest, decision: "pending", dual: yes}},
-			{"signed", "signed approvals of reports", spec{kind: ledger.KindApproval, decision: "approve", dual: yes, override: no}},
-			{"rejected", "signed rejections of reports", spec{kind: ledger.KindApproval, decision: "reject", dual: yes, override: no}},
-			{"released", "reports released to the ERP after approval", spec{kind: ledger.KindRequest, decision: "allow", reasons: []string{"approved", "capability"}, dual: yes}},
-			{"override_released", "reports released under an approved override (dual approval skipped)", spec{kind: ledger.KindOverride, decision: "allow", dual: yes}},
+			{"held", "report requests held for dual approval", spec{kind: record.KindRequest, decision: "pending", dual: yes}},
+			{"signed", "signed approvals of reports", spec{kind: record.KindApproval, decision: "approve", dual: yes, override: no}},
+			{"rejected", "signed rejections of reports", spec{kind: record.KindApproval, decision: "reject", dual: yes, override: no}},
+			{"released", "reports released to the ERP after approval", spec{kind: record.KindRequest, decision: "allow", reasons: []string{"approved", "capability"}, dual: yes}},
+			{"override_released", "reports released under an approved override (dual approval skipped)", spec{kind: record.KindOverride, decision: "allow", dual: yes}},
 		}},
 	{"SOX-404", "SOX", "SOX §404", "Segregation of duties over journal entries",
 		"Internal control over financial reporting: no single person, and not the AI, can both originate and complete a financial transaction.",
@@ -172,13 +173,13 @@ var controlDefs = []struct {
 			id, desc string
 			spec     spec
 		}{
-			{"held", "entries held for approval", spec{kind: ledger.KindRequest, decision: "pending", dual: no}},
-			{"signed", "signed approvals", spec{kind: ledger.KindApproval, decision: "approve", dual: no, override: no}},
-			{"rejected", "signed rejections", spec{kind: ledger.KindApproval, decision: "reject", dual: no, override: no}},
-			{"self_approval_refused", "self-approvals refused (requester or caller tried to approve)", spec{kind: ledger.KindApproval, decision: "refused", reasons: []string{"self_approval"}}},
-			{"role_checks", "approvals refused by role checks (wrong role, role already filled, same person twice, unknown approver)", spec{kind: ledger.KindApproval, decision: "refused", reasons: []string{"wrong_role", "role_filled", "duplicate_approver", "unknown_approver"}}},
-			{"caller_role_denied", "requests denied: the caller lacks a role in roles_allowed", spec{kind: ledger.KindRequest, decision: "deny", reasons: []string{"role_not_allowed"}}},
-			{"released", "entries released to the ERP only after approval", spec{kind: ledger.KindRequest, decision: "allow", reasons: []string{"approved", "capability"}, dual: no}},
+			{"held", "entries held for approval", spec{kind: record.KindRequest, decision: "pending", dual: no}},
+			{"signed", "signed approvals", spec{kind: record.KindApproval, decision: "approve", dual: no, override: no}},
+			{"rejected", "signed rejections", spec{kind: record.KindApproval, decision: "reject", dual: no, override: no}},
+			{"self_approval_refused", "self-approvals refused (requester or caller tried to approve)", spec{kind: record.KindApproval, decision: "refused", reasons: []string{"self_approval"}}},
+			{"role_checks", "approvals refused by role checks (wrong role, role already filled, same person twice, unknown approver)", spec{kind: record.KindApproval, decision: "refused", reasons: []string{"wrong_role", "role_filled", "duplicate_approver", "unknown_approver"}}},
+			{"caller_role_denied", "requests denied: the caller lacks a role in roles_allowed", spec{kind: record.KindRequest, decision: "deny", reasons: []string{"role_not_allowed"}}},
+			{"released", "entries released to the ERP only after approval", spec{kind: record.KindRequest, decision: "allow", reasons: []string{"approved", "capability"}, dual: no}},
 		}},
 	{"SOX-802", "SOX", "SOX §802", "Retention and protection of audit records",
 		"Audit records are kept for seven years and cannot be altered or destroyed.",
@@ -189,10 +190,10 @@ var controlDefs = []struct {
 			spec     spec
 		}{
 			{"chain", "hash-chained records in this bundle", spec{}},
-			{"archive", "segments archived with Object Lock", spec{kind: ledger.KindArchive}},
-			{"checkpoint", "signed checkpoints", spec{kind: ledger.KindCheckpoint}},
-			{"protected", "attempts on denylisted actions (audit_modify, log_delete, record_destroy...), denied", spec{kind: ledger.KindRequest, decision: "deny", reasons: []string{"denylisted"}}},
-			{"config", "configuration records (manifest hash and gateway key in force)", spec{kind: ledger.KindConfig}},
+			{"archive", "segments archived with Object Lock", spec{kind: record.KindArchive}},
+			{"checkpoint", "signed checkpoints", spec{kind: record.KindCheckpoint}},
+			{"protected", "attempts on denylisted actions (audit_modify, log_delete, record_destroy...), denied", spec{kind: record.KindRequest, decision: "deny", reasons: []string{"denylisted"}}},
+			{"config", "configuration records (manifest hash and gateway key in force)", spec{kind: record.KindConfig}},
 		}},
 	{"ISO27001-A.9", "ISO27001", "ISO 27001 A.9", "Access control",
 		"Access to information and systems is limited to what each user or process is authorised for.",
@@ -202,10 +203,10 @@ var controlDefs = []struct {
 			id, desc string
 			spec     spec
 		}{
-			{"issued", "capability tokens issued", spec{kind: ledger.KindCapability, decision: "issued"}},
-			{"used", "approved requests let through by their approval or token, once", spec{kind: ledger.KindRequest, decision: "allow", reasons: []string{"approved", "capability"}}},
-			{"token_refused", "token and approval uses refused (forged, replayed, expired, another request)", spec{kind: ledger.KindRequest, decision: "deny", reasons: tokenRefusals}},
-			{"access_denied", "access denied (role not allowed, unknown app, unclassified, policy DENY, bad escalation)", spec{kind: ledger.KindRequest, decision: "deny", reasons: []string{"role_not_allowed", "unknown_app", "unclassified", "policy_deny", "bad_escalation"}}},
+			{"issued", "capability tokens issued", spec{kind: record.KindCapability, decision: "issued"}},
+			{"used", "approved requests let through by their approval or token, once", spec{kind: record.KindRequest, decision: "allow", reasons: []string{"approved", "capability"}}},
+			{"token_refused", "token and approval uses refused (forged, replayed, expired, another request)", spec{kind: record.KindRequest, decision: "deny", reasons: tokenRefusals}},
+			{"access_denied", "access denied (role not allowed, unknown app, unclassified, policy DENY, bad escalation)", spec{kind: record.KindRequest, decision: "deny", reasons: []string{"role_not_allowed", "unknown_app", "unclassified", "policy_deny", "bad_escalation"}}},
 		}},
 	{"ISO27001-A.12", "ISO27001", "ISO 27001 A.12", "Operations security",
 		"Operations are controlled: restricted hours, escalation of high-value operations, prohibited operations blocked, emergency changes approved and logged.",
@@ -215,19 +216,19 @@ var controlDefs = []struct {
 			id, desc string
 			spec     spec
 		}{
-			{"business_hours", "denied outside business hours", spec{kind: ledger.KindRequest, decision: "deny", reasons: []string{"outside_business_hours"}}},
-			{"escalated", "amount escalations (over cap, unreadable amount, escalation requested)", spec{kind: ledger.KindRequest, decision: "pending", reasons: []string{"amount_over_cap", "amount_unreadable", "escalation_requested"}}},
-			{"denylisted", "denylist hits", spec{kind: ledger.KindRequest, decision: "deny", reasons: []string{"denylisted"}}},
-			{"override_requested", "overrides requested", spec{kind: ledger.KindOverride, decision: "pending"}},
-			{"override_decided", "signed decisions on overrides", spec{kind: ledger.KindApproval, override: yes}},
-			{"override_token", "override tokens issued", spec{kind: ledger.KindOverride, decision: "issued"}},
-			{"override_used", "requests let through by an override", spec{kind: ledger.KindOverride, decision: "allow"}},
-			{"body_too_large", "request bodies over the limit, refused", spec{kind: ledger.KindRequest, decision: "deny", reasons: []string{"body_too_large"}}},
+			{"business_hours", "denied outside business hours", spec{kind: record.KindRequest, decision: "deny", reasons: []string{"outside_business_hours"}}},
+			{"escalated", "amount escalations (over cap, unreadable amount, escalation requested)", spec{kind: record.KindRequest, decision: "pending", reasons: []string{"amount_over_cap", "amount_unreadable", "escalation_requested"}}},
+			{"denylisted", "denylist hits", spec{kind: record.KindRequest, decision: "deny", reasons: []string{"denylisted"}}},
+			{"override_requested", "overrides requested", spec{kind: record.KindOverride, decision: "pending"}},
+			{"override_decided", "signed decisions on overrides", spec{kind: record.KindApproval, override: yes}},
+			{"override_token", "override tokens issued", spec{kind: record.KindOverride, decision: "issued"}},
+			{"override_used", "requests let through by an override", spec{kind: record.KindOverride, decision: "allow"}},
+			{"body_too_large", "request bodies over the limit, refused", spec{kind: record.KindRequest, decision: "deny", reasons: []string{"body_too_large"}}},
 		}},
 }
 
 // isDual reports whether r's action is DUAL_APPROVAL under r's manifest.
-func (b *builder) isDual(r *record) (bool, error) {
+func (b *builder) isDual(r *rec) (bool, error) {
 	if r.Action == "" || r.Policy == "" {
 		return false, nil
 	}
@@ -264,7 +265,7 @@ func (b *builder) policy(hash string) (*policyUse, error) {
 	return pu, nil
 }
 
-func (s *spec) match(r *record, dual bool) bool {
+func (s *spec) match(r *rec, dual bool) bool {
 	if s.kind != "" && r.Kind != s.kind {
 		return false
 	}
@@ -333,7 +334,7 @@ func quoteAll(ss []string) string {
 
 // add takes the next record of the range, already checked as part of the
 // chain.
-func (b *builder) add(r *record) error {
+func (b *builder) add(r *rec) error {
 	if b.records == 0 {
 		b.firstTime = r.Time
 	}
@@ -342,7 +343,7 @@ func (b *builder) add(r *record) error {
 	if b.app == "" {
 		b.app = r.App
 	}
-	b.byKind[r.Kind]++
+	b.byKind[string(r.Kind)]++
 	if r.Policy != "" {
 		pu, err := b.policy(r.Policy)
 		if err != nil {
@@ -363,7 +364,7 @@ func (b *builder) add(r *record) error {
 			it.seqs.add(r.Seq)
 		}
 	}
-	if r.Kind == ledger.KindRequest || r.Kind == ledger.KindOverride && (r.Decision == "allow" || r.Decision == "deny") {
+	if r.Kind == record.KindRequest || r.Kind == record.KindOverride && (r.Decision == "allow" || r.Decision == "deny") {
 		act := r.Action
 		if act == "" {
 			act = "(unclassified)"
@@ -391,30 +392,30 @@ func (b *builder) add(r *record) error {
 	return nil
 }
 
-func (b *builder) details(r *record, dual bool) {
-	if r.Kind == ledger.KindForward {
+func (b *builder) details(r *rec, dual bool) {
+	if r.Kind == record.KindForward {
 		b.counts["forwards"]++
 		if r.Reason == "upstream_error" {
 			b.counts["upstream_errors"]++
 		}
 		return
 	}
-	if r.Kind == ledger.KindRequest && r.ApprovalID == "" {
+	if r.Kind == record.KindRequest && r.ApprovalID == "" {
 		return // most records: counted already, no detail row
 	}
 	d := r.d()
 	switch {
-	case r.Kind == ledger.KindConfig:
+	case r.Kind == record.KindConfig:
 		b.configs.add(seqText(r.Seq), shortTime(r.Time), short(r.Policy), d.ManifestVersion, d.ProxyVersion, keyFingerprint(d.GatewayKey), d.ManifestFile)
-	case r.Kind == ledger.KindArchive:
+	case r.Kind == record.KindArchive:
 		b.archives.add(seqText(r.Seq), d.Key, fmt.Sprintf("%d-%d", d.First, d.Last), d.ObjectLockMode, d.RetainUntil, d.ChecksumSHA256, d.Store)
-	case r.Kind == ledger.KindCheckpoint:
+	case r.Kind == record.KindCheckpoint:
 		b.cps.add(seqText(r.Seq), d.Origin, strconv.FormatUint(d.Size, 10), short(d.Hash), d.Key)
-	case r.Kind == ledger.KindOverride:
+	case r.Kind == record.KindOverride:
 		b.overrideRecord(r, d)
-	case r.Kind == ledger.KindApproval && (d.ApprovalKind == "override" || b.ovr[r.ApprovalID] != nil):
+	case r.Kind == record.KindApproval && (d.ApprovalKind == "override" || b.ovr[r.ApprovalID] != nil):
 		b.overrideRecord(r, d)
-	case r.Kind == ledger.KindCapability && r.Decision == "issued":
+	case r.Kind == record.KindCapability && r.Decision == "issued":
 		b.counts["tokens_issued"]++
 		b.capTotal++
 		if len(b.capOrder) < maxRows {
@@ -426,14 +427,14 @@ func (b *builder) details(r *record, dual bool) {
 		if a := b.row(r, dual); a != nil {
 			a.outcome = "approved; token issued " + seqText(r.Seq)
 		}
-	case r.Kind == ledger.KindApproval:
+	case r.Kind == record.KindApproval:
 		b.approvalRecord(r, d, dual)
-	case r.Kind == ledger.KindRequest && r.ApprovalID != "":
+	case r.Kind == record.KindRequest && r.ApprovalID != "":
 		b.requestRecord(r, d, dual)
 	}
 }
 
-func (b *builder) approvalRecord(r *record, d *recordData, dual bool) {
+func (b *builder) approvalRecord(r *rec, d *recordData, dual bool) {
 	a := b.row(r, dual)
 	switch r.Decision {
 	case "approve", "reject":
@@ -461,7 +462,7 @@ func (b *builder) approvalRecord(r *record, d *recordData, dual bool) {
 	}
 }
 
-func (b *builder) requestRecord(r *record, d *recordData, dual bool) {
+func (b *builder) requestRecord(r *rec, d *recordData, dual bool) {
 	switch {
 	case r.Decision == "pending":
 		if a := b.row(r, dual); a != nil {
@@ -480,7 +481,7 @@ func (b *builder) requestRecord(r *record, d *recordData, dual bool) {
 
 // row returns the detail row of r's approval, making it on first sight
 // unless its table is full.
-func (b *builder) row(r *record, dual bool) *apprRow {
+func (b *builder) row(r *rec, dual bool) *apprRow {
 	if a := b.appr[r.ApprovalID]; a != nil {
 		return a
 	}
@@ -501,7 +502,7 @@ func (b *builder) row(r *record, dual bool) *apprRow {
 	return a
 }
 
-func (b *builder) overrideRecord(r *record, d *recordData) {
+func (b *builder) overrideRecord(r *rec, d *recordData) {
 	o := b.ovr[r.ApprovalID]
 	if o == nil && r.ApprovalID != "" {
 		b.ovrTotal++
@@ -511,7 +512,7 @@ func (b *builder) overrideRecord(r *record, d *recordData) {
 			b.ovrOrder = append(b.ovrOrder, o)
 		}
 	}
-	if r.Kind == ledger.KindApproval {
+	if r.Kind == record.KindApproval {
 		switch r.Decision {
 		case "approve", "reject":
 			b.counts["signed_"+r.Decision]++
@@ -529,22 +530,22 @@ func (b *builder) overrideRecord(r *record, d *recordData) {
 		return
 	}
 	switch {
-	case r.Kind == ledger.KindOverride && r.Decision == "pending":
+	case r.Kind == record.KindOverride && r.Decision == "pending":
 		o.requestedBy, o.duration, o.justification, o.reqSeq, o.reqTime = d.RequestedBy, d.Duration, d.Justification, r.Seq, r.Time
-	case r.Kind == ledger.KindOverride && r.Decision == "issued":
+	case r.Kind == record.KindOverride && r.Decision == "issued":
 		o.token = "issued " + seqText(r.Seq) + ", expires " + d.ExpiresAt
-	case r.Kind == ledger.KindOverride && r.Decision == "allow":
+	case r.Kind == record.KindOverride && r.Decision == "allow":
 		o.uses.add(r.Seq)
-	case r.Kind == ledger.KindApproval && (r.Decision == "approve" || r.Decision == "reject"):
+	case r.Kind == record.KindApproval && (r.Decision == "approve" || r.Decision == "reject"):
 		o.decisions = append(o.decisions, decisionText(r, d))
-	case r.Kind == ledger.KindApproval && r.Decision == "refused":
+	case r.Kind == record.KindApproval && r.Decision == "refused":
 		o.decisions = append(o.decisions, "refused "+r.Reason+": "+d.Approver+" "+seqText(r.Seq))
-	case r.Kind == ledger.KindApproval && r.Decision == "expired":
+	case r.Kind == record.KindApproval && r.Decision == "expired":
 		o.token = "expired unapproved " + seqText(r.Seq)
 	}
 }
 
-func decisionText(r *record, d *recordData) string {
+func decisionText(r *rec, d *recordData) string {
 	verb := map[string]string{"approve": "approved", "reject": "rejected"}[r.Decision]
 	return fmt.Sprintf("%s (%s) %s %s, %s", d.Approver, d.Role, verb, shortTime(d.SignedAt), seqText(r.Seq))
 }

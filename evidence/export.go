@@ -20,7 +20,7 @@ import (
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
-	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
 
@@ -132,7 +132,7 @@ func Prepare(ctx context.Context, src Source, opts Options) (*Bundle, error) {
 	v := &linkCheck{next: from, prev: fr.Prev}
 	recHash := sha256.New()
 	ids := map[string]uint64{} // approval id -> first seq naming it
-	var last *record
+	var last *rec
 	n := 0
 	err = src.Range(from, to, func(seq uint64, raw []byte) error {
 		if n++; n%4096 == 0 {
@@ -518,7 +518,7 @@ func (r *resolver) scanConfig() error {
 			return nil
 		}
 		rec, err := parseRecord(raw)
-		if err != nil || rec.Kind != ledger.KindConfig {
+		if err != nil || rec.Kind != record.KindConfig {
 			return nil
 		}
 		if f := rec.d().ManifestFile; f != "" && rec.Policy != "" {
@@ -750,7 +750,7 @@ func approvalEntry(ap *approvals.Approval, a *Anchor) (ApprovalEntry, bool) {
 	e := ApprovalEntry{
 		ID: ap.ID, Kind: ap.Kind, Status: ap.Status, Action: ap.Action, App: ap.App, Method: ap.Method, URL: ap.URL,
 		Headers: ap.Headers, Body: ap.Body, BodyBase64: ap.BodyBase64, Justification: ap.Justification, OnBehalfOf: ap.OnBehalfOf,
-		RequestedBy: ap.RequestedBy, Duration: ap.Duration, Digest: ap.Digest, Amount: ap.Amount, Reason: ap.Reason,
+		RequestedBy: ap.RequestedBy, Duration: ap.Duration, Digest: ap.Digest, Amount: ap.Amount, Reason: string(ap.Reason),
 		Requirement: ap.Requirement, RequiredRoles: ap.RequiredRoles, CreatedAt: rfc(ap.CreatedAt), ExpiresAt: rfc(ap.ExpiresAt),
 		RequestRecord: ap.RequestRecord, CompletedAt: rfc(ap.Completed), TokenID: ap.TokenID, TokenExpiresAt: rfc(ap.TokenExp),
 		ConsumedRecord: ap.Consumed, Statements: []Statement{},

@@ -17,10 +17,12 @@ import (
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
 	"github.com/uapk-gateway/uapk-proxy/evidence"
+	"github.com/uapk-gateway/uapk-proxy/gate"
+	"github.com/uapk-gateway/uapk-proxy/internal/approvalstore"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
-	"github.com/uapk-gateway/uapk-proxy/proxy"
+	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
 
@@ -32,8 +34,9 @@ type fixture struct {
 	t          testing.TB
 	dir        string
 	l          *ledger.Ledger
-	store      *approvals.Store
-	gate       *proxy.Gate
+	store      *approvalstore.Store
+	svc        *approvals.Service
+	gate       *gate.Gate
 	gw         ed25519.PrivateKey
 	people     map[string]ed25519.PrivateKey
 	principals *rules.Principals
@@ -76,7 +79,7 @@ func newFixture(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	f.open()
-	if _, err := f.l.Append(context.Background(), ledger.Entry{Kind: ledger.KindConfig, App: m.AppID, Reason: "start", Policy: m.Hash,
+	if _, err := f.l.Append(context.Background(), ledger.Entry{Kind: record.KindConfig, App: m.AppID, Reason: "start", Policy: m.Hash,
 		Data: map[string]any{"manifest_file": manifestPath, "manifest_version": m.Version,
 			"gateway_key": base64.StdEncoding.EncodeToString(f.gw.Public().(ed25519.PublicKey))}}); err != nil {
 		t.Fatal(err)
@@ -85,11 +88,13 @@ func newFixture(t testing.TB) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tokens.Init(f.l.DB()); err != nil {
+	eng := rules.NewEngine(m, f.principals)
+	f.svc, err = approvals.New(approvals.Config{Store: f.store, Ledger: f.l, Tokens: issuer,
+		Engine: func() *rules.Engine { return eng }, Logger: zerolog.Nop(), Now: f.now})
+	if err != nil {
 		t.Fatal(err)
 	}
-	f.gate, err = proxy.NewGate(proxy.GateConfig{Engine: rules.NewEngine(m, f.principals), Ledger: f.l, Approvals: f.store,
-		Tokens: issuer, Logger: zerolog.Nop(), Now: f.now})
+	f.gate, err = gate.New(gate.Config{Engine: eng, Ledger: f.l, Approvals: f.svc, Logger: zerolog.Nop(), Now: f.now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +106,7 @@ func (f *fixture) open() {
 	if f.l, err = ledger.Open(filepath.Join(f.dir, "ledger.db"), ledger.Options{}); err != nil {
 		f.t.Fatal(err)
 	}
-	if f.store, err = approvals.Open(f.l.DB()); err != nil {
+	if f.store, err = approvalstore.Open(f.l); err != nil {
 		f.t.Fatal(err)
 	}
 	f.t.Cleanup(func() { f.l.Close() })
@@ -111,25 +116,25 @@ func (f *fixture) now() time.Time { return time.Unix(0, f.clock.Load()).UTC() }
 
 // call is one agent request through the gate; forwarded ones get an ERP
 // answer recorded.
-func (f *fixture) call(method, path, body string, set ...func(*proxy.Call)) *proxy.Verdict {
+func (f *fixture) call(method, path, body string, set ...func(*gate.Call)) *gate.Verdict {
 	f.t.Helper()
-	c := &proxy.Call{Door: "sidecar", ContentType: "application/json",
+	c := &gate.Call{Door: "sidecar", ContentType: "application/json",
 		Req: rules.Request{Method: method, Scheme: "http", Host: "erp.example.com", Path: path, Body: []byte(body), App: "financial-ai-assistant"}}
 	for _, s := range set {
 		s(c)
 	}
 	v := f.gate.Check(c)
-	if v.Forward {
-		f.gate.Forwarded(v, proxy.Outcome{Status: 201, Body: []byte(`{"status":"posted"}`), Duration: time.Millisecond})
+	if v.Forward() {
+		f.gate.Forwarded(v, gate.ERPOutcome{Status: 201, Body: []byte(`{"status":"posted"}`), Duration: time.Millisecond})
 	}
 	return v
 }
 
-func onBehalfOf(who string) func(*proxy.Call)  { return func(c *proxy.Call) { c.Req.OnBehalfOf = who } }
-func withApproval(id string) func(*proxy.Call) { return func(c *proxy.Call) { c.ApprovalID = id } }
-func withToken(tok string) func(*proxy.Call)   { return func(c *proxy.Call) { c.Capability = tok } }
-func withOverride(tok string) func(*proxy.Call) {
-	return func(c *proxy.Call) { c.Override = tok }
+func onBehalfOf(who string) func(*gate.Call)  { return func(c *gate.Call) { c.Req.OnBehalfOf = who } }
+func withApproval(id string) func(*gate.Call) { return func(c *gate.Call) { c.ApprovalID = id } }
+func withToken(tok string) func(*gate.Call)   { return func(c *gate.Call) { c.Capability = tok } }
+func withOverride(tok string) func(*gate.Call) {
+	return func(c *gate.Call) { c.Override = tok }
 }
 
 func (f *fixture) decide(id, who, decision string) *approvals.Refusal {
@@ -139,7 +144,7 @@ func (f *fixture) decide(id, who, decision string) *approvals.Refusal {
 		f.t.Fatal(err)
 	}
 	at := f.now().Format(time.RFC3339)
-	_, ref, err := f.gate.DecideApproval(id, approvals.Submission{Approver: who, Decision: decision, SignedAt: at, Reason: "reviewed",
+	_, ref, err := f.svc.Decide(id, approvals.Submission{Approver: who, Decision: decision, SignedAt: at, Reason: "reviewed",
 		Signature: approvals.Sign(f.people[who], id, a.Digest, decision, who, at)})
 	if err != nil {
 		f.t.Fatal(err)
@@ -178,7 +183,7 @@ func (f *fixture) playScenario() ids {
 	f.mustDecide(s.report, "cfo@corp.example", "approve")
 	f.mustDecide(s.report, "controller@corp.example", "approve")
 	f.expect(f.call("POST", "/api/v1/reports/10-K", `{"period":"2026-Q3"}`, withApproval(s.report)), "allow")
-	ov, err := f.gate.RequestOverride(proxy.OverrideRequest{Action: "financial_report", Duration: "4h",
+	ov, err := f.svc.RequestOverride(approvals.OverrideRequest{Action: "financial_report", Duration: "4h",
 		Justification: "Q4 10-K filing deadline - SEC required", RequestedBy: "controller@corp.example"})
 	if err != nil {
 		f.t.Fatal(err)
@@ -198,10 +203,10 @@ func (f *fixture) mustDecide(id, who, decision string) {
 	}
 }
 
-func (f *fixture) expect(v *proxy.Verdict, decision string) {
+func (f *fixture) expect(v *gate.Verdict, decision string) {
 	f.t.Helper()
-	if v.Decision != decision {
-		f.t.Fatalf("decision %s (%s), want %s", v.Decision, v.Reason, decision)
+	if string(v.Decision()) != decision {
+		f.t.Fatalf("decision %s (%s), want %s", v.Decision(), v.Reason, decision)
 	}
 }
 

@@ -13,9 +13,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/uapk-gateway/uapk-proxy/approvals"
+	"github.com/uapk-gateway/uapk-proxy/internal/approvalstore"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/record"
 )
 
 const exampleManifest = "../examples/manifests/sox-financial.json"
@@ -25,7 +26,7 @@ type chain struct {
 	t        testing.TB
 	l        *ledger.Ledger
 	src      Source
-	store    *approvals.Store
+	store    *approvalstore.Store
 	gw       ed25519.PrivateKey
 	manifest []byte
 	policy   string
@@ -43,7 +44,7 @@ func newChain(t testing.TB, dir string) *chain {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.l.Close() })
-	if c.store, err = approvals.Open(c.l.DB()); err != nil {
+	if c.store, err = approvalstore.Open(c.l); err != nil {
 		t.Fatal(err)
 	}
 	_, c.gw, _ = keys.Generate()
@@ -62,13 +63,13 @@ func (c *chain) entry(i int) ledger.Entry {
 		"body_sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "body_size": 412,
 		"on_behalf_of": "accountant@corp.example", "justification": "month-end close",
 	}
-	e := ledger.Entry{Kind: ledger.KindRequest, App: "financial-ai-assistant", Policy: c.policy, Data: data,
+	e := ledger.Entry{Kind: record.KindRequest, App: "financial-ai-assistant", Policy: c.policy, Data: data,
 		Digest: "5d41402abc4b2a76b9719d911017c592d41402abc4b2a76b9719d911017c592a"}
 	switch i % 8 {
 	case 0, 4:
 		e.Action, e.Decision, e.Reason = "account_reconciliation", "allow", "auto_approve"
 	case 1, 5:
-		e = ledger.Entry{Kind: ledger.KindForward, App: e.App, Action: "account_reconciliation", Decision: "allow", Reason: "forwarded",
+		e = ledger.Entry{Kind: record.KindForward, App: e.App, Action: "account_reconciliation", Decision: "allow", Reason: "forwarded",
 			Digest: e.Digest, Policy: c.policy, Data: map[string]any{"request_record": i, "status": 200, "latency_ms": 3,
 				"response_sha256": "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae", "response_size": 88}}
 	case 2:
@@ -109,10 +110,10 @@ func (c *chain) checkpoint(first, seq uint64, note []byte) {
 	seg := fmt.Sprintf("financial-ai-assistant/segments/%020d-%020d.jsonl", first, seq)
 	cp := fmt.Sprintf("financial-ai-assistant/checkpoints/%020d", seq)
 	for _, e := range []ledger.Entry{
-		{Kind: ledger.KindCheckpoint, App: "financial-ai-assistant", Policy: c.policy, Data: map[string]any{
+		{Kind: record.KindCheckpoint, App: "financial-ai-assistant", Policy: c.policy, Data: map[string]any{
 			"store": "local:archive/financial-ai-assistant", "origin": "uapk-proxy/financial-ai-assistant", "size": seq, "hash": r.Hash,
 			"key": cp, "note": string(note), "segment": seg}},
-		{Kind: ledger.KindArchive, App: "financial-ai-assistant", Policy: c.policy, Data: map[string]any{
+		{Kind: record.KindArchive, App: "financial-ai-assistant", Policy: c.policy, Data: map[string]any{
 			"store": "local:archive/financial-ai-assistant", "key": seg, "checksum_sha256": "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=",
 			"bytes": 4096, "first": first, "last": seq, "last_hash": r.Hash, "object_lock_mode": "COMPLIANCE",
 			"retain_until": "2033-11-17T16:00:00Z", "checkpoint_key": cp}},
@@ -352,7 +353,7 @@ func TestSpoolSpillsToATemporaryFile(t *testing.T) {
 }
 
 func TestControlSelectorsAreJq(t *testing.T) {
-	sp := spec{kind: ledger.KindRequest, decision: "deny", reasons: []string{"a", "b"}, dual: no, override: yes}
+	sp := spec{kind: record.KindRequest, decision: "deny", reasons: []string{"a", "b"}, dual: no, override: yes}
 	want := `select(.kind=="request" and .decision=="deny" and (.reason|IN("a","b")) and ((.action|IN("financial_report"))|not) and .data.approval_kind=="override")`
 	if got := sp.jq([]string{"financial_report"}); got != want {
 		t.Errorf("\n got %s\nwant %s", got, want)

@@ -10,15 +10,16 @@ import (
 	"strings"
 
 	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/record"
 )
 
 // record is the part of a ledger record (CONTRACT §5) the bundle needs. The
 // chain itself is checked by ledger.Verifier on the raw bytes; this is only
 // read after that.
-type record struct {
+type rec struct {
 	Seq        uint64          `json:"seq"`
 	Time       string          `json:"time"`
-	Kind       string          `json:"kind"`
+	Kind       record.Kind     `json:"kind"`
 	App        string          `json:"app"`
 	Action     string          `json:"action"`
 	Decision   string          `json:"decision"`
@@ -93,8 +94,8 @@ type recordData struct {
 	Segment string `json:"segment"`
 }
 
-func parseRecord(raw []byte) (*record, error) {
-	r := new(record)
+func parseRecord(raw []byte) (*rec, error) {
+	r := new(rec)
 	if err := json.Unmarshal(raw, r); err != nil {
 		return nil, err
 	}
@@ -102,7 +103,7 @@ func parseRecord(raw []byte) (*record, error) {
 }
 
 // d returns the record's data, parsed once; never nil.
-func (r *record) d() *recordData {
+func (r *rec) d() *recordData {
 	if r.data == nil {
 		r.data = new(recordData)
 		if json.Unmarshal(r.Data, r.data) == nil {
@@ -129,7 +130,7 @@ func (d *recordData) statusText() string {
 
 // is reports whether the record has this kind, decision and (if any given)
 // one of the reasons.
-func (r *record) is(kind, decision string, reasons ...string) bool {
+func (r *rec) is(kind record.Kind, decision string, reasons ...string) bool {
 	if r.Kind != kind || (decision != "" && r.Decision != decision) {
 		return false
 	}
@@ -224,7 +225,7 @@ type linkCheck struct {
 
 var hashMember = []byte(`,"hash":"`)
 
-func (c *linkCheck) add(raw []byte, r *record) error {
+func (c *linkCheck) add(raw []byte, r *rec) error {
 	if r.Seq != c.next {
 		return fmt.Errorf("record %d: found record %d where %d should be", c.next, r.Seq, c.next)
 	}

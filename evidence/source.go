@@ -8,12 +8,11 @@ import (
 	"fmt"
 	"path/filepath"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/uapk-gateway/uapk-proxy/approvals"
 	"github.com/uapk-gateway/uapk-proxy/internal/approvalstore"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
 
@@ -98,13 +97,13 @@ func (c chainCheckpoints) Latest(atLeast uint64) ([]byte, bool, error) {
 			continue
 		}
 		var r struct {
-			Kind string `json:"kind"`
+			Kind record.Kind `json:"kind"`
 			Data struct {
 				Size uint64 `json:"size"`
 				Note string `json:"note"`
 			} `json:"data"`
 		}
-		if json.Unmarshal(raw, &r) != nil || r.Kind != ledger.KindCheckpoint || r.Data.Note == "" {
+		if json.Unmarshal(raw, &r) != nil || r.Kind != record.KindCheckpoint || r.Data.Note == "" {
 			continue
 		}
 		// The newest checkpoint is the furthest one: if it falls short,

@@ -23,6 +23,7 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/approvals"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
 
@@ -328,12 +329,12 @@ func (v *verifier) prescan(line []byte) {
 	}
 	d := r.d()
 	switch r.Kind {
-	case ledger.KindConfig:
+	case record.KindConfig:
 		if k, err := base64.StdEncoding.DecodeString(d.GatewayKey); err == nil && len(k) == ed25519.PublicKeySize &&
 			!slices.ContainsFunc(v.keys, func(x ed25519.PublicKey) bool { return bytes.Equal(x, k) }) {
 			v.keys = append(v.keys, k)
 		}
-	case ledger.KindCheckpoint:
+	case record.KindCheckpoint:
 		if d.Note != "" && len(v.claims) < maxRuns {
 			v.claims = append(v.claims, cpClaim{seq: r.Seq, size: d.Size, hash: d.Hash, note: d.Note})
 		}
@@ -584,7 +585,7 @@ func (v *verifier) checkRecords(b *builder) *Problem {
 	defer rc.Close()
 	chain := newChainCheck(a.First.Seq, a.First.Prev, anchors)
 	lr := newLineReader(rc)
-	var first, last *record
+	var first, last *rec
 	var pending *Problem // the first problem found here; a chain problem at or before it wins
 	var n uint64
 	for pending == nil && !chain.failed() {
@@ -658,14 +659,14 @@ func (v *verifier) checkRecords(b *builder) *Problem {
 }
 
 // crossCheck holds each record against approvals.json.
-func (v *verifier) crossCheck(r *record) *Problem {
+func (v *verifier) crossCheck(r *rec) *Problem {
 	a := v.anchor
 	ap := v.approvals[r.ApprovalID]
 	if ap == nil && r.ApprovalID != "" && a.IncludeApprovals && a.IncludeRejections {
 		return problemf(ProblemMissingApproval, FileApprovals, r.Seq, "record %d (%s/%s/%s) names approval %s, which is not in %s", r.Seq, r.Kind, r.Decision, r.Reason, r.ApprovalID, FileApprovals)
 	}
 	switch {
-	case r.Kind == ledger.KindApproval && (r.Decision == approvals.Approve || r.Decision == approvals.Reject):
+	case r.Kind == record.KindApproval && (r.Decision == approvals.Approve || r.Decision == approvals.Reject):
 		if r.Decision == approvals.Approve && !a.IncludeApprovals || r.Decision == approvals.Reject && !a.IncludeRejections {
 			return nil
 		}
@@ -693,7 +694,7 @@ func (v *verifier) crossCheck(r *record) *Problem {
 			return nil
 		}
 		return problemf(ProblemMissingApproval, FileApprovals, r.Seq, "approval %s: %s's signed %s (record %d) is missing from its statements", ap.ID, d.Approver, r.Decision, r.Seq)
-	case r.is(ledger.KindRequest, "pending") && ap != nil:
+	case r.is(record.KindRequest, "pending") && ap != nil:
 		if ap.Digest != r.Digest || ap.Action != r.Action || ap.App != r.App {
 			return problemf(ProblemApprovalMismatch, FileApprovals, r.Seq, "approval %s is not the request of record %d (digest, action or app differ)", ap.ID, r.Seq)
 		}
@@ -708,7 +709,7 @@ func (v *verifier) crossCheck(r *record) *Problem {
 		if ap == nil {
 			return problemf(ProblemMissingApproval, FileApprovals, r.Seq, "record %d (%s/%s/%s) lets %s through under approval %s, which is not in %s", r.Seq, r.Kind, r.Decision, r.Reason, orDash(r.Action), orDash(r.ApprovalID), FileApprovals)
 		}
-		if ap.Kind == approvals.KindRequest && (r.Kind == ledger.KindRequest || r.Kind == ledger.KindCapability) &&
+		if ap.Kind == approvals.KindRequest && (r.Kind == record.KindRequest || r.Kind == record.KindCapability) &&
 			(ap.Digest != r.Digest || ap.Action != r.Action || ap.App != r.App) {
 			return problemf(ProblemApprovalMismatch, FileApprovals, r.Seq, "record %d lets through another request than approval %s approved (digest, action or app differ)", r.Seq, ap.ID)
 		}
@@ -748,11 +749,11 @@ func statusOmitted(decision string, a Anchor) bool {
 // releases reports a record that exists only because an approval (or an
 // override's approval) was complete: the approved request let through, its
 // token issued, an override used or issued.
-func releases(r *record) bool {
-	return r.is(ledger.KindRequest, "allow", "approved", "capability") ||
-		r.is(ledger.KindCapability, "issued") ||
-		r.is(ledger.KindOverride, "allow") ||
-		r.is(ledger.KindOverride, "issued")
+func releases(r *rec) bool {
+	return r.is(record.KindRequest, "allow", "approved", "capability") ||
+		r.is(record.KindCapability, "issued") ||
+		r.is(record.KindOverride, "allow") ||
+		r.is(record.KindOverride, "issued")
 }
 
 // completeness checks that an approval was complete: approved, every
@@ -971,7 +972,7 @@ func (c *chainCheck) work() {
 }
 
 // add queues the next line; r is its parse (nil if it did not parse).
-func (c *chainCheck) add(raw []byte, r *record) {
+func (c *chainCheck) add(raw []byte, r *rec) {
 	if c.cur == nil {
 		c.cur = &chainChunk{start: c.next, prev: c.prev, raws: make([][]byte, 0, chainChunkRecords)}
 	}

@@ -347,5 +347,3 @@ func TestHoldFailsClosed(t *testing.T) {
 		t.Errorf("%d approvals stored without their record", len(list))
 	}
 }
-
-

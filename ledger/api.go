@@ -6,47 +6,37 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-)
 
-// Record kinds (CONTRACT §5).
-const (
-	KindRequest    = "request"
-	KindApproval   = "approval"
-	KindCapability = "capability"
-	KindOverride   = "override"
-	KindForward    = "forward"
-	KindCheckpoint = "checkpoint"
-	KindArchive    = "archive"
-	KindConfig     = "config"
+	"github.com/uapk-gateway/uapk-proxy/record"
 )
 
 // Record is one ledger entry exactly as CONTRACT §5 describes it. Every field
 // is always present in the JSON (empty string when not applicable, {} for data).
 type Record struct {
-	V          int            `json:"v"`
-	Seq        uint64         `json:"seq"`
-	Time       string         `json:"time"` // RFC 3339 UTC, 9 fractional digits
-	Kind       string         `json:"kind"`
-	App        string         `json:"app"`
-	Action     string         `json:"action"`
-	Decision   string         `json:"decision"`
-	Reason     string         `json:"reason"`
-	ApprovalID string         `json:"approval_id"`
-	Digest     string         `json:"digest"`
-	Policy     string         `json:"policy"`
-	Data       map[string]any `json:"data"`
-	Prev       string         `json:"prev"`
-	Hash       string         `json:"hash"`
+	V          int             `json:"v"`
+	Seq        uint64          `json:"seq"`
+	Time       string          `json:"time"` // RFC 3339 UTC, 9 fractional digits
+	Kind       record.Kind     `json:"kind"`
+	App        string          `json:"app"`
+	Action     string          `json:"action"`
+	Decision   record.Decision `json:"decision"`
+	Reason     record.Reason   `json:"reason"`
+	ApprovalID string          `json:"approval_id"`
+	Digest     string          `json:"digest"`
+	Policy     string          `json:"policy"`
+	Data       map[string]any  `json:"data"`
+	Prev       string          `json:"prev"`
+	Hash       string          `json:"hash"`
 }
 
 // Entry is what a caller asks to append; the ledger fills v, seq, time, prev
 // and hash.
 type Entry struct {
-	Kind       string
+	Kind       record.Kind
 	App        string
 	Action     string
-	Decision   string
-	Reason     string
+	Decision   record.Decision
+	Reason     record.Reason
 	ApprovalID string
 	Digest     string
 	Policy     string

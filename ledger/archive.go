@@ -19,6 +19,8 @@ import (
 
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/uapk-gateway/uapk-proxy/record"
 )
 
 // BucketArchive is the bbolt bucket where the archiver keeps its position,
@@ -696,12 +698,12 @@ func (a *Archiver) seal(ctx context.Context, r segRange) error {
 	}
 	if p.Checkpointed != r.Last {
 		_, err := a.l.Append(ctx, Entry{
-			Kind: KindCheckpoint, App: a.cfg.App, Policy: a.cfg.Policy,
-			Data: map[string]any{
-				"store": a.id, "origin": cp.Origin, "size": cp.Size, "hash": cp.Hash,
-				"key": cpKey, "version_id": cpInfo.VersionID, "note": string(signed),
-				"segment": segKey,
-			},
+			Kind: record.KindCheckpoint, App: a.cfg.App, Policy: a.cfg.Policy,
+			Data: (&record.Checkpoint{
+				Store: a.id, Origin: cp.Origin, Size: cp.Size, Hash: cp.Hash,
+				Key: cpKey, VersionID: cpInfo.VersionID, Note: string(signed),
+				Segment: segKey,
+			}).Map(),
 			Tx: func(tx *bolt.Tx, rec *Record) error {
 				q, err := readPos(tx, a.id)
 				if err != nil {
@@ -721,14 +723,14 @@ func (a *Archiver) seal(ctx context.Context, r segRange) error {
 		a.at("checkpoint_record")
 	}
 	rec, err := a.l.Append(ctx, Entry{
-		Kind: KindArchive, App: a.cfg.App, Policy: a.cfg.Policy,
-		Data: map[string]any{
-			"store": a.id, "key": segKey, "version_id": seg.VersionID,
-			"checksum_sha256": seg.ChecksumSHA256, "bytes": len(data),
-			"first": r.First, "last": r.Last, "last_hash": last.Hash,
-			"object_lock_mode": seg.LockMode, "retain_until": s3Time(seg.RetainUntil),
-			"checkpoint_key": cpKey, "checkpoint_version_id": cpInfo.VersionID,
-		},
+		Kind: record.KindArchive, App: a.cfg.App, Policy: a.cfg.Policy,
+		Data: (&record.Archive{
+			Store: a.id, Key: segKey, VersionID: seg.VersionID,
+			ChecksumSHA256: seg.ChecksumSHA256, Bytes: len(data),
+			First: r.First, Last: r.Last, LastHash: last.Hash,
+			ObjectLockMode: seg.LockMode, RetainUntil: s3Time(seg.RetainUntil),
+			CheckpointKey: cpKey, CheckpointVersionID: cpInfo.VersionID,
+		}).Map(),
 		Tx: func(tx *bolt.Tx, rec *Record) error {
 			q, err := readPos(tx, a.id)
 			if err != nil {

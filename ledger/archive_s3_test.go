@@ -20,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/uapk-gateway/uapk-proxy/internal/miniotest"
+	"github.com/uapk-gateway/uapk-proxy/record"
 )
 
 // These tests run against a real MinIO (bin/minio, `make minio`): Object
@@ -165,7 +166,7 @@ func TestS3SegmentsAreLockedInComplianceMode(t *testing.T) {
 	if rep.Segments != 3 || rep.Checkpoints != 3 {
 		t.Errorf("report %+v", rep)
 	}
-	ars := recordsOfKind(t, l, KindArchive)
+	ars := recordsOfKind(t, l, record.KindArchive)
 	if d := ars[0]["data"].(map[string]any); d["version_id"] == "" || d["object_lock_mode"] != "COMPLIANCE" ||
 		d["retain_until"] != s3Time(retainUntil(lastTime(t, l, 10), 7)) {
 		t.Errorf("archive record %v", d)
@@ -336,7 +337,7 @@ func TestS3CrashMidUpload(t *testing.T) {
 					t.Errorf("%s: %d versions", key, len(vs))
 				}
 			}
-			cps, ars := recordsOfKind(t, l, KindCheckpoint), recordsOfKind(t, l, KindArchive)
+			cps, ars := recordsOfKind(t, l, record.KindCheckpoint), recordsOfKind(t, l, record.KindArchive)
 			if len(cps) != len(ars) || len(ars)*2 != len(objs) {
 				t.Errorf("%d checkpoint records, %d archive records, %d objects", len(cps), len(ars), len(objs))
 			}

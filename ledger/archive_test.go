@@ -20,6 +20,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/mod/sumdb/note"
+
+	"github.com/uapk-gateway/uapk-proxy/record"
 )
 
 // testKey is a fixed gateway key, so checkpoints are reproducible.
@@ -65,7 +67,7 @@ func rangeBytes(t testing.TB, l *Ledger, first, last uint64) []byte {
 }
 
 // kinds returns the kind of every record, in order.
-func recordsOfKind(t testing.TB, l *Ledger, kind string) []map[string]any {
+func recordsOfKind(t testing.TB, l *Ledger, kind record.Kind) []map[string]any {
 	t.Helper()
 	var out []map[string]any
 	err := l.Range(1, l.Head().Seq, func(_ uint64, raw []byte) error {
@@ -73,7 +75,7 @@ func recordsOfKind(t testing.TB, l *Ledger, kind string) []map[string]any {
 		if err := json.Unmarshal(raw, &r); err != nil {
 			return err
 		}
-		if r["kind"] == kind {
+		if r["kind"] == string(kind) {
 			out = append(out, r)
 		}
 		return nil
@@ -168,7 +170,7 @@ func TestArchiveLocalLayout(t *testing.T) {
 		return nil
 	})
 
-	cps, ars := recordsOfKind(t, l, KindCheckpoint), recordsOfKind(t, l, KindArchive)
+	cps, ars := recordsOfKind(t, l, record.KindCheckpoint), recordsOfKind(t, l, record.KindArchive)
 	if len(cps) != 3 || len(ars) != 3 {
 		t.Fatalf("%d checkpoint and %d archive records, want 3 and 3", len(cps), len(ars))
 	}
@@ -376,8 +378,8 @@ func TestArchiveResumesAfterCrash(t *testing.T) {
 			if !bytes.Equal(seg, rangeBytes(t, l, 1, 7)) {
 				t.Fatalf("first segment is not records 1-7")
 			}
-			cps := recordsOfKind(t, l, KindCheckpoint)
-			ars := recordsOfKind(t, l, KindArchive)
+			cps := recordsOfKind(t, l, record.KindCheckpoint)
+			ars := recordsOfKind(t, l, record.KindArchive)
 			if len(cps) != 2 || len(ars) != 2 {
 				t.Fatalf("%d checkpoint and %d archive records, want 2 and 2 (no duplicates)", len(cps), len(ars))
 			}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/uapk-gateway/uapk-proxy/record"
 )
 
 func reportBatching(b *testing.B, l *Ledger) {
@@ -48,7 +50,7 @@ func BenchmarkAppendParallel(b *testing.B) {
 // benchEntry is a request record as the gate writes it.
 func benchEntry() Entry {
 	return Entry{
-		Kind: KindRequest, App: "erp-agent", Action: "create_journal_entry",
+		Kind: record.KindRequest, App: "erp-agent", Action: "create_journal_entry",
 		Decision: "allow", Reason: "auto_approve", Digest: katDigest, Policy: katPolicy,
 		Data: map[string]any{
 			"door":          "sidecar",

@@ -14,6 +14,8 @@ import (
 	"time"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/uapk-gateway/uapk-proxy/record"
 )
 
 // The oracle: how records were encoded before the direct encoder, kept
@@ -118,8 +120,8 @@ type referenceRecord struct {
 // referenceEncodeRecord is the former encodeRecord.
 func referenceEncodeRecord(rec *Record, data []byte) ([]byte, error) {
 	w := referenceRecord{
-		V: rec.V, Seq: rec.Seq, Time: rec.Time, Kind: rec.Kind, App: rec.App,
-		Action: rec.Action, Decision: rec.Decision, Reason: rec.Reason,
+		V: rec.V, Seq: rec.Seq, Time: rec.Time, Kind: string(rec.Kind), App: rec.App,
+		Action: rec.Action, Decision: string(rec.Decision), Reason: string(rec.Reason),
 		ApprovalID: rec.ApprovalID, Digest: rec.Digest, Policy: rec.Policy,
 		Data: data, Prev: rec.Prev,
 	}
@@ -316,7 +318,7 @@ func TestCompareUTF16(t *testing.T) {
 // both ways.
 func TestEncodeRecordMatchesJCS(t *testing.T) {
 	e := Entry{
-		Kind: KindOverride, App: "app \"quoted\" \\ <tag> & \u2028", Action: "a\x00\x1f\x7f",
+		Kind: record.KindOverride, App: "app \"quoted\" \\ <tag> & \u2028", Action: "a\x00\x1f\x7f",
 		Decision: "\U0001f600", Reason: "\ufffd\uffff", ApprovalID: "appr-1", Digest: "", Policy: "p",
 		Data: map[string]any{"\ue000": 1, "\U00010000": []any{"x", nil}},
 	}
@@ -582,7 +584,7 @@ func (g *valueGen) object(depth int) map[string]any {
 	return m
 }
 
-var fuzzKinds = []string{KindRequest, KindApproval, KindCapability, KindOverride, KindForward, KindCheckpoint, KindArchive, KindConfig}
+var fuzzKinds = []record.Kind{record.KindRequest, record.KindApproval, record.KindCapability, record.KindOverride, record.KindForward, record.KindCheckpoint, record.KindArchive, record.KindConfig}
 
 // FuzzCanonicalMatchesJCS holds the direct encoder to the oracle on Data
 // values and whole records built from the fuzz input: the same bytes, or
@@ -612,7 +614,7 @@ func FuzzCanonicalMatchesJCS(f *testing.F) {
 		// The same value as the data of a whole record.
 		e := Entry{
 			Kind: fuzzKinds[int(g.byte())%len(fuzzKinds)], App: g.str(), Action: g.str(),
-			Decision: g.str(), Reason: g.str(), ApprovalID: g.str(), Digest: g.str(), Policy: g.str(),
+			Decision: record.Decision(g.str()), Reason: record.Reason(g.str()), ApprovalID: g.str(), Digest: g.str(), Policy: g.str(),
 			Data: data,
 		}
 		if g.bad != 0 {

@@ -7,6 +7,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/uapk-gateway/uapk-proxy/record"
 )
 
 // Known-answer vectors for CONTRACT §5. Each hash is reproduced without any
@@ -37,12 +39,12 @@ const (
 var (
 	katEntries = []Entry{
 		{
-			Kind: KindRequest, App: "erp-agent", Action: "create_journal_entry",
+			Kind: record.KindRequest, App: "erp-agent", Action: "create_journal_entry",
 			Decision: "allow", Reason: "auto_approve", Digest: katDigest, Policy: katPolicy,
 			Data: map[string]any{"amount": "1250.00", "currency": "USD", "lines": 2, "memo": "accrual <Q1> & €"},
 		},
 		{
-			Kind: KindForward, App: "erp-agent", Action: "create_journal_entry",
+			Kind: record.KindForward, App: "erp-agent", Action: "create_journal_entry",
 			Decision: "allow", Digest: katDigest, Policy: katPolicy,
 			Data: map[string]any{"status": 201, "latency_ms": int64(42), "request": uint64(1)},
 		},

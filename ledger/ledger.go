@@ -408,11 +408,11 @@ func (l *Ledger) write(batch []*pending) ([]Record, error) {
 			return errors.New("bbolt NoSync is set: records would not be durable")
 		}
 		records, meta := tx.Bucket(bucketRecords), tx.Bucket(bucketMeta)
-		// Keys only ever grow: full pages waste no space and split less.
-		records.FillPercent = 1.0
 		if records == nil || meta == nil {
 			return fmt.Errorf("%w: ledger buckets missing", ErrCorrupt)
 		}
+		// Keys only ever grow: full pages waste no space and split less.
+		records.FillPercent = 1.0
 		h, err := readHead(tx)
 		if err != nil {
 			return err

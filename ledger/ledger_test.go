@@ -12,6 +12,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/uapk-gateway/uapk-proxy/record"
 )
 
 func openTemp(t testing.TB, opts Options) *Ledger {
@@ -31,7 +33,7 @@ func openAt(t testing.TB, path string, opts Options) *Ledger {
 
 func entry(i int) Entry {
 	return Entry{
-		Kind: KindRequest, App: "erp-agent", Action: "create_journal_entry",
+		Kind: record.KindRequest, App: "erp-agent", Action: "create_journal_entry",
 		Decision: "allow", Reason: "auto_approve", Digest: katDigest, Policy: katPolicy,
 		Data: map[string]any{"amount": fmt.Sprintf("%d.00", 100+i), "n": i},
 	}
@@ -555,6 +557,21 @@ func TestFailures(t *testing.T) {
 		}
 		if s := l.Stats(); s.Failures != 1 {
 			t.Errorf("stats %+v, want 1 failure", s)
+		}
+	})
+	t.Run("records bucket gone", func(t *testing.T) {
+		// A store sharing the file through DB() deleted the chain's bucket:
+		// the writer must report the corruption, not dereference nil.
+		l := openTemp(t, Options{})
+		appendN(t, l, 1)
+		if err := l.DB().Update(func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketRecords) }); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.Append(context.Background(), entry(0)); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("append without the records bucket: %v", err)
+		}
+		if err := l.Healthy(); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("healthy: %v", err)
 		}
 	})
 	t.Run("NoSync refused", func(t *testing.T) {

@@ -32,14 +32,6 @@ const MaxInt = 1<<53 - 1
 // bound keeps a hostile body from costing the writer goroutine.
 const maxDepth = 32
 
-var kinds = map[string]bool{
-	KindRequest: true, KindApproval: true, KindCapability: true, KindOverride: true,
-	KindForward: true, KindCheckpoint: true, KindArchive: true, KindConfig: true,
-}
-
-// KnownKind reports whether kind is one of the Kind* constants.
-func KnownKind(kind string) bool { return kinds[kind] }
-
 // canonical returns the RFC 8785 form of v. encoding/json output differs from
 // JCS (HTML escaping, number forms, key order), so it is always re-run
 // through jcs.Transform. Only the verifier uses it: the writer has its own
@@ -101,16 +93,16 @@ func encodeParts(e *Entry) (recordParts, error) {
 	} else if b, err = appendCanonical(b, "data", e.Data); err != nil {
 		return p, err
 	}
-	field(`,"decision":`, e.Decision)
+	field(`,"decision":`, string(e.Decision))
 	field(`,"digest":`, e.Digest)
 	b = append(b, ',')
 	p.hashAt = len(b)
-	field(`"kind":`, e.Kind)
+	field(`"kind":`, string(e.Kind))
 	field(`,"policy":`, e.Policy)
 	b = append(b, `,"prev":"`...)
 	p.prevAt = len(b)
 	b = append(b, '"')
-	field(`,"reason":`, e.Reason)
+	field(`,"reason":`, string(e.Reason))
 	b = append(b, `,"seq":`...)
 	if err != nil {
 		return p, err
@@ -276,12 +268,12 @@ func checkNumber(path string, n json.Number) error {
 
 // checkEntry validates the fixed fields; Data is checked by encodeParts.
 func checkEntry(e *Entry) error {
-	if !kinds[e.Kind] {
+	if !e.Kind.Known() {
 		return fmt.Errorf("%w: unknown kind %q", ErrInvalidEntry, e.Kind)
 	}
 	for _, f := range []struct{ name, v string }{
-		{"app", e.App}, {"action", e.Action}, {"decision", e.Decision},
-		{"reason", e.Reason}, {"approval_id", e.ApprovalID},
+		{"app", e.App}, {"action", e.Action}, {"decision", string(e.Decision)},
+		{"reason", string(e.Reason)}, {"approval_id", e.ApprovalID},
 		{"digest", e.Digest}, {"policy", e.Policy},
 	} {
 		if err := checkString(f.name, f.v); err != nil {

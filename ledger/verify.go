@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/gowebpki/jcs"
+
+	"github.com/uapk-gateway/uapk-proxy/record"
 )
 
 // Problem.Reason codes. They are stable: tools and tests match on them.
@@ -288,7 +290,7 @@ func parseRecord(raw []byte) (parsed, error) {
 		}
 		strs[name] = s
 	}
-	if !KnownKind(strs["kind"]) {
+	if !record.Kind(strs["kind"]).Known() {
 		return r, fmt.Errorf("unknown kind %q", strs["kind"])
 	}
 	if r.time, err = parseTime(strs["time"]); err != nil {

@@ -184,7 +184,7 @@ func send(t *testing.T, c *http.Client, method, u, body string, headers ...strin
 func requestEntries(l *fakeLedger) []ledger.Entry {
 	var out []ledger.Entry
 	for _, e := range l.all() {
-		if e.Kind == ledger.KindRequest {
+		if e.Kind == record.KindRequest {
 			out = append(out, e)
 		}
 	}

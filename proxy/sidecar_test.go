@@ -23,6 +23,7 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/gate"
 	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
 
@@ -194,7 +195,7 @@ func TestAdminRecordsEndpointServesVerifiableBytes(t *testing.T) {
 	}
 	defer l.Close()
 	for i := 0; i < 5; i++ {
-		if _, err := l.Append(context.Background(), ledger.Entry{Kind: ledger.KindRequest, Data: map[string]any{"i": i, "s": "ü<&>\u2028"}}); err != nil {
+		if _, err := l.Append(context.Background(), ledger.Entry{Kind: record.KindRequest, Data: map[string]any{"i": i, "s": "ü<&>\u2028"}}); err != nil {
 			t.Fatal(err)
 		}
 	}

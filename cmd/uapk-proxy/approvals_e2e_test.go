@@ -91,7 +91,7 @@ func (e *env) trail(after uint64) []string {
 	var out []string
 	for _, r := range e.records() {
 		if r.Seq > after {
-			out = append(out, r.Kind+"/"+r.Decision+"/"+r.Reason)
+			out = append(out, string(r.Kind)+"/"+string(r.Decision)+"/"+string(r.Reason))
 		}
 	}
 	return out
@@ -133,7 +133,7 @@ func TestQuarterEndEntryHeldThenDuallyApproved(t *testing.T) {
 		}
 		return id != ""
 	})
-	if got := e.srv.gate.Held(); got != 1 {
+	if got := e.srv.approvals.Held(); got != 1 {
 		t.Fatalf("%d requests held, want 1", got)
 	}
 	var out bytes.Buffer
@@ -310,7 +310,7 @@ func TestEveryRefusalReasonIsRecorded(t *testing.T) {
 				t.Errorf("a refused decision changed the approval: %+v", a)
 			}
 			rec := e.record(before + 1)
-			if rec.Kind != "approval" || rec.Decision != "refused" || rec.Reason != c.reason || rec.ApprovalID != id {
+			if rec.Kind != "approval" || rec.Decision != "refused" || string(rec.Reason) != c.reason || rec.ApprovalID != id {
 				t.Errorf("refusal record %+v", rec)
 			}
 		})
@@ -336,7 +336,7 @@ func TestEveryRefusalReasonIsRecorded(t *testing.T) {
 		if code, m := e.decide(id, "fm@corp.example", "fm", "approve", e.clock.Now()); code != 409 || m["reason"] != "approval_expired" {
 			t.Fatalf("%d %v", code, m)
 		}
-		if n, err := e.srv.gate.ExpireDue(); err != nil || n == 0 {
+		if n, err := e.srv.approvals.ExpireDue(); err != nil || n == 0 {
 			t.Fatalf("ExpireDue: %d %v", n, err)
 		}
 		if a := e.approval(id); a.Status != "expired" {
@@ -435,7 +435,7 @@ func TestHeldAgentThatHangsUpLeavesTheApprovalUsable(t *testing.T) {
 	if code, _ := e.decide(id, "fm@corp.example", "fm", "approve", e.clock.Now()); code != 200 {
 		t.Fatal("approve failed")
 	}
-	waitFor(t, func() bool { return e.srv.gate.Held() == 0 })
+	waitFor(t, func() bool { return e.srv.approvals.Held() == 0 })
 	if st := e.erp.Stats(); st.Total != 0 {
 		t.Fatalf("executed for an agent that hung up: %+v", st)
 	}

@@ -16,7 +16,6 @@ import (
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
-	"github.com/uapk-gateway/uapk-proxy/proxy"
 )
 
 // adminClient talks to a running proxy's admin API.
@@ -282,7 +281,7 @@ func newDecide(decision string) *cobra.Command {
 func newOverride() *cobra.Command {
 	root := &cobra.Command{Use: "override", Short: "Emergency overrides (time-limited, approved, recorded)"}
 	c := &adminClient{}
-	var r proxy.OverrideRequest
+	var r approvals.OverrideRequest
 	req := &cobra.Command{
 		Use:   "request --action A --duration 4h --justification TEXT --requested-by ID",
 		Short: "Ask for an override of one action's approval policy; it needs the manifest's override roles",

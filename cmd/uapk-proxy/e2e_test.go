@@ -317,7 +317,7 @@ func TestDeniedRequestsNeverReachTheERP(t *testing.T) {
 				t.Errorf("body\n got %s\nwant %s", got, want)
 			}
 			rec := e.record(seq)
-			if rec.Kind != "request" || rec.Decision != "deny" || rec.Reason != c.reason || rec.Action != c.action {
+			if rec.Kind != "request" || rec.Decision != "deny" || string(rec.Reason) != c.reason || rec.Action != c.action {
 				t.Errorf("record %+v", rec)
 			}
 		})
@@ -365,7 +365,7 @@ func TestPendingApprovalIsHeldAndShown(t *testing.T) {
 				t.Errorf("approval %v", ap)
 			}
 			rec := e.record(seqHeader(t, r))
-			if rec.Decision != "pending" || rec.Reason != c.reason || rec.ApprovalID != id || rec.Digest != ap["digest"] {
+			if rec.Decision != "pending" || string(rec.Reason) != c.reason || rec.ApprovalID != id || rec.Digest != ap["digest"] {
 				t.Errorf("record %+v", rec)
 			}
 		})
@@ -414,7 +414,7 @@ func TestRetryOfAnUnusableApprovalGets409(t *testing.T) {
 				t.Errorf("body %s", r.body)
 			}
 			rec := e.record(seqHeader(t, r))
-			if rec.Decision != "deny" || rec.Reason != c.reason {
+			if rec.Decision != "deny" || string(rec.Reason) != c.reason {
 				t.Errorf("record %+v", rec)
 			}
 		})
@@ -508,7 +508,7 @@ func TestChainHoldsOneDecisionPerRequestInOrderAndVerifies(t *testing.T) {
 		t.Fatalf("%d request records for %d calls", len(requests), len(calls))
 	}
 	for i, rec := range requests {
-		if rec.Seq != seqs[i] || rec.Decision != calls[i].decision {
+		if rec.Seq != seqs[i] || string(rec.Decision) != calls[i].decision {
 			t.Errorf("call %d: record seq %d decision %s, want seq %d decision %s", i, rec.Seq, rec.Decision, seqs[i], calls[i].decision)
 		}
 	}

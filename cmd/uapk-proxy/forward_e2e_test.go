@@ -27,8 +27,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/uapk-gateway/uapk-proxy/examples/erp-mock/erpmock"
+	"github.com/uapk-gateway/uapk-proxy/gate"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
-	"github.com/uapk-gateway/uapk-proxy/proxy"
 )
 
 // fwdEnv is a running proxy with the forward door on (and, unless a tweak
@@ -460,7 +460,7 @@ func (fe *fwdEnv) compareDoors(t *testing.T, c agentClient, method, path, body s
 	if fr.Kind != "request" || fr.Data["door"] != "forward" || sr.Data["door"] != "sidecar" || fr.Data["url"] != wantURL || sr.Data["url"] != wantURL {
 		t.Errorf("records: forward %+v, sidecar %+v", fr, sr)
 	}
-	if fr.Digest != sr.Digest || fr.Digest != proxy.Digest(method, wantURL, []byte(body)) {
+	if fr.Digest != sr.Digest || fr.Digest != gate.Digest(method, wantURL, []byte(body)) {
 		t.Errorf("digest: forward %s, sidecar %s", fr.Digest, sr.Digest)
 	}
 	if fr.Decision != sr.Decision || fr.Reason != sr.Reason || fr.Action != sr.Action {
@@ -570,7 +570,7 @@ func TestForwardDoorReachesAnERPByHostName(t *testing.T) {
 				t.Fatalf("%+v", r)
 			}
 			rec := fe.record(seqHeader(t, reply{r.status, r.header, []byte(r.body)}))
-			if rec.Data["url"] != u || rec.Digest != proxy.Digest("POST", u, []byte(reconciliation)) {
+			if rec.Data["url"] != u || rec.Digest != gate.Digest("POST", u, []byte(reconciliation)) {
 				t.Errorf("record %+v", rec)
 			}
 			if fe.erp.Stats().Total != before+1 {
@@ -697,7 +697,7 @@ func TestForwardDoorWithoutCA(t *testing.T) {
 				rec := fe.requestAfter(head)
 				host, port, _ := net.SplitHostPort(bankHost)
 				if rec.Kind != "request" || rec.Decision != "allow" || rec.Reason != "tunnel_host" || rec.Data["host"] != host ||
-					rec.Data["port"] != port || rec.Digest != proxy.Digest("CONNECT", bankHost, nil) {
+					rec.Data["port"] != port || rec.Digest != gate.Digest("CONNECT", bankHost, nil) {
 					t.Errorf("record %+v", rec)
 				}
 			})
@@ -817,7 +817,7 @@ func TestForwardDoorHeldRequestInsideATunnel(t *testing.T) {
 	if a := fe.approval(id); a.URL != fe.erpURL+"/api/v1/journal-entries" {
 		t.Errorf("approval URL %q", a.URL)
 	}
-	waitFor(t, func() bool { return fe.srv.gate.Held() == 1 })
+	waitFor(t, func() bool { return fe.srv.approvals.Held() == 1 })
 	for _, who := range [][2]string{{"cfo@corp.example", "cfo"}, {"controller@corp.example", "controller"}} {
 		if code, m := fe.decide(id, who[0], who[1], "approve", fe.clock.Now()); code != 200 {
 			t.Fatalf("%s: %d %v", who[0], code, m)
@@ -855,10 +855,10 @@ func TestForwardDoorHeldAgentHangsUp(t *testing.T) {
 		}
 		errc <- err
 	}()
-	waitFor(t, func() bool { return fe.srv.gate.Held() == 1 })
+	waitFor(t, func() bool { return fe.srv.approvals.Held() == 1 })
 	cancel()
 	<-errc
-	waitFor(t, func() bool { return fe.srv.gate.Held() == 0 }) // its goroutine is free at once
+	waitFor(t, func() bool { return fe.srv.approvals.Held() == 0 }) // its goroutine is free at once
 	var list struct{ Approvals []map[string]any }
 	fe.adminGet("/v1/approvals?status=pending", &list)
 	if len(list.Approvals) != 1 {

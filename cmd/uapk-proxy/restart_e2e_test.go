@@ -29,6 +29,7 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/examples/erp-mock/erpmock"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/record"
 )
 
 // The "Done when" for graceful restarts, with the real binary and a
@@ -371,17 +372,17 @@ func TestSIGTERMUnderLoadLosesNothing(t *testing.T) {
 			return err
 		}
 		switch r.Kind {
-		case ledger.KindRequest:
+		case record.KindRequest:
 			requests = append(requests, r)
 			sha, _ := r.Data["body_sha256"].(string)
 			bySHA[sha] = append(bySHA[sha], r)
 			bySeq[r.Seq] = r
-		case ledger.KindForward:
+		case record.KindForward:
 			rs, _ := r.Data["request_record"].(float64)
 			forwardOf[uint64(rs)] = append(forwardOf[uint64(rs)], r)
-		case ledger.KindConfig:
+		case record.KindConfig:
 			configs++
-		case ledger.KindArchive:
+		case record.KindArchive:
 			archives = append(archives, r)
 		}
 		return nil

@@ -36,6 +36,7 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
 	"github.com/uapk-gateway/uapk-proxy/proxy"
+	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
 
@@ -554,7 +555,7 @@ func recordConfig(l *ledger.Ledger, m *rules.Manifest, o *serveOptions, gw ed255
 		data["upstream_ca"] = o.UpstreamCA
 	}
 	_, err := l.Append(ctx, ledger.Entry{
-		Kind: ledger.KindConfig, App: m.AppID, Decision: "", Reason: "start", Policy: m.Hash, Data: data,
+		Kind: record.KindConfig, App: m.AppID, Decision: "", Reason: "start", Policy: m.Hash, Data: data,
 	})
 	return err
 }

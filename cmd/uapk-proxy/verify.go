@@ -16,6 +16,7 @@ import (
 
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
 
@@ -112,7 +113,7 @@ func verifyArchive(ctx context.Context, l *ledger.Ledger, dataDir, manifestPath,
 	}
 	err = l.Range(1, l.Head().Seq, func(_ uint64, raw []byte) error {
 		var r ledger.Record
-		if json.Unmarshal(raw, &r) != nil || r.Kind != ledger.KindConfig {
+		if json.Unmarshal(raw, &r) != nil || r.Kind != record.KindConfig {
 			return nil
 		}
 		if s, ok := r.Data["gateway_key"].(string); ok {
