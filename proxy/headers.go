@@ -5,6 +5,8 @@ import (
 	"iter"
 	"net/http"
 	"strings"
+
+	"github.com/valyala/fasthttp"
 )
 
 // hopByHop are the RFC 9110 §7.6.1 connection-specific headers, plus the
@@ -91,3 +93,26 @@ func (h httpHeader) All() iter.Seq2[[]byte, []byte] {
 
 // stripHTTP applies the header policy to a net/http header.
 func stripHTTP(h http.Header, keep string) { stripHeaders(httpHeader(h), keep) }
+
+// target is what both doors make of a request target: the path the rules
+// classify is fasthttp's decoded, dot-segment-free path, and that same path
+// (under the upstream's base path) is what the ERP receives, in url.
+type target struct {
+	path  string // starts with "/"
+	query string // without "?", as sent
+	url   string // scheme://host/path[?query], the URL the digest covers
+}
+
+// erpTarget builds the target of parsed u for the ERP at scheme://host,
+// basePath prefixed ("" for none).
+func erpTarget(scheme, host, basePath string, u *fasthttp.URI) target {
+	t := target{path: basePath + string(u.Path()), query: string(u.QueryString())}
+	out := fasthttp.AcquireURI()
+	defer fasthttp.ReleaseURI(out)
+	out.SetScheme(scheme)
+	out.SetHost(host)
+	out.SetPath(t.path)
+	out.SetQueryString(t.query)
+	t.url = string(out.FullURI())
+	return t
+}

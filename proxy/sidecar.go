@@ -28,6 +28,9 @@ type SidecarConfig struct {
 	// MaxBody is the largest request body accepted; above it the answer is
 	// 413 and nothing is forwarded (default 10 MiB).
 	MaxBody int
+	// MaxResponse is the largest ERP answer relayed (default 64 MiB); a
+	// larger one is a 502 and an upstream_error forward record.
+	MaxResponse int
 	// TLS is used for an https upstream; nil means system roots, verification on.
 	TLS    *tls.Config
 	Logger zerolog.Logger
@@ -58,6 +61,10 @@ type Sidecar struct {
 // DefaultMaxBody is --max-body's default.
 const DefaultMaxBody = 10 << 20
 
+// DefaultMaxResponse is --max-response's default: an ERP answer is JSON
+// about one entry or report, not a bulk export.
+const DefaultMaxResponse = 64 << 20
+
 // NewSidecar checks the configuration and builds the door.
 func NewSidecar(cfg SidecarConfig) (*Sidecar, error) {
 	if cfg.Gate == nil {
@@ -79,6 +86,10 @@ func NewSidecar(cfg SidecarConfig) (*Sidecar, error) {
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBody
+	}
+	maxResp := cfg.MaxResponse
+	if maxResp <= 0 {
+		maxResp = DefaultMaxResponse
 	}
 	if s.timeout <= 0 {
 		s.timeout = 30 * time.Second
@@ -103,7 +114,7 @@ func NewSidecar(cfg SidecarConfig) (*Sidecar, error) {
 	// proxy cannot be pointed elsewhere by its own environment.
 	s.client = &fasthttp.HostClient{
 		Addr: addr, IsTLS: u.Scheme == "https", TLSConfig: tlsCfg,
-		MaxConns: maxConns, MaxIdleConnDuration: 90 * time.Second,
+		MaxConns: maxConns, MaxIdleConnDuration: 90 * time.Second, MaxResponseBodySize: maxResp,
 		ReadTimeout: s.timeout, WriteTimeout: s.timeout, MaxConnWaitTimeout: s.timeout,
 		NoDefaultUserAgentHeader: true, DisableHeaderNamesNormalizing: false,
 		MaxIdemponentCallAttempts: 1, // a journal entry is never sent twice behind the ledger's back
@@ -160,20 +171,14 @@ func (s *Sidecar) call(ctx *fasthttp.RequestCtx) *gate.Call {
 	if app == "" {
 		app = s.gate.Engine().Manifest().AppID
 	}
-	erpPath := s.basePath + string(ctx.URI().Path())
-	uri := fasthttp.AcquireURI()
-	defer fasthttp.ReleaseURI(uri)
-	uri.SetScheme(s.scheme)
-	uri.SetHost(s.host)
-	uri.SetPath(erpPath)
-	uri.SetQueryStringBytes(ctx.URI().QueryString())
+	t := erpTarget(s.scheme, s.host, s.basePath, ctx.URI())
 	return &gate.Call{
 		Req: rules.Request{
-			Method: string(h.Method()), Scheme: s.scheme, Host: s.host, Path: erpPath,
-			RawQuery: string(ctx.URI().QueryString()), Body: ctx.Request.Body(), App: app,
+			Method: string(h.Method()), Scheme: s.scheme, Host: s.host, Path: t.path,
+			RawQuery: t.query, Body: ctx.Request.Body(), App: app,
 			OnBehalfOf: string(h.Peek(gate.HeaderOnBehalfOf)), Escalation: string(h.Peek(gate.HeaderEscalation)),
 		},
-		URL:           string(uri.FullURI()),
+		URL:           t.url,
 		Door:          "sidecar",
 		Justification: string(h.Peek(gate.HeaderJustification)),
 		ApprovalID:    string(h.Peek(gate.HeaderApprovalID)),

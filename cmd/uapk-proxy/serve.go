@@ -50,6 +50,7 @@ type serveOptions struct {
 	AdminAddr   string
 	DataDir     string
 	MaxBody     string
+	MaxResponse string
 	CADir       string
 	UpstreamCA  string
 	Config      string
@@ -107,6 +108,7 @@ func newServe() *cobra.Command {
 	f.StringVar(&o.AdminAddr, "admin-addr", "127.0.0.1:8090", "admin API, health and metrics address")
 	f.StringVar(&o.DataDir, "data-dir", "./data", "ledger, gateway key and local archive")
 	f.StringVar(&o.MaxBody, "max-body", "10MiB", "largest request body forwarded; above it 413 (e.g. 10MiB, 512KiB)")
+	f.StringVar(&o.MaxResponse, "max-response", "64MiB", "largest ERP answer relayed; above it the agent gets 502 and the forward record says why")
 	f.StringVar(&o.CADir, "ca-dir", "", "this install's CA (from 'ca init') for HTTPS interception")
 	f.StringVar(&o.UpstreamCA, "upstream-ca", "", "extra PEM bundle trusted for ERP TLS")
 	f.StringVar(&o.Config, "config", "", "YAML file with any of these flags as keys (dashes as underscores)")
@@ -208,6 +210,9 @@ func (o *serveOptions) load() (*rules.Manifest, *rules.Principals, []string) {
 	if _, err := parseSize(o.MaxBody); err != nil {
 		problems = append(problems, o.flag("max-body")+": "+err.Error())
 	}
+	if _, err := o.maxResponse(); err != nil {
+		problems = append(problems, o.flag("max-response")+": "+err.Error())
+	}
 	if o.DataDir == "" {
 		problems = append(problems, "--data-dir must not be empty")
 	}
@@ -291,12 +296,23 @@ func runServe(ctx context.Context, o *serveOptions, logw io.Writer, started func
 	return nil
 }
 
+// maxResponse is --max-response in bytes; unset (a test's options) is the
+// default.
+func (o *serveOptions) maxResponse() (int64, error) {
+	if o.MaxResponse == "" {
+		return proxy.DefaultMaxResponse, nil
+	}
+	n, err := parseSize(o.MaxResponse)
+	return int64(n), err
+}
+
 func startServer(o *serveOptions, logw io.Writer) (*server, error) {
 	m, principals, problems := o.load()
 	if len(problems) > 0 {
 		return nil, exitf(2, "invalid configuration:\n  %s", strings.Join(problems, "\n  "))
 	}
 	maxBody, _ := parseSize(o.MaxBody)       // checked by load
+	maxResp, _ := o.maxResponse()            // checked by load
 	authority, upstreamTLS, _ := o.loadTLS() // checked by load
 	level, _ := zerolog.ParseLevel(o.LogLevel)
 	log := zerolog.New(logw).Level(level).With().Timestamp().Str("component", "uapk-proxy").Logger()
@@ -380,7 +396,7 @@ func startServer(o *serveOptions, logw io.Writer) (*server, error) {
 	}
 	if o.Upstream != "" {
 		s.sidecar, err = proxy.NewSidecar(proxy.SidecarConfig{
-			Gate: s.gate, Upstream: o.Upstream, MaxBody: int(maxBody), Logger: log, TLS: upstreamTLS,
+			Gate: s.gate, Upstream: o.Upstream, MaxBody: int(maxBody), MaxResponse: int(maxResp), Logger: log, TLS: upstreamTLS,
 		})
 		if err != nil {
 			return fail(2, err)
@@ -388,7 +404,7 @@ func startServer(o *serveOptions, logw io.Writer) (*server, error) {
 	}
 	if o.ProxyAddr != "" {
 		s.forward, err = proxy.NewForward(proxy.ForwardConfig{
-			Gate: s.gate, MaxBody: int(maxBody), CA: authority, TLS: upstreamTLS, Logger: log, DialContext: o.dial,
+			Gate: s.gate, MaxBody: int(maxBody), MaxResponse: int64(maxResp), CA: authority, TLS: upstreamTLS, Logger: log, DialContext: o.dial,
 		})
 		if err != nil {
 			return fail(2, err)
