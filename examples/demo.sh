@@ -2,7 +2,8 @@
 # The demo: a mock ERP, uapk-proxy in front of it, and the calls an AI
 # finance agent makes at quarter end. Every call is classified, decided and
 # recorded; at the end the ledger is verified twice: by the proxy and by an
-# independent verifier written from the contract alone.
+# independent verifier that needs only the record format of
+# docs/reference.md#records.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -114,7 +115,7 @@ curl -fsS "http://$ERP/_mock/stats"; echo
 echo
 echo "== live chain check (GET /v1/ledger/verify)"
 curl -fsS "http://$ADMIN/v1/ledger/verify"
-echo "== independent verifier, written from CONTRACT §5 alone"
+echo "== independent verifier, needing only the record format (docs/reference.md#records)"
 python3 examples/verify-chain/verify_chain.py --url "http://$ADMIN"
 
 echo

@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Verify a uapk-proxy ledger hash chain, independently of uapk-proxy.
 
-Written from the published record format alone (CONTRACT section 5):
+It relies on nothing but the published record format (docs/reference.md,
+"Records"): each record is one JSON object with the members v (always 1),
+seq (1, 2, 3, ...), time, kind, app, action, decision, reason, approval_id,
+digest, policy, data, prev and hash; its numbers are integers, never floats
+(amounts are decimal strings); and
 
-    Every record is a JSON object with v (1), seq (from 1), ... prev and hash.
-    Amounts and other numbers are JSON integers or decimal strings, never
-    floats. hash is the hex SHA-256 of the bytes of prev (hex-decoded, 32 zero
-    bytes for seq 1) followed by the RFC 8785 (JCS) canonical JSON of the
-    record without its hash field.
+    hash = hex(SHA-256( hexdecode(prev) || JCS(record without "hash") ))
+
+where prev is the previous record's hash (64 zeros, that is 32 zero bytes,
+for seq 1) and JCS is RFC 8785 canonical JSON.
 
 Usage:
     verify_chain.py records.jsonl            # one record per line ("-": stdin)
@@ -252,7 +255,7 @@ def verify(items: Iterable[tuple[str, object]], prev: str | None = None, strict:
 
 
 def schema_problem(rec: dict) -> str:
-    """The first way rec departs from the section 5 field list, or ""."""
+    """The first way rec departs from the record format's member list, or ""."""
     for field, kind in FIELDS.items():
         if field not in rec:
             return f"field {field!r} is missing"
@@ -326,7 +329,7 @@ def read_admin(base: str, start: int, headers: dict[str, str], timeout: float) -
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        description="Verify a uapk-proxy ledger hash chain (CONTRACT section 5), independently of uapk-proxy.")
+        description="Verify a uapk-proxy ledger hash chain (record format: docs/reference.md#records), independently of uapk-proxy.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("file", nargs="?", help="JSONL file, one record per line ('-' for stdin)")
     src.add_argument("--url", help="admin API base URL, e.g. http://127.0.0.1:8090")
@@ -336,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --url: extra request header, e.g. for authentication (repeatable)")
     p.add_argument("--timeout", type=float, default=30, help="with --url: seconds per request (default 30)")
     p.add_argument("--strict", action="store_true",
-                   help="also check every record has exactly the section 5 fields, types, kinds and UTC times")
+                   help="also check every record has exactly the record format's members, types, kinds and UTC times")
     args = p.parse_args(argv)
 
     try:

@@ -97,17 +97,23 @@ func WritePair(prefix string, pub ed25519.PublicKey, priv ed25519.PrivateKey) er
 }
 
 // LoadPrivateFile reads a private key and refuses one that others can read.
+// A public key given in its place is named as such before its mode is
+// judged: PREFIX.pub is 0644 by design, and telling its owner to chmod it
+// would send them the wrong way.
 func LoadPrivateFile(path string) (ed25519.PrivateKey, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, err
 	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%s: private key is readable by others (mode %#o); chmod 600 it", path, st.Mode().Perm())
-	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
+	}
+	if b, _ := pem.Decode(data); b != nil && b.Type == "PUBLIC KEY" {
+		return nil, fmt.Errorf("%s: is a public key (PUBLIC KEY), not a private key: give the private key (PREFIX.key from keygen); the .pub goes in the principals file", path)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s: private key is readable by others (mode %#o); chmod 600 it", path, st.Mode().Perm())
 	}
 	k, err := ParsePrivate(data)
 	if err != nil {
