@@ -1,10 +1,7 @@
 package rules
 
 import (
-	"bytes"
-	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -12,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 )
 
 // Principals is the validated principals file (CONTRACT §4): who exists,
@@ -252,31 +251,9 @@ func readPublicKey(s, baseDir string) (ed25519.PublicKey, error) {
 		}
 		where = "public key file " + path
 	}
-	block, rest := pem.Decode(data)
-	if block == nil {
-		return nil, fmt.Errorf("%s: no PEM block found (want a PKIX \"PUBLIC KEY\" PEM, as written by keygen to PREFIX.pub)", where)
-	}
-	if len(bytes.TrimSpace(rest)) > 0 {
-		return nil, fmt.Errorf("%s: data after the PEM block (want exactly one PUBLIC KEY block)", where)
-	}
-	if strings.Contains(block.Type, "PRIVATE KEY") {
-		return nil, fmt.Errorf("%s: is a private key (%s); give the public key (PREFIX.pub from keygen) and keep the private key secret", where, block.Type)
-	}
-	if block.Type != "PUBLIC KEY" {
-		return nil, fmt.Errorf("%s: PEM block is %q, want \"PUBLIC KEY\"", where, block.Type)
-	}
-	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+	k, err := keys.ParsePublic(data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: not a PKIX public key: %v", where, err)
+		return nil, fmt.Errorf("%s: %w", where, err)
 	}
-	switch k := pub.(type) {
-	case ed25519.PublicKey:
-		return k, nil
-	case *rsa.PublicKey:
-		return nil, fmt.Errorf("%s: is an RSA key, want Ed25519", where)
-	case *ecdsa.PublicKey:
-		return nil, fmt.Errorf("%s: is an ECDSA key, want Ed25519", where)
-	default:
-		return nil, fmt.Errorf("%s: is a %T key, want Ed25519", where, pub)
-	}
+	return k, nil
 }

@@ -24,6 +24,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/uapk-gateway/uapk-proxy/internal/fsutil"
 )
 
 // File names inside a CA directory.
@@ -149,27 +151,11 @@ func Init(dir string, o Options) (*Authority, error) {
 	return Parse(certPEM, keyPEM, o)
 }
 
-// writeNew creates path exclusively with exactly mode (whatever the umask).
+// writeNew creates path exclusively with exactly mode, durably.
 func writeNew(path string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%w: %s", ErrExists, path)
-		}
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(mode)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
+	err := fsutil.WriteNew(path, data, mode)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%w: %s", ErrExists, path)
 	}
 	return err
 }

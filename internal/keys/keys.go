@@ -3,14 +3,20 @@
 package keys
 
 import (
+	"bytes"
+	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"strings"
+
+	"github.com/uapk-gateway/uapk-proxy/internal/fsutil"
 )
 
 // ErrNotEd25519 is returned for a PEM key of another algorithm.
@@ -56,22 +62,45 @@ func ParsePrivate(data []byte) (ed25519.PrivateKey, error) {
 	return ek, nil
 }
 
-// ParsePublic decodes a PKIX PEM Ed25519 public key.
+// ParsePublic decodes exactly one PKIX PEM Ed25519 public key, the one
+// parser every reader of public keys uses (the principals file, bundles).
+// Its errors say what was given instead, and never quote it: someone may
+// point it at a private key.
 func ParsePublic(data []byte) (ed25519.PublicKey, error) {
-	b, _ := pem.Decode(data)
-	if b == nil || b.Type != "PUBLIC KEY" {
-		return nil, errors.New("want a PEM \"PUBLIC KEY\" block (PKIX)")
+	block, rest := pem.Decode(data)
+	if block == nil {
+		return nil, errors.New(`no PEM block found (want a PKIX "PUBLIC KEY" PEM, as written by keygen to PREFIX.pub)`)
 	}
-	k, err := x509.ParsePKIXPublicKey(b.Bytes)
+	if len(bytes.TrimSpace(rest)) > 0 {
+		return nil, errors.New("data after the PEM block (want exactly one PUBLIC KEY block)")
+	}
+	if strings.Contains(block.Type, "PRIVATE KEY") {
+		return nil, fmt.Errorf("is a private key (%s); give the public key (PREFIX.pub from keygen) and keep the private key secret", block.Type)
+	}
+	if block.Type != "PUBLIC KEY" {
+		return nil, fmt.Errorf(`PEM block is %q, want "PUBLIC KEY"`, block.Type)
+	}
+	k, err := x509.ParsePKIXPublicKey(block.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("parse PKIX: %w", err)
+		return nil, fmt.Errorf("not a PKIX public key: %v", err)
 	}
-	ek, ok := k.(ed25519.PublicKey)
-	if !ok {
-		return nil, ErrNotEd25519
+	switch ek := k.(type) {
+	case ed25519.PublicKey:
+		return ek, nil
+	case *rsa.PublicKey:
+		return nil, notEd25519("an RSA")
+	case *ecdsa.PublicKey:
+		return nil, notEd25519("an ECDSA")
+	default:
+		return nil, notEd25519(fmt.Sprintf("a %T", k))
 	}
-	return ek, nil
 }
+
+// notEd25519 names the algorithm a key has instead; it is ErrNotEd25519.
+type notEd25519 string
+
+func (e notEd25519) Error() string        { return "is " + string(e) + " key, want Ed25519" }
+func (e notEd25519) Is(target error) bool { return target == ErrNotEd25519 }
 
 // WritePair writes prefix.key (0600) and prefix.pub (0644). It refuses to
 // overwrite an existing key: losing a signing key is not undoable.
@@ -147,20 +176,9 @@ func LoadOrCreate(path string) (ed25519.PrivateKey, bool, error) {
 }
 
 func writeNew(path string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%s already exists; refusing to overwrite a key", path)
-		}
-		return err
+	err := fsutil.WriteNew(path, data, mode)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%s already exists; refusing to overwrite a key", path)
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return err
 }
