@@ -275,7 +275,7 @@ func TestApplyAccepts(t *testing.T) {
 }
 
 // TestStoredDecisionVerifies checks what an auditor does with an approval
-// (CONTRACT §4, §6): rebuild each statement from the stored approval and
+// (docs/reference.md#approval-statement-and-rules, #evidence-bundle): rebuild each statement from the stored approval and
 // decision alone and verify the stored signature with the approver's key.
 // The approver may type their id in any case; the record must still verify.
 func TestStoredDecisionVerifies(t *testing.T) {

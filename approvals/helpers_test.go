@@ -23,7 +23,7 @@ var (
 
 const (
 	testID = "apr_2v3rnlhoyzq6jbvyt5mwx7kdfa"
-	// testDigest is the request digest (CONTRACT §3) of
+	// testDigest is the request digest (docs/reference.md#request-digest) of
 	// POST https://erp.example.com/api/v1/journal-entries with body {"amount":250000}:
 	//   printf 'POST\nhttps://erp.example.com/api/v1/journal-entries\n%s' \
 	//     "$(printf '{"amount":250000}' | sha256sum | cut -d' ' -f1)" | sha256sum

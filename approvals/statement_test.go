@@ -13,7 +13,7 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/approvals"
 )
 
-// Known answers for the signed decision statement (CONTRACT §4).
+// Known answers for the signed decision statement (docs/reference.md#approval-statement-and-rules).
 //
 // The key is RFC 8032 §7.1 TEST 1 (public knowledge, never a real key):
 // testdata/kat/approver.key is its PKCS#8 PEM, approver.pub its PKIX PEM

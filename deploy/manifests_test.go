@@ -46,7 +46,7 @@ const (
 	minGracePeriod = 60
 )
 
-// serveEnv is every serve flag of CONTRACT §1 as its UAPK_* variable. A
+// serveEnv is every serve flag of docs/reference.md#commands as its UAPK_* variable. A
 // misspelt variable is ignored by the proxy, so it is an error here.
 var serveEnv = []string{
 	"UAPK_MANIFEST", "UAPK_PRINCIPALS", "UAPK_UPSTREAM", "UAPK_SIDECAR_ADDR",
@@ -332,7 +332,7 @@ func checkPod(t *testing.T, objs *objects, w workload, sh shape, persistent bool
 	env := envMap(t, proxy)
 	for name := range env {
 		if strings.HasPrefix(name, "UAPK_") && !slices.Contains(serveEnv, name) {
-			t.Errorf("proxy env %s is not a serve flag (CONTRACT §1); the proxy would ignore it", name)
+			t.Errorf("proxy env %s is not a serve flag (docs/reference.md#commands); the proxy would ignore it", name)
 		}
 	}
 	if proxy.Args != nil && !slices.Equal(proxy.Args, []string{"serve"}) || proxy.Command != nil {
@@ -663,7 +663,7 @@ func TestManifestCopyEqualsTheExample(t *testing.T) {
 }
 
 // TestPrincipals checks the placeholder approvers: Ed25519 public keys in
-// PKIX PEM as the proxy reads them (CONTRACT §4), and someone who can sign
+// PKIX PEM as the proxy reads them (docs/reference.md#approval-statement-and-rules), and someone who can sign
 // for every role the manifest may ask for.
 func TestPrincipals(t *testing.T) {
 	var file struct {
@@ -742,7 +742,7 @@ func manifestRoles(t *testing.T) []string {
 	if m.Override != nil {
 		roles = append(roles, m.Override.RolesRequired...)
 	}
-	roles = append(roles, "cfo") // the default escalation (CONTRACT §2)
+	roles = append(roles, "cfo") // the default escalation (docs/reference.md#manifest)
 	slices.Sort(roles)
 	return slices.Compact(roles)
 }

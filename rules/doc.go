@@ -1,12 +1,12 @@
-// Package rules holds the policy of uapk-proxy: the manifest (CONTRACT §2),
-// the principals file (§4), and the decision on one request. It knows nothing
+// Package rules holds the policy of uapk-proxy: the manifest (docs/reference.md#manifest),
+// the principals file (docs/reference.md#principals), and the decision on one request. It knows nothing
 // of HTTP libraries: doors convert their native request into a Request and
 // get back a Decision value.
 //
 // # Manifest
 //
 // ParseManifest takes JSON (first non-space byte '{') or YAML. Decoding is
-// strict: unknown keys, wrong types and every rule of §2 are checked, and all
+// strict: unknown keys, wrong types and every rule of the manifest reference are checked, and all
 // problems are returned together in a *ValidationError, each with a JSON path
 // such as "actions.journal_entry.match[1].path". Findings that do not make a
 // manifest invalid but likely betray a mistake (a denylist entry naming no

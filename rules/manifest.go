@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// Manifest is a validated policy manifest (CONTRACT §2). It is read-only once
+// Manifest is a validated policy manifest (docs/reference.md#manifest). It is read-only once
 // parsed: an Engine and any number of goroutines may share it.
 type Manifest struct {
 	AppID   string

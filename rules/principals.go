@@ -13,7 +13,7 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 )
 
-// Principals is the validated principals file (CONTRACT §4): who exists,
+// Principals is the validated principals file (docs/reference.md#principals): who exists,
 // which roles they hold, and the Ed25519 key each approver signs with. It is
 // read-only once loaded.
 type Principals struct {

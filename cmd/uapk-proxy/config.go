@@ -17,7 +17,7 @@ import (
 
 // applyConfig fills every serve flag the user did not set on the command
 // line, from UAPK_<FLAG> or else the --config YAML file: flag > env > file >
-// default (CONTRACT §1). Every problem is collected, none stops the others.
+// default (docs/reference.md#commands). Every problem is collected, none stops the others.
 // sources says where each value not from the command line came from.
 func applyConfig(cmd *cobra.Command, lookupEnv func(string) (string, bool)) (sources map[string]string, problems []string) {
 	sources = map[string]string{}
@@ -56,7 +56,7 @@ func envName(flag string) string {
 // sections are the config file's keys that are not flags.
 var sections = map[string]bool{"archive": true}
 
-// archiveFile is the config file's archive: section (CONTRACT §5).
+// archiveFile is the config file's archive: section (docs/reference.md#configuration-file).
 type archiveFile struct {
 	S3 *struct {
 		Bucket    string `yaml:"bucket"`

@@ -1,5 +1,5 @@
 // Command uapk-proxy puts an AI agent's calls to an ERP/GL API under policy,
-// approval and a hash-chained audit ledger. See README.md and CONTRACT §1.
+// approval and a hash-chained audit ledger. See README.md and docs/reference.md.
 package main
 
 import (

@@ -1,5 +1,5 @@
 // Package verifychain tests verify_chain.py, the independent Python verifier
-// of the ledger format (CONTRACT §5). The chains here are built with
+// of the ledger format (docs/reference.md#records). The chains here are built with
 // crypto/sha256 and github.com/gowebpki/jcs only, never with the project's
 // ledger package, so that the two sides meet only at the written contract.
 package verifychain

@@ -1,5 +1,5 @@
 // Package ca is this install's own certificate authority for HTTPS
-// interception on the forward door (CONTRACT §1 `ca init`, `--ca-dir`).
+// interception on the forward door (docs/reference.md#ca-init, `--ca-dir`).
 //
 // # Files
 //

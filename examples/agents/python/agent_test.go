@@ -1,6 +1,6 @@
 // Package pythonagent tests agent.py, the standard-library Python agent,
 // with a real python3: byte-compiled, then run through an HTTP proxy (a fake
-// that answers as CONTRACT §3 says) and through the real uapk-proxy.
+// that answers as docs/reference.md#status-codes-and-bodies says) and through the real uapk-proxy.
 package pythonagent
 
 import (

@@ -1,5 +1,5 @@
 // Package agenttest runs the example agents' tests against uapk-proxy: a
-// small fake that answers as CONTRACT §3 says (to drive every branch of an
+// small fake that answers as docs/reference.md#status-codes-and-bodies says (to drive every branch of an
 // agent quickly, and to act as an HTTP proxy for the Python agent), and the
 // real binary built from cmd/uapk-proxy in front of the mock ERP.
 package agenttest
@@ -213,7 +213,7 @@ func (f *Fake) Requests() []Request {
 	return append([]Request(nil), f.requests...)
 }
 
-// digestOf is CONTRACT §3's request digest over the URL as received.
+// digestOf is the request digest (docs/reference.md#request-digest) over the URL as received.
 func digestOf(r *http.Request, body []byte) string {
 	u := r.URL.String()
 	if !r.URL.IsAbs() {

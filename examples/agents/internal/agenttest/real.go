@@ -199,7 +199,7 @@ func (p *Proxy) VerifyLive(t testing.TB) {
 	}
 }
 
-// Stop sends SIGTERM, wants exit 0 (CONTRACT §1: drains and exits 0), then
+// Stop sends SIGTERM, wants exit 0 (docs/reference.md#serve: drains and exits 0), then
 // checks the stopped ledger offline with `uapk-proxy verify`. Safe to call
 // twice.
 func (p *Proxy) Stop(t testing.TB) {
