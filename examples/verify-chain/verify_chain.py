@@ -43,7 +43,8 @@ MAX_SAFE_INTEGER = 2**53 - 1
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
 RFC3339_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z")
-KINDS = {"request", "approval", "capability", "override", "forward", "checkpoint", "archive", "config"}
+KINDS = {"request", "approval", "capability", "override", "forward", "checkpoint", "archive", "config",
+         "notification", "outcome"}
 FIELDS = {
     "v": int, "seq": int, "time": str, "kind": str, "app": str, "action": str,
     "decision": str, "reason": str, "approval_id": str, "digest": str,
