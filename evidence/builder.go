@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/uapk-gateway/uapk-proxy/approvals"
 	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
@@ -85,8 +86,8 @@ const (
 // Go match and the jq selector printed for the auditor.
 type spec struct {
 	kind     record.Kind
-	decision string
-	reasons  []string
+	decision record.Decision
+	reasons  []record.Reason
 	dual     tri // the action's base approval_policy is DUAL_APPROVAL
 	override tri // an approval record of an override (data.approval_kind)
 }
@@ -139,7 +140,8 @@ func newBuilder(manifest func(string) (*rules.Manifest, error)) *builder {
 	return b
 }
 
-var tokenRefusals = []string{"invalid_token", "consumed", "expired", "digest_mismatch", "app_mismatch", "action_mismatch", "not_approved"}
+var tokenRefusals = []record.Reason{record.InvalidToken, record.Consumed, record.ApprovalExpired, record.DigestMismatch,
+	record.AppMismatch, record.ActionMismatch, record.NotApproved}
 
 // controlDefs are the controls of CONTRACT §6 and the seed's compliance
 // mapping, with the records that evidence each.
@@ -159,11 +161,11 @@ var controlDefs = []struct {
 			id, desc string
 			spec     spec
 		}{
-			{"held", "report requests held for dual approval", spec{kind: record.KindRequest, decision: "pending", dual: yes}},
-			{"signed", "signed approvals of reports", spec{kind: record.KindApproval, decision: "approve", dual: yes, override: no}},
-			{"rejected", "signed rejections of reports", spec{kind: record.KindApproval, decision: "reject", dual: yes, override: no}},
-			{"released", "reports released to the ERP after approval", spec{kind: record.KindRequest, decision: "allow", reasons: []string{"approved", "capability"}, dual: yes}},
-			{"override_released", "reports released under an approved override (dual approval skipped)", spec{kind: record.KindOverride, decision: "allow", dual: yes}},
+			{"held", "report requests held for dual approval", spec{kind: record.KindRequest, decision: record.Pending, dual: yes}},
+			{"signed", "signed approvals of reports", spec{kind: record.KindApproval, decision: record.Approve, dual: yes, override: no}},
+			{"rejected", "signed rejections of reports", spec{kind: record.KindApproval, decision: record.Reject, dual: yes, override: no}},
+			{"released", "reports released to the ERP after approval", spec{kind: record.KindRequest, decision: record.Allow, reasons: []record.Reason{record.Approved, record.Capability}, dual: yes}},
+			{"override_released", "reports released under an approved override (dual approval skipped)", spec{kind: record.KindOverride, decision: record.Allow, dual: yes}},
 		}},
 	{"SOX-404", "SOX", "SOX §404", "Segregation of duties over journal entries",
 		"Internal control over financial reporting: no single person, and not the AI, can both originate and complete a financial transaction.",
@@ -173,13 +175,13 @@ var controlDefs = []struct {
 			id, desc string
 			spec     spec
 		}{
-			{"held", "entries held for approval", spec{kind: record.KindRequest, decision: "pending", dual: no}},
-			{"signed", "signed approvals", spec{kind: record.KindApproval, decision: "approve", dual: no, override: no}},
-			{"rejected", "signed rejections", spec{kind: record.KindApproval, decision: "reject", dual: no, override: no}},
-			{"self_approval_refused", "self-approvals refused (requester or caller tried to approve)", spec{kind: record.KindApproval, decision: "refused", reasons: []string{"self_approval"}}},
-			{"role_checks", "approvals refused by role checks (wrong role, role already filled, same person twice, unknown approver)", spec{kind: record.KindApproval, decision: "refused", reasons: []string{"wrong_role", "role_filled", "duplicate_approver", "unknown_approver"}}},
-			{"caller_role_denied", "requests denied: the caller lacks a role in roles_allowed", spec{kind: record.KindRequest, decision: "deny", reasons: []string{"role_not_allowed"}}},
-			{"released", "entries released to the ERP only after approval", spec{kind: record.KindRequest, decision: "allow", reasons: []string{"approved", "capability"}, dual: no}},
+			{"held", "entries held for approval", spec{kind: record.KindRequest, decision: record.Pending, dual: no}},
+			{"signed", "signed approvals", spec{kind: record.KindApproval, decision: record.Approve, dual: no, override: no}},
+			{"rejected", "signed rejections", spec{kind: record.KindApproval, decision: record.Reject, dual: no, override: no}},
+			{"self_approval_refused", "self-approvals refused (requester or caller tried to approve)", spec{kind: record.KindApproval, decision: record.Refused, reasons: []record.Reason{record.RefuseSelf}}},
+			{"role_checks", "approvals refused by role checks (wrong role, role already filled, same person twice, unknown approver)", spec{kind: record.KindApproval, decision: record.Refused, reasons: []record.Reason{record.RefuseWrongRole, record.RefuseRoleFilled, record.RefuseDuplicate, record.RefuseUnknown}}},
+			{"caller_role_denied", "requests denied: the caller lacks a role in roles_allowed", spec{kind: record.KindRequest, decision: record.Deny, reasons: []record.Reason{record.RoleNotAllowed}}},
+			{"released", "entries released to the ERP only after approval", spec{kind: record.KindRequest, decision: record.Allow, reasons: []record.Reason{record.Approved, record.Capability}, dual: no}},
 		}},
 	{"SOX-802", "SOX", "SOX §802", "Retention and protection of audit records",
 		"Audit records are kept for seven years and cannot be altered or destroyed.",
@@ -192,7 +194,7 @@ var controlDefs = []struct {
 			{"chain", "hash-chained records in this bundle", spec{}},
 			{"archive", "segments archived with Object Lock", spec{kind: record.KindArchive}},
 			{"checkpoint", "signed checkpoints", spec{kind: record.KindCheckpoint}},
-			{"protected", "attempts on denylisted actions (audit_modify, log_delete, record_destroy...), denied", spec{kind: record.KindRequest, decision: "deny", reasons: []string{"denylisted"}}},
+			{"protected", "attempts on denylisted actions (audit_modify, log_delete, record_destroy...), denied", spec{kind: record.KindRequest, decision: record.Deny, reasons: []record.Reason{record.Denylisted}}},
 			{"config", "configuration records (manifest hash and gateway key in force)", spec{kind: record.KindConfig}},
 		}},
 	{"ISO27001-A.9", "ISO27001", "ISO 27001 A.9", "Access control",
@@ -203,10 +205,10 @@ var controlDefs = []struct {
 			id, desc string
 			spec     spec
 		}{
-			{"issued", "capability tokens issued", spec{kind: record.KindCapability, decision: "issued"}},
-			{"used", "approved requests let through by their approval or token, once", spec{kind: record.KindRequest, decision: "allow", reasons: []string{"approved", "capability"}}},
-			{"token_refused", "token and approval uses refused (forged, replayed, expired, another request)", spec{kind: record.KindRequest, decision: "deny", reasons: tokenRefusals}},
-			{"access_denied", "access denied (role not allowed, unknown app, unclassified, policy DENY, bad escalation)", spec{kind: record.KindRequest, decision: "deny", reasons: []string{"role_not_allowed", "unknown_app", "unclassified", "policy_deny", "bad_escalation"}}},
+			{"issued", "capability tokens issued", spec{kind: record.KindCapability, decision: record.Issued}},
+			{"used", "approved requests let through by their approval or token, once", spec{kind: record.KindRequest, decision: record.Allow, reasons: []record.Reason{record.Approved, record.Capability}}},
+			{"token_refused", "token and approval uses refused (forged, replayed, expired, another request)", spec{kind: record.KindRequest, decision: record.Deny, reasons: tokenRefusals}},
+			{"access_denied", "access denied (role not allowed, unknown app, unclassified, policy DENY, bad escalation)", spec{kind: record.KindRequest, decision: record.Deny, reasons: []record.Reason{record.RoleNotAllowed, record.UnknownApp, record.Unclassified, record.PolicyDeny, record.BadEscalation}}},
 		}},
 	{"ISO27001-A.12", "ISO27001", "ISO 27001 A.12", "Operations security",
 		"Operations are controlled: restricted hours, escalation of high-value operations, prohibited operations blocked, emergency changes approved and logged.",
@@ -216,14 +218,14 @@ var controlDefs = []struct {
 			id, desc string
 			spec     spec
 		}{
-			{"business_hours", "denied outside business hours", spec{kind: record.KindRequest, decision: "deny", reasons: []string{"outside_business_hours"}}},
-			{"escalated", "amount escalations (over cap, unreadable amount, escalation requested)", spec{kind: record.KindRequest, decision: "pending", reasons: []string{"amount_over_cap", "amount_unreadable", "escalation_requested"}}},
-			{"denylisted", "denylist hits", spec{kind: record.KindRequest, decision: "deny", reasons: []string{"denylisted"}}},
-			{"override_requested", "overrides requested", spec{kind: record.KindOverride, decision: "pending"}},
+			{"business_hours", "denied outside business hours", spec{kind: record.KindRequest, decision: record.Deny, reasons: []record.Reason{record.OutsideBusinessHours}}},
+			{"escalated", "amount escalations (over cap, unreadable amount, escalation requested)", spec{kind: record.KindRequest, decision: record.Pending, reasons: []record.Reason{record.AmountOverCap, record.AmountUnreadable, record.EscalationRequested}}},
+			{"denylisted", "denylist hits", spec{kind: record.KindRequest, decision: record.Deny, reasons: []record.Reason{record.Denylisted}}},
+			{"override_requested", "overrides requested", spec{kind: record.KindOverride, decision: record.Pending}},
 			{"override_decided", "signed decisions on overrides", spec{kind: record.KindApproval, override: yes}},
-			{"override_token", "override tokens issued", spec{kind: record.KindOverride, decision: "issued"}},
-			{"override_used", "requests let through by an override", spec{kind: record.KindOverride, decision: "allow"}},
-			{"body_too_large", "request bodies over the limit, refused", spec{kind: record.KindRequest, decision: "deny", reasons: []string{"body_too_large"}}},
+			{"override_token", "override tokens issued", spec{kind: record.KindOverride, decision: record.Issued}},
+			{"override_used", "requests let through by an override", spec{kind: record.KindOverride, decision: record.Allow}},
+			{"body_too_large", "request bodies over the limit, refused", spec{kind: record.KindRequest, decision: record.Deny, reasons: []record.Reason{record.BodyTooLarge}}},
 		}},
 }
 
@@ -269,7 +271,7 @@ func (s *spec) match(r *rec, dual bool) bool {
 	if s.kind != "" && r.Kind != s.kind {
 		return false
 	}
-	if s.decision != "" && r.Decision != s.decision {
+	if s.decision != record.None && r.Decision != s.decision {
 		return false
 	}
 	if len(s.reasons) > 0 && !slices.Contains(s.reasons, r.Reason) {
@@ -279,7 +281,7 @@ func (s *spec) match(r *rec, dual bool) bool {
 		return false
 	}
 	if s.override != triAny {
-		ovr := r.d().ApprovalKind == "override"
+		ovr := dataOf[record.Signature](r).ApprovalKind == approvals.KindOverride
 		if s.override == yes && !ovr || s.override == no && ovr {
 			return false
 		}
@@ -293,7 +295,7 @@ func (s *spec) jq(dualNames []string) string {
 	if s.kind != "" {
 		c = append(c, fmt.Sprintf(".kind==%q", s.kind))
 	}
-	if s.decision != "" {
+	if s.decision != record.None {
 		c = append(c, fmt.Sprintf(".decision==%q", s.decision))
 	}
 	if len(s.reasons) == 1 {
@@ -314,9 +316,9 @@ func (s *spec) jq(dualNames []string) string {
 	}
 	switch s.override {
 	case yes:
-		c = append(c, `.data.approval_kind=="override"`)
+		c = append(c, fmt.Sprintf(".data.approval_kind==%q", approvals.KindOverride))
 	case no:
-		c = append(c, `.data.approval_kind!="override"`)
+		c = append(c, fmt.Sprintf(".data.approval_kind!=%q", approvals.KindOverride))
 	}
 	if len(c) == 0 {
 		return "."
@@ -324,10 +326,10 @@ func (s *spec) jq(dualNames []string) string {
 	return "select(" + strings.Join(c, " and ") + ")"
 }
 
-func quoteAll(ss []string) string {
+func quoteAll[S ~string](ss []S) string {
 	q := make([]string, len(ss))
 	for i, s := range ss {
-		q[i] = strconv.Quote(s)
+		q[i] = strconv.Quote(string(s))
 	}
 	return strings.Join(q, ",")
 }
@@ -364,7 +366,7 @@ func (b *builder) add(r *rec) error {
 			it.seqs.add(r.Seq)
 		}
 	}
-	if r.Kind == record.KindRequest || r.Kind == record.KindOverride && (r.Decision == "allow" || r.Decision == "deny") {
+	if r.Kind == record.KindRequest || r.Kind == record.KindOverride && (r.Decision == record.Allow || r.Decision == record.Deny) {
 		act := r.Action
 		if act == "" {
 			act = "(unclassified)"
@@ -375,18 +377,18 @@ func (b *builder) add(r *rec) error {
 			b.byAction[act] = t
 		}
 		switch r.Decision {
-		case "allow":
+		case record.Allow:
 			t[0]++
-		case "deny":
+		case record.Deny:
 			t[1]++
-			b.denials[r.Reason]++
-		case "pending":
+			b.denials[string(r.Reason)]++
+		case record.Pending:
 			t[2]++
 		default:
 			t[3]++
 		}
 		b.counts["requests"]++
-		b.counts["requests_"+r.Decision]++
+		b.counts["requests_"+string(r.Decision)]++
 	}
 	b.details(r, dual)
 	return nil
@@ -395,7 +397,7 @@ func (b *builder) add(r *rec) error {
 func (b *builder) details(r *rec, dual bool) {
 	if r.Kind == record.KindForward {
 		b.counts["forwards"]++
-		if r.Reason == "upstream_error" {
+		if r.Reason == record.UpstreamError {
 			b.counts["upstream_errors"]++
 		}
 		return
@@ -403,19 +405,22 @@ func (b *builder) details(r *rec, dual bool) {
 	if r.Kind == record.KindRequest && r.ApprovalID == "" {
 		return // most records: counted already, no detail row
 	}
-	d := r.d()
 	switch {
 	case r.Kind == record.KindConfig:
+		d := dataOf[record.Config](r)
 		b.configs.add(seqText(r.Seq), shortTime(r.Time), short(r.Policy), d.ManifestVersion, d.ProxyVersion, keyFingerprint(d.GatewayKey), d.ManifestFile)
 	case r.Kind == record.KindArchive:
+		d := dataOf[record.Archive](r)
 		b.archives.add(seqText(r.Seq), d.Key, fmt.Sprintf("%d-%d", d.First, d.Last), d.ObjectLockMode, d.RetainUntil, d.ChecksumSHA256, d.Store)
 	case r.Kind == record.KindCheckpoint:
+		d := dataOf[record.Checkpoint](r)
 		b.cps.add(seqText(r.Seq), d.Origin, strconv.FormatUint(d.Size, 10), short(d.Hash), d.Key)
 	case r.Kind == record.KindOverride:
-		b.overrideRecord(r, d)
-	case r.Kind == record.KindApproval && (d.ApprovalKind == "override" || b.ovr[r.ApprovalID] != nil):
-		b.overrideRecord(r, d)
-	case r.Kind == record.KindCapability && r.Decision == "issued":
+		b.overrideRecord(r)
+	case r.Kind == record.KindApproval && (dataOf[record.Signature](r).ApprovalKind == approvals.KindOverride || b.ovr[r.ApprovalID] != nil):
+		b.overrideRecord(r)
+	case r.is(record.KindCapability, record.Issued):
+		d := dataOf[record.Token](r)
 		b.counts["tokens_issued"]++
 		b.capTotal++
 		if len(b.capOrder) < maxRows {
@@ -428,48 +433,50 @@ func (b *builder) details(r *rec, dual bool) {
 			a.outcome = "approved; token issued " + seqText(r.Seq)
 		}
 	case r.Kind == record.KindApproval:
-		b.approvalRecord(r, d, dual)
+		b.approvalRecord(r, dual)
 	case r.Kind == record.KindRequest && r.ApprovalID != "":
-		b.requestRecord(r, d, dual)
+		b.requestRecord(r, dataOf[record.Request](r), dual)
 	}
 }
 
-func (b *builder) approvalRecord(r *rec, d *recordData, dual bool) {
+func (b *builder) approvalRecord(r *rec, dual bool) {
 	a := b.row(r, dual)
 	switch r.Decision {
-	case "approve", "reject":
-		b.counts["signed_"+r.Decision]++
+	case record.Approve, record.Reject:
+		d := dataOf[record.Signature](r)
+		b.counts["signed_"+string(r.Decision)]++
 		if a != nil {
 			a.decisions = append(a.decisions, decisionText(r, d))
-			if r.Decision == "reject" {
+			if r.Decision == record.Reject {
 				a.outcome = "rejected " + seqText(r.Seq)
 			}
 		}
-		if r.Decision == "reject" {
+		if r.Decision == record.Reject {
 			b.rejections.add(r.ApprovalID, r.Action, d.Approver+" ("+d.Role+")", d.SignedAt, d.Reason, seqText(r.Seq))
 		}
-	case "refused":
-		b.counts["refused"]++
+	case record.Refused:
+		d := dataOf[record.Refusal](r)
+		b.counts["decisions_refused"]++
 		if a != nil {
 			a.refused++
 		}
-		b.refusals.add(seqText(r.Seq), r.ApprovalID, r.Action, d.Approver, r.Reason, d.Detail)
-	case "expired":
-		b.counts["expired"]++
+		b.refusals.add(seqText(r.Seq), r.ApprovalID, r.Action, d.Approver, string(r.Reason), d.Detail)
+	case record.Expired:
+		b.counts["approvals_expired"]++
 		if a != nil {
 			a.outcome = "expired " + seqText(r.Seq)
 		}
 	}
 }
 
-func (b *builder) requestRecord(r *rec, d *recordData, dual bool) {
+func (b *builder) requestRecord(r *rec, d *record.Request, dual bool) {
 	switch {
-	case r.Decision == "pending":
+	case r.Decision == record.Pending:
 		if a := b.row(r, dual); a != nil {
 			a.reqSeq, a.reqTime, a.amount, a.onBehalf, a.roles = r.Seq, r.Time, d.Amount, d.OnBehalfOf, d.RequiredRoles
 			a.outcome = "pending at the end of the range"
 		}
-	case r.Decision == "allow" && (r.Reason == "approved" || r.Reason == "capability"):
+	case r.is(record.KindRequest, record.Allow, record.Approved, record.Capability):
 		if a := b.row(r, dual); a != nil {
 			a.outcome = "released to the ERP " + seqText(r.Seq)
 		}
@@ -502,7 +509,7 @@ func (b *builder) row(r *rec, dual bool) *apprRow {
 	return a
 }
 
-func (b *builder) overrideRecord(r *rec, d *recordData) {
+func (b *builder) overrideRecord(r *rec) {
 	o := b.ovr[r.ApprovalID]
 	if o == nil && r.ApprovalID != "" {
 		b.ovrTotal++
@@ -514,39 +521,47 @@ func (b *builder) overrideRecord(r *rec, d *recordData) {
 	}
 	if r.Kind == record.KindApproval {
 		switch r.Decision {
-		case "approve", "reject":
-			b.counts["signed_"+r.Decision]++
-			if r.Decision == "reject" {
+		case record.Approve, record.Reject:
+			b.counts["signed_"+string(r.Decision)]++
+			if r.Decision == record.Reject {
+				d := dataOf[record.Signature](r)
 				b.rejections.add(r.ApprovalID, r.Action+" (override)", d.Approver+" ("+d.Role+")", d.SignedAt, d.Reason, seqText(r.Seq))
 			}
-		case "refused":
-			b.counts["refused"]++
-			b.refusals.add(seqText(r.Seq), r.ApprovalID, r.Action+" (override)", d.Approver, r.Reason, d.Detail)
-		case "expired":
-			b.counts["expired"]++
+		case record.Refused:
+			d := dataOf[record.Refusal](r)
+			b.counts["decisions_refused"]++
+			b.refusals.add(seqText(r.Seq), r.ApprovalID, r.Action+" (override)", d.Approver, string(r.Reason), d.Detail)
+		case record.Expired:
+			b.counts["approvals_expired"]++
 		}
 	}
 	if o == nil {
 		return
 	}
 	switch {
-	case r.Kind == record.KindOverride && r.Decision == "pending":
+	case r.is(record.KindOverride, record.Pending):
+		d := dataOf[record.OverrideRequest](r)
 		o.requestedBy, o.duration, o.justification, o.reqSeq, o.reqTime = d.RequestedBy, d.Duration, d.Justification, r.Seq, r.Time
-	case r.Kind == record.KindOverride && r.Decision == "issued":
-		o.token = "issued " + seqText(r.Seq) + ", expires " + d.ExpiresAt
-	case r.Kind == record.KindOverride && r.Decision == "allow":
+	case r.is(record.KindOverride, record.Issued):
+		o.token = "issued " + seqText(r.Seq) + ", expires " + dataOf[record.Token](r).ExpiresAt
+	case r.is(record.KindOverride, record.Allow):
 		o.uses.add(r.Seq)
-	case r.Kind == record.KindApproval && (r.Decision == "approve" || r.Decision == "reject"):
-		o.decisions = append(o.decisions, decisionText(r, d))
-	case r.Kind == record.KindApproval && r.Decision == "refused":
-		o.decisions = append(o.decisions, "refused "+r.Reason+": "+d.Approver+" "+seqText(r.Seq))
-	case r.Kind == record.KindApproval && r.Decision == "expired":
+	case r.is(record.KindApproval, record.Approve), r.is(record.KindApproval, record.Reject):
+		o.decisions = append(o.decisions, decisionText(r, dataOf[record.Signature](r)))
+	case r.is(record.KindApproval, record.Refused):
+		o.decisions = append(o.decisions, "refused "+string(r.Reason)+": "+dataOf[record.Refusal](r).Approver+" "+seqText(r.Seq))
+	case r.is(record.KindApproval, record.Expired):
 		o.token = "expired unapproved " + seqText(r.Seq)
 	}
 }
 
-func decisionText(r *rec, d *recordData) string {
-	verb := map[string]string{"approve": "approved", "reject": "rejected"}[r.Decision]
+// decisionText is one signed decision in the report: who, in which role,
+// approved or rejected when (the approvals store's status words).
+func decisionText(r *rec, d *record.Signature) string {
+	verb := approvals.StatusRejected
+	if r.Decision == record.Approve {
+		verb = approvals.StatusApproved
+	}
 	return fmt.Sprintf("%s (%s) %s %s, %s", d.Approver, d.Role, verb, shortTime(d.SignedAt), seqText(r.Seq))
 }
 

@@ -512,16 +512,15 @@ func (r *resolver) bytes(policy string) ([]byte, string, error) {
 // before parsing any.
 func (r *resolver) scanConfig() error {
 	r.scanned, r.files = true, map[string]string{}
-	needle := []byte(`"kind":"config"`)
 	return r.src.Range(1, r.to, func(_ uint64, raw []byte) error {
-		if !bytes.Contains(raw, needle) {
+		if !bytes.Contains(raw, kindConfig) {
 			return nil
 		}
 		rec, err := parseRecord(raw)
 		if err != nil || rec.Kind != record.KindConfig {
 			return nil
 		}
-		if f := rec.d().ManifestFile; f != "" && rec.Policy != "" {
+		if f := dataOf[record.Config](rec).ManifestFile; f != "" && rec.Policy != "" {
 			r.files[rec.Policy] = f
 		}
 		return nil

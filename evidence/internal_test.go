@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -353,10 +354,42 @@ func TestSpoolSpillsToATemporaryFile(t *testing.T) {
 }
 
 func TestControlSelectorsAreJq(t *testing.T) {
-	sp := spec{kind: record.KindRequest, decision: "deny", reasons: []string{"a", "b"}, dual: no, override: yes}
+	sp := spec{kind: record.KindRequest, decision: "deny", reasons: []record.Reason{"a", "b"}, dual: no, override: yes}
 	want := `select(.kind=="request" and .decision=="deny" and (.reason|IN("a","b")) and ((.action|IN("financial_report"))|not) and .data.approval_kind=="override")`
 	if got := sp.jq([]string{"financial_report"}); got != want {
 		t.Errorf("\n got %s\nwant %s", got, want)
+	}
+}
+
+// TestControlMappingNamesKnownCodes: every kind, decision and reason the
+// control mapping selects records by is one the record package defines, so
+// a misspelt or retired code cannot leave a control silently unevidenced.
+func TestControlMappingNamesKnownCodes(t *testing.T) {
+	decisions := []record.Decision{record.Allow, record.Deny, record.Pending, record.Approve, record.Reject,
+		record.Refused, record.Expired, record.Issued}
+	for _, c := range controlDefs {
+		for _, it := range c.items {
+			sp, where := it.spec, c.id+"/"+it.id
+			if sp.kind != "" && !sp.kind.Known() {
+				t.Errorf("%s: unknown kind %q", where, sp.kind)
+			}
+			if sp.decision != record.None && !slices.Contains(decisions, sp.decision) {
+				t.Errorf("%s: unknown decision %q", where, sp.decision)
+			}
+			if sp.kind == "" && (sp.decision != record.None || len(sp.reasons) > 0) {
+				t.Errorf("%s: a decision or reason without a kind", where)
+			}
+			for _, r := range sp.reasons {
+				if !r.Known() {
+					t.Errorf("%s: unknown reason %q", where, r)
+				}
+			}
+		}
+	}
+	for _, r := range tokenRefusals {
+		if !r.Known() {
+			t.Errorf("tokenRefusals: unknown reason %q", r)
+		}
 	}
 }
 

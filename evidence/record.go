@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -13,17 +14,17 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/record"
 )
 
-// record is the part of a ledger record (CONTRACT §5) the bundle needs. The
-// chain itself is checked by ledger.Verifier on the raw bytes; this is only
-// read after that.
+// rec is the part of a ledger record (docs/reference.md#records) the
+// bundle needs. The chain itself is checked by the verifier on the raw
+// bytes; this is only read after that.
 type rec struct {
 	Seq        uint64          `json:"seq"`
 	Time       string          `json:"time"`
 	Kind       record.Kind     `json:"kind"`
 	App        string          `json:"app"`
 	Action     string          `json:"action"`
-	Decision   string          `json:"decision"`
-	Reason     string          `json:"reason"`
+	Decision   record.Decision `json:"decision"`
+	Reason     record.Reason   `json:"reason"`
 	ApprovalID string          `json:"approval_id"`
 	Digest     string          `json:"digest"`
 	Policy     string          `json:"policy"`
@@ -31,67 +32,8 @@ type rec struct {
 	Prev       string          `json:"prev"`
 	Hash       string          `json:"hash"`
 
-	data   *recordData // parsed on first use
-	dataOK bool
-}
-
-// recordData is the union of the data members the gate and the archiver
-// write that the bundle shows. A member of an unexpected type leaves the
-// whole data unread (zero) rather than failing: the chain check has already
-// vouched for the bytes, and the report must be reproducible from them.
-type recordData struct {
-	// request, override use
-	Method        string   `json:"method"`
-	URL           string   `json:"url"`
-	Amount        string   `json:"amount"`
-	OnBehalfOf    string   `json:"on_behalf_of"`
-	Justification string   `json:"justification"`
-	RequiredRoles []string `json:"required_roles"`
-	TokenID       string   `json:"token_id"`
-	Detail        string   `json:"detail"`
-	ExpiresAt     string   `json:"expires_at"`
-	// approval decisions and refusals
-	Approver          string `json:"approver"`
-	Role              string `json:"role"`
-	SignedAt          string `json:"signed_at"`
-	Signature         string `json:"signature"`
-	Reason            string `json:"reason"`
-	ApprovalKind      string `json:"approval_kind"`
-	StatementSHA256   string `json:"statement_sha256"`
-	DecisionRequested string `json:"decision_requested"`
-	// capability / override tokens
-	IssuedAt          string `json:"issued_at"`
-	RequestedBy       string `json:"requested_by"`
-	Duration          string `json:"duration"`
-	OverrideID        string `json:"override_id"`
-	OverrideExpiresAt string `json:"override_expires_at"`
-	PolicySkipped     string `json:"policy_skipped"`
-	// forward: status is a number there and a string in approval records
-	Status        json.RawMessage `json:"status"`
-	RequestRecord uint64          `json:"request_record"`
-	Error         string          `json:"error"`
-	// config
-	GatewayKey      string `json:"gateway_key"`
-	ManifestFile    string `json:"manifest_file"`
-	ManifestVersion string `json:"manifest_version"`
-	ProxyVersion    string `json:"proxy_version"`
-	// archive
-	Store          string `json:"store"`
-	Key            string `json:"key"`
-	VersionID      string `json:"version_id"`
-	ChecksumSHA256 string `json:"checksum_sha256"`
-	First          uint64 `json:"first"`
-	Last           uint64 `json:"last"`
-	LastHash       string `json:"last_hash"`
-	ObjectLockMode string `json:"object_lock_mode"`
-	RetainUntil    string `json:"retain_until"`
-	CheckpointKey  string `json:"checkpoint_key"`
-	// checkpoint
-	Origin  string `json:"origin"`
-	Size    uint64 `json:"size"`
-	Hash    string `json:"hash"`
-	Note    string `json:"note"`
-	Segment string `json:"segment"`
+	data   any  // the typed data member, parsed on first use
+	parsed bool // data has been looked at (it may still be nil)
 }
 
 func parseRecord(raw []byte) (*rec, error) {
@@ -102,47 +44,76 @@ func parseRecord(raw []byte) (*rec, error) {
 	return r, nil
 }
 
-// d returns the record's data, parsed once; never nil.
-func (r *rec) d() *recordData {
-	if r.data == nil {
-		r.data = new(recordData)
-		if json.Unmarshal(r.Data, r.data) == nil {
-			r.dataOK = true
-		} else {
-			*r.data = recordData{}
+// newData returns the typed data member that records of this kind and
+// decision carry (a pointer to one of the record package's structs), or nil
+// for a shape the bundle does not read (notification, outcome).
+func newData(kind record.Kind, decision record.Decision) any {
+	switch kind {
+	case record.KindRequest:
+		return new(record.Request)
+	case record.KindOverride:
+		switch decision {
+		case record.Pending:
+			return new(record.OverrideRequest)
+		case record.Issued:
+			return new(record.Token)
+		}
+		return new(record.Request) // a request the override let through
+	case record.KindApproval:
+		switch decision {
+		case record.Approve, record.Reject:
+			return new(record.Signature)
+		case record.Refused:
+			return new(record.Refusal)
+		case record.Expired:
+			return new(record.Expiry)
+		}
+	case record.KindCapability:
+		return new(record.Token)
+	case record.KindForward:
+		return new(record.Forward)
+	case record.KindConfig:
+		return new(record.Config)
+	case record.KindCheckpoint:
+		return new(record.Checkpoint)
+	case record.KindArchive:
+		return new(record.Archive)
+	}
+	return nil
+}
+
+// typedData returns r's data member parsed by its kind and decision, or nil
+// when the record has no such shape or its data does not decode into it: a
+// member of an unexpected type leaves the whole data unread rather than
+// failing, as the chain check has already vouched for the bytes and the
+// report must be reproducible from them.
+func (r *rec) typedData() any {
+	if !r.parsed {
+		r.parsed = true
+		d := newData(r.Kind, r.Decision)
+		if d != nil && json.Unmarshal(r.Data, d) == nil {
+			r.data = d
 		}
 	}
 	return r.data
 }
 
-// statusText is the forward record's numeric status, or the approval
-// record's status word.
-func (d *recordData) statusText() string {
-	s := strings.TrimSpace(string(d.Status))
-	if s == "" || s == "null" {
-		return ""
+// dataOf returns r's data as a *T when r carries that shape, else a zero T,
+// so that readers need no nil checks for fields they only show.
+func dataOf[T any](r *rec) *T {
+	if d, ok := r.typedData().(*T); ok {
+		return d
 	}
-	if u, err := strconv.Unquote(s); err == nil {
-		return u
-	}
-	return s
+	return new(T)
 }
 
-// is reports whether the record has this kind, decision and (if any given)
-// one of the reasons.
-func (r *rec) is(kind record.Kind, decision string, reasons ...string) bool {
-	if r.Kind != kind || (decision != "" && r.Decision != decision) {
+// is reports whether the record has this kind, decision (if not None) and
+// (if any given) one of the reasons.
+func (r *rec) is(kind record.Kind, decision record.Decision, reasons ...record.Reason) bool {
+	if r.Kind != kind || (decision != record.None && r.Decision != decision) {
 		return false
 	}
-	if len(reasons) == 0 {
-		return true
-	}
-	for _, x := range reasons {
-		if r.Reason == x {
-			return true
-		}
-	}
-	return false
+	return len(reasons) == 0 || slices.Contains(reasons, r.Reason)
 }
 
 // shortTime shows a record time to the second: 2026-11-17 16:00:05Z.

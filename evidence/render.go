@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
 
@@ -331,7 +332,7 @@ func (b *builder) denialTable() Table {
 }
 
 func (b *builder) activityTable() Table {
-	t := Table{Title: "Requests by action and decision", Columns: []string{"Action", "allow", "deny", "pending", "total"},
+	t := Table{Title: "Requests by action and decision", Columns: []string{"Action", string(record.Allow), string(record.Deny), string(record.Pending), "total"},
 		Empty: "No request in this range."}
 	var tot [4]uint64
 	for _, k := range sortedKeys(b.byAction) {

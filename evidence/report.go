@@ -43,7 +43,7 @@ func (b *builder) report(a *Anchor, m Mapping, approvals int) ([]byte, error) {
 		{"Records", u(b.records), fmt.Sprintf("seq %d to %d", a.First.Seq, a.Last.Seq)},
 		{"Requests", u(c["requests"]), fmt.Sprintf("%s allowed, %s denied, %s held", u(c["requests_allow"]), u(c["requests_deny"]), u(c["requests_pending"]))},
 		{"Signed approvals", u(c["signed_approve"]), fmt.Sprintf("%s tokens issued", u(c["tokens_issued"]))},
-		{"Rejections", u(c["signed_reject"]), fmt.Sprintf("%s decisions refused", u(c["refused"]))},
+		{"Rejections", u(c["signed_reject"]), fmt.Sprintf("%s decisions refused", u(c["decisions_refused"]))},
 		{"Overrides used", u(b.itemCount("ISO27001-A.12", "override_used")), fmt.Sprintf("%s requested", u(b.itemCount("ISO27001-A.12", "override_requested")))},
 		{"Forwarded to the ERP", u(c["forwards"]), fmt.Sprintf("%s upstream errors", u(c["upstream_errors"]))},
 	}

@@ -79,7 +79,7 @@ type chainCheckpoints struct {
 	scan uint64
 }
 
-var kindCheckpoint = []byte(`"kind":"checkpoint"`)
+var kindCheckpoint = []byte(`"kind":"` + record.KindCheckpoint + `"`)
 
 func (c chainCheckpoints) Latest(atLeast uint64) ([]byte, bool, error) {
 	head := c.src.Head().Seq
@@ -97,11 +97,8 @@ func (c chainCheckpoints) Latest(atLeast uint64) ([]byte, bool, error) {
 			continue
 		}
 		var r struct {
-			Kind record.Kind `json:"kind"`
-			Data struct {
-				Size uint64 `json:"size"`
-				Note string `json:"note"`
-			} `json:"data"`
+			Kind record.Kind       `json:"kind"`
+			Data record.Checkpoint `json:"data"`
 		}
 		if json.Unmarshal(raw, &r) != nil || r.Kind != record.KindCheckpoint || r.Data.Note == "" {
 			continue

@@ -316,7 +316,7 @@ func (v *verifier) hashFile(name string) *Problem {
 	return nil
 }
 
-var kindConfig = []byte(`"kind":"config"`)
+var kindConfig = []byte(`"kind":"` + record.KindConfig + `"`)
 
 func (v *verifier) prescan(line []byte) {
 	isCP, isConfig := bytes.Contains(line, kindCheckpoint), bytes.Contains(line, kindConfig)
@@ -327,15 +327,15 @@ func (v *verifier) prescan(line []byte) {
 	if err != nil {
 		return // the chain check reports it
 	}
-	d := r.d()
 	switch r.Kind {
 	case record.KindConfig:
+		d := dataOf[record.Config](r)
 		if k, err := base64.StdEncoding.DecodeString(d.GatewayKey); err == nil && len(k) == ed25519.PublicKeySize &&
 			!slices.ContainsFunc(v.keys, func(x ed25519.PublicKey) bool { return bytes.Equal(x, k) }) {
 			v.keys = append(v.keys, k)
 		}
 	case record.KindCheckpoint:
-		if d.Note != "" && len(v.claims) < maxRuns {
+		if d := dataOf[record.Checkpoint](r); d.Note != "" && len(v.claims) < maxRuns {
 			v.claims = append(v.claims, cpClaim{seq: r.Seq, size: d.Size, hash: d.Hash, note: d.Note})
 		}
 	}
@@ -666,22 +666,22 @@ func (v *verifier) crossCheck(r *rec) *Problem {
 		return problemf(ProblemMissingApproval, FileApprovals, r.Seq, "record %d (%s/%s/%s) names approval %s, which is not in %s", r.Seq, r.Kind, r.Decision, r.Reason, r.ApprovalID, FileApprovals)
 	}
 	switch {
-	case r.Kind == record.KindApproval && (r.Decision == approvals.Approve || r.Decision == approvals.Reject):
-		if r.Decision == approvals.Approve && !a.IncludeApprovals || r.Decision == approvals.Reject && !a.IncludeRejections {
+	case r.is(record.KindApproval, record.Approve), r.is(record.KindApproval, record.Reject):
+		if r.Decision == record.Approve && !a.IncludeApprovals || r.Decision == record.Reject && !a.IncludeRejections {
 			return nil
 		}
+		d := dataOf[record.Signature](r)
 		if ap == nil {
 			if statusOmitted(r.Decision, a) {
 				return nil // its approval as a whole was left out (e.g. approved, with rejections only)
 			}
-			return problemf(ProblemMissingApproval, FileApprovals, r.Seq, "record %d is %s's signed %s of approval %s, which is not in %s", r.Seq, r.d().Approver, r.Decision, r.ApprovalID, FileApprovals)
+			return problemf(ProblemMissingApproval, FileApprovals, r.Seq, "record %d is %s's signed %s of approval %s, which is not in %s", r.Seq, d.Approver, r.Decision, r.ApprovalID, FileApprovals)
 		}
-		d := r.d()
 		for _, s := range ap.Statements {
 			if s.Record != r.Seq {
 				continue
 			}
-			if s.Approver != d.Approver || s.Decision != r.Decision || s.SignedAt != d.SignedAt || s.Signature != d.Signature || s.Role != d.Role {
+			if s.Approver != d.Approver || s.Decision != string(r.Decision) || s.SignedAt != d.SignedAt || s.Signature != d.Signature || s.Role != d.Role {
 				return problemf(ProblemApprovalMismatch, FileApprovals, r.Seq, "approval %s: the statement for record %d differs from the record (approver, role, decision, signed_at or signature)", ap.ID, r.Seq)
 			}
 			if d.StatementSHA256 != "" && d.StatementSHA256 != sha256Hex([]byte(s.Statement)) {
@@ -694,12 +694,12 @@ func (v *verifier) crossCheck(r *rec) *Problem {
 			return nil
 		}
 		return problemf(ProblemMissingApproval, FileApprovals, r.Seq, "approval %s: %s's signed %s (record %d) is missing from its statements", ap.ID, d.Approver, r.Decision, r.Seq)
-	case r.is(record.KindRequest, "pending") && ap != nil:
+	case r.is(record.KindRequest, record.Pending) && ap != nil:
 		if ap.Digest != r.Digest || ap.Action != r.Action || ap.App != r.App {
 			return problemf(ProblemApprovalMismatch, FileApprovals, r.Seq, "approval %s is not the request of record %d (digest, action or app differ)", ap.ID, r.Seq)
 		}
-		if got := r.d().RequiredRoles; r.dataOK && got != nil && !slices.Equal(got, ap.RequiredRoles) {
-			return problemf(ProblemApprovalMismatch, FileApprovals, r.Seq, "approval %s requires %v but record %d held the request for %v", ap.ID, ap.RequiredRoles, r.Seq, got)
+		if d, ok := r.typedData().(*record.Request); ok && d.RequiredRoles != nil && !slices.Equal(d.RequiredRoles, ap.RequiredRoles) {
+			return problemf(ProblemApprovalMismatch, FileApprovals, r.Seq, "approval %s requires %v but record %d held the request for %v", ap.ID, ap.RequiredRoles, r.Seq, d.RequiredRoles)
 		}
 	case releases(r):
 		v.rep.Released++
@@ -740,20 +740,20 @@ func orDash(s string) string {
 	return s
 }
 
-func statusOmitted(decision string, a Anchor) bool {
+func statusOmitted(decision record.Decision, a Anchor) bool {
 	// An approve statement's approval may have ended rejected (left out
 	// without rejections), and the other way round.
-	return decision == approvals.Approve && !a.IncludeRejections || decision == approvals.Reject && !a.IncludeApprovals
+	return decision == record.Approve && !a.IncludeRejections || decision == record.Reject && !a.IncludeApprovals
 }
 
 // releases reports a record that exists only because an approval (or an
 // override's approval) was complete: the approved request let through, its
 // token issued, an override used or issued.
 func releases(r *rec) bool {
-	return r.is(record.KindRequest, "allow", "approved", "capability") ||
-		r.is(record.KindCapability, "issued") ||
-		r.is(record.KindOverride, "allow") ||
-		r.is(record.KindOverride, "issued")
+	return r.is(record.KindRequest, record.Allow, record.Approved, record.Capability) ||
+		r.is(record.KindCapability, record.Issued) ||
+		r.is(record.KindOverride, record.Allow) ||
+		r.is(record.KindOverride, record.Issued)
 }
 
 // completeness checks that an approval was complete: approved, every
