@@ -31,8 +31,8 @@ test: vet minio clients
 
 # Node's fetch needs undici's ProxyAgent for the forward door's client tests.
 clients:
-	@test -d cmd/uapk-proxy/testdata/clients/node_modules || \
-	  npm ci --prefix cmd/uapk-proxy/testdata/clients --no-audit --no-fund --loglevel=error
+	@test -d internal/cli/testdata/clients/node_modules || \
+	  npm ci --prefix internal/cli/testdata/clients --no-audit --no-fund --loglevel=error
 
 # bin/minio for the archive tests (internal/miniotest starts and stops it).
 minio:

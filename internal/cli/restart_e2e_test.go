@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bufio"
@@ -558,7 +558,7 @@ func buildProxyBinary(t *testing.T, ctx context.Context) string {
 	}
 	bctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(bctx, goBin, append(args, ".")...)
+	cmd := exec.CommandContext(bctx, goBin, append(args, "../../cmd/uapk-proxy")...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, b)
 	}
