@@ -51,6 +51,8 @@ type Sidecar struct {
 	client   *fasthttp.HostClient
 	server   *fasthttp.Server
 	ln       atomic.Pointer[trackingListener]
+	lnMu     sync.Mutex    // orders Serve's start against Shutdown
+	stopping bool          // Shutdown has begun: a late Serve returns at once
 	stopHold chan struct{} // closed when shutdown begins: held agents get their 202
 	stopOnce sync.Once
 	maxBody  int
@@ -136,7 +138,13 @@ func NewSidecar(cfg SidecarConfig) (*Sidecar, error) {
 // Serve accepts agent connections on ln until Shutdown.
 func (s *Sidecar) Serve(ln net.Listener) error {
 	tl := newTrackingListener(ln)
+	s.lnMu.Lock()
+	if s.stopping {
+		s.lnMu.Unlock()
+		return tl.Close()
+	}
 	s.ln.Store(tl)
+	s.lnMu.Unlock()
 	return s.server.Serve(tl)
 }
 
@@ -145,6 +153,9 @@ func (s *Sidecar) Serve(ln net.Listener) error {
 // idle connections to the ERP.
 func (s *Sidecar) Shutdown(ctx context.Context) error {
 	s.stopOnce.Do(func() { close(s.stopHold) })
+	s.lnMu.Lock()
+	s.stopping = true
+	s.lnMu.Unlock()
 	done := make(chan error, 1)
 	go func() { done <- s.server.ShutdownWithContext(ctx) }()
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -155,6 +166,11 @@ func (s *Sidecar) Shutdown(ctx context.Context) error {
 		}
 		select {
 		case err := <-done:
+			// A Serve that began just before Shutdown may not be known to
+			// fasthttp yet: closing its listener ends it all the same.
+			if tl := s.ln.Load(); tl != nil {
+				tl.Close()
+			}
 			s.client.CloseIdleConnections()
 			return err
 		case <-tick.C:

@@ -269,3 +269,31 @@ func TestShutdownClosesSilentConnections(t *testing.T) {
 		t.Errorf("silent connection still open after shutdown")
 	}
 }
+
+// A SIGTERM that lands while the doors are still starting: Serve after
+// Shutdown returns at once instead of serving forever.
+func TestServeAfterShutdownReturns(t *testing.T) {
+	g, _ := testGate(t, &fakeLedger{})
+	sc, err := NewSidecar(SidecarConfig{Gate: g, Upstream: "http://127.0.0.1:9", Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sc.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- sc.Serve(ln) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve after Shutdown is still serving")
+	}
+	if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+		c.Close()
+		t.Error("the listener still accepts after Shutdown")
+	}
+}

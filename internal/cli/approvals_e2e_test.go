@@ -103,7 +103,7 @@ func (e *env) trail(after uint64) []string {
 func TestQuarterEndEntryHeldThenDuallyApproved(t *testing.T) {
 	e := newEnv(t, withHold("2m"))
 	e.clock.Set(time.Now()) // the CLI signs with the wall clock
-	start := e.srv.ledger.Head().Seq
+	start := e.srv.Ledger().Head().Seq
 
 	type result struct {
 		r   reply
@@ -133,7 +133,7 @@ func TestQuarterEndEntryHeldThenDuallyApproved(t *testing.T) {
 		}
 		return id != ""
 	})
-	if got := e.srv.approvals.Held(); got != 1 {
+	if got := e.srv.Approvals().Held(); got != 1 {
 		t.Fatalf("%d requests held, want 1", got)
 	}
 	var out bytes.Buffer
@@ -297,7 +297,7 @@ func TestEveryRefusalReasonIsRecorded(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			id := newJE()
-			before := e.srv.ledger.Head().Seq
+			before := e.srv.Ledger().Head().Seq
 			code, m := e.decide(id, c.who, c.key, c.decision, c.at, func(s *approvals.Submission) {
 				if c.mutate != nil {
 					c.mutate(s)
@@ -336,13 +336,13 @@ func TestEveryRefusalReasonIsRecorded(t *testing.T) {
 		if code, m := e.decide(id, "fm@corp.example", "fm", "approve", e.clock.Now()); code != 409 || m["reason"] != "approval_expired" {
 			t.Fatalf("%d %v", code, m)
 		}
-		if n, err := e.srv.approvals.ExpireDue(); err != nil || n == 0 {
+		if n, err := e.srv.Approvals().ExpireDue(); err != nil || n == 0 {
 			t.Fatalf("ExpireDue: %d %v", n, err)
 		}
 		if a := e.approval(id); a.Status != "expired" {
 			t.Errorf("status %s", a.Status)
 		}
-		if tail := e.trail(e.srv.ledger.Head().Seq - 1); !strings.HasPrefix(tail[0], "approval/expired/") {
+		if tail := e.trail(e.srv.Ledger().Head().Seq - 1); !strings.HasPrefix(tail[0], "approval/expired/") {
 			t.Errorf("no expiry record: %v", tail)
 		}
 	})
@@ -435,7 +435,7 @@ func TestHeldAgentThatHangsUpLeavesTheApprovalUsable(t *testing.T) {
 	if code, _ := e.decide(id, "fm@corp.example", "fm", "approve", e.clock.Now()); code != 200 {
 		t.Fatal("approve failed")
 	}
-	waitFor(t, func() bool { return e.srv.approvals.Held() == 0 })
+	waitFor(t, func() bool { return e.srv.Approvals().Held() == 0 })
 	if st := e.erp.Stats(); st.Total != 0 {
 		t.Fatalf("executed for an agent that hung up: %+v", st)
 	}
@@ -463,7 +463,7 @@ func TestOverrideSkipsApprovalButNeverTheDenylist(t *testing.T) {
 	}
 	var ov approvals.Approval
 	e.adminGet("/v1/overrides/"+id, &ov)
-	before := e.srv.ledger.Head().Seq
+	before := e.srv.Ledger().Head().Seq
 	for i := 0; i < 2; i++ {
 		r := e.do("POST", "/api/v1/reports/10-K", fmt.Sprintf(`{"period":"2026-Q4","draft":%d}`, i), "X-UAPK-Override", ov.Token)
 		if r.status != 201 {

@@ -33,6 +33,6 @@ func BenchmarkSidecarAutoApproved(b *testing.B) {
 		}
 	})
 	b.StopTimer()
-	st := e.srv.ledger.Stats()
+	st := e.srv.Ledger().Stats()
 	b.ReportMetric(float64(st.Appends)/float64(st.Commits), "records/commit")
 }

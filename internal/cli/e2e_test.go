@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/uapk-gateway/uapk-proxy/internal/server"
+
 	"github.com/uapk-gateway/uapk-proxy/examples/erp-mock/erpmock"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
@@ -37,7 +39,7 @@ var businessHours = time.Date(2026, 11, 17, 16, 0, 0, 0, time.UTC)
 type env struct {
 	t       testing.TB
 	erp     *erpmock.Server
-	srv     *server
+	srv     *server.Server
 	clock   *clock
 	opts    *serveOptions
 	logs    *syncBuffer
@@ -459,7 +461,7 @@ func TestLedgerFailureGets503AndForwardsNothing(t *testing.T) {
 		t.Fatalf("readyz %d before the failure", code)
 	}
 	// The ledger goes away underneath the running proxy.
-	if err := e.srv.ledger.Close(); err != nil {
+	if err := e.srv.Ledger().Close(); err != nil {
 		t.Fatal(err)
 	}
 	r := e.do("POST", "/api/v1/reconciliations", reconciliation, "X-UAPK-On-Behalf-Of", "accountant@corp.example")
@@ -497,7 +499,7 @@ func TestChainHoldsOneDecisionPerRequestInOrderAndVerifies(t *testing.T) {
 		r := e.do(c.method, c.path, c.body, "X-UAPK-On-Behalf-Of", "accountant@corp.example")
 		seqs = append(seqs, seqHeader(t, r))
 	}
-	waitFor(t, func() bool { return e.srv.ledger.Head().Seq >= seqs[len(seqs)-1]+1 })
+	waitFor(t, func() bool { return e.srv.Ledger().Head().Seq >= seqs[len(seqs)-1]+1 })
 	var requests []ledger.Record
 	for _, rec := range e.records() {
 		if rec.Kind == "request" {
@@ -561,8 +563,8 @@ func TestConcurrentRequestsShareCommitsAndKeepTheChain(t *testing.T) {
 	if st := e.erp.Stats(); st.Total != n {
 		t.Fatalf("ERP saw %d, want %d", st.Total, n)
 	}
-	waitFor(t, func() bool { return e.srv.ledger.Head().Seq >= 1+2*n })
-	rep, err := e.srv.ledger.Verify(context.Background())
+	waitFor(t, func() bool { return e.srv.Ledger().Head().Seq >= 1+2*n })
+	rep, err := e.srv.Ledger().Verify(context.Background())
 	if err != nil || !rep.OK {
 		t.Fatalf("verify %+v %v", rep, err)
 	}

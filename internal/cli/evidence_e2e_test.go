@@ -594,7 +594,7 @@ func TestEvidenceExportedLiveOverHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src, err := evidence.NewLive(evidence.LiveConfig{Ledger: e.srv.ledger, Approvals: e.srv.approvals, GatewayKey: gw, Engine: e.srv.gate.Engine})
+	src, err := evidence.NewLive(evidence.LiveConfig{Ledger: e.srv.Ledger(), Approvals: e.srv.Approvals(), GatewayKey: gw, Engine: e.srv.Gate().Engine})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -622,7 +622,7 @@ func TestEvidenceExportedLiveOverHTTP(t *testing.T) {
 			}
 		}
 	}()
-	head := e.srv.ledger.Head().Seq
+	head := e.srv.Ledger().Head().Seq
 	post := func(body string) *http.Response {
 		resp, err := http.Post(srv.URL, "application/json", strings.NewReader(body))
 		if err != nil {

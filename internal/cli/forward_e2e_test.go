@@ -588,7 +588,7 @@ func TestForwardDoorReachesAnERPByHostName(t *testing.T) {
 func TestForwardDoorClientsNotTrustingTheCAFailTheHandshake(t *testing.T) {
 	checkLeaks(t)
 	fe := newFwdEnv(t, "https")
-	head := fe.srv.ledger.Head().Seq
+	head := fe.srv.Ledger().Head().Seq
 	for _, c := range agentClients {
 		t.Run(c.name, func(t *testing.T) {
 			requireClient(t, c)
@@ -603,7 +603,7 @@ func TestForwardDoorClientsNotTrustingTheCAFailTheHandshake(t *testing.T) {
 	if st := fe.erp.Stats(); st.Total != 0 {
 		t.Errorf("ERP reached: %+v", st)
 	}
-	if h := fe.srv.ledger.Head().Seq; h != head {
+	if h := fe.srv.Ledger().Head().Seq; h != head {
 		t.Errorf("%d records written for failed handshakes", h-head)
 	}
 	if !strings.Contains(fe.logs.String(), "TLS handshake error") {
@@ -689,7 +689,7 @@ func TestForwardDoorWithoutCA(t *testing.T) {
 		for _, c := range agentClients {
 			t.Run(c.name, func(t *testing.T) {
 				requireClient(t, c)
-				head := fe.srv.ledger.Head().Seq
+				head := fe.srv.Ledger().Head().Seq
 				r := c.do(t, fe.proxy, bankCA, agentRequest{method: "GET", url: bank.URL + "/accounts"})
 				if r.err != "" || r.status != 200 || r.body != "bank" {
 					t.Fatalf("%+v", r)
@@ -707,7 +707,7 @@ func TestForwardDoorWithoutCA(t *testing.T) {
 		for _, c := range agentClients {
 			t.Run(c.name, func(t *testing.T) {
 				requireClient(t, c)
-				head := fe.srv.ledger.Head().Seq
+				head := fe.srv.Ledger().Head().Seq
 				r := c.do(t, fe.proxy, fe.erpCA, agentRequest{method: "POST", url: fe.erpURL + "/api/v1/reconciliations", body: reconciliation,
 					headers: map[string]string{"X-UAPK-On-Behalf-Of": "accountant@corp.example"}})
 				if r.err == "" && r.status != 403 {
@@ -773,7 +773,7 @@ func TestForwardDoorIgnoresItsOwnProxyEnvironment(t *testing.T) {
 	for _, scheme := range []string{"http", "https"} {
 		t.Run(scheme, func(t *testing.T) {
 			fe := newFwdEnv(t, scheme)
-			if tr := fe.srv.forward.Transport(); tr.Proxy != nil {
+			if tr := fe.srv.Forward().Transport(); tr.Proxy != nil {
 				t.Errorf("the forward door's transport has a Proxy function")
 			}
 			r := goAgent(t, fe.proxy, fe.caPEM, agentRequest{method: "POST", url: fe.erpURL + "/api/v1/reconciliations", body: reconciliation,
@@ -817,7 +817,7 @@ func TestForwardDoorHeldRequestInsideATunnel(t *testing.T) {
 	if a := fe.approval(id); a.URL != fe.erpURL+"/api/v1/journal-entries" {
 		t.Errorf("approval URL %q", a.URL)
 	}
-	waitFor(t, func() bool { return fe.srv.approvals.Held() == 1 })
+	waitFor(t, func() bool { return fe.srv.Approvals().Held() == 1 })
 	for _, who := range [][2]string{{"cfo@corp.example", "cfo"}, {"controller@corp.example", "controller"}} {
 		if code, m := fe.decide(id, who[0], who[1], "approve", fe.clock.Now()); code != 200 {
 			t.Fatalf("%s: %d %v", who[0], code, m)
@@ -855,10 +855,10 @@ func TestForwardDoorHeldAgentHangsUp(t *testing.T) {
 		}
 		errc <- err
 	}()
-	waitFor(t, func() bool { return fe.srv.approvals.Held() == 1 })
+	waitFor(t, func() bool { return fe.srv.Approvals().Held() == 1 })
 	cancel()
 	<-errc
-	waitFor(t, func() bool { return fe.srv.approvals.Held() == 0 }) // its goroutine is free at once
+	waitFor(t, func() bool { return fe.srv.Approvals().Held() == 0 }) // its goroutine is free at once
 	var list struct{ Approvals []map[string]any }
 	fe.adminGet("/v1/approvals?status=pending", &list)
 	if len(list.Approvals) != 1 {
@@ -906,7 +906,7 @@ func TestForwardDoorBodyLimitAndLedgerFailure(t *testing.T) {
 	if fe.erp.Stats().Total != 0 {
 		t.Fatal("an oversized body reached the ERP")
 	}
-	if err := fe.srv.ledger.Close(); err != nil {
+	if err := fe.srv.Ledger().Close(); err != nil {
 		t.Fatal(err)
 	}
 	for _, path := range []string{"/api/v1/reconciliations", "/api/v1/journal-entries"} {

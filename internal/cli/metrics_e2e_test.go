@@ -78,7 +78,7 @@ func TestMetricsAfterAScriptedSetOfRequests(t *testing.T) {
 		t.Fatal("approve failed")
 	}
 	e.do("POST", "/api/v1/journal-entries", accrual250k, "X-UAPK-Approval-Id", id)
-	waitFor(t, func() bool { return e.srv.ledger.Head().Seq >= 15 })
+	waitFor(t, func() bool { return e.srv.Ledger().Head().Seq >= 15 })
 
 	m := e.scrape()
 	checks := []struct {

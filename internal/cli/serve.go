@@ -2,41 +2,25 @@ package cli
 
 import (
 	"context"
-	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/uapk-gateway/uapk-proxy/approvals"
-	"github.com/uapk-gateway/uapk-proxy/evidence"
-	"github.com/uapk-gateway/uapk-proxy/gate"
-	"github.com/uapk-gateway/uapk-proxy/internal/approvalstore"
 	"github.com/uapk-gateway/uapk-proxy/internal/ca"
-	"github.com/uapk-gateway/uapk-proxy/internal/keys"
-	"github.com/uapk-gateway/uapk-proxy/internal/metrics"
-	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
-	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/internal/server"
 	"github.com/uapk-gateway/uapk-proxy/proxy"
-	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
 
@@ -126,49 +110,6 @@ func printConfig(cmd *cobra.Command, w io.Writer) {
 		}
 		fmt.Fprintf(w, "%s: %q\n", strings.ReplaceAll(f.Name, "-", "_"), f.Value.String())
 	})
-}
-
-// server is a running proxy: the doors, the admin API and what they share.
-type server struct {
-	log       zerolog.Logger
-	ledger    *ledger.Ledger
-	approvals *approvals.Service
-	gate      *gate.Gate
-	archiver  *ledger.Archiver
-	grace     time.Duration
-	sidecar   *proxy.Sidecar // nil without --upstream
-	forward   *proxy.Forward // nil with --proxy-addr ""
-	admin     *http.Server
-
-	SidecarAddr net.Addr // nil when the sidecar door is off
-	ProxyAddr   net.Addr // nil when the forward door is off
-	AdminAddr   net.Addr
-
-	wg   sync.WaitGroup
-	errc chan error
-	stop chan struct{}
-}
-
-// expireLoop closes approvals whose ttl has passed, each with a record.
-func (s *server) expireLoop(every time.Duration) {
-	defer s.wg.Done()
-	if every <= 0 {
-		every = 15 * time.Second
-	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-			if n, err := s.approvals.ExpireDue(); err != nil {
-				s.log.Error().Err(err).Msg("expiring approvals failed")
-			} else if n > 0 {
-				s.log.Info().Int("expired", n).Msg("approvals expired")
-			}
-		}
-	}
 }
 
 // load checks the whole configuration and returns every problem found.
@@ -274,7 +215,7 @@ func describe(file string, err error) []string {
 
 // runServe starts everything, waits for ctx, then drains and stops.
 // started, if set, receives the running server (tests use it).
-func runServe(ctx context.Context, o *serveOptions, logw io.Writer, started func(*server)) error {
+func runServe(ctx context.Context, o *serveOptions, logw io.Writer, started func(*server.Server)) error {
 	s, err := startServer(o, logw)
 	if err != nil {
 		return err
@@ -284,8 +225,9 @@ func runServe(ctx context.Context, o *serveOptions, logw io.Writer, started func
 	}
 	select {
 	case <-ctx.Done():
-	case err = <-s.errc:
-		s.log.Error().Err(err).Msg("a listener failed; shutting down")
+	case err = <-s.Err():
+		log := s.Log()
+		log.Error().Err(err).Msg("a listener failed; shutting down")
 	}
 	if cerr := s.Close(); cerr != nil && err == nil {
 		err = cerr
@@ -306,7 +248,8 @@ func (o *serveOptions) maxResponse() (int64, error) {
 	return int64(n), err
 }
 
-func startServer(o *serveOptions, logw io.Writer) (*server, error) {
+// startServer checks o and starts the server it describes.
+func startServer(o *serveOptions, logw io.Writer) (*server.Server, error) {
 	m, principals, problems := o.load()
 	if len(problems) > 0 {
 		return nil, exitf(2, "invalid configuration:\n  %s", strings.Join(problems, "\n  "))
@@ -315,263 +258,21 @@ func startServer(o *serveOptions, logw io.Writer) (*server, error) {
 	maxResp, _ := o.maxResponse()            // checked by load
 	authority, upstreamTLS, _ := o.loadTLS() // checked by load
 	level, _ := zerolog.ParseLevel(o.LogLevel)
-	log := zerolog.New(logw).Level(level).With().Timestamp().Str("component", "uapk-proxy").Logger()
-	for _, w := range m.Warnings() {
-		log.Warn().Str("path", w.Path).Msg("manifest: " + w.Message)
+	cfg := server.Config{
+		Manifest: m, ManifestFile: o.Manifest, Principals: principals, PrincipalsFile: o.Principals,
+		Upstream: o.Upstream, SidecarAddr: o.SidecarAddr, ProxyAddr: o.ProxyAddr, AdminAddr: o.AdminAddr,
+		DataDir: o.DataDir, MaxBody: maxBody, MaxResponse: maxResp, CA: authority, UpstreamTLS: upstreamTLS,
+		UpstreamCAFile: o.UpstreamCA, LogLevel: level, Grace: o.Grace, Version: version,
+		SegmentRecords: o.archive.SegmentRecords, SegmentInterval: o.segmentEvery,
+		Now: o.now, ExpiryEvery: o.expiryEvery, Dial: o.dial,
 	}
-	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
-		return nil, exitf(2, "data dir: %v", err)
+	if s3 := o.archive.S3; s3 != nil {
+		cfg.S3 = &server.S3{Bucket: s3.Bucket, Prefix: s3.Prefix, Region: s3.Region, Endpoint: s3.Endpoint, PathStyle: s3.PathStyle}
 	}
-	gwKey, created, err := keys.LoadOrCreate(filepath.Join(o.DataDir, "gateway.key"))
-	if err != nil {
-		return nil, exitf(2, "gateway key: %v", err)
+	s, err := server.Start(cfg, logw)
+	var se *server.StartError
+	if errors.As(err, &se) {
+		return nil, exitf(se.Code, "%v", se.Err)
 	}
-	if created {
-		log.Info().Str("path", filepath.Join(o.DataDir, "gateway.key")).Msg("created the gateway key")
-	}
-	s := &server{log: log, errc: make(chan error, 4), grace: o.Grace}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	// The sources are read at scrape time, when everything below is set.
-	mx := metrics.New(reg, version, metrics.Sources{
-		Held: func() int { return s.approvals.Held() },
-		PendingByAction: func() (map[string]int, error) {
-			// The service's clock (the gate's) decides what has expired.
-			list, err := s.approvals.List(approvals.StatusPending)
-			counts := map[string]int{}
-			for _, a := range list {
-				counts[a.Action]++
-			}
-			return counts, err
-		},
-		ArchiveBacklog: func() (uint64, float64) {
-			st := s.archiver.Status()
-			return st.Backlog, st.BacklogAgeSeconds
-		},
-	})
-	l, err := ledger.Open(filepath.Join(o.DataDir, "ledger.db"), ledger.Options{OnCommit: mx.Commit})
-	if err != nil {
-		return nil, exitf(2, "ledger: %v", err)
-	}
-	s.ledger = l
-	fail := func(code int, err error) (*server, error) {
-		l.Close()
-		return nil, exitf(code, "%v", err)
-	}
-	store, err := approvalstore.Open(l)
-	if err != nil {
-		return fail(1, err)
-	}
-	issuer, err := tokens.NewIssuer(gwKey)
-	if err != nil {
-		return fail(2, err)
-	}
-	if err := recordConfig(l, m, o, gwKey.Public().(ed25519.PublicKey), authority); err != nil {
-		return fail(1, fmt.Errorf("ledger: record the configuration: %w", err))
-	}
-	engine := rules.NewEngine(m, principals)
-	s.approvals, err = approvals.New(approvals.Config{Store: store, Ledger: l, Tokens: issuer,
-		Engine: func() *rules.Engine { return s.gate.Engine() }, Observer: mx, Logger: log, Now: o.now})
-	if err != nil {
-		return fail(1, err)
-	}
-	s.gate, err = gate.New(gate.Config{
-		Engine: engine, Ledger: l, Approvals: s.approvals, Logger: log, Now: o.now, Observer: mx,
-	})
-	if err != nil {
-		return fail(1, err)
-	}
-	acfg := ledger.ArchiveConfig{
-		App: m.AppID, LocalDir: filepath.Join(o.DataDir, "archive"), SegmentRecords: o.archive.SegmentRecords,
-		SegmentInterval: o.segmentEvery, Mode: m.Audit.StorageClass, RetentionYears: m.Audit.RetentionYears,
-		Key: gwKey, Policy: m.Hash, Logger: log,
-	}
-	if o.archive.S3 != nil {
-		acfg.LocalDir = ""
-		acfg.S3 = &ledger.S3Config{Bucket: o.archive.S3.Bucket, Prefix: o.archive.S3.Prefix, Region: o.archive.S3.Region,
-			Endpoint: o.archive.S3.Endpoint, PathStyle: o.archive.S3.PathStyle}
-	}
-	if s.archiver, err = ledger.NewArchiver(l, acfg); err != nil {
-		return fail(2, fmt.Errorf("archive: %w", err))
-	}
-	if o.Upstream != "" {
-		s.sidecar, err = proxy.NewSidecar(proxy.SidecarConfig{
-			Gate: s.gate, Upstream: o.Upstream, MaxBody: int(maxBody), MaxResponse: int(maxResp), Logger: log, TLS: upstreamTLS,
-		})
-		if err != nil {
-			return fail(2, err)
-		}
-	}
-	if o.ProxyAddr != "" {
-		s.forward, err = proxy.NewForward(proxy.ForwardConfig{
-			Gate: s.gate, MaxBody: int(maxBody), MaxResponse: int64(maxResp), CA: authority, TLS: upstreamTLS, Logger: log, DialContext: o.dial,
-		})
-		if err != nil {
-			return fail(2, err)
-		}
-	}
-	var listeners []net.Listener
-	listen := func(flag, addr string) (net.Listener, error) {
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			for _, l := range listeners {
-				l.Close()
-			}
-			return nil, fmt.Errorf("--%s: %w", flag, err)
-		}
-		listeners = append(listeners, ln)
-		return ln, nil
-	}
-	var sideLn, proxyLn net.Listener
-	if s.sidecar != nil {
-		if sideLn, err = listen("sidecar-addr", o.SidecarAddr); err != nil {
-			return fail(2, err)
-		}
-		s.SidecarAddr = sideLn.Addr()
-	}
-	if s.forward != nil {
-		if proxyLn, err = listen("proxy-addr", o.ProxyAddr); err != nil {
-			return fail(2, err)
-		}
-		s.ProxyAddr = proxyLn.Addr()
-	}
-	adminLn, err := listen("admin-addr", o.AdminAddr)
-	if err != nil {
-		return fail(2, err)
-	}
-	s.AdminAddr = adminLn.Addr()
-	live, err := evidence.NewLive(evidence.LiveConfig{Ledger: l, Approvals: s.approvals, GatewayKey: gwKey, Engine: s.gate.Engine})
-	if err != nil {
-		return fail(1, err)
-	}
-	evidenceHandler := evidence.NewHandler(live, evidence.HandlerOptions{Logger: log})
-	var caPEM []byte
-	if authority != nil {
-		caPEM = authority.CertPEM()
-	}
-	s.admin = &http.Server{
-		Handler: proxy.NewAdmin(proxy.AdminConfig{Ledger: l, Approvals: s.approvals, Logger: log, Now: o.now,
-			GatewayKey: gwKey.Public().(ed25519.PublicKey), CACert: caPEM,
-			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-			Archive: func() (any, error) { st := s.archiver.Status(); return st, st.Ready() },
-			Extra:   func(mux *http.ServeMux) { mux.Handle("POST /v1/evidence", evidenceHandler) },
-		}),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
-	s.stop = make(chan struct{})
-	s.wg.Add(2)
-	go s.expireLoop(o.expiryEvery)
-	go func() {
-		// Not the signal context: on shutdown Close seals what is pending first.
-		if err := s.archiver.Run(context.Background()); err != nil && !errors.Is(err, ledger.ErrClosed) {
-			log.Error().Err(err).Msg("archiver stopped")
-		}
-	}()
-	if s.sidecar != nil {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			if err := s.sidecar.Serve(sideLn); err != nil {
-				s.errc <- fmt.Errorf("sidecar door: %w", err)
-			}
-		}()
-	}
-	if s.forward != nil {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			if err := s.forward.Serve(proxyLn); err != nil {
-				s.errc <- fmt.Errorf("forward door: %w", err)
-			}
-		}()
-	}
-	go func() {
-		defer s.wg.Done()
-		if err := s.admin.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.errc <- fmt.Errorf("admin API: %w", err)
-		}
-	}()
-	ev := log.Info().Str("admin_addr", s.AdminAddr.String()).Str("app", m.AppID).Str("policy", m.Hash).
-		Uint64("ledger_head", l.Head().Seq)
-	if s.SidecarAddr != nil {
-		ev = ev.Str("sidecar_addr", s.SidecarAddr.String()).Str("upstream", o.Upstream)
-	}
-	if s.ProxyAddr != nil {
-		ev = ev.Str("proxy_addr", s.ProxyAddr.String()).Bool("intercept", authority != nil)
-	}
-	if authority != nil {
-		ev = ev.Str("ca_sha256", authority.Fingerprint())
-	}
-	ev.Msg("listening")
-	return s, nil
-}
-
-// Close stops accepting, lets in-flight requests finish, then flushes and
-// closes the ledger.
-func (s *server) Close() error {
-	grace := s.grace
-	if grace <= 0 {
-		grace = 30 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
-	var mu sync.Mutex
-	var errs []error
-	var doors sync.WaitGroup
-	shut := func(name string, fn func(context.Context) error) {
-		defer doors.Done()
-		if err := fn(ctx); err != nil {
-			mu.Lock()
-			errs = append(errs, fmt.Errorf("%s shutdown: %w", name, err))
-			mu.Unlock()
-		}
-	}
-	if s.sidecar != nil {
-		doors.Add(1)
-		go shut("sidecar", s.sidecar.Shutdown)
-	}
-	if s.forward != nil {
-		doors.Add(1)
-		go shut("forward", s.forward.Shutdown)
-	}
-	doors.Wait()
-	close(s.stop)
-	if err := s.admin.Shutdown(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("admin shutdown: %w", err))
-	}
-	s.wg.Wait()
-	if err := s.archiver.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("archive close: %w", err))
-	}
-	if err := s.ledger.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("ledger close: %w", err))
-	}
-	s.log.Info().Msg("stopped")
-	return errors.Join(errs...)
-}
-
-// recordConfig writes a config record at every start, so the chain says
-// which manifest and gateway key were in force from which seq on.
-func recordConfig(l *ledger.Ledger, m *rules.Manifest, o *serveOptions, gw ed25519.PublicKey, authority *ca.Authority) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	data := map[string]any{
-		"manifest_file":    o.Manifest,
-		"manifest_version": m.Version,
-		"gateway_key":      base64.StdEncoding.EncodeToString(gw),
-		"proxy_version":    version,
-		"upstream":         o.Upstream,
-		"proxy_addr":       o.ProxyAddr,
-	}
-	if authority != nil {
-		// Which CA could intercept from this seq on.
-		data["ca_sha256"] = authority.Fingerprint()
-	}
-	if o.UpstreamCA != "" {
-		data["upstream_ca"] = o.UpstreamCA
-	}
-	_, err := l.Append(ctx, ledger.Entry{
-		Kind: record.KindConfig, App: m.AppID, Decision: "", Reason: "start", Policy: m.Hash, Data: data,
-	})
-	return err
+	return s, err
 }

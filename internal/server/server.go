@@ -1,0 +1,437 @@
+// Package server assembles a running uapk-proxy from a checked
+// configuration: the ledger, the approvals service and its store, the gate,
+// the doors, the archiver and the admin API, in the order that lets each
+// fail cleanly, and their shutdown in the reverse order.
+package server
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	"github.com/uapk-gateway/uapk-proxy/approvals"
+	"github.com/uapk-gateway/uapk-proxy/evidence"
+	"github.com/uapk-gateway/uapk-proxy/gate"
+	"github.com/uapk-gateway/uapk-proxy/internal/approvalstore"
+	"github.com/uapk-gateway/uapk-proxy/internal/ca"
+	"github.com/uapk-gateway/uapk-proxy/internal/keys"
+	"github.com/uapk-gateway/uapk-proxy/internal/metrics"
+	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
+	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/proxy"
+	"github.com/uapk-gateway/uapk-proxy/record"
+	"github.com/uapk-gateway/uapk-proxy/rules"
+)
+
+// Config is a checked configuration: the command line has read and
+// validated every file and flag it names.
+type Config struct {
+	Manifest       *rules.Manifest
+	ManifestFile   string
+	Principals     *rules.Principals // nil: nobody can approve
+	PrincipalsFile string
+
+	Upstream    string // ERP base URL; "" turns the sidecar door off
+	SidecarAddr string
+	ProxyAddr   string // "" turns the forward door off
+	AdminAddr   string
+	DataDir     string
+	MaxBody     int64
+	MaxResponse int64
+
+	CA             *ca.Authority // nil: no interception
+	UpstreamTLS    *tls.Config   // nil: system roots
+	UpstreamCAFile string
+
+	LogLevel zerolog.Level
+	Grace    time.Duration // how long in-flight requests may take at shutdown
+	Version  string
+
+	S3              *S3 // nil: the archive is DATA/archive
+	SegmentRecords  int
+	SegmentInterval time.Duration
+
+	// Now is the gate's clock (tests stand it anywhere in the week).
+	Now func() time.Time
+	// ExpiryEvery is how often pending approvals are checked for expiry.
+	ExpiryEvery time.Duration
+	// Dial, if set, is how the forward door reaches ERPs and tunnel hosts;
+	// tests map host names to loopback servers with it.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// S3 is the archive's bucket.
+type S3 struct {
+	Bucket, Prefix, Region, Endpoint string
+	PathStyle                        bool
+}
+
+// StartError is a failure to start, with the exit code it deserves: 2 for
+// what the operator must fix in the configuration or the data directory, 1
+// for what went wrong at run time.
+type StartError struct {
+	Code int
+	Err  error
+}
+
+func (e *StartError) Error() string { return e.Err.Error() }
+func (e *StartError) Unwrap() error { return e.Err }
+
+func failf(code int, format string, args ...any) error {
+	return &StartError{Code: code, Err: fmt.Errorf(format, args...)}
+}
+
+// Server is a running proxy: the doors, the admin API and what they share.
+type Server struct {
+	log       zerolog.Logger
+	ledger    *ledger.Ledger
+	approvals *approvals.Service
+	gate      *gate.Gate
+	archiver  *ledger.Archiver
+	grace     time.Duration
+	sidecar   *proxy.Sidecar // nil without --upstream
+	forward   *proxy.Forward // nil with --proxy-addr ""
+	admin     *http.Server
+
+	SidecarAddr net.Addr // nil when the sidecar door is off
+	ProxyAddr   net.Addr // nil when the forward door is off
+	AdminAddr   net.Addr
+
+	wg   sync.WaitGroup
+	errc chan error
+	stop chan struct{}
+}
+
+// expireLoop closes approvals whose ttl has passed, each with a record.
+func (s *Server) expireLoop(every time.Duration) {
+	defer s.wg.Done()
+	if every <= 0 {
+		every = 15 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			if n, err := s.approvals.ExpireDue(); err != nil {
+				s.log.Error().Err(err).Msg("expiring approvals failed")
+			} else if n > 0 {
+				s.log.Info().Int("expired", n).Msg("approvals expired")
+			}
+		}
+	}
+}
+
+// Err receives the first failure of a listener: the server should then be
+// closed.
+func (s *Server) Err() <-chan error { return s.errc }
+
+// Log is the server's logger.
+func (s *Server) Log() zerolog.Logger { return s.log }
+
+// Ledger is the server's hash chain.
+func (s *Server) Ledger() *ledger.Ledger { return s.ledger }
+
+// Approvals is the approvals service.
+func (s *Server) Approvals() *approvals.Service { return s.approvals }
+
+// Gate is the gate both doors use.
+func (s *Server) Gate() *gate.Gate { return s.gate }
+
+// Forward is the forward door (nil when off).
+func (s *Server) Forward() *proxy.Forward { return s.forward }
+
+// Start opens the data directory, assembles the proxy and starts serving.
+func Start(o Config, logw io.Writer) (*Server, error) {
+	m, principals := o.Manifest, o.Principals
+	maxBody, maxResp, authority, upstreamTLS := o.MaxBody, o.MaxResponse, o.CA, o.UpstreamTLS
+	log := zerolog.New(logw).Level(o.LogLevel).With().Timestamp().Str("component", "uapk-proxy").Logger()
+	for _, w := range m.Warnings() {
+		log.Warn().Str("path", w.Path).Msg("manifest: " + w.Message)
+	}
+	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+		return nil, failf(2, "data dir: %v", err)
+	}
+	// Bind first: an address in use must not leave a fresh gateway key or
+	// ledger behind (a config record naming a key nobody will use).
+	var listeners []net.Listener
+	closeListeners := func() {
+		for _, ln := range listeners {
+			ln.Close()
+		}
+	}
+	listen := func(flag, addr string) (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			closeListeners()
+			return nil, failf(2, "--%s: %v", flag, err)
+		}
+		listeners = append(listeners, ln)
+		return ln, nil
+	}
+	var sideLn, proxyLn net.Listener
+	var err error
+	if o.Upstream != "" {
+		if sideLn, err = listen("sidecar-addr", o.SidecarAddr); err != nil {
+			return nil, err
+		}
+	}
+	if o.ProxyAddr != "" {
+		if proxyLn, err = listen("proxy-addr", o.ProxyAddr); err != nil {
+			return nil, err
+		}
+	}
+	adminLn, err := listen("admin-addr", o.AdminAddr)
+	if err != nil {
+		return nil, err
+	}
+	gwKey, created, err := keys.LoadOrCreate(filepath.Join(o.DataDir, "gateway.key"))
+	if err != nil {
+		closeListeners()
+		return nil, failf(2, "gateway key: %v", err)
+	}
+	if created {
+		log.Info().Str("path", filepath.Join(o.DataDir, "gateway.key")).Msg("created the gateway key")
+	}
+	s := &Server{log: log, errc: make(chan error, 4), grace: o.Grace, AdminAddr: adminLn.Addr()}
+	if sideLn != nil {
+		s.SidecarAddr = sideLn.Addr()
+	}
+	if proxyLn != nil {
+		s.ProxyAddr = proxyLn.Addr()
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The sources are read at scrape time, when everything below is set.
+	mx := metrics.New(reg, o.Version, metrics.Sources{
+		Held: func() int { return s.approvals.Held() },
+		PendingByAction: func() (map[string]int, error) {
+			// The service's clock (the gate's) decides what has expired.
+			list, err := s.approvals.List(approvals.StatusPending)
+			counts := map[string]int{}
+			for _, a := range list {
+				counts[a.Action]++
+			}
+			return counts, err
+		},
+		ArchiveBacklog: func() (uint64, float64) {
+			st := s.archiver.Status()
+			return st.Backlog, st.BacklogAgeSeconds
+		},
+	})
+	l, err := ledger.Open(filepath.Join(o.DataDir, "ledger.db"), ledger.Options{OnCommit: mx.Commit})
+	if err != nil {
+		closeListeners()
+		return nil, failf(2, "ledger: %v", err)
+	}
+	s.ledger = l
+	fail := func(code int, err error) (*Server, error) {
+		closeListeners()
+		l.Close()
+		return nil, failf(code, "%v", err)
+	}
+	store, err := approvalstore.Open(l)
+	if err != nil {
+		return fail(1, err)
+	}
+	issuer, err := tokens.NewIssuer(gwKey)
+	if err != nil {
+		return fail(2, err)
+	}
+	if err := recordConfig(l, o, gwKey.Public().(ed25519.PublicKey), authority); err != nil {
+		return fail(1, fmt.Errorf("ledger: record the configuration: %w", err))
+	}
+	engine := rules.NewEngine(m, principals)
+	s.approvals, err = approvals.New(approvals.Config{Store: store, Ledger: l, Tokens: issuer,
+		Engine: func() *rules.Engine { return s.gate.Engine() }, Observer: mx, Logger: log, Now: o.Now})
+	if err != nil {
+		return fail(1, err)
+	}
+	s.gate, err = gate.New(gate.Config{
+		Engine: engine, Ledger: l, Approvals: s.approvals, Logger: log, Now: o.Now, Observer: mx,
+	})
+	if err != nil {
+		return fail(1, err)
+	}
+	acfg := ledger.ArchiveConfig{
+		App: m.AppID, LocalDir: filepath.Join(o.DataDir, "archive"), SegmentRecords: o.SegmentRecords,
+		SegmentInterval: o.SegmentInterval, Mode: m.Audit.StorageClass, RetentionYears: m.Audit.RetentionYears,
+		Key: gwKey, Policy: m.Hash, Logger: log,
+	}
+	if o.S3 != nil {
+		acfg.LocalDir = ""
+		acfg.S3 = &ledger.S3Config{Bucket: o.S3.Bucket, Prefix: o.S3.Prefix, Region: o.S3.Region,
+			Endpoint: o.S3.Endpoint, PathStyle: o.S3.PathStyle}
+	}
+	if s.archiver, err = ledger.NewArchiver(l, acfg); err != nil {
+		return fail(2, fmt.Errorf("archive: %w", err))
+	}
+	if o.Upstream != "" {
+		s.sidecar, err = proxy.NewSidecar(proxy.SidecarConfig{
+			Gate: s.gate, Upstream: o.Upstream, MaxBody: int(maxBody), MaxResponse: int(maxResp), Logger: log, TLS: upstreamTLS,
+		})
+		if err != nil {
+			return fail(2, err)
+		}
+	}
+	if o.ProxyAddr != "" {
+		s.forward, err = proxy.NewForward(proxy.ForwardConfig{
+			Gate: s.gate, MaxBody: int(maxBody), MaxResponse: int64(maxResp), CA: authority, TLS: upstreamTLS, Logger: log, DialContext: o.Dial,
+		})
+		if err != nil {
+			return fail(2, err)
+		}
+	}
+	live, err := evidence.NewLive(evidence.LiveConfig{Ledger: l, Approvals: s.approvals, GatewayKey: gwKey, Engine: s.gate.Engine})
+	if err != nil {
+		return fail(1, err)
+	}
+	evidenceHandler := evidence.NewHandler(live, evidence.HandlerOptions{Logger: log})
+	var caPEM []byte
+	if authority != nil {
+		caPEM = authority.CertPEM()
+	}
+	s.admin = &http.Server{
+		Handler: proxy.NewAdmin(proxy.AdminConfig{Ledger: l, Approvals: s.approvals, Logger: log, Now: o.Now,
+			GatewayKey: gwKey.Public().(ed25519.PublicKey), CACert: caPEM,
+			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+			Archive: func() (any, error) { st := s.archiver.Status(); return st, st.Ready() },
+			Extra:   func(mux *http.ServeMux) { mux.Handle("POST /v1/evidence", evidenceHandler) },
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	s.stop = make(chan struct{})
+	s.wg.Add(2)
+	go s.expireLoop(o.ExpiryEvery)
+	go func() {
+		// Not the signal context: on shutdown Close seals what is pending first.
+		if err := s.archiver.Run(context.Background()); err != nil && !errors.Is(err, ledger.ErrClosed) {
+			log.Error().Err(err).Msg("archiver stopped")
+		}
+	}()
+	if s.sidecar != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.sidecar.Serve(sideLn); err != nil {
+				s.errc <- fmt.Errorf("sidecar door: %w", err)
+			}
+		}()
+	}
+	if s.forward != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.forward.Serve(proxyLn); err != nil {
+				s.errc <- fmt.Errorf("forward door: %w", err)
+			}
+		}()
+	}
+	go func() {
+		defer s.wg.Done()
+		if err := s.admin.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.errc <- fmt.Errorf("admin API: %w", err)
+		}
+	}()
+	ev := log.Info().Str("admin_addr", s.AdminAddr.String()).Str("app", m.AppID).Str("policy", m.Hash).
+		Uint64("ledger_head", l.Head().Seq)
+	if s.SidecarAddr != nil {
+		ev = ev.Str("sidecar_addr", s.SidecarAddr.String()).Str("upstream", o.Upstream)
+	}
+	if s.ProxyAddr != nil {
+		ev = ev.Str("proxy_addr", s.ProxyAddr.String()).Bool("intercept", authority != nil)
+	}
+	if authority != nil {
+		ev = ev.Str("ca_sha256", authority.Fingerprint())
+	}
+	ev.Msg("listening")
+	return s, nil
+}
+
+// Close stops accepting, lets in-flight requests finish, then flushes and
+// closes the ledger.
+func (s *Server) Close() error {
+	grace := s.grace
+	if grace <= 0 {
+		grace = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	var mu sync.Mutex
+	var errs []error
+	var doors sync.WaitGroup
+	shut := func(name string, fn func(context.Context) error) {
+		defer doors.Done()
+		if err := fn(ctx); err != nil {
+			mu.Lock()
+			errs = append(errs, fmt.Errorf("%s shutdown: %w", name, err))
+			mu.Unlock()
+		}
+	}
+	if s.sidecar != nil {
+		doors.Add(1)
+		go shut("sidecar", s.sidecar.Shutdown)
+	}
+	if s.forward != nil {
+		doors.Add(1)
+		go shut("forward", s.forward.Shutdown)
+	}
+	doors.Wait()
+	close(s.stop)
+	if err := s.admin.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("admin shutdown: %w", err))
+	}
+	s.wg.Wait()
+	if err := s.archiver.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("archive close: %w", err))
+	}
+	if err := s.ledger.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("ledger close: %w", err))
+	}
+	s.log.Info().Msg("stopped")
+	return errors.Join(errs...)
+}
+
+// recordConfig writes a config record at every start, so the chain says
+// which manifest and gateway key were in force from which seq on.
+func recordConfig(l *ledger.Ledger, o Config, gw ed25519.PublicKey, authority *ca.Authority) error {
+	m := o.Manifest
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	data := map[string]any{
+		"manifest_file":    o.ManifestFile,
+		"manifest_version": m.Version,
+		"gateway_key":      base64.StdEncoding.EncodeToString(gw),
+		"proxy_version":    o.Version,
+		"upstream":         o.Upstream,
+		"proxy_addr":       o.ProxyAddr,
+	}
+	if authority != nil {
+		// Which CA could intercept from this seq on.
+		data["ca_sha256"] = authority.Fingerprint()
+	}
+	if o.UpstreamCAFile != "" {
+		data["upstream_ca"] = o.UpstreamCAFile
+	}
+	_, err := l.Append(ctx, ledger.Entry{
+		Kind: record.KindConfig, App: m.AppID, Decision: "", Reason: "start", Policy: m.Hash, Data: data,
+	})
+	return err
+}
