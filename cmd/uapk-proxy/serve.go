@@ -27,6 +27,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
+	"github.com/uapk-gateway/uapk-proxy/archive"
 	"github.com/uapk-gateway/uapk-proxy/evidence"
 	"github.com/uapk-gateway/uapk-proxy/internal/ca"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
@@ -130,7 +131,7 @@ type server struct {
 	ledger    *ledger.Ledger
 	approvals *approvals.Store
 	gate      *proxy.Gate
-	archiver  *ledger.Archiver
+	archiver  *archive.Archiver
 	grace     time.Duration
 	sidecar   *proxy.Sidecar // nil without --upstream
 	forward   *proxy.Forward // nil with --proxy-addr ""
@@ -363,17 +364,17 @@ func startServer(o *serveOptions, logw io.Writer) (*server, error) {
 	if err != nil {
 		return fail(1, err)
 	}
-	acfg := ledger.ArchiveConfig{
+	acfg := archive.Config{
 		App: m.AppID, LocalDir: filepath.Join(o.DataDir, "archive"), SegmentRecords: o.archive.SegmentRecords,
 		SegmentInterval: o.segmentEvery, Mode: m.Audit.StorageClass, RetentionYears: m.Audit.RetentionYears,
 		Key: gwKey, Policy: m.Hash, Logger: log,
 	}
 	if o.archive.S3 != nil {
 		acfg.LocalDir = ""
-		acfg.S3 = &ledger.S3Config{Bucket: o.archive.S3.Bucket, Prefix: o.archive.S3.Prefix, Region: o.archive.S3.Region,
+		acfg.S3 = &archive.S3Config{Bucket: o.archive.S3.Bucket, Prefix: o.archive.S3.Prefix, Region: o.archive.S3.Region,
 			Endpoint: o.archive.S3.Endpoint, PathStyle: o.archive.S3.PathStyle}
 	}
-	if s.archiver, err = ledger.NewArchiver(l, acfg); err != nil {
+	if s.archiver, err = archive.New(l, acfg); err != nil {
 		return fail(2, fmt.Errorf("archive: %w", err))
 	}
 	if o.Upstream != "" {
