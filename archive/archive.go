@@ -75,7 +75,10 @@ type Config struct {
 	Policy string
 
 	// Logger receives the archiver's lines (segments sealed, failures,
-	// backlog growing and draining, refusals, conflicts). Zero: silent.
+	// backlog growing and draining, refusals, conflicts), each with the
+	// store. Name the component in it (component=archive): the archiver
+	// adds no component of its own, as zerolog would repeat the key. Zero:
+	// silent.
 	Logger zerolog.Logger
 
 	// Retries of a failed seal wait RetryMin (default 1s), doubling up to
@@ -373,7 +376,7 @@ func newArchiver(l *ledger.Ledger, cfg Config, store objStore) (*Archiver, error
 	a := &Archiver{
 		l: l, cfg: cfg, store: store, id: cfg.storeID(), base: cfg.base(),
 		lock:    cfg.S3 != nil,
-		log:     cfg.Logger.With().Str("component", "archive").Str("store", cfg.storeID()).Logger(),
+		log:     cfg.Logger.With().Str("store", cfg.storeID()).Logger(),
 		poll:    min(max(cfg.SegmentInterval/4, 10*time.Millisecond), time.Second),
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),

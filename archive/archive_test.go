@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/uapk-gateway/uapk-proxy/checkpoint"
@@ -761,5 +762,31 @@ func TestArchiveStopsWhenTheLedgerCloses(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run kept going on a closed ledger")
+	}
+}
+
+// TestArchiveLogsNameTheComponentOnce: the archiver adds its store to the
+// logger it is given but no component of its own, which zerolog would write
+// as a second "component" key beside the caller's.
+func TestArchiveLogsNameTheComponentOnce(t *testing.T) {
+	var buf bytes.Buffer
+	l := openTemp(t, ledger.Options{})
+	appendN(t, l, 3)
+	cfg := localConfig(t, t.TempDir())
+	cfg.Logger = zerolog.New(&buf).With().Str("component", "archive").Logger()
+	if err := mustArchiver(t, l, cfg, nil).Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	lines := bytes.Split(bytes.TrimSpace(buf.Bytes()), []byte("\n"))
+	if len(lines) < 2 {
+		t.Fatalf("want the store check and the segment logged, got %q", buf.String())
+	}
+	for _, line := range lines {
+		if n := bytes.Count(line, []byte(`"component":`)); n != 1 {
+			t.Errorf("%d component keys in %s", n, line)
+		}
+		if !bytes.Contains(line, []byte(`"store":"local:archive/erp-agent"`)) {
+			t.Errorf("no store in %s", line)
+		}
 	}
 }

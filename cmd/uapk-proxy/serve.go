@@ -298,7 +298,8 @@ func startServer(o *serveOptions, logw io.Writer) (*server, error) {
 	maxBody, _ := parseSize(o.MaxBody)       // checked by load
 	authority, upstreamTLS, _ := o.loadTLS() // checked by load
 	level, _ := zerolog.ParseLevel(o.LogLevel)
-	log := zerolog.New(logw).Level(level).With().Timestamp().Str("component", "uapk-proxy").Logger()
+	base := zerolog.New(logw).Level(level).With().Timestamp().Logger()
+	log := base.With().Str("component", "uapk-proxy").Logger()
 	for _, w := range m.Warnings() {
 		log.Warn().Str("path", w.Path).Msg("manifest: " + w.Message)
 	}
@@ -367,7 +368,7 @@ func startServer(o *serveOptions, logw io.Writer) (*server, error) {
 	acfg := archive.Config{
 		App: m.AppID, LocalDir: filepath.Join(o.DataDir, "archive"), SegmentRecords: o.archive.SegmentRecords,
 		SegmentInterval: o.segmentEvery, Mode: m.Audit.StorageClass, RetentionYears: m.Audit.RetentionYears,
-		Key: gwKey, Policy: m.Hash, Logger: log,
+		Key: gwKey, Policy: m.Hash, Logger: base.With().Str("component", "archive").Logger(),
 	}
 	if o.archive.S3 != nil {
 		acfg.LocalDir = ""
