@@ -1,6 +1,6 @@
 package evidence
 
-// Bundle file names (CONTRACT §6), in the sorted order they have in the ZIP.
+// Bundle file names (docs/reference.md#evidence-bundle), in the sorted order they have in the ZIP.
 const (
 	FileSums          = "SHA256SUMS"
 	FileSumsSig       = "SHA256SUMS.sig"

@@ -143,7 +143,7 @@ func newBuilder(manifest func(string) (*rules.Manifest, error)) *builder {
 var tokenRefusals = []record.Reason{record.InvalidToken, record.Consumed, record.ApprovalExpired, record.DigestMismatch,
 	record.AppMismatch, record.ActionMismatch, record.NotApproved}
 
-// controlDefs are the controls of CONTRACT §6 and the seed's compliance
+// controlDefs are the controls of docs/reference.md#evidence-bundle and the seed's compliance
 // mapping, with the records that evidence each.
 var controlDefs = []struct {
 	id, framework, section, title, requirement, mechanism string

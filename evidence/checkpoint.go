@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/uapk-gateway/uapk-proxy/checkpoint"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
 )
 
@@ -30,7 +31,8 @@ var sigLine = regexp.MustCompile(`^\x{2014} (\S+) `)
 // the key name equal to its origin line, whose text is a tlog-checkpoint:
 // origin, decimal seq, base64 (or hex) of the 32-byte hash; extension lines
 // after those three are allowed and ignored. This is the bundle verifier's
-// own reading of the format, independent of the ledger package's writer.
+// own reading of the format, independent of package checkpoint, which
+// wrote it.
 func openCheckpoint(msg []byte, pubs ...ed25519.PublicKey) (signedHead, error) {
 	var h signedHead
 	split := bytes.LastIndex(msg, []byte("\n\n"))
@@ -96,46 +98,16 @@ func openCheckpoint(msg []byte, pubs ...ed25519.PublicKey) (signedHead, error) {
 	return h, nil
 }
 
-// signHead signs the live head in the archive's checkpoint format (see
-// ledger.Checkpoint), for ranges no archived checkpoint covers yet.
+// signHead signs the live head in the archive's checkpoint format
+// (package checkpoint), for ranges no archived checkpoint covers yet.
 func signHead(app string, head ledger.Head, key ed25519.PrivateKey) ([]byte, string, error) {
 	origin := "uapk-proxy/" + app
 	if app == "" || strings.ContainsAny(app, "+ \t\r\n") {
 		origin = "uapk-proxy"
 	}
-	h, err := hex.DecodeString(head.Hash)
-	if err != nil || len(h) != 32 {
-		return nil, "", fmt.Errorf("head hash %q is not 32 bytes of hex", head.Hash)
-	}
-	s, err := newNoteSigner(origin, key)
+	b, err := checkpoint.Sign(checkpoint.Checkpoint{Origin: origin, Size: head.Seq, Hash: head.Hash}, key)
 	if err != nil {
-		return nil, "", err
+		return nil, "", fmt.Errorf("head %d: %w", head.Seq, err)
 	}
-	text := origin + "\n" + strconv.FormatUint(head.Seq, 10) + "\n" + base64.StdEncoding.EncodeToString(h) + "\n"
-	b, err := note.Sign(&note.Note{Text: text}, s)
-	return b, origin, err
+	return b, origin, nil
 }
-
-// noteSigner signs notes with a raw Ed25519 key. The key hash comes from
-// the verifier key the note package derives itself, so the two always agree.
-type noteSigner struct {
-	name string
-	hash uint32
-	key  ed25519.PrivateKey
-}
-
-func newNoteSigner(name string, key ed25519.PrivateKey) (*noteSigner, error) {
-	vkey, err := note.NewEd25519VerifierKey(name, key.Public().(ed25519.PublicKey))
-	if err != nil {
-		return nil, err
-	}
-	v, err := note.NewVerifier(vkey)
-	if err != nil {
-		return nil, fmt.Errorf("note key name %q: %w", name, err)
-	}
-	return &noteSigner{name: name, hash: v.KeyHash(), key: key}, nil
-}
-
-func (s *noteSigner) Name() string                    { return s.name }
-func (s *noteSigner) KeyHash() uint32                 { return s.hash }
-func (s *noteSigner) Sign(msg []byte) ([]byte, error) { return ed25519.Sign(s.key, msg), nil }

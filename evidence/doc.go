@@ -1,6 +1,7 @@
-// Package evidence makes and checks the evidence bundle of CONTRACT §6: the
-// ZIP an auditor takes away, years later, to see what the AI agent asked,
-// who approved it, and that the trail is whole.
+// Package evidence makes and checks the evidence bundle
+// (docs/reference.md#evidence-bundle): the ZIP an auditor takes away, years
+// later, to see what the AI agent asked, who approved it, and that the trail
+// is whole.
 //
 // # Layout
 //
@@ -23,11 +24,11 @@
 //
 // The range is joined to the chain by the prev of its first record, and
 // covered by a signed head: the archive's latest checkpoint (a C2SP signed
-// note by the gateway key, as ledger.SignCheckpoint writes and the
-// archiver records in checkpoint records) when its seq is at least the
+// note by the gateway key, as checkpoint.Sign writes and the archiver
+// records in checkpoint records) when its seq is at least the
 // range's last, else the chain's head signed by the gateway key at export
 // (anchor.json says "archive" or "live_head"). The latest covering
-// checkpoint, as CONTRACT §6 asks, rather than the first: it is the one an
+// checkpoint, as the bundle's definition asks, rather than the first: it is the one an
 // auditor can fetch from the WORM store today. When it signs a later record
 // than the range's last, the archived segments between link the two.
 //
@@ -53,8 +54,8 @@
 // temporary file past 8 MiB).
 //
 // Prepare re-hashes each record from its prev and its bytes (linkCheck);
-// Verify runs the full ledger.Verifier, which also re-derives the canonical
-// form and checks every field, in parallel chunks.
+// Verify runs the full chain verifier (package verifier), which also
+// re-derives the canonical form and checks every field, in parallel chunks.
 //
 // # Verification
 //

@@ -80,7 +80,8 @@ type Bundle struct {
 	mod      time.Time
 }
 
-// Export writes the evidence bundle (CONTRACT §6) of opts.Range to w.
+// Export writes the evidence bundle (docs/reference.md#evidence-bundle) of
+// opts.Range to w.
 func Export(w io.Writer, src Source, opts Options) error {
 	b, err := Prepare(context.Background(), src, opts)
 	if err != nil {
@@ -625,7 +626,7 @@ type Statement struct {
 	SignedAt  string `json:"signed_at"`
 	Signature string `json:"signature"` // base64 Ed25519 over Statement
 	Record    uint64 `json:"record"`    // the ledger record of this decision
-	Statement string `json:"statement"` // uapk-approval-v1 text (CONTRACT §4)
+	Statement string `json:"statement"` // uapk-approval-v1 text (docs/reference.md)
 }
 
 // ApprovalEntry is one approval of approvals.json: what was asked, who had

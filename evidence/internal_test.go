@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/uapk-gateway/uapk-proxy/checkpoint"
 	"github.com/uapk-gateway/uapk-proxy/internal/approvalstore"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
@@ -209,16 +210,16 @@ func TestCheckpointThatContradictsTheChainIsRefused(t *testing.T) {
 	}
 }
 
-func TestCheckpointNotesAgreeWithTheLedgerWriter(t *testing.T) {
+func TestCheckpointNotesAgreeWithTheArchiveWriter(t *testing.T) {
 	_, key, _ := keys.Generate()
 	h := ledger.Head{Seq: 42, Hash: strings.Repeat("0f", 32)}
 	note, origin, err := signHead("financial-ai-assistant", h, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := ledger.OpenCheckpoint(note, origin, key.Public().(ed25519.PublicKey))
+	got, err := checkpoint.Open(note, origin, key.Public().(ed25519.PublicKey))
 	if err != nil || got.Size != 42 || got.Hash != h.Hash {
-		t.Fatalf("ledger.OpenCheckpoint of our note: %+v %v", got, err)
+		t.Fatalf("checkpoint.Open of our note: %+v %v", got, err)
 	}
 	sh, err := openCheckpoint(note, key.Public().(ed25519.PublicKey))
 	if err != nil || sh.Seq != 42 || sh.Hash != h.Hash || sh.Origin != origin {

@@ -184,8 +184,8 @@ func (s *seqList) text(limit int) string {
 // member), times never going back. It relies on the stored bytes being the
 // canonical JSON the ledger writes (then removing the one top-level "hash"
 // member leaves the canonical form of the rest); Verify runs the full,
-// format-checking ledger.Verifier on the bundle, at about ten times the
-// cost per record. Any change to a record's bytes changes what is hashed,
+// format-checking chain verifier (package verifier) on the bundle, at about
+// ten times the cost per record. Any change to a record's bytes changes what is hashed,
 // so an edit, a removal or a reorder is caught here all the same.
 type linkCheck struct {
 	next     uint64

@@ -62,7 +62,7 @@ type Mapping struct {
 }
 
 // frameworkControls says which controls each framework's bundle maps.
-// SOX bundles carry the ISO 27001 controls as well: CONTRACT §6 lists all
+// SOX bundles carry the ISO 27001 controls as well: the bundle's definition lists all
 // five, and SOX 404 testing of IT general controls relies on exactly these.
 func frameworkControls(fw string) func(framework string) bool {
 	switch fw {

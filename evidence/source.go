@@ -46,7 +46,7 @@ type Source interface {
 }
 
 // Checkpoints finds the archive's signed checkpoints (C2SP tlog-checkpoint
-// in a signed note by the gateway key, as ledger.SignCheckpoint writes
+// in a signed note by the gateway key, as checkpoint.Sign writes
 // them: origin, last seq, base64 of that record's hash).
 type Checkpoints interface {
 	// Latest returns the most recent checkpoint if it covers atLeastSeq

@@ -22,9 +22,9 @@ import (
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
-	"github.com/uapk-gateway/uapk-proxy/ledger"
 	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
+	"github.com/uapk-gateway/uapk-proxy/verifier"
 )
 
 // Report is what Verify found. When OK is false, Problem is the first thing
@@ -75,7 +75,7 @@ const (
 //     keys/principals.json, approvals.json (each signed statement verifies
 //     with its approver's key; bodies hash to their digests);
 //  5. records.jsonl: an intact chain from the anchor's prev and first seq
-//     (ledger.Verifier) ending at the anchor's last record, through every
+//     (package verifier) ending at the anchor's last record, through every
 //     signed checkpoint recorded in it; every record's policy has its
 //     manifest; every decision record matches its statement in
 //     approvals.json; every record that lets an approved request or an
@@ -87,7 +87,7 @@ const (
 //
 // The error is nil when the bundle is intact, else the Problem.
 func Verify(r io.ReaderAt, size int64) (Report, error) {
-	v := &verifier{}
+	v := &bundleVerifier{}
 	p := v.run(r, size)
 	if p != nil {
 		v.rep.OK, v.rep.Problem = false, p
@@ -105,7 +105,7 @@ type principal struct {
 
 func (p *principal) has(role string) bool { return slices.Contains(p.roles, role) }
 
-type verifier struct {
+type bundleVerifier struct {
 	rep        Report
 	files      map[string]*zip.File
 	sums       map[string]string
@@ -126,7 +126,7 @@ type cpClaim struct {
 	note      string
 }
 
-func (v *verifier) run(r io.ReaderAt, size int64) *Problem {
+func (v *bundleVerifier) run(r io.ReaderAt, size int64) *Problem {
 	zr, err := zip.NewReader(r, size)
 	if err != nil {
 		return problemf(ProblemNotZip, "", 0, "not a readable ZIP file: %v", err)
@@ -166,7 +166,7 @@ func (v *verifier) run(r io.ReaderAt, size int64) *Problem {
 
 var safeName = regexp.MustCompile(`^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$`)
 
-func (v *verifier) index(zr *zip.Reader) *Problem {
+func (v *bundleVerifier) index(zr *zip.Reader) *Problem {
 	v.files = map[string]*zip.File{}
 	for _, f := range zr.File {
 		name := f.Name
@@ -190,7 +190,7 @@ func (v *verifier) index(zr *zip.Reader) *Problem {
 	return nil
 }
 
-func (v *verifier) read(name string, limit int64) ([]byte, *Problem) {
+func (v *bundleVerifier) read(name string, limit int64) ([]byte, *Problem) {
 	f := v.files[name]
 	if f == nil {
 		return nil, problemf(ProblemMissingFile, name, 0, "%s is missing from the bundle", name)
@@ -212,7 +212,7 @@ func (v *verifier) read(name string, limit int64) ([]byte, *Problem) {
 
 var sumLine = regexp.MustCompile(`^([0-9a-f]{64})  ([^\n]+)$`)
 
-func (v *verifier) checkSums() *Problem {
+func (v *bundleVerifier) checkSums() *Problem {
 	sums, p := v.read(FileSums, maxSmallFile)
 	if p != nil {
 		return p
@@ -285,7 +285,7 @@ func (v *verifier) checkSums() *Problem {
 // hashFile compares one file with SHA256SUMS. For records.jsonl it also
 // notes, on the way, the checkpoint and config records: their signed notes
 // and gateway keys must be known before the chain is walked.
-func (v *verifier) hashFile(name string) *Problem {
+func (v *bundleVerifier) hashFile(name string) *Problem {
 	rc, err := v.files[name].Open()
 	if err != nil {
 		return problemf(ProblemBadEntry, name, 0, "%s cannot be read: %v", name, err)
@@ -318,7 +318,7 @@ func (v *verifier) hashFile(name string) *Problem {
 
 var kindConfig = []byte(`"kind":"` + record.KindConfig + `"`)
 
-func (v *verifier) prescan(line []byte) {
+func (v *bundleVerifier) prescan(line []byte) {
 	isCP, isConfig := bytes.Contains(line, kindCheckpoint), bytes.Contains(line, kindConfig)
 	if !isCP && !isConfig {
 		return
@@ -385,7 +385,7 @@ func strictJSON(data []byte, into any) error {
 
 var hexHash = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
-func (v *verifier) readAnchor() *Problem {
+func (v *bundleVerifier) readAnchor() *Problem {
 	data, p := v.read(FileAnchor, maxSmallFile)
 	if p != nil {
 		return p
@@ -412,7 +412,7 @@ func (v *verifier) readAnchor() *Problem {
 	return nil
 }
 
-func (v *verifier) readManifests() *Problem {
+func (v *bundleVerifier) readManifests() *Problem {
 	data, p := v.read(FileManifest, maxManifests)
 	if p != nil {
 		return p
@@ -444,7 +444,7 @@ func (v *verifier) readManifests() *Problem {
 	return nil
 }
 
-func (v *verifier) readPrincipals() *Problem {
+func (v *bundleVerifier) readPrincipals() *Problem {
 	data, p := v.read(FilePrincipals, maxPrincipals)
 	if p != nil {
 		return p
@@ -478,7 +478,7 @@ type approvalsFile struct {
 	Approvals []*ApprovalEntry `json:"approvals"`
 }
 
-func (v *verifier) readApprovals() *Problem {
+func (v *bundleVerifier) readApprovals() *Problem {
 	data, p := v.read(FileApprovals, maxApprovals)
 	if p != nil {
 		return p
@@ -508,7 +508,7 @@ func (v *verifier) readApprovals() *Problem {
 // checkApproval checks what an approval says on its own: its request
 // hashes to its digest, and each statement is the exact text its approver
 // signed with the key keys/principals.json gives them.
-func (v *verifier) checkApproval(a *ApprovalEntry) *Problem {
+func (v *bundleVerifier) checkApproval(a *ApprovalEntry) *Problem {
 	switch a.Kind {
 	case approvals.KindRequest:
 		body := []byte(a.Body)
@@ -549,7 +549,8 @@ func (v *verifier) checkApproval(a *ApprovalEntry) *Problem {
 	return nil
 }
 
-// requestDigest is CONTRACT §3's digest, computed here independently.
+// requestDigest is the request digest of docs/reference.md, computed here
+// independently.
 func requestDigest(method, url string, body []byte) string {
 	bh := sha256.Sum256(body)
 	return sha256Hex([]byte(method + "\n" + url + "\n" + hex.EncodeToString(bh[:])))
@@ -561,9 +562,9 @@ func overrideDigest(app, action, duration, requestedBy, justification string) st
 	return sha256Hex([]byte("uapk-override-v1\n" + app + "\n" + action + "\n" + duration + "\n" + requestedBy + "\n" + hex.EncodeToString(jh[:])))
 }
 
-func (v *verifier) checkRecords(b *builder) *Problem {
+func (v *bundleVerifier) checkRecords(b *builder) *Problem {
 	a := v.anchor
-	var anchors []ledger.Head
+	var anchors []verifier.Head
 	for _, c := range v.claims {
 		h, err := openCheckpoint([]byte(c.note), v.keys...)
 		if err != nil {
@@ -574,7 +575,7 @@ func (v *verifier) checkRecords(b *builder) *Problem {
 			return problemf(ProblemBadCheckpoint, FileRecords, c.seq, "checkpoint record %d says record %d has hash %s, but its signed note says record %d has %s", c.seq, c.size, c.hash, h.Seq, h.Hash)
 		}
 		if h.Seq >= a.First.Seq && h.Seq <= a.Last.Seq {
-			anchors = append(anchors, ledger.Head{Seq: h.Seq, Hash: h.Hash})
+			anchors = append(anchors, verifier.Head{Seq: h.Seq, Hash: h.Hash})
 			v.rep.Checkpoints++
 		}
 	}
@@ -659,7 +660,7 @@ func (v *verifier) checkRecords(b *builder) *Problem {
 }
 
 // crossCheck holds each record against approvals.json.
-func (v *verifier) crossCheck(r *rec) *Problem {
+func (v *bundleVerifier) crossCheck(r *rec) *Problem {
 	a := v.anchor
 	ap := v.approvals[r.ApprovalID]
 	if ap == nil && r.ApprovalID != "" && a.IncludeApprovals && a.IncludeRejections {
@@ -759,7 +760,7 @@ func releases(r *rec) bool {
 // completeness checks that an approval was complete: approved, every
 // required slot filled by a distinct person who holds one of its roles and
 // signed, the requester never among them.
-func (v *verifier) completeness(ap *ApprovalEntry) *Problem {
+func (v *bundleVerifier) completeness(ap *ApprovalEntry) *Problem {
 	if ap.Status != approvals.StatusApproved {
 		return problemf(ProblemIncompleteApproval, FileApprovals, 0, "approval %s is %s, not approved", ap.ID, ap.Status)
 	}
@@ -833,7 +834,7 @@ func matchRoles(slots [][]string, signers []*principal) int {
 	return n
 }
 
-func (v *verifier) checkAnchorCheckpoint() *Problem {
+func (v *bundleVerifier) checkAnchorCheckpoint() *Problem {
 	a := v.anchor
 	c := a.Checkpoint
 	// The head signed at export is signed by the key that signs the
@@ -873,7 +874,7 @@ func (v *verifier) checkAnchorCheckpoint() *Problem {
 }
 
 // checkDerived rebuilds the derived files and compares them byte for byte.
-func (v *verifier) checkDerived(b *builder) *Problem {
+func (v *bundleVerifier) checkDerived(b *builder) *Problem {
 	if v.anchor.Generator != generatorVersion {
 		v.rep.Notes = append(v.rep.Notes, fmt.Sprintf("report and control mapping made by %q, not rebuilt by this verifier (%q)", v.anchor.Generator, generatorVersion))
 		return nil
@@ -899,7 +900,7 @@ func (v *verifier) checkDerived(b *builder) *Problem {
 	return nil
 }
 
-// chainCheck runs ledger.Verifier over records.jsonl in chunks on every
+// chainCheck runs the chain verifier (package verifier) over records.jsonl in chunks on every
 // core: the verifier re-derives each record's canonical form and hash,
 // which costs far more than reading it. Chunk i starts at its expected seq
 // with the hash record i-1's last record claims as prev; chunk i-1's own
@@ -909,12 +910,12 @@ func (v *verifier) checkDerived(b *builder) *Problem {
 type chainCheck struct {
 	next    uint64
 	prev    string
-	anchors []ledger.Head
+	anchors []verifier.Head
 	cur     *chainChunk
 	jobs    chan *chainChunk
 	wg      sync.WaitGroup
 	mu      sync.Mutex
-	problem *ledger.Problem
+	problem *verifier.Problem
 	records atomic.Uint64
 	bad     atomic.Bool
 }
@@ -927,7 +928,7 @@ type chainChunk struct {
 
 const chainChunkRecords = 2048
 
-func newChainCheck(start uint64, prev string, anchors []ledger.Head) *chainCheck {
+func newChainCheck(start uint64, prev string, anchors []verifier.Head) *chainCheck {
 	workers := runtime.GOMAXPROCS(0)
 	c := &chainCheck{next: start, prev: prev, anchors: anchors, jobs: make(chan *chainChunk, workers)}
 	for range workers {
@@ -946,13 +947,13 @@ func (c *chainCheck) work() {
 			continue
 		}
 		end := ch.start + uint64(len(ch.raws)) - 1
-		var anchors []ledger.Head
+		var anchors []verifier.Head
 		for _, a := range c.anchors {
 			if a.Seq >= ch.start && a.Seq <= end {
 				anchors = append(anchors, a)
 			}
 		}
-		v := ledger.NewVerifier(ch.start, ch.prev, anchors...)
+		v := verifier.New(ch.start, ch.prev, anchors...)
 		for _, raw := range ch.raws {
 			if !v.Add(raw) {
 				break
@@ -997,12 +998,12 @@ func (c *chainCheck) failed() bool { return c.bad.Load() }
 
 // finish waits for every chunk and returns what one verifier would: the
 // first problem by seq, or the count.
-func (c *chainCheck) finish() ledger.Report {
+func (c *chainCheck) finish() verifier.Report {
 	c.flush()
 	close(c.jobs)
 	c.wg.Wait()
 	if c.problem != nil {
-		return ledger.Report{Problem: c.problem}
+		return verifier.Report{Problem: c.problem}
 	}
-	return ledger.Report{OK: true, Records: c.records.Load()}
+	return verifier.Report{OK: true, Records: c.records.Load()}
 }

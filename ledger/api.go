@@ -10,8 +10,9 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/record"
 )
 
-// Record is one ledger entry exactly as CONTRACT §5 describes it. Every field
-// is always present in the JSON (empty string when not applicable, {} for data).
+// Record is one ledger record exactly as docs/reference.md#records describes
+// it. Every field is always present in the JSON (empty string when not
+// applicable, {} for data).
 type Record struct {
 	V          int             `json:"v"`
 	Seq        uint64          `json:"seq"`
@@ -42,7 +43,7 @@ type Entry struct {
 	Policy     string
 	// Data values must be strings, bools, integers (int, int64, uint64...),
 	// nil, []string, []any or map[string]any of those. Floats are refused
-	// (ErrFloat) because §5 forbids them.
+	// (ErrFloat): records carry integers and decimal strings only.
 	Data map[string]any
 	// Tx, if set, runs inside the same bbolt write transaction as the record,
 	// after the record is put, so that state kept beside the chain (pending
@@ -56,24 +57,6 @@ type Head struct {
 	Seq  uint64 `json:"seq"`
 	Hash string `json:"hash"` // 64 zero hex digits for an empty chain
 	Time string `json:"time"`
-}
-
-// Problem names the first record that breaks the chain. Seq is the position
-// where the chain first goes wrong: the record that fails a check, or the seq
-// that should have come next when a record is missing or out of place.
-type Problem struct {
-	Seq    uint64 `json:"seq"`
-	Reason string `json:"reason"` // stable code: hash_mismatch, prev_mismatch, seq_gap, bad_record, head_mismatch, ... (the Reason* constants)
-	Detail string `json:"detail"`
-}
-
-// Report is the result of Verify. Head and Records describe the records that
-// passed, up to the first problem.
-type Report struct {
-	OK      bool     `json:"ok"`
-	Records uint64   `json:"records"`
-	Head    Head     `json:"head"`
-	Problem *Problem `json:"problem,omitempty"`
 }
 
 // Options configures Open.

@@ -8,19 +8,57 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 	"unicode/utf16"
 	"unicode/utf8"
 
+	"github.com/gowebpki/jcs"
+
 	"github.com/uapk-gateway/uapk-proxy/record"
+	"github.com/uapk-gateway/uapk-proxy/verifier"
 )
 
 // The oracle: how records were encoded before the direct encoder, kept
 // verbatim so that every test here can demand the same bytes.
 // jcs.Transform(json.Marshal(v)) is RFC 8785 by an independent hand.
+
+// canonical is the oracle's RFC 8785: encoding/json output differs from JCS
+// (HTML escaping, number forms, key order), so it is re-run through
+// jcs.Transform.
+func canonical(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return jcs.Transform(b)
+}
+
+// checkInt, checkNumber and intPattern are the former value checks.
+func checkInt(path string, n int64) error {
+	if n > MaxInt || n < -MaxInt {
+		return fmt.Errorf("%w: %s: integer %d outside ±(2^53-1) (use a decimal string)", ErrInvalidEntry, path, n)
+	}
+	return nil
+}
+
+var intPattern = regexp.MustCompile(`^-?(0|[1-9][0-9]*)$`)
+
+func checkNumber(path string, n json.Number) error {
+	s := string(n)
+	if !intPattern.MatchString(s) {
+		return fmt.Errorf("%w: %s: %q is not an integer", ErrFloat, path, s)
+	}
+	i, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return fmt.Errorf("%w: %s: integer %s outside ±(2^53-1)", ErrInvalidEntry, path, s)
+	}
+	return checkInt(path, i)
+}
 
 // referenceEncodeData is the former encodeData.
 func referenceEncodeData(data map[string]any) ([]byte, error) {
@@ -129,7 +167,7 @@ func referenceEncodeRecord(rec *Record, data []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("canonicalize record %d: %w", rec.Seq, err)
 	}
-	if w.Hash, err = ComputeHash(rec.Prev, body); err != nil {
+	if w.Hash, err = verifier.ComputeHash(rec.Prev, body); err != nil {
 		return nil, fmt.Errorf("hash record %d: %w", rec.Seq, err)
 	}
 	full, err := canonical(w)
@@ -371,7 +409,7 @@ func checkSameRecord(t *testing.T, e Entry, h Head, at time.Time) {
 	if !bytes.Equal(gotRaw, wantRaw) || got.Hash != want.Hash {
 		t.Fatalf("record differs:\n got %s (%s)\nwant %s (%s)", gotRaw, got.Hash, wantRaw, want.Hash)
 	}
-	v := NewVerifier(got.Seq, got.Prev)
+	v := verifier.New(got.Seq, got.Prev)
 	if !v.Add(gotRaw) {
 		t.Fatalf("verifier refuses %s: %+v", gotRaw, v.Finish().Problem)
 	}

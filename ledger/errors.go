@@ -19,8 +19,9 @@ var (
 	ErrReadOnly = errors.New("ledger opened read-only")
 
 	// ErrFloat is returned by Append when Entry.Data holds a float32 or
-	// float64 anywhere: CONTRACT §5 allows only integers and decimal strings,
-	// and floats do not survive canonicalization byte for byte.
+	// float64 anywhere: records carry only integers and decimal strings
+	// (docs/reference.md#records), and floats do not survive
+	// canonicalization byte for byte.
 	ErrFloat = errors.New("floating-point value in ledger data")
 
 	// ErrInvalidEntry is returned by Append for an entry that can never be
@@ -37,19 +38,4 @@ var (
 	// disagree (for example a truncated tail). The writer refuses to extend
 	// such a chain; run Verify to find the first bad record.
 	ErrCorrupt = errors.New("ledger is corrupt")
-)
-
-// Archive errors (archive.go).
-var (
-	// ErrArchiveConflict is the archive's alarm: an object already stored
-	// under a segment's or checkpoint's key holds other bytes than the local
-	// chain gives for it. The archiver never overwrites it; it stops at that
-	// segment and keeps reporting the conflict until an operator looks (a
-	// ledger reset over an old archive prefix, or tampering).
-	ErrArchiveConflict = errors.New("archive conflict: a different object already exists under the key")
-
-	// ErrArchiveRefused is returned while the archive store fails the
-	// start-up check (an S3 bucket without versioning or Object Lock): the
-	// archiver writes nothing there rather than unprotected objects.
-	ErrArchiveRefused = errors.New("archive store refused")
 )

@@ -14,6 +14,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/uapk-gateway/uapk-proxy/record"
+	"github.com/uapk-gateway/uapk-proxy/verifier"
 )
 
 func openTemp(t testing.TB, opts Options) *Ledger {
@@ -54,7 +55,7 @@ func appendN(t testing.TB, l *Ledger, n int) []Record {
 
 func mustVerify(t testing.TB, l *Ledger, records uint64) {
 	t.Helper()
-	rep, err := l.Verify(context.Background())
+	rep, err := verifier.Verify(context.Background(), l)
 	if err != nil {
 		t.Fatal(err)
 	}

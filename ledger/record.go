@@ -3,16 +3,11 @@ package ledger
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
-
-	"github.com/gowebpki/jcs"
 )
 
 // ZeroHash is the prev of record 1 and the hash of an empty chain.
@@ -31,18 +26,6 @@ const MaxInt = 1<<53 - 1
 // maxDepth bounds nesting in Entry.Data; ledger data is flat in practice and a
 // bound keeps a hostile body from costing the writer goroutine.
 const maxDepth = 32
-
-// canonical returns the RFC 8785 form of v. encoding/json output differs from
-// JCS (HTML escaping, number forms, key order), so it is always re-run
-// through jcs.Transform. Only the verifier uses it: the writer has its own
-// encoder (canonical.go), and this is the independent second opinion.
-func canonical(v any) ([]byte, error) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return nil, err
-	}
-	return jcs.Transform(b)
-}
 
 // recordParts is a record's stored form less what only the writer knows
 // (seq, time, prev, hash), made on the caller's goroutine so that the
@@ -152,20 +135,6 @@ func encodeRecord(rec *Record, p *recordParts, scratch []byte) (stored, scratchO
 	return stored, b, nil
 }
 
-// ComputeHash returns the record hash of CONTRACT §5: hex SHA-256 of the 32
-// bytes of prev (hex-decoded; ZeroHash for record 1) followed by the
-// canonical JSON of the record without its hash field.
-func ComputeHash(prev string, canonicalWithoutHash []byte) (string, error) {
-	p, err := decodeHash(prev)
-	if err != nil {
-		return "", fmt.Errorf("prev: %w", err)
-	}
-	h := sha256.New()
-	h.Write(p)
-	h.Write(canonicalWithoutHash)
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
 // decodeHash accepts only the form the ledger writes: 64 lower-case hex
 // digits. Upper case would hash the same bytes but compare unequal as a
 // string, which would let two spellings of one chain exist.
@@ -198,44 +167,6 @@ func unhex(c byte) byte {
 	return c - 'a' + 10
 }
 
-// CanonicalWithoutHash returns the RFC 8785 canonical JSON of the record raw
-// with its top-level "hash" member removed: the bytes §5 hashes after prev.
-// raw must be a JSON object; duplicate keys and invalid UTF-8 are refused.
-func CanonicalWithoutHash(raw []byte) ([]byte, error) {
-	// jcs first: encoding/json would quietly keep the last of two
-	// duplicate keys, and a verifier must not see a different record than
-	// another program would.
-	if _, err := jcs.Transform(raw); err != nil {
-		return nil, fmt.Errorf("not canonicalizable JSON: %w", err)
-	}
-	fields, err := parseObject(raw)
-	if err != nil {
-		return nil, err
-	}
-	return canonicalWithout(fields, "hash")
-}
-
-func parseObject(raw []byte) (map[string]json.RawMessage, error) {
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil {
-		return nil, fmt.Errorf("not a JSON object: %w", err)
-	}
-	if fields == nil {
-		return nil, errors.New("not a JSON object: null")
-	}
-	return fields, nil
-}
-
-func canonicalWithout(fields map[string]json.RawMessage, key string) ([]byte, error) {
-	rest := make(map[string]json.RawMessage, len(fields))
-	for k, v := range fields {
-		if k != key {
-			rest[k] = v
-		}
-	}
-	return canonical(rest)
-}
-
 func checkString(path, s string) error {
 	// encoding/json would replace invalid UTF-8 with U+FFFD, so the record
 	// would silently say something other than what the caller asked for.
@@ -243,27 +174,6 @@ func checkString(path, s string) error {
 		return fmt.Errorf("%w: %s: not valid UTF-8", ErrInvalidEntry, path)
 	}
 	return nil
-}
-
-func checkInt(path string, n int64) error {
-	if n > MaxInt || n < -MaxInt {
-		return fmt.Errorf("%w: %s: integer %d outside ±(2^53-1) (use a decimal string)", ErrInvalidEntry, path, n)
-	}
-	return nil
-}
-
-var intPattern = regexp.MustCompile(`^-?(0|[1-9][0-9]*)$`)
-
-func checkNumber(path string, n json.Number) error {
-	s := string(n)
-	if !intPattern.MatchString(s) {
-		return fmt.Errorf("%w: %s: %q is not an integer", ErrFloat, path, s)
-	}
-	i, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return fmt.Errorf("%w: %s: integer %s outside ±(2^53-1)", ErrInvalidEntry, path, s)
-	}
-	return checkInt(path, i)
 }
 
 // checkEntry validates the fixed fields; Data is checked by encodeParts.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/verifier"
 )
 
 // MaxRecordsPage bounds one GET /v1/ledger/records answer.
@@ -25,7 +26,7 @@ const MaxRecordsPage = 10000
 type AdminLedger interface {
 	Head() ledger.Head
 	Healthy() error
-	Verify(ctx context.Context, expect ...ledger.Head) (ledger.Report, error)
+	Scan(ctx context.Context, fn func(key, raw []byte) error) (head []byte, err error) // for verifier.Verify
 	Range(from, to uint64, fn func(seq uint64, raw []byte) error) error
 }
 
@@ -126,7 +127,7 @@ func (a *admin) head(w http.ResponseWriter, _ *http.Request) {
 // verify re-derives the live chain; 200 when intact, 500 naming the first
 // broken record otherwise.
 func (a *admin) verify(w http.ResponseWriter, r *http.Request) {
-	rep, err := a.cfg.Ledger.Verify(r.Context())
+	rep, err := verifier.Verify(r.Context(), a.cfg.Ledger)
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, apiError{Error: "verify_failed", Message: err.Error()})
 		return

@@ -16,7 +16,7 @@ import (
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
-	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/verifier"
 )
 
 // withHold serves the example manifest with journal entries held on the
@@ -192,7 +192,7 @@ func TestQuarterEndEntryHeldThenDuallyApproved(t *testing.T) {
 	if got := e.trail(start); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("ledger trail\n got %v\nwant %v", got, want)
 	}
-	var rep ledger.Report
+	var rep verifier.Report
 	if code := e.adminGet("/v1/ledger/verify", &rep); code != 200 || !rep.OK {
 		t.Errorf("verify %d %+v", code, rep)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/examples/erp-mock/erpmock"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/verifier"
 )
 
 // clock is a settable time for the gate; tests stand it on a weekday at
@@ -514,7 +515,7 @@ func TestChainHoldsOneDecisionPerRequestInOrderAndVerifies(t *testing.T) {
 			t.Errorf("call %d: record seq %d decision %s, want seq %d decision %s", i, rec.Seq, rec.Decision, seqs[i], calls[i].decision)
 		}
 	}
-	var rep ledger.Report
+	var rep verifier.Report
 	if code := e.adminGet("/v1/ledger/verify", &rep); code != 200 || !rep.OK {
 		t.Fatalf("live verify %d %+v", code, rep)
 	}
@@ -564,7 +565,7 @@ func TestConcurrentRequestsShareCommitsAndKeepTheChain(t *testing.T) {
 		t.Fatalf("ERP saw %d, want %d", st.Total, n)
 	}
 	waitFor(t, func() bool { return e.srv.Ledger().Head().Seq >= 1+2*n })
-	rep, err := e.srv.Ledger().Verify(context.Background())
+	rep, err := verifier.Verify(context.Background(), e.srv.Ledger())
 	if err != nil || !rep.OK {
 		t.Fatalf("verify %+v %v", rep, err)
 	}

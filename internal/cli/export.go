@@ -17,8 +17,9 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
 
-// newExport is `uapk-proxy export`: an evidence bundle (CONTRACT §6) of a
-// stopped proxy's ledger, written offline.
+// newExport is `uapk-proxy export`: an evidence bundle
+// (docs/reference.md#evidence-bundle) of a stopped proxy's ledger, written
+// offline.
 func newExport() *cobra.Command {
 	var (
 		dataDir, from, to, framework, out, principals string
@@ -28,7 +29,7 @@ func newExport() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "export --data-dir DIR --from DATE --to DATE --framework SOX -o FILE.zip",
-		Short: "Write an evidence bundle of a stopped proxy's ledger, for auditors (CONTRACT §6)",
+		Short: "Write an evidence bundle of a stopped proxy's ledger, for auditors",
 		Long: `Writes the records of a range, their anchor in the chain and a signed
 checkpoint, every approval with its signed statements, the keys, the manifests
 in force, the SOX / ISO 27001 control mapping, report.html, SHA256SUMS and its

@@ -29,6 +29,7 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/examples/erp-mock/erpmock"
 	"github.com/uapk-gateway/uapk-proxy/gate"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/verifier"
 )
 
 // fwdEnv is a running proxy with the forward door on (and, unless a tweak
@@ -386,7 +387,7 @@ func TestForwardDoorRealClients(t *testing.T) {
 			if st.LeakedUAPKHeaders != 0 || st.LeakedHopByHop != 0 || st.ForbiddenReached != 0 {
 				t.Errorf("ERP stats %+v", st)
 			}
-			var rep ledger.Report
+			var rep verifier.Report
 			if code := fe.adminGet("/v1/ledger/verify", &rep); code != 200 || !rep.OK {
 				t.Errorf("verify %d %+v", code, rep)
 			}

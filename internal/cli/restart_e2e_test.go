@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
+	"github.com/uapk-gateway/uapk-proxy/checkpoint"
 	"github.com/uapk-gateway/uapk-proxy/examples/erp-mock/erpmock"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
@@ -491,7 +492,7 @@ func TestSIGTERMUnderLoadLosesNothing(t *testing.T) {
 			t.Errorf("archive record %d: checkpoint: %v", a.Seq, err)
 			continue
 		}
-		cp, err := ledger.OpenCheckpoint(note, "uapk-proxy/financial-ai-assistant", gwPub)
+		cp, err := checkpoint.Open(note, "uapk-proxy/financial-ai-assistant", gwPub)
 		if err != nil || cp.Size != uint64(last) || cp.Hash != lastHash {
 			t.Errorf("archive record %d: checkpoint %+v (%v) for last %d %s", a.Seq, cp, err, uint64(last), lastHash)
 		}
@@ -518,7 +519,7 @@ func writeGatewayKeyWithPlus(t *testing.T, dataDir, origin string) ed25519.Publi
 		if err != nil {
 			t.Fatal(err)
 		}
-		vkey, err := ledger.CheckpointVerifierKey(origin, pub)
+		vkey, err := checkpoint.VerifierKey(origin, pub)
 		if err != nil {
 			t.Fatal(err)
 		}

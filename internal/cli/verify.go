@@ -14,10 +14,12 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/uapk-gateway/uapk-proxy/archive"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
 	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
+	"github.com/uapk-gateway/uapk-proxy/verifier"
 )
 
 func newVerify() *cobra.Command {
@@ -53,7 +55,7 @@ func newVerify() *cobra.Command {
 			}
 			defer l.Close()
 			ctx := context.Background()
-			var anchors []ledger.Head
+			var anchors []verifier.Head
 			out := cmd.OutOrStdout()
 			if archive {
 				rep, err := verifyArchive(ctx, l, dataDir, manifest, config)
@@ -68,7 +70,9 @@ func newVerify() *cobra.Command {
 					rep.Store, rep.Segments, rep.Checkpoints, rep.ArchivedSeq, rep.LocalHead)
 				anchors = rep.Anchors
 			}
-			rep, err := l.Verify(ctx, anchors...)
+			// The file is read through ledger (read-only, bounded
+			// transactions); everything is checked by the verifier.
+			rep, err := verifier.Verify(ctx, l, anchors...)
 			if err != nil {
 				return exitf(1, "verify %s: %v", path, err)
 			}
@@ -91,20 +95,20 @@ func newVerify() *cobra.Command {
 // verifyArchive checks the archive against the local chain with every
 // gateway key the chain has used: the current one and those its config
 // records name, so checkpoints signed before a key change still verify.
-func verifyArchive(ctx context.Context, l *ledger.Ledger, dataDir, manifestPath, configPath string) (ledger.ArchiveReport, error) {
+func verifyArchive(ctx context.Context, l *ledger.Ledger, dataDir, manifestPath, configPath string) (archive.Report, error) {
 	m, err := rules.LoadManifest(manifestPath)
 	if err != nil {
-		return ledger.ArchiveReport{}, exitf(2, "%s", strings.Join(describe(manifestPath, err), "\n"))
+		return archive.Report{}, exitf(2, "%s", strings.Join(describe(manifestPath, err), "\n"))
 	}
 	af, _, problems := readArchive(configPath)
 	if len(problems) > 0 {
-		return ledger.ArchiveReport{}, exitf(2, "%s", strings.Join(problems, "\n"))
+		return archive.Report{}, exitf(2, "%s", strings.Join(problems, "\n"))
 	}
-	cfg := ledger.ArchiveConfig{App: m.AppID, LocalDir: filepath.Join(dataDir, "archive"),
+	cfg := archive.Config{App: m.AppID, LocalDir: filepath.Join(dataDir, "archive"),
 		Mode: m.Audit.StorageClass, RetentionYears: m.Audit.RetentionYears}
 	if af.S3 != nil {
 		cfg.LocalDir = ""
-		cfg.S3 = &ledger.S3Config{Bucket: af.S3.Bucket, Prefix: af.S3.Prefix, Region: af.S3.Region,
+		cfg.S3 = &archive.S3Config{Bucket: af.S3.Bucket, Prefix: af.S3.Prefix, Region: af.S3.Region,
 			Endpoint: af.S3.Endpoint, PathStyle: af.S3.PathStyle}
 	}
 	var pubs []ed25519.PublicKey
@@ -125,9 +129,9 @@ func verifyArchive(ctx context.Context, l *ledger.Ledger, dataDir, manifestPath,
 		return nil
 	})
 	if err != nil {
-		return ledger.ArchiveReport{}, exitf(1, "read the chain: %v", err)
+		return archive.Report{}, exitf(1, "read the chain: %v", err)
 	}
-	rep, err := ledger.VerifyArchive(ctx, l, cfg, pubs...)
+	rep, err := archive.Verify(ctx, l, cfg, pubs...)
 	if err != nil {
 		return rep, exitf(1, "verify archive: %v", err)
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
+	"github.com/uapk-gateway/uapk-proxy/archive"
 	"github.com/uapk-gateway/uapk-proxy/evidence"
 	"github.com/uapk-gateway/uapk-proxy/gate"
 	"github.com/uapk-gateway/uapk-proxy/internal/approvalstore"
@@ -102,7 +103,7 @@ type Server struct {
 	ledger    *ledger.Ledger
 	approvals *approvals.Service
 	gate      *gate.Gate
-	archiver  *ledger.Archiver
+	archiver  *archive.Archiver
 	grace     time.Duration
 	sidecar   *proxy.Sidecar // nil without --upstream
 	forward   *proxy.Forward // nil with --proxy-addr ""
@@ -162,7 +163,8 @@ func (s *Server) Forward() *proxy.Forward { return s.forward }
 func Start(o Config, logw io.Writer) (*Server, error) {
 	m, principals := o.Manifest, o.Principals
 	maxBody, maxResp, authority, upstreamTLS := o.MaxBody, o.MaxResponse, o.CA, o.UpstreamTLS
-	log := zerolog.New(logw).Level(o.LogLevel).With().Timestamp().Str("component", "uapk-proxy").Logger()
+	base := zerolog.New(logw).Level(o.LogLevel).With().Timestamp().Logger()
+	log := base.With().Str("component", "uapk-proxy").Logger()
 	for _, w := range m.Warnings() {
 		log.Warn().Str("path", w.Path).Msg("manifest: " + w.Message)
 	}
@@ -270,17 +272,17 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 	if err != nil {
 		return fail(1, err)
 	}
-	acfg := ledger.ArchiveConfig{
+	acfg := archive.Config{
 		App: m.AppID, LocalDir: filepath.Join(o.DataDir, "archive"), SegmentRecords: o.SegmentRecords,
 		SegmentInterval: o.SegmentInterval, Mode: m.Audit.StorageClass, RetentionYears: m.Audit.RetentionYears,
-		Key: gwKey, Policy: m.Hash, Logger: log,
+		Key: gwKey, Policy: m.Hash, Logger: base.With().Str("component", "archive").Logger(),
 	}
 	if o.S3 != nil {
 		acfg.LocalDir = ""
-		acfg.S3 = &ledger.S3Config{Bucket: o.S3.Bucket, Prefix: o.S3.Prefix, Region: o.S3.Region,
+		acfg.S3 = &archive.S3Config{Bucket: o.S3.Bucket, Prefix: o.S3.Prefix, Region: o.S3.Region,
 			Endpoint: o.S3.Endpoint, PathStyle: o.S3.PathStyle}
 	}
-	if s.archiver, err = ledger.NewArchiver(l, acfg); err != nil {
+	if s.archiver, err = archive.New(l, acfg); err != nil {
 		return fail(2, fmt.Errorf("archive: %w", err))
 	}
 	if o.Upstream != "" {

@@ -1,25 +1,13 @@
-package ledger
+package verifier
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"strings"
 	"testing"
 
 	"github.com/gowebpki/jcs"
 )
-
-func stream(records ...[]byte) func() ([]byte, bool, error) {
-	return func() ([]byte, bool, error) {
-		if len(records) == 0 {
-			return nil, false, nil
-		}
-		r := records[0]
-		records = records[1:]
-		return r, true, nil
-	}
-}
 
 func TestVerifyRecords(t *testing.T) {
 	kat := readKAT(t)
@@ -89,7 +77,7 @@ func TestVerifierAnchors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v := NewVerifier(1, "", tt.anchors...)
+			v := New(1, "", tt.anchors...)
 			for _, r := range tt.records {
 				v.Add(r)
 			}
@@ -152,8 +140,8 @@ func TestParseRecordRejects(t *testing.T) {
 		{"time without nanoseconds", edit(`14:30:00.123456789Z`, `14:30:00Z`), `field "time"`},
 		{"time not utc", edit(`14:30:00.123456789Z`, `15:30:00.123456789+01:00`), `field "time"`},
 		{"time garbage", edit(`2026-01-15T14:30:00.123456789Z`, `yesterday`), `field "time"`},
-		{"prev upper case", edit(ZeroHash, strings.Repeat("0", 63)+"A"), `field "prev"`},
-		{"prev short", edit(ZeroHash, "00"), `field "prev"`},
+		{"prev upper case", edit(zeroHash, strings.Repeat("0", 63)+"A"), `field "prev"`},
+		{"prev short", edit(zeroHash, "00"), `field "prev"`},
 		{"hash not hex", edit(katHash1, strings.Repeat("g", 64)), `field "hash"`},
 		{"data array", edit(`"data":{"amount":"1250.00","currency":"USD","lines":2,"memo":"accrual <Q1> & €"}`, `"data":[]`), `field "data": not an object`},
 		{"data float", edit(`"lines":2`, `"lines":2.5`), "not an integer"},
@@ -163,7 +151,7 @@ func TestParseRecordRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v := NewVerifier(1, "")
+			v := New(1, "")
 			if v.Add(tt.raw) {
 				t.Fatal("accepted")
 			}
@@ -176,43 +164,4 @@ func TestParseRecordRejects(t *testing.T) {
 			}
 		})
 	}
-}
-
-func TestVerifyHonoursContext(t *testing.T) {
-	l := openTemp(t, Options{})
-	appendN(t, l, 2)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if _, err := l.Verify(ctx); !errors.Is(err, context.Canceled) {
-		t.Fatalf("err = %v", err)
-	}
-}
-
-func TestVerifyAcrossChunksWhileAppending(t *testing.T) {
-	defer func(n int) { chunkRecords = n }(chunkRecords)
-	chunkRecords = 4
-
-	l := openTemp(t, Options{})
-	appendN(t, l, 10)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for i := range 30 {
-			if _, err := l.Append(context.Background(), entry(i)); err != nil {
-				t.Error(err)
-				return
-			}
-		}
-	}()
-	for range 5 {
-		rep, err := l.Verify(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !rep.OK || rep.Records < 10 {
-			t.Fatalf("verify beside a writer: %+v %+v", rep, rep.Problem)
-		}
-	}
-	<-done
-	mustVerify(t, l, 40)
 }

@@ -1,4 +1,4 @@
-package ledger
+package verifier
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ func FuzzVerifyRecord(f *testing.F) {
 		f.Add(r)
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		v := NewVerifier(1, "")
+		v := New(1, "")
 		ok := v.Add(raw)
 		rep := v.Finish()
 		if ok != rep.OK {
@@ -26,7 +26,7 @@ func FuzzVerifyRecord(f *testing.F) {
 		if err != nil {
 			t.Fatalf("accepted a record CanonicalWithoutHash refuses: %v", err)
 		}
-		hash, err := ComputeHash(ZeroHash, body)
+		hash, err := ComputeHash(zeroHash, body)
 		if err != nil || hash != rep.Head.Hash {
 			t.Fatalf("accepted record hashes to %s (%v), report says %s", hash, err, rep.Head.Hash)
 		}

@@ -1,4 +1,4 @@
-package ledger
+package verifier
 
 import (
 	"bytes"
@@ -11,6 +11,8 @@ import (
 
 	"github.com/gowebpki/jcs"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/uapk-gateway/uapk-proxy/ledger"
 )
 
 // forge rewrites a stored record through edit and gives it a correct hash for
@@ -48,21 +50,23 @@ func forge(t *testing.T, raw []byte, edit func(r map[string]any)) []byte {
 
 func hashOf(t *testing.T, raw []byte) string {
 	t.Helper()
-	var r Record
+	var r Head
 	if err := json.Unmarshal(raw, &r); err != nil {
 		t.Fatal(err)
 	}
 	return r.Hash
 }
 
+// putHead stores raw's seq, hash and time as the ledger's head, as a
+// writer would after appending it.
 func putHead(t *testing.T, tx *bolt.Tx, raw []byte) {
 	t.Helper()
-	var r Record
+	var r Head
 	if err := json.Unmarshal(raw, &r); err != nil {
 		t.Fatal(err)
 	}
-	h, _ := json.Marshal(Head{Seq: r.Seq, Hash: r.Hash, Time: r.Time})
-	if err := tx.Bucket(bucketMeta).Put(keyHead, h); err != nil {
+	h, _ := json.Marshal(r)
+	if err := tx.Bucket([]byte(ledger.BucketMeta)).Put([]byte("head"), h); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -162,7 +166,7 @@ func TestTamper(t *testing.T) {
 		},
 		{
 			name:    "head missing",
-			tamper:  func(e env) { _ = e.tx.Bucket(bucketMeta).Delete(keyHead) },
+			tamper:  func(e env) { _ = e.tx.Bucket([]byte(ledger.BucketMeta)).Delete([]byte("head")) },
 			wantSeq: 1, reason: ReasonHeadMismatch, noWriter: true,
 		},
 		{
@@ -221,7 +225,7 @@ func TestTamper(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "ledger.db")
-			l, err := Open(path, Options{})
+			l, err := ledger.Open(path, ledger.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -236,7 +240,7 @@ func TestTamper(t *testing.T) {
 			}
 			e := env{t: t, orig: map[uint64][]byte{}}
 			err = db.Update(func(tx *bolt.Tx) error {
-				e.tx, e.recs = tx, tx.Bucket(bucketRecords)
+				e.tx, e.recs = tx, tx.Bucket([]byte(ledger.BucketRecords))
 				for s := uint64(1); s <= n; s++ {
 					e.orig[s] = get(e, s)
 				}
@@ -251,16 +255,16 @@ func TestTamper(t *testing.T) {
 			}
 
 			if tt.noWriter {
-				if _, err := Open(path, Options{}); !errors.Is(err, ErrCorrupt) {
+				if _, err := ledger.Open(path, ledger.Options{}); !errors.Is(err, ledger.ErrCorrupt) {
 					t.Errorf("write-mode open of the damaged file: %v, want ErrCorrupt", err)
 				}
 			}
-			ro := openAt(t, path, Options{ReadOnly: true})
+			ro := openAt(t, path, ledger.Options{ReadOnly: true})
 			var anchors []Head
 			if tt.anchors != nil {
 				anchors = tt.anchors(e)
 			}
-			rep, err := ro.Verify(context.Background(), anchors...)
+			rep, err := Verify(context.Background(), ro, anchors...)
 			if err != nil {
 				t.Fatal(err)
 			}

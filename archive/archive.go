@@ -1,4 +1,4 @@
-package ledger
+package archive
 
 import (
 	"bytes"
@@ -20,25 +20,27 @@ import (
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/uapk-gateway/uapk-proxy/checkpoint"
+	"github.com/uapk-gateway/uapk-proxy/ledger"
 	"github.com/uapk-gateway/uapk-proxy/record"
 )
 
-// BucketArchive is the bbolt bucket where the archiver keeps its position,
+// Bucket is the bbolt bucket where the archiver keeps its position,
 // one key per store ("pos/" + the store id), beside the chain so that the
 // position and the archive record commit in one transaction.
-const BucketArchive = "archive"
+const Bucket = "archive"
 
-// Archive defaults (CONTRACT §5 and the manifest's audit section).
+// Defaults (docs/reference.md#archive and the manifest's audit section).
 const (
 	DefaultSegmentRecords  = 10000
 	DefaultSegmentInterval = time.Minute
 	DefaultRetentionYears  = 7
-	DefaultArchiveMode     = "COMPLIANCE"
+	DefaultMode            = "COMPLIANCE"
 )
 
-// ArchiveConfig configures an Archiver and VerifyArchive. App, the gateway
-// Key and one of S3 or LocalDir are required; the rest have defaults.
-type ArchiveConfig struct {
+// Config configures an Archiver and Verify. App, the gateway Key and one
+// of S3 or LocalDir are required; the rest have defaults.
+type Config struct {
 	// App is the manifest's app_id: the APP of PREFIX/APP/segments/ and the
 	// checkpoint origin "uapk-proxy/APP".
 	App string
@@ -63,7 +65,7 @@ type ArchiveConfig struct {
 	RetentionYears int
 
 	// Key is the gateway's Ed25519 key; it signs the checkpoints. Not
-	// needed by VerifyArchive.
+	// needed by Verify.
 	Key ed25519.PrivateKey
 	// Origin is the checkpoint origin and signed-note key name; default
 	// "uapk-proxy/" + App.
@@ -73,7 +75,10 @@ type ArchiveConfig struct {
 	Policy string
 
 	// Logger receives the archiver's lines (segments sealed, failures,
-	// backlog growing and draining, refusals, conflicts). Zero: silent.
+	// backlog growing and draining, refusals, conflicts), each with the
+	// store. Name the component in it (component=archive): the archiver
+	// adds no component of its own, as zerolog would repeat the key. Zero:
+	// silent.
 	Logger zerolog.Logger
 
 	// Retries of a failed seal wait RetryMin (default 1s), doubling up to
@@ -89,7 +94,7 @@ type ArchiveConfig struct {
 
 var appPattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 
-func (c *ArchiveConfig) setDefaults() error {
+func (c *Config) setDefaults() error {
 	var probs []string
 	if !appPattern.MatchString(c.App) || c.App == "." || c.App == ".." {
 		probs = append(probs, fmt.Sprintf("app %q must be 1 to 64 of [A-Za-z0-9_.-], not . or ..", c.App))
@@ -122,7 +127,7 @@ func (c *ArchiveConfig) setDefaults() error {
 	}
 	c.Mode = strings.ToUpper(c.Mode)
 	if c.Mode == "" {
-		c.Mode = DefaultArchiveMode
+		c.Mode = DefaultMode
 	}
 	if c.Mode != "COMPLIANCE" && c.Mode != "GOVERNANCE" {
 		probs = append(probs, fmt.Sprintf("mode %q must be COMPLIANCE or GOVERNANCE", c.Mode))
@@ -136,7 +141,7 @@ func (c *ArchiveConfig) setDefaults() error {
 	if c.Origin == "" {
 		c.Origin = "uapk-proxy/" + c.App
 	}
-	if !validOrigin(c.Origin) {
+	if !checkpoint.ValidOrigin(c.Origin) {
 		probs = append(probs, fmt.Sprintf("origin %q must have no spaces or '+'", c.Origin))
 	}
 	if c.RetryMin <= 0 {
@@ -162,7 +167,7 @@ func (c *ArchiveConfig) setDefaults() error {
 }
 
 // base is PREFIX/APP, the folder every key of this archive is under.
-func (c *ArchiveConfig) base() string {
+func (c *Config) base() string {
 	if c.S3 != nil {
 		if p := strings.Trim(c.S3.Prefix, "/"); p != "" {
 			return p + "/" + c.App
@@ -174,7 +179,7 @@ func (c *ArchiveConfig) base() string {
 // storeID names the archive: it keys the position in bbolt and appears in
 // records and Status. A local archive is named relative to the data
 // directory, so moving the directory keeps its position.
-func (c *ArchiveConfig) storeID() string {
+func (c *Config) storeID() string {
 	if c.S3 != nil {
 		return "s3://" + c.S3.Bucket + "/" + c.base()
 	}
@@ -193,7 +198,7 @@ func checkpointKey(base string, last uint64) string {
 // Object Lock (s3Store) or a directory (localStore). Tests fake it.
 type objStore interface {
 	// check reports the store's protection; an error wrapping
-	// ErrArchiveRefused means never write there.
+	// ErrRefused means never write there.
 	check(ctx context.Context) (StoreInfo, error)
 	// putIfAbsent writes data under key, locked as lock says where the
 	// store can, unless an object is already there: errObjectExists.
@@ -232,7 +237,7 @@ type StoreInfo struct {
 	DefaultRetention string `json:"default_retention,omitempty"` // S3: e.g. "7y" or "30d"
 }
 
-func newStore(ctx context.Context, c *ArchiveConfig) (objStore, error) {
+func newStore(ctx context.Context, c *Config) (objStore, error) {
 	if c.S3 != nil {
 		return newS3Store(ctx, *c.S3)
 	}
@@ -277,8 +282,8 @@ func (p *archivePos) ownAbove(seq uint64) (n uint64) {
 func posKey(id string) []byte { return []byte("pos/" + id) }
 
 func readPos(tx *bolt.Tx, id string) (archivePos, error) {
-	p := archivePos{Hash: ZeroHash}
-	b := tx.Bucket([]byte(BucketArchive))
+	p := archivePos{Hash: ledger.ZeroHash}
+	b := tx.Bucket([]byte(Bucket))
 	if b == nil {
 		return p, nil
 	}
@@ -287,13 +292,13 @@ func readPos(tx *bolt.Tx, id string) (archivePos, error) {
 		return p, nil
 	}
 	if err := json.Unmarshal(v, &p); err != nil {
-		return p, fmt.Errorf("%w: archive position: %v", ErrCorrupt, err)
+		return p, fmt.Errorf("%w: archive position: %v", ledger.ErrCorrupt, err)
 	}
 	return p, nil
 }
 
 func writePos(tx *bolt.Tx, id string, p archivePos) error {
-	b, err := tx.CreateBucketIfNotExists([]byte(BucketArchive))
+	b, err := tx.CreateBucketIfNotExists([]byte(Bucket))
 	if err != nil {
 		return err
 	}
@@ -308,8 +313,8 @@ func writePos(tx *bolt.Tx, id string, p archivePos) error {
 // it reads committed records and appends its own checkpoint and archive
 // records like any other caller. All methods are safe for concurrent use.
 type Archiver struct {
-	l     *Ledger
-	cfg   ArchiveConfig
+	l     *ledger.Ledger
+	cfg   Config
 	store objStore
 	id    string
 	base  string
@@ -345,9 +350,9 @@ type Archiver struct {
 	hook func(stage string)
 }
 
-// NewArchiver prepares an archiver for l, which must be writable. It checks
+// New prepares an archiver for l, which must be writable. It checks
 // cfg and reads the position; it does not contact the store (Run does).
-func NewArchiver(l *Ledger, cfg ArchiveConfig) (*Archiver, error) {
+func New(l *ledger.Ledger, cfg Config) (*Archiver, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
@@ -358,20 +363,20 @@ func NewArchiver(l *Ledger, cfg ArchiveConfig) (*Archiver, error) {
 	return newArchiver(l, cfg, store)
 }
 
-func newArchiver(l *Ledger, cfg ArchiveConfig, store objStore) (*Archiver, error) {
+func newArchiver(l *ledger.Ledger, cfg Config, store objStore) (*Archiver, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
 	if len(cfg.Key) != ed25519.PrivateKeySize {
 		return nil, errors.New("archive config: the gateway Ed25519 key is required to sign checkpoints")
 	}
-	if l.readOnly {
-		return nil, ErrReadOnly
+	if errors.Is(l.Healthy(), ledger.ErrReadOnly) {
+		return nil, ledger.ErrReadOnly
 	}
 	a := &Archiver{
 		l: l, cfg: cfg, store: store, id: cfg.storeID(), base: cfg.base(),
 		lock:    cfg.S3 != nil,
-		log:     cfg.Logger.With().Str("component", "archive").Str("store", cfg.storeID()).Logger(),
+		log:     cfg.Logger.With().Str("store", cfg.storeID()).Logger(),
 		poll:    min(max(cfg.SegmentInterval/4, 10*time.Millisecond), time.Second),
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
@@ -453,9 +458,9 @@ func (a *Archiver) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, ErrClosed) || errors.Is(a.l.Healthy(), ErrClosed) {
+		if errors.Is(err, ledger.ErrClosed) || errors.Is(a.l.Healthy(), ledger.ErrClosed) {
 			a.log.Warn().Msg("archiver stopped: the ledger was closed under it (close the archiver first)")
-			return ErrClosed
+			return ledger.ErrClosed
 		}
 		wait := a.poll
 		if err != nil {
@@ -564,7 +569,7 @@ func (a *Archiver) ensureChecked(ctx context.Context) error {
 	defer a.mu.Unlock()
 	a.info = info
 	switch {
-	case errors.Is(err, ErrArchiveRefused):
+	case errors.Is(err, ErrRefused):
 		if a.refused != err.Error() {
 			a.log.Error().Err(err).Str("versioning", info.Versioning).Bool("object_lock", info.ObjectLock).
 				Msg("archive refused: nothing will be written to this store until it is fixed")
@@ -591,7 +596,7 @@ func (a *Archiver) next(force bool, target uint64) (segRange, bool, error) {
 		return *p.Sealing, true, nil
 	}
 	if head.Seq < p.Seq {
-		return segRange{}, false, fmt.Errorf("%w: the chain ends at record %d but record %d is already archived", ErrCorrupt, head.Seq, p.Seq)
+		return segRange{}, false, fmt.Errorf("%w: the chain ends at record %d but record %d is already archived", ledger.ErrCorrupt, head.Seq, p.Seq)
 	}
 	pending := head.Seq - p.Seq
 	n := uint64(a.cfg.SegmentRecords)
@@ -638,7 +643,7 @@ func (a *Archiver) oldestPendingTime() (time.Time, bool) {
 		return time.Time{}, false
 	}
 	ts, _ := memberString(raw, "time")
-	t, err := parseTime(ts)
+	t, err := recordTime(ts)
 	if err != nil {
 		return time.Time{}, false
 	}
@@ -676,8 +681,8 @@ func (a *Archiver) seal(ctx context.Context, r segRange) error {
 		return err
 	}
 	a.at("segment")
-	cp := Checkpoint{Origin: a.cfg.Origin, Size: r.Last, Hash: last.Hash}
-	signed, err := SignCheckpoint(cp, a.cfg.Key)
+	cp := checkpoint.Checkpoint{Origin: a.cfg.Origin, Size: r.Last, Hash: last.Hash}
+	signed, err := checkpoint.Sign(cp, a.cfg.Key)
 	if err != nil {
 		return err
 	}
@@ -697,14 +702,14 @@ func (a *Archiver) seal(ctx context.Context, r segRange) error {
 		return nil
 	}
 	if p.Checkpointed != r.Last {
-		_, err := a.l.Append(ctx, Entry{
+		_, err := a.l.Append(ctx, ledger.Entry{
 			Kind: record.KindCheckpoint, App: a.cfg.App, Policy: a.cfg.Policy,
 			Data: (&record.Checkpoint{
 				Store: a.id, Origin: cp.Origin, Size: cp.Size, Hash: cp.Hash,
 				Key: cpKey, VersionID: cpInfo.VersionID, Note: string(signed),
 				Segment: segKey,
 			}).Map(),
-			Tx: func(tx *bolt.Tx, rec *Record) error {
+			Tx: func(tx *bolt.Tx, rec *ledger.Record) error {
 				q, err := readPos(tx, a.id)
 				if err != nil {
 					return err
@@ -722,7 +727,7 @@ func (a *Archiver) seal(ctx context.Context, r segRange) error {
 		}
 		a.at("checkpoint_record")
 	}
-	rec, err := a.l.Append(ctx, Entry{
+	rec, err := a.l.Append(ctx, ledger.Entry{
 		Kind: record.KindArchive, App: a.cfg.App, Policy: a.cfg.Policy,
 		Data: (&record.Archive{
 			Store: a.id, Key: segKey, VersionID: seg.VersionID,
@@ -731,7 +736,7 @@ func (a *Archiver) seal(ctx context.Context, r segRange) error {
 			ObjectLockMode: seg.LockMode, RetainUntil: s3Time(seg.RetainUntil),
 			CheckpointKey: cpKey, CheckpointVersionID: cpInfo.VersionID,
 		}).Map(),
-		Tx: func(tx *bolt.Tx, rec *Record) error {
+		Tx: func(tx *bolt.Tx, rec *ledger.Record) error {
 			q, err := readPos(tx, a.id)
 			if err != nil {
 				return err
@@ -770,44 +775,44 @@ func (a *Archiver) at(stage string) {
 // build reads the segment's records and checks their linkage: keys
 // contiguous, each prev the previous record's hash, the first continuing the
 // archive (prev). It does not re-derive the hashes: that is what Verify and
-// VerifyArchive are for, and with RFC 8785 re-canonicalisation it costs more
+// Verify are for, and with RFC 8785 re-canonicalisation it costs more
 // CPU per record than the append did, which a busy proxy would feel. A
-// record whose content was edited in place is still caught by VerifyArchive,
+// record whose content was edited in place is still caught by Verify,
 // from the archived copy.
-func (a *Archiver) build(r segRange, prev string) ([]byte, Head, error) {
+func (a *Archiver) build(r segRange, prev string) ([]byte, ledger.Head, error) {
 	var buf bytes.Buffer
 	want := r.First
-	var last Head
+	var last ledger.Head
 	err := a.l.Range(r.First, r.Last, func(seq uint64, raw []byte) error {
 		if seq != want {
-			return fmt.Errorf("%w: record %d is missing", ErrCorrupt, want)
+			return fmt.Errorf("%w: record %d is missing", ledger.ErrCorrupt, want)
 		}
 		p, ok1 := memberString(raw, "prev")
 		h, ok2 := memberString(raw, "hash")
 		if !ok1 || !ok2 || len(h) != 64 {
-			return fmt.Errorf("%w: record %d has no prev or hash", ErrCorrupt, seq)
+			return fmt.Errorf("%w: record %d has no prev or hash", ledger.ErrCorrupt, seq)
 		}
 		if p != prev {
-			return fmt.Errorf("%w: record %d has prev %s, not the hash %s of record %d", ErrCorrupt, seq, p, prev, seq-1)
+			return fmt.Errorf("%w: record %d has prev %s, not the hash %s of record %d", ledger.ErrCorrupt, seq, p, prev, seq-1)
 		}
 		prev, want = h, seq+1
 		if seq == r.Last {
 			t, _ := memberString(raw, "time")
-			last = Head{Seq: seq, Hash: h, Time: t}
+			last = ledger.Head{Seq: seq, Hash: h, Time: t}
 		}
 		buf.Write(raw)
 		buf.WriteByte('\n')
 		return nil
 	})
 	if err != nil {
-		return nil, Head{}, fmt.Errorf("refusing to archive records %d-%d: %w", r.First, r.Last, err)
+		return nil, ledger.Head{}, fmt.Errorf("refusing to archive records %d-%d: %w", r.First, r.Last, err)
 	}
 	if last.Seq != r.Last {
-		return nil, Head{}, fmt.Errorf("%w: refusing to archive records %d-%d: the chain has only up to %d",
-			ErrCorrupt, r.First, r.Last, want-1)
+		return nil, ledger.Head{}, fmt.Errorf("%w: refusing to archive records %d-%d: the chain has only up to %d",
+			ledger.ErrCorrupt, r.First, r.Last, want-1)
 	}
-	if _, err := parseTime(last.Time); err != nil {
-		return nil, Head{}, fmt.Errorf("%w: record %d time: %v", ErrCorrupt, last.Seq, err)
+	if _, err := recordTime(last.Time); err != nil {
+		return nil, ledger.Head{}, fmt.Errorf("%w: record %d time: %v", ledger.ErrCorrupt, last.Seq, err)
 	}
 	return buf.Bytes(), last, nil
 }
@@ -831,10 +836,23 @@ func memberString(raw []byte, name string) (string, bool) {
 	return string(rest[:j]), true
 }
 
+// recordTime parses a record's time, which the writer gives in
+// ledger.TimeLayout (UTC, nine fractional digits).
+func recordTime(s string) (time.Time, error) {
+	t, err := time.Parse(ledger.TimeLayout, s)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if t.UTC().Format(ledger.TimeLayout) != s {
+		return time.Time{}, fmt.Errorf("time %q is not UTC with 9 fractional digits", s)
+	}
+	return t, nil
+}
+
 // retainUntil is t plus years, rounded up to the whole second S3 keeps, so
 // that rounding never shortens the retention.
-func retainUntil(recordTime string, years int) time.Time {
-	t, err := parseTime(recordTime)
+func retainUntil(lastTime string, years int) time.Time {
+	t, err := recordTime(lastTime)
 	if err != nil {
 		t = time.Now() // cannot happen: build checked the record
 	}
@@ -871,7 +889,7 @@ func (a *Archiver) putOnce(ctx context.Context, key string, data []byte, lock ob
 	}
 	want := sha256.Sum256(data)
 	err = fmt.Errorf("%w: %s holds %d bytes (sha256 %s) but the local chain gives %d bytes (sha256 %s)%s",
-		ErrArchiveConflict, key, len(got), ginfo.ChecksumSHA256, len(data),
+		ErrConflict, key, len(got), ginfo.ChecksumSHA256, len(data),
 		base64.StdEncoding.EncodeToString(want[:]), firstDiff(got, data))
 	a.mu.Lock()
 	a.conflict = err.Error()
@@ -900,11 +918,11 @@ func (a *Archiver) noteErr(err error) {
 }
 
 func (a *Archiver) logFailure(err error, fails int, wait time.Duration) {
-	if errors.Is(err, ErrArchiveRefused) || errors.Is(err, ErrArchiveConflict) {
+	if errors.Is(err, ErrRefused) || errors.Is(err, ErrConflict) {
 		return // logged where found, at error level
 	}
 	st := a.Status()
-	if errors.Is(err, ErrCorrupt) {
+	if errors.Is(err, ledger.ErrCorrupt) {
 		a.log.Error().Err(err).Int("attempt", fails).Uint64("backlog", st.Backlog).
 			Msg("ARCHIVE STOPPED: the local chain is broken here; run verify")
 		return
@@ -937,9 +955,9 @@ func (a *Archiver) watchBacklog() {
 	}
 }
 
-// ArchiveStatus is the archiver's state for /readyz, metrics and the
+// Status is the archiver's state for /readyz, metrics and the
 // dashboard.
-type ArchiveStatus struct {
+type Status struct {
 	Store          string    `json:"store"` // s3://BUCKET/PREFIX/APP or local:archive/APP
 	Mode           string    `json:"mode"`  // object lock mode set on each object (S3)
 	RetentionYears int       `json:"retention_years"`
@@ -973,7 +991,7 @@ type ArchiveStatus struct {
 // Ready is nil unless archiving cannot proceed without an operator: the
 // store was refused, or an archived object conflicts with the chain. An
 // outage is not one of these: records wait in the ledger (see Backlog).
-func (s ArchiveStatus) Ready() error {
+func (s Status) Ready() error {
 	if s.Refused != "" {
 		return fmt.Errorf("archive refused: %s", s.Refused)
 	}
@@ -985,12 +1003,12 @@ func (s ArchiveStatus) Ready() error {
 
 // Status reports the position, the backlog and the last failure. It is
 // cheap enough for every /readyz and metrics scrape.
-func (a *Archiver) Status() ArchiveStatus {
+func (a *Archiver) Status() Status {
 	head := a.l.Head()
 	t, hasAge := a.oldestPendingTime()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	st := ArchiveStatus{
+	st := Status{
 		Store: a.id, Mode: a.cfg.Mode, RetentionYears: a.cfg.RetentionYears,
 		Bucket: a.info, Checked: a.checked, Refused: a.refused, Conflict: a.conflict,
 		ArchivedSeq: a.pos.Seq, LastKey: a.pos.Key, HeadSeq: head.Seq,

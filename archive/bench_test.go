@@ -1,12 +1,14 @@
 //go:build unix
 
-package ledger
+package archive
 
 import (
 	"context"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/uapk-gateway/uapk-proxy/ledger"
 )
 
 // cpuTime is the CPU (user and system) this process has used.
@@ -25,8 +27,8 @@ func cpuTime(b *testing.B) time.Duration {
 // uploaded while the appends run. The archiver must not slow the request
 // path: compare ns/op across the three.
 func BenchmarkAppendWithArchive(b *testing.B) {
-	run := func(b *testing.B, cfg *ArchiveConfig) {
-		l := openTemp(b, Options{})
+	run := func(b *testing.B, cfg *Config) {
+		l := openTemp(b, ledger.Options{})
 		var a *Archiver
 		if cfg != nil {
 			cfg.SegmentRecords, cfg.SegmentInterval = 1000, time.Second
@@ -75,13 +77,13 @@ func BenchmarkAppendWithArchive(b *testing.B) {
 // It is mostly fsync and round-trip latency; cpu-ns/record is the CPU the
 // proxy process spends per archived record (MinIO's own CPU not included).
 func BenchmarkArchiveSegment(b *testing.B) {
-	run := func(b *testing.B, cfg ArchiveConfig) {
-		l := openTemp(b, Options{})
+	run := func(b *testing.B, cfg Config) {
+		l := openTemp(b, ledger.Options{})
 		cfg.SegmentRecords = 1000
 		a := mustArchiver(b, l, cfg, nil)
 		// 998 new records and the last segment's checkpoint and archive
 		// records make each segment exactly 1000.
-		entries := make([]Entry, 997)
+		entries := make([]ledger.Entry, 997)
 		for i := range entries {
 			entries[i] = benchEntry()
 		}

@@ -1,4 +1,4 @@
-package ledger
+package archive
 
 import (
 	"bytes"
@@ -18,10 +18,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
-	"golang.org/x/mod/sumdb/note"
 
+	"github.com/uapk-gateway/uapk-proxy/checkpoint"
+	"github.com/uapk-gateway/uapk-proxy/ledger"
 	"github.com/uapk-gateway/uapk-proxy/record"
+	"github.com/uapk-gateway/uapk-proxy/verifier"
 )
 
 // testKey is a fixed gateway key, so checkpoints are reproducible.
@@ -29,20 +32,20 @@ func testKey(seed byte) ed25519.PrivateKey {
 	return ed25519.NewKeyFromSeed(bytes.Repeat([]byte{seed}, ed25519.SeedSize))
 }
 
-func localConfig(t testing.TB, dir string) ArchiveConfig {
-	return ArchiveConfig{
+func localConfig(t testing.TB, dir string) Config {
+	return Config{
 		App: "erp-agent", LocalDir: dir, Key: testKey(1),
 		SegmentRecords: 10, SegmentInterval: time.Hour,
 		RetryMin: 5 * time.Millisecond, RetryMax: 50 * time.Millisecond,
 	}
 }
 
-func mustArchiver(t testing.TB, l *Ledger, cfg ArchiveConfig, store objStore) *Archiver {
+func mustArchiver(t testing.TB, l *ledger.Ledger, cfg Config, store objStore) *Archiver {
 	t.Helper()
 	var a *Archiver
 	var err error
 	if store == nil {
-		a, err = NewArchiver(l, cfg)
+		a, err = New(l, cfg)
 	} else {
 		a, err = newArchiver(l, cfg, store)
 	}
@@ -53,7 +56,7 @@ func mustArchiver(t testing.TB, l *Ledger, cfg ArchiveConfig, store objStore) *A
 }
 
 // rangeBytes is what a segment of records first..last must hold.
-func rangeBytes(t testing.TB, l *Ledger, first, last uint64) []byte {
+func rangeBytes(t testing.TB, l *ledger.Ledger, first, last uint64) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	if err := l.Range(first, last, func(_ uint64, raw []byte) error {
@@ -67,7 +70,7 @@ func rangeBytes(t testing.TB, l *Ledger, first, last uint64) []byte {
 }
 
 // kinds returns the kind of every record, in order.
-func recordsOfKind(t testing.TB, l *Ledger, kind record.Kind) []map[string]any {
+func recordsOfKind(t testing.TB, l *ledger.Ledger, kind record.Kind) []map[string]any {
 	t.Helper()
 	var out []map[string]any
 	err := l.Range(1, l.Head().Seq, func(_ uint64, raw []byte) error {
@@ -86,7 +89,7 @@ func recordsOfKind(t testing.TB, l *Ledger, kind record.Kind) []map[string]any {
 	return out
 }
 
-func mustVerifyArchive(t testing.TB, l *Ledger, cfg ArchiveConfig, store objStore, archived uint64) ArchiveReport {
+func mustVerifyArchive(t testing.TB, l *ledger.Ledger, cfg Config, store objStore, archived uint64) Report {
 	t.Helper()
 	if err := cfg.setDefaults(); err != nil {
 		t.Fatal(err)
@@ -97,7 +100,7 @@ func mustVerifyArchive(t testing.TB, l *Ledger, cfg ArchiveConfig, store objStor
 			t.Fatal(err)
 		}
 	}
-	rep, err := verifyArchive(context.Background(), l, &cfg, store, []ed25519.PublicKey{cfg.Key.Public().(ed25519.PublicKey)})
+	rep, err := verify(context.Background(), l, &cfg, store, []ed25519.PublicKey{cfg.Key.Public().(ed25519.PublicKey)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +108,7 @@ func mustVerifyArchive(t testing.TB, l *Ledger, cfg ArchiveConfig, store objStor
 		t.Fatalf("verify archive: ok=%v archived=%d (want %d) problem=%+v", rep.OK, rep.ArchivedSeq, archived, rep.Problem)
 	}
 	// The signed heads are anchors for the local chain.
-	lrep, err := l.Verify(context.Background(), rep.Anchors...)
+	lrep, err := verifier.Verify(context.Background(), l, rep.Anchors...)
 	if err != nil || !lrep.OK {
 		t.Fatalf("local verify with anchors: %v %+v", err, lrep.Problem)
 	}
@@ -114,7 +117,7 @@ func mustVerifyArchive(t testing.TB, l *Ledger, cfg ArchiveConfig, store objStor
 
 func TestArchiveLocalLayout(t *testing.T) {
 	dir := t.TempDir()
-	l := openTemp(t, Options{})
+	l := openTemp(t, ledger.Options{})
 	appendN(t, l, 25)
 	cfg := localConfig(t, dir)
 	a := mustArchiver(t, l, cfg, nil)
@@ -153,7 +156,7 @@ func TestArchiveLocalLayout(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := OpenCheckpoint(cp, "uapk-proxy/erp-agent", pub)
+		c, err := checkpoint.Open(cp, "uapk-proxy/erp-agent", pub)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -279,15 +282,15 @@ func TestArchiveConflictIsAnAlarm(t *testing.T) {
 	key := "erp-agent/segments/00000000000000000001-00000000000000000005.jsonl"
 	for _, tc := range []struct {
 		name  string
-		store func(t *testing.T, dir string, l *Ledger) objStore
+		store func(t *testing.T, dir string, l *ledger.Ledger) objStore
 		read  func(dir string) []byte
 	}{
-		{"fake", func(t *testing.T, _ string, _ *Ledger) objStore {
+		{"fake", func(t *testing.T, _ string, _ *ledger.Ledger) objStore {
 			f := newFakeStore()
 			f.set(key, []byte("someone else's segment\n"))
 			return f
 		}, nil},
-		{"local", func(t *testing.T, dir string, _ *Ledger) objStore {
+		{"local", func(t *testing.T, dir string, _ *ledger.Ledger) objStore {
 			s, _ := newLocalStore(dir)
 			if _, err := s.putIfAbsent(context.Background(), key, []byte("someone else's segment\n"), objectLock{}); err != nil {
 				t.Fatal(err)
@@ -297,14 +300,14 @@ func TestArchiveConflictIsAnAlarm(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			l := openTemp(t, Options{})
+			l := openTemp(t, ledger.Options{})
 			appendN(t, l, 5)
 			store := tc.store(t, dir, l)
 			cfg := localConfig(t, dir)
 			a := mustArchiver(t, l, cfg, store)
 			err := a.Flush(context.Background())
-			if !errors.Is(err, ErrArchiveConflict) || !strings.Contains(err.Error(), "line 1") {
-				t.Fatalf("flush: %v, want ErrArchiveConflict naming line 1", err)
+			if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "line 1") {
+				t.Fatalf("flush: %v, want ErrConflict naming line 1", err)
 			}
 			st := a.Status()
 			if st.Conflict == "" || st.Ready() == nil || st.ArchivedSeq != 0 || st.Backlog != 5 {
@@ -318,7 +321,7 @@ func TestArchiveConflictIsAnAlarm(t *testing.T) {
 				t.Errorf("the existing object was touched: %q %v", got, err)
 			}
 			// It stays an alarm on every retry.
-			if err := a.Flush(context.Background()); !errors.Is(err, ErrArchiveConflict) {
+			if err := a.Flush(context.Background()); !errors.Is(err, ErrConflict) {
 				t.Errorf("second flush: %v", err)
 			}
 		})
@@ -327,7 +330,7 @@ func TestArchiveConflictIsAnAlarm(t *testing.T) {
 
 func TestArchiveSameBytesTwiceIsSuccess(t *testing.T) {
 	dir := t.TempDir()
-	l := openTemp(t, Options{})
+	l := openTemp(t, ledger.Options{})
 	appendN(t, l, 5)
 	s, _ := newLocalStore(dir)
 	key := "erp-agent/segments/00000000000000000001-00000000000000000005.jsonl"
@@ -352,7 +355,7 @@ func TestArchiveResumesAfterCrash(t *testing.T) {
 	for _, stage := range []string{"segment", "checkpoint", "checkpoint_record"} {
 		t.Run(stage, func(t *testing.T) {
 			store := newFakeStore()
-			l := openTemp(t, Options{})
+			l := openTemp(t, ledger.Options{})
 			appendN(t, l, 7)
 			cfg := localConfig(t, t.TempDir())
 			a := mustArchiver(t, l, cfg, store)
@@ -401,7 +404,7 @@ func TestArchiveResumesAfterCrash(t *testing.T) {
 func TestArchiveOutageKeepsAppendsFlowing(t *testing.T) {
 	store := newFakeStore()
 	store.fail(errors.New("dial tcp 127.0.0.1:9000: connect: connection refused"))
-	l := openTemp(t, Options{})
+	l := openTemp(t, ledger.Options{})
 	cfg := localConfig(t, t.TempDir())
 	cfg.SegmentRecords = 5
 	cfg.SegmentInterval = 20 * time.Millisecond
@@ -432,11 +435,11 @@ func TestArchiveOutageKeepsAppendsFlowing(t *testing.T) {
 
 func TestArchiveRefusedStoreGetsNothing(t *testing.T) {
 	store := newFakeStore()
-	store.checkErr = fmt.Errorf("%w: bucket b does not have Object Lock enabled", ErrArchiveRefused)
-	l := openTemp(t, Options{})
+	store.checkErr = fmt.Errorf("%w: bucket b does not have Object Lock enabled", ErrRefused)
+	l := openTemp(t, ledger.Options{})
 	appendN(t, l, 3)
 	a := mustArchiver(t, l, localConfig(t, t.TempDir()), store)
-	if err := a.Flush(context.Background()); !errors.Is(err, ErrArchiveRefused) {
+	if err := a.Flush(context.Background()); !errors.Is(err, ErrRefused) {
 		t.Fatalf("flush: %v", err)
 	}
 	st := a.Status()
@@ -452,7 +455,7 @@ func TestArchiveRefusedStoreGetsNothing(t *testing.T) {
 // an idle proxy does not seal its own bookkeeping records forever.
 func TestArchiveIntervalAndIdle(t *testing.T) {
 	dir := t.TempDir()
-	l := openTemp(t, Options{})
+	l := openTemp(t, ledger.Options{})
 	cfg := localConfig(t, dir)
 	cfg.SegmentRecords = 1000
 	// Long enough that three appends (an fsync each, slow on a loaded
@@ -481,7 +484,7 @@ func TestArchiveIntervalAndIdle(t *testing.T) {
 
 func TestArchiveCloseFlushes(t *testing.T) {
 	dir := t.TempDir()
-	l := openTemp(t, Options{})
+	l := openTemp(t, ledger.Options{})
 	cfg := localConfig(t, dir)
 	a := mustArchiver(t, l, cfg, nil)
 	done := make(chan error, 1)
@@ -510,19 +513,19 @@ func TestArchiveCloseFlushes(t *testing.T) {
 func TestArchiveConfig(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		edit func(c *ArchiveConfig)
+		edit func(c *Config)
 		want string
 	}{
-		{"ok", func(c *ArchiveConfig) {}, ""},
-		{"app", func(c *ArchiveConfig) { c.App = ".." }, "app"},
-		{"app chars", func(c *ArchiveConfig) { c.App = "a/b" }, "app"},
-		{"mode", func(c *ArchiveConfig) { c.Mode = "legal-hold" }, "mode"},
-		{"governance", func(c *ArchiveConfig) { c.Mode = "governance" }, ""},
-		{"retention", func(c *ArchiveConfig) { c.RetentionYears = -1 }, "retention_years"},
-		{"records", func(c *ArchiveConfig) { c.SegmentRecords = -5 }, "segment_records"},
-		{"nowhere", func(c *ArchiveConfig) { c.LocalDir = "" }, "neither"},
-		{"bucket", func(c *ArchiveConfig) { c.S3 = &S3Config{} }, "s3.bucket"},
-		{"prefix", func(c *ArchiveConfig) { c.S3 = &S3Config{Bucket: "b", Prefix: "a/../b"} }, "s3.prefix"},
+		{"ok", func(c *Config) {}, ""},
+		{"app", func(c *Config) { c.App = ".." }, "app"},
+		{"app chars", func(c *Config) { c.App = "a/b" }, "app"},
+		{"mode", func(c *Config) { c.Mode = "legal-hold" }, "mode"},
+		{"governance", func(c *Config) { c.Mode = "governance" }, ""},
+		{"retention", func(c *Config) { c.RetentionYears = -1 }, "retention_years"},
+		{"records", func(c *Config) { c.SegmentRecords = -5 }, "segment_records"},
+		{"nowhere", func(c *Config) { c.LocalDir = "" }, "neither"},
+		{"bucket", func(c *Config) { c.S3 = &S3Config{} }, "s3.bucket"},
+		{"prefix", func(c *Config) { c.S3 = &S3Config{Bucket: "b", Prefix: "a/../b"} }, "s3.prefix"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := localConfig(t, "/tmp/x")
@@ -533,7 +536,7 @@ func TestArchiveConfig(t *testing.T) {
 			}
 		})
 	}
-	c := ArchiveConfig{App: "x", LocalDir: "d"}
+	c := Config{App: "x", LocalDir: "d"}
 	if err := c.setDefaults(); err != nil {
 		t.Fatal(err)
 	}
@@ -544,8 +547,8 @@ func TestArchiveConfig(t *testing.T) {
 	if c.base() != "audit/uapk/x" || c.storeID() != "s3://b/audit/uapk/x" {
 		t.Errorf("base %q id %q", c.base(), c.storeID())
 	}
-	l := openTemp(t, Options{})
-	if _, err := NewArchiver(l, ArchiveConfig{App: "x", LocalDir: "d"}); err == nil {
+	l := openTemp(t, ledger.Options{})
+	if _, err := New(l, Config{App: "x", LocalDir: "d"}); err == nil {
 		t.Error("an archiver without a key was made")
 	}
 }
@@ -562,63 +565,6 @@ func TestRetainUntil(t *testing.T) {
 	}
 }
 
-// TestCheckpointFormat pins the C2SP checkpoint layout. Reproduce the body:
-//
-//	printf 'uapk-proxy/erp-agent\n42\n%s\n' "$(printf %s HASH | xxd -r -p | base64)"
-func TestCheckpointFormat(t *testing.T) {
-	key := testKey(1)
-	pub := key.Public().(ed25519.PublicKey)
-	hash := strings.Repeat("ab", 32)
-	c := Checkpoint{Origin: "uapk-proxy/erp-agent", Size: 42, Hash: hash}
-	msg, err := SignCheckpoint(c, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := "uapk-proxy/erp-agent\n42\nq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6s=\n"
-	if !strings.HasPrefix(string(msg), body+"\n\u2014 uapk-proxy/erp-agent ") {
-		t.Fatalf("note:\n%s", msg)
-	}
-	again, _ := SignCheckpoint(c, key)
-	if !bytes.Equal(msg, again) {
-		t.Error("signing is not deterministic: a re-upload would look like a conflict")
-	}
-	// Any signed-note implementation can check it with the verifier key.
-	vkey, err := CheckpointVerifierKey(c.Origin, pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := note.NewVerifier(vkey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n, err := note.Open(msg, note.VerifierList(v)); err != nil || n.Text != body {
-		t.Fatalf("note.Open: %v", err)
-	}
-	got, err := OpenCheckpoint(msg, c.Origin, testKey(2).Public().(ed25519.PublicKey), pub)
-	if err != nil || got != c {
-		t.Fatalf("OpenCheckpoint = %+v, %v", got, err)
-	}
-	for name, tc := range map[string]struct {
-		msg    []byte
-		origin string
-		key    ed25519.PrivateKey
-	}{
-		"other key":    {msg, c.Origin, testKey(2)},
-		"other origin": {msg, "uapk-proxy/other", key},
-		"edited":       {bytes.Replace(msg, []byte("\n42\n"), []byte("\n43\n"), 1), c.Origin, key},
-	} {
-		if _, err := OpenCheckpoint(tc.msg, tc.origin, tc.key.Public().(ed25519.PublicKey)); err == nil {
-			t.Errorf("%s: accepted", name)
-		}
-	}
-	if _, err := parseCheckpoint("o\n1\nq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6s=\next\n", "o"); err == nil {
-		t.Error("extension lines accepted")
-	}
-	if _, err := parseCheckpoint("o\n01\nq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6s=\n", "o"); err == nil {
-		t.Error("leading zero accepted")
-	}
-}
-
 // TestVerifyArchiveFindsTheFirstDifference tampers with a local archive in
 // each way an auditor must hear about.
 func TestVerifyArchiveFindsTheFirstDifference(t *testing.T) {
@@ -626,46 +572,46 @@ func TestVerifyArchiveFindsTheFirstDifference(t *testing.T) {
 	cpk := func(l uint64) string { return fmt.Sprintf("erp-agent/checkpoints/%020d", l) }
 	for _, tc := range []struct {
 		name   string
-		tamper func(t *testing.T, s *fakeStore, l *Ledger)
+		tamper func(t *testing.T, s *fakeStore, l *ledger.Ledger)
 		reason string
 		key    string
 		seq    uint64
 	}{
-		{"intact", func(*testing.T, *fakeStore, *Ledger) {}, "", "", 0},
-		{"record edited", func(t *testing.T, s *fakeStore, l *Ledger) {
+		{"intact", func(*testing.T, *fakeStore, *ledger.Ledger) {}, "", "", 0},
+		{"record edited", func(t *testing.T, s *fakeStore, l *ledger.Ledger) {
 			b := s.obj(seg(11, 20))
 			s.set(seg(11, 20), bytes.Replace(b, []byte(`"amount":"113.00"`), []byte(`"amount":"913.00"`), 1))
-		}, ArchiveReasonMismatch, seg(11, 20), 14},
-		{"record dropped", func(t *testing.T, s *fakeStore, l *Ledger) {
+		}, ReasonMismatch, seg(11, 20), 14},
+		{"record dropped", func(t *testing.T, s *fakeStore, l *ledger.Ledger) {
 			b := s.obj(seg(1, 10))
 			lines := bytes.SplitAfter(b, []byte("\n"))
 			s.set(seg(1, 10), bytes.Join(slices.Delete(lines, 4, 5), nil))
-		}, ArchiveReasonMismatch, seg(1, 10), 5},
-		{"segment missing", func(t *testing.T, s *fakeStore, l *Ledger) {
+		}, ReasonMismatch, seg(1, 10), 5},
+		{"segment missing", func(t *testing.T, s *fakeStore, l *ledger.Ledger) {
 			delete(s.objs, seg(11, 20))
-		}, ArchiveReasonGap, seg(21, 29), 11},
-		{"overlap", func(t *testing.T, s *fakeStore, l *Ledger) {
+		}, ReasonGap, seg(21, 29), 11},
+		{"overlap", func(t *testing.T, s *fakeStore, l *ledger.Ledger) {
 			s.set(seg(5, 12), rangeBytes(t, l, 5, 12))
-		}, ArchiveReasonOverlap, seg(5, 12), 5},
-		{"bad name", func(t *testing.T, s *fakeStore, l *Ledger) {
+		}, ReasonOverlap, seg(5, 12), 5},
+		{"bad name", func(t *testing.T, s *fakeStore, l *ledger.Ledger) {
 			s.set("erp-agent/segments/1-10.jsonl", rangeBytes(t, l, 1, 10))
-		}, ArchiveReasonBadName, "erp-agent/segments/1-10.jsonl", 0},
-		{"checkpoint missing", func(t *testing.T, s *fakeStore, l *Ledger) {
+		}, ReasonBadName, "erp-agent/segments/1-10.jsonl", 0},
+		{"checkpoint missing", func(t *testing.T, s *fakeStore, l *ledger.Ledger) {
 			delete(s.objs, cpk(20))
-		}, ArchiveReasonCheckpointMissing, cpk(20), 20},
-		{"checkpoint by another key", func(t *testing.T, s *fakeStore, l *Ledger) {
-			c, _ := parseCheckpoint(strings.SplitN(string(s.obj(cpk(10))), "\n\n", 2)[0]+"\n", "uapk-proxy/erp-agent")
-			msg, _ := SignCheckpoint(c, testKey(9))
+		}, ReasonCheckpointMissing, cpk(20), 20},
+		{"checkpoint by another key", func(t *testing.T, s *fakeStore, l *ledger.Ledger) {
+			c, _ := checkpoint.Open(s.obj(cpk(10)), "uapk-proxy/erp-agent", testKey(1).Public().(ed25519.PublicKey))
+			msg, _ := checkpoint.Sign(c, testKey(9))
 			s.set(cpk(10), msg)
-		}, ArchiveReasonCheckpointInvalid, cpk(10), 10},
-		{"checkpoint for another head", func(t *testing.T, s *fakeStore, l *Ledger) {
-			msg, _ := SignCheckpoint(Checkpoint{Origin: "uapk-proxy/erp-agent", Size: 20, Hash: ZeroHash}, testKey(1))
+		}, ReasonCheckpointInvalid, cpk(10), 10},
+		{"checkpoint for another head", func(t *testing.T, s *fakeStore, l *ledger.Ledger) {
+			msg, _ := checkpoint.Sign(checkpoint.Checkpoint{Origin: "uapk-proxy/erp-agent", Size: 20, Hash: ledger.ZeroHash}, testKey(1))
 			s.set(cpk(20), msg)
-		}, ArchiveReasonCheckpointHead, cpk(20), 20},
+		}, ReasonCheckpointHead, cpk(20), 20},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			store := newFakeStore()
-			l := openTemp(t, Options{})
+			l := openTemp(t, ledger.Options{})
 			appendN(t, l, 25)
 			cfg := localConfig(t, t.TempDir())
 			a := mustArchiver(t, l, cfg, store)
@@ -674,7 +620,7 @@ func TestVerifyArchiveFindsTheFirstDifference(t *testing.T) {
 			}
 			tc.tamper(t, store, l)
 			cfg.setDefaults()
-			rep, err := verifyArchive(context.Background(), l, &cfg, store, []ed25519.PublicKey{testKey(1).Public().(ed25519.PublicKey)})
+			rep, err := verify(context.Background(), l, &cfg, store, []ed25519.PublicKey{testKey(1).Public().(ed25519.PublicKey)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -699,7 +645,7 @@ func TestVerifyArchiveFindsTheFirstDifference(t *testing.T) {
 // caught.
 func TestVerifyArchiveAgainstAnotherChain(t *testing.T) {
 	store := newFakeStore()
-	l := openTemp(t, Options{})
+	l := openTemp(t, ledger.Options{})
 	appendN(t, l, 12)
 	cfg := localConfig(t, t.TempDir())
 	if err := mustArchiver(t, l, cfg, store).Flush(context.Background()); err != nil {
@@ -708,10 +654,10 @@ func TestVerifyArchiveAgainstAnotherChain(t *testing.T) {
 	cfg.setDefaults()
 	keys := []ed25519.PublicKey{testKey(1).Public().(ed25519.PublicKey)}
 
-	short := openTemp(t, Options{})
+	short := openTemp(t, ledger.Options{})
 	appendN(t, short, 5)
-	rep, err := verifyArchive(context.Background(), short, &cfg, store, keys)
-	if err != nil || rep.OK || rep.Problem.Reason != ArchiveReasonMismatch {
+	rep, err := verify(context.Background(), short, &cfg, store, keys)
+	if err != nil || rep.OK || rep.Problem.Reason != ReasonMismatch {
 		// Same entries but other times: record 1 already differs.
 		t.Fatalf("other chain: %v %+v", err, rep.Problem)
 	}
@@ -724,7 +670,7 @@ func TestVerifyArchiveAgainstAnotherChain(t *testing.T) {
 // no longer has (a tail cut together with its head, which the local verify
 // alone cannot see).
 func TestVerifyArchiveLocalShorter(t *testing.T) {
-	l := openTemp(t, Options{})
+	l := openTemp(t, ledger.Options{})
 	appendN(t, l, 8)
 	store := newFakeStore()
 	cfg := localConfig(t, t.TempDir())
@@ -732,13 +678,10 @@ func TestVerifyArchiveLocalShorter(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The same records 1-5 and nothing after, head rewritten to match.
-	short := openTemp(t, Options{})
+	short := openTemp(t, ledger.Options{})
 	err := short.DB().Update(func(tx *bolt.Tx) error {
 		return l.Range(1, 5, func(seq uint64, raw []byte) error {
-			if err := tx.Bucket(bucketRecords).Put(seqKey(seq), raw); err != nil {
-				return err
-			}
-			putHead(t, tx, raw)
+			putRecord(t, tx, seq, raw)
 			return nil
 		})
 	})
@@ -746,11 +689,11 @@ func TestVerifyArchiveLocalShorter(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.setDefaults()
-	rep, err := verifyArchive(context.Background(), short, &cfg, store, []ed25519.PublicKey{testKey(1).Public().(ed25519.PublicKey)})
+	rep, err := verify(context.Background(), short, &cfg, store, []ed25519.PublicKey{testKey(1).Public().(ed25519.PublicKey)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.OK || rep.Problem.Reason != ArchiveReasonLocalMissing || rep.Problem.Seq != 6 {
+	if rep.OK || rep.Problem.Reason != ReasonLocalMissing || rep.Problem.Seq != 6 {
 		t.Fatalf("problem %+v", rep.Problem)
 	}
 }
@@ -769,20 +712,20 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 // TestArchiveRefusesABrokenLink: a record whose prev does not link to the
 // record before it (a fork spliced into the file) is never archived.
 func TestArchiveRefusesABrokenLink(t *testing.T) {
-	l := openTemp(t, Options{})
+	l := openTemp(t, ledger.Options{})
 	appendN(t, l, 6)
 	raw, _ := l.Get(4)
 	prev, _ := memberString(raw, "prev")
-	forged := bytes.Replace(raw, []byte(`"prev":"`+prev+`"`), []byte(`"prev":"`+ZeroHash+`"`), 1)
+	forged := bytes.Replace(raw, []byte(`"prev":"`+prev+`"`), []byte(`"prev":"`+ledger.ZeroHash+`"`), 1)
 	if err := l.DB().Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketRecords).Put(seqKey(4), forged)
+		return tx.Bucket([]byte(ledger.BucketRecords)).Put(seqKey(4), forged)
 	}); err != nil {
 		t.Fatal(err)
 	}
 	store := newFakeStore()
 	a := mustArchiver(t, l, localConfig(t, t.TempDir()), store)
 	err := a.Flush(context.Background())
-	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "record 4") {
+	if !errors.Is(err, ledger.ErrCorrupt) || !strings.Contains(err.Error(), "record 4") {
 		t.Fatalf("flush: %v", err)
 	}
 	if store.puts != 0 {
@@ -801,7 +744,7 @@ func TestMemberString(t *testing.T) {
 }
 
 func TestArchiveStopsWhenTheLedgerCloses(t *testing.T) {
-	l := openTemp(t, Options{})
+	l := openTemp(t, ledger.Options{})
 	cfg := localConfig(t, t.TempDir())
 	cfg.SegmentInterval = 5 * time.Millisecond
 	a := mustArchiver(t, l, cfg, nil)
@@ -814,10 +757,36 @@ func TestArchiveStopsWhenTheLedgerCloses(t *testing.T) {
 	l.Close()
 	select {
 	case err := <-done:
-		if !errors.Is(err, ErrClosed) {
+		if !errors.Is(err, ledger.ErrClosed) {
 			t.Fatalf("Run: %v", err)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run kept going on a closed ledger")
+	}
+}
+
+// TestArchiveLogsNameTheComponentOnce: the archiver adds its store to the
+// logger it is given but no component of its own, which zerolog would write
+// as a second "component" key beside the caller's.
+func TestArchiveLogsNameTheComponentOnce(t *testing.T) {
+	var buf bytes.Buffer
+	l := openTemp(t, ledger.Options{})
+	appendN(t, l, 3)
+	cfg := localConfig(t, t.TempDir())
+	cfg.Logger = zerolog.New(&buf).With().Str("component", "archive").Logger()
+	if err := mustArchiver(t, l, cfg, nil).Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	lines := bytes.Split(bytes.TrimSpace(buf.Bytes()), []byte("\n"))
+	if len(lines) < 2 {
+		t.Fatalf("want the store check and the segment logged, got %q", buf.String())
+	}
+	for _, line := range lines {
+		if n := bytes.Count(line, []byte(`"component":`)); n != 1 {
+			t.Errorf("%d component keys in %s", n, line)
+		}
+		if !bytes.Contains(line, []byte(`"store":"local:archive/erp-agent"`)) {
+			t.Errorf("no store in %s", line)
+		}
 	}
 }

@@ -1,4 +1,4 @@
-package ledger
+package archive
 
 import (
 	"bytes"
@@ -20,14 +20,15 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/uapk-gateway/uapk-proxy/internal/miniotest"
+	"github.com/uapk-gateway/uapk-proxy/ledger"
 	"github.com/uapk-gateway/uapk-proxy/record"
 )
 
 // These tests run against a real MinIO (bin/minio, `make minio`): Object
 // Lock is only proven by a server that refuses.
 
-func s3Config(srv *miniotest.Server, bucket, prefix string) ArchiveConfig {
-	return ArchiveConfig{
+func s3Config(srv *miniotest.Server, bucket, prefix string) Config {
+	return Config{
 		App: "erp-agent", Key: testKey(1),
 		S3: &S3Config{
 			Bucket: bucket, Prefix: prefix, Region: miniotest.Region,
@@ -68,13 +69,13 @@ func versions(t testing.TB, c *s3.Client, bucket, prefix string) map[string][]ty
 }
 
 // lastTime is the time of record seq.
-func lastTime(t testing.TB, l *Ledger, seq uint64) string {
+func lastTime(t testing.TB, l *ledger.Ledger, seq uint64) string {
 	t.Helper()
 	raw, err := l.Get(seq)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var r Record
+	var r ledger.Record
 	if err := json.Unmarshal(raw, &r); err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +86,7 @@ func TestS3SegmentsAreLockedInComplianceMode(t *testing.T) {
 	srv := startMinio(t)
 	ctx := context.Background()
 	c := srv.Client()
-	l := openTemp(t, Options{})
+	l := openTemp(t, ledger.Options{})
 	appendN(t, l, 25)
 	cfg := s3Config(srv, "worm", "audit/uapk")
 	a := mustArchiver(t, l, cfg, nil)
@@ -188,7 +189,7 @@ func TestS3GovernanceModeAndBucketDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := openTemp(t, Options{})
+	l := openTemp(t, ledger.Options{})
 	appendN(t, l, 3)
 	cfg := s3Config(srv, "gov", "")
 	cfg.Mode, cfg.RetentionYears = "GOVERNANCE", 10
@@ -216,7 +217,7 @@ func TestS3RefusesBucketWithoutObjectLock(t *testing.T) {
 	srv.MakeBucket(t, "bare", miniotest.BucketOptions{})
 	for _, bucket := range []string{"versioned", "bare", "no-such-bucket"} {
 		t.Run(bucket, func(t *testing.T) {
-			l := openTemp(t, Options{})
+			l := openTemp(t, ledger.Options{})
 			appendN(t, l, 12)
 			cfg := s3Config(srv, bucket, "")
 			a := mustArchiver(t, l, cfg, nil)
@@ -242,11 +243,11 @@ func TestS3RefusesBucketWithoutObjectLock(t *testing.T) {
 					t.Errorf("unprotected objects written: %v", objs)
 				}
 			}
-			if err := a.Flush(context.Background()); !errors.Is(err, ErrArchiveRefused) {
+			if err := a.Flush(context.Background()); !errors.Is(err, ErrRefused) {
 				t.Errorf("flush: %v", err)
 			}
-			rep, err := VerifyArchive(context.Background(), l, cfg, testKey(1).Public().(ed25519.PublicKey))
-			if err != nil || rep.OK || rep.Problem.Reason != ArchiveReasonRefused {
+			rep, err := Verify(context.Background(), l, cfg, testKey(1).Public().(ed25519.PublicKey))
+			if err != nil || rep.OK || rep.Problem.Reason != ReasonRefused {
 				t.Errorf("verify: %v %+v", err, rep.Problem)
 			}
 		})
@@ -258,7 +259,7 @@ func TestS3RefusesBucketWithoutObjectLock(t *testing.T) {
 // is archived once, in order.
 func TestS3OutageLosesNothing(t *testing.T) {
 	srv := startMinio(t)
-	l := openTemp(t, Options{})
+	l := openTemp(t, ledger.Options{})
 	cfg := s3Config(srv, "worm", "p")
 	cfg.SegmentInterval = 50 * time.Millisecond
 	a := mustArchiver(t, l, cfg, nil)
@@ -308,7 +309,7 @@ func TestS3CrashMidUpload(t *testing.T) {
 	srv := startMinio(t)
 	for i, stage := range []string{"segment", "checkpoint", "checkpoint_record"} {
 		t.Run(stage, func(t *testing.T) {
-			l := openTemp(t, Options{})
+			l := openTemp(t, ledger.Options{})
 			appendN(t, l, 13)
 			cfg := s3Config(srv, "worm", fmt.Sprintf("crash%d", i))
 			a := mustArchiver(t, l, cfg, nil)
@@ -354,7 +355,7 @@ func TestS3VerifyArchiveCatchesDifferences(t *testing.T) {
 	srv := startMinio(t)
 	ctx := context.Background()
 	c := srv.Client()
-	l := openTemp(t, Options{})
+	l := openTemp(t, ledger.Options{})
 	appendN(t, l, 20)
 	cfg := s3Config(srv, "worm", "v")
 	if err := mustArchiver(t, l, cfg, nil).Flush(ctx); err != nil {
@@ -401,22 +402,22 @@ func TestS3VerifyArchiveCatchesDifferences(t *testing.T) {
 		}
 	}
 	cfgCopy := s3Config(srv, "copy", "v")
-	rep, err := VerifyArchive(ctx, l, cfgCopy, pub)
+	rep, err := Verify(ctx, l, cfgCopy, pub)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.OK || rep.Problem.Reason != ArchiveReasonMismatch || rep.Problem.Key != seg2 || rep.Problem.Seq != 17 {
+	if rep.OK || rep.Problem.Reason != ReasonMismatch || rep.Problem.Key != seg2 || rep.Problem.Seq != 17 {
 		t.Fatalf("tampered copy: %+v", rep.Problem)
 	}
 
 	// An overwrite in the archive bucket itself: the locked version stays,
 	// but the current one differs, and verify says so.
 	put("worm", seg2, tampered)
-	rep, err = VerifyArchive(ctx, l, cfg, pub)
+	rep, err = Verify(ctx, l, cfg, pub)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.OK || rep.Problem.Reason != ArchiveReasonMismatch || rep.Problem.Seq != 17 || rep.ArchivedSeq != 10 {
+	if rep.OK || rep.Problem.Reason != ReasonMismatch || rep.Problem.Seq != 17 || rep.ArchivedSeq != 10 {
 		t.Fatalf("overwritten: %+v", rep)
 	}
 	if vs := versions(t, c, "worm", seg2); len(vs[seg2]) != 2 {
@@ -426,8 +427,8 @@ func TestS3VerifyArchiveCatchesDifferences(t *testing.T) {
 	// An object without Object Lock is reported too.
 	nolock := segmentKey("v/erp-agent", 1, 10)
 	put("worm", nolock, get("worm", nolock))
-	rep, _ = VerifyArchive(ctx, l, cfg, pub)
-	if rep.OK || rep.Problem.Reason != ArchiveReasonNoObjectLock || rep.Problem.Key != nolock {
+	rep, _ = Verify(ctx, l, cfg, pub)
+	if rep.OK || rep.Problem.Reason != ReasonNoObjectLock || rep.Problem.Key != nolock {
 		t.Fatalf("unlocked: %+v", rep.Problem)
 	}
 }
@@ -451,11 +452,11 @@ func TestS3ConflictNeverOverwrites(t *testing.T) {
 		t.Fatalf("second put: %v, want errObjectExists", err)
 	}
 
-	l := openTemp(t, Options{})
+	l := openTemp(t, ledger.Options{})
 	appendN(t, l, 6)
 	a := mustArchiver(t, l, s3Config(srv, "worm", ""), nil)
 	err := a.Flush(ctx)
-	if !errors.Is(err, ErrArchiveConflict) {
+	if !errors.Is(err, ErrConflict) {
 		t.Fatalf("flush: %v", err)
 	}
 	if st := a.Status(); st.Conflict == "" || st.Ready() == nil || st.ArchivedSeq != 0 {
@@ -478,7 +479,7 @@ func TestS3ConflictNeverOverwrites(t *testing.T) {
 // its HTTP client is left running (the doors' tests check for leaks).
 func TestS3ArchiverLeavesNoGoroutines(t *testing.T) {
 	srv := startMinio(t)
-	l := openTemp(t, Options{})
+	l := openTemp(t, ledger.Options{})
 	ignore := goleak.IgnoreCurrent()
 	a := mustArchiver(t, l, s3Config(srv, "worm", "leak"), nil)
 	done := make(chan error, 1)

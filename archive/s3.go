@@ -1,4 +1,4 @@
-package ledger
+package archive
 
 import (
 	"bytes"
@@ -112,14 +112,14 @@ func (s *s3Store) closeIdle() {
 }
 
 // check reads the bucket's versioning and Object Lock configuration. A
-// bucket that lacks either is refused (an error wrapping ErrArchiveRefused);
+// bucket that lacks either is refused (an error wrapping ErrRefused);
 // any other error is an outage and worth retrying.
 func (s *s3Store) check(ctx context.Context) (StoreInfo, error) {
 	info := StoreInfo{Kind: "s3"}
 	v, err := s.client.GetBucketVersioning(ctx, &s3.GetBucketVersioningInput{Bucket: &s.bucket})
 	if err != nil {
 		if refusal(err) {
-			return info, fmt.Errorf("%w: bucket %s: cannot read versioning: %v", ErrArchiveRefused, s.bucket, err)
+			return info, fmt.Errorf("%w: bucket %s: cannot read versioning: %v", ErrRefused, s.bucket, err)
 		}
 		return info, fmt.Errorf("bucket %s versioning: %w", s.bucket, err)
 	}
@@ -131,7 +131,7 @@ func (s *s3Store) check(ctx context.Context) (StoreInfo, error) {
 	switch {
 	case apiCode(err) == "ObjectLockConfigurationNotFoundError":
 	case err != nil && refusal(err):
-		return info, fmt.Errorf("%w: bucket %s: cannot read object lock configuration: %v", ErrArchiveRefused, s.bucket, err)
+		return info, fmt.Errorf("%w: bucket %s: cannot read object lock configuration: %v", ErrRefused, s.bucket, err)
 	case err != nil:
 		return info, fmt.Errorf("bucket %s object lock: %w", s.bucket, err)
 	case lc.ObjectLockConfiguration != nil:
@@ -149,10 +149,10 @@ func (s *s3Store) check(ctx context.Context) (StoreInfo, error) {
 		}
 	}
 	if !info.ObjectLock {
-		return info, fmt.Errorf("%w: bucket %s does not have Object Lock enabled", ErrArchiveRefused, s.bucket)
+		return info, fmt.Errorf("%w: bucket %s does not have Object Lock enabled", ErrRefused, s.bucket)
 	}
 	if v.Status != types.BucketVersioningStatusEnabled {
-		return info, fmt.Errorf("%w: bucket %s versioning is %s, not Enabled", ErrArchiveRefused, s.bucket, info.Versioning)
+		return info, fmt.Errorf("%w: bucket %s versioning is %s, not Enabled", ErrRefused, s.bucket, info.Versioning)
 	}
 	return info, nil
 }

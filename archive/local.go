@@ -1,4 +1,4 @@
-package ledger
+package archive
 
 import (
 	"context"
