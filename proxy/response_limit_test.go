@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -65,15 +64,7 @@ func TestSidecarBoundsTheERPAnswer(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			erp := bigERP(t, tc.size, tc.chunked)
 			fl := &fakeLedger{}
-			g, _ := testGate(t, fl)
-			sc, err := NewSidecar(SidecarConfig{Gate: g, Upstream: erp.URL, MaxResponse: 1024, Logger: zerolog.Nop()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
+			sc, ln := newSidecar(t, fl, SidecarConfig{Upstream: erp.URL, MaxResponse: 1024})
 			go sc.Serve(ln)
 			defer sc.Shutdown(context.Background())
 			resp, err := http.Get("http://" + ln.Addr().String() + "/api/v1/accounts/1010/balance")

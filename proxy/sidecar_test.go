@@ -243,15 +243,7 @@ func TestAdminRecordsEndpointServesVerifiableBytes(t *testing.T) {
 // A client that opened a connection and never sent a byte must not hold up
 // shutdown (fasthttp alone would wait for its ReadTimeout, 60s).
 func TestShutdownClosesSilentConnections(t *testing.T) {
-	g, _ := testGate(t, &fakeLedger{})
-	sc, err := NewSidecar(SidecarConfig{Gate: g, Upstream: "http://127.0.0.1:9", Logger: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sc, ln := newSidecar(t, &fakeLedger{}, SidecarConfig{Upstream: "http://127.0.0.1:9"})
 	go sc.Serve(ln)
 	silent, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
@@ -273,15 +265,7 @@ func TestShutdownClosesSilentConnections(t *testing.T) {
 // A SIGTERM that lands while the doors are still starting: Serve after
 // Shutdown returns at once instead of serving forever.
 func TestServeAfterShutdownReturns(t *testing.T) {
-	g, _ := testGate(t, &fakeLedger{})
-	sc, err := NewSidecar(SidecarConfig{Gate: g, Upstream: "http://127.0.0.1:9", Logger: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sc, ln := newSidecar(t, &fakeLedger{}, SidecarConfig{Upstream: "http://127.0.0.1:9"})
 	if err := sc.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -296,4 +280,24 @@ func TestServeAfterShutdownReturns(t *testing.T) {
 		c.Close()
 		t.Error("the listener still accepts after Shutdown")
 	}
+}
+
+// newSidecar builds a sidecar door over a test gate writing to l, and a
+// loopback listener for it; the caller serves.
+func newSidecar(t *testing.T, l gate.Ledger, cfg SidecarConfig) (*Sidecar, net.Listener) {
+	t.Helper()
+	g, err := testGate(t, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Gate, cfg.Logger = g, zerolog.Nop()
+	sc, err := NewSidecar(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sc, ln
 }
