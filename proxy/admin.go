@@ -145,16 +145,16 @@ func (a *admin) records(w http.ResponseWriter, r *http.Request) {
 	head := a.cfg.Ledger.Head().Seq
 	from, err := seqParam(r, "from", 1)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{Error: "bad_request", Message: err.Error()})
+		writeJSON(w, http.StatusBadRequest, apiError{Error: errBadRequest, Message: err.Error()})
 		return
 	}
 	to, err := seqParam(r, "to", from+MaxRecordsPage-1)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{Error: "bad_request", Message: err.Error()})
+		writeJSON(w, http.StatusBadRequest, apiError{Error: errBadRequest, Message: err.Error()})
 		return
 	}
 	if from == 0 || to < from {
-		writeJSON(w, http.StatusBadRequest, apiError{Error: "bad_request", Message: "want 1 <= from <= to"})
+		writeJSON(w, http.StatusBadRequest, apiError{Error: errBadRequest, Message: "want 1 <= from <= to"})
 		return
 	}
 	if to-from >= MaxRecordsPage {
@@ -200,7 +200,7 @@ func seqParam(r *http.Request, name string, def uint64) (uint64, error) {
 func (a *admin) listApprovals(w http.ResponseWriter, r *http.Request) {
 	list, err := a.cfg.Approvals.List(r.URL.Query().Get("status"))
 	if errors.Is(err, approvals.ErrBadStatus) {
-		writeJSON(w, http.StatusBadRequest, apiError{Error: "bad_request", Message: err.Error()})
+		writeJSON(w, http.StatusBadRequest, apiError{Error: errBadRequest, Message: err.Error()})
 		return
 	}
 	if err != nil {
@@ -255,7 +255,7 @@ func decodeStrict(w http.ResponseWriter, r *http.Request, v any) bool {
 		err = errors.New("trailing data after the JSON object")
 	}
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{Error: "bad_request", Message: "body: " + err.Error()})
+		writeJSON(w, http.StatusBadRequest, apiError{Error: errBadRequest, Message: "body: " + err.Error()})
 		return false
 	}
 	return true
@@ -295,7 +295,7 @@ func (a *admin) postOverride(w http.ResponseWriter, r *http.Request) {
 	ap, err := a.cfg.Approvals.RequestOverride(req)
 	var bad *approvals.BadRequestError
 	if errors.As(err, &bad) {
-		writeJSON(w, http.StatusBadRequest, map[string]any{"error": "bad_request", "message": bad.Error(), "problems": bad.Problems})
+		writeJSON(w, http.StatusBadRequest, map[string]any{"error": errBadRequest, "message": bad.Error(), "problems": bad.Problems})
 		return
 	}
 	if err != nil {
@@ -337,7 +337,7 @@ func (a *admin) caPEM(w http.ResponseWriter, _ *http.Request) {
 // unavailable answers a ledger failure: nothing was decided.
 func (a *admin) unavailable(w http.ResponseWriter, err error) {
 	a.cfg.Logger.Error().Err(err).Msg("admin write failed")
-	writeJSON(w, http.StatusServiceUnavailable, apiError{Error: "ledger_unavailable", Message: "nothing was recorded; retry when /readyz is ready"})
+	writeJSON(w, http.StatusServiceUnavailable, apiError{Error: errLedger, Message: "nothing was recorded; retry when /readyz is ready"})
 }
 
 // view shows the effective status: a pending approval past its expiry reads

@@ -14,25 +14,37 @@ import (
 // JSON body (docs/reference.md#status-codes-and-bodies); both doors write
 // what answer returns.
 
+// The "error" words of the proxy's own answers. Two of them are also the
+// reason codes of the records that go with them.
+const (
+	errDenied      = "denied"
+	errNotUsable   = "approval_not_usable"
+	errBadRequest  = "bad_request"
+	errMisdirected = "misdirected"
+	errLedger      = string(record.LedgerUnavailable)
+	errTooLarge    = string(record.BodyTooLarge)
+	errUpstream    = "upstream_unavailable"
+)
+
 // refusal is the status and "error" word of each reason a request can be
 // refused with; every other reason is a plain 403 denial.
 func refusal(r record.Reason) (int, string) {
 	switch r {
 	case record.LedgerUnavailable:
-		return http.StatusServiceUnavailable, "ledger_unavailable"
+		return http.StatusServiceUnavailable, errLedger
 	case record.BodyTooLarge:
-		return http.StatusRequestEntityTooLarge, "body_too_large"
+		return http.StatusRequestEntityTooLarge, errTooLarge
 	case record.BadTarget:
-		return http.StatusBadRequest, "bad_request"
+		return http.StatusBadRequest, errBadRequest
 	case record.ConnectInTunnel:
-		return http.StatusMethodNotAllowed, "bad_request"
+		return http.StatusMethodNotAllowed, errBadRequest
 	case record.HostMismatch:
-		return http.StatusMisdirectedRequest, "misdirected"
+		return http.StatusMisdirectedRequest, errMisdirected
 	case record.NotApproved, record.ApprovalExpired, record.Consumed, record.DigestMismatch,
 		record.InvalidToken, record.AppMismatch, record.ActionMismatch:
-		return http.StatusConflict, "approval_not_usable"
+		return http.StatusConflict, errNotUsable
 	}
-	return http.StatusForbidden, "denied"
+	return http.StatusForbidden, errDenied
 }
 
 // answer returns the status and body of a verdict that forwards nothing.
@@ -51,7 +63,7 @@ func answer(v *gate.Verdict) (int, []byte) {
 // upstreamFailure is the 502 answer when the ERP could not be reached or
 // its answer broke; a tunnel that could not open names no action.
 func upstreamFailure(v *gate.Verdict, tunnel bool) (int, []byte) {
-	body := map[string]any{"error": "upstream_unavailable", "record": v.Record}
+	body := map[string]any{"error": errUpstream, "record": v.Record}
 	if !tunnel {
 		body["action"] = v.Action
 	}
@@ -61,7 +73,7 @@ func upstreamFailure(v *gate.Verdict, tunnel bool) (int, []byte) {
 // badRequest is the 400 answer to a request that could not be read at all
 // (nothing was decided or recorded).
 func badRequest(message string) []byte {
-	return jsonBody(map[string]string{"error": "bad_request", "message": message})
+	return jsonBody(map[string]string{"error": errBadRequest, "message": message})
 }
 
 type pendingBody struct {
