@@ -81,11 +81,14 @@ func (h httpHeader) Del(key string) {
 
 func (h httpHeader) All() iter.Seq2[[]byte, []byte] {
 	return func(yield func([]byte, []byte) bool) {
-		for k, vs := range h {
-			for _, v := range vs {
-				if !yield([]byte(k), []byte(v)) {
-					return
-				}
+		for k := range h {
+			// The policy judges names only; a name that cannot be X-UAPK-*
+			// is not even converted.
+			if len(k) < len(uapkPrefix) || k[0] != 'X' && k[0] != 'x' {
+				continue
+			}
+			if !yield([]byte(k), nil) {
+				return
 			}
 		}
 	}
