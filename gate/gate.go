@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -52,6 +54,17 @@ type Call struct {
 	Capability    string // X-UAPK-Capability
 	Override      string // X-UAPK-Override
 	ContentType   string
+	// Rewrites names the headers present that servers take to change the
+	// method or the target (RewriteHeaders); the gate refuses such a call.
+	Rewrites []string
+}
+
+// RewriteHeaders are the request headers by which common servers and
+// frameworks change a request's method or target behind the gate's back
+// (Rails, Laravel, Symfony, ASP.NET, IIS URL Rewrite, Express
+// method-override). The doors report which are present.
+var RewriteHeaders = []string{
+	"X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override", "X-Original-URL", "X-Rewrite-URL",
 }
 
 // Config configures a Gate.
@@ -147,7 +160,9 @@ func (g *Gate) Check(c *Call) *Verdict {
 	v := &Verdict{started: now, App: c.Req.App, Digest: digestOf(c.Req.Method, url, bodyHash), door: c.Door}
 
 	var d rules.Decision
-	if c.Req.App != m.AppID {
+	if detail := c.rewrite(); detail != "" {
+		d = rules.Decision{Outcome: rules.Deny, Reason: record.AmbiguousRequest, Detail: detail}
+	} else if c.Req.App != m.AppID {
 		d = rules.Decision{Outcome: rules.Deny, Reason: record.UnknownApp,
 			Detail: "X-UAPK-App " + strconv.Quote(c.Req.App) + " is not the manifest's app_id " + strconv.Quote(m.AppID)}
 	} else {
@@ -287,6 +302,40 @@ func (c *Call) sanitize() {
 	c.ApprovalID = approvals.Clip(c.ApprovalID, maxV)
 	c.Capability = approvals.Clip(c.Capability, 4*maxV)
 	c.Override = approvals.Clip(c.Override, 4*maxV)
+}
+
+// rewrite says why the call names another method or target than the one
+// the gate sees ("" when it does not): a rewrite header, or a _method
+// parameter in the query however it is spelt.
+func (c *Call) rewrite() string {
+	if len(c.Rewrites) > 0 {
+		return "the request carries " + strings.Join(c.Rewrites, ", ") + ", by which servers change its method or target"
+	}
+	if hasMethodParam(c.Req.RawQuery) {
+		return "the query carries a _method parameter, by which servers change the method"
+	}
+	return ""
+}
+
+// hasMethodParam reports whether any parameter of the raw query decodes to
+// _method in any case, whether a server splits on & or ;, decodes + or not.
+func hasMethodParam(q string) bool {
+	for q != "" {
+		var kv string
+		if i := strings.IndexAny(q, "&;"); i >= 0 {
+			kv, q = q[:i], q[i+1:]
+		} else {
+			kv, q = q, ""
+		}
+		k, _, _ := strings.Cut(kv, "=")
+		if u, err := url.QueryUnescape(k); err == nil {
+			k = u
+		}
+		if strings.EqualFold(strings.TrimSpace(k), "_method") {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Call) url() string {

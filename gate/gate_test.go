@@ -347,3 +347,45 @@ func TestHoldFailsClosed(t *testing.T) {
 		t.Errorf("%d approvals stored without their record", len(list))
 	}
 }
+
+// TestRewritesAreRefused: a request that names another method or target
+// in a header or a _method parameter is refused and recorded, whatever the
+// rules would have said of what the gate sees.
+func TestRewritesAreRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		query    string
+		rewrites []string
+		refused  bool
+	}{
+		{"plain", "", nil, false},
+		{"method override header", "", []string{"X-HTTP-Method-Override"}, true},
+		{"original url header", "", []string{"X-Original-URL"}, true},
+		{"_method", "_method=DELETE", nil, true},
+		{"_method encoded", "a=1&%5Fmethod=DELETE", nil, true},
+		{"_METHOD after ;", "a=1;_METHOD=DELETE", nil, true},
+		{"_method with + space", "_method+=DELETE", nil, true},
+		{"_method without value", "x=1&_method", nil, true},
+		{"x_method is another parameter", "x_method=DELETE", nil, false},
+		{"the word in a value", "note=_method", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			c := reconciliation()
+			c.Req.RawQuery, c.Rewrites = tc.query, tc.rewrites
+			v := w.g.Check(c)
+			if !tc.refused {
+				if !v.Forward() {
+					t.Fatalf("refused: %+v", v)
+				}
+				return
+			}
+			if v.Forward() || v.Reason != record.AmbiguousRequest || v.Record == 0 {
+				t.Fatalf("verdict %+v, want a recorded ambiguous_request", v)
+			}
+			if r := w.l.Last(); r.Reason != record.AmbiguousRequest || r.Data["detail"] == nil {
+				t.Errorf("record %+v", r)
+			}
+		})
+	}
+}

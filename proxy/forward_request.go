@@ -187,6 +187,7 @@ func (f *Forward) call(r *http.Request, t *tunnel) (*gate.Call, error) {
 	c.Capability = h.Get(gate.HeaderCapability)
 	c.Override = h.Get(gate.HeaderOverride)
 	c.ContentType = h.Get("Content-Type")
+	c.Rewrites = rewrites(func(name string) bool { return len(h.Values(name)) > 0 })
 	return c, nil
 }
 
@@ -262,8 +263,14 @@ func readBody(r *http.Request, max int) ([]byte, error) {
 // request recorded as allowed gets its outcome recorded too.
 func (f *Forward) outgoing(r *http.Request, st *fwdState, c *gate.Call, v *gate.Verdict) *http.Request {
 	h := r.Header // the agent's request is done with: strip in place
-	stripHTTP(h, "")
+	stripHTTP(h, "", true)
 	h.Del("Expect") // the body is already here
+	proto := "http"
+	if r.TLS != nil {
+		proto = "https" // inside an intercepted tunnel
+	}
+	fwd, xff := forwardedHeaders(r.RemoteAddr, proto)
+	h["Forwarded"], h["X-Forwarded-For"], h["X-Forwarded-Proto"] = []string{fwd}, []string{xff}, []string{proto}
 	if v.Capability != "" {
 		h.Set(gate.HeaderCapability, v.Capability) // the ERP may check it with GET /v1/keys/gateway
 	}
@@ -317,7 +324,7 @@ func (f *Forward) roundTrip(req *http.Request, pctx *goproxy.ProxyCtx) (*http.Re
 		return nil, fmt.Errorf("%w: the ERP answered %d bytes, --max-response is %d", errResponseTooLarge, resp.ContentLength, f.maxResp)
 	}
 	v := st.verdict
-	resp.Body = &auditBody{rc: resp.Body, h: sha256.New(), max: f.maxResp, done: func(sum []byte, n int64, rerr error) {
+	resp.Body = &auditBody{rc: resp.Body, h: sha256.New(), max: f.maxResp, resp: resp, done: func(sum []byte, n int64, rerr error) {
 		cancel()
 		f.gate.ForwardedStream(v, resp.StatusCode, sum, n, time.Since(start), rerr)
 	}}
@@ -349,7 +356,8 @@ func (f *Forward) onResponse(resp *http.Response, pctx *goproxy.ProxyCtx) *http.
 		setVerdictHTTP(out.Header, v)
 		return out
 	}
-	stripHTTP(resp.Header, "")
+	stripHTTP(resp.Header, "", false)
+	stripHTTP(resp.Trailer, "", false) // the trailers it announced; auditBody strips what arrives
 	setVerdictHTTP(resp.Header, v)
 	return resp
 }
@@ -404,10 +412,13 @@ func notAProxyRequest(w http.ResponseWriter, r *http.Request) {
 // auditBody hashes the ERP's answer while goproxy relays it, and records
 // the outcome once it has been read to its end or closed.
 type auditBody struct {
-	rc   io.ReadCloser
-	h    hash.Hash
-	n    int64
-	max  int64 // relaying stops with errResponseTooLarge past this
+	rc  io.ReadCloser
+	h   hash.Hash
+	n   int64
+	max int64 // relaying stops with errResponseTooLarge past this
+	// resp's trailers arrive with the body's end, before goproxy copies
+	// them to the agent: the header policy applies to them there.
+	resp *http.Response
 	once sync.Once
 	done func(sum []byte, n int64, err error)
 }
@@ -429,6 +440,9 @@ func (b *auditBody) Read(p []byte) (int, error) {
 	b.n += int64(n)
 	switch {
 	case err == io.EOF:
+		if b.resp != nil && b.resp.Trailer != nil {
+			stripHTTP(b.resp.Trailer, "", false)
+		}
 		b.finish(nil)
 	case err != nil:
 		b.finish(err)

@@ -1,11 +1,12 @@
 package proxy
 
 import (
-	"bytes"
 	"iter"
+	"net"
 	"net/http"
 	"strings"
 
+	"github.com/uapk-gateway/uapk-proxy/gate"
 	"github.com/valyala/fasthttp"
 )
 
@@ -14,13 +15,6 @@ import (
 var hopByHop = []string{
 	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
 	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
-}
-
-var uapkPrefix = []byte("x-uapk-")
-
-// isUAPK reports whether a header name starts with X-UAPK-, in any case.
-func isUAPK(name []byte) bool {
-	return len(name) >= len(uapkPrefix) && bytes.EqualFold(name[:len(uapkPrefix)], uapkPrefix)
 }
 
 // connectionTokens returns the header names listed in a Connection value;
@@ -35,19 +29,56 @@ func connectionTokens(v string) []string {
 	return out
 }
 
-// headerEditor is what the doors' header types (fasthttp's request and
-// response headers, net/http's Header) offer the one header policy.
-type headerEditor interface {
+// dropName is the header policy by name: whether a header so named never
+// crosses the proxy. Every X-UAPK-* header goes, both ways. Towards the ERP
+// also every name with an underscore (CGI, WSGI and PHP fold "_" into "-",
+// so X_UAPK_Capability would arrive as X-UAPK-Capability) and the agent's
+// Forwarded and X-Forwarded-* (the proxy sets its own).
+func dropName[T ~string | ~[]byte](name T, toERP bool) bool {
+	if hasPrefixFold(name, "x-uapk-") {
+		return true
+	}
+	if !toERP {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if name[i] == '_' {
+			return true
+		}
+	}
+	return len(name) == len("forwarded") && hasPrefixFold(name, "forwarded") || hasPrefixFold(name, "x-forwarded-")
+}
+
+// hasPrefixFold reports whether name starts with the lower-case ASCII
+// prefix, in any case.
+func hasPrefixFold[T ~string | ~[]byte](name T, prefix string) bool {
+	if len(name) < len(prefix) {
+		return false
+	}
+	for i := 0; i < len(prefix); i++ {
+		c := name[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != prefix[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// fastHeader is what fasthttp's request and response headers share.
+type fastHeader interface {
 	Peek(key string) []byte
 	Del(key string)
 	All() iter.Seq2[[]byte, []byte]
 }
 
-// stripHeaders is the header policy for everything that crosses the proxy,
-// either way: every X-UAPK-* header and every hop-by-hop header goes,
-// including those the Connection header names; keep names one hop-by-hop
-// header the caller's framing manages itself.
-func stripHeaders(h headerEditor, keep string) {
+// stripFast applies the header policy to a fasthttp header: the names
+// dropName refuses, and every hop-by-hop header, including those the
+// Connection header names; keep names one hop-by-hop header the caller's
+// framing manages itself.
+func stripFast(h fastHeader, keep string, toERP bool) {
 	for _, t := range connectionTokens(string(h.Peek("Connection"))) {
 		h.Del(t)
 	}
@@ -56,46 +87,49 @@ func stripHeaders(h headerEditor, keep string) {
 			h.Del(name)
 		}
 	}
-	var uapk []string
+	var drop []string
 	for k := range h.All() {
-		if isUAPK(k) {
-			uapk = append(uapk, string(k))
+		if dropName(k, toERP) {
+			drop = append(drop, string(k))
 		}
 	}
-	for _, k := range uapk {
+	for _, k := range drop {
 		h.Del(k)
 	}
 }
 
-// httpHeader lets net/http's Header go through stripHeaders.
-type httpHeader http.Header
-
-func (h httpHeader) Peek(key string) []byte {
-	return []byte(strings.Join(http.Header(h).Values(key), ","))
-}
-
-func (h httpHeader) Del(key string) {
-	delete(h, key) // a key the parser left as it was sent
-	http.Header(h).Del(key)
-}
-
-func (h httpHeader) All() iter.Seq2[[]byte, []byte] {
-	return func(yield func([]byte, []byte) bool) {
-		for k := range h {
-			// The policy judges names only; a name that cannot be X-UAPK-*
-			// is not even converted.
-			if len(k) < len(uapkPrefix) || k[0] != 'X' && k[0] != 'x' {
-				continue
-			}
-			if !yield([]byte(k), nil) {
-				return
-			}
+// stripHTTP applies the same policy to a net/http header (or trailer).
+func stripHTTP(h http.Header, keep string, toERP bool) {
+	for _, v := range h.Values("Connection") {
+		for _, t := range connectionTokens(v) {
+			h.Del(t)
+		}
+	}
+	for _, name := range hopByHop {
+		if name != keep {
+			h.Del(name)
+		}
+	}
+	for k := range h {
+		if dropName(k, toERP) {
+			delete(h, k)
 		}
 	}
 }
 
-// stripHTTP applies the header policy to a net/http header.
-func stripHTTP(h http.Header, keep string) { stripHeaders(httpHeader(h), keep) }
+// forwardedHeaders are the proxy's own Forwarded and X-Forwarded-* values
+// for an agent at remote ("host:port") that spoke proto to the proxy.
+func forwardedHeaders(remote, proto string) (forwarded, xff string) {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	node := host
+	if strings.Contains(host, ":") {
+		node = "[" + host + "]"
+	}
+	return `for="` + node + `";proto=` + proto, host
+}
 
 // target is what both doors make of a request target: the path the rules
 // classify is fasthttp's decoded, dot-segment-free path, and that same path
@@ -118,4 +152,15 @@ func erpTarget(scheme, host, basePath string, u *fasthttp.URI) target {
 	out.SetQueryString(t.query)
 	t.url = string(out.FullURI())
 	return t
+}
+
+// rewrites returns which of gate.RewriteHeaders peek finds (nil: none).
+func rewrites(peek func(string) bool) []string {
+	var out []string
+	for _, name := range gate.RewriteHeaders {
+		if peek(name) {
+			out = append(out, name)
+		}
+	}
+	return out
 }

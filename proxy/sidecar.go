@@ -201,6 +201,7 @@ func (s *Sidecar) call(ctx *fasthttp.RequestCtx) *gate.Call {
 		Capability:    string(h.Peek(gate.HeaderCapability)),
 		Override:      string(h.Peek(gate.HeaderOverride)),
 		ContentType:   string(h.ContentType()),
+		Rewrites:      rewrites(func(name string) bool { return h.Peek(name) != nil }),
 	}
 }
 
@@ -225,6 +226,10 @@ func (s *Sidecar) handle(ctx *fasthttp.RequestCtx) {
 func (s *Sidecar) forward(ctx *fasthttp.RequestCtx, c *gate.Call, v *gate.Verdict) {
 	req := &ctx.Request
 	stripRequest(&req.Header)
+	fwd, xff := forwardedHeaders(ctx.RemoteAddr().String(), "http")
+	req.Header.Set("Forwarded", fwd)
+	req.Header.Set("X-Forwarded-For", xff)
+	req.Header.Set("X-Forwarded-Proto", "http")
 	if v.Capability != "" {
 		req.Header.Set(gate.HeaderCapability, v.Capability) // the ERP may check it with GET /v1/keys/gateway
 	}
@@ -283,11 +288,11 @@ func writeFast(ctx *fasthttp.RequestCtx, status int, v *gate.Verdict, body []byt
 func setVerdictHeaders(h *fasthttp.ResponseHeader, v *gate.Verdict) { v.Headers(h.Set) }
 
 // stripRequest applies the header policy to the agent's request.
-func stripRequest(h *fasthttp.RequestHeader) { stripHeaders(h, "") }
+func stripRequest(h *fasthttp.RequestHeader) { stripFast(h, "", true) }
 
 // stripResponse does the same on the ERP's answer, except Transfer-Encoding,
 // which fasthttp manages when it frames the body.
-func stripResponse(h *fasthttp.ResponseHeader) { stripHeaders(h, "Transfer-Encoding") }
+func stripResponse(h *fasthttp.ResponseHeader) { stripFast(h, "Transfer-Encoding", false) }
 
 // zlogger routes fasthttp's own messages to zerolog.
 type zlogger struct{ l zerolog.Logger }

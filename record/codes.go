@@ -85,6 +85,7 @@ const (
 	AppMismatch       Reason = "app_mismatch"       // 409: token bound to another app
 	ActionMismatch    Reason = "action_mismatch"    // 409: token bound to another action
 	LedgerUnavailable Reason = "ledger_unavailable" // 503: the record could not be made durable; nothing forwarded
+	AmbiguousRequest  Reason = "ambiguous_request"  // 400: a header or parameter by which servers change the method or target
 )
 
 // Reasons only the forward door gives.
@@ -141,6 +142,7 @@ var Reasons = []Reason{
 	AmountUnreadable, EscalationRequested,
 	UnknownApp, NotApproved, ApprovalExpired, Consumed, DigestMismatch, Rejected, BodyTooLarge,
 	Approved, Capability, Override, InvalidToken, AppMismatch, ActionMismatch, LedgerUnavailable,
+	AmbiguousRequest,
 	TunnelHost, TunnelNotAllowed, BadTarget, HostMismatch, ConnectInTunnel,
 	Forwarded, UpstreamError, TunnelClosed,
 	Signed, TTLElapsed, OverrideRequested, OverrideTokenIssued,

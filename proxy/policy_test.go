@@ -1,0 +1,165 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/uapk-gateway/uapk-proxy/record"
+)
+
+// seenERP records the headers of what reached it and answers with a
+// spoofed X-UAPK-* trailer.
+type seenERP struct {
+	*httptest.Server
+	mu   sync.Mutex
+	seen []http.Header
+}
+
+func newSeenERP(t *testing.T) *seenERP {
+	e := &seenERP{}
+	e.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.mu.Lock()
+		e.seen = append(e.seen, r.Header.Clone())
+		e.mu.Unlock()
+		w.Header().Set("Trailer", "X-Uapk-Decision, X-Erp-Sum")
+		w.Write([]byte(`{"balance":"1"}`))
+		w.Header().Set("X-Uapk-Decision", "deny")
+		w.Header().Set("X-Erp-Sum", "ok")
+		w.Header().Set(http.TrailerPrefix+"X-Uapk-Record", "99") // unannounced
+	}))
+	t.Cleanup(e.Close)
+	return e
+}
+
+func (e *seenERP) last(t *testing.T) http.Header {
+	t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.seen) == 0 {
+		t.Fatal("nothing reached the ERP")
+	}
+	return e.seen[len(e.seen)-1]
+}
+
+func (e *seenERP) count() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.seen)
+}
+
+// spoofed are headers an agent may send that the ERP must never see as
+// sent: underscore names that CGI-style servers fold into X-UAPK-* or
+// other dashes, and forwarding headers that ERPs trust for client address
+// and URL building.
+var spoofed = [][2]string{
+	{"X_UAPK_Capability", "v4.public.forged"},
+	{"X_Forwarded_Host", "evil.example"},
+	{"Forwarded", "for=6.6.6.6;host=evil.example"},
+	{"X-Forwarded-For", "6.6.6.6"},
+	{"X-Forwarded-Host", "evil.example"},
+	{"X-Forwarded-Proto", "https"},
+}
+
+func checkPolicy(t *testing.T, got http.Header) {
+	t.Helper()
+	for name := range got {
+		if strings.Contains(name, "_") {
+			t.Errorf("%s reached the ERP", name)
+		}
+	}
+	if got.Get("X-Forwarded-Host") != "" || strings.Contains(got.Get("Forwarded"), "6.6.6.6") ||
+		got.Get("X-Forwarded-For") != "127.0.0.1" || got.Get("X-Forwarded-Proto") != "http" ||
+		got.Get("Forwarded") != `for="127.0.0.1";proto=http` {
+		t.Errorf("forwarding headers the ERP got: Forwarded %q, X-Forwarded-For %q, -Proto %q, -Host %q",
+			got.Get("Forwarded"), got.Get("X-Forwarded-For"), got.Get("X-Forwarded-Proto"), got.Get("X-Forwarded-Host"))
+	}
+}
+
+func checkAnswer(t *testing.T, resp *http.Response) {
+	t.Helper()
+	body, _ := io.ReadAll(resp.Body) // trailers arrive with the body's end
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != `{"balance":"1"}` {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	for name := range resp.Trailer {
+		if hasPrefixFold(name, "x-uapk-") {
+			t.Errorf("the ERP's trailer %s reached the agent", name)
+		}
+	}
+	if d := resp.Header.Values("X-Uapk-Decision"); len(d) != 1 || d[0] != "allow" {
+		t.Errorf("X-UAPK-Decision %v", d)
+	}
+}
+
+func TestHeaderPolicyOnTheSidecar(t *testing.T) {
+	erp := newSeenERP(t)
+	sc, ln := newSidecar(t, &fakeLedger{}, SidecarConfig{Upstream: erp.URL})
+	go sc.Serve(ln)
+	defer sc.Shutdown(context.Background())
+	base := "http://" + ln.Addr().String() + "/api/v1/accounts/1010/balance"
+
+	req, _ := http.NewRequest("GET", base, nil)
+	for _, h := range spoofed {
+		req.Header[h[0]] = []string{h[1]} // as sent, not canonicalised
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkAnswer(t, resp)
+	checkPolicy(t, erp.last(t))
+
+	for _, h := range []string{"X-HTTP-Method-Override", "X-Original-URL"} {
+		before := erp.count()
+		req, _ := http.NewRequest("GET", base, nil)
+		req.Header.Set(h, "DELETE")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 400 || !strings.Contains(string(body), string(record.AmbiguousRequest)) || erp.count() != before {
+			t.Errorf("%s: %d %s, forwarded %d", h, resp.StatusCode, body, erp.count()-before)
+		}
+	}
+	http.DefaultClient.CloseIdleConnections()
+}
+
+func TestHeaderPolicyOnTheForwardDoor(t *testing.T) {
+	erp := newSeenERP(t)
+	fl := &fakeLedger{}
+	_, addr := startForward(t, ForwardConfig{Gate: fwdGate(t, fl), Logger: zerolog.Nop()})
+	c := proxyClient(t, addr, nil, "")
+	base := erp.URL + "/api/v1/accounts/1010/balance"
+
+	req, _ := http.NewRequest("GET", base, nil)
+	for _, h := range spoofed {
+		req.Header[h[0]] = []string{h[1]}
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkAnswer(t, resp)
+	checkPolicy(t, erp.last(t))
+
+	before := erp.count()
+	resp, err = c.Get(base + "?_method=DELETE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || !strings.Contains(string(body), string(record.AmbiguousRequest)) || erp.count() != before {
+		t.Errorf("_method: %d %s, forwarded %d", resp.StatusCode, body, erp.count()-before)
+	}
+}
