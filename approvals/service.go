@@ -118,15 +118,16 @@ func (s *Service) append(e ledger.Entry) (ledger.Record, error) {
 
 // Pending describes a request the rules held for approval.
 type Pending struct {
-	Decision      rules.Decision
-	App           string
-	Method        string
-	URL           string
-	Body          []byte
-	ContentType   string
-	Justification string
-	OnBehalfOf    string
-	Digest        string
+	Decision        rules.Decision
+	App             string
+	Method          string
+	URL             string
+	Body            []byte
+	ContentType     string
+	ContentEncoding string
+	Justification   string
+	OnBehalfOf      string
+	Digest          string
 }
 
 // NewPending returns the approval a held request gets; Hold stores it.
@@ -141,8 +142,13 @@ func (s *Service) NewPending(p Pending) *Approval {
 		CreatedAt: now.UTC(), ExpiresAt: now.Add(d.ApprovalTTL).UTC(),
 	}
 	a.Body, a.BodyBase64 = bodyText(p.Body)
-	if p.ContentType != "" {
-		a.Headers = map[string]string{"Content-Type": p.ContentType}
+	for name, v := range map[string]string{"Content-Type": p.ContentType, "Content-Encoding": p.ContentEncoding} {
+		if v != "" {
+			if a.Headers == nil {
+				a.Headers = map[string]string{}
+			}
+			a.Headers[name] = v
+		}
 	}
 	return a
 }
@@ -154,10 +160,11 @@ func (s *Service) Hold(a *Approval, e ledger.Entry) (ledger.Record, error) {
 	return s.store.Create(ctx, a, e)
 }
 
-// Retry says whether approval id lets this request (app, action, digest)
-// through now, and returns it; reason is "" when it does, else the code to
-// refuse with. Nothing is changed: Consume does that with the record.
-func (s *Service) Retry(id, app, action, digest string) (*Approval, record.Reason) {
+// Retry says whether approval id lets this request (app, action, digest,
+// content type and encoding) through now, and returns it; reason is "" when
+// it does, else the code to refuse with. Nothing is changed: Consume does
+// that with the record.
+func (s *Service) Retry(id, app, action, digest, contentType, contentEncoding string) (*Approval, record.Reason) {
 	if !ValidID(id) {
 		return nil, record.NotApproved
 	}
@@ -171,6 +178,8 @@ func (s *Service) Retry(id, app, action, digest string) (*Approval, record.Reaso
 		return a, record.NotApproved
 	case a.Digest != digest || a.App != app || a.Action != action:
 		return a, record.DigestMismatch
+	case !sameHeaders(a, contentType, contentEncoding):
+		return a, record.HeadersMismatch
 	case a.Status == StatusRejected:
 		return a, record.Rejected
 	case a.Consumed != 0:
@@ -183,6 +192,23 @@ func (s *Service) Retry(id, app, action, digest string) (*Approval, record.Reaso
 		return a, record.ApprovalExpired
 	}
 	return a, ""
+}
+
+// HeadersOf says whether a request with this content type and encoding may
+// use approval id: "" when they are the approved request's (or the approval
+// is unknown: Consume refuses that), else headers_mismatch.
+func (s *Service) HeadersOf(id, contentType, contentEncoding string) record.Reason {
+	a, err := s.store.Get(id)
+	if err == nil && !sameHeaders(a, contentType, contentEncoding) {
+		return record.HeadersMismatch
+	}
+	return ""
+}
+
+// sameHeaders: the Content-Type and Content-Encoding that change what the
+// approved body means are the ones the approver saw, byte for byte.
+func sameHeaders(a *Approval, contentType, contentEncoding string) bool {
+	return a.Headers["Content-Type"] == contentType && a.Headers["Content-Encoding"] == contentEncoding
 }
 
 // Capability checks a presented capability token for this request and

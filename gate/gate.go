@@ -54,6 +54,9 @@ type Call struct {
 	Capability    string // X-UAPK-Capability
 	Override      string // X-UAPK-Override
 	ContentType   string
+	// ContentEncoding is the request's Content-Encoding: with ContentType
+	// it changes what the body means, so an approval binds both.
+	ContentEncoding string
 	// Rewrites names the headers present that servers take to change the
 	// method or the target (RewriteHeaders); the gate refuses such a call.
 	Rewrites []string
@@ -192,11 +195,16 @@ func (g *Gate) Check(c *Call) *Verdict {
 			break
 		}
 		data.TokenID = cl.ID
+		if reason := svc.HeadersOf(cl.ApprovalID, c.ContentType, c.ContentEncoding); reason != "" {
+			v.ApprovalID = cl.ApprovalID
+			v.deny(reason)
+			break
+		}
 		v.allowApproved(cl.ApprovalID, c.Capability, record.Capability)
 		how, useID, tokenID = planConsume, cl.ApprovalID, cl.ID
 	case d.Outcome == rules.Pending && c.ApprovalID != "":
 		data.ApprovalIDPresented = c.ApprovalID
-		a, reason := svc.Retry(c.ApprovalID, c.Req.App, d.Action, v.Digest)
+		a, reason := svc.Retry(c.ApprovalID, c.Req.App, d.Action, v.Digest, c.ContentType, c.ContentEncoding)
 		if a != nil {
 			v.ApprovalID = a.ID
 		}
@@ -224,7 +232,7 @@ func (g *Gate) Check(c *Call) *Verdict {
 		v.Outcome, v.Reason, v.ApprovalID = rules.Allow, record.Override, cl.ApprovalID
 	case d.Outcome == rules.Pending:
 		pending = svc.NewPending(approvals.Pending{Decision: d, App: c.Req.App, Method: c.Req.Method,
-			URL: url, Body: c.Req.Body, ContentType: c.ContentType, Justification: c.Justification,
+			URL: url, Body: c.Req.Body, ContentType: c.ContentType, ContentEncoding: c.ContentEncoding, Justification: c.Justification,
 			OnBehalfOf: c.Req.OnBehalfOf, Digest: v.Digest})
 		v.Outcome, v.Reason, v.ApprovalID, v.Hold = rules.Pending, d.Reason, pending.ID, d.Hold
 		v.RequiredRoles, v.ExpiresAt = pending.RequiredRoles, pending.ExpiresAt

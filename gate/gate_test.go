@@ -389,3 +389,41 @@ func TestRewritesAreRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestApprovalBindsTheHeadersThatChangeTheBody: an approved retry whose
+// Content-Type or Content-Encoding is not the approved request's is
+// refused 409 headers_mismatch, by approval id or by token, and leaves the
+// approval usable by the request as approved.
+func TestApprovalBindsTheHeadersThatChangeTheBody(t *testing.T) {
+	w := newWorld(t)
+	held := journalEntry()
+	held.ContentType = "application/json"
+	v := w.g.Check(held)
+	if v.Outcome != rules.Pending {
+		t.Fatalf("%+v", v)
+	}
+	a := w.approve(t, v.ApprovalID)
+	for _, tc := range []struct{ name, ct, ce string }{
+		{"form-encoded", "application/x-www-form-urlencoded", ""},
+		{"no content type", "", ""},
+		{"gzip", "application/json", "gzip"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			byID := retry(v.ApprovalID)
+			byID.ContentType, byID.ContentEncoding = tc.ct, tc.ce
+			if r := w.g.Check(byID); r.Forward() || r.Reason != record.HeadersMismatch || r.Record == 0 {
+				t.Errorf("by approval id: %+v", r)
+			}
+			byToken := journalEntry()
+			byToken.Capability, byToken.ContentType, byToken.ContentEncoding = a.Token, tc.ct, tc.ce
+			if r := w.g.Check(byToken); r.Forward() || r.Reason != record.HeadersMismatch {
+				t.Errorf("by token: %+v", r)
+			}
+		})
+	}
+	ok := retry(v.ApprovalID)
+	ok.ContentType = "application/json"
+	if r := w.g.Check(ok); !r.Forward() {
+		t.Fatalf("the approved request as approved: %+v", r)
+	}
+}

@@ -40,7 +40,7 @@ func refusal(r record.Reason) (int, string) {
 		return http.StatusMethodNotAllowed, errBadRequest
 	case record.HostMismatch:
 		return http.StatusMisdirectedRequest, errMisdirected
-	case record.NotApproved, record.ApprovalExpired, record.Consumed, record.DigestMismatch,
+	case record.NotApproved, record.ApprovalExpired, record.Consumed, record.DigestMismatch, record.HeadersMismatch,
 		record.InvalidToken, record.AppMismatch, record.ActionMismatch:
 		return http.StatusConflict, errNotUsable
 	}

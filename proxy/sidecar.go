@@ -194,14 +194,15 @@ func (s *Sidecar) call(ctx *fasthttp.RequestCtx) *gate.Call {
 			RawQuery: t.query, Body: ctx.Request.Body(), App: app,
 			OnBehalfOf: string(h.Peek(gate.HeaderOnBehalfOf)), Escalation: string(h.Peek(gate.HeaderEscalation)),
 		},
-		URL:           t.url,
-		Door:          "sidecar",
-		Justification: string(h.Peek(gate.HeaderJustification)),
-		ApprovalID:    string(h.Peek(gate.HeaderApprovalID)),
-		Capability:    string(h.Peek(gate.HeaderCapability)),
-		Override:      string(h.Peek(gate.HeaderOverride)),
-		ContentType:   string(h.ContentType()),
-		Rewrites:      rewrites(func(name string) bool { return h.Peek(name) != nil }),
+		URL:             t.url,
+		Door:            "sidecar",
+		Justification:   string(h.Peek(gate.HeaderJustification)),
+		ApprovalID:      string(h.Peek(gate.HeaderApprovalID)),
+		Capability:      string(h.Peek(gate.HeaderCapability)),
+		Override:        string(h.Peek(gate.HeaderOverride)),
+		ContentType:     string(h.ContentType()),
+		ContentEncoding: string(h.ContentEncoding()),
+		Rewrites:        rewrites(func(name string) bool { return h.Peek(name) != nil }),
 	}
 }
 

@@ -86,6 +86,7 @@ const (
 	ActionMismatch    Reason = "action_mismatch"    // 409: token bound to another action
 	LedgerUnavailable Reason = "ledger_unavailable" // 503: the record could not be made durable; nothing forwarded
 	AmbiguousRequest  Reason = "ambiguous_request"  // 400: a header or parameter by which servers change the method or target
+	HeadersMismatch   Reason = "headers_mismatch"   // 409: a retry whose Content-Type or Content-Encoding is not the approved one's
 )
 
 // Reasons only the forward door gives.
@@ -142,7 +143,7 @@ var Reasons = []Reason{
 	AmountUnreadable, EscalationRequested,
 	UnknownApp, NotApproved, ApprovalExpired, Consumed, DigestMismatch, Rejected, BodyTooLarge,
 	Approved, Capability, Override, InvalidToken, AppMismatch, ActionMismatch, LedgerUnavailable,
-	AmbiguousRequest,
+	AmbiguousRequest, HeadersMismatch,
 	TunnelHost, TunnelNotAllowed, BadTarget, HostMismatch, ConnectInTunnel,
 	Forwarded, UpstreamError, TunnelClosed,
 	Signed, TTLElapsed, OverrideRequested, OverrideTokenIssued,

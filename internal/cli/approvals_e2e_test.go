@@ -423,6 +423,7 @@ func TestHeldAgentThatHangsUpLeavesTheApprovalUsable(t *testing.T) {
 	e := newEnv(t, withHold("2m"))
 	client := &http.Client{Timeout: 500 * time.Millisecond}
 	req, _ := http.NewRequest("POST", e.sidecar+"/api/v1/journal-entries", strings.NewReader(accrual250k))
+	req.Header.Set("Content-Type", "application/json") // as the retry below sends it: the approval binds it
 	if _, err := client.Do(req); err == nil {
 		t.Fatal("expected the client to give up while held")
 	}
