@@ -153,6 +153,7 @@ const (
 // Nothing may be forwarded unless the verdict says so, and it says so only
 // once the request record is durable.
 func (g *Gate) Check(c *Call) *Verdict {
+	ambiguous := ambiguousTarget(c.Req.Path, c.Req.RawQuery) // on the bytes received, before sanitize escapes any
 	c.sanitize()
 	now := g.now()
 	c.Req.Time = now
@@ -163,7 +164,9 @@ func (g *Gate) Check(c *Call) *Verdict {
 	v := &Verdict{started: now, App: c.Req.App, Digest: digestOf(c.Req.Method, url, bodyHash), door: c.Door}
 
 	var d rules.Decision
-	if detail := c.rewrite(); detail != "" {
+	if ambiguous != "" {
+		d = rules.Decision{Outcome: rules.Deny, Reason: record.AmbiguousPath, Detail: ambiguous}
+	} else if detail := c.rewrite(); detail != "" {
 		d = rules.Decision{Outcome: rules.Deny, Reason: record.AmbiguousRequest, Detail: detail}
 	} else if c.Req.App != m.AppID {
 		d = rules.Decision{Outcome: rules.Deny, Reason: record.UnknownApp,
@@ -310,6 +313,7 @@ func (c *Call) sanitize() {
 	c.ApprovalID = approvals.Clip(c.ApprovalID, maxV)
 	c.Capability = approvals.Clip(c.Capability, 4*maxV)
 	c.Override = approvals.Clip(c.Override, 4*maxV)
+	c.URL, c.Req.Path, c.Req.RawQuery = escapeTarget(c.URL), escapeTarget(c.Req.Path), escapeTarget(c.Req.RawQuery)
 }
 
 // rewrite says why the call names another method or target than the one

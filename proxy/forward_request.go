@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/elazarl/goproxy"
-	"github.com/valyala/fasthttp"
 
 	"github.com/uapk-gateway/uapk-proxy/gate"
 	"github.com/uapk-gateway/uapk-proxy/record"
@@ -170,12 +169,7 @@ func (f *Forward) call(r *http.Request, t *tunnel) (*gate.Call, error) {
 	if host == "" || strings.ContainsAny(host, "/?#@ ") {
 		return c, fmt.Errorf("host %q", host)
 	}
-	in := fasthttp.AcquireURI()
-	defer fasthttp.ReleaseURI(in)
-	if err := in.Parse([]byte(host), []byte(r.RequestURI)); err != nil {
-		return c, fmt.Errorf("request target %q: %v", r.RequestURI, err)
-	}
-	et := erpTarget(scheme, host, "", in)
+	et := erpTarget(scheme, host, "", originForm(r.RequestURI))
 	c.URL = et.url
 	h := r.Header
 	c.Req = rules.Request{

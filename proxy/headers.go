@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/uapk-gateway/uapk-proxy/gate"
-	"github.com/valyala/fasthttp"
 )
 
 // hopByHop are the RFC 9110 §7.6.1 connection-specific headers, plus the
@@ -131,27 +130,41 @@ func forwardedHeaders(remote, proto string) (forwarded, xff string) {
 	return `for="` + node + `";proto=` + proto, host
 }
 
-// target is what both doors make of a request target: the path the rules
-// classify is fasthttp's decoded, dot-segment-free path, and that same path
-// (under the upstream's base path) is what the ERP receives, in url.
+// target is what both doors make of a request target: exactly the bytes
+// received. The rules classify that path, the ERP receives that target
+// (under the upstream's base path), and the digest covers that URL; no
+// layer decodes it (the gate refuses what a server could decode into
+// another path).
 type target struct {
-	path  string // starts with "/"
-	query string // without "?", as sent
-	url   string // scheme://host/path[?query], the URL the digest covers
+	path  string // as received, still percent-encoded
+	query string // without "?", as received
+	url   string // scheme://host + path [+ "?" + query], the URL the digest covers
 }
 
-// erpTarget builds the target of parsed u for the ERP at scheme://host,
-// basePath prefixed ("" for none).
-func erpTarget(scheme, host, basePath string, u *fasthttp.URI) target {
-	t := target{path: basePath + string(u.Path()), query: string(u.QueryString())}
-	out := fasthttp.AcquireURI()
-	defer fasthttp.ReleaseURI(out)
-	out.SetScheme(scheme)
-	out.SetHost(host)
-	out.SetPath(t.path)
-	out.SetQueryString(t.query)
-	t.url = string(out.FullURI())
-	return t
+// erpTarget builds the target for the ERP at scheme://host of an
+// origin-form request target ("/path?query"), basePath prefixed.
+func erpTarget(scheme, host, basePath, requestURI string) target {
+	path, query, _ := strings.Cut(requestURI, "?")
+	return target{path: basePath + path, query: query, url: scheme + "://" + host + basePath + requestURI}
+}
+
+// originForm is the path-and-query part of a request target as received:
+// an absolute-form one ("http://host:port/path?q", as HTTP_PROXY clients
+// send) loses its scheme and authority, byte for byte otherwise.
+func originForm(requestURI string) string {
+	i := strings.Index(requestURI, "://")
+	if i < 0 || strings.HasPrefix(requestURI, "/") {
+		return requestURI
+	}
+	rest := requestURI[i+3:]
+	j := strings.IndexAny(rest, "/?")
+	if j < 0 {
+		return "/"
+	}
+	if rest[j] == '?' {
+		return "/" + rest[j:]
+	}
+	return rest[j:]
 }
 
 // rewrites returns which of gate.RewriteHeaders peek finds (nil: none).

@@ -119,7 +119,8 @@ func NewSidecar(cfg SidecarConfig) (*Sidecar, error) {
 		MaxConns: maxConns, MaxIdleConnDuration: 90 * time.Second, MaxResponseBodySize: maxResp,
 		ReadTimeout: s.timeout, WriteTimeout: s.timeout, MaxConnWaitTimeout: s.timeout,
 		NoDefaultUserAgentHeader: true, DisableHeaderNamesNormalizing: false,
-		MaxIdemponentCallAttempts: 1, // a journal entry is never sent twice behind the ledger's back
+		DisablePathNormalizing:    true, // the target goes as it came and was decided on
+		MaxIdemponentCallAttempts: 1,    // a journal entry is never sent twice behind the ledger's back
 	}
 	s.server = &fasthttp.Server{
 		Handler:               s.handle,
@@ -187,7 +188,7 @@ func (s *Sidecar) call(ctx *fasthttp.RequestCtx) *gate.Call {
 	if app == "" {
 		app = s.gate.Engine().Manifest().AppID
 	}
-	t := erpTarget(s.scheme, s.host, s.basePath, ctx.URI())
+	t := erpTarget(s.scheme, s.host, s.basePath, string(ctx.Request.Header.RequestURI()))
 	return &gate.Call{
 		Req: rules.Request{
 			Method: string(h.Method()), Scheme: s.scheme, Host: s.host, Path: t.path,

@@ -1,11 +1,13 @@
 package cli
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -295,7 +297,6 @@ func TestDeniedRequestsNeverReachTheERP(t *testing.T) {
 		{"denylisted audit_modify", "PUT", "/api/v1/audit-log/AL-1", `{"note":"x"}`, nil, businessHours, "denylisted", "audit_modify"},
 		{"denylisted log_delete", "DELETE", "/api/v1/audit-log/2026/11", "", nil, businessHours, "denylisted", "log_delete"},
 		{"denylisted record_destroy", "DELETE", "/api/v1/records/JE-1", "", nil, businessHours, "denylisted", "record_destroy"},
-		{"dot segments cannot dodge the denylist", "DELETE", "/api/v1/reconciliations/../records/JE-1", "", nil, businessHours, "denylisted", "record_destroy"},
 		{"unclassified", "GET", "/api/v1/payroll/export", "", nil, businessHours, "unclassified", ""},
 		{"role not allowed: no caller", "POST", "/api/v1/reconciliations", reconciliation, nil, businessHours, "role_not_allowed", "account_reconciliation"},
 		{"role not allowed: wrong role", "POST", "/api/v1/reconciliations", reconciliation, []string{"X-UAPK-On-Behalf-Of", "fm@corp.example"}, businessHours, "role_not_allowed", "account_reconciliation"},
@@ -609,5 +610,55 @@ func TestBadHeaderBytesAreRecordedNotRefused(t *testing.T) {
 	if code, m := e.post("/v1/overrides", map[string]string{"action": "financial_report", "duration": "1h",
 		"justification": "deadline \xff", "requested_by": "controller@corp.example"}); code != 201 {
 		t.Fatalf("override with a bad byte in its justification: %d %v", code, m)
+	}
+}
+
+// TestAmbiguousTargetsNeverReachTheERP: the path tricks an attack used (a
+// double-encoded ..;, an encoded slash, dot and empty segments, ';', '\',
+// an encoded unreserved letter, raw bytes that are not UTF-8) are refused
+// 400 ambiguous_path and recorded; none reaches the ERP. Sent on a raw
+// socket, so no client library tidies the target first.
+func TestAmbiguousTargetsNeverReachTheERP(t *testing.T) {
+	e := newEnv(t)
+	e.clock.Set(businessHours)
+	for _, tc := range []struct{ name, method, target string }{
+		{"double-encoded ..; to the payroll export", "GET", "/api/v1/accounts/..%253B/..%253B/payroll/export"},
+		{"encoded slash", "DELETE", "/api/v1/records%2fJE-1"},
+		{"dot segments", "DELETE", "/api/v1/reconciliations/../records/JE-1"},
+		{"empty segment", "DELETE", "/api/v1//records/JE-1"},
+		{"path parameter", "GET", "/api/v1/accounts/1010;jsessionid=x/balance"},
+		{"backslash", "GET", `/api/v1/accounts\1010\balance`},
+		{"encoded unreserved letter", "GET", "/api/v1/%61ccounts/1010/balance"},
+		{"malformed percent", "GET", "/api/v1/accounts/10%G0/balance"},
+		{"0xff in the query", "DELETE", "/api/v1/records/JE-1?x=\xff"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := e.erp.Stats().Total
+			conn, err := net.Dial("tcp", strings.TrimPrefix(e.sidecar, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", tc.method, tc.target)
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 400 || !strings.Contains(string(body), `"reason":"ambiguous_path"`) {
+				t.Fatalf("%d %s", resp.StatusCode, body)
+			}
+			seq, err := strconv.ParseUint(resp.Header.Get("X-UAPK-Record"), 10, 64)
+			if err != nil {
+				t.Fatalf("no record header: %v", resp.Header)
+			}
+			if r := e.record(seq); r.Reason != "ambiguous_path" || r.Decision != "deny" {
+				t.Errorf("record %+v", r)
+			}
+			if got := e.erp.Stats().Total; got != before {
+				t.Errorf("the ERP got %d requests", got-before)
+			}
+		})
 	}
 }
