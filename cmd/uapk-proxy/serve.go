@@ -303,17 +303,56 @@ func startServer(o *serveOptions, logw io.Writer) (*server, error) {
 	for _, w := range m.Warnings() {
 		log.Warn().Str("path", w.Path).Msg("manifest: " + w.Message)
 	}
+	s := &server{log: log, errc: make(chan error, 4), grace: o.Grace}
+	// Bind first: a start that cannot listen must leave nothing behind (no
+	// data directory, gateway key or config record of a start that never
+	// served).
+	var listeners []net.Listener
+	closeListeners := func() {
+		for _, ln := range listeners {
+			ln.Close()
+		}
+	}
+	listen := func(flag, addr string) (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			closeListeners()
+			return nil, exitf(2, "--%s: %v", flag, err)
+		}
+		listeners = append(listeners, ln)
+		return ln, nil
+	}
+	var sideLn, proxyLn net.Listener
+	var err error
+	if o.Upstream != "" {
+		if sideLn, err = listen("sidecar-addr", o.SidecarAddr); err != nil {
+			return nil, err
+		}
+		s.SidecarAddr = sideLn.Addr()
+	}
+	if o.ProxyAddr != "" {
+		if proxyLn, err = listen("proxy-addr", o.ProxyAddr); err != nil {
+			return nil, err
+		}
+		s.ProxyAddr = proxyLn.Addr()
+	}
+	adminLn, err := listen("admin-addr", o.AdminAddr)
+	if err != nil {
+		return nil, err
+	}
+	s.AdminAddr = adminLn.Addr()
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+		closeListeners()
 		return nil, exitf(2, "data dir: %v", err)
 	}
 	gwKey, created, err := keys.LoadOrCreate(filepath.Join(o.DataDir, "gateway.key"))
 	if err != nil {
+		closeListeners()
 		return nil, exitf(2, "gateway key: %v", err)
 	}
 	if created {
 		log.Info().Str("path", filepath.Join(o.DataDir, "gateway.key")).Msg("created the gateway key")
 	}
-	s := &server{log: log, errc: make(chan error, 4), grace: o.Grace}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// The sources are read at scrape time, when everything below is set.
@@ -338,10 +377,12 @@ func startServer(o *serveOptions, logw io.Writer) (*server, error) {
 	})
 	l, err := ledger.Open(filepath.Join(o.DataDir, "ledger.db"), ledger.Options{OnCommit: mx.Commit})
 	if err != nil {
+		closeListeners()
 		return nil, exitf(2, "ledger: %v", err)
 	}
 	s.ledger = l
 	fail := func(code int, err error) (*server, error) {
+		closeListeners()
 		l.Close()
 		return nil, exitf(code, "%v", err)
 	}
@@ -394,36 +435,6 @@ func startServer(o *serveOptions, logw io.Writer) (*server, error) {
 			return fail(2, err)
 		}
 	}
-	var listeners []net.Listener
-	listen := func(flag, addr string) (net.Listener, error) {
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			for _, l := range listeners {
-				l.Close()
-			}
-			return nil, fmt.Errorf("--%s: %w", flag, err)
-		}
-		listeners = append(listeners, ln)
-		return ln, nil
-	}
-	var sideLn, proxyLn net.Listener
-	if s.sidecar != nil {
-		if sideLn, err = listen("sidecar-addr", o.SidecarAddr); err != nil {
-			return fail(2, err)
-		}
-		s.SidecarAddr = sideLn.Addr()
-	}
-	if s.forward != nil {
-		if proxyLn, err = listen("proxy-addr", o.ProxyAddr); err != nil {
-			return fail(2, err)
-		}
-		s.ProxyAddr = proxyLn.Addr()
-	}
-	adminLn, err := listen("admin-addr", o.AdminAddr)
-	if err != nil {
-		return fail(2, err)
-	}
-	s.AdminAddr = adminLn.Addr()
 	live, err := evidence.NewLive(evidence.LiveConfig{Ledger: l, Approvals: s.approvals, GatewayKey: gwKey, Engine: s.gate.Engine})
 	if err != nil {
 		return fail(1, err)
