@@ -396,7 +396,7 @@ func startServer(o *serveOptions, logw io.Writer) (*server, error) {
 	if err != nil {
 		return fail(2, err)
 	}
-	if err := recordConfig(l, m, o, gwKey.Public().(ed25519.PublicKey), authority); err != nil {
+	if err := recordConfig(l, m, o, principals, gwKey.Public().(ed25519.PublicKey), authority); err != nil {
 		return fail(1, fmt.Errorf("ledger: record the configuration: %w", err))
 	}
 	s.gate, err = proxy.NewGate(proxy.GateConfig{
@@ -546,27 +546,33 @@ func (s *server) Close() error {
 }
 
 // recordConfig writes a config record at every start, so the chain says
-// which manifest and gateway key were in force from which seq on.
-func recordConfig(l *ledger.Ledger, m *rules.Manifest, o *serveOptions, gw ed25519.PublicKey, authority *ca.Authority) error {
+// which manifest, gateway key and principals were in force from which seq
+// on: an auditor needs no file from the install to check who signed.
+func recordConfig(l *ledger.Ledger, m *rules.Manifest, o *serveOptions, principals *rules.Principals, gw ed25519.PublicKey, authority *ca.Authority) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	data := map[string]any{
-		"manifest_file":    o.Manifest,
-		"manifest_version": m.Version,
-		"gateway_key":      base64.StdEncoding.EncodeToString(gw),
-		"proxy_version":    version,
-		"upstream":         o.Upstream,
-		"proxy_addr":       o.ProxyAddr,
+	list, sum, err := evidence.ConfigPrincipals(principals)
+	if err != nil {
+		return fmt.Errorf("principals: %w", err)
+	}
+	cfg := record.Config{
+		ManifestFile:     o.Manifest,
+		ManifestVersion:  m.Version,
+		GatewayKey:       base64.StdEncoding.EncodeToString(gw),
+		ProxyVersion:     version,
+		Upstream:         o.Upstream,
+		ProxyAddr:        o.ProxyAddr,
+		UpstreamCA:       o.UpstreamCA,
+		PrincipalsFile:   o.Principals,
+		PrincipalsSHA256: sum,
+		Principals:       list,
 	}
 	if authority != nil {
 		// Which CA could intercept from this seq on.
-		data["ca_sha256"] = authority.Fingerprint()
+		cfg.CASHA256 = authority.Fingerprint()
 	}
-	if o.UpstreamCA != "" {
-		data["upstream_ca"] = o.UpstreamCA
-	}
-	_, err := l.Append(ctx, ledger.Entry{
-		Kind: record.KindConfig, App: m.AppID, Decision: "", Reason: "start", Policy: m.Hash, Data: data,
+	_, err = l.Append(ctx, ledger.Entry{
+		Kind: record.KindConfig, App: m.AppID, Decision: record.None, Reason: record.Start, Policy: m.Hash, Data: cfg.Map(),
 	})
 	return err
 }
