@@ -57,8 +57,12 @@ type era struct {
 
 func (e *era) signers() bool { return e.known || e.given }
 
-func (e *era) get(id string) (record.Principal, bool) {
-	for _, p := range e.list {
+func (e *era) get(id string) (record.Principal, bool) { return findPrincipal(e.list, id) }
+
+// findPrincipal looks id up in list, ids compared without case as the
+// principals file compares them.
+func findPrincipal(list []record.Principal, id string) (record.Principal, bool) {
+	for _, p := range list {
 		if strings.EqualFold(p.ID, id) {
 			return p, true
 		}
@@ -160,7 +164,7 @@ func (h *principalHistory) eraEnd(i int, to uint64) uint64 {
 // given and the one in force.
 func principalsDiff(given, inForce []record.Principal, name string) string {
 	for _, p := range inForce {
-		g, ok := (&era{list: given}).get(p.ID)
+		g, ok := findPrincipal(given, p.ID)
 		switch {
 		case !ok:
 			return fmt.Sprintf("%s is not in %s", p.ID, name)
@@ -171,7 +175,7 @@ func principalsDiff(given, inForce []record.Principal, name string) string {
 		}
 	}
 	for _, g := range given {
-		if _, ok := (&era{list: inForce}).get(g.ID); !ok {
+		if _, ok := findPrincipal(inForce, g.ID); !ok {
 			return fmt.Sprintf("%s is in %s but was not in force", g.ID, name)
 		}
 	}
