@@ -15,7 +15,7 @@
 //	control-mapping.json  SOX 302/404/802 and ISO 27001 A.9/A.12: mechanism, settings in force, evidence (seqs, counts, jq selectors)
 //	control-mapping.md    the same for people
 //	keys/gateway.pub      PKIX PEM
-//	keys/principals.json  ids, roles, PEM public keys in force
+//	keys/principals.json  ids, roles, PEM public keys in force, each with the config records it was in force between
 //	manifest.json         each manifest in force, byte for byte, with the policy hash records name it by
 //	records.jsonl         the range's records exactly as stored, one per line
 //	report.html           one self-contained page: period, totals, overrides, rejections, chain status, a table per control
@@ -43,7 +43,8 @@
 //
 // # Bounded reading
 //
-// Prepare reads the range once through Source.Range, which reads in short
+// Prepare reads the range once through Source.Range (and the records
+// before it for their config records, see Principals), which reads in short
 // bounded transactions (ledger.Range: at most 10,000 records, 8 MiB each),
 // so that a proxy appending meanwhile never waits behind the export; it
 // hashes records.jsonl on the way and keeps only counts, seq runs and
@@ -65,6 +66,20 @@
 // ZIP, SHA256SUMS.sig, every file against SHA256SUMS, the anchor, the
 // manifests, the principals, each approval (digest and signatures), the
 // records (chain, policies, decisions against approvals.json, every
-// approved release complete), the anchor's signed head, and last the
-// derived files, rebuilt from the records and compared byte for byte.
+// approved release complete), the principals the range's config records
+// name, the anchor's signed head, and last the derived files, rebuilt from
+// the records and compared byte for byte.
+//
+// # Principals
+//
+// The chain carries who could sign: every config record (one at each
+// start) names the principals in force from it on, with their keys. An
+// export reads every config record up to the range's end, so that a
+// statement signed under a key replaced since is still checked against
+// that key; keys/principals.json gives each principal's entries with the
+// config records they were in force between (none when one set was in
+// force throughout, which is the file's form from before the chain carried
+// principals). A principals file given with the export stands in only for
+// records whose config record names no one, and is refused where it is not
+// what the chain says.
 package evidence

@@ -23,12 +23,18 @@ var (
 	// ErrManifestMismatch means a manifest was given that no record of the
 	// range was decided under.
 	ErrManifestMismatch = errors.New("manifest was not in force in the range")
-	// ErrNoPrincipals means the range holds signed decisions but no
-	// principals file was given, so approvers' keys cannot go in the bundle.
+	// ErrNoPrincipals means the range holds signed decisions made while the
+	// chain named no principals (its config records are from before they
+	// did) and no principals file was given, so approvers' keys cannot go
+	// in the bundle.
 	ErrNoPrincipals = errors.New("principals file needed")
 	// ErrPrincipalsMismatch means a signed decision does not verify with the
-	// key the principals file gives its approver.
-	ErrPrincipalsMismatch = errors.New("principals file does not match the signed decisions")
+	// key the principals in force (the chain's, or the file given) give its
+	// approver.
+	ErrPrincipalsMismatch = errors.New("principals do not match the signed decisions")
+	// ErrPrincipalsDisagree means a principals file was given that is not
+	// what the chain's config records say was in force for the range.
+	ErrPrincipalsDisagree = errors.New("principals file disagrees with the chain")
 	// ErrMissingApproval means a record names an approval the store lacks.
 	ErrMissingApproval = errors.New("approval referenced by the ledger is missing")
 	// ErrCheckpoint means the archive's checkpoint does not verify.
@@ -44,7 +50,7 @@ var (
 const (
 	ProblemNotZip             = "not_a_zip"           // unreadable as a ZIP
 	ProblemBadEntry           = "bad_entry"           // unsafe or duplicate name, unreadable entry
-	ProblemMissingFile        = "missing_file"        // a §6 file or a file SHA256SUMS lists is absent
+	ProblemMissingFile        = "missing_file"        // a bundle file, or one SHA256SUMS lists, is absent
 	ProblemUnlistedFile       = "unlisted_file"       // a file SHA256SUMS does not list
 	ProblemBadSums            = "bad_sums"            // SHA256SUMS malformed
 	ProblemBadKey             = "bad_key"             // keys/gateway.pub unusable

@@ -38,8 +38,13 @@ type Options struct {
 	// each must be one a record of the range was decided under. They are
 	// tried before the Source and before the files config records name.
 	Manifests []ManifestFile
-	// Principals in force (the CLI's --principals); nil: the Source's.
-	// Every signed statement exported must verify with these keys.
+	// Principals is a principals file given (the CLI's --principals). The
+	// chain's config records say who was in force when, and are what the
+	// bundle carries; Principals stands in only where they name no one (a
+	// chain from before they did), and is refused (ErrPrincipalsDisagree)
+	// if it is not what the chain says was in force for the range. nil:
+	// the Source's principals stand in instead. Every signed statement
+	// exported must verify with the key in force when it was signed.
 	Principals *rules.Principals
 	// PrincipalsName names their origin in keys/principals.json.
 	PrincipalsName string
@@ -129,6 +134,26 @@ func Prepare(ctx context.Context, src Source, opts Options) (*Bundle, error) {
 	}
 
 	res := newResolver(src, opts, to)
+	hist := newPrincipalHistory()
+	// Who was in force before the range: every config record from the
+	// start, so that a statement signed under a key replaced since still
+	// has its key. Only config records are parsed.
+	if from > 1 {
+		err = src.Range(1, from-1, func(_ uint64, raw []byte) error {
+			if !bytes.Contains(raw, kindConfig) {
+				return nil
+			}
+			r, err := parseRecord(raw)
+			if err != nil || r.Kind != record.KindConfig {
+				return nil // the range's own check is the one that reports
+			}
+			res.noteConfig(r)
+			return hist.addConfig(r)
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
 	b := newBuilder(res.manifest)
 	v := &linkCheck{next: from, prev: fr.Prev}
 	recHash := sha256.New()
@@ -150,6 +175,12 @@ func Prepare(ctx context.Context, src Source, opts Options) (*Bundle, error) {
 		}
 		recHash.Write(raw)
 		recHash.Write(newline)
+		if r.Kind == record.KindConfig {
+			res.noteConfig(r)
+			if err := hist.addConfig(r); err != nil {
+				return err
+			}
+		}
 		if err := b.add(r); err != nil {
 			return fmt.Errorf("record %d: %w", seq, err)
 		}
@@ -185,13 +216,12 @@ func Prepare(ctx context.Context, src Source, opts Options) (*Bundle, error) {
 			bd.Close()
 		}
 	}()
-	principals := opts.Principals
 	pname := opts.PrincipalsName
-	if principals == nil {
-		principals = src.Principals()
-		if pname == "" && principals != nil {
-			pname = "the running proxy's principals"
-		}
+	if pname == "" {
+		pname = "the principals file given"
+	}
+	if err := hist.resolve(opts.Principals, pname, src.Principals(), from, to); err != nil {
+		return nil, err
 	}
 	anchor := &Anchor{
 		Format: bundleFormat, Generator: generatorVersion, App: b.app, Framework: fw,
@@ -201,7 +231,7 @@ func Prepare(ctx context.Context, src Source, opts Options) (*Bundle, error) {
 		First:   Link{Seq: from, Time: fr.Time, Prev: fr.Prev, Hash: fr.Hash},
 		Last:    Link{Seq: last.Seq, Time: last.Time, Hash: last.Hash},
 	}
-	nApprovals, err := writeApprovals(ctx, bd.approval, src, ids, anchor, principals)
+	nApprovals, err := writeApprovals(ctx, bd.approval, src, ids, anchor, hist)
 	if err != nil {
 		return nil, err
 	}
@@ -215,7 +245,7 @@ func Prepare(ctx context.Context, src Source, opts Options) (*Bundle, error) {
 	if bd.files[FileManifest], err = manifestsJSON(b.policies, res); err != nil {
 		return nil, err
 	}
-	if bd.files[FilePrincipals], err = principalsJSON(principals, pname); err != nil {
+	if bd.files[FilePrincipals], err = principalsJSON(hist); err != nil {
 		return nil, err
 	}
 	if bd.files[FileGatewayPub], err = keys.PublicPEM(key.Public().(ed25519.PublicKey)); err != nil {
@@ -459,7 +489,7 @@ type resolver struct {
 
 func newResolver(src Source, opts Options, to uint64) *resolver {
 	r := &resolver{src: src, given: opts.Manifests, used: map[int]bool{}, to: to, names: map[string]string{},
-		raw: map[string][]byte{}, parsed: map[string]*rules.Manifest{}}
+		raw: map[string][]byte{}, parsed: map[string]*rules.Manifest{}, files: map[string]string{}}
 	for _, m := range opts.Manifests {
 		s := sha256.Sum256(m.Data)
 		r.givenSum = append(r.givenSum, hex.EncodeToString(s[:]))
@@ -493,6 +523,12 @@ func (r *resolver) bytes(policy string) ([]byte, string, error) {
 	if data, ok := r.src.Manifest(policy); ok && sha256Hex(data) == policy {
 		return data, "the running proxy's manifest", nil
 	}
+	// The config records read so far usually name it (one comes before
+	// the records decided under its policy); else read them all up to
+	// the range's end.
+	if data, ok := readManifest(r.files[policy], policy); ok {
+		return data, r.files[policy], nil
+	}
 	if !r.scanned {
 		if err := r.scanConfig(); err != nil {
 			return nil, "", err
@@ -500,12 +536,28 @@ func (r *resolver) bytes(policy string) ([]byte, string, error) {
 	}
 	file := r.files[policy]
 	if file != "" {
-		if data, err := os.ReadFile(file); err == nil && sha256Hex(data) == policy {
+		if data, ok := readManifest(file, policy); ok {
 			return data, file, nil
 		}
 		return nil, "", fmt.Errorf("%w: records were decided under policy %s, the manifest %s named by its config record, which is gone or has changed since; give the manifest that was in force with --manifest", ErrNoManifest, policy, file)
 	}
 	return nil, "", fmt.Errorf("%w: records were decided under policy %s and no config record up to record %d names its file; give it with --manifest", ErrNoManifest, policy, r.to)
+}
+
+func readManifest(file, policy string) ([]byte, bool) {
+	if file == "" {
+		return nil, false
+	}
+	data, err := os.ReadFile(file)
+	return data, err == nil && sha256Hex(data) == policy
+}
+
+// noteConfig takes a config record met on the way: the manifest file it
+// names for its policy.
+func (r *resolver) noteConfig(rec *rec) {
+	if f := dataOf[record.Config](rec).ManifestFile; f != "" && rec.Policy != "" {
+		r.files[rec.Policy] = f
+	}
 }
 
 // scanConfig finds the manifest files config records name; it reads the
@@ -517,12 +569,8 @@ func (r *resolver) scanConfig() error {
 		if !bytes.Contains(raw, kindConfig) {
 			return nil
 		}
-		rec, err := parseRecord(raw)
-		if err != nil || rec.Kind != record.KindConfig {
-			return nil
-		}
-		if f := dataOf[record.Config](rec).ManifestFile; f != "" && rec.Policy != "" {
-			r.files[rec.Policy] = f
+		if rec, err := parseRecord(raw); err == nil && rec.Kind == record.KindConfig {
+			r.noteConfig(rec)
 		}
 		return nil
 	})
@@ -590,11 +638,21 @@ func manifestsJSON(pols []*policyUse, res *resolver) ([]byte, error) {
 	return marshal(out)
 }
 
-// PrincipalEntry is one principal of keys/principals.json.
+// PrincipalEntry is one principal of keys/principals.json. One person
+// whose key or roles changed within the chain has one entry for each,
+// each with the config records between which it was in force.
 type PrincipalEntry struct {
 	ID        string   `json:"id"`
 	Roles     []string `json:"roles"`
 	PublicKey string   `json:"public_key"` // PKIX PEM; "" for one who never signs
+	// ConfigRecord is the config record that put this entry in force (0:
+	// from the chain's start); UntilRecord the config record that replaced
+	// it (0: still in force at the range's end). A statement signed in
+	// record S is checked against the entry with ConfigRecord < S and
+	// UntilRecord 0 or above S. When one set of principals was in force
+	// throughout, both are left out and each person has one entry.
+	ConfigRecord uint64 `json:"config_record,omitempty"`
+	UntilRecord  uint64 `json:"until_record,omitempty"`
 }
 
 // PrincipalsFile is keys/principals.json.
@@ -604,16 +662,8 @@ type PrincipalsFile struct {
 	Principals []PrincipalEntry `json:"principals"`
 }
 
-func principalsJSON(p *rules.Principals, name string) ([]byte, error) {
-	out := PrincipalsFile{Format: "uapk-principals/1", Source: name, Principals: []PrincipalEntry{}}
-	if p == nil {
-		out.Source = "none given: the range holds no signed statement"
-	}
-	for _, pr := range p.All() {
-		roles := append([]string{}, pr.Roles...)
-		out.Principals = append(out.Principals, PrincipalEntry{ID: pr.ID, Roles: roles, PublicKey: pr.PublicKeyPEM()})
-	}
-	return marshal(out)
+func principalsJSON(h *principalHistory) ([]byte, error) {
+	return marshal(PrincipalsFile{Format: "uapk-principals/1", Source: h.source(), Principals: h.entries()})
 }
 
 // Statement is one signed decision in approvals.json, with the exact text
@@ -678,7 +728,7 @@ const statementFormat = "uapk-approval-v1\\n<approval id>\\n<request digest>\\n<
 // transaction each). Every statement written must verify with the
 // principals' keys: a bundle whose signatures cannot be checked is refused
 // here rather than failing its verification later.
-func writeApprovals(ctx context.Context, w io.Writer, src Source, ids map[string]uint64, a *Anchor, principals *rules.Principals) (int, error) {
+func writeApprovals(ctx context.Context, w io.Writer, src Source, ids map[string]uint64, a *Anchor, principals *principalHistory) (int, error) {
 	order := make([]string, 0, len(ids))
 	for id := range ids {
 		order = append(order, id)
@@ -781,20 +831,32 @@ func rfc(t time.Time) string {
 	return t.UTC().Format(time.RFC3339Nano)
 }
 
-func checkStatements(e ApprovalEntry, principals *rules.Principals) error {
+// checkStatements holds each statement to the key its approver had when it
+// was signed: the principals the last config record before it put in force.
+func checkStatements(e ApprovalEntry, h *principalHistory) error {
 	for _, s := range e.Statements {
-		if principals == nil {
-			return fmt.Errorf("%w: approval %s has signed statements (%s, record %d); give the principals file in force with --principals",
-				ErrNoPrincipals, e.ID, s.Approver, s.Record)
+		era := h.at(s.Record)
+		if !era.signers() {
+			why := fmt.Sprintf("config record %d names no principals", era.config)
+			if era.config == 0 {
+				why = "no config record before it names the principals"
+			}
+			return fmt.Errorf("%w: approval %s has signed statements (%s, record %d) and %s; give the principals file in force with --principals",
+				ErrNoPrincipals, e.ID, s.Approver, s.Record, why)
 		}
-		p, ok := principals.Get(s.Approver)
-		if !ok || !p.CanSign() {
-			return fmt.Errorf("%w: %s signed approval %s (record %d) but has no key in the principals file given", ErrPrincipalsMismatch, s.Approver, e.ID, s.Record)
+		where := fmt.Sprintf("the chain's config record %d", era.config)
+		if era.given {
+			where = h.givenName
 		}
-		sig, err := base64.StdEncoding.DecodeString(s.Signature)
-		if err != nil || !ed25519.Verify(p.PublicKey, []byte(s.Statement), sig) {
-			return fmt.Errorf("%w: %s's signature on approval %s (record %d) does not verify with their key in the principals file given; give the one that was in force",
-				ErrPrincipalsMismatch, s.Approver, e.ID, s.Record)
+		p, ok := era.get(s.Approver)
+		if !ok || p.PublicKey == "" {
+			return fmt.Errorf("%w: %s signed approval %s (record %d) but has no key among the principals in force then (%s)", ErrPrincipalsMismatch, s.Approver, e.ID, s.Record, where)
+		}
+		pub, err := keys.ParsePublic([]byte(p.PublicKey))
+		sig, serr := base64.StdEncoding.DecodeString(s.Signature)
+		if err != nil || serr != nil || !ed25519.Verify(pub, []byte(s.Statement), sig) {
+			return fmt.Errorf("%w: %s's signature on approval %s (record %d) does not verify with their key in %s; give the one that was in force",
+				ErrPrincipalsMismatch, s.Approver, e.ID, s.Record, where)
 		}
 	}
 	return nil

@@ -36,7 +36,9 @@ type Source interface {
 	// GatewayKey signs SHA256SUMS and, when no archived checkpoint covers
 	// the range, the head.
 	GatewayKey() ed25519.PrivateKey
-	// Principals in force, nil if unknown (Options.Principals wins).
+	// Principals in force now, nil if unknown: they stand in for
+	// records whose config record names none, unless Options.Principals
+	// is given.
 	Principals() *rules.Principals
 	// Manifest returns the manifest bytes whose SHA-256 is policy, if this
 	// source has them (Options.Manifests are tried first).

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"path"
 	"regexp"
 	"runtime"
@@ -66,14 +67,15 @@ const (
 // key it carries (compare Report.GatewayKey with GET /v1/keys/gateway, or
 // the key the archive's checkpoints verify with). In order:
 //
-//  1. the ZIP: readable, safe unique names, the §6 files present;
+//  1. the ZIP: readable, safe unique names, every bundle file present;
 //  2. SHA256SUMS.sig: Ed25519 by keys/gateway.pub over SHA256SUMS, first,
 //     because every other check rests on SHA256SUMS;
 //  3. SHA256SUMS: lists every file but itself and its signature, and each
 //     file's SHA-256 matches;
 //  4. anchor.json, manifest.json (each manifest hashes to its policy),
-//     keys/principals.json, approvals.json (each signed statement verifies
-//     with its approver's key; bodies hash to their digests);
+//     keys/principals.json (one entry a person at any time), approvals.json
+//     (each signed statement verifies with the key its approver had when
+//     it was signed; bodies hash to their digests);
 //  5. records.jsonl: an intact chain from the anchor's prev and first seq
 //     (package verifier) ending at the anchor's last record, through every
 //     signed checkpoint recorded in it; every record's policy has its
@@ -81,6 +83,8 @@ const (
 //     approvals.json; every record that lets an approved request or an
 //     override through has its approval, complete: every required role
 //     filled by a distinct person holding it, none of them the requester;
+//     every config record naming principals names what
+//     keys/principals.json gives as in force after it;
 //  6. the anchor's checkpoint: signed by the gateway and covering the range;
 //  7. control-mapping.json, control-mapping.md and report.html are what the
 //     records give (rebuilt and compared, when made by this version).
@@ -97,13 +101,34 @@ func Verify(r io.ReaderAt, size int64) (Report, error) {
 	return v.rep, nil
 }
 
+// principal is one entry of keys/principals.json: a person's roles and key
+// as in force from config record from (0: the start) until config record
+// until (0: the range's end).
 type principal struct {
-	id    string
-	roles []string
-	pub   ed25519.PublicKey
+	id          string
+	roles       []string
+	pub         ed25519.PublicKey
+	keyPEM      string
+	from, until uint64
 }
 
 func (p *principal) has(role string) bool { return slices.Contains(p.roles, role) }
+
+// inForceAfter reports whether p was in force once record seq was written.
+func (p *principal) inForceAfter(seq uint64) bool {
+	return p.from <= seq && (p.until == 0 || p.until > seq)
+}
+
+// signer is the principal whose key a statement signed in record seq is
+// checked against: the one in force when it was written.
+func (v *bundleVerifier) signer(id string, seq uint64) *principal {
+	for _, p := range v.principals[strings.ToLower(id)] {
+		if p.inForceAfter(max(seq, 1) - 1) {
+			return p
+		}
+	}
+	return nil
+}
 
 type bundleVerifier struct {
 	rep        Report
@@ -113,11 +138,19 @@ type bundleVerifier struct {
 	keys       []ed25519.PublicKey // the gateway key and those config records name
 	anchor     Anchor
 	manifests  map[string]*rules.Manifest
-	principals map[string]*principal // by lower-case id
+	principals map[string][]*principal // by lower-case id, one per span of config records
+	configs    []configClaim
+	configsCut bool // more config records than maxRuns: the rest are not held to keys/principals.json
 	approvals  map[string]*ApprovalEntry
 	seen       map[string]bool // approval id "\x00" record: statements found in the records
 	complete   map[string]*Problem
 	claims     []cpClaim
+}
+
+// configClaim is a config record of the range that names its principals.
+type configClaim struct {
+	seq          uint64
+	claimed, sum string // its principals_sha256, and the hash of its principals as stored
 }
 
 type cpClaim struct {
@@ -156,6 +189,9 @@ func (v *bundleVerifier) run(r io.ReaderAt, size int64) *Problem {
 		return nil, problemf(ProblemBadManifest, FileManifest, 0, "records were decided under policy %s, which manifest.json does not have", policy)
 	})
 	if p := v.checkRecords(b); p != nil {
+		return p
+	}
+	if p := v.checkConfigPrincipals(); p != nil {
 		return p
 	}
 	if p := v.checkAnchorCheckpoint(); p != nil {
@@ -334,6 +370,13 @@ func (v *bundleVerifier) prescan(line []byte) {
 			!slices.ContainsFunc(v.keys, func(x ed25519.PublicKey) bool { return bytes.Equal(x, k) }) {
 			v.keys = append(v.keys, k)
 		}
+		if sum, claimed, ok := rawPrincipals(r.Data); ok {
+			if len(v.configs) == maxRuns {
+				v.configsCut = true
+				break
+			}
+			v.configs = append(v.configs, configClaim{seq: r.Seq, claimed: claimed, sum: sum})
+		}
 	case record.KindCheckpoint:
 		if d := dataOf[record.Checkpoint](r); d.Note != "" && len(v.claims) < maxRuns {
 			v.claims = append(v.claims, cpClaim{seq: r.Seq, size: d.Size, hash: d.Hash, note: d.Note})
@@ -453,13 +496,23 @@ func (v *bundleVerifier) readPrincipals() *Problem {
 	if err := strictJSON(data, &pf); err != nil {
 		return problemf(ProblemBadPrincipals, FilePrincipals, 0, "%s is not valid: %v", FilePrincipals, err)
 	}
-	v.principals = map[string]*principal{}
+	v.principals = map[string][]*principal{}
+	spans := 0
 	for _, e := range pf.Principals {
 		k := strings.ToLower(e.ID)
-		if e.ID == "" || v.principals[k] != nil {
-			return problemf(ProblemBadPrincipals, FilePrincipals, 0, "%s: id %q is empty or appears twice", FilePrincipals, e.ID)
+		if e.ID == "" {
+			return problemf(ProblemBadPrincipals, FilePrincipals, 0, "%s: an id is empty", FilePrincipals)
 		}
-		pr := &principal{id: e.ID, roles: e.Roles}
+		if e.UntilRecord != 0 && e.UntilRecord <= e.ConfigRecord {
+			return problemf(ProblemBadPrincipals, FilePrincipals, 0, "%s: %s's entry is in force from config record %d until %d", FilePrincipals, e.ID, e.ConfigRecord, e.UntilRecord)
+		}
+		pr := &principal{id: e.ID, roles: e.Roles, keyPEM: e.PublicKey, from: e.ConfigRecord, until: e.UntilRecord}
+		for _, q := range v.principals[k] {
+			// One person, one entry at any time.
+			if max(pr.from, q.from) < min(orInf(pr.until), orInf(q.until)) {
+				return problemf(ProblemBadPrincipals, FilePrincipals, 0, "%s: id %q appears twice for the same records", FilePrincipals, e.ID)
+			}
+		}
 		if e.PublicKey != "" {
 			pub, err := keys.ParsePublic([]byte(e.PublicKey))
 			if err != nil {
@@ -467,7 +520,52 @@ func (v *bundleVerifier) readPrincipals() *Problem {
 			}
 			pr.pub = pub
 		}
-		v.principals[k] = pr
+		if len(v.principals[k]) > 0 {
+			spans++
+		}
+		v.principals[k] = append(v.principals[k], pr)
+	}
+	if spans > 0 {
+		what := "an entry"
+		if spans > 1 {
+			what = fmt.Sprintf("%d entries", spans)
+		}
+		v.rep.Notes = append(v.rep.Notes, fmt.Sprintf("%s holds %s replaced at a later config record (a new key or roles): each statement is checked against the entry in force when it was signed", FilePrincipals, what))
+	}
+	return nil
+}
+
+func orInf(until uint64) uint64 {
+	if until == 0 {
+		return math.MaxUint64
+	}
+	return until
+}
+
+// checkConfigPrincipals holds keys/principals.json to the config records
+// of the range, once the chain has vouched for them: each names the
+// principals it put in force, and the bundle must give exactly those as in
+// force after it.
+func (v *bundleVerifier) checkConfigPrincipals() *Problem {
+	if v.configsCut {
+		v.rep.Notes = append(v.rep.Notes, fmt.Sprintf("only the first %d config records' principals were held to %s", len(v.configs), FilePrincipals))
+	}
+	for _, c := range v.configs {
+		if c.sum != c.claimed {
+			return problemf(ProblemBadPrincipals, FileRecords, c.seq, "config record %d: its principals do not hash to its principals_sha256 %s", c.seq, c.claimed)
+		}
+		var list []record.Principal
+		for _, k := range sortedKeys(v.principals) {
+			for _, p := range v.principals[k] {
+				if p.inForceAfter(c.seq) {
+					list = append(list, record.Principal{ID: p.id, Roles: p.roles, PublicKey: p.keyPEM})
+				}
+			}
+		}
+		slices.SortFunc(list, func(a, b record.Principal) int { return strings.Compare(a.ID, b.ID) })
+		if sum, err := principalsSHA256(list); err != nil || sum != c.claimed {
+			return problemf(ProblemBadPrincipals, FilePrincipals, c.seq, "%s does not give the principals config record %d put in force (principals_sha256 %s)", FilePrincipals, c.seq, c.claimed)
+		}
 	}
 	return nil
 }
@@ -536,9 +634,9 @@ func (v *bundleVerifier) checkApproval(a *ApprovalEntry) *Problem {
 		if s.Statement != want {
 			return problemf(ProblemApprovalMismatch, FileApprovals, s.Record, "approval %s: the statement text of %s's %s is not the one its fields give", a.ID, s.Approver, s.Decision)
 		}
-		pr := v.principals[strings.ToLower(s.Approver)]
+		pr := v.signer(s.Approver, s.Record)
 		if pr == nil || pr.pub == nil {
-			return problemf(ProblemApprovalSignature, FileApprovals, s.Record, "approval %s: %s signed a statement but has no public key in %s", a.ID, s.Approver, FilePrincipals)
+			return problemf(ProblemApprovalSignature, FileApprovals, s.Record, "approval %s: %s signed a statement (record %d) but has no public key in force then in %s", a.ID, s.Approver, s.Record, FilePrincipals)
 		}
 		sig, err := base64.StdEncoding.DecodeString(s.Signature)
 		if err != nil || !ed25519.Verify(pr.pub, []byte(want), sig) {
@@ -787,7 +885,7 @@ func (v *bundleVerifier) completeness(ap *ApprovalEntry) *Problem {
 			return problemf(ProblemIncompleteApproval, FileApprovals, 0, "approval %s counts %s twice: one person counts once", ap.ID, s.Approver)
 		}
 		seen[k] = true
-		pr := v.principals[k] // checkApproval made sure it exists
+		pr := v.signer(s.Approver, s.Record) // checkApproval made sure it exists
 		if !pr.has(s.Role) {
 			return problemf(ProblemIncompleteApproval, FileApprovals, 0, "approval %s: %s signed as %s, a role %s does not give them (they hold %v)", ap.ID, s.Approver, s.Role, FilePrincipals, pr.roles)
 		}

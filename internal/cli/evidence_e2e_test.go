@@ -386,6 +386,10 @@ func TestEvidenceExportRefusals(t *testing.T) {
 	raw, _ := os.ReadFile(exampleManifest)
 	os.WriteFile(other, bytes.Replace(raw, []byte(`"version": "1.0"`), []byte(`"version": "1.1"`), 1), 0o644)
 	otherPrincipals := writePrincipals(t, t.TempDir()) // same people, new keys
+	// The same keys, one role more: the chain says otherwise.
+	pr, _ := os.ReadFile(e.opts.Principals)
+	otherRoles := filepath.Join(filepath.Dir(e.opts.Principals), "principals-roles.yaml")
+	os.WriteFile(otherRoles, bytes.Replace(pr, []byte("[staff_accountant]"), []byte("[staff_accountant, controller]"), 1), 0o644)
 	cases := []struct {
 		name string
 		args []string
@@ -393,7 +397,7 @@ func TestEvidenceExportRefusals(t *testing.T) {
 		want string
 	}{
 		{"a manifest that was not in force", []string{"--manifest", other, "--principals", e.opts.Principals}, 1, "was not in force"},
-		{"signed decisions need the principals", nil, 1, "principals file needed"},
+		{"principals that disagree with the chain's", []string{"--principals", otherRoles}, 1, "disagrees with the chain"},
 		{"principals whose keys did not sign", []string{"--principals", otherPrincipals}, 1, "does not verify with their key"},
 		{"unknown framework", []string{"--framework", "HIPAA"}, 2, "unknown framework"},
 		{"bad date", []string{"--from", "last tuesday"}, 2, "neither a date"},

@@ -39,8 +39,12 @@ gateway signature. The same range of the same ledger gives the same bytes.
 or RFC 3339 times (--to excluded); --from-seq/--to-seq select by seq instead.
 The manifests in force are read from the files the config records name unless
 given with --manifest (each must be one a record of the range was decided
-under); --principals gives the approvers' keys and must verify every signed
-statement exported.`,
+under). The approvers' keys come from the chain: every config record up to
+the range's end names the principals in force from it on, and each signed
+statement is checked against the key its approver had then. --principals is
+needed only for records written by a proxy whose config records name no
+principals; given otherwise, it must be what the chain says was in force for
+the range, or the export is refused.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {
@@ -107,7 +111,7 @@ statement exported.`,
 	f.StringVar(&framework, "framework", "SOX", "SOX (SOX 302/404/802 and ISO 27001 A.9/A.12), ISO27001 or ALL")
 	f.StringVarP(&out, "output", "o", "", "the bundle to write (FILE.zip)")
 	f.StringArrayVar(&manifests, "manifest", nil, "a manifest in force in the range (repeatable); default: the files config records name")
-	f.StringVar(&principals, "principals", "", "the principals file in force: approvers' public keys")
+	f.StringVar(&principals, "principals", "", "the principals file in force, for chains whose config records name none (default: the chain's)")
 	f.BoolVar(&inclApprovals, "include-approvals", true, "put approved approvals and their statements in approvals.json")
 	f.BoolVar(&inclRejections, "include-rejections", true, "put rejected approvals and rejection statements in approvals.json")
 	return cmd

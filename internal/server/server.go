@@ -168,11 +168,9 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 	for _, w := range m.Warnings() {
 		log.Warn().Str("path", w.Path).Msg("manifest: " + w.Message)
 	}
-	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
-		return nil, failf(2, "data dir: %v", err)
-	}
-	// Bind first: an address in use must not leave a fresh gateway key or
-	// ledger behind (a config record naming a key nobody will use).
+	// Bind first: a start that cannot listen must leave nothing behind (no
+	// data directory, gateway key or config record of a start that never
+	// served).
 	var listeners []net.Listener
 	closeListeners := func() {
 		for _, ln := range listeners {
@@ -203,6 +201,10 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 	adminLn, err := listen("admin-addr", o.AdminAddr)
 	if err != nil {
 		return nil, err
+	}
+	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+		closeListeners()
+		return nil, failf(2, "data dir: %v", err)
 	}
 	gwKey, created, err := keys.LoadOrCreate(filepath.Join(o.DataDir, "gateway.key"))
 	if err != nil {
@@ -412,28 +414,34 @@ func (s *Server) Close() error {
 }
 
 // recordConfig writes a config record at every start, so the chain says
-// which manifest and gateway key were in force from which seq on.
+// which manifest, gateway key and principals were in force from which seq
+// on: an auditor needs no file from the install to check who signed.
 func recordConfig(l *ledger.Ledger, o Config, gw ed25519.PublicKey, authority *ca.Authority) error {
-	m := o.Manifest
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	data := map[string]any{
-		"manifest_file":    o.ManifestFile,
-		"manifest_version": m.Version,
-		"gateway_key":      base64.StdEncoding.EncodeToString(gw),
-		"proxy_version":    o.Version,
-		"upstream":         o.Upstream,
-		"proxy_addr":       o.ProxyAddr,
+	list, sum, err := evidence.ConfigPrincipals(o.Principals)
+	if err != nil {
+		return fmt.Errorf("principals: %w", err)
+	}
+	cfg := record.Config{
+		ManifestFile:     o.ManifestFile,
+		ManifestVersion:  o.Manifest.Version,
+		GatewayKey:       base64.StdEncoding.EncodeToString(gw),
+		ProxyVersion:     o.Version,
+		Upstream:         o.Upstream,
+		ProxyAddr:        o.ProxyAddr,
+		UpstreamCA:       o.UpstreamCAFile,
+		PrincipalsFile:   o.PrincipalsFile,
+		PrincipalsSHA256: sum,
+		Principals:       list,
 	}
 	if authority != nil {
 		// Which CA could intercept from this seq on.
-		data["ca_sha256"] = authority.Fingerprint()
+		cfg.CASHA256 = authority.Fingerprint()
 	}
-	if o.UpstreamCAFile != "" {
-		data["upstream_ca"] = o.UpstreamCAFile
-	}
-	_, err := l.Append(ctx, ledger.Entry{
-		Kind: record.KindConfig, App: m.AppID, Decision: "", Reason: "start", Policy: m.Hash, Data: data,
+	_, err = l.Append(ctx, ledger.Entry{
+		Kind: record.KindConfig, App: o.Manifest.AppID, Decision: record.None, Reason: record.Start,
+		Policy: o.Manifest.Hash, Data: cfg.Map(),
 	})
 	return err
 }
