@@ -132,8 +132,7 @@ const (
 
 // Reasons of config records.
 const (
-	Start            Reason = "start"             // the proxy started
-	PrincipalsChange Reason = "principals_change" // the principals in force changed while running
+	Start Reason = "start" // the proxy started; the principals file is read only then
 )
 
 // Reasons lists every reason code above, for checks that a mapping or a
@@ -150,7 +149,7 @@ var Reasons = []Reason{
 	Signed, TTLElapsed, OverrideRequested, OverrideTokenIssued,
 	RefuseBadRequest, RefuseExpired, RefuseClosed, RefuseUnknown, RefuseBadSignature,
 	RefuseStale, RefuseSelf, RefuseDuplicate, RefuseWrongRole, RefuseRoleFilled,
-	Start, PrincipalsChange,
+	Start,
 }
 
 // Known reports whether r is one of the reason codes.

@@ -173,7 +173,7 @@ func TestEvidenceBundleOfTheSeedScenarioVerifies(t *testing.T) {
 		}
 	}
 
-	// Exactly the §6 files, sorted, with fixed metadata.
+	// Exactly the bundle files (docs/reference.md#evidence-bundle), sorted, with fixed metadata.
 	zr, err := zip.OpenReader(bundle)
 	if err != nil {
 		t.Fatal(err)
