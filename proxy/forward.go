@@ -256,7 +256,7 @@ func (f *Forward) Shutdown(ctx context.Context) error {
 type goproxyLogger struct{ l zerolog.Logger }
 
 func (g goproxyLogger) Printf(format string, args ...any) {
-	g.l.Debug().Str("component", "goproxy").Msg(strings.TrimSpace(fmt.Sprintf(format, args...)))
+	g.l.Debug().Str("library", "goproxy").Msg(strings.TrimSpace(fmt.Sprintf(format, args...)))
 }
 
 // logWriter routes net/http's server errors (bad requests, failed TLS
