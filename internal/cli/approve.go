@@ -11,6 +11,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -134,7 +135,7 @@ func describeApproval(w io.Writer, a *approvals.Approval) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	row := func(k, v string) {
 		if v != "" {
-			fmt.Fprintf(tw, "%s\t%s\n", k, v)
+			fmt.Fprintf(tw, "%s\t%s\n", k, safeText(v))
 		}
 	}
 	row("approval", a.ID+" ("+a.Kind+")")
@@ -156,8 +157,28 @@ func describeApproval(w io.Writer, a *approvals.Approval) {
 	row("expires", a.ExpiresAt.Format(time.RFC3339))
 	tw.Flush()
 	if a.Body != "" {
-		fmt.Fprintf(w, "body:\n%s\n", indentJSON(a.Body))
+		fmt.Fprintf(w, "body:\n%s\n", safeText(indentJSON(a.Body)))
 	}
+}
+
+// safeText shows what the agent wrote without letting it drive the
+// approver's terminal: control bytes (escape sequences, carriage returns
+// that overwrite a line) and bidirectional overrides (which reorder what is
+// shown, U+202E) are written as \u escapes; newlines and tabs stay.
+func safeText(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '\n' || r == '\t':
+			b.WriteRune(r)
+		case r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0 || r == utf8.RuneError ||
+			r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069 || r == 0x200e || r == 0x200f || r == 0x061c:
+			fmt.Fprintf(&b, "\\u%04x", r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 func signers(a approvals.Approval) string {

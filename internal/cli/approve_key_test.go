@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/uapk-gateway/uapk-proxy/approvals"
 )
 
 // TestApproveWithPublicKeySaysSoFirst: `approve --key PREFIX.pub` (0644, as
@@ -35,5 +37,26 @@ func TestApproveWithPublicKeySaysSoFirst(t *testing.T) {
 	}
 	if c := strings.Index(msg, "chmod"); c >= 0 && c < at {
 		t.Errorf("message speaks of chmod before saying the file is a public key: %q", msg)
+	}
+}
+
+// TestShowNeverWritesControlBytes: an approval's body and fields reach the
+// approver's terminal with escape sequences, carriage returns and
+// bidirectional overrides escaped, so a body cannot repaint the screen or
+// reorder the amount the approver reads.
+func TestShowNeverWritesControlBytes(t *testing.T) {
+	a := &approvals.Approval{ID: "apr_aaaaaaaaaaaaaaaaaaaaaaaaaa", Kind: approvals.KindRequest, Status: approvals.StatusPending,
+		Action: "journal_entry", Method: "POST", URL: "http://erp/api/v1/journal-entries",
+		Justification: "accrual\x1b[2J\x1b[Happroved by CFO\r", Amount: "1",
+		Body: "{\"memo\":\"\u202e0001\",\"amount\":1,\"x\":\"\x1b]0;title\x07\"}"}
+	var out bytes.Buffer
+	describeApproval(&out, a)
+	for _, bad := range []string{"\x1b", "\r", "\x07", "\u202e"} {
+		if strings.Contains(out.String(), bad) {
+			t.Errorf("show wrote %q:\n%s", bad, out.String())
+		}
+	}
+	if !strings.Contains(out.String(), `\u001b[2J`) || !strings.Contains(out.String(), `\u202e0001`) {
+		t.Errorf("the escapes are not shown:\n%s", out.String())
 	}
 }
