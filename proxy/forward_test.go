@@ -34,7 +34,7 @@ import (
 
 // hit is one request as the test ERP received it.
 type hit struct {
-	method, uri, host string
+	method, uri, host, proto string
 	header            http.Header
 	body              string
 }
@@ -50,7 +50,7 @@ type testERP struct {
 func (e *testERP) handler(w http.ResponseWriter, r *http.Request) {
 	b, _ := io.ReadAll(r.Body)
 	e.mu.Lock()
-	e.hits = append(e.hits, hit{r.Method, r.RequestURI, r.Host, r.Header.Clone(), string(b)})
+	e.hits = append(e.hits, hit{r.Method, r.RequestURI, r.Host, r.Proto, r.Header.Clone(), string(b)})
 	e.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-UAPK-Spoofed", "from the ERP")

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -161,5 +162,35 @@ func TestHeaderPolicyOnTheForwardDoor(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 400 || !strings.Contains(string(body), string(record.AmbiguousRequest)) || erp.count() != before {
 		t.Errorf("_method: %d %s, forwarded %d", resp.StatusCode, body, erp.count()-before)
+	}
+}
+
+// The sidecar speaks HTTP/1.1 to the ERP whatever the agent's request line
+// said, and forwards no CONNECT or HTTP/2 preface even when the manifest
+// records and allows what it does not classify.
+func TestSidecarRequestLine(t *testing.T) {
+	erp := newTestERP(t, false)
+	fl := &fakeLedger{}
+	g := fwdGate(t, fl, `"default_policy": "DENY"`, `"default_policy": "RECORD_AND_ALLOW"`)
+	sc, err := NewSidecar(SidecarConfig{Gate: g, Upstream: erp.URL, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go sc.Serve(ln)
+	defer sc.Shutdown(context.Background())
+	resp, _ := rawProxy(t, ln.Addr().String(), "GET /api/v1/accounts/1010/balance HTTP/1.2\r\nHost: x\r\nConnection: close\r\n\r\n")
+	hits := erp.Hits()
+	if resp.StatusCode != 200 || len(hits) != 1 || hits[0].proto != "HTTP/1.1" {
+		t.Fatalf("%d, ERP saw %+v", resp.StatusCode, hits)
+	}
+	for _, m := range []string{"CONNECT", "PRI"} {
+		resp, body := rawProxy(t, ln.Addr().String(), m+" /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		if resp.StatusCode != 400 || !strings.Contains(body, string(record.BadTarget)) || len(erp.Hits()) != 1 {
+			t.Errorf("%s: %d %s, ERP hits %d", m, resp.StatusCode, body, len(erp.Hits()))
+		}
 	}
 }

@@ -209,6 +209,12 @@ func (s *Sidecar) call(ctx *fasthttp.RequestCtx) *gate.Call {
 
 func (s *Sidecar) handle(ctx *fasthttp.RequestCtx) {
 	c := s.call(ctx)
+	if m := c.Req.Method; m == fasthttp.MethodConnect || m == "PRI" {
+		// Not requests for the ERP: a tunnel, or an HTTP/2 preface.
+		writeVerdict(ctx, s.gate.Refuse(c, record.BadTarget, record.Request{Detail: "method " + m + " is not forwarded by the sidecar door"}))
+		ctx.SetConnectionClose()
+		return
+	}
 	v := s.gate.Check(c)
 	if v.Hold > 0 {
 		// fasthttp's read deadline (ReadTimeout) is still armed from reading
@@ -237,6 +243,7 @@ func (s *Sidecar) forward(ctx *fasthttp.RequestCtx, c *gate.Call, v *gate.Verdic
 	}
 	req.SetRequestURI(c.URL)
 	req.Header.SetHost(s.host)
+	req.Header.SetProtocol("HTTP/1.1") // whatever version the agent's request line named
 	resp := &ctx.Response
 	start := time.Now()
 	err := s.client.DoTimeout(req, resp, s.timeout)
