@@ -35,8 +35,8 @@ import (
 // hit is one request as the test ERP received it.
 type hit struct {
 	method, uri, host, proto string
-	header            http.Header
-	body              string
+	header                   http.Header
+	body                     string
 }
 
 // testERP answers every request with a small JSON body and some headers a
