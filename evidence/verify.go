@@ -113,7 +113,7 @@ type bundleVerifier struct {
 	keys       []ed25519.PublicKey // the gateway key and those config records name
 	anchor     Anchor
 	manifests  map[string]*rules.Manifest
-	principals map[string]*principal // by lower-case id
+	principals map[string]*principal // by id, canonical (rules.CheckID)
 	approvals  map[string]*ApprovalEntry
 	seen       map[string]bool // approval id "\x00" record: statements found in the records
 	complete   map[string]*Problem
@@ -455,8 +455,13 @@ func (v *bundleVerifier) readPrincipals() *Problem {
 	}
 	v.principals = map[string]*principal{}
 	for _, e := range pf.Principals {
-		k := strings.ToLower(e.ID)
-		if e.ID == "" || v.principals[k] != nil {
+		// Ids compare as bytes, here as in the proxy: one in another
+		// form could be one person's second spelling.
+		if err := rules.CheckID(e.ID); err != nil {
+			return problemf(ProblemBadPrincipals, FilePrincipals, 0, "%s: %v", FilePrincipals, err)
+		}
+		k := e.ID
+		if v.principals[k] != nil {
 			return problemf(ProblemBadPrincipals, FilePrincipals, 0, "%s: id %q is empty or appears twice", FilePrincipals, e.ID)
 		}
 		pr := &principal{id: e.ID, roles: e.Roles}
@@ -536,7 +541,10 @@ func (v *bundleVerifier) checkApproval(a *ApprovalEntry) *Problem {
 		if s.Statement != want {
 			return problemf(ProblemApprovalMismatch, FileApprovals, s.Record, "approval %s: the statement text of %s's %s is not the one its fields give", a.ID, s.Approver, s.Decision)
 		}
-		pr := v.principals[strings.ToLower(s.Approver)]
+		if err := rules.CheckID(s.Approver); err != nil {
+			return problemf(ProblemApprovalSignature, FileApprovals, s.Record, "approval %s: a statement's approver: %v; such an id is nobody's", a.ID, err)
+		}
+		pr := v.principals[s.Approver]
 		if pr == nil || pr.pub == nil {
 			return problemf(ProblemApprovalSignature, FileApprovals, s.Record, "approval %s: %s signed a statement but has no public key in %s", a.ID, s.Approver, FilePrincipals)
 		}
@@ -767,11 +775,19 @@ func (v *bundleVerifier) completeness(ap *ApprovalEntry) *Problem {
 	if len(ap.Requirement.Slots) == 0 {
 		return problemf(ProblemIncompleteApproval, FileApprovals, 0, "approval %s names no role that must approve it", ap.ID)
 	}
+	// Who asked is compared in ASCII lower case; an asker still not a
+	// canonical id equals no approver yet may be any of them, so nothing
+	// shows the approval was not their own.
 	self := map[string]bool{}
 	for _, s := range []string{ap.OnBehalfOf, ap.App, ap.RequestedBy} {
-		if s != "" {
-			self[strings.ToLower(s)] = true
+		if s == "" {
+			continue
 		}
+		low := asciiLower(s)
+		if rules.CheckID(low) != nil {
+			return problemf(ProblemIncompleteApproval, FileApprovals, 0, "approval %s was asked for by %q, which is no principal id even in ASCII lower case: nobody can be shown not to be its requester, so no approval of it counts", ap.ID, s)
+		}
+		self[low] = true
 	}
 	var signers []*principal
 	seen := map[string]bool{}
@@ -779,7 +795,7 @@ func (v *bundleVerifier) completeness(ap *ApprovalEntry) *Problem {
 		if s.Decision != approvals.Approve {
 			continue
 		}
-		k := strings.ToLower(s.Approver)
+		k := s.Approver // canonical: checkApproval made sure
 		if self[k] {
 			return problemf(ProblemIncompleteApproval, FileApprovals, 0, "approval %s was approved by %s, who requested it: self-approval does not count", ap.ID, s.Approver)
 		}
@@ -802,6 +818,17 @@ func (v *bundleVerifier) completeness(ap *ApprovalEntry) *Problem {
 			ap.ID, len(ap.Requirement.Slots), ap.Requirement.Slots, orNone(who), n)
 	}
 	return nil
+}
+
+// asciiLower maps A-Z to a-z and nothing else (Unicode lower-casing turns
+// j\u0130m into jim).
+func asciiLower(s string) string {
+	return strings.Map(func(r rune) rune {
+		if 'A' <= r && r <= 'Z' {
+			return r + 'a' - 'A'
+		}
+		return r
+	}, s)
 }
 
 // matchRoles is the size of a largest assignment of signers to slots, each
