@@ -146,26 +146,78 @@ func TestApplyRefusals(t *testing.T) {
 		{name: "signed 5m and 1ns after", sub: signed(cfo, approvals.Approve, now.Add(approvals.MaxClockSkew+time.Nanosecond)), want: approvals.RefuseStale, wantStatus: 403},
 		{name: "signed a day ago", sub: signed(cfo, approvals.Approve, now.Add(-24*time.Hour)), want: approvals.RefuseStale, wantStatus: 403},
 
-		// self_approval: ids compared case-insensitively.
+		// unknown_approver: an approver id not in canonical form is nobody,
+		// whoever's key signed it.
+		{name: "the On-Behalf-Of caller, id in another case", sub: signed("Analyst@Corp.Example", approvals.Approve, now), want: approvals.RefuseUnknown, wantStatus: 403},
+		{name: "the requesting app, id in another case", sub: signed("Finance-Agent", approvals.Approve, now), want: approvals.RefuseUnknown, wantStatus: 403},
+		{name: "the override's requester, id in another case", approval: func() *approvals.Approval {
+			a := pending(requireCFO)
+			a.Kind, a.RequestedBy, a.OnBehalfOf, a.Duration = approvals.KindOverride, "ops-lead@corp.example", "", "4h"
+			return a
+		}, sub: signed("OPS-LEAD@corp.example", approvals.Approve, now), want: approvals.RefuseUnknown, wantStatus: 403},
+		{name: "approver id with dotted capital I, signed with jim's key", sub: signed("j\u0130m@corp.example", approvals.Approve, now), want: approvals.RefuseUnknown, wantStatus: 403},
+		{name: "approver id with Kelvin sign", sub: signed("\u212Aeyless@corp.example", approvals.Approve, now), want: approvals.RefuseUnknown, wantStatus: 403},
+		{name: "approver id with a trailing space", sub: signed("jim@corp.example ", approvals.Approve, now), want: approvals.RefuseUnknown, wantStatus: 403},
+
+		// self_approval: the requester's ids are compared in ASCII lower case.
 		{name: "the On-Behalf-Of caller", sub: signed(analyst, approvals.Approve, now), want: approvals.RefuseSelf, wantStatus: 403},
-		{name: "the On-Behalf-Of caller, id in another case", sub: signed("Analyst@Corp.Example", approvals.Approve, now), want: approvals.RefuseSelf, wantStatus: 403},
 		{name: "the On-Behalf-Of caller, recorded in another case", approval: func() *approvals.Approval {
 			a := pending(dualCFOController)
 			a.OnBehalfOf = "ANALYST@CORP.EXAMPLE"
 			return a
 		}, sub: signed(analyst, approvals.Approve, now), want: approvals.RefuseSelf, wantStatus: 403},
 		{name: "the requesting app", sub: signed(agentApp, approvals.Approve, now), want: approvals.RefuseSelf, wantStatus: 403},
-		{name: "the requesting app, id in another case", sub: signed("Finance-Agent", approvals.Approve, now), want: approvals.RefuseSelf, wantStatus: 403},
+		{name: "the requesting app, recorded in another case", approval: func() *approvals.Approval {
+			a := pending(dualCFOController)
+			a.App = "Finance-Agent" // app_id may have upper case; the principal is finance-agent
+			return a
+		}, sub: signed(agentApp, approvals.Approve, now), want: approvals.RefuseSelf, wantStatus: 403},
 		{name: "the requesting app rejecting its own request", sub: signed(agentApp, approvals.Reject, now), want: approvals.RefuseSelf, wantStatus: 403},
 		{name: "the override's requester", approval: func() *approvals.Approval {
 			a := pending(requireCFO)
 			a.Kind, a.RequestedBy, a.OnBehalfOf, a.Duration = approvals.KindOverride, "ops-lead@corp.example", "", "4h"
 			return a
-		}, sub: signed("OPS-LEAD@corp.example", approvals.Approve, now), want: approvals.RefuseSelf, wantStatus: 403},
+		}, sub: signed("ops-lead@corp.example", approvals.Approve, now), want: approvals.RefuseSelf, wantStatus: 403},
+		{name: "the override's requester, recorded in another case", approval: func() *approvals.Approval {
+			a := pending(requireCFO)
+			a.Kind, a.RequestedBy, a.OnBehalfOf, a.Duration = approvals.KindOverride, "OPS-LEAD@corp.example", "", "4h"
+			return a
+		}, sub: signed("ops-lead@corp.example", approvals.Approve, now), want: approvals.RefuseSelf, wantStatus: 403},
+		// The attack: On-Behalf-Of j\u0130m@... let jim approve his own request.
+		// No canonical id equals it, and jim cannot be shown not to be it:
+		// nobody may approve such a request.
+		{name: "On-Behalf-Of with dotted capital I, jim approving", approval: func() *approvals.Approval {
+			a := pending(dualCFOController)
+			a.OnBehalfOf = "j\u0130m@corp.example"
+			return a
+		}, sub: signed(jim, approvals.Approve, now), want: approvals.RefuseSelf, wantStatus: 403},
+		{name: "On-Behalf-Of with dotted capital I, anyone approving", approval: func() *approvals.Approval {
+			a := pending(dualCFOController)
+			a.OnBehalfOf = "j\u0130m@corp.example"
+			return a
+		}, sub: signed(cfo, approvals.Approve, now), want: approvals.RefuseSelf, wantStatus: 403},
+		{name: "On-Behalf-Of with a space, anyone approving", approval: func() *approvals.Approval {
+			a := pending(dualCFOController)
+			a.OnBehalfOf = "Jim @corp.example"
+			return a
+		}, sub: signed(cfo, approvals.Approve, now), want: approvals.RefuseSelf, wantStatus: 403},
+		{name: "override requested by a non-canonical id", approval: func() *approvals.Approval {
+			a := pending(requireCFO)
+			a.Kind, a.RequestedBy, a.OnBehalfOf, a.Duration = approvals.KindOverride, "\u212Aim@corp.example", "", "4h"
+			return a
+		}, sub: signed(cfo, approvals.Approve, now), want: approvals.RefuseSelf, wantStatus: 403},
 
-		// duplicate_approver: one person counts once, whatever the case.
+		// duplicate_approver: one person counts once.
 		{name: "same approver again", approval: approvedBy(dualCFOController, cfoApproved), sub: signed(cfo, approvals.Approve, now), want: approvals.RefuseDuplicate, wantStatus: 409},
-		{name: "same approver again, id in another case", approval: approvedBy(dualCFOController, cfoApproved), sub: signed("CFO@Corp.Example", approvals.Approve, now), want: approvals.RefuseDuplicate, wantStatus: 409},
+		{name: "same approver again, id in another case", approval: approvedBy(dualCFOController, cfoApproved), sub: signed("CFO@Corp.Example", approvals.Approve, now), want: approvals.RefuseUnknown, wantStatus: 403},
+		// Decisions recorded before ids had to be canonical still count as
+		// the person ToLower made them.
+		{name: "same approver again, recorded in another case", approval: approvedBy(dualCFOController,
+			approvals.Decision{Approver: "BOTH@corp.example", Role: "cfo", Decision: approvals.Approve, SignedAt: at, Signature: validSig()}),
+			sub: signed("both@corp.example", approvals.Approve, now), want: approvals.RefuseDuplicate, wantStatus: 409},
+		{name: "jim again, recorded as j\u0130m", approval: approvedBy(dualCFOController,
+			approvals.Decision{Approver: "j\u0130m@corp.example", Role: "cfo", Decision: approvals.Approve, SignedAt: at, Signature: validSig()}),
+			sub: signed(jim, approvals.Approve, now), want: approvals.RefuseDuplicate, wantStatus: 409},
 		{name: "same approver now rejecting", approval: approvedBy(dualCFOController, cfoApproved), sub: signed(cfo, approvals.Reject, now), want: approvals.RefuseDuplicate, wantStatus: 409},
 		{name: "same person holding the other role too", approval: approvedBy(dualCFOController,
 			approvals.Decision{Approver: "both@corp.example", Role: "cfo", Decision: approvals.Approve, SignedAt: at, Signature: validSig()}),
@@ -277,13 +329,21 @@ func TestApplyAccepts(t *testing.T) {
 // TestStoredDecisionVerifies checks what an auditor does with an approval
 // (docs/reference.md#approval-statement-and-rules, #evidence-bundle): rebuild each statement from the stored approval and
 // decision alone and verify the stored signature with the approver's key.
-// The approver may type their id in any case; the record must still verify.
+// An approver id in another case is refused, so every stored approver id
+// is the principals file's.
 func TestStoredDecisionVerifies(t *testing.T) {
 	ps := principals(t, cast)
 	for _, spelled := range []string{"cfo@corp.example", "CFO@corp.example", "Cfo@Corp.Example"} {
 		t.Run(spelled, func(t *testing.T) {
 			a := pending(requireCFO)
-			if _, ref := approvals.Apply(a, signed(spelled, approvals.Approve, now), ps, now); ref != nil {
+			_, ref := approvals.Apply(a, signed(spelled, approvals.Approve, now), ps, now)
+			if spelled != "cfo@corp.example" {
+				if ref == nil || ref.Code != approvals.RefuseUnknown {
+					t.Fatalf("%q: refusal %v, want %s", spelled, ref, approvals.RefuseUnknown)
+				}
+				return
+			}
+			if ref != nil {
 				t.Fatalf("refused: %v", ref)
 			}
 			d := a.Decisions[0]

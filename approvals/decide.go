@@ -105,6 +105,11 @@ func Apply(a *Approval, s Submission, principals *rules.Principals, now time.Tim
 	case StatusApproved, StatusRejected:
 		return nil, refuse(RefuseClosed, "approval %s is already %s", a.ID, a.Status)
 	}
+	// One person, one id: an approver id not in canonical form is nobody,
+	// never folded into someone (ToLower and EqualFold disagree on "İ").
+	if err := rules.CheckID(s.Approver); err != nil {
+		return nil, refuse(RefuseUnknown, "approver %v", err)
+	}
 	var p *rules.Principal
 	if principals != nil {
 		p, _ = principals.Get(s.Approver)
@@ -132,11 +137,16 @@ func Apply(a *Approval, s Submission, principals *rules.Principals, now time.Tim
 	if !ed25519.Verify(p.PublicKey, Statement(a.ID, a.Digest, s.Decision, s.Approver, s.SignedAt), sig) {
 		return nil, refuse(RefuseBadSignature, "signature does not verify with %s's key over this approval's statement", p.ID)
 	}
-	if strings.EqualFold(p.ID, a.OnBehalfOf) || strings.EqualFold(p.ID, a.App) || strings.EqualFold(p.ID, a.RequestedBy) {
+	self, unsure := askedBy(a, p.ID)
+	if self {
 		return nil, refuse(RefuseSelf, "%s asked for this request and cannot approve it", p.ID)
 	}
+	if unsure != "" && s.Decision == Approve {
+		return nil, refuse(RefuseSelf, "this request was asked for by %q, which is no principal id even in ASCII lower case; "+
+			"nobody can be shown not to be its requester, so nobody may approve it (a rejection still counts)", unsure)
+	}
 	for _, d := range a.Decisions {
-		if strings.EqualFold(d.Approver, p.ID) {
+		if recordedAs(d.Approver, p.ID) {
 			return nil, refuse(RefuseDuplicate, "%s has already decided (%s); one person counts once", p.ID, d.Decision)
 		}
 	}
@@ -144,9 +154,9 @@ func Apply(a *Approval, s Submission, principals *rules.Principals, now time.Tim
 	if !holdsAny(p, needed) {
 		return nil, refuse(RefuseWrongRole, "%s holds %v; this approval needs %v", p.ID, p.Roles, needed)
 	}
-	// The approver id is kept as signed, not as the principals file spells
-	// it: ids match case-insensitively, and an auditor must be able to
-	// rebuild the signed statement from the stored decision alone.
+	// The approver id is kept as signed, which is now always the principals
+	// file's spelling: an auditor rebuilds the signed statement from the
+	// stored decision alone.
 	d := Decision{Approver: s.Approver, Decision: s.Decision, Reason: s.Reason, SignedAt: s.SignedAt, Signature: s.Signature}
 	if s.Decision == Reject {
 		// Any holder of a needed role may stop the request: a rejection can
@@ -162,15 +172,18 @@ func Apply(a *Approval, s Submission, principals *rules.Principals, now time.Tim
 		return nil, refuse(RefuseRoleFilled, "every role %s could fill (%v) is already filled by another approver", p.ID, p.Roles)
 	}
 	a.Decisions = append(a.Decisions, d)
-	// Re-label every approver with the role the matching gives them.
+	// Re-label every approver with the role the matching gives them. The
+	// j-th approve decision is signers[j] (approversOf keeps their order),
+	// so no id is compared here.
+	j := 0
 	for i := range a.Decisions {
-		if a.Decisions[i].Decision == Approve {
-			for j, sp := range signers {
-				if strings.EqualFold(sp.ID, a.Decisions[i].Approver) && match[j] >= 0 {
-					a.Decisions[i].Role = slotRole(a.Requirement.Slots[match[j]], sp)
-				}
-			}
+		if a.Decisions[i].Decision != Approve {
+			continue
 		}
+		if match[j] >= 0 {
+			a.Decisions[i].Role = slotRole(a.Requirement.Slots[match[j]], signers[j])
+		}
+		j++
 	}
 	if countMatched(match) == len(a.Requirement.Slots) {
 		a.Status = StatusApproved
@@ -186,7 +199,7 @@ func approversOf(a *Approval, principals *rules.Principals) []*rules.Principal {
 		if d.Decision != Approve {
 			continue
 		}
-		if p, ok := principals.Get(d.Approver); ok {
+		if p, ok := principals.Get(strings.ToLower(d.Approver)); ok { // as recordedAs matches
 			out = append(out, p)
 		} else {
 			out = append(out, &rules.Principal{ID: d.Approver, Roles: []string{d.Role}})
@@ -194,6 +207,50 @@ func approversOf(a *Approval, principals *rules.Principals) []*rules.Principal {
 	}
 	return out
 }
+
+// askedBy compares approver, a canonical id, with each id the request was
+// asked for by: the On-Behalf-Of caller, the app, the override's requester.
+// Those come from the agent or an identity provider, in any spelling, so
+// each is first lower-cased in ASCII (Jim@Corp.Example, an email claim as
+// IdPs send it, is jim@corp.example). self is true when one of them is the
+// approver; unsure names one that is still no canonical id
+// (j\u0130m@corp.example): it equals no approver's id, yet may be anybody's,
+// so nobody can be shown not to be the requester.
+func askedBy(a *Approval, approver string) (self bool, unsure string) {
+	for _, who := range []string{a.OnBehalfOf, a.App, a.RequestedBy} {
+		if who == "" {
+			continue
+		}
+		low := asciiLower(who)
+		if rules.CheckID(low) != nil {
+			unsure = who
+			continue
+		}
+		if low == approver {
+			return true, ""
+		}
+	}
+	return false, unsure
+}
+
+// asciiLower maps A-Z to a-z and nothing else: Unicode lower-casing is what
+// turns j\u0130m into jim.
+func asciiLower(s string) string {
+	return strings.Map(func(r rune) rune {
+		if 'A' <= r && r <= 'Z' {
+			return r + 'a' - 'A'
+		}
+		return r
+	}, s)
+}
+
+// recordedAs reports whether a decision recorded with approver id recorded
+// is the canonical id's. Decisions recorded before ids had to be canonical
+// (a pending approval survives an upgrade, and a shared store may hold
+// decisions by older proxies) were matched to their principal with
+// strings.ToLower, so they are matched the same way here: such a decision
+// keeps counting as the person it counted as, and as nobody else.
+func recordedAs(recorded, id string) bool { return strings.ToLower(recorded) == id }
 
 // matchSlots assigns each signer at most one slot and each slot at most one
 // signer, maximizing the slots filled (augmenting paths; sizes are tiny).

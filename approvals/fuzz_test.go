@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
+	"github.com/uapk-gateway/uapk-proxy/rules"
 )
 
 // FuzzApply feeds arbitrary submissions to Apply. It must never panic, must
@@ -27,6 +28,7 @@ func FuzzApply(f *testing.F) {
 	f.Add(good.Approver, good.Decision, good.SignedAt, good.Signature, "", good.Reason)
 	f.Add(good.Approver, approvals.Reject, good.SignedAt, good.Signature, "", "")
 	f.Add("CFO@corp.example", approvals.Approve, at, good.Signature, testDigest, "")
+	f.Add(jimDotted, approvals.Approve, at, signed(jimDotted, approvals.Approve, now).Signature, "", "")
 	f.Add("controller@corp.example", approvals.Reject, at, signed("controller@corp.example", approvals.Reject, now).Signature, otherDigest, "no")
 	f.Add(analyst, approvals.Approve, at, signed(analyst, approvals.Approve, now).Signature, "", "")
 	f.Add("", "", "", "", "", "")
@@ -54,6 +56,9 @@ func FuzzApply(f *testing.F) {
 		p, ok := ps.Get(approver)
 		if !ok || !p.CanSign() {
 			t.Fatalf("counted a decision by %q, who cannot sign", approver)
+		}
+		if rules.CheckID(approver) != nil || d.Approver != p.ID {
+			t.Fatalf("counted a decision by %q, recorded as %q: not the canonical id %q", approver, d.Approver, p.ID)
 		}
 		sig, err := base64.StdEncoding.DecodeString(signature)
 		if err != nil || !ed25519.Verify(p.PublicKey, approvals.Statement(testID, testDigest, decision, approver, signedAt), sig) {

@@ -33,6 +33,7 @@ const (
 	otherID     = "apr_aaaaaaaaaaaaaaaaaaaaaaaaaa"
 	agentApp    = "finance-agent"
 	analyst     = "analyst@corp.example"
+	jim         = "jim@corp.example" // holds cfo and controller
 )
 
 // person is one entry of a test principals file.
@@ -42,7 +43,8 @@ type person struct {
 	noKey bool // in the file, but cannot sign
 }
 
-// The cast. Ids are lower case; tests spell them in other cases on purpose.
+// The cast. Ids are canonical; tests spell them otherwise on purpose, to
+// see such spellings refused.
 var cast = []person{
 	{id: "cfo@corp.example", roles: []string{"cfo"}},
 	{id: "cfo2@corp.example", roles: []string{"cfo"}},
@@ -56,10 +58,13 @@ var cast = []person{
 	{id: analyst, roles: []string{"cfo", "controller"}},
 	{id: agentApp, roles: []string{"cfo", "controller"}},
 	{id: "ops-lead@corp.example", roles: []string{"cfo"}},
+	{id: jim, roles: []string{"cfo", "controller"}},
 }
 
 // keyOf derives a person's Ed25519 key from their id, so that signatures,
-// and the fuzz corpus built from them, are the same on every run.
+// and the fuzz corpus built from them, are the same on every run. Any
+// spelling of an id that lower-cases to it gets the same key: signed("j\u0130m...")
+// is jim signing a statement that names j\u0130m, as in the attack.
 func keyOf(id string) ed25519.PrivateKey {
 	seed := sha256.Sum256([]byte("uapk-proxy approvals test key: " + strings.ToLower(id)))
 	return ed25519.NewKeyFromSeed(seed[:])

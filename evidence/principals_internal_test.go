@@ -85,9 +85,12 @@ func TestVerifyPrincipalSpans(t *testing.T) {
 		{id: "cfo@x", keyPEM: "K2", from: 9},
 	}}}
 	for seq, want := range map[uint64]string{2: "K1", 8: "K1", 10: "K2"} {
-		if p := v.signer("CFO@x", seq); p == nil || p.keyPEM != want {
+		if p := v.signer("cfo@x", seq); p == nil || p.keyPEM != want {
 			t.Errorf("statement in record %d: %+v, want %s", seq, p, want)
 		}
+	}
+	if p := v.signer("CFO@x", 2); p != nil {
+		t.Errorf("an id in another case found %+v: ids are canonical, compared as bytes", p)
 	}
 	old := &bundleVerifier{principals: map[string][]*principal{"cfo@x": {{id: "cfo@x", keyPEM: "K1"}}}}
 	if p := old.signer("cfo@x", 5); p == nil {

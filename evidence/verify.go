@@ -122,7 +122,7 @@ func (p *principal) inForceAfter(seq uint64) bool {
 // signer is the principal whose key a statement signed in record seq is
 // checked against: the one in force when it was written.
 func (v *bundleVerifier) signer(id string, seq uint64) *principal {
-	for _, p := range v.principals[strings.ToLower(id)] {
+	for _, p := range v.principals[id] { // ids are canonical: compared as bytes
 		if p.inForceAfter(max(seq, 1) - 1) {
 			return p
 		}
@@ -138,7 +138,7 @@ type bundleVerifier struct {
 	keys       []ed25519.PublicKey // the gateway key and those config records name
 	anchor     Anchor
 	manifests  map[string]*rules.Manifest
-	principals map[string][]*principal // by lower-case id, one per span of config records
+	principals map[string][]*principal // by id, canonical (rules.CheckID), one per span of config records
 	configs    []configClaim
 	configsCut bool // more config records than maxRuns: the rest are not held to keys/principals.json
 	approvals  map[string]*ApprovalEntry
@@ -499,10 +499,12 @@ func (v *bundleVerifier) readPrincipals() *Problem {
 	v.principals = map[string][]*principal{}
 	spans := 0
 	for _, e := range pf.Principals {
-		k := strings.ToLower(e.ID)
-		if e.ID == "" {
-			return problemf(ProblemBadPrincipals, FilePrincipals, 0, "%s: an id is empty", FilePrincipals)
+		// Ids compare as bytes, here as in the proxy: one in another
+		// form could be one person's second spelling.
+		if err := rules.CheckID(e.ID); err != nil {
+			return problemf(ProblemBadPrincipals, FilePrincipals, 0, "%s: %v", FilePrincipals, err)
 		}
+		k := e.ID
 		if e.UntilRecord != 0 && e.UntilRecord <= e.ConfigRecord {
 			return problemf(ProblemBadPrincipals, FilePrincipals, 0, "%s: %s's entry is in force from config record %d until %d", FilePrincipals, e.ID, e.ConfigRecord, e.UntilRecord)
 		}
@@ -633,6 +635,9 @@ func (v *bundleVerifier) checkApproval(a *ApprovalEntry) *Problem {
 		want := string(approvals.Statement(a.ID, a.Digest, s.Decision, s.Approver, s.SignedAt))
 		if s.Statement != want {
 			return problemf(ProblemApprovalMismatch, FileApprovals, s.Record, "approval %s: the statement text of %s's %s is not the one its fields give", a.ID, s.Approver, s.Decision)
+		}
+		if err := rules.CheckID(s.Approver); err != nil {
+			return problemf(ProblemApprovalSignature, FileApprovals, s.Record, "approval %s: a statement's approver: %v; such an id is nobody's", a.ID, err)
 		}
 		pr := v.signer(s.Approver, s.Record)
 		if pr == nil || pr.pub == nil {
@@ -865,11 +870,19 @@ func (v *bundleVerifier) completeness(ap *ApprovalEntry) *Problem {
 	if len(ap.Requirement.Slots) == 0 {
 		return problemf(ProblemIncompleteApproval, FileApprovals, 0, "approval %s names no role that must approve it", ap.ID)
 	}
+	// Who asked is compared in ASCII lower case; an asker still not a
+	// canonical id equals no approver yet may be any of them, so nothing
+	// shows the approval was not their own.
 	self := map[string]bool{}
 	for _, s := range []string{ap.OnBehalfOf, ap.App, ap.RequestedBy} {
-		if s != "" {
-			self[strings.ToLower(s)] = true
+		if s == "" {
+			continue
 		}
+		low := asciiLower(s)
+		if rules.CheckID(low) != nil {
+			return problemf(ProblemIncompleteApproval, FileApprovals, 0, "approval %s was asked for by %q, which is no principal id even in ASCII lower case: nobody can be shown not to be its requester, so no approval of it counts", ap.ID, s)
+		}
+		self[low] = true
 	}
 	var signers []*principal
 	seen := map[string]bool{}
@@ -877,7 +890,7 @@ func (v *bundleVerifier) completeness(ap *ApprovalEntry) *Problem {
 		if s.Decision != approvals.Approve {
 			continue
 		}
-		k := strings.ToLower(s.Approver)
+		k := s.Approver // canonical: checkApproval made sure
 		if self[k] {
 			return problemf(ProblemIncompleteApproval, FileApprovals, 0, "approval %s was approved by %s, who requested it: self-approval does not count", ap.ID, s.Approver)
 		}
@@ -900,6 +913,17 @@ func (v *bundleVerifier) completeness(ap *ApprovalEntry) *Problem {
 			ap.ID, len(ap.Requirement.Slots), ap.Requirement.Slots, orNone(who), n)
 	}
 	return nil
+}
+
+// asciiLower maps A-Z to a-z and nothing else (Unicode lower-casing turns
+// j\u0130m into jim).
+func asciiLower(s string) string {
+	return strings.Map(func(r rune) rune {
+		if 'A' <= r && r <= 'Z' {
+			return r + 'a' - 'A'
+		}
+		return r
+	}, s)
 }
 
 // matchRoles is the size of a largest assignment of signers to slots, each

@@ -173,8 +173,11 @@ func TestDecide(t *testing.T) {
 			Decision{Outcome: Deny, Reason: ReasonRoleNotAllowed, Action: "recon"}},
 		{"caller holds role", dec, with(req("GET", "/recon/1", ""), func(r *Request) { r.OnBehalfOf = "staff@corp.example" }),
 			Decision{Outcome: Allow, Reason: ReasonAutoApprove, Action: "recon"}},
-		{"caller id case-insensitive, second role", dec, with(req("GET", "/recon", ""), func(r *Request) { r.OnBehalfOf = "FM@Corp.Example" }),
+		{"caller holds the second role", dec, with(req("GET", "/recon", ""), func(r *Request) { r.OnBehalfOf = "fm@corp.example" }),
 			Decision{Outcome: Allow, Reason: ReasonAutoApprove, Action: "recon"}},
+		// A caller id not in canonical form is nobody's, not fm's in another case.
+		{"caller id in upper case is not a principal", dec, with(req("GET", "/recon", ""), func(r *Request) { r.OnBehalfOf = "FM@Corp.Example" }),
+			Decision{Outcome: Deny, Reason: ReasonRoleNotAllowed, Action: "recon"}},
 		{"role check before escalation check", dec, with(req("GET", "/recon/1", ""), func(r *Request) { r.Escalation = "CFO" }),
 			Decision{Outcome: Deny, Reason: ReasonRoleNotAllowed, Action: "recon"}},
 		// 6. escalation header syntax
@@ -282,7 +285,8 @@ func TestDecideDetails(t *testing.T) {
 	}{
 		{"no caller", req("GET", "/recon/1", ""), "action recon is only for callers with role staff_accountant, senior_accountant; no X-UAPK-On-Behalf-Of caller was named"},
 		{"unknown caller", &Request{Method: "GET", Path: "/recon/1", OnBehalfOf: "eve@x"}, `action recon is only for callers with role staff_accountant, senior_accountant; caller "eve@x" is not a known principal`},
-		{"lacking role", &Request{Method: "GET", Path: "/recon/1", OnBehalfOf: "CFO@corp.example"}, "action recon is only for callers with role staff_accountant, senior_accountant; caller cfo@corp.example holds none of them"},
+		{"lacking role", &Request{Method: "GET", Path: "/recon/1", OnBehalfOf: "cfo@corp.example"}, "action recon is only for callers with role staff_accountant, senior_accountant; caller cfo@corp.example holds none of them"},
+		{"caller id not canonical", &Request{Method: "GET", Path: "/recon/1", OnBehalfOf: "CFO@corp.example"}, `action recon is only for callers with role staff_accountant, senior_accountant; caller "CFO@corp.example" is not a known principal`},
 		{"outside hours", &Request{Method: "POST", Path: "/reports/x", Time: saturday}, "action report runs only 09:00-17:00 EST, Monday to Friday; the request came at Sat 2026-03-07 10:00 EST"},
 		{"over cap", req("POST", "/je", `{"amount": 1000001}`), "amount 1000001 exceeds amount_cap 1000000 of action journal_entry; escalated to approvals by cfo and controller"},
 		{"unreadable", req("POST", "/pay", `{"amount": true}`), "action payment has amount_cap 250.5 but the amount cannot be read: the value at amount is a boolean, not a number; needs approval by cfo"},

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -18,7 +19,7 @@ import (
 // read-only once loaded.
 type Principals struct {
 	list []*Principal
-	byID map[string]*Principal // by case-folded id
+	byID map[string]*Principal // by id, canonical (CheckID)
 }
 
 // maxKeyFile bounds what a public_key path may make us read.
@@ -39,10 +40,10 @@ func LoadPrincipals(path string) (*Principals, error) {
 // against baseDir. Any problem makes it fail with a *ValidationError listing
 // all of them.
 //
-// Ids are compared case-insensitively: two entries whose ids differ only in
-// case are a duplicate (one person must not count twice), and Get finds an
-// id in any case. The same public key on two principals is refused for the
-// same reason.
+// Every id must be in canonical form (CheckID), so that one person has one
+// spelling and ids compare as bytes everywhere; an id in another form is a
+// problem at its path, never quietly folded. The same public key on two
+// principals is refused: one person must not count twice.
 func ParsePrincipals(data []byte, baseDir string) (*Principals, error) {
 	root, probs, err := decodeTree(data)
 	if err != nil {
@@ -57,14 +58,51 @@ func ParsePrincipals(data []byte, baseDir string) (*Principals, error) {
 	return ps, nil
 }
 
-// Get returns the principal with the given id, compared case-insensitively.
-// Use the returned Principal's ID as the canonical spelling.
+// Get returns the principal whose id is exactly id. An id not in canonical
+// form (CheckID) is nobody's: it is never folded to find someone, since a
+// fold that differs from the one a comparison elsewhere uses lets one person
+// pass for two (ToLower("İ") is "i", EqualFold("İ", "i") is false).
 func (p *Principals) Get(id string) (*Principal, bool) {
 	if p == nil {
 		return nil, false
 	}
-	pr, ok := p.byID[strings.ToLower(id)]
+	pr, ok := p.byID[id]
 	return pr, ok
+}
+
+// MaxIDLen is the longest principal id, in bytes.
+const MaxIDLen = 256
+
+// CheckID returns nil when id is a principal id in canonical form, the one
+// form taken wherever an id is named: the principals file, signed
+// decisions, the X-UAPK-On-Behalf-Of caller, the bundle verifier. The form
+// is 1 to MaxIDLen bytes, each printable ASCII other than space (0x21 to
+// 0x7e) and none an upper-case letter: id == strings.ToLower(id), and since
+// it is ASCII no Unicode case mapping or folding changes it. Two canonical
+// ids name one person exactly when their bytes are equal. Ids appear on
+// their own line in the signed approval statement, which is one more
+// reason for no whitespace or control characters.
+func CheckID(id string) error {
+	if id == "" {
+		return errors.New("empty id")
+	}
+	if len(id) > MaxIDLen {
+		return fmt.Errorf("id longer than %d bytes", MaxIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		if b := id[i]; b <= ' ' || b == 0x7f {
+			return fmt.Errorf("id %q has a space or control character", id)
+		}
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] >= 0x80 {
+			return fmt.Errorf("id %q is not ASCII (an id is printable ASCII in lower case, so that each person has one spelling)", id)
+		}
+	}
+	if low := strings.ToLower(id); low != id {
+		return fmt.Errorf("id %q has upper case; write it %q (an id is printable ASCII in lower case, so that each person has one spelling)", id, low)
+	}
+	return nil
 }
 
 // All returns the principals in file order.
@@ -130,8 +168,8 @@ func (c *checker) principals(ps *Principals, root *value, baseDir string) {
 		c.errf("principals", "must list at least one principal")
 		return
 	}
-	keys := map[string]string{} // public key bytes -> path of first use
-	ids := map[string]string{}  // case-folded id -> id as first written
+	seenKeys := map[string]string{} // public key bytes -> path of first use
+	ids := map[string]string{}      // id -> path of first use
 	for i, it := range list.items {
 		p := joinIndex("principals", i)
 		pr := &Principal{}
@@ -143,17 +181,17 @@ func (c *checker) principals(ps *Principals, root *value, baseDir string) {
 					good = false
 					return
 				}
-				if msg := checkPrincipalID(s); msg != "" {
-					c.errf(p, "%s", msg)
+				if err := CheckID(s); err != nil {
+					c.errf(p, "%v", err)
 					good = false
 					return
 				}
-				if prev, dup := ids[strings.ToLower(s)]; dup {
-					c.errf(p, "duplicate id %q (ids are compared case-insensitively; first as %q)", s, prev)
+				if first, dup := ids[s]; dup {
+					c.errf(p, "duplicate id %q (first at %s)", s, first)
 					good = false
 					return
 				}
-				ids[strings.ToLower(s)] = s
+				ids[s] = p
 				pr.ID = s
 			},
 			"roles": func(p string, v *value) {
@@ -174,16 +212,22 @@ func (c *checker) principals(ps *Principals, root *value, baseDir string) {
 				}
 				key, err := readPublicKey(s, baseDir)
 				if err != nil {
-					c.errf(p, "%v", err)
+					// An unsafe key is what an attacker would plant: name
+					// whose entry holds it, not only where.
+					if iv := it.get("id"); errors.Is(err, keys.ErrUnsafeKey) && iv != nil && iv.kind == kString {
+						c.errf(p, "principal %q: %v", iv.text, err)
+					} else {
+						c.errf(p, "%v", err)
+					}
 					good = false
 					return
 				}
-				if first, dup := keys[string(key)]; dup {
+				if first, dup := seenKeys[string(key)]; dup {
 					c.errf(p, "same public key as %s: one key must not stand for two principals", first)
 					good = false
 					return
 				}
-				keys[string(key)] = p
+				seenKeys[string(key)] = p
 				pr.PublicKey = key
 			},
 		})
@@ -200,27 +244,9 @@ func (c *checker) principals(ps *Principals, root *value, baseDir string) {
 		}
 		if good {
 			ps.list = append(ps.list, pr)
-			ps.byID[strings.ToLower(pr.ID)] = pr
+			ps.byID[pr.ID] = pr
 		}
 	}
-}
-
-// checkPrincipalID returns why id is unusable, or "". Ids appear on their own
-// line in the signed approval statement, so whitespace and control
-// characters are refused.
-func checkPrincipalID(id string) string {
-	if id == "" {
-		return "empty id"
-	}
-	if len(id) > 256 {
-		return "id longer than 256 bytes"
-	}
-	for _, r := range id {
-		if r <= ' ' || r == 0x7f || r == '\uFFFD' || r >= 0x80 && r < 0xa0 {
-			return fmt.Sprintf("id %q has a space or control character", id)
-		}
-	}
-	return ""
 }
 
 // readPublicKey takes an inline PEM or a path to a PEM file and returns the

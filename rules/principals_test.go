@@ -27,7 +27,6 @@ func TestLoadPrincipals(t *testing.T) {
 		canSign bool
 	}{
 		{"cfo@corp.example", "cfo", true},
-		{"CFO@Corp.Example", "cfo", true},
 		{"controller@corp.example", "controller", true},
 		{"fm@corp.example", "senior_accountant", true},
 		{"staff@corp.example", "staff_accountant", false},
@@ -47,6 +46,12 @@ func TestLoadPrincipals(t *testing.T) {
 	}
 	if _, ok := ps.Get("nobody@corp.example"); ok {
 		t.Error("found an unknown principal")
+	}
+	// An id in any other spelling is nobody's: Get never folds.
+	for _, id := range []string{"CFO@Corp.Example", "CFO@corp.example", "cfo@CORP.EXAMPLE", " cfo@corp.example", "cfo@corp.example."} {
+		if p, ok := ps.Get(id); ok {
+			t.Errorf("Get(%q) found %s", id, p.ID)
+		}
 	}
 	// The key read from the file is the one in it.
 	cfo, _ := ps.Get("cfo@corp.example")
@@ -68,7 +73,7 @@ func TestPrincipalsProblems(t *testing.T) {
 	}
 	dir := filepath.Join("testdata", "principals")
 	want := []Problem{
-		{"principals[1].id", `duplicate id "CFO@corp.example" (ids are compared case-insensitively; first as "cfo@corp.example")`},
+		{"principals[1].id", `id "CFO@corp.example" has upper case; write it "cfo@corp.example" (an id is printable ASCII in lower case, so that each person has one spelling)`},
 		{"principals[2].public_key", "public key file " + filepath.Join(dir, "rsa.pub") + ": is an RSA key, want Ed25519"},
 		{"principals[3].public_key", "public key file " + filepath.Join(dir, "ec.pub") + ": is an ECDSA key, want Ed25519"},
 		{"principals[4].public_key", "public key file " + filepath.Join(dir, "private-key.pem") + ": is a private key (PRIVATE KEY); give the public key (PREFIX.pub from keygen) and keep the private key secret"},
@@ -83,6 +88,9 @@ func TestPrincipalsProblems(t *testing.T) {
 		{"principals[9].team", `unknown key "team"`},
 		{"principals[10].id", "required"},
 		{"principals[11].roles", "required"},
+		{"principals[12].id", `duplicate id "cfo@corp.example" (first at principals[0].id)`},
+		{"principals[13].id", `id "jİm@corp.example" is not ASCII (an id is printable ASCII in lower case, so that each person has one spelling)`},
+		{"principals[14].public_key", `principal "zero@corp.example": inline public_key: unsafe Ed25519 public key: a small-order point, with which anybody can make signatures that verify; make a key pair with keygen`},
 	}
 	if !reflect.DeepEqual(ve.Problems, want) {
 		t.Errorf("problems:\n%v\nwant:\n%v", ve, (&ValidationError{Problems: want}))
@@ -112,6 +120,17 @@ func TestParsePrincipals(t *testing.T) {
 		{"wrong PEM type", "principals:\n- id: a@x\n  roles: [cfo]\n  public_key: |\n" + indent(strings.ReplaceAll(string(pub), "PUBLIC KEY", "CERTIFICATE")) + "\n", []string{"principals[0].public_key"}},
 		{"id with newline", `{"principals":[{"id":"a@x\nb","roles":["cfo"]}]}`, []string{"principals[0].id"}},
 		{"roles not a list", "principals:\n- {id: a@x, roles: cfo}\n", []string{"principals[0].roles"}},
+		// One person, one id: every id in canonical form, so ids compare as bytes.
+		{"id in upper case", "principals:\n- {id: Jim@corp.example, roles: [cfo]}\n", []string{"principals[0].id"}},
+		{"id with dotted capital I (ToLower gives jim)", "principals:\n- {id: \"j\u0130m@corp.example\", roles: [cfo]}\n", []string{"principals[0].id"}},
+		{"id with Kelvin sign (ToLower gives k)", "principals:\n- {id: \"\u212Aim@corp.example\", roles: [cfo]}\n", []string{"principals[0].id"}},
+		{"id with long s (EqualFold with s)", "principals:\n- {id: \"\u017Fam@corp.example\", roles: [cfo]}\n", []string{"principals[0].id"}},
+		{"id with a no-break space", "principals:\n- {id: \"jim\u00A0@corp.example\", roles: [cfo]}\n", []string{"principals[0].id"}},
+		{"id with DEL", `{"principals":[{"id":"jim\u007f@corp.example","roles":["cfo"]}]}`, []string{"principals[0].id"}},
+		{"jim, then jİm", "principals:\n- {id: jim@corp.example, roles: [cfo]}\n- {id: \"j\u0130m@corp.example\", roles: [controller]}\n", []string{"principals[1].id"}},
+		{"id of 257 bytes", "principals:\n- {id: " + strings.Repeat("a", 257) + ", roles: [cfo]}\n", []string{"principals[0].id"}},
+		{"id of 256 bytes", "principals:\n- {id: " + strings.Repeat("a", 256) + ", roles: [cfo]}\n", nil},
+		{"id with every printable ASCII but upper case", "principals:\n- {id: '!\"#$%&''()*+,-./0123456789:;<=>?@[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~', roles: [cfo]}\n", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

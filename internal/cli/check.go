@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 
@@ -10,31 +11,68 @@ import (
 )
 
 func newCheck() *cobra.Command {
-	return &cobra.Command{
+	var principals string
+	cmd := &cobra.Command{
 		Use:   "check FILE",
-		Short: "Validate a manifest; print every problem with its JSON path (exit 0 valid, 1 invalid)",
+		Short: "Validate a manifest (and with --principals a principals file); print every problem with its JSON path (exit 0 valid, 1 invalid)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			out := cmd.OutOrStdout()
-			m, err := rules.LoadManifest(args[0])
-			var ve *rules.ValidationError
-			if errors.As(err, &ve) {
-				for _, p := range ve.Problems {
-					fmt.Fprintf(out, "%s: %s\n", args[0], p)
+			bad := checkManifest(out, args[0])
+			if principals != "" {
+				if err := checkPrincipals(out, principals); err != nil && bad == nil {
+					bad = err
 				}
-				for _, w := range ve.Warnings {
-					fmt.Fprintf(out, "%s: warning: %s\n", args[0], w)
-				}
-				return exitf(1, "%s: %d problem(s)", args[0], len(ve.Problems))
 			}
-			if err != nil {
-				return exitf(1, "%s: %v", args[0], err)
-			}
-			for _, w := range m.Warnings() {
-				fmt.Fprintf(out, "%s: warning: %s\n", args[0], w)
-			}
-			fmt.Fprintf(out, "%s: ok: app %s, %d actions, policy %s\n", args[0], m.AppID, len(m.Actions), m.Hash)
-			return nil
+			return bad
 		},
 	}
+	cmd.Flags().StringVar(&principals, "principals", "", "also validate this principals file, as serve --principals reads it")
+	return cmd
+}
+
+func checkManifest(out io.Writer, file string) error {
+	m, err := rules.LoadManifest(file)
+	var ve *rules.ValidationError
+	if errors.As(err, &ve) {
+		for _, p := range ve.Problems {
+			fmt.Fprintf(out, "%s: %s\n", file, p)
+		}
+		for _, w := range ve.Warnings {
+			fmt.Fprintf(out, "%s: warning: %s\n", file, w)
+		}
+		return exitf(1, "%s: %d problem(s)", file, len(ve.Problems))
+	}
+	if err != nil {
+		return exitf(1, "%s: %v", file, err)
+	}
+	for _, w := range m.Warnings() {
+		fmt.Fprintf(out, "%s: warning: %s\n", file, w)
+	}
+	fmt.Fprintf(out, "%s: ok: app %s, %d actions, policy %s\n", file, m.AppID, len(m.Actions), m.Hash)
+	return nil
+}
+
+// checkPrincipals reports every problem of a principals file, each with
+// its path, as serve would before exiting 2.
+func checkPrincipals(out io.Writer, file string) error {
+	ps, err := rules.LoadPrincipals(file)
+	var ve *rules.ValidationError
+	if errors.As(err, &ve) {
+		for _, p := range ve.Problems {
+			fmt.Fprintf(out, "%s: %s\n", file, p)
+		}
+		return exitf(1, "%s: %d problem(s)", file, len(ve.Problems))
+	}
+	if err != nil {
+		return exitf(1, "%s: %v", file, err)
+	}
+	signers := 0
+	for _, p := range ps.All() {
+		if p.CanSign() {
+			signers++
+		}
+	}
+	fmt.Fprintf(out, "%s: ok: %d principals, %d with a public key\n", file, len(ps.All()), signers)
+	return nil
 }

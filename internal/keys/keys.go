@@ -16,11 +16,19 @@ import (
 	"os"
 	"strings"
 
+	"filippo.io/edwards25519"
+
 	"github.com/uapk-gateway/uapk-proxy/internal/fsutil"
 )
 
 // ErrNotEd25519 is returned for a PEM key of another algorithm.
 var ErrNotEd25519 = errors.New("not an Ed25519 key")
+
+// ErrUnsafeKey is returned for an Ed25519 public key that is not a
+// canonically encoded curve point of large order. crypto/ed25519 verifies
+// with such keys, and with a small-order one anybody can make a signature
+// that verifies, without any private key.
+var ErrUnsafeKey = errors.New("unsafe Ed25519 public key")
 
 // Generate returns a new key pair from crypto/rand.
 func Generate() (ed25519.PublicKey, ed25519.PrivateKey, error) {
@@ -65,7 +73,7 @@ func ParsePrivate(data []byte) (ed25519.PrivateKey, error) {
 // ParsePublic decodes exactly one PKIX PEM Ed25519 public key, the one
 // parser every reader of public keys uses (the principals file, bundles).
 // Its errors say what was given instead, and never quote it: someone may
-// point it at a private key.
+// point it at a private key. A key CheckPublic refuses is refused.
 func ParsePublic(data []byte) (ed25519.PublicKey, error) {
 	block, rest := pem.Decode(data)
 	if block == nil {
@@ -86,6 +94,9 @@ func ParsePublic(data []byte) (ed25519.PublicKey, error) {
 	}
 	switch ek := k.(type) {
 	case ed25519.PublicKey:
+		if err := CheckPublic(ek); err != nil {
+			return nil, err
+		}
 		return ek, nil
 	case *rsa.PublicKey:
 		return nil, notEd25519("an RSA")
@@ -94,6 +105,35 @@ func ParsePublic(data []byte) (ed25519.PublicKey, error) {
 	default:
 		return nil, notEd25519(fmt.Sprintf("a %T", k))
 	}
+}
+
+// CheckPublic returns an error (ErrUnsafeKey) unless k is the canonical
+// encoding (RFC 8032 section 5.1.2) of a point on edwards25519 whose order
+// is not small. crypto/ed25519 checks neither: it decodes y >= p and a
+// negative zero x, and a small-order key (the all-zero key is one) lets
+// anybody forge: with A of order 1, 2, 4 or 8, the signature R = identity,
+// S = 0 verifies for every message whose hash k is a multiple of A's order.
+//
+// Decoding is edwards25519's Point.SetBytes, which accepts non-canonical
+// encodings; canonical means the point encodes back to the same bytes.
+// Small order means the point times the cofactor 8 is the identity.
+// Points of mixed order (a small-order part plus a large one) pass: a
+// signer still needs the private key of the large part.
+func CheckPublic(k ed25519.PublicKey) error {
+	if len(k) != ed25519.PublicKeySize {
+		return fmt.Errorf("%w: %d bytes, want %d", ErrUnsafeKey, len(k), ed25519.PublicKeySize)
+	}
+	pt, err := new(edwards25519.Point).SetBytes(k)
+	if err != nil {
+		return fmt.Errorf("%w: not a point on the curve", ErrUnsafeKey)
+	}
+	if !bytes.Equal(pt.Bytes(), k) {
+		return fmt.Errorf("%w: not the canonical encoding of its point (RFC 8032 section 5.1.3)", ErrUnsafeKey)
+	}
+	if new(edwards25519.Point).MultByCofactor(pt).Equal(edwards25519.NewIdentityPoint()) == 1 {
+		return fmt.Errorf("%w: a small-order point, with which anybody can make signatures that verify; make a key pair with keygen", ErrUnsafeKey)
+	}
+	return nil
 }
 
 // notEd25519 names the algorithm a key has instead; it is ErrNotEd25519.
