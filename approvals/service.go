@@ -456,6 +456,10 @@ func (s *Service) RequestOverride(r OverrideRequest) (*Approval, error) {
 	}
 	if strings.TrimSpace(r.RequestedBy) == "" {
 		problems = append(problems, "requested_by is required")
+	} else if err := rules.CheckID(r.RequestedBy); err != nil {
+		// An override asked for under an id nobody has could never be
+		// approved (the requester's own approval is refused by id).
+		problems = append(problems, "requested_by: "+err.Error())
 	}
 	if len(problems) > 0 {
 		return nil, &BadRequestError{Problems: problems}

@@ -131,6 +131,7 @@ func TestOverrideLifecycle(t *testing.T) {
 		{Action: "audit_modify", Duration: "1h", Justification: "x", RequestedBy: "ops-lead@corp.example"},
 		{Action: "financial_report", Duration: "9h", Justification: "x", RequestedBy: "ops-lead@corp.example"},
 		{Action: "financial_report", Duration: "1h", RequestedBy: "ops-lead@corp.example"},
+		{Action: "financial_report", Duration: "1h", Justification: "x", RequestedBy: "Ops-Lead@corp.example"}, // an id nobody has
 	} {
 		var br *approvals.BadRequestError
 		if _, err := svc.RequestOverride(bad); !errors.As(err, &br) {

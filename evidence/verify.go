@@ -366,7 +366,7 @@ func (v *bundleVerifier) prescan(line []byte) {
 	switch r.Kind {
 	case record.KindConfig:
 		d := dataOf[record.Config](r)
-		if k, err := base64.StdEncoding.DecodeString(d.GatewayKey); err == nil && len(k) == ed25519.PublicKeySize &&
+		if k, err := base64.StdEncoding.DecodeString(d.GatewayKey); err == nil && keys.CheckPublic(k) == nil &&
 			!slices.ContainsFunc(v.keys, func(x ed25519.PublicKey) bool { return bytes.Equal(x, k) }) {
 			v.keys = append(v.keys, k)
 		}

@@ -122,7 +122,7 @@ func verifyArchive(ctx context.Context, l *ledger.Ledger, dataDir, manifestPath,
 		}
 		if s, ok := r.Data["gateway_key"].(string); ok {
 			b, err := base64.StdEncoding.DecodeString(s)
-			if err == nil && len(b) == ed25519.PublicKeySize && !slices.ContainsFunc(pubs, func(k ed25519.PublicKey) bool { return k.Equal(ed25519.PublicKey(b)) }) {
+			if err == nil && keys.CheckPublic(b) == nil && !slices.ContainsFunc(pubs, func(k ed25519.PublicKey) bool { return k.Equal(ed25519.PublicKey(b)) }) {
 				pubs = append(pubs, ed25519.PublicKey(b))
 			}
 		}
