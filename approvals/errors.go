@@ -25,6 +25,10 @@ var (
 	// approved with another token).
 	ErrNotApproved = errors.New(string(record.NotApproved))
 
+	// ErrTooManyPending is returned by Hold when the app already holds the
+	// manifest's max_pending pending approvals.
+	ErrTooManyPending = errors.New(string(record.TooManyPending))
+
 	// ErrChanged is returned by a Store.Update change function when the
 	// approval is no longer in the state the caller decided on; the service
 	// decides again.

@@ -63,6 +63,51 @@ type Service struct {
 	now     func() time.Time
 	timeout time.Duration
 	waiters waiters
+	pending pendingCount
+}
+
+// pendingCount is how many pending request approvals each app holds, for
+// the manifest's max_pending: kept in memory, loaded from the store at
+// New, reserved before a hold and released when an approval leaves
+// pending.
+type pendingCount struct {
+	mu    sync.Mutex
+	byApp map[string]int
+	ids   map[string]string // approval id -> app, the ones counted
+}
+
+// reserve counts one more pending approval for app if it holds fewer than
+// max; the caller adds the id (add) or gives it back (drop).
+func (p *pendingCount) reserve(app string, max int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.byApp[app] >= max {
+		return false
+	}
+	p.byApp[app]++
+	return true
+}
+
+func (p *pendingCount) add(id, app string) {
+	p.mu.Lock()
+	p.ids[id] = app
+	p.mu.Unlock()
+}
+
+func (p *pendingCount) drop(app string) {
+	p.mu.Lock()
+	p.byApp[app]--
+	p.mu.Unlock()
+}
+
+// done releases approval id's count, once, when it leaves pending.
+func (p *pendingCount) done(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if app, ok := p.ids[id]; ok {
+		delete(p.ids, id)
+		p.byApp[app]--
+	}
 }
 
 // New returns a service.
@@ -80,6 +125,17 @@ func New(cfg Config) (*Service, error) {
 	}
 	if s.timeout <= 0 {
 		s.timeout = 5 * time.Second
+	}
+	s.pending = pendingCount{byApp: map[string]int{}, ids: map[string]string{}}
+	open, err := s.store.List(StatusPending, s.now())
+	if err != nil {
+		return nil, fmt.Errorf("count pending approvals: %w", err)
+	}
+	for _, a := range open {
+		if a.Kind == KindRequest {
+			s.pending.byApp[a.App]++
+			s.pending.ids[a.ID] = a.App
+		}
 	}
 	return s, nil
 }
@@ -154,10 +210,21 @@ func (s *Service) NewPending(p Pending) *Approval {
 }
 
 // Hold stores a (from NewPending) with e, the request record that held it.
+// It fails with ErrTooManyPending, writing nothing, when a's app already
+// holds the manifest's max_pending pending approvals.
 func (s *Service) Hold(a *Approval, e ledger.Entry) (ledger.Record, error) {
+	if !s.pending.reserve(a.App, s.engine().Manifest().MaxPending) {
+		return ledger.Record{}, fmt.Errorf("%w: app %s holds %d", ErrTooManyPending, a.App, s.engine().Manifest().MaxPending)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	defer cancel()
-	return s.store.Create(ctx, a, e)
+	rec, err := s.store.Create(ctx, a, e)
+	if err != nil {
+		s.pending.drop(a.App)
+		return rec, err
+	}
+	s.pending.add(a.ID, a.App)
+	return rec, nil
 }
 
 // Retry says whether approval id lets this request (app, action, digest,
@@ -320,6 +387,7 @@ func (s *Service) Decide(id string, sub Submission) (*Approval, *Refusal, error)
 		}
 		if preview.Status != StatusPending {
 			s.obs.ApprovalCompleted(a.Action, preview.Status, now.Sub(a.CreatedAt))
+			s.pending.done(id)
 			s.waiters.wake(id)
 		}
 		after, err := s.store.Get(id)
@@ -400,6 +468,7 @@ func (s *Service) ExpireDue() (int, error) {
 			return n, err
 		}
 		n++
+		s.pending.done(a.ID)
 		s.waiters.wake(a.ID)
 	}
 	return n, nil

@@ -3,6 +3,8 @@ package approvals_test
 import (
 	"crypto/ed25519"
 	"errors"
+	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -158,5 +160,41 @@ func TestOverrideLifecycle(t *testing.T) {
 	}
 	if _, err := svc.Capability(got.Token, ov.App, "financial_report", testDigest); approvals.TokenReason(err) != record.InvalidToken {
 		t.Errorf("override token as a capability: %v", err)
+	}
+}
+
+// TestMaxPendingSurvivesARestart: a new service over the same store counts
+// the pending approvals it finds.
+func TestMaxPendingSurvivesARestart(t *testing.T) {
+	raw, err := os.ReadFile("../examples/manifests/sox-financial.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := rules.ParseManifest([]byte(strings.Replace(string(raw), "{", `{"max_pending": 1,`, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng := rules.NewEngine(m, principals(t, cast))
+	_, gw, _ := ed25519.GenerateKey(nil)
+	iss, _ := tokens.NewIssuer(gw)
+	l := &approvalstest.Ledger{}
+	store := approvalstest.NewStore(l)
+	start := func() *approvals.Service {
+		svc, err := approvals.New(approvals.Config{Store: store, Ledger: l, Tokens: iss,
+			Engine: func() *rules.Engine { return eng }, Logger: zerolog.Nop(), Now: func() time.Time { return now }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return svc
+	}
+	hold(t, start(), requireCFO)
+	svc := start() // the restart
+	a := svc.NewPending(approvals.Pending{App: agentApp, Digest: testDigest,
+		Decision: rules.Decision{Outcome: rules.Pending, Action: "journal_entry", Requirement: requireCFO, ApprovalTTL: time.Hour}})
+	if _, err := svc.Hold(a, ledger.Entry{Kind: record.KindRequest, ApprovalID: a.ID}); !errors.Is(err, approvals.ErrTooManyPending) {
+		t.Fatalf("second hold after a restart: %v, want ErrTooManyPending", err)
+	}
+	if _, err := svc.Get(a.ID); !errors.Is(err, approvals.ErrNotFound) {
+		t.Errorf("a refused hold stored its approval: %v", err)
 	}
 }

@@ -256,6 +256,14 @@ func (g *Gate) Check(c *Call) *Verdict {
 	switch how {
 	case planHold:
 		rec, err = svc.Hold(pending, entry())
+		if errors.Is(err, approvals.ErrTooManyPending) {
+			// Refused before anything was stored: recorded as a denial,
+			// with no approval and nothing to wait for.
+			v.deny(record.TooManyPending)
+			v.ApprovalID, v.RequiredRoles, v.ExpiresAt = "", nil, time.Time{}
+			data.RequiredRoles, data.ExpiresAt, data.Detail = nil, "", err.Error()
+			rec, err = g.append(entry())
+		}
 	case planConsume:
 		rec, err = svc.Consume(useID, tokenID, entry())
 		if err != nil && approvals.IsRefusal(err) {

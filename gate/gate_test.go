@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -73,9 +74,18 @@ func (w *world) advance(d time.Duration) {
 	w.mu.Unlock()
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t *testing.T) *world { t.Helper(); return newWorldWith(t, "") }
+
+// newWorldWith is newWorld over the example manifest with extra top-level
+// members (JSON text such as `"max_pending": 2,`).
+func newWorldWith(t *testing.T, extra string) *world {
 	t.Helper()
-	m, err := rules.LoadManifest("../examples/manifests/sox-financial.json")
+	raw, err := os.ReadFile("../examples/manifests/sox-financial.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := strings.Replace(string(raw), "{", "{"+extra, 1)
+	m, err := rules.ParseManifest([]byte(doc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -426,4 +436,33 @@ func TestApprovalBindsTheHeadersThatChangeTheBody(t *testing.T) {
 	if r := w.g.Check(ok); !r.Forward() {
 		t.Fatalf("the approved request as approved: %+v", r)
 	}
+}
+
+// TestMaxPending: an app holding max_pending pending approvals gets 429
+// too_many_pending for the next, recorded, with nothing stored; a decided
+// approval frees its place.
+func TestMaxPending(t *testing.T) {
+	w := newWorldWith(t, `"max_pending": 2,`)
+	first, _ := w.held(t), w.held(t)
+	v := w.g.Check(journalEntry())
+	if v.Forward() || v.Reason != record.TooManyPending || v.ApprovalID != "" || v.Record == 0 {
+		t.Fatalf("third hold: %+v", v)
+	}
+	if r := w.l.Last(); r.Decision != record.Deny || r.Reason != record.TooManyPending || r.ApprovalID != "" {
+		t.Errorf("record %+v", r)
+	}
+	if list, _ := w.svc.List(""); len(list) != 2 {
+		t.Errorf("%d approvals stored, want 2", len(list))
+	}
+	w.approve(t, first.ApprovalID)
+	if v := w.g.Check(journalEntry()); v.Outcome != rules.Pending {
+		t.Errorf("after one was approved: %+v", v)
+	}
+	// Expiry frees places too.
+	w.advance(25 * time.Hour)
+	if n, err := w.svc.ExpireDue(); err != nil || n != 2 {
+		t.Fatalf("ExpireDue = %d, %v", n, err)
+	}
+	w.held(t)
+	w.held(t)
 }

@@ -34,6 +34,8 @@ func refusal(r record.Reason) (int, string) {
 		return http.StatusServiceUnavailable, errLedger
 	case record.BodyTooLarge:
 		return http.StatusRequestEntityTooLarge, errTooLarge
+	case record.TooManyPending:
+		return http.StatusTooManyRequests, string(record.TooManyPending)
 	case record.BadTarget, record.AmbiguousRequest, record.AmbiguousPath:
 		return http.StatusBadRequest, errBadRequest
 	case record.ConnectInTunnel:

@@ -88,6 +88,7 @@ const (
 	AmbiguousRequest  Reason = "ambiguous_request"  // 400: a header or parameter by which servers change the method or target
 	HeadersMismatch   Reason = "headers_mismatch"   // 409: a retry whose Content-Type or Content-Encoding is not the approved one's
 	AmbiguousPath     Reason = "ambiguous_path"     // 400: a request target a server could resolve to another path than the gate
+	TooManyPending    Reason = "too_many_pending"   // 429: the app holds max_pending pending approvals already
 )
 
 // Reasons only the forward door gives.
@@ -143,7 +144,7 @@ var Reasons = []Reason{
 	AmountUnreadable, EscalationRequested,
 	UnknownApp, NotApproved, ApprovalExpired, Consumed, DigestMismatch, Rejected, BodyTooLarge,
 	Approved, Capability, Override, InvalidToken, AppMismatch, ActionMismatch, LedgerUnavailable,
-	AmbiguousRequest, HeadersMismatch, AmbiguousPath,
+	AmbiguousRequest, HeadersMismatch, AmbiguousPath, TooManyPending,
 	TunnelHost, TunnelNotAllowed, BadTarget, HostMismatch, ConnectInTunnel,
 	Forwarded, UpstreamError, TunnelClosed,
 	Signed, TTLElapsed, OverrideRequested, OverrideTokenIssued,

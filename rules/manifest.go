@@ -31,6 +31,10 @@ type Manifest struct {
 	TunnelHosts []string
 	// DefaultPolicy is DenyPolicy (the default) or RecordAndAllow.
 	DefaultPolicy Policy
+	// MaxPending bounds the pending approvals one app may hold at once
+	// (default DefaultMaxPending): beyond it new ones are refused, so an
+	// agent alone cannot grow the store and the ledger without end.
+	MaxPending int
 	// Override is nil when the manifest has no override section: then no
 	// override can be granted.
 	Override *Override
@@ -108,6 +112,7 @@ type Audit struct {
 const (
 	DefaultApprovalTTL    = 24 * time.Hour
 	DefaultRetentionYears = 7
+	DefaultMaxPending     = 1000
 	DefaultStorageClass   = "COMPLIANCE"
 	// DefaultEscalationRole must approve when an amount exceeds amount_cap
 	// (or cannot be read) and the action has no escalation section.
@@ -139,6 +144,7 @@ func ParseManifest(data []byte) (*Manifest, error) {
 	c := &checker{probs: probs}
 	m := &Manifest{
 		DefaultPolicy: DenyPolicy,
+		MaxPending:    DefaultMaxPending,
 		Audit:         Audit{RetentionYears: DefaultRetentionYears, StorageClass: DefaultStorageClass, Immutable: true},
 		byName:        map[string]*Action{},
 	}
@@ -336,6 +342,23 @@ func (c *checker) manifest(m *Manifest, root *value) {
 				m.DefaultPolicy = Policy(s)
 			default:
 				c.errf(p, "unknown default_policy %q (DENY or RECORD_AND_ALLOW)", s)
+			}
+		},
+		"max_pending": func(p string, v *value) {
+			d, ok := c.number(p, v)
+			if !ok {
+				return
+			}
+			n, err := strconv.Atoi(d.String())
+			switch {
+			case d.exp < 0:
+				c.errf(p, "must be a whole number")
+			case d.neg || n < 1:
+				c.errf(p, "must be at least 1")
+			case err != nil || n > 1000000:
+				c.errf(p, "must be at most 1000000")
+			default:
+				m.MaxPending = n
 			}
 		},
 		"override": func(p string, v *value) { m.Override = c.override(p, v) },
