@@ -326,6 +326,15 @@ func (s *Service) Consume(id, tokenID string, e ledger.Entry) (ledger.Record, er
 	return s.store.Consume(ctx, id, tokenID, e)
 }
 
+// Release writes e, the record of a request that never reached the ERP,
+// and makes the approval it consumed (record usedBy) usable again, in one
+// unit.
+func (s *Service) Release(id, tokenID string, usedBy uint64, e ledger.Entry) (ledger.Record, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	defer cancel()
+	return s.store.Release(ctx, id, tokenID, usedBy, e)
+}
+
 // IsRefusal tells a Consume that lost a race (record it as refused) from a
 // ledger outage (answer 503).
 func IsRefusal(err error) bool {

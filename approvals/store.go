@@ -33,6 +33,11 @@ type Store interface {
 	// Consume appends e and marks approval id used by it under tokenID,
 	// after CheckConsume: once, across restarts.
 	Consume(ctx context.Context, id, tokenID string, e ledger.Entry) (ledger.Record, error)
+	// Release appends e and undoes the Consume by record usedBy (approval
+	// id and token tokenID usable again): the request it let through never
+	// reached the ERP. It fails, writing nothing, if the approval is not
+	// consumed by usedBy.
+	Release(ctx context.Context, id, tokenID string, usedBy uint64, e ledger.Entry) (ledger.Record, error)
 }
 
 // CheckConsume is the use-once rule every Store applies, inside its atomic

@@ -397,7 +397,7 @@ func (b *builder) add(r *rec) error {
 func (b *builder) details(r *rec, dual bool) {
 	if r.Kind == record.KindForward {
 		b.counts["forwards"]++
-		if r.Reason == record.UpstreamError {
+		if r.Reason == record.UpstreamError || r.Reason == record.UpstreamUnavailable || r.Reason == record.UpstreamTimeout {
 			b.counts["upstream_errors"]++
 		}
 		return

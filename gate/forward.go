@@ -17,6 +17,24 @@ type ERPOutcome struct {
 	Body     []byte
 	Err      error
 	Duration time.Duration
+	// With Err, what the door knows of it: Undelivered, the ERP cannot
+	// have received the request (the connection was refused or never
+	// made); Timeout, no answer came in time. Neither: the ERP received it
+	// and the answer broke.
+	Undelivered, Timeout bool
+}
+
+// Reason is the forward record's reason for o.
+func (o ERPOutcome) Reason() record.Reason {
+	switch {
+	case o.Err == nil:
+		return record.Forwarded
+	case o.Undelivered:
+		return record.UpstreamUnavailable
+	case o.Timeout:
+		return record.UpstreamTimeout
+	}
+	return record.UpstreamError
 }
 
 // Forwarded records the outcome of a forwarded request. It does not wait
@@ -25,7 +43,12 @@ type ERPOutcome struct {
 func (g *Gate) Forwarded(v *Verdict, o ERPOutcome) {
 	g.obs.Upstream(v.door, o.Duration, o.Err)
 	if o.Err != nil {
-		g.appendForward(v, record.UpstreamError, o.Duration, record.Forward{Error: o.Err.Error()})
+		data := record.Forward{Error: o.Err.Error(), Delivered: !o.Undelivered}
+		if o.Undelivered && v.usedID != "" {
+			g.release(v, o, data)
+			return
+		}
+		g.appendForward(v, o.Reason(), o.Duration, data)
 		return
 	}
 	sum := sha256.Sum256(o.Body)
@@ -50,6 +73,23 @@ func (g *Gate) ForwardedStream(v *Verdict, status int, sum []byte, n int64, d ti
 // TunnelClosed records the end of a blind tunnel: bytes each way.
 func (g *Gate) TunnelClosed(v *Verdict, up, down int64, d time.Duration) {
 	g.appendForward(v, record.TunnelClosed, d, record.Forward{Tunnel: true, BytesUp: up, BytesDown: down})
+}
+
+// release records a request that never reached the ERP and makes the
+// approval it used usable again, durably, before the agent is answered.
+func (g *Gate) release(v *Verdict, o ERPOutcome, data record.Forward) {
+	data.RequestRecord = v.Record
+	data.LatencyMS, data.LatencyUS = o.Duration.Milliseconds(), o.Duration.Microseconds()
+	_, err := g.approvals.Release(v.usedID, v.usedToken, v.Record, ledger.Entry{
+		Kind: record.KindForward, App: v.App, Action: v.Action, Decision: v.Decision(), Reason: o.Reason(),
+		ApprovalID: v.ApprovalID, Digest: v.Digest, Policy: g.engine.Load().Manifest().Hash, Data: data.Map(),
+	})
+	if err != nil {
+		// The approval stays used: safe, and the log says why.
+		g.log.Error().Err(err).Uint64("request_seq", v.Record).Str("approval_id", v.ApprovalID).
+			Msg("request not delivered, but its approval could not be made usable again")
+		g.appendForward(v, o.Reason(), o.Duration, data)
+	}
 }
 
 // appendForward writes a forward record (what came of a forwarded request)

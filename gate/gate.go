@@ -266,6 +266,9 @@ func (g *Gate) Check(c *Call) *Verdict {
 		}
 	case planConsume:
 		rec, err = svc.Consume(useID, tokenID, entry())
+		if err == nil {
+			v.usedID, v.usedToken = useID, tokenID
+		}
 		if err != nil && approvals.IsRefusal(err) {
 			// Another request used the approval first (or it changed
 			// state): record this one as refused.

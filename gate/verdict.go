@@ -32,7 +32,14 @@ type Verdict struct {
 
 	door    string
 	started time.Time
+	// used: the approval (and its token) this verdict consumed, by Record.
+	usedID, usedToken string
 }
+
+// UsesApproval reports whether the verdict lets a request through on an
+// approval it used up: the doors send such a request on a connection of its
+// own, so that a failure tells for sure whether the ERP got it.
+func (v *Verdict) UsesApproval() bool { return v.usedID != "" }
 
 // Forward reports whether the door must send the request to the ERP.
 func (v *Verdict) Forward() bool { return v.Outcome == rules.Allow }

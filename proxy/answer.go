@@ -1,13 +1,21 @@
 package proxy
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
+	"net"
 	"net/http"
+	"os"
+	"syscall"
 	"time"
 
 	"github.com/uapk-gateway/uapk-proxy/gate"
 	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
+	"github.com/valyala/fasthttp"
 )
 
 // The one place a verdict that forwards nothing becomes a status code and a
@@ -62,14 +70,48 @@ func answer(v *gate.Verdict) (int, []byte) {
 	return status, jsonBody(refusalBody{Error: kind, Reason: v.Reason, Action: v.Action, Record: v.Record, ApprovalID: v.ApprovalID})
 }
 
-// upstreamFailure is the 502 answer when the ERP could not be reached or
-// its answer broke; a tunnel that could not open names no action.
-func upstreamFailure(v *gate.Verdict, tunnel bool) (int, []byte) {
-	body := map[string]any{"error": errUpstream, "record": v.Record}
+// upstreamFailure is the answer when the exchange with the ERP failed: 502
+// upstream_unavailable when the ERP cannot have received the request (an
+// approval it used is usable again), 502 upstream_error when it did and
+// the answer broke, 504 upstream_timeout when no answer came in time.
+// delivered says whether the ERP may have the request. A tunnel that could
+// not open names no action.
+func upstreamFailure(v *gate.Verdict, o gate.ERPOutcome, tunnel bool) (int, []byte) {
+	body := map[string]any{"error": string(o.Reason()), "record": v.Record, "delivered": !o.Undelivered}
 	if !tunnel {
 		body["action"] = v.Action
 	}
-	return http.StatusBadGateway, jsonBody(body)
+	status := http.StatusBadGateway
+	if o.Timeout && !o.Undelivered {
+		status = http.StatusGatewayTimeout
+	}
+	return status, jsonBody(body)
+}
+
+// erpFailure classifies a failed exchange with the ERP: undelivered when
+// the request cannot have reached it (no connection, or no TLS session, was
+// made), timeout when no answer came in time.
+func erpFailure(err error) gate.ERPOutcome {
+	o := gate.ERPOutcome{Err: err}
+	var op *net.OpError
+	var unknownCA x509.UnknownAuthorityError
+	var badHost x509.HostnameError
+	var badCert x509.CertificateInvalidError
+	var verify *tls.CertificateVerificationError
+	var rh tls.RecordHeaderError
+	switch {
+	case errors.As(err, &op) && op.Op == "dial", errors.Is(err, syscall.ECONNREFUSED),
+		errors.Is(err, fasthttp.ErrDialTimeout), errors.Is(err, fasthttp.ErrNoFreeConns),
+		errors.As(err, &unknownCA), errors.As(err, &badHost), errors.As(err, &badCert),
+		errors.As(err, &verify), errors.As(err, &rh):
+		o.Undelivered = true
+	case errors.Is(err, fasthttp.ErrTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		o.Timeout = true
+	default:
+		var ne net.Error
+		o.Timeout = errors.As(err, &ne) && ne.Timeout()
+	}
+	return o
 }
 
 // badRequest is the 400 answer to a request that could not be read at all

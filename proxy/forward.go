@@ -74,6 +74,7 @@ type Forward struct {
 	ca      *ca.Authority
 	proxy   *goproxy.ProxyHttpServer
 	tr      *http.Transport
+	freshTr *http.Transport // for requests on an approval: a new connection each
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 	outer   *http.Server
 	inner   *http.Server
@@ -125,6 +126,8 @@ func NewForward(cfg ForwardConfig) (*Forward, error) {
 		tlsCfg.MinVersion = tls.VersionTLS12
 	}
 	f.tr = newUpstreamTransport(f.dial, tlsCfg, perHost, f.timeout)
+	f.freshTr = newUpstreamTransport(f.dial, tlsCfg, perHost, f.timeout)
+	f.freshTr.DisableKeepAlives = true
 	f.holdCtx, f.stopHold = context.WithCancel(context.Background())
 
 	p := goproxy.NewProxyHttpServer()
@@ -248,6 +251,7 @@ func (f *Forward) Shutdown(ctx context.Context) error {
 	}
 	f.serving.Wait()
 	f.tr.CloseIdleConnections()
+	f.freshTr.CloseIdleConnections()
 	return errors.Join(outerErr, innerErr)
 }
 

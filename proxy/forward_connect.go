@@ -96,7 +96,9 @@ func (f *Forward) dialTunnel(req *http.Request, network, addr string) (net.Conn,
 	start := time.Now()
 	c, err := f.dial(ctx, network, addr)
 	if err != nil {
-		f.gate.Forwarded(st.verdict, gate.ERPOutcome{Err: err, Duration: time.Since(start)})
+		o := erpFailure(err)
+		o.Duration = time.Since(start)
+		f.gate.Forwarded(st.verdict, o)
 		return nil, err
 	}
 	st.tunnelUp.Store(true)
@@ -121,7 +123,7 @@ func (f *Forward) tunnelFailed(w io.Writer, pctx *goproxy.ProxyCtx, err error) {
 	if st == nil || st.verdict == nil || st.tunnelUp.Load() {
 		return
 	}
-	status, body := upstreamFailure(st.verdict, true)
+	status, body := upstreamFailure(st.verdict, erpFailure(err), true)
 	resp := jsonResponse(pctx.Req, status, body)
 	setVerdictHTTP(resp.Header, st.verdict)
 	resp.Close = true

@@ -293,7 +293,11 @@ func (f *Forward) outgoing(r *http.Request, st *fwdState, c *gate.Call, v *gate.
 		Host:          c.Req.Host,
 	}
 	if len(c.Req.Body) > 0 {
-		out.Body = io.NopCloser(bytes.NewReader(c.Req.Body))
+		body := c.Req.Body
+		out.Body = io.NopCloser(bytes.NewReader(body))
+		// Lets net/http send it again on a fresh connection, which it
+		// does only when nothing of it was written to a pooled one.
+		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	}
 	var ctx context.Context
 	ctx, st.cancel = context.WithTimeout(context.Background(), f.timeout)
@@ -306,7 +310,11 @@ func (f *Forward) roundTrip(req *http.Request, pctx *goproxy.ProxyCtx) (*http.Re
 	st := pctx.UserData.(*fwdState)
 	cancel := st.cancel
 	start := time.Now()
-	resp, err := f.tr.RoundTrip(req)
+	tr := f.tr
+	if st.verdict.UsesApproval() {
+		tr = f.freshTr // never a pooled connection the ERP may have closed
+	}
+	resp, err := tr.RoundTrip(req)
 	if err != nil {
 		cancel()
 		st.start = start
@@ -344,9 +352,11 @@ func (f *Forward) onResponse(resp *http.Response, pctx *goproxy.ProxyCtx) *http.
 		if err == nil {
 			err = errors.New("no response")
 		}
-		f.gate.Forwarded(v, gate.ERPOutcome{Err: err, Duration: time.Since(st.start)})
-		f.log.Warn().Err(err).Uint64("seq", v.Record).Str("door", "forward").Msg("upstream request failed")
-		status, body := upstreamFailure(v, false)
+		o := erpFailure(err)
+		o.Duration = time.Since(st.start)
+		f.gate.Forwarded(v, o)
+		f.log.Warn().Err(err).Uint64("seq", v.Record).Str("door", "forward").Str("reason", string(o.Reason())).Msg("upstream request failed")
+		status, body := upstreamFailure(v, o, false)
 		out := jsonResponse(pctx.Req, status, body)
 		setVerdictHTTP(out.Header, v)
 		return out

@@ -84,7 +84,9 @@ func TestSidecarBoundsTheERPAnswer(t *testing.T) {
 				}
 				return
 			}
-			if f.Reason != record.UpstreamError || !strings.Contains(string(body), "upstream_unavailable") {
+			// The ERP had the request: delivered, and said so.
+			if f.Reason != record.UpstreamError || !strings.Contains(string(body), `"error":"upstream_error"`) ||
+				!strings.Contains(string(body), `"delivered":true`) {
 				t.Errorf("forward record %+v, body %s", f, body)
 			}
 		})

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"strings"
@@ -49,6 +50,7 @@ type Sidecar struct {
 	host     string // host[:port] of the ERP
 	basePath string // upstream path prefix without trailing slash
 	client   *fasthttp.HostClient
+	fresh    *fasthttp.HostClient // for requests on an approval: a new connection each
 	server   *fasthttp.Server
 	ln       atomic.Pointer[trackingListener]
 	lnMu     sync.Mutex    // orders Serve's start against Shutdown
@@ -119,8 +121,26 @@ func NewSidecar(cfg SidecarConfig) (*Sidecar, error) {
 		MaxConns: maxConns, MaxIdleConnDuration: 90 * time.Second, MaxResponseBodySize: maxResp,
 		ReadTimeout: s.timeout, WriteTimeout: s.timeout, MaxConnWaitTimeout: s.timeout,
 		NoDefaultUserAgentHeader: true, DisableHeaderNamesNormalizing: false,
-		DisablePathNormalizing:    true, // the target goes as it came and was decided on
-		MaxIdemponentCallAttempts: 1,    // a journal entry is never sent twice behind the ledger's back
+		DisablePathNormalizing: true, // the target goes as it came and was decided on
+		// A journal entry is never sent twice behind the ledger's back; a
+		// read that met a pooled connection the ERP had closed is sent
+		// again once, on a fresh one.
+		MaxIdemponentCallAttempts: 2,
+	}
+	s.client.RetryIfErr = func(req *fasthttp.Request, attempts int, err error) (bool, bool) {
+		m := string(req.Header.Method())
+		if attempts > 1 || (m != fasthttp.MethodGet && m != fasthttp.MethodHead && m != fasthttp.MethodOptions) ||
+			!errors.Is(err, fasthttp.ErrConnectionClosed) && !errors.Is(err, io.EOF) {
+			return false, false
+		}
+		s.client.CloseIdleConnections() // the others are as stale
+		return false, true
+	}
+	s.fresh = &fasthttp.HostClient{
+		Addr: addr, IsTLS: u.Scheme == "https", TLSConfig: tlsCfg,
+		MaxConns: maxConns, MaxResponseBodySize: maxResp,
+		ReadTimeout: s.timeout, WriteTimeout: s.timeout, MaxConnWaitTimeout: s.timeout,
+		NoDefaultUserAgentHeader: true, DisablePathNormalizing: true, MaxIdemponentCallAttempts: 1,
 	}
 	s.server = &fasthttp.Server{
 		Handler:               s.handle,
@@ -245,14 +265,24 @@ func (s *Sidecar) forward(ctx *fasthttp.RequestCtx, c *gate.Call, v *gate.Verdic
 	req.Header.SetHost(s.host)
 	req.Header.SetProtocol("HTTP/1.1") // whatever version the agent's request line named
 	resp := &ctx.Response
+	client := s.client
+	if v.UsesApproval() {
+		// Never a pooled connection the ERP may have closed: a failure
+		// then says for sure whether the ERP got the request, and an
+		// approval it never got stays usable.
+		client = s.fresh
+		req.SetConnectionClose()
+	}
 	start := time.Now()
-	err := s.client.DoTimeout(req, resp, s.timeout)
+	err := client.DoTimeout(req, resp, s.timeout)
 	o := gate.ERPOutcome{Duration: time.Since(start), Err: err}
 	if err != nil {
+		o = erpFailure(err)
+		o.Duration = time.Since(start)
 		s.gate.Forwarded(v, o)
 		resp.Reset()
-		s.log.Warn().Err(err).Uint64("seq", v.Record).Msg("upstream request failed")
-		status, body := upstreamFailure(v, false)
+		s.log.Warn().Err(err).Uint64("seq", v.Record).Str("reason", string(o.Reason())).Msg("upstream request failed")
+		status, body := upstreamFailure(v, o, false)
 		writeFast(ctx, status, v, body)
 		return
 	}

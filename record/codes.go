@@ -102,9 +102,11 @@ const (
 
 // Reasons of forward records: what came of a forwarded request.
 const (
-	Forwarded     Reason = "forwarded"      // the ERP answered (any status)
-	UpstreamError Reason = "upstream_error" // the ERP could not be reached or its answer broke
-	TunnelClosed  Reason = "tunnel_closed"  // a blind tunnel ended
+	Forwarded           Reason = "forwarded"            // the ERP answered (any status)
+	UpstreamError       Reason = "upstream_error"       // the ERP received the request, but its answer broke
+	UpstreamUnavailable Reason = "upstream_unavailable" // the ERP cannot have received the request (refused, no route); an approval it used is usable again
+	UpstreamTimeout     Reason = "upstream_timeout"     // no answer within --upstream-timeout; the ERP may have received it
+	TunnelClosed        Reason = "tunnel_closed"        // a blind tunnel ended
 )
 
 // Reasons of approval, capability and override records.
@@ -146,7 +148,7 @@ var Reasons = []Reason{
 	Approved, Capability, Override, InvalidToken, AppMismatch, ActionMismatch, LedgerUnavailable,
 	AmbiguousRequest, HeadersMismatch, AmbiguousPath, TooManyPending,
 	TunnelHost, TunnelNotAllowed, BadTarget, HostMismatch, ConnectInTunnel,
-	Forwarded, UpstreamError, TunnelClosed,
+	Forwarded, UpstreamError, UpstreamUnavailable, UpstreamTimeout, TunnelClosed,
 	Signed, TTLElapsed, OverrideRequested, OverrideTokenIssued,
 	RefuseBadRequest, RefuseExpired, RefuseClosed, RefuseUnknown, RefuseBadSignature,
 	RefuseStale, RefuseSelf, RefuseDuplicate, RefuseWrongRole, RefuseRoleFilled,

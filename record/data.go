@@ -85,6 +85,8 @@ type Forward struct {
 	ResponseSHA256 string `json:"response_sha256,omitempty"`
 	ResponseSize   int64  `json:"response_size,omitempty"`
 	Error          string `json:"error,omitempty"`
+	// Delivered, with Error: whether the ERP may have received the request.
+	Delivered bool `json:"delivered,omitempty"`
 	// RelayError and RelayedSize: a streamed answer that broke off.
 	RelayedSize int64  `json:"relayed_size,omitempty"`
 	RelayError  string `json:"relay_error,omitempty"`
@@ -103,7 +105,9 @@ func (d *Forward) Map() map[string]any {
 	if d.ResponseSHA256 != "" {
 		m["response_sha256"], m["response_size"] = d.ResponseSHA256, d.ResponseSize
 	}
-	str(m, "error", d.Error)
+	if d.Error != "" {
+		m["error"], m["delivered"] = d.Error, d.Delivered
+	}
 	if d.RelayError != "" {
 		m["relayed_size"], m["relay_error"] = d.RelayedSize, d.RelayError
 	}

@@ -89,7 +89,7 @@ func TestMapOmitsWhatWasNeverWritten(t *testing.T) {
 	}{
 		{"refused request", &Request{Door: "sidecar", Method: "GET", URL: "http://erp/x"}, []string{"door", "method", "url"}},
 		{"empty body", &Request{Door: "sidecar", Method: "GET", URL: "u", BodySHA256: "e3b0"}, []string{"body_sha256", "body_size", "door", "method", "url"}},
-		{"forward error", &Forward{RequestRecord: 3, Error: "refused"}, []string{"error", "latency_ms", "latency_us", "request_record"}},
+		{"forward error", &Forward{RequestRecord: 3, Error: "refused"}, []string{"delivered", "error", "latency_ms", "latency_us", "request_record"}},
 		{"tunnel closed", &Forward{RequestRecord: 3, Tunnel: true}, []string{"bytes_down", "bytes_up", "latency_ms", "latency_us", "request_record"}},
 		{"config without principals", &Config{}, []string{"gateway_key", "manifest_file", "manifest_version", "proxy_addr", "proxy_version", "upstream"}},
 	} {

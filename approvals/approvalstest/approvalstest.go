@@ -171,6 +171,22 @@ func (s *Store) Update(ctx context.Context, id string, e ledger.Entry, change fu
 	})
 }
 
+// Release undoes the Consume by record usedBy, with e.
+func (s *Store) Release(ctx context.Context, id, tokenID string, usedBy uint64, e ledger.Entry) (ledger.Record, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur, ok := s.m[id]
+	if !ok || cur.Consumed != usedBy || cur.TokenID != tokenID {
+		return ledger.Record{}, fmt.Errorf("approval %s is not consumed by record %d", id, usedBy)
+	}
+	c := cur.Clone()
+	return s.L.AppendWith(ctx, e, func(*ledger.Record) error {
+		c.Consumed = 0
+		s.m[id] = c
+		return nil
+	})
+}
+
 // Consume marks approval id used by e, once.
 func (s *Store) Consume(ctx context.Context, id, tokenID string, e ledger.Entry) (ledger.Record, error) {
 	s.mu.Lock()

@@ -145,6 +145,31 @@ func (s *Store) Consume(ctx context.Context, id, tokenID string, e ledger.Entry)
 	return s.l.Append(ctx, e)
 }
 
+// Release appends e and undoes the Consume by record usedBy, in one
+// transaction: the approval and its token are usable again.
+func (s *Store) Release(ctx context.Context, id, tokenID string, usedBy uint64, e ledger.Entry) (ledger.Record, error) {
+	if s.l == nil {
+		return ledger.Record{}, errReadOnly
+	}
+	e.Tx = func(tx *bolt.Tx, _ *ledger.Record) error {
+		a, err := get(tx, id)
+		if err != nil {
+			return err
+		}
+		if a.Consumed != usedBy || a.TokenID != tokenID {
+			return fmt.Errorf("approval %s is not consumed by record %d", id, usedBy)
+		}
+		if b := tx.Bucket(usedBucket); b != nil {
+			if err := b.Delete([]byte(tokenID)); err != nil {
+				return err
+			}
+		}
+		a.Consumed = 0
+		return put(tx, a)
+	}
+	return s.l.Append(ctx, e)
+}
+
 // put writes a inside tx, keeping the pending index.
 func put(tx *bolt.Tx, a *approvals.Approval) error {
 	b := tx.Bucket(bucketName)

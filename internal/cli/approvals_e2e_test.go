@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -499,5 +500,51 @@ func TestOverrideSkipsApprovalButNeverTheDenylist(t *testing.T) {
 		if code, m := e.post("/v1/overrides", bad); code != 400 {
 			t.Errorf("override %v accepted: %d %v", bad, code, m)
 		}
+	}
+}
+
+// TestApprovalSurvivesAnERPThatWasDown: an approved retry sent while the
+// ERP is down gets 502 upstream_unavailable with delivered false, and the
+// approval stays usable: once the ERP is back the same retry goes through,
+// and the ERP sees the entry once.
+func TestApprovalSurvivesAnERPThatWasDown(t *testing.T) {
+	hole, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := hole.Addr().String()
+	hole.Close() // nothing listens here until the ERP comes back
+	e := newEnv(t, func(o *serveOptions) { o.Upstream = "http://" + addr })
+	r := e.do("POST", "/api/v1/journal-entries", accrual250k)
+	if r.status != 202 {
+		t.Fatalf("held: %d %s", r.status, r.body)
+	}
+	id := r.header.Get("X-UAPK-Approval-Id")
+	if code, _ := e.decide(id, "fm@corp.example", "fm", "approve", e.clock.Now()); code != 200 {
+		t.Fatal("approve failed")
+	}
+	r = e.do("POST", "/api/v1/journal-entries", accrual250k, "X-UAPK-Approval-Id", id)
+	if r.status != 502 || !strings.Contains(string(r.body), `"delivered":false`) || !strings.Contains(string(r.body), `"error":"upstream_unavailable"`) {
+		t.Fatalf("retry with the ERP down: %d %s", r.status, r.body)
+	}
+	if a := e.approval(id); a.Consumed != 0 {
+		t.Fatalf("an approval the ERP never got is used up: %+v", a)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("bring the ERP back on %s: %v", addr, err)
+	}
+	erp := &http.Server{Handler: e.erp}
+	go erp.Serve(ln)
+	defer erp.Close()
+	r = e.do("POST", "/api/v1/journal-entries", accrual250k, "X-UAPK-Approval-Id", id)
+	if r.status != 201 {
+		t.Fatalf("retry with the ERP back: %d %s", r.status, r.body)
+	}
+	if r := e.do("POST", "/api/v1/journal-entries", accrual250k, "X-UAPK-Approval-Id", id); r.status != 409 {
+		t.Errorf("a third retry: %d %s, want 409 consumed", r.status, r.body)
+	}
+	if st := e.erp.Stats(); st.Total != 1 {
+		t.Errorf("the ERP got %d requests, want 1", st.Total)
 	}
 }

@@ -41,6 +41,8 @@ type serveOptions struct {
 	LogLevel    string
 	PrintConfig bool
 	Grace       time.Duration
+	// UpstreamTimeout bounds one ERP exchange; 0 (a test's options) is 30s.
+	UpstreamTimeout time.Duration
 
 	archive      *archiveFile  // the config file's archive: section
 	segmentEvery time.Duration // archive.segment_interval, parsed
@@ -99,6 +101,7 @@ func newServe() *cobra.Command {
 	f.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&o.PrintConfig, "print-config", false, "print the effective configuration and exit")
 	f.DurationVar(&o.Grace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long in-flight requests may take before the ledger closes")
+	f.DurationVar(&o.UpstreamTimeout, "upstream-timeout", 30*time.Second, "how long the ERP may take to answer; then 504 upstream_timeout")
 	return cmd
 }
 
@@ -164,6 +167,9 @@ func (o *serveOptions) load() (*rules.Manifest, *rules.Principals, []string) {
 	}
 	if o.Grace < 0 {
 		problems = append(problems, o.flag("shutdown-grace")+" must not be negative")
+	}
+	if o.UpstreamTimeout < 0 {
+		problems = append(problems, o.flag("upstream-timeout")+" must not be negative")
 	}
 	var archiveProblems []string
 	o.archive, o.segmentEvery, archiveProblems = readArchive(o.Config)
@@ -262,7 +268,7 @@ func startServer(o *serveOptions, logw io.Writer) (*server.Server, error) {
 		Manifest: m, ManifestFile: o.Manifest, Principals: principals, PrincipalsFile: o.Principals,
 		Upstream: o.Upstream, SidecarAddr: o.SidecarAddr, ProxyAddr: o.ProxyAddr, AdminAddr: o.AdminAddr,
 		DataDir: o.DataDir, MaxBody: maxBody, MaxResponse: maxResp, CA: authority, UpstreamTLS: upstreamTLS,
-		UpstreamCAFile: o.UpstreamCA, LogLevel: level, Grace: o.Grace, Version: version,
+		UpstreamCAFile: o.UpstreamCA, LogLevel: level, Grace: o.Grace, Version: version, UpstreamTimeout: o.UpstreamTimeout,
 		SegmentRecords: o.archive.SegmentRecords, SegmentInterval: o.segmentEvery,
 		Now: o.now, ExpiryEvery: o.expiryEvery, Dial: o.dial,
 	}

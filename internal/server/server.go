@@ -54,6 +54,8 @@ type Config struct {
 	DataDir     string
 	MaxBody     int64
 	MaxResponse int64
+	// UpstreamTimeout bounds one ERP exchange (0: the doors' 30s).
+	UpstreamTimeout time.Duration
 
 	CA             *ca.Authority // nil: no interception
 	UpstreamTLS    *tls.Config   // nil: system roots
@@ -290,6 +292,7 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 	if o.Upstream != "" {
 		s.sidecar, err = proxy.NewSidecar(proxy.SidecarConfig{
 			Gate: s.gate, Upstream: o.Upstream, MaxBody: int(maxBody), MaxResponse: int(maxResp), Logger: log, TLS: upstreamTLS,
+			UpstreamTimeout: o.UpstreamTimeout,
 		})
 		if err != nil {
 			return fail(2, err)
@@ -298,6 +301,7 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 	if o.ProxyAddr != "" {
 		s.forward, err = proxy.NewForward(proxy.ForwardConfig{
 			Gate: s.gate, MaxBody: int(maxBody), MaxResponse: int64(maxResp), CA: authority, TLS: upstreamTLS, Logger: log, DialContext: o.Dial,
+			UpstreamTimeout: o.UpstreamTimeout,
 		})
 		if err != nil {
 			return fail(2, err)

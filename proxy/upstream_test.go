@@ -1,0 +1,130 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/uapk-gateway/uapk-proxy/record"
+)
+
+// idleERP closes every idle keep-alive connection after idle, as Node's
+// default 5 s keepAliveTimeout does (shorter here, to keep the test quick).
+func idleERP(t *testing.T, idle time.Duration) (string, *atomic.Int64) {
+	t.Helper()
+	var hits atomic.Int64
+	srv := &http.Server{IdleTimeout: idle, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Write([]byte(`{"balance":"1"}`))
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String(), &hits
+}
+
+// TestStaleKeepAliveReadsSucceed: reads spaced wider than the ERP's idle
+// timeout all succeed on both doors (the sidecar sends a read that met a
+// closed pooled connection again on a fresh one; net/http does the same on
+// the forward door), and each reaches the ERP once.
+func TestStaleKeepAliveReadsSucceed(t *testing.T) {
+	erp, hits := idleERP(t, 50*time.Millisecond)
+	fl := &fakeLedger{}
+	sc, ln := newSidecar(t, fl, SidecarConfig{Upstream: erp})
+	go sc.Serve(ln)
+	defer sc.Shutdown(context.Background())
+	_, faddr := startForward(t, ForwardConfig{Gate: fwdGate(t, fl)})
+	fc := proxyClient(t, faddr, nil, "")
+	sidecarClient := &http.Client{}
+	defer sidecarClient.CloseIdleConnections()
+	const n = 5
+	for i := range n {
+		if i > 0 {
+			time.Sleep(150 * time.Millisecond) // three idle timeouts
+		}
+		for door, get := range map[string]func() (*http.Response, error){
+			"sidecar": func() (*http.Response, error) {
+				return sidecarClient.Get("http://" + ln.Addr().String() + "/api/v1/accounts/1010/balance")
+			},
+			"forward": func() (*http.Response, error) { return fc.Get(erp + "/api/v1/accounts/1010/balance") },
+		} {
+			resp, err := get()
+			if err != nil {
+				t.Fatalf("%s read %d: %v", door, i, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("%s read %d: %d %s", door, i, resp.StatusCode, body)
+			}
+		}
+	}
+	if got := hits.Load(); got != 2*n {
+		t.Errorf("the ERP saw %d requests, want %d", got, 2*n)
+	}
+}
+
+// TestUndeliveredIsSaid: with nothing listening at the ERP's address the
+// agent gets 502 upstream_unavailable, delivered false, and the forward
+// record says the same.
+func TestUndeliveredIsSaid(t *testing.T) {
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := dead.Addr().String()
+	dead.Close()
+	fl := &fakeLedger{}
+	sc, ln := newSidecar(t, fl, SidecarConfig{Upstream: "http://" + addr})
+	go sc.Serve(ln)
+	defer sc.Shutdown(context.Background())
+	resp, err := http.Get("http://" + ln.Addr().String() + "/api/v1/accounts/1010/balance")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	http.DefaultClient.CloseIdleConnections()
+	if resp.StatusCode != 502 || !strings.Contains(string(body), `"error":"upstream_unavailable"`) || !strings.Contains(string(body), `"delivered":false`) {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	if f := lastForward(t, fl); f.Reason != record.UpstreamUnavailable || f.Data["delivered"] != false {
+		t.Errorf("forward record %+v", f)
+	}
+}
+
+// TestTimeoutIs504: an ERP that does not answer within the upstream
+// timeout gets the agent 504 upstream_timeout, delivered true.
+func TestTimeoutIs504(t *testing.T) {
+	block := make(chan struct{})
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-block })}
+	eln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.Serve(eln)
+	defer srv.Close()
+	defer close(block)
+	fl := &fakeLedger{}
+	sc, ln := newSidecar(t, fl, SidecarConfig{Upstream: "http://" + eln.Addr().String(), UpstreamTimeout: 200 * time.Millisecond})
+	go sc.Serve(ln)
+	defer sc.Shutdown(context.Background())
+	resp, err := http.Get("http://" + ln.Addr().String() + "/api/v1/accounts/1010/balance")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	http.DefaultClient.CloseIdleConnections()
+	if resp.StatusCode != 504 || !strings.Contains(string(body), `"error":"upstream_timeout"`) || !strings.Contains(string(body), `"delivered":true`) {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	if f := lastForward(t, fl); f.Reason != record.UpstreamTimeout {
+		t.Errorf("forward record %+v", f)
+	}
+}
