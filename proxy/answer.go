@@ -34,7 +34,7 @@ func refusal(r record.Reason) (int, string) {
 		return http.StatusServiceUnavailable, errLedger
 	case record.BodyTooLarge:
 		return http.StatusRequestEntityTooLarge, errTooLarge
-	case record.BadTarget:
+	case record.BadTarget, record.AmbiguousBody:
 		return http.StatusBadRequest, errBadRequest
 	case record.ConnectInTunnel:
 		return http.StatusMethodNotAllowed, errBadRequest
