@@ -44,7 +44,7 @@ func refusal(r record.Reason) (int, string) {
 		return http.StatusRequestEntityTooLarge, errTooLarge
 	case record.TooManyPending:
 		return http.StatusTooManyRequests, string(record.TooManyPending)
-	case record.BadTarget, record.AmbiguousRequest, record.AmbiguousPath:
+	case record.BadTarget, record.AmbiguousRequest, record.AmbiguousPath, record.AmbiguousBody:
 		return http.StatusBadRequest, errBadRequest
 	case record.ConnectInTunnel:
 		return http.StatusMethodNotAllowed, errBadRequest

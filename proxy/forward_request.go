@@ -173,7 +173,7 @@ func (f *Forward) call(r *http.Request, t *tunnel) (*gate.Call, error) {
 	c.URL = et.url
 	h := r.Header
 	c.Req = rules.Request{
-		Method: r.Method, Scheme: scheme, Host: host, Path: et.path, RawQuery: et.query, App: c.Req.App,
+		Method: r.Method, Scheme: scheme, Host: host, Path: et.path, RawQuery: et.query, App: c.Req.App, ContentType: h.Get("Content-Type"),
 		OnBehalfOf: h.Get(gate.HeaderOnBehalfOf), Escalation: h.Get(gate.HeaderEscalation),
 	}
 	c.Justification = h.Get(gate.HeaderJustification)

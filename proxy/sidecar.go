@@ -212,7 +212,7 @@ func (s *Sidecar) call(ctx *fasthttp.RequestCtx) *gate.Call {
 	return &gate.Call{
 		Req: rules.Request{
 			Method: string(h.Method()), Scheme: s.scheme, Host: s.host, Path: t.path,
-			RawQuery: t.query, Body: ctx.Request.Body(), App: app,
+			RawQuery: t.query, Body: ctx.Request.Body(), ContentType: string(h.ContentType()), App: app,
 			OnBehalfOf: string(h.Peek(gate.HeaderOnBehalfOf)), Escalation: string(h.Peek(gate.HeaderEscalation)),
 		},
 		URL:             t.url,

@@ -67,6 +67,7 @@ const (
 	AmountOverCap        Reason = "amount_over_cap"        // pending: amount > amount_cap, escalated
 	AmountUnreadable     Reason = "amount_unreadable"      // pending: amount_cap set but no amount could be read
 	EscalationRequested  Reason = "escalation_requested"   // pending: X-UAPK-Escalation added a role to an AUTO_APPROVE action
+	AmbiguousBody        Reason = "ambiguous_body"         // deny, 400: a JSON body not valid UTF-8 JSON, or with keys equal after case folding
 )
 
 // Reasons the gate gives for a request, beside the rules'.
@@ -143,7 +144,7 @@ const (
 var Reasons = []Reason{
 	AutoApprove, RecordAndAllow, Denylisted, Unclassified, PolicyDeny, OutsideBusinessHours,
 	RoleNotAllowed, BadEscalation, ApprovalRequired, DualApproval, AmountOverCap,
-	AmountUnreadable, EscalationRequested,
+	AmountUnreadable, EscalationRequested, AmbiguousBody,
 	UnknownApp, NotApproved, ApprovalExpired, Consumed, DigestMismatch, Rejected, BodyTooLarge,
 	Approved, Capability, Override, InvalidToken, AppMismatch, ActionMismatch, LedgerUnavailable,
 	AmbiguousRequest, HeadersMismatch, AmbiguousPath, TooManyPending,

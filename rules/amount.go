@@ -3,239 +3,219 @@ package rules
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
-	"unicode"
 	"unicode/utf8"
-
-	"github.com/tidwall/gjson"
 )
 
-// checkAmountPath accepts the plain subset of gjson paths: keys of letters,
-// digits, '_' and '-', the wildcards '*' and '?', '#' as a whole segment to
-// fan out over an array, and '\' escaping one of ". * ? # \". Modifiers (@),
-// pipes (|), queries (#(...)), literals (!), sub-selectors ([ {) and JSON
-// lines (..) are refused: an amount path should name a place, not compute.
-func checkAmountPath(p string) error {
-	if p == "" {
-		return errors.New("empty path")
-	}
-	if len(p) > 256 {
-		return errors.New("path longer than 256 bytes")
-	}
-	seg := 0 // bytes in the current segment
-	hash := false
-	for i := 0; i < len(p); i++ {
-		c := p[i]
-		switch {
-		case c == '.':
-			if seg == 0 {
-				return errors.New("empty segment")
-			}
-			seg, hash = 0, false
-			continue
-		case c == '\\':
-			i++
-			if i == len(p) {
-				return errors.New(`trailing '\'`)
-			}
-			if !strings.ContainsRune(`.*?#\`, rune(p[i])) {
-				return fmt.Errorf(`'\' may only escape one of . * ? # \, not %q`, p[i])
-			}
-		case c == '#':
-			if seg != 0 || i+1 < len(p) && p[i+1] != '.' {
-				return errors.New("'#' must be a whole segment (as in lines.#.amount)")
-			}
-			hash = true
-		case c == '|' || c == '@':
-			return fmt.Errorf("%q is not allowed: gjson modifiers and pipes are refused", c)
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '-', c == '*', c == '?':
-		default:
-			return fmt.Errorf("character %q is not allowed (letters, digits, _ - . # * ? and \\ only)", c)
-		}
-		seg++
-	}
-	if seg == 0 {
-		return errors.New("empty segment")
-	}
-	if hash {
-		return errors.New("path ends with '#', which is an array's length, not an amount; name a field after it")
-	}
-	return nil
+// Amount paths (docs/reference.md#manifest) are written in a plain subset of
+// gjson syntax, but the gate does not read them with gjson: gjson matches
+// keys case-sensitively and takes the first key a wildcard matches, while
+// the ERP's binder may match keys case-insensitively. The gate reads a path
+// the way the most lenient ERP would: a key segment matches every key equal
+// to it after case folding (fold.go), a wildcard segment every key it
+// matches, '#' every element of an array. The body is walked once
+// (body.go), whatever the paths.
+
+// maxAmountPaths bounds an action's amount paths; the body scanner tracks
+// them in one 64-bit mask per open container.
+const maxAmountPaths = 64
+
+// amountPath is an amount path compiled for the body scanner.
+type amountPath struct {
+	text string
+	segs []pathSeg
 }
 
-// maxBodyDepth bounds the JSON nesting we walk when reading an amount. gjson's
-// validator recurses, and a 10 MiB body of '[' must not exhaust the stack.
-const maxBodyDepth = 128
+type segKind uint8
 
-// readAmount returns the amount with the largest absolute value found at any
-// of paths in body. why is non-empty when no amount can be read; then the
-// request must be treated as if its amount were unknown.
-func readAmount(body []byte, paths []string) (amount decimal, why string) {
-	if len(body) == 0 {
-		return decimal{}, "the body is empty"
-	}
-	if jsonDepthExceeds(body, maxBodyDepth) {
-		return decimal{}, fmt.Sprintf("the body nests deeper than %d levels", maxBodyDepth)
-	}
-	s := string(body)
-	if !gjson.Valid(s) {
-		return decimal{}, "the body is not valid JSON"
-	}
-	// Parsers disagree on repeated keys (gjson reads the first, most servers
-	// the last) and Go servers match keys case-insensitively: either would let
-	// the ERP see an amount other than the one read here.
-	if hasDuplicateKeys(gjson.Parse(s)) {
-		return decimal{}, "the body repeats a key (keys are compared case-insensitively)"
-	}
-	var sc amountScan
-	for _, p := range paths {
-		sc.path = p
-		sc.add(gjson.Get(s, p))
-		if sc.bad != "" {
-			return decimal{}, sc.bad
-		}
-	}
-	if !sc.found {
-		return decimal{}, "no number at the amount paths " + strings.Join(paths, ", ")
-	}
-	return sc.best, ""
+const (
+	segKey  segKind = iota // a key; when all digits, also an array index
+	segEach                // '#': every element of an array
+	segWild                // a key pattern with one '*' or '?'
+)
+
+// pathSeg is one segment of an amount path, folded (fold.go) so that it is
+// compared with a body's folded keys byte for byte.
+type pathSeg struct {
+	kind segKind
+	key  string // segKey: the key; segWild: the text before the wildcard
+	tail string // segWild: the text after the wildcard
+	one  bool   // segWild: the wildcard is '?', exactly one character
+	// index is the array index a segKey of digits names, -1 for others.
+	index int
 }
 
-type amountScan struct {
-	path  string
-	best  decimal
-	found bool
-	bad   string
-}
-
-func (a *amountScan) add(res gjson.Result) {
-	switch res.Type {
-	case gjson.Null:
-		// Absent, or an explicit null: no amount here.
-	case gjson.Number:
-		a.consider(parseDecimal(res.Raw, false))
-	case gjson.String:
-		d, ok := parseDecimal(res.Str, true)
-		if !ok {
-			a.bad = fmt.Sprintf("the value at %s is a string that is not a plain decimal number", a.path)
-			return
+// matchKey reports whether folded, a key folded by the scanner, is matched.
+func (s *pathSeg) matchKey(folded []byte) bool {
+	switch s.kind {
+	case segKey:
+		return string(folded) == s.key
+	case segWild:
+		n, t := len(s.key), len(s.tail)
+		if len(folded) < n+t || string(folded[:n]) != s.key || string(folded[len(folded)-t:]) != s.tail {
+			return false
 		}
-		a.consider(d, true)
-	case gjson.JSON:
-		if !res.IsArray() {
-			a.bad = fmt.Sprintf("the value at %s is an object, not a number", a.path)
-			return
+		if !s.one {
+			return true
 		}
-		res.ForEach(func(_, v gjson.Result) bool {
-			a.add(v)
-			return a.bad == ""
-		})
-	default:
-		a.bad = fmt.Sprintf("the value at %s is a boolean, not a number", a.path)
-	}
-}
-
-func (a *amountScan) consider(d decimal, ok bool) {
-	if !ok {
-		a.bad = fmt.Sprintf("the number at %s is beyond the exact range read (%d digits)", a.path, maxDecimalDigits)
-		return
-	}
-	if !a.found || d.cmpAbs(a.best) > 0 {
-		a.best, a.found = d, true
-	}
-}
-
-// jsonDepthExceeds reports whether brackets outside strings nest deeper than
-// max. It does not validate; it only makes validation safe.
-func jsonDepthExceeds(b []byte, max int) bool {
-	depth := 0
-	inStr, esc := false, false
-	for _, c := range b {
-		switch {
-		case inStr:
-			switch {
-			case esc:
-				esc = false
-			case c == '\\':
-				esc = true
-			case c == '"':
-				inStr = false
-			}
-		case c == '"':
-			inStr = true
-		case c == '[' || c == '{':
-			depth++
-			if depth > max {
-				return true
-			}
-		case c == ']' || c == '}':
-			depth--
-		}
+		mid := folded[n : len(folded)-t]
+		_, w := utf8.DecodeRune(mid)
+		return len(mid) > 0 && w == len(mid)
 	}
 	return false
 }
 
-// hasDuplicateKeys reports whether any object in v has two keys equal under
-// simple Unicode case folding (after JSON unescaping).
-func hasDuplicateKeys(v gjson.Result) bool {
-	dup := false
-	switch {
-	case v.IsObject():
-		var small []string
-		var big map[string]struct{}
-		v.ForEach(func(k, val gjson.Result) bool {
-			fk := strings.Map(foldRune, k.Str)
-			if big != nil {
-				if _, ok := big[fk]; ok {
-					dup = true
-					return false
-				}
-				big[fk] = struct{}{}
-			} else {
-				for _, x := range small {
-					if x == fk {
-						dup = true
-						return false
-					}
-				}
-				small = append(small, fk)
-				if len(small) > 16 {
-					big = make(map[string]struct{}, 64)
-					for _, x := range small {
-						big[x] = struct{}{}
-					}
-				}
-			}
-			dup = hasDuplicateKeys(val)
-			return !dup
-		})
-	case v.IsArray():
-		v.ForEach(func(_, val gjson.Result) bool {
-			dup = hasDuplicateKeys(val)
-			return !dup
-		})
-	}
-	return dup
+// matchIndex reports whether the array element at index i is matched.
+func (s *pathSeg) matchIndex(i int) bool {
+	return s.kind == segEach || s.kind == segKey && s.index == i
 }
 
-// foldRune maps r to a canonical member of its simple case-folding orbit:
-// the lower-case ASCII letter when the orbit has one (so 'K', 'k' and the
-// Kelvin sign all fold to 'k'), else the smallest rune.
-func foldRune(r rune) rune {
-	if r < utf8.RuneSelf {
-		if 'A' <= r && r <= 'Z' {
-			return r + ('a' - 'A')
+// checkAmountPath reports why p is not an acceptable amount path.
+func checkAmountPath(p string) error {
+	_, err := compileAmountPath(p)
+	return err
+}
+
+// compileAmountPath accepts the plain subset of gjson paths: keys of letters,
+// digits, '_' and '-', at most one wildcard ('*' or '?') per segment, '#' as
+// a whole segment to fan out over an array, and '\' escaping one of
+// ". * ? # \". Modifiers (@), pipes (|), queries (#(...)), literals (!),
+// sub-selectors ([ {) and JSON lines (..) are refused: an amount path should
+// name a place, not compute.
+func compileAmountPath(p string) (amountPath, error) {
+	if p == "" {
+		return amountPath{}, errors.New("empty path")
+	}
+	if len(p) > 256 {
+		return amountPath{}, errors.New("path longer than 256 bytes")
+	}
+	ap := amountPath{text: p}
+	var (
+		lit      strings.Builder // the current segment's text, unescaped
+		head     string          // text before the wildcard, once seen
+		wild     byte            // '*' or '?' once seen, else 0
+		digits   = true          // the segment is digits only, unescaped
+		hash     bool
+		segStart = true
+	)
+	end := func() error {
+		if segStart {
+			return errors.New("empty segment")
 		}
-		return r
+		s := pathSeg{index: -1}
+		switch {
+		case hash:
+			s.kind = segEach
+		case wild != 0:
+			s.kind, s.key, s.tail, s.one = segWild, foldString(head), foldString(lit.String()), wild == '?'
+		default:
+			s.key = foldString(lit.String())
+			if digits && len(s.key) <= 9 {
+				s.index, _ = strconv.Atoi(s.key)
+			}
+		}
+		ap.segs = append(ap.segs, s)
+		lit.Reset()
+		head, wild, digits, hash, segStart = "", 0, true, false, true
+		return nil
 	}
-	m := r
-	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
-		if f < m {
-			m = f
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		switch {
+		case c == '.':
+			if err := end(); err != nil {
+				return amountPath{}, err
+			}
+			continue
+		case c == '\\':
+			i++
+			if i == len(p) {
+				return amountPath{}, errors.New(`trailing '\'`)
+			}
+			if !strings.ContainsRune(`.*?#\`, rune(p[i])) {
+				return amountPath{}, fmt.Errorf(`'\' may only escape one of . * ? # \, not %q`, p[i])
+			}
+			lit.WriteByte(p[i])
+			digits = false
+		case c == '#':
+			if !segStart || i+1 < len(p) && p[i+1] != '.' {
+				return amountPath{}, errors.New("'#' must be a whole segment (as in lines.#.amount)")
+			}
+			hash = true
+		case c == '*' || c == '?':
+			if wild != 0 {
+				return amountPath{}, errors.New("more than one wildcard ('*' or '?') in a segment: matching such patterns " +
+					"can take time that grows faster than the body, so one request could stall the gate; use one per segment")
+			}
+			head, wild, digits = lit.String(), c, false
+			lit.Reset()
+		case c == '|' || c == '@':
+			return amountPath{}, fmt.Errorf("%q is not allowed: gjson modifiers and pipes are refused", c)
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_', c == '-':
+			lit.WriteByte(c)
+			digits = false
+		case c >= '0' && c <= '9':
+			lit.WriteByte(c)
+		default:
+			return amountPath{}, fmt.Errorf("character %q is not allowed (letters, digits, _ - . # * ? and \\ only)", c)
+		}
+		segStart = false
+	}
+	if hash && !segStart {
+		return amountPath{}, errors.New("path ends with '#', which is an array's length, not an amount; name a field after it")
+	}
+	if err := end(); err != nil {
+		return amountPath{}, err
+	}
+	return ap, nil
+}
+
+// readAmount returns the amount of body at paths (docs/reference.md#manifest):
+// for each path, the larger of the sum of the positive values it selects and
+// the sum of the absolute values of its negative ones; the largest over the
+// paths. why is non-empty when no amount can be read; then the request must
+// be treated as if its amount were unknown.
+func readAmount(body []byte, paths []amountPath) (amount decimal, why string) {
+	r := scanBody(body, paths)
+	if r.invalid != "" {
+		return decimal{}, r.invalid
+	}
+	return r.amount, r.why
+}
+
+// pathSum is what one path has selected so far.
+type pathSum struct {
+	pos, neg decSum
+	found    bool
+}
+
+// amounts folds the per-path sums into the body's amount.
+func amounts(paths []amountPath, sums []pathSum) (decimal, string) {
+	var best decimal
+	found := false
+	for i := range sums {
+		s := &sums[i]
+		if !s.found {
+			continue
+		}
+		found = true
+		for _, part := range [...]*decSum{&s.pos, &s.neg} {
+			d, ok := part.total()
+			if !ok {
+				return decimal{}, fmt.Sprintf("the sum at %s is beyond the exact range read (%d digits)", paths[i].text, maxDecimalDigits)
+			}
+			if d.cmpAbs(best) > 0 {
+				best = d
+			}
 		}
 	}
-	if 'A' <= m && m <= 'Z' {
-		return m + ('a' - 'A')
+	if !found {
+		texts := make([]string, len(paths))
+		for i := range paths {
+			texts[i] = paths[i].text
+		}
+		return decimal{}, "no number at the amount paths " + strings.Join(texts, ", ")
 	}
-	return m
+	return best, ""
 }

@@ -59,6 +59,7 @@ const (
 	ReasonAmountOverCap        = record.AmountOverCap
 	ReasonAmountUnreadable     = record.AmountUnreadable
 	ReasonEscalationRequested  = record.EscalationRequested
+	ReasonAmbiguousBody        = record.AmbiguousBody
 )
 
 // Request is the transport-neutral view of one outbound call. Doors fill it;
@@ -74,6 +75,11 @@ type Request struct {
 	OnBehalfOf string    // X-UAPK-On-Behalf-Of, "" if absent
 	Escalation string    // X-UAPK-Escalation, "" if absent
 	Time       time.Time // the gate's clock; rules never read the wall clock
+
+	// ContentType is the Content-Type header as sent. A body sent as JSON
+	// (application/json, */*+json) must be one unambiguous JSON document
+	// (docs/reference.md#reasons, ambiguous_body).
+	ContentType string
 }
 
 // URL returns the absolute URL sent to the ERP: scheme://host/path[?query].

@@ -2,6 +2,9 @@ package rules
 
 import (
 	"math/big"
+	"math/bits"
+	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -177,4 +180,128 @@ func abs(i int) int {
 		return -i
 	}
 	return i
+}
+
+// decSum is an exact sum of the absolute values of decimals. While the sum
+// fits in a uint64 mantissa (every real ledger entry) it is kept as m×10^e
+// and adding allocates nothing; past that, terms are summed per exponent, so
+// that adding costs the size of the term, never the size of the sum: a body
+// alternating 1e1000 and 1e-1000 stays linear to read.
+type decSum struct {
+	m    uint64
+	e    int
+	some bool             // m, e hold a term
+	big  map[int]*big.Int // terms per exponent, once m overflowed
+	tmp  *big.Int
+}
+
+var pow10u64 = [...]uint64{1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
+	1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19}
+
+// mulPow10 returns m×10^k and whether it fits in a uint64.
+func mulPow10(m uint64, k int) (uint64, bool) {
+	if m == 0 {
+		return 0, true
+	}
+	if k >= len(pow10u64) {
+		return 0, false
+	}
+	hi, lo := bits.Mul64(m, pow10u64[k])
+	return lo, hi == 0
+}
+
+// add adds |d|.
+func (s *decSum) add(d decimal) {
+	if d.digits == "" {
+		return
+	}
+	if s.big == nil {
+		if s.addSmall(d) {
+			return
+		}
+		s.big = map[int]*big.Int{}
+		s.tmp = new(big.Int)
+		if s.some {
+			s.big[s.e] = new(big.Int).SetUint64(s.m)
+		}
+	}
+	b := s.big[d.exp]
+	if b == nil {
+		b = new(big.Int)
+		s.big[d.exp] = b
+	}
+	s.tmp.SetString(d.digits, 10)
+	b.Add(b, s.tmp)
+}
+
+func (s *decSum) addSmall(d decimal) bool {
+	if len(d.digits) > 19 {
+		return false
+	}
+	v, err := strconv.ParseUint(d.digits, 10, 64)
+	if err != nil {
+		return false
+	}
+	if !s.some {
+		s.m, s.e, s.some = v, d.exp, true
+		return true
+	}
+	m, e := s.m, s.e
+	if d.exp >= e {
+		var ok bool
+		if v, ok = mulPow10(v, d.exp-e); !ok {
+			return false
+		}
+	} else {
+		var ok bool
+		if m, ok = mulPow10(m, e-d.exp); !ok {
+			return false
+		}
+		e = d.exp
+	}
+	sum, carry := bits.Add64(m, v, 0)
+	if carry != 0 {
+		return false
+	}
+	s.m, s.e = sum, e
+	return true
+}
+
+// total returns the sum, non-negative, and false when it is beyond the exact
+// range parseDecimal reads.
+func (s *decSum) total() (decimal, bool) {
+	var digits string
+	var exp int
+	switch {
+	case s.big != nil:
+		exps := make([]int, 0, len(s.big))
+		for e := range s.big {
+			exps = append(exps, e)
+		}
+		slices.Sort(exps)
+		// Horner, from the largest exponent down.
+		acc := new(big.Int)
+		ten := big.NewInt(10)
+		p := new(big.Int)
+		for i := len(exps) - 1; i >= 0; i-- {
+			if i < len(exps)-1 {
+				acc.Mul(acc, p.Exp(ten, big.NewInt(int64(exps[i+1]-exps[i])), nil))
+			}
+			acc.Add(acc, s.big[exps[i]])
+		}
+		digits, exp = acc.String(), exps[0]
+	case s.some:
+		digits, exp = strconv.FormatUint(s.m, 10), s.e
+	default:
+		return decimal{}, true
+	}
+	t := strings.TrimRight(digits, "0")
+	exp += len(digits) - len(t)
+	if t == "" {
+		return decimal{}, true
+	}
+	if len(t) > maxDecimalDigits || exp > maxDecimalExp || exp < -maxDecimalExp {
+		return decimal{}, false
+	}
+	return decimal{digits: t, exp: exp}, true
 }

@@ -38,12 +38,19 @@
 // # Amounts
 //
 // Amount paths are a strict subset of gjson paths (no modifiers, pipes or
-// queries). The amount is the number with the largest absolute value at any
-// path, numeric strings included, kept as exact decimal text. A body that is
-// not valid JSON, nests deeper than 128 levels, repeats a key (compared
-// case-insensitively, after unescaping), or has a non-numeric value at an
-// amount path has no readable amount: with amount_cap set, such a request is
-// held for the escalated approval, never run automatically.
+// queries, one wildcard per segment), but they are read as the most lenient
+// ERP binds a body: keys compared after Unicode case folding (fold.go), a
+// wildcard selecting every key it matches. Each path gives the larger of
+// the sum of the positive and of the negative values it selects, the
+// amount is the largest over the paths, all in exact decimals. One pass
+// over the body (body.go) reads the amount and judges the body: a body sent
+// as JSON that is not strict UTF-8 JSON, nests deeper than 128 levels, or
+// has two keys of one object equal after case folding is denied as
+// ambiguous_body; any other body that fails, or has a non-numeric value at
+// an amount path, has no readable amount: with amount_cap set, such a
+// request is held for the escalated approval, never run automatically.
+// The reading is checked against Go's encoding/json and Python's json
+// (differential_test.go).
 //
 // # Decision
 //

@@ -78,14 +78,19 @@ func (m *Manifest) classify(method string, host reqHost, path string) *Action {
 //     holding one of them, else deny/role_not_allowed.
 //  6. A non-empty X-UAPK-Escalation that is not a role token:
 //     deny/bad_escalation.
-//  7. Amount, when the action has amount paths or amount_cap: the largest
-//     absolute number at the paths (numeric strings count). With amount_cap,
-//     an unreadable amount gives pending/amount_unreadable and an amount
-//     over the cap pending/amount_over_cap, both with the escalation
-//     requirement.
-//  8. Otherwise the approval_policy: allow/auto_approve,
+//  7. A body sent as JSON (Content-Type application/json or */*+json) that
+//     is not one unambiguous JSON document (body.go): deny/ambiguous_body.
+//     The same for an unclassified request that RECORD_AND_ALLOW would let
+//     through. An empty body is no body.
+//  8. Amount, when the action has amount paths or amount_cap: per path the
+//     larger of the sum of the positive and of the negative values it
+//     selects (numeric strings count), the largest over the paths. With
+//     amount_cap, an unreadable amount gives pending/amount_unreadable and
+//     an amount over the cap pending/amount_over_cap, both with the
+//     escalation requirement.
+//  9. Otherwise the approval_policy: allow/auto_approve,
 //     pending/approval_required or pending/dual_approval_required.
-//  9. X-UAPK-Escalation adds a slot {role} unless a single-role slot for it
+//  10. X-UAPK-Escalation adds a slot {role} unless a single-role slot for it
 //     exists; an allow becomes pending/escalation_requested.
 func (e *Engine) Decide(r *Request) Decision {
 	if r == nil {
@@ -98,6 +103,11 @@ func (e *Engine) Decide(r *Request) Decision {
 	}
 	if a == nil {
 		if e.m.DefaultPolicy == RecordAndAllow {
+			if isJSONBody(r) {
+				if res := scanBody(r.Body, nil); res.invalid != "" {
+					return Decision{Outcome: Deny, Reason: ReasonAmbiguousBody, Detail: ambiguousDetail(r, res.invalid)}
+				}
+			}
 			return Decision{Outcome: Allow, Reason: ReasonRecordAndAllow, Detail: "no action matches; default_policy RECORD_AND_ALLOW"}
 		}
 		return Decision{Outcome: Deny, Reason: ReasonUnclassified, Detail: "no action matches; default_policy DENY"}
@@ -132,10 +142,20 @@ func (e *Engine) Decide(r *Request) Decision {
 		return deny(ReasonBadEscalation, fmt.Sprintf("X-UAPK-Escalation %s is not a role name ([a-z0-9_.-]{1,64})", clip(r.Escalation)))
 	}
 
-	if len(a.AmountPaths) > 0 || a.hasCap {
+	var body bodyResult
+	if asJSON := isJSONBody(r); asJSON || len(a.amount) > 0 {
+		body = scanBody(r.Body, a.amount)
+		if asJSON && body.invalid != "" {
+			return deny(ReasonAmbiguousBody, ambiguousDetail(r, body.invalid))
+		}
+	}
+	if len(a.amount) > 0 || a.hasCap {
 		amount, why := decimal{}, "the action lists no amount paths"
-		if len(a.AmountPaths) > 0 {
-			amount, why = readAmount(r.Body, a.AmountPaths)
+		if len(a.amount) > 0 {
+			amount, why = body.amount, body.why
+			if body.invalid != "" {
+				why = body.invalid
+			}
 		}
 		if why == "" {
 			d.Amount = amount.String()
@@ -182,6 +202,25 @@ func (e *Engine) Decide(r *Request) Decision {
 		d.Detail += "; X-UAPK-Escalation adds an approval by " + role
 	}
 	return d
+}
+
+// isJSONBody reports whether r has a body sent as JSON: Content-Type
+// application/json or any */*+json, parameters and case aside.
+func isJSONBody(r *Request) bool {
+	if len(r.Body) == 0 {
+		return false
+	}
+	mt, _, _ := strings.Cut(r.ContentType, ";")
+	mt = strings.Trim(mt, " \t")
+	if strings.EqualFold(mt, "application/json") {
+		return true
+	}
+	const suffix = "+json"
+	return strings.IndexByte(mt, '/') > 0 && len(mt) > len(suffix) && strings.EqualFold(mt[len(mt)-len(suffix):], suffix)
+}
+
+func ambiguousDetail(r *Request, why string) string {
+	return fmt.Sprintf("the body, sent as %s, is refused: %s; the ERP could read it otherwise than the gate", clip(r.ContentType), why)
 }
 
 // callerRefused returns why the On-Behalf-Of caller may not use a, or "".

@@ -187,7 +187,16 @@ func TestDecide(t *testing.T) {
 			Decision{Outcome: Deny, Reason: ReasonBadEscalation, Action: "journal_entry", Hold: 30 * time.Second, ApprovalTTL: 2 * time.Hour}},
 		{"bad escalation too long", dec, with(req("POST", "/multi", ""), func(r *Request) { r.Escalation = strings.Repeat("a", 65) }),
 			Decision{Outcome: Deny, Reason: ReasonBadEscalation, Action: "multi"}},
-		// 7. amount
+		// 7. one canonical body
+		{"ambiguous JSON body", dec, with(req("POST", "/je", `{"amount":1,"AMOUNT":2000000}`), func(r *Request) { r.ContentType = "application/json" }),
+			Decision{Outcome: Deny, Reason: ReasonAmbiguousBody, Action: "journal_entry", Hold: 30 * time.Second, ApprovalTTL: 2 * time.Hour}},
+		{"ambiguous JSON body, RECORD_AND_ALLOW", dec, with(req("PUT", "/nothing", `{"a":1,"a":2}`), func(r *Request) { r.ContentType = "application/json" }),
+			Decision{Outcome: Deny, Reason: ReasonAmbiguousBody}},
+		{"ambiguous JSON body, escalation header changes nothing", dec, with(req("POST", "/multi", `[1,]`), func(r *Request) {
+			r.ContentType = "application/merge-patch+json"
+			r.Escalation = "cfo"
+		}), Decision{Outcome: Deny, Reason: ReasonAmbiguousBody, Action: "multi"}},
+		// 8. amount
 		{"amount under cap", dec, req("POST", "/je", `{"amount": 5}`),
 			Decision{Outcome: Pending, Reason: ReasonApprovalRequired, Action: "journal_entry", Requirement: require("finance_manager"), Amount: "5", Hold: 30 * time.Second, ApprovalTTL: 2 * time.Hour}},
 		{"amount exactly at cap is not over", dec, req("POST", "/je", `{"amount": 1000000.00}`),
@@ -197,7 +206,7 @@ func TestDecide(t *testing.T) {
 		{"amount over cap by a hair", dec, req("POST", "/je", `{"amount": 1000000.0000000000000000001}`),
 			Decision{Outcome: Pending, Reason: ReasonAmountOverCap, Action: "journal_entry", Requirement: dual, Amount: "1000000.0000000000000000001", Escalated: true, Hold: 30 * time.Second, ApprovalTTL: 2 * time.Hour}},
 		{"negative amount over cap", dec, req("POST", "/je", `{"credit": -1000001}`),
-			Decision{Outcome: Pending, Reason: ReasonAmountOverCap, Action: "journal_entry", Requirement: dual, Amount: "-1000001", Escalated: true, Hold: 30 * time.Second, ApprovalTTL: 2 * time.Hour}},
+			Decision{Outcome: Pending, Reason: ReasonAmountOverCap, Action: "journal_entry", Requirement: dual, Amount: "1000001", Escalated: true, Hold: 30 * time.Second, ApprovalTTL: 2 * time.Hour}},
 		{"largest line over cap", dec, req("POST", "/je", `{"lines":[{"debit":10},{"credit":"2000000"},{"amount":3}]}`),
 			Decision{Outcome: Pending, Reason: ReasonAmountOverCap, Action: "journal_entry", Requirement: dual, Amount: "2000000", Escalated: true, Hold: 30 * time.Second, ApprovalTTL: 2 * time.Hour}},
 		{"amount unreadable: not JSON", dec, req("POST", "/je", `amount=2000000`),
@@ -220,12 +229,12 @@ func TestDecide(t *testing.T) {
 			Decision{Outcome: Allow, Reason: ReasonAutoApprove, Action: "refund"}},
 		{"sox journal entry over cap", sox, req("POST", "/api/v1/journal-entries", `{"lines":[{"debit":1200000},{"credit":1200000}]}`),
 			Decision{Outcome: Pending, Reason: ReasonAmountOverCap, Action: "journal_entry", Requirement: dual, Amount: "1200000", Escalated: true}},
-		// 8. base policy
+		// 9. base policy
 		{"require approval, two roles, one slot", dec, req("POST", "/multi", ""),
 			Decision{Outcome: Pending, Reason: ReasonApprovalRequired, Action: "multi", Requirement: require("cfo", "controller")}},
 		{"auto approve", sox, req("GET", "/api/v1/accounts/1000/balance", ""),
 			Decision{Outcome: Allow, Reason: ReasonAutoApprove, Action: "ledger_read"}},
-		// 9. escalation header
+		// 10. escalation header
 		{"escalation makes auto-approve pending", dec, with(req("GET", "/recon/1", ""), func(r *Request) { r.OnBehalfOf = "staff@corp.example"; r.Escalation = "auditor" }),
 			Decision{Outcome: Pending, Reason: ReasonEscalationRequested, Action: "recon", Requirement: require("auditor"), Escalated: true}},
 		{"escalation adds a slot", dec, with(req("POST", "/je", `{"amount": 5}`), func(r *Request) { r.Escalation = "cfo" }),
@@ -269,7 +278,7 @@ func TestDecideCoversEveryReason(t *testing.T) {
 	for _, r := range []string{"ReasonAutoApprove", "ReasonRecordAndAllow", "ReasonDenylisted", "ReasonUnclassified",
 		"ReasonPolicyDeny", "ReasonOutsideBusinessHours", "ReasonRoleNotAllowed", "ReasonBadEscalation",
 		"ReasonApprovalRequired", "ReasonDualApproval", "ReasonAmountOverCap", "ReasonAmountUnreadable",
-		"ReasonEscalationRequested"} {
+		"ReasonEscalationRequested", "ReasonAmbiguousBody"} {
 		if !strings.Contains(src, "Reason: "+r+",") && !strings.Contains(src, "Reason: "+r+"}") {
 			t.Errorf("no decision case for %s", r)
 		}
@@ -348,17 +357,17 @@ func TestReadAmount(t *testing.T) {
 		{"quoted", `{"amount": "1200000.00"}`, "1200000"},
 		{"quoted with spaces and plus", `{"amount": " +1200000 "}`, "1200000"},
 		{"quoted leading dot", `{"amount": ".5"}`, "0.5"},
-		{"negative", `{"amount": -5.25}`, "-5.25"},
-		{"negative has largest magnitude", `{"debit": 100, "credit": -250}`, "-250"},
-		{"tie keeps the first", `{"debit": -7, "credit": 7}`, "-7"},
+		{"negative", `{"amount": -5.25}`, "5.25"},
+		{"negative has largest magnitude", `{"debit": 100, "credit": -250}`, "250"},
+		{"tie", `{"debit": -7, "credit": 7}`, "7"},
 		{"exponent", `{"amount": 1.2e6}`, "1200000"},
 		{"small exponent", `{"amount": 12e-4}`, "0.0012"},
 		{"zero", `{"amount": 0}`, "0"},
 		{"negative zero", `{"amount": -0.0}`, "0"},
 		{"null ignored", `{"amount": null, "debit": 5}`, "5"},
-		{"nested lines, largest", `{"lines":[{"amount":1},{"amount":"700"},{"debit":3},{"credit":-699.99}]}`, "700"},
+		{"nested lines, summed", `{"lines":[{"amount":1},{"amount":"700"},{"debit":3},{"credit":-699.99}]}`, "701"},
 		{"lines and top level", `{"amount": 10, "lines":[{"amount": 9}]}`, "10"},
-		{"array at a path", `{"amount": [[1, [2]], 3]}`, "3"},
+		{"array at a path", `{"amount": [[1, [2]], 3]}`, "6"},
 		{"empty lines", `{"lines": [], "amount": 4}`, "4"},
 		{"missing", `{"memo": "x"}`, ""},
 		{"lines is an object", `{"lines": {"amount": 5}}`, ""},
@@ -389,7 +398,7 @@ func TestReadAmount(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, why := readAmount([]byte(tt.body), paths)
+			got, why := readAmount([]byte(tt.body), compilePaths(t, paths...))
 			if tt.want == "" {
 				if why == "" {
 					t.Errorf("read %s, want unreadable", got)
@@ -465,4 +474,17 @@ func TestDecimal(t *testing.T) {
 			}
 		}
 	}
+}
+
+func compilePaths(t testing.TB, paths ...string) []amountPath {
+	t.Helper()
+	out := make([]amountPath, len(paths))
+	for i, p := range paths {
+		ap, err := compileAmountPath(p)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		out[i] = ap
+	}
+	return out
 }

@@ -63,28 +63,37 @@ func FuzzDecide(f *testing.F) {
 	f.Add("POST", "https", "[::1]:443", "/api/v1/journal-entries", `{"amount":5,"Amount":7}`, "fm@corp.example", "CFO", int64(5))
 	f.Add("DELETE", "", "", "/api/v1/audit-log/1", "[[[[", "", "", int64(0))
 	f.Fuzz(func(t *testing.T, method, scheme, host, path, body, caller, escalation string, offset int64) {
-		r := &Request{Method: method, Scheme: scheme, Host: host, Path: path, Body: []byte(body),
-			OnBehalfOf: caller, Escalation: escalation, Time: monday.Add(time.Duration(offset) * time.Second)}
-		for _, eng := range []*Engine{e, sox} {
-			d := eng.Decide(r)
-			checkDecision(t, r, d)
-			// X-UAPK-Escalation can only add to what is required.
-			plain := *r
-			plain.Escalation = ""
-			d0 := eng.Decide(&plain)
-			if d.Reason == ReasonBadEscalation {
-				continue
-			}
-			if d0.Outcome == Deny && d.Outcome != Deny || d0.Outcome == Pending && d.Outcome != Pending {
-				t.Fatalf("escalation weakened the outcome: %v -> %v", d0.Outcome, d.Outcome)
-			}
-			for _, s := range d0.Requirement.Slots {
-				if !hasSlot(d.Requirement, s) {
-					t.Fatalf("escalation removed slot %v: %+v -> %+v", s, d0.Requirement, d.Requirement)
-				}
-			}
+		for _, ct := range []string{"", "application/json"} {
+			r := &Request{Method: method, Scheme: scheme, Host: host, Path: path, Body: []byte(body), ContentType: ct,
+				OnBehalfOf: caller, Escalation: escalation, Time: monday.Add(time.Duration(offset) * time.Second)}
+			checkDecisions(t, r, e, sox)
 		}
 	})
+}
+
+// checkDecisions checks each engine's decision on r, and that X-UAPK-Escalation
+// only strengthens it.
+func checkDecisions(t *testing.T, r *Request, engines ...*Engine) {
+	t.Helper()
+	for _, eng := range engines {
+		d := eng.Decide(r)
+		checkDecision(t, r, d)
+		// X-UAPK-Escalation can only add to what is required.
+		plain := *r
+		plain.Escalation = ""
+		d0 := eng.Decide(&plain)
+		if d.Reason == ReasonBadEscalation {
+			continue
+		}
+		if d0.Outcome == Deny && d.Outcome != Deny || d0.Outcome == Pending && d.Outcome != Pending {
+			t.Fatalf("escalation weakened the outcome: %v -> %v", d0.Outcome, d.Outcome)
+		}
+		for _, s := range d0.Requirement.Slots {
+			if !hasSlot(d.Requirement, s) {
+				t.Fatalf("escalation removed slot %v: %+v -> %+v", s, d0.Requirement, d.Requirement)
+			}
+		}
+	}
 }
 
 var reasons = map[record.Reason]Outcome{
@@ -93,6 +102,7 @@ var reasons = map[record.Reason]Outcome{
 	ReasonRoleNotAllowed: Deny, ReasonBadEscalation: Deny,
 	ReasonApprovalRequired: Pending, ReasonDualApproval: Pending, ReasonAmountOverCap: Pending,
 	ReasonAmountUnreadable: Pending, ReasonEscalationRequested: Pending,
+	ReasonAmbiguousBody: Deny,
 }
 
 func checkDecision(t *testing.T, r *Request, d Decision) {

@@ -72,6 +72,7 @@ type Action struct {
 	// Denylisted is true when tool_restrictions.denylist names this action.
 	Denylisted bool
 
+	amount      []amountPath // AmountPaths, compiled
 	cap         decimal
 	hasCap      bool
 	base        Requirement
@@ -430,10 +431,15 @@ func (c *checker) action(p, name string, v *value) *Action {
 			if ok && len(v.items) == 0 {
 				c.errf(p, "must list at least one path (leave amount out if the action has no amount)")
 			}
+			if len(list) > maxAmountPaths {
+				c.errf(p, "lists %d paths; at most %d are read", len(list), maxAmountPaths)
+				return
+			}
 			seen := map[string]bool{}
 			for i, s := range list {
 				ip := joinIndex(p, i)
-				if err := checkAmountPath(s); err != nil {
+				ap, err := compileAmountPath(s)
+				if err != nil {
 					c.errf(ip, "bad amount path %q: %v", s, err)
 					continue
 				}
@@ -443,6 +449,7 @@ func (c *checker) action(p, name string, v *value) *Action {
 				}
 				seen[s] = true
 				a.AmountPaths = append(a.AmountPaths, s)
+				a.amount = append(a.amount, ap)
 			}
 		},
 		"escalation": func(p string, v *value) { a.Escalation = c.escalation(p, v) },
