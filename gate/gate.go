@@ -60,6 +60,10 @@ type Call struct {
 	// Rewrites names the headers present that servers take to change the
 	// method or the target (RewriteHeaders); the gate refuses such a call.
 	Rewrites []string
+	// Repeated names the headers that change what the body means
+	// (Content-Type, Content-Encoding, Content-Length) sent more than
+	// once: parsers take different ones, so the gate refuses such a call.
+	Repeated []string
 }
 
 // RewriteHeaders are the request headers by which common servers and
@@ -331,6 +335,9 @@ func (c *Call) sanitize() {
 // the gate sees ("" when it does not): a rewrite header, or a _method
 // parameter in the query however it is spelt.
 func (c *Call) rewrite() string {
+	if len(c.Repeated) > 0 {
+		return "the request carries " + strings.Join(c.Repeated, ", ") + " more than once; servers read different ones"
+	}
 	if len(c.Rewrites) > 0 {
 		return "the request carries " + strings.Join(c.Rewrites, ", ") + ", by which servers change its method or target"
 	}

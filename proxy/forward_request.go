@@ -183,6 +183,7 @@ func (f *Forward) call(r *http.Request, t *tunnel) (*gate.Call, error) {
 	c.ContentType = h.Get("Content-Type")
 	c.ContentEncoding = h.Get("Content-Encoding")
 	c.Rewrites = rewrites(func(name string) bool { return len(h.Values(name)) > 0 })
+	c.Repeated = repeatedHTTP(h)
 	return c, nil
 }
 

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"iter"
 	"net"
 	"net/http"
@@ -172,6 +173,39 @@ func rewrites(peek func(string) bool) []string {
 	var out []string
 	for _, name := range gate.RewriteHeaders {
 		if peek(name) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// bodyHeaders are the headers that change what a body means; sent twice,
+// parsers disagree on which counts.
+var bodyHeaders = []string{"Content-Type", "Content-Encoding", "Content-Length"}
+
+// repeatedIn returns which of bodyHeaders occur more than once in a raw
+// header block ("Name: value\r\n" lines), in any case.
+func repeatedIn(raw []byte) []string {
+	var out []string
+	for _, name := range bodyHeaders {
+		n := 0
+		for line := range bytes.SplitSeq(raw, []byte("\n")) {
+			if len(line) > len(name) && line[len(name)] == ':' && hasPrefixFold(line, strings.ToLower(name)) {
+				n++
+			}
+		}
+		if n > 1 {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// repeatedHTTP is repeatedIn for a parsed net/http header.
+func repeatedHTTP(h http.Header) []string {
+	var out []string
+	for _, name := range bodyHeaders {
+		if len(h.Values(name)) > 1 {
 			out = append(out, name)
 		}
 	}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -192,5 +193,29 @@ func TestSidecarRequestLine(t *testing.T) {
 		if resp.StatusCode != 400 || !strings.Contains(body, string(record.BadTarget)) || len(erp.Hits()) != 1 {
 			t.Errorf("%s: %d %s, ERP hits %d", m, resp.StatusCode, body, len(erp.Hits()))
 		}
+	}
+}
+
+// Two Content-Type (or Content-Encoding, Content-Length) headers: parsers
+// take different ones, so neither door forwards such a request.
+func TestRepeatedBodyHeadersAreRefused(t *testing.T) {
+	erp := newTestERP(t, false)
+	fl := &fakeLedger{}
+	sc, ln := newSidecar(t, fl, SidecarConfig{Upstream: erp.URL})
+	go sc.Serve(ln)
+	defer sc.Shutdown(context.Background())
+	_, faddr := startForward(t, ForwardConfig{Gate: fwdGate(t, fl)})
+	host := strings.TrimPrefix(erp.URL, "http://")
+	for _, h := range []string{"Content-Type: application/json\r\nContent-Type: text/plain", "Content-Encoding: identity\r\ncontent-encoding: gzip"} {
+		sresp, sbody := rawProxy(t, ln.Addr().String(), "POST /api/v1/reconciliations HTTP/1.1\r\nHost: x\r\n"+h+"\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+		fresp, fbody := rawProxy(t, faddr, "POST http://"+host+"/api/v1/reconciliations HTTP/1.1\r\nHost: "+host+"\r\n"+h+"\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+		for door, got := range map[string][2]string{"sidecar": {fmt.Sprint(sresp.StatusCode), sbody}, "forward": {fmt.Sprint(fresp.StatusCode), fbody}} {
+			if got[0] != "400" || !strings.Contains(got[1], string(record.AmbiguousRequest)) {
+				t.Errorf("%s, %q: %s %s", door, h, got[0], got[1])
+			}
+		}
+	}
+	if len(erp.Hits()) != 0 {
+		t.Errorf("the ERP got %d requests", len(erp.Hits()))
 	}
 }

@@ -224,6 +224,7 @@ func (s *Sidecar) call(ctx *fasthttp.RequestCtx) *gate.Call {
 		ContentType:     string(h.ContentType()),
 		ContentEncoding: string(h.ContentEncoding()),
 		Rewrites:        rewrites(func(name string) bool { return h.Peek(name) != nil }),
+		Repeated:        repeatedIn(h.RawHeaders()),
 	}
 }
 
