@@ -76,31 +76,23 @@ type pendingCount struct {
 	ids   map[string]string // approval id -> app, the ones counted
 }
 
-// reserve counts one more pending approval for app if it holds fewer than
-// max; the caller adds the id (add) or gives it back (drop).
-func (p *pendingCount) reserve(app string, max int) bool {
+// reserve counts approval id as one more pending approval of app if app
+// holds fewer than max. The id is counted from here on, so an approval
+// decided or expired the moment it is stored is released all the same;
+// a hold that fails gives it back with done.
+func (p *pendingCount) reserve(id, app string, max int) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.byApp[app] >= max {
 		return false
 	}
 	p.byApp[app]++
+	p.ids[id] = app
 	return true
 }
 
-func (p *pendingCount) add(id, app string) {
-	p.mu.Lock()
-	p.ids[id] = app
-	p.mu.Unlock()
-}
-
-func (p *pendingCount) drop(app string) {
-	p.mu.Lock()
-	p.byApp[app]--
-	p.mu.Unlock()
-}
-
-// done releases approval id's count, once, when it leaves pending.
+// done releases approval id's count, once, when it leaves pending (or its
+// hold failed).
 func (p *pendingCount) done(id string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -213,18 +205,16 @@ func (s *Service) NewPending(p Pending) *Approval {
 // It fails with ErrTooManyPending, writing nothing, when a's app already
 // holds the manifest's max_pending pending approvals.
 func (s *Service) Hold(a *Approval, e ledger.Entry) (ledger.Record, error) {
-	if !s.pending.reserve(a.App, s.engine().Manifest().MaxPending) {
+	if !s.pending.reserve(a.ID, a.App, s.engine().Manifest().MaxPending) {
 		return ledger.Record{}, fmt.Errorf("%w: app %s holds %d", ErrTooManyPending, a.App, s.engine().Manifest().MaxPending)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	defer cancel()
 	rec, err := s.store.Create(ctx, a, e)
 	if err != nil {
-		s.pending.drop(a.App)
-		return rec, err
+		s.pending.done(a.ID)
 	}
-	s.pending.add(a.ID, a.App)
-	return rec, nil
+	return rec, err
 }
 
 // Retry says whether approval id lets this request (app, action, digest,

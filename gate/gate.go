@@ -344,6 +344,19 @@ func (c *Call) rewrite() string {
 	if hasMethodParam(c.Req.RawQuery) {
 		return "the query carries a _method parameter, by which servers change the method"
 	}
+	// Rails, Laravel and Symfony read _method from a form body too.
+	mt, _, _ := strings.Cut(strings.ToLower(c.ContentType), ";")
+	switch strings.TrimSpace(mt) {
+	case "application/x-www-form-urlencoded":
+		if hasMethodParam(string(c.Req.Body)) {
+			return "the form body carries a _method field, by which servers change the method"
+		}
+	case "multipart/form-data":
+		b := strings.ToLower(string(c.Req.Body))
+		if strings.Contains(b, `name="_method"`) || strings.Contains(b, "name=_method") {
+			return "the multipart body carries a _method field, by which servers change the method"
+		}
+	}
 	return ""
 }
 

@@ -378,11 +378,20 @@ func TestRewritesAreRefused(t *testing.T) {
 		{"_method without value", "x=1&_method", nil, true},
 		{"x_method is another parameter", "x_method=DELETE", nil, false},
 		{"the word in a value", "note=_method", nil, false},
+		{"form body", "form:_method=DELETE", nil, true},
+		{"form body, encoded", "form:a=1&%5F%4Dethod=DELETE", nil, true},
+		{"multipart body", "multipart:--b\r\nContent-Disposition: form-data; name=\"_METHOD\"\r\n\r\nDELETE\r\n--b--", nil, true},
+		{"json body that names it", `json:{"_method":"DELETE"}`, nil, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t)
 			c := reconciliation()
 			c.Req.RawQuery, c.Rewrites = tc.query, tc.rewrites
+			if kind, body, ok := strings.Cut(tc.query, ":"); ok && strings.Contains("form multipart json", kind) {
+				c.Req.RawQuery, c.Req.Body = "", []byte(body)
+				c.ContentType = map[string]string{"form": "application/x-www-form-urlencoded", "multipart": "multipart/form-data; boundary=b", "json": "application/json"}[kind]
+				c.Req.ContentType = c.ContentType
+			}
 			v := w.g.Check(c)
 			if !tc.refused {
 				if !v.Forward() {

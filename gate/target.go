@@ -18,7 +18,11 @@ import (
 //   - percent-encodings of "/", "\", "%", ".", ";" and of unreserved
 //     characters (letters, digits, "-", "_", "~"), which servers decode
 //     before or after routing, and malformed percent-encodings;
-//   - control bytes and bytes that are not UTF-8, anywhere in the target.
+//   - control bytes and bytes that are not UTF-8, anywhere in the target;
+//   - '#' anywhere (a request target has no fragment: parsers cut it, or
+//     send it on), and in the path any other ASCII byte RFC 3986 does not
+//     allow there (space " < > [ ] ^ ` { | }), which parsers repair each
+//     their own way.
 //
 // The query is not judged so (servers do not route by it), but for its
 // bytes and the _method parameter (rewrite).
@@ -31,6 +35,9 @@ func ambiguousTarget(path, query string) string {
 	}
 	if !strings.HasPrefix(path, "/") {
 		return fmt.Sprintf("the path %q does not start with /", path)
+	}
+	if strings.IndexByte(query, '#') >= 0 {
+		return "the query has a '#' (a fragment, which parsers cut or send on)"
 	}
 	for i := 1; i <= len(path); i++ {
 		j := strings.IndexByte(path[i:], '/')
@@ -52,6 +59,8 @@ func ambiguousTarget(path, query string) string {
 			return fmt.Sprintf("the path %q has a ';' (a path parameter to some servers)", path)
 		case '\\':
 			return fmt.Sprintf("the path %q has a backslash ('/' to some servers)", path)
+		case '#', ' ', '"', '<', '>', '[', ']', '^', '`', '{', '|', '}':
+			return fmt.Sprintf("the path %q has %q, which a path may not hold as such", path, c)
 		case '%':
 			if i+2 >= len(path) || unhex(path[i+1]) < 0 || unhex(path[i+2]) < 0 {
 				return fmt.Sprintf("the path %q has a malformed percent-encoding", path)

@@ -40,6 +40,17 @@ func TestAmbiguousTarget(t *testing.T) {
 		{"/a\tb", "", false},
 		{"/a", "x=\xff", false},
 		{"/a", "x=\x7f", false},
+		{"/api/v1/journal-entries#x", "", false}, // a fragment: fasthttp cuts it, others send it on
+		{"/a", "x=1#frag", false},
+		{"/a b", "", false},
+		{"/a{b}", "", false},
+		{"/a|b", "", false},
+		{"/a^b", "", false},
+		{"/a`b", "", false},
+		{"/a\"b", "", false},
+		{"/a<b>", "", false},
+		{"/a[0]", "", false},
+		{"/a:b@c!$&'()*+,=", "", true}, // sub-delims, ':' and '@' are pchar
 	} {
 		got := ambiguousTarget(tc.path, tc.query)
 		if (got == "") != tc.ok {

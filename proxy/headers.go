@@ -80,7 +80,9 @@ type fastHeader interface {
 // framing manages itself.
 func stripFast(h fastHeader, keep string, toERP bool) {
 	for _, t := range connectionTokens(string(h.Peek("Connection"))) {
-		h.Del(t)
+		if !endToEnd(t) {
+			h.Del(t)
+		}
 	}
 	for _, name := range hopByHop {
 		if name != keep {
@@ -102,7 +104,9 @@ func stripFast(h fastHeader, keep string, toERP bool) {
 func stripHTTP(h http.Header, keep string, toERP bool) {
 	for _, v := range h.Values("Connection") {
 		for _, t := range connectionTokens(v) {
-			h.Del(t)
+			if !endToEnd(t) {
+				h.Del(t)
+			}
 		}
 	}
 	for _, name := range hopByHop {
@@ -115,6 +119,19 @@ func stripHTTP(h http.Header, keep string, toERP bool) {
 			delete(h, k)
 		}
 	}
+}
+
+// endToEnd reports whether a header must reach the other side even when
+// Connection names it: those that say what the body and the request are
+// (an approval binds Content-Type and Content-Encoding; the decision was
+// made with them).
+func endToEnd(name string) bool {
+	for _, h := range []string{"Content-Type", "Content-Encoding", "Content-Length", "Host", "Authorization"} {
+		if strings.EqualFold(name, h) {
+			return true
+		}
+	}
+	return false
 }
 
 // forwardedHeaders are the proxy's own Forwarded and X-Forwarded-* values
@@ -145,6 +162,9 @@ type target struct {
 // erpTarget builds the target for the ERP at scheme://host of an
 // origin-form request target ("/path?query"), basePath prefixed.
 func erpTarget(scheme, host, basePath, requestURI string) target {
+	if !strings.HasPrefix(requestURI, "/") {
+		basePath = "" // not origin-form ("*", an absolute URI): the gate refuses it as it came
+	}
 	path, query, _ := strings.Cut(requestURI, "?")
 	return target{path: basePath + path, query: query, url: scheme + "://" + host + basePath + requestURI}
 }

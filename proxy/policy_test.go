@@ -219,3 +219,61 @@ func TestRepeatedBodyHeadersAreRefused(t *testing.T) {
 		t.Errorf("the ERP got %d requests", len(erp.Hits()))
 	}
 }
+
+// Connection cannot take away the headers the decision was made with: a
+// Content-Type the Connection header names still reaches the ERP, and the
+// sidecar adds none of its own to a body sent without one.
+func TestConnectionCannotStripEndToEndHeaders(t *testing.T) {
+	erp := newTestERP(t, false)
+	fl := &fakeLedger{}
+	g := fwdGate(t, fl, `"default_policy": "DENY"`, `"default_policy": "RECORD_AND_ALLOW"`)
+	sc, err := NewSidecar(SidecarConfig{Gate: g, Upstream: erp.URL, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go sc.Serve(ln)
+	defer sc.Shutdown(context.Background())
+	_, faddr := startForward(t, ForwardConfig{Gate: g})
+	host := strings.TrimPrefix(erp.URL, "http://")
+	for door, tc := range map[string]struct{ addr, target, headers string }{
+		"sidecar, Connection names it": {ln.Addr().String(), "/api/v1/notes", "Content-Type: application/json\r\nConnection: Content-Type, close\r\n"},
+		"forward, Connection names it": {faddr, "http://" + host + "/api/v1/notes", "Content-Type: application/json\r\nConnection: Content-Type, close\r\n"},
+		"sidecar, none sent":           {ln.Addr().String(), "/api/v1/notes", "Connection: close\r\n"},
+	} {
+		before := len(erp.Hits())
+		resp, body := rawProxy(t, tc.addr, "POST "+tc.target+" HTTP/1.1\r\nHost: "+host+"\r\n"+tc.headers+"Content-Length: 2\r\n\r\n{}")
+		hits := erp.Hits()
+		if resp.StatusCode != 200 || len(hits) != before+1 {
+			t.Fatalf("%s: %d %s", door, resp.StatusCode, body)
+		}
+		want := "application/json"
+		if strings.HasSuffix(door, "none sent") {
+			want = ""
+		}
+		if ct := hits[len(hits)-1].header.Get("Content-Type"); ct != want {
+			t.Errorf("%s: the ERP got Content-Type %q, want %q", door, ct, want)
+		}
+	}
+}
+
+// On the sidecar a request target that is not origin-form ("*", an
+// absolute URI) is refused as it came, the base path not prefixed.
+func TestSidecarRefusesOtherTargetForms(t *testing.T) {
+	erp := newTestERP(t, false)
+	sc, ln := newSidecar(t, &fakeLedger{}, SidecarConfig{Upstream: erp.URL + "/erp"})
+	go sc.Serve(ln)
+	defer sc.Shutdown(context.Background())
+	for _, target := range []string{"*", "http://elsewhere.example/api/v1/accounts/1010/balance"} {
+		resp, body := rawProxy(t, ln.Addr().String(), "GET "+target+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		if resp.StatusCode != 400 || !strings.Contains(body, string(record.AmbiguousPath)) {
+			t.Errorf("%s: %d %s", target, resp.StatusCode, body)
+		}
+	}
+	if len(erp.Hits()) != 0 {
+		t.Errorf("the ERP got %+v", erp.Hits())
+	}
+}

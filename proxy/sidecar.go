@@ -264,7 +264,8 @@ func (s *Sidecar) forward(ctx *fasthttp.RequestCtx, c *gate.Call, v *gate.Verdic
 	}
 	req.SetRequestURI(c.URL)
 	req.Header.SetHost(s.host)
-	req.Header.SetProtocol("HTTP/1.1") // whatever version the agent's request line named
+	req.Header.SetProtocol("HTTP/1.1")       // whatever version the agent's request line named
+	req.Header.SetNoDefaultContentType(true) // none sent, none added: the approval binds it
 	resp := &ctx.Response
 	client := s.client
 	if v.UsesApproval() {

@@ -631,6 +631,8 @@ func TestAmbiguousTargetsNeverReachTheERP(t *testing.T) {
 		{"encoded unreserved letter", "GET", "/api/v1/%61ccounts/1010/balance"},
 		{"malformed percent", "GET", "/api/v1/accounts/10%G0/balance"},
 		{"0xff in the query", "DELETE", "/api/v1/records/JE-1?x=\xff"},
+		{"a fragment the door would cut", "POST", "/api/v1/journal-entries#x"},
+		{"a brace in the path", "GET", "/api/v1/accounts/{1010}/balance"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := e.erp.Stats().Total
