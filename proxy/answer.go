@@ -31,7 +31,6 @@ const (
 	errMisdirected = "misdirected"
 	errLedger      = string(record.LedgerUnavailable)
 	errTooLarge    = string(record.BodyTooLarge)
-	errUpstream    = "upstream_unavailable"
 )
 
 // refusal is the status and "error" word of each reason a request can be

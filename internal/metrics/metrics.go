@@ -9,9 +9,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/uapk-gateway/uapk-proxy/record"
 )
 
-// Metrics implements proxy.Observer and the ledger's commit hook.
+// Metrics implements gate.Observer, approvals.Observer and the ledger's commit hook.
 type Metrics struct {
 	requests        *prometheus.CounterVec
 	decisionSeconds prometheus.Histogram
@@ -97,16 +98,16 @@ func New(reg prometheus.Registerer, version string, src Sources) *Metrics {
 	return m
 }
 
-// Decision implements proxy.Observer.
+// Decision implements gate.Observer.
 func (m *Metrics) Decision(door, action, decision string, took time.Duration) {
 	if action == "" {
-		action = "unclassified"
+		action = string(record.Unclassified) // the label of requests no action matched
 	}
 	m.requests.WithLabelValues(door, action, decision).Inc()
 	m.decisionSeconds.Observe(took.Seconds())
 }
 
-// Upstream implements proxy.Observer.
+// Upstream implements gate.Observer.
 func (m *Metrics) Upstream(door string, took time.Duration, err error) {
 	if err != nil {
 		m.upstreamErrors.WithLabelValues(door).Inc()
@@ -115,7 +116,7 @@ func (m *Metrics) Upstream(door string, took time.Duration, err error) {
 	m.upstreamSeconds.WithLabelValues(door).Observe(took.Seconds())
 }
 
-// ApprovalCompleted implements proxy.Observer.
+// ApprovalCompleted implements approvals.Observer.
 func (m *Metrics) ApprovalCompleted(action, status string, waited time.Duration) {
 	m.approvalWait.WithLabelValues(action, status).Observe(waited.Seconds())
 }
