@@ -158,7 +158,7 @@ type LiveConfig struct {
 		Get(id string) (*approvals.Approval, error)
 	}
 	GatewayKey ed25519.PrivateKey
-	// Engine returns the rules engine in force (proxy.Gate.Engine): its
+	// Engine returns the rules engine in force (gate.Gate.Engine): its
 	// principals and manifest go into the bundle.
 	Engine func() *rules.Engine
 	// Checkpoints, nil: ChainCheckpoints over the ledger.
