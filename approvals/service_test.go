@@ -152,10 +152,10 @@ func TestOverrideLifecycle(t *testing.T) {
 	if err != nil || ref != nil || got.Status != approvals.StatusApproved {
 		t.Fatalf("cfo approval: %+v %v %v", got, ref, err)
 	}
-	if _, err := svc.Override(got.Token, ov.App, "financial_report"); err != nil {
+	if _, _, err := svc.Override(got.Token, ov.App, "financial_report"); err != nil {
 		t.Errorf("approved override token refused: %v", err)
 	}
-	if _, err := svc.Override(got.Token, ov.App, "journal_entry"); approvals.TokenReason(err) != record.ActionMismatch {
+	if _, _, err := svc.Override(got.Token, ov.App, "journal_entry"); approvals.TokenReason(err) != record.ActionMismatch {
 		t.Errorf("override token for another action: %v", err)
 	}
 	if _, err := svc.Capability(got.Token, ov.App, "financial_report", testDigest); approvals.TokenReason(err) != record.InvalidToken {
