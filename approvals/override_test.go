@@ -261,3 +261,73 @@ func TestOverrideCovers(t *testing.T) {
 		}
 	}
 }
+
+// FuzzOverrideCovers: an override covers a journal entry (amount_cap
+// 1,000,000) exactly when its amount was read, is at most the bound (the
+// override's max_amount, else the cap) and a use is left. The amounts are
+// compared here by an independent decimal comparison on their text, so a
+// rounding or parsing slip in OverrideCovers shows up as a disagreement.
+// Run with
+//
+//	go test ./approvals/ -run '^$' -fuzz FuzzOverrideCovers -fuzztime 30s
+func FuzzOverrideCovers(f *testing.F) {
+	f.Add("999999999", "", uint8(0), uint8(0))
+	f.Add("1000000", "", uint8(0), uint8(0))
+	f.Add("1000000.0000000000000000001", "", uint8(1), uint8(2))
+	f.Add("5000000.5", "5000000.50", uint8(2), uint8(2))
+	f.Add("0.1", "1e-1", uint8(0), uint8(1))
+	f.Add("", "250000", uint8(0), uint8(0))
+	f.Add("1e400", "9e399", uint8(0), uint8(0))
+	svc, _ := service(f)
+	f.Fuzz(func(t *testing.T, rawAmount, rawMax string, used, maxUses uint8) {
+		amount, _ := rules.ParseAmount(rawAmount) // as the rules give it: "" when unreadable
+		amount = strings.TrimPrefix(amount, "-")  // and never negative
+		maxAmount, ok := rules.ParseAmount(rawMax)
+		if !ok || strings.HasPrefix(maxAmount, "-") {
+			maxAmount = "" // RequestOverride refuses those
+		}
+		a := &approvals.Approval{ID: testID, Kind: approvals.KindOverride, Status: approvals.StatusApproved,
+			MaxAmount: maxAmount, MaxUses: int(maxUses), Uses: int(used)}
+		bound, why, _ := svc.OverrideCovers(a, rules.Decision{Outcome: rules.Pending, Action: "journal_entry", Amount: amount})
+		wantBound := maxAmount
+		if wantBound == "" {
+			wantBound = "1000000"
+		}
+		var want record.Reason
+		switch {
+		case maxUses > 0 && used >= maxUses:
+			want = record.OverrideExhausted
+		case amount == "":
+			want = record.OverrideAmountUnreadable
+		case cmpDecimalText(amount, wantBound) > 0:
+			want = record.OverrideOverAmount
+		}
+		if bound != wantBound || why != want {
+			t.Fatalf("amount %q, max_amount %q, uses %d/%d: %q, %q; want %q, %q", amount, maxAmount, used, maxUses, bound, why, wantBound, want)
+		}
+	})
+}
+
+// cmpDecimalText compares two non-negative plain decimals ("1200", "0.05")
+// digit by digit: -1, 0 or +1.
+func cmpDecimalText(a, b string) int {
+	ai, af, _ := strings.Cut(a, ".")
+	bi, bf, _ := strings.Cut(b, ".")
+	ai, bi = strings.TrimLeft(ai, "0"), strings.TrimLeft(bi, "0")
+	if len(ai) != len(bi) {
+		if len(ai) < len(bi) {
+			return -1
+		}
+		return 1
+	}
+	if c := strings.Compare(ai, bi); c != 0 {
+		return c
+	}
+	for len(af) < len(bf) {
+		af += "0"
+	}
+	for len(bf) < len(af) {
+		bf += "0"
+	}
+	return strings.Compare(af, bf)
+}

@@ -21,7 +21,7 @@ import (
 
 // service is the approvals service over an in-memory store and chain, with
 // the example manifest and the test cast, at the fixed instant now.
-func service(t *testing.T) (*approvals.Service, *approvalstest.Ledger) {
+func service(t testing.TB) (*approvals.Service, *approvalstest.Ledger) {
 	t.Helper()
 	m, err := rules.LoadManifest("../examples/manifests/sox-financial.json")
 	if err != nil {
