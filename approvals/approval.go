@@ -63,6 +63,14 @@ type Approval struct {
 	// Set for overrides: who asked, for how long once approved.
 	RequestedBy string `json:"requested_by,omitempty"`
 	Duration    string `json:"duration,omitempty"`
+	// An override's bounds, part of what its approvers sign: MaxAmount is
+	// the most one request may carry, exact decimal text ("" bounds it by
+	// the action's amount_cap); MaxUses how many requests it may let
+	// through (0: any number within its duration). Uses counts those it
+	// has let through, each with the record that tells of it.
+	MaxAmount string `json:"max_amount,omitempty"`
+	MaxUses   int    `json:"max_uses,omitempty"`
+	Uses      int    `json:"uses,omitempty"`
 
 	// Set once approved: the capability (or override) token and its id.
 	Token     string    `json:"token,omitempty"`

@@ -25,6 +25,11 @@ var (
 	// approved with another token).
 	ErrNotApproved = errors.New(string(record.NotApproved))
 
+	// ErrOverrideExhausted is returned by Store.UseOverride when the
+	// override has let through its max_uses requests already: the request
+	// goes to its approval policy instead.
+	ErrOverrideExhausted = errors.New(string(record.OverrideExhausted))
+
 	// ErrTooManyPending is returned by Hold when the app already holds the
 	// manifest's max_pending pending approvals.
 	ErrTooManyPending = errors.New(string(record.TooManyPending))

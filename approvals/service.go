@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -279,19 +280,24 @@ func (s *Service) Capability(token, app, action, digest string) (*tokens.Claims,
 }
 
 // Override checks a presented override token for this app and action, and
-// that its override is still the approved one that issued it.
-func (s *Service) Override(token, app, action string) (*tokens.Claims, error) {
+// that its override is still the approved one that issued it; it returns
+// the token's claims and that override. Whether the override covers a
+// given request is OverrideCovers'.
+func (s *Service) Override(token, app, action string) (*tokens.Claims, *Approval, error) {
 	cl, err := s.tokens.Verify(token, tokens.KindOverride, s.now())
 	if err == nil {
 		err = cl.Bind(app, action, "")
 	}
+	var a *Approval
 	if err == nil {
-		var a *Approval
 		if a, err = s.store.Get(cl.ApprovalID); err == nil && (a.Status != StatusApproved || a.TokenID != cl.ID) {
 			err = fmt.Errorf("%w: override %s is %s", tokens.ErrInvalid, a.ID, a.Status)
 		}
 	}
-	return cl, err
+	if err != nil {
+		return cl, nil, err
+	}
+	return cl, a, nil
 }
 
 // TokenReason is the refusal code of an error from Capability, Override or
@@ -479,6 +485,13 @@ type OverrideRequest struct {
 	Duration      string `json:"duration"`
 	Justification string `json:"justification"`
 	RequestedBy   string `json:"requested_by"`
+	// MaxAmount, optional, is the most one request may carry under the
+	// override; without it the action's amount_cap bounds it. Above the
+	// amount_cap it needs the escalation's roles too.
+	MaxAmount Amount `json:"max_amount,omitempty"`
+	// MaxUses, optional, is how many requests the override may let
+	// through; without it the manifest's override.max_uses, if any.
+	MaxUses *int `json:"max_uses,omitempty"`
 }
 
 // BadRequestError is an invalid request from a client; its message says why.
@@ -487,15 +500,35 @@ type BadRequestError struct{ Problems []string }
 func (e *BadRequestError) Error() string { return strings.Join(e.Problems, "; ") }
 
 // OverrideDigest is what override approvers sign in place of a request
-// digest: hex SHA-256 of "uapk-override-v1\nAPP\nACTION\nDURATION\nREQUESTED_BY\n"
-// followed by hex(SHA-256(justification)).
-func OverrideDigest(app, action, duration, requestedBy, justification string) string {
+// digest. An override without bounds keeps the first form, hex SHA-256 of
+//
+//	"uapk-override-v1\nAPP\nACTION\nDURATION\nREQUESTED_BY\n" + hex(SHA-256(justification))
+//
+// so that every override approved before bounds existed still verifies;
+// one with a max_amount or a max_uses signs them too:
+//
+//	"uapk-override-v2\nAPP\nACTION\nDURATION\nREQUESTED_BY\nMAX_AMOUNT\nMAX_USES\n" + hex(SHA-256(justification))
+//
+// MAX_AMOUNT as plain decimal text, MAX_USES in decimal, either "" when
+// absent.
+func OverrideDigest(app, action, duration, requestedBy, justification, maxAmount string, maxUses int) string {
 	j := sha256.Sum256([]byte(justification))
-	return sha256Hex([]byte(fmt.Sprintf("uapk-override-v1\n%s\n%s\n%s\n%s\n%x", app, action, duration, requestedBy, j)))
+	if maxAmount == "" && maxUses == 0 {
+		return sha256Hex([]byte(fmt.Sprintf("uapk-override-v1\n%s\n%s\n%s\n%s\n%x", app, action, duration, requestedBy, j)))
+	}
+	uses := ""
+	if maxUses != 0 {
+		uses = strconv.Itoa(maxUses)
+	}
+	return sha256Hex([]byte(fmt.Sprintf("uapk-override-v2\n%s\n%s\n%s\n%s\n%s\n%s\n%x",
+		app, action, duration, requestedBy, maxAmount, uses, j)))
 }
 
 // RequestOverride records an override request as an approval that needs the
-// manifest's override.roles_required. It never covers a denylisted action.
+// manifest's override.roles_required, and, when its max_amount is above the
+// action's amount_cap, the roles of the action's escalation as well: an
+// override never lets through what its approvers could not have approved
+// themselves. It never covers a denylisted action.
 func (s *Service) RequestOverride(r OverrideRequest) (*Approval, error) {
 	r.Action, r.Duration = clip(r.Action, MaxHeaderValue), clip(r.Duration, 64)
 	r.Justification, r.RequestedBy = clip(r.Justification, MaxJustification), clip(r.RequestedBy, MaxHeaderValue)
@@ -519,6 +552,8 @@ func (s *Service) RequestOverride(r OverrideRequest) (*Approval, error) {
 	case m.Override != nil && d > m.Override.MaxDuration:
 		problems = append(problems, fmt.Sprintf("duration %s is longer than override.max_duration %s", d, m.Override.MaxDuration))
 	}
+	maxAmount, maxUses, bad := overrideBounds(r, m, act)
+	problems = append(problems, bad...)
 	if strings.TrimSpace(r.Justification) == "" {
 		problems = append(problems, "justification is required")
 	}
@@ -533,20 +568,18 @@ func (s *Service) RequestOverride(r OverrideRequest) (*Approval, error) {
 		return nil, &BadRequestError{Problems: problems}
 	}
 	now := s.now()
-	slots := make([][]string, 0, len(m.Override.RolesRequired))
-	for _, role := range m.Override.RolesRequired {
-		slots = append(slots, []string{role})
-	}
+	req := overrideRequirement(m.Override, act, maxAmount)
 	a := &Approval{
 		ID: NewID(), Kind: KindOverride, Status: StatusPending,
 		Action: r.Action, App: m.AppID, Justification: r.Justification, RequestedBy: r.RequestedBy,
-		Duration: d.String(), Digest: OverrideDigest(m.AppID, r.Action, d.String(), r.RequestedBy, r.Justification),
-		Reason: record.OverrideRequested, Requirement: rules.Requirement{Policy: rules.DualApproval, Slots: slots},
-		RequiredRoles: append([]string(nil), m.Override.RolesRequired...), Decisions: []Decision{},
+		Duration: d.String(), MaxAmount: maxAmount, MaxUses: maxUses,
+		Digest: OverrideDigest(m.AppID, r.Action, d.String(), r.RequestedBy, r.Justification, maxAmount, maxUses),
+		Reason: record.OverrideRequested, Requirement: req, RequiredRoles: req.Roles(), Decisions: []Decision{},
 		CreatedAt: now.UTC(), ExpiresAt: now.Add(act.ApprovalTTL).UTC(),
 	}
 	data := record.OverrideRequest{RequestedBy: r.RequestedBy, Duration: a.Duration,
-		Justification: r.Justification, RequiredRoles: a.RequiredRoles, ExpiresAt: a.ExpiresAt.Format(time.RFC3339)}
+		Justification: r.Justification, RequiredRoles: a.RequiredRoles, ExpiresAt: a.ExpiresAt.Format(time.RFC3339),
+		MaxAmount: maxAmount, MaxUses: maxUses}
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	defer cancel()
 	if _, err := s.store.Create(ctx, a, ledger.Entry{

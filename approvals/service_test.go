@@ -21,7 +21,7 @@ import (
 
 // service is the approvals service over an in-memory store and chain, with
 // the example manifest and the test cast, at the fixed instant now.
-func service(t *testing.T) (*approvals.Service, *approvalstest.Ledger) {
+func service(t testing.TB) (*approvals.Service, *approvalstest.Ledger) {
 	t.Helper()
 	m, err := rules.LoadManifest("../examples/manifests/sox-financial.json")
 	if err != nil {
@@ -152,10 +152,10 @@ func TestOverrideLifecycle(t *testing.T) {
 	if err != nil || ref != nil || got.Status != approvals.StatusApproved {
 		t.Fatalf("cfo approval: %+v %v %v", got, ref, err)
 	}
-	if _, err := svc.Override(got.Token, ov.App, "financial_report"); err != nil {
+	if _, _, err := svc.Override(got.Token, ov.App, "financial_report"); err != nil {
 		t.Errorf("approved override token refused: %v", err)
 	}
-	if _, err := svc.Override(got.Token, ov.App, "journal_entry"); approvals.TokenReason(err) != record.ActionMismatch {
+	if _, _, err := svc.Override(got.Token, ov.App, "journal_entry"); approvals.TokenReason(err) != record.ActionMismatch {
 		t.Errorf("override token for another action: %v", err)
 	}
 	if _, err := svc.Capability(got.Token, ov.App, "financial_report", testDigest); approvals.TokenReason(err) != record.InvalidToken {

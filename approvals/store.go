@@ -33,6 +33,11 @@ type Store interface {
 	// Consume appends e and marks approval id used by it under tokenID,
 	// after CheckConsume: once, across restarts.
 	Consume(ctx context.Context, id, tokenID string, e ledger.Entry) (ledger.Record, error)
+	// UseOverride appends e, the record of a request override id lets
+	// through under tokenID, and counts that use, after CheckOverrideUse:
+	// a use beyond the override's max_uses is never written, across
+	// restarts and between requests racing for the last one.
+	UseOverride(ctx context.Context, id, tokenID string, e ledger.Entry) (ledger.Record, error)
 	// Release appends e and undoes the Consume by record usedBy (approval
 	// id and token tokenID usable again): the request it let through never
 	// reached the ERP. It fails, writing nothing, if the approval is not
@@ -48,6 +53,19 @@ func CheckConsume(a *Approval, tokenID string) error {
 	}
 	if a.Status != StatusApproved || a.TokenID != tokenID {
 		return fmt.Errorf("%w: approval %s is %s", ErrNotApproved, a.ID, a.Status)
+	}
+	return nil
+}
+
+// CheckOverrideUse is the rule every Store applies, inside its atomic unit,
+// before it counts a use of an override: approved, under this token, with
+// uses left.
+func CheckOverrideUse(a *Approval, tokenID string) error {
+	if a.Kind != KindOverride || a.Status != StatusApproved || a.TokenID != tokenID {
+		return fmt.Errorf("%w: override %s is %s", ErrNotApproved, a.ID, a.Status)
+	}
+	if a.MaxUses > 0 && a.Uses >= a.MaxUses {
+		return fmt.Errorf("%w: override %s has let through %d of its max_uses %d", ErrOverrideExhausted, a.ID, a.Uses, a.MaxUses)
 	}
 	return nil
 }

@@ -697,6 +697,9 @@ type ApprovalEntry struct {
 	OnBehalfOf     string            `json:"on_behalf_of"`
 	RequestedBy    string            `json:"requested_by,omitempty"`
 	Duration       string            `json:"duration,omitempty"`
+	MaxAmount      string            `json:"max_amount,omitempty"`
+	MaxUses        int               `json:"max_uses,omitempty"`
+	Uses           int               `json:"uses,omitempty"`
 	Digest         string            `json:"digest"`
 	Amount         string            `json:"amount,omitempty"`
 	Reason         string            `json:"reason"`
@@ -800,7 +803,7 @@ func approvalEntry(ap *approvals.Approval, a *Anchor) (ApprovalEntry, bool) {
 	e := ApprovalEntry{
 		ID: ap.ID, Kind: ap.Kind, Status: ap.Status, Action: ap.Action, App: ap.App, Method: ap.Method, URL: ap.URL,
 		Headers: ap.Headers, Body: ap.Body, BodyBase64: ap.BodyBase64, Justification: ap.Justification, OnBehalfOf: ap.OnBehalfOf,
-		RequestedBy: ap.RequestedBy, Duration: ap.Duration, Digest: ap.Digest, Amount: ap.Amount, Reason: string(ap.Reason),
+		RequestedBy: ap.RequestedBy, Duration: ap.Duration, MaxAmount: ap.MaxAmount, MaxUses: ap.MaxUses, Uses: ap.Uses, Digest: ap.Digest, Amount: ap.Amount, Reason: string(ap.Reason),
 		Requirement: ap.Requirement, RequiredRoles: ap.RequiredRoles, CreatedAt: rfc(ap.CreatedAt), ExpiresAt: rfc(ap.ExpiresAt),
 		RequestRecord: ap.RequestRecord, CompletedAt: rfc(ap.Completed), TokenID: ap.TokenID, TokenExpiresAt: rfc(ap.TokenExp),
 		ConsumedRecord: ap.Consumed, Statements: []Statement{},

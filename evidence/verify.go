@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -622,8 +623,8 @@ func (v *bundleVerifier) checkApproval(a *ApprovalEntry) *Problem {
 			return problemf(ProblemApprovalMismatch, FileApprovals, 0, "approval %s: its method, URL and body hash to %s, not to the digest %s that was approved", a.ID, got, a.Digest)
 		}
 	case approvals.KindOverride:
-		if got := overrideDigest(a.App, a.Action, a.Duration, a.RequestedBy, a.Justification); got != a.Digest {
-			return problemf(ProblemApprovalMismatch, FileApprovals, 0, "approval %s: the override's app, action, duration, requester and justification hash to %s, not to its digest %s", a.ID, got, a.Digest)
+		if got := overrideDigest(a.App, a.Action, a.Duration, a.RequestedBy, a.Justification, a.MaxAmount, a.MaxUses); got != a.Digest {
+			return problemf(ProblemApprovalMismatch, FileApprovals, 0, "approval %s: the override's app, action, duration, requester, bounds and justification hash to %s, not to its digest %s", a.ID, got, a.Digest)
 		}
 	default:
 		return problemf(ProblemBadApprovals, FileApprovals, 0, "approval %s has kind %q", a.ID, a.Kind)
@@ -659,10 +660,20 @@ func requestDigest(method, url string, body []byte) string {
 	return sha256Hex([]byte(method + "\n" + url + "\n" + hex.EncodeToString(bh[:])))
 }
 
-// overrideDigest is the README's override digest.
-func overrideDigest(app, action, duration, requestedBy, justification string) string {
+// overrideDigest is the override digest of docs/reference.md, computed
+// here independently: the first form for an override without bounds, the
+// second, which signs them, for one with a max_amount or a max_uses.
+func overrideDigest(app, action, duration, requestedBy, justification, maxAmount string, maxUses int) string {
 	jh := sha256.Sum256([]byte(justification))
-	return sha256Hex([]byte("uapk-override-v1\n" + app + "\n" + action + "\n" + duration + "\n" + requestedBy + "\n" + hex.EncodeToString(jh[:])))
+	if maxAmount == "" && maxUses == 0 {
+		return sha256Hex([]byte("uapk-override-v1\n" + app + "\n" + action + "\n" + duration + "\n" + requestedBy + "\n" + hex.EncodeToString(jh[:])))
+	}
+	uses := ""
+	if maxUses != 0 {
+		uses = strconv.Itoa(maxUses)
+	}
+	return sha256Hex([]byte("uapk-override-v2\n" + app + "\n" + action + "\n" + duration + "\n" + requestedBy + "\n" +
+		maxAmount + "\n" + uses + "\n" + hex.EncodeToString(jh[:])))
 }
 
 func (v *bundleVerifier) checkRecords(b *builder) *Problem {

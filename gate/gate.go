@@ -151,6 +151,7 @@ const (
 	planAppend plan = iota
 	planHold
 	planConsume
+	planOverride
 )
 
 // Check decides c, records the decision durably and returns the verdict.
@@ -193,6 +194,27 @@ func (g *Gate) Check(c *Call) *Verdict {
 		tokenID string
 	)
 	svc := g.approvals
+	// hold makes c a pending approval, recorded with the request.
+	hold := func() {
+		pending = svc.NewPending(approvals.Pending{Decision: d, App: c.Req.App, Method: c.Req.Method,
+			URL: url, Body: c.Req.Body, ContentType: c.ContentType, ContentEncoding: c.ContentEncoding, Justification: c.Justification,
+			OnBehalfOf: c.Req.OnBehalfOf, Digest: v.Digest})
+		v.Outcome, v.Reason, v.ApprovalID, v.Hold = rules.Pending, d.Reason, pending.ID, d.Hold
+		v.RequiredRoles, v.ExpiresAt = pending.RequiredRoles, pending.ExpiresAt
+		data.RequiredRoles, data.ExpiresAt = pending.RequiredRoles, pending.ExpiresAt.Format(time.RFC3339)
+		how = planHold
+	}
+	// uncovered: an override token came with c, but its override does not
+	// cover it; c goes to its approval policy, and the record says why.
+	uncovered := func(why record.Reason, detail string) {
+		kind = record.KindRequest
+		data.OverrideNotApplied, data.OverrideExpiresAt, data.PolicySkipped = why, "", ""
+		if data.Detail != "" {
+			detail = data.Detail + "; " + detail
+		}
+		data.Detail = detail
+		hold()
+	}
 	switch {
 	case d.Outcome == rules.Pending && c.Capability != "":
 		cl, err := svc.Capability(c.Capability, c.Req.App, d.Action, v.Digest)
@@ -224,27 +246,30 @@ func (g *Gate) Check(c *Call) *Verdict {
 		how, useID, tokenID = planConsume, a.ID, a.TokenID
 	case d.Outcome == rules.Pending && c.Override != "":
 		// The denylist and every deny are decided before this point, so an
-		// override can never reach them. Each use is a record of kind
-		// override.
-		cl, err := svc.Override(c.Override, c.Req.App, d.Action)
+		// override can never reach them. An override covers a request
+		// within its amount bound and its uses; each use is a record of
+		// kind override, counted with it. Any other request goes to its
+		// approval policy, as if no token had come.
+		cl, ov, err := svc.Override(c.Override, c.Req.App, d.Action)
 		if err != nil {
 			data.TokenError = err.Error()
 			v.deny(approvals.TokenReason(err))
 			break
 		}
-		kind = record.KindOverride
 		data.OverrideID, data.TokenID = cl.ApprovalID, cl.ID
+		bound, why, detail := svc.OverrideCovers(ov, d)
+		data.OverrideMaxAmount, data.OverrideMaxUses = bound, ov.MaxUses
+		if why != "" {
+			uncovered(why, detail)
+			break
+		}
+		kind = record.KindOverride
 		data.OverrideExpiresAt = cl.Expires.UTC().Format(time.RFC3339)
 		data.PolicySkipped = string(d.Requirement.Policy)
 		v.Outcome, v.Reason, v.ApprovalID = rules.Allow, record.Override, cl.ApprovalID
+		how, useID, tokenID = planOverride, cl.ApprovalID, cl.ID
 	case d.Outcome == rules.Pending:
-		pending = svc.NewPending(approvals.Pending{Decision: d, App: c.Req.App, Method: c.Req.Method,
-			URL: url, Body: c.Req.Body, ContentType: c.ContentType, ContentEncoding: c.ContentEncoding, Justification: c.Justification,
-			OnBehalfOf: c.Req.OnBehalfOf, Digest: v.Digest})
-		v.Outcome, v.Reason, v.ApprovalID, v.Hold = rules.Pending, d.Reason, pending.ID, d.Hold
-		v.RequiredRoles, v.ExpiresAt = pending.RequiredRoles, pending.ExpiresAt
-		data.RequiredRoles, data.ExpiresAt = pending.RequiredRoles, pending.ExpiresAt.Format(time.RFC3339)
-		how = planHold
+		hold()
 	case d.Outcome == rules.Allow:
 		v.Outcome, v.Reason = rules.Allow, d.Reason
 	default:
@@ -257,7 +282,24 @@ func (g *Gate) Check(c *Call) *Verdict {
 	}
 	var rec ledger.Record
 	var err error
+	if how == planOverride {
+		rec, err = svc.UseOverride(useID, tokenID, entry())
+		switch {
+		case errors.Is(err, approvals.ErrOverrideExhausted):
+			// Requests racing this one took the last uses: nothing was
+			// written, and this one goes to its approval policy.
+			uncovered(record.OverrideExhausted, err.Error()+"; the request goes to its approval policy")
+		case err != nil && approvals.IsRefusal(err):
+			// The override changed state since it was read: refused.
+			kind = record.KindRequest
+			v.deny(approvals.TokenReason(err))
+			data.OverrideExpiresAt, data.PolicySkipped, data.Detail = "", "", err.Error()
+			how = planAppend
+		}
+	}
 	switch how {
+	case planOverride:
+		// Written above.
 	case planHold:
 		rec, err = svc.Hold(pending, entry())
 		if errors.Is(err, approvals.ErrTooManyPending) {

@@ -92,6 +92,15 @@ const (
 	TooManyPending    Reason = "too_many_pending"   // 429: the app holds max_pending pending approvals already
 )
 
+// Reasons an override token did not apply to a request: the request went to
+// its approval policy instead (held, 202), and its record's
+// data.override_not_applied names which.
+const (
+	OverrideExhausted        Reason = "override_exhausted"         // the override has let through its max_uses requests
+	OverrideOverAmount       Reason = "override_over_amount"       // the amount is above the override's max_amount (or the action's amount_cap)
+	OverrideAmountUnreadable Reason = "override_amount_unreadable" // the override bounds the amount, and this request's cannot be read
+)
+
 // Reasons only the forward door gives.
 const (
 	TunnelHost       Reason = "tunnel_host"        // allow: CONNECT to a tool_restrictions.tunnel_hosts target
@@ -148,6 +157,7 @@ var Reasons = []Reason{
 	UnknownApp, NotApproved, ApprovalExpired, Consumed, DigestMismatch, Rejected, BodyTooLarge,
 	Approved, Capability, Override, InvalidToken, AppMismatch, ActionMismatch, LedgerUnavailable,
 	AmbiguousRequest, HeadersMismatch, AmbiguousPath, TooManyPending,
+	OverrideExhausted, OverrideOverAmount, OverrideAmountUnreadable,
 	TunnelHost, TunnelNotAllowed, BadTarget, HostMismatch, ConnectInTunnel,
 	Forwarded, UpstreamError, UpstreamUnavailable, UpstreamTimeout, TunnelClosed,
 	Signed, TTLElapsed, OverrideRequested, OverrideTokenIssued,

@@ -31,6 +31,14 @@ type Request struct {
 	OverrideID        string `json:"override_id,omitempty"`
 	OverrideExpiresAt string `json:"override_expires_at,omitempty"`
 	PolicySkipped     string `json:"policy_skipped,omitempty"`
+	// The override's bounds in force for that use: the most one request
+	// may carry (its max_amount, or else the action's amount_cap) and its
+	// max_uses (absent: no limit but its duration).
+	OverrideMaxAmount string `json:"override_max_amount,omitempty"`
+	OverrideMaxUses   int    `json:"override_max_uses,omitempty"`
+	// Held although an override token came with it: why the override did
+	// not cover this request.
+	OverrideNotApplied Reason `json:"override_not_applied,omitempty"`
 	// CONNECT and tunnels: only host and port are seen.
 	Host       string `json:"host,omitempty"`
 	Port       string `json:"port,omitempty"`
@@ -62,6 +70,11 @@ func (d *Request) Map() map[string]any {
 	str(m, "override_id", d.OverrideID)
 	str(m, "override_expires_at", d.OverrideExpiresAt)
 	str(m, "policy_skipped", d.PolicySkipped)
+	str(m, "override_max_amount", d.OverrideMaxAmount)
+	if d.OverrideMaxUses != 0 {
+		m["override_max_uses"] = d.OverrideMaxUses
+	}
+	str(m, "override_not_applied", string(d.OverrideNotApplied))
 	str(m, "host", d.Host)
 	str(m, "port", d.Port)
 	str(m, "connect", d.Connect)
@@ -180,18 +193,29 @@ func (d *Token) Map() map[string]any {
 }
 
 // OverrideRequest is the data of an override record with decision pending.
+// With the record's app and action it holds every part of the override's
+// digest, so that an auditor can rebuild what the approvers signed.
 type OverrideRequest struct {
 	RequestedBy   string   `json:"requested_by"`
 	Duration      string   `json:"duration"`
 	Justification string   `json:"justification"`
 	RequiredRoles []string `json:"required_roles"`
 	ExpiresAt     string   `json:"expires_at"`
+	// The bounds asked for, absent when none: the most one request may
+	// carry (exact decimal text) and how many requests it may let through.
+	MaxAmount string `json:"max_amount,omitempty"`
+	MaxUses   int    `json:"max_uses,omitempty"`
 }
 
 // Map returns the stored data member.
 func (d *OverrideRequest) Map() map[string]any {
-	return map[string]any{"requested_by": d.RequestedBy, "duration": d.Duration,
+	m := map[string]any{"requested_by": d.RequestedBy, "duration": d.Duration,
 		"justification": d.Justification, "required_roles": anys(d.RequiredRoles), "expires_at": d.ExpiresAt}
+	str(m, "max_amount", d.MaxAmount)
+	if d.MaxUses != 0 {
+		m["max_uses"] = d.MaxUses
+	}
+	return m
 }
 
 // Config is the data of a config record: what was in force from this seq

@@ -100,7 +100,15 @@ type Escalation struct {
 type Override struct {
 	RolesRequired []string
 	MaxDuration   time.Duration
+	// MaxUses, when not 0, is how many requests one override may let
+	// through at most: the bound of an override that names none, and the
+	// most one may name.
+	MaxUses int
 }
+
+// MaxOverrideUses is the largest max_uses a manifest or an override may
+// name.
+const MaxOverrideUses = 1000000
 
 // Audit is the manifest's audit section, with defaults filled in.
 type Audit struct {
@@ -663,6 +671,23 @@ func (c *checker) override(p string, v *value) *Override {
 				c.errf(p, "must be positive")
 			}
 			o.MaxDuration = d
+		},
+		"max_uses": func(p string, v *value) {
+			d, ok := c.number(p, v)
+			if !ok {
+				return
+			}
+			n, err := strconv.Atoi(d.String())
+			switch {
+			case d.exp < 0:
+				c.errf(p, "must be a whole number")
+			case d.neg || n < 1:
+				c.errf(p, "must be at least 1")
+			case err != nil || n > MaxOverrideUses:
+				c.errf(p, "must be at most %d", MaxOverrideUses)
+			default:
+				o.MaxUses = n
+			}
 		},
 	})
 	if !ok {

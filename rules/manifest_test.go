@@ -423,3 +423,71 @@ func TestAmountPathSyntax(t *testing.T) {
 		}
 	}
 }
+
+// TestOverrideMaxUses: override.max_uses is optional, a whole number from 1
+// to MaxOverrideUses.
+func TestOverrideMaxUses(t *testing.T) {
+	raw, err := os.ReadFile(exampleManifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, section string
+		want          int
+		problem       bool
+	}{
+		{"absent", `{"roles_required": ["cfo"], "max_duration": "8h"}`, 0, false},
+		{"one", `{"roles_required": ["cfo"], "max_duration": "8h", "max_uses": 1}`, 1, false},
+		{"the most", `{"roles_required": ["cfo"], "max_duration": "8h", "max_uses": 1000000}`, MaxOverrideUses, false},
+		{"zero", `{"roles_required": ["cfo"], "max_duration": "8h", "max_uses": 0}`, 0, true},
+		{"negative", `{"roles_required": ["cfo"], "max_duration": "8h", "max_uses": -3}`, 0, true},
+		{"fraction", `{"roles_required": ["cfo"], "max_duration": "8h", "max_uses": 2.5}`, 0, true},
+		{"too many", `{"roles_required": ["cfo"], "max_duration": "8h", "max_uses": 1000001}`, 0, true},
+		{"a string", `{"roles_required": ["cfo"], "max_duration": "8h", "max_uses": "3"}`, 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := strings.Replace(string(raw), `"override": {"roles_required": ["cfo"], "max_duration": "8h"}`, `"override": `+tc.section, 1)
+			m, err := ParseManifest([]byte(doc))
+			if tc.problem {
+				var ve *ValidationError
+				if !errors.As(err, &ve) || len(ve.Problems) != 1 || ve.Problems[0].Path != "override.max_uses" {
+					t.Fatalf("got %v, want one problem at override.max_uses", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Override.MaxUses != tc.want {
+				t.Errorf("max_uses %d, want %d", m.Override.MaxUses, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseAmount(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string
+		ok       bool
+	}{
+		{"1000000", "1000000", true},
+		{"2500.50", "2500.5", true},
+		{"1e6", "1000000", true},
+		{"0", "0", true},
+		{"-5", "-5", true},
+		{"999999999.999999999999", "999999999.999999999999", true},
+		{"", "", false},
+		{" 5", "", false},
+		{"+5", "", false},
+		{"05", "", false},
+		{"1/3", "", false},
+		{"0x10", "", false},
+		{"1e999999", "", false},
+		{"NaN", "", false},
+	} {
+		got, ok := ParseAmount(tc.in)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("ParseAmount(%q) = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}

@@ -205,3 +205,22 @@ func (s *Store) Consume(ctx context.Context, id, tokenID string, e ledger.Entry)
 		return nil
 	})
 }
+
+// UseOverride counts one use of override id by e, within its max_uses.
+func (s *Store) UseOverride(ctx context.Context, id, tokenID string, e ledger.Entry) (ledger.Record, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur, ok := s.m[id]
+	if !ok {
+		return ledger.Record{}, fmt.Errorf("%w: override %s", approvals.ErrNotApproved, id)
+	}
+	if err := approvals.CheckOverrideUse(cur, tokenID); err != nil {
+		return ledger.Record{}, err
+	}
+	c := cur.Clone()
+	return s.L.AppendWith(ctx, e, func(*ledger.Record) error {
+		c.Uses++
+		s.m[id] = c
+		return nil
+	})
+}

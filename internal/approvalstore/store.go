@@ -145,6 +145,28 @@ func (s *Store) Consume(ctx context.Context, id, tokenID string, e ledger.Entry)
 	return s.l.Append(ctx, e)
 }
 
+// UseOverride appends e and counts one use of override id under token
+// tokenID by it, in one transaction. Uses racing in one group commit run
+// their hooks one after another in the same transaction, each seeing the
+// count the one before wrote, so the last use left goes to exactly one.
+func (s *Store) UseOverride(ctx context.Context, id, tokenID string, e ledger.Entry) (ledger.Record, error) {
+	if s.l == nil {
+		return ledger.Record{}, errReadOnly
+	}
+	e.Tx = func(tx *bolt.Tx, _ *ledger.Record) error {
+		a, err := get(tx, id)
+		if err != nil {
+			return fmt.Errorf("%w: %v", approvals.ErrNotApproved, err)
+		}
+		if err := approvals.CheckOverrideUse(a, tokenID); err != nil {
+			return err
+		}
+		a.Uses++
+		return put(tx, a)
+	}
+	return s.l.Append(ctx, e)
+}
+
 // Release appends e and undoes the Consume by record usedBy, in one
 // transaction: the approval and its token are usable again.
 func (s *Store) Release(ctx context.Context, id, tokenID string, usedBy uint64, e ledger.Entry) (ledger.Record, error) {

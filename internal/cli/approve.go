@@ -145,6 +145,8 @@ func describeApproval(w io.Writer, a *approvals.Approval) {
 	if a.Kind == approvals.KindOverride {
 		row("override", "skip the approval policy of "+a.Action+" for "+a.Duration)
 		row("requested by", a.RequestedBy)
+		row("max amount", overrideMaxAmount(a))
+		row("max uses", overrideUses(a))
 	} else {
 		row("request", a.Method+" "+a.URL)
 		row("on behalf of", a.OnBehalfOf)
@@ -159,6 +161,24 @@ func describeApproval(w io.Writer, a *approvals.Approval) {
 	if a.Body != "" {
 		fmt.Fprintf(w, "body:\n%s\n", safeText(indentJSON(a.Body)))
 	}
+}
+
+// overrideMaxAmount says what an override covers per request, as its
+// approvers sign it.
+func overrideMaxAmount(a *approvals.Approval) string {
+	if a.MaxAmount == "" {
+		return "none named: the action's amount_cap bounds each request (above it the escalation applies)"
+	}
+	return a.MaxAmount + " per request"
+}
+
+// overrideUses says how many requests an override may let through, and how
+// many it has.
+func overrideUses(a *approvals.Approval) string {
+	if a.MaxUses == 0 {
+		return fmt.Sprintf("no limit within its duration (%d used)", a.Uses)
+	}
+	return fmt.Sprintf("%d (%d used)", a.MaxUses, a.Uses)
 }
 
 // safeText shows what the agent wrote without letting it drive the
@@ -303,17 +323,23 @@ func newOverride() *cobra.Command {
 	root := &cobra.Command{Use: "override", Short: "Emergency overrides (time-limited, approved, recorded)"}
 	c := &adminClient{}
 	var r approvals.OverrideRequest
+	var maxAmount string
+	var maxUses int
 	req := &cobra.Command{
-		Use:   "request --action A --duration 4h --justification TEXT --requested-by ID",
+		Use:   "request --action A --duration 4h --justification TEXT --requested-by ID [--max-amount N] [--max-uses N]",
 		Short: "Ask for an override of one action's approval policy; it needs the manifest's override roles",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			r.MaxAmount = approvals.Amount(maxAmount) // sent as a string: exact, whatever its digits
+			if cmd.Flags().Changed("max-uses") {
+				r.MaxUses = &maxUses
+			}
 			var a approvals.Approval
 			if err := c.call("POST", "/v1/overrides", r, &a); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "override %s requested: %s for %s, needs %s\napprove with: uapk-proxy approve %s --as ID --key FILE\nthen fetch the token with: uapk-proxy override show %s\n",
-				a.ID, a.Action, a.Duration, strings.Join(a.RequiredRoles, " + "), a.ID, a.ID)
+			fmt.Fprintf(cmd.OutOrStdout(), "override %s requested: %s for %s, needs %s\nmax amount: %s\nmax uses: %s\napprove with: uapk-proxy approve %s --as ID --key FILE\nthen fetch the token with: uapk-proxy override show %s\n",
+				a.ID, a.Action, a.Duration, strings.Join(a.RequiredRoles, " + "), safeText(overrideMaxAmount(&a)), overrideUses(&a), a.ID, a.ID)
 			return nil
 		},
 	}
@@ -321,6 +347,8 @@ func newOverride() *cobra.Command {
 	req.Flags().StringVar(&r.Duration, "duration", "", "how long, e.g. 4h (at most the manifest's override.max_duration)")
 	req.Flags().StringVar(&r.Justification, "justification", "", "why, for the approvers and the record")
 	req.Flags().StringVar(&r.RequestedBy, "requested-by", "", "who asks (cannot approve it)")
+	req.Flags().StringVar(&maxAmount, "max-amount", "", "the most one request may carry, e.g. 250000.00 (default: the action's amount_cap; above it the escalation's roles approve too)")
+	req.Flags().IntVar(&maxUses, "max-uses", 0, "how many requests it may let through (default: the manifest's override.max_uses, else no limit within its duration)")
 	adminFlag(req, c)
 
 	sc := &adminClient{}
