@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 
 BIN=./bin
 DATA=${UAPK_DEMO_DATA:-./data}
+# The example manifest's tool_restrictions.erp_hosts names 127.0.0.1:9090:
+# with another ERP_PORT the forward-door step (11) is refused unknown_host.
 ERP=127.0.0.1:${ERP_PORT:-9090}
 SIDECAR=127.0.0.1:${SIDECAR_PORT:-8081}
 ADMIN=127.0.0.1:${ADMIN_PORT:-8090}

@@ -147,7 +147,8 @@ func (f *Forward) await(r *http.Request, c *gate.Call, v *gate.Verdict) *gate.Ve
 	return f.gate.Await(c, v, func() bool { return r.Context().Err() != nil }, ctx.Done())
 }
 
-// call builds the gate's call. The URL is built exactly as the sidecar
+// call builds the gate's call, for absolute-URI requests and the requests
+// inside intercepted tunnels alike. The URL is built exactly as the sidecar
 // builds it (fasthttp's decoded, dot-segment-free path, re-encoded), so
 // one ERP URL has one digest whichever door it came through.
 func (f *Forward) call(r *http.Request, t *tunnel) (*gate.Call, error) {
@@ -175,6 +176,9 @@ func (f *Forward) call(r *http.Request, t *tunnel) (*gate.Call, error) {
 	c.Req = rules.Request{
 		Method: r.Method, Scheme: scheme, Host: host, Path: et.path, RawQuery: et.query, App: c.Req.App, ContentType: h.Get("Content-Type"),
 		OnBehalfOf: h.Get(gate.HeaderOnBehalfOf), Escalation: h.Get(gate.HeaderEscalation),
+		// The agent names the host here, plainly or by CONNECT: only hosts
+		// the manifest names may be reached (unknown_host otherwise).
+		AgentChosenHost: true,
 	}
 	c.Justification = h.Get(gate.HeaderJustification)
 	c.ApprovalID = h.Get(gate.HeaderApprovalID)

@@ -68,6 +68,7 @@ const (
 	AmountUnreadable     Reason = "amount_unreadable"      // pending: amount_cap set but no amount could be read
 	EscalationRequested  Reason = "escalation_requested"   // pending: X-UAPK-Escalation added a role to an AUTO_APPROVE action
 	AmbiguousBody        Reason = "ambiguous_body"         // deny, 400: a JSON body not valid UTF-8 JSON, or with keys equal after case folding
+	UnknownHost          Reason = "unknown_host"           // deny: forward door, a host no match rule's host and no tool_restrictions.erp_hosts entry names
 )
 
 // Reasons the gate gives for a request, beside the rules'.
@@ -153,7 +154,7 @@ const (
 var Reasons = []Reason{
 	AutoApprove, RecordAndAllow, Denylisted, Unclassified, PolicyDeny, OutsideBusinessHours,
 	RoleNotAllowed, BadEscalation, ApprovalRequired, DualApproval, AmountOverCap,
-	AmountUnreadable, EscalationRequested, AmbiguousBody,
+	AmountUnreadable, EscalationRequested, AmbiguousBody, UnknownHost,
 	UnknownApp, NotApproved, ApprovalExpired, Consumed, DigestMismatch, Rejected, BodyTooLarge,
 	Approved, Capability, Override, InvalidToken, AppMismatch, ActionMismatch, LedgerUnavailable,
 	AmbiguousRequest, HeadersMismatch, AmbiguousPath, TooManyPending,

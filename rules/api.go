@@ -60,6 +60,7 @@ const (
 	ReasonAmountUnreadable     = record.AmountUnreadable
 	ReasonEscalationRequested  = record.EscalationRequested
 	ReasonAmbiguousBody        = record.AmbiguousBody
+	ReasonUnknownHost          = record.UnknownHost
 )
 
 // Request is the transport-neutral view of one outbound call. Doors fill it;
@@ -75,6 +76,15 @@ type Request struct {
 	OnBehalfOf string    // X-UAPK-On-Behalf-Of, "" if absent
 	Escalation string    // X-UAPK-Escalation, "" if absent
 	Time       time.Time // the gate's clock; rules never read the wall clock
+
+	// AgentChosenHost is set by a door that sends a request wherever the
+	// agent names (the forward door). Then Host must be named by a match
+	// rule's host or by tool_restrictions.erp_hosts, else the request is
+	// denied unknown_host, and match rules without a host apply only to
+	// hosts in erp_hosts. A door whose target is fixed by configuration
+	// (the sidecar and its --upstream) leaves it false: there rules
+	// without a host apply to that one target.
+	AgentChosenHost bool
 
 	// ContentType is the Content-Type header as sent. A body sent as JSON
 	// (application/json, */*+json) must be one unambiguous JSON document

@@ -28,6 +28,14 @@
 // path.Match) and a final "**" is zero or more segments. The query is
 // ignored.
 //
+// A rule without a host applies to whatever host the door sends to. That
+// is safe where the door's target is fixed (the sidecar's --upstream) but
+// not where the agent names it (the forward door, Request.AgentChosenHost):
+// there such rules apply only to hosts in tool_restrictions.erp_hosts, and a
+// host that neither erp_hosts nor any rule's host names is refused
+// (unknown_host) before classification, so that an allowed action cannot be
+// sent to a host of the agent's choosing.
+//
 // Request paths are compared in a canonical form: unreserved percent escapes
 // decoded, ASCII lower-cased, one trailing slash dropped. Paths that servers
 // may read in more than one way (dot or empty segments, encoded '/', '\' or

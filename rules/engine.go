@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -31,28 +32,39 @@ func (e *Engine) Manifest() *Manifest { return e.m }
 func (e *Engine) Principals() *Principals { return e.p }
 
 // Classify returns the first action, in manifest order, with a match rule
-// for r, or nil when none matches. It fails with an error wrapping
-// ErrAmbiguousPath when r.Path has no canonical form (see Decide).
+// for r, or nil when none matches. When the agent chose the host
+// (r.AgentChosenHost), rules without a host count only for hosts in
+// tool_restrictions.erp_hosts, and a host that neither erp_hosts nor any
+// rule's host names fails with an error wrapping ErrUnknownHost. It fails
+// with an error wrapping ErrAmbiguousPath when r.Path has no canonical form
+// (see Decide).
 func (e *Engine) Classify(r *Request) (*Action, error) {
+	var host reqHost
+	if e.m.hostRules || r.AgentChosenHost {
+		host = parseReqHost(r.Host, r.Scheme)
+	}
+	hostless := true // rules without a host apply
+	if r.AgentChosenHost {
+		hostless = e.m.erpHost(host)
+		if !hostless && !e.m.namedHost(host) {
+			return nil, fmt.Errorf("%w: %s", ErrUnknownHost, clip(r.Host))
+		}
+	}
 	path, err := canonicalPath(r.Path, false)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrAmbiguousPath, err)
 	}
-	var host reqHost
-	if e.m.hostRules {
-		host = parseReqHost(r.Host, r.Scheme)
-	}
-	return e.m.classify(r.Method, host, path), nil
+	return e.m.classify(r.Method, host, path, hostless), nil
 }
 
-func (m *Manifest) classify(method string, host reqHost, path string) *Action {
+func (m *Manifest) classify(method string, host reqHost, path string, hostless bool) *Action {
 	for _, a := range m.Actions {
 		for i := range a.Match {
 			mr := &a.Match[i]
 			if mr.Method != "" && !strings.EqualFold(mr.Method, method) {
 				continue
 			}
-			if mr.host != nil && !mr.host.match(host) {
+			if mr.host == nil && !hostless || mr.host != nil && !mr.host.match(host) {
 				continue
 			}
 			if mr.path.match(path) {
@@ -65,38 +77,48 @@ func (m *Manifest) classify(method string, host reqHost, path string) *Action {
 
 // Decide classifies r and returns the verdict. The steps, in order:
 //
-//  1. Classify. A path with no canonical form (dot or empty segments,
+//  1. Host, when the agent chose it (r.AgentChosenHost: the forward door).
+//     A host that no match rule's host and no tool_restrictions.erp_hosts
+//     entry names is denied as unknown_host whatever default_policy says;
+//     for a host outside erp_hosts, match rules without a host do not
+//     apply in the next step. (A door with a fixed target skips this: its
+//     rules without a host apply to that target.)
+//  2. Classify. A path with no canonical form (dot or empty segments,
 //     encoded '/', '\' or NUL, ';' parameters, bad escapes) is denied as
 //     unclassified whatever default_policy says. No matching action:
 //     default_policy DENY gives deny/unclassified, RECORD_AND_ALLOW
 //     allow/record_and_allow.
-//  2. Action on the denylist: deny/denylisted.
-//  3. approval_policy DENY: deny/policy_deny.
-//  4. business_hours_only outside the window (or r.Time zero):
+//  3. Action on the denylist: deny/denylisted.
+//  4. approval_policy DENY: deny/policy_deny.
+//  5. business_hours_only outside the window (or r.Time zero):
 //     deny/outside_business_hours.
-//  5. roles_allowed: the On-Behalf-Of caller must be a known principal
+//  6. roles_allowed: the On-Behalf-Of caller must be a known principal
 //     holding one of them, else deny/role_not_allowed.
-//  6. A non-empty X-UAPK-Escalation that is not a role token:
+//  7. A non-empty X-UAPK-Escalation that is not a role token:
 //     deny/bad_escalation.
-//  7. A body sent as JSON (Content-Type application/json or */*+json) that
+//  8. A body sent as JSON (Content-Type application/json or */*+json) that
 //     is not one unambiguous JSON document (body.go): deny/ambiguous_body.
 //     The same for an unclassified request that RECORD_AND_ALLOW would let
 //     through. An empty body is no body.
-//  8. Amount, when the action has amount paths or amount_cap: per path the
+//  9. Amount, when the action has amount paths or amount_cap: per path the
 //     larger of the sum of the positive and of the negative values it
 //     selects (numeric strings count), the largest over the paths. With
 //     amount_cap, an unreadable amount gives pending/amount_unreadable and
 //     an amount over the cap pending/amount_over_cap, both with the
 //     escalation requirement.
-//  9. Otherwise the approval_policy: allow/auto_approve,
+//  10. Otherwise the approval_policy: allow/auto_approve,
 //     pending/approval_required or pending/dual_approval_required.
-//  10. X-UAPK-Escalation adds a slot {role} unless a single-role slot for it
+//  11. X-UAPK-Escalation adds a slot {role} unless a single-role slot for it
 //     exists; an allow becomes pending/escalation_requested.
 func (e *Engine) Decide(r *Request) Decision {
 	if r == nil {
 		return Decision{Outcome: Deny, Reason: ReasonUnclassified, Detail: "no request"}
 	}
 	a, err := e.Classify(r)
+	if errors.Is(err, ErrUnknownHost) {
+		return Decision{Outcome: Deny, Reason: ReasonUnknownHost,
+			Detail: fmt.Sprintf("host %s is named by no match rule and no tool_restrictions.erp_hosts entry; a request to a host the agent chose goes only to hosts the manifest names, whatever default_policy says", clip(r.Host))}
+	}
 	if err != nil {
 		return Decision{Outcome: Deny, Reason: ReasonUnclassified,
 			Detail: fmt.Sprintf("refused to classify path %s: %v; such paths are denied whatever default_policy says", clip(r.Path), err)}

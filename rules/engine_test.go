@@ -34,6 +34,8 @@ func TestClassify(t *testing.T) {
 		query                      string
 		want                       string // action, "" unclassified
 		ambiguous                  bool
+		agent                      bool // the agent chose the host (forward door)
+		unknown                    bool // ErrUnknownHost
 	}{
 		{name: "first match wins over a later **", method: "POST", path: "/api/v1/journal-entries/42/approve", want: "je_approve"},
 		{name: "** matches zero segments", method: "POST", path: "/api/v1/journal-entries", want: "je_write"},
@@ -88,6 +90,17 @@ func TestClassify(t *testing.T) {
 		{name: "IPv6 literal", host: "[::1]:9000", path: "/ip", want: "ip_host"},
 		{name: "IPv4 with port", host: "10.0.0.5:8080", path: "/ip", want: "ip_host"},
 		{name: "IPv4 other port", host: "10.0.0.5:8081", path: "/ip", want: ""},
+		// The manifest has no erp_hosts: on the forward door, only its rules
+		// with a host classify, and only the hosts they name are known.
+		{name: "forward: a rule's host", agent: true, host: "erp.example.com", path: "/hosted/x", want: "erp_host"},
+		{name: "forward: rules without a host do not apply", agent: true, method: "POST", host: "erp.example.com", path: "/api/v1/journal-entries", want: ""},
+		{name: "forward: a wildcard rule names a host", agent: true, host: "eu.erp.example.com", path: "/api/v1/journal-entries/1", want: ""},
+		{name: "forward: an IP a rule names", agent: true, host: "[0:0::1]:9000", path: "/ip", want: "ip_host"},
+		{name: "forward: a host no rule names", agent: true, host: "erp.example.org", path: "/hosted/x", unknown: true},
+		{name: "forward: a rule's host on another port", agent: true, scheme: "http", host: "erp.example.com", path: "/tls", want: ""},
+		{name: "forward: a port no rule names for that IP", agent: true, host: "10.0.0.5:8081", path: "/ip", unknown: true},
+		{name: "forward: no host", agent: true, path: "/hosted/x", unknown: true},
+		{name: "forward: unknown host before the path", agent: true, host: "evil.example", path: "/a/../b", unknown: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -95,8 +108,14 @@ func TestClassify(t *testing.T) {
 			if method == "" {
 				method = "GET"
 			}
-			r := &Request{Method: method, Scheme: tt.scheme, Host: tt.host, Path: tt.path, RawQuery: tt.query}
+			r := &Request{Method: method, Scheme: tt.scheme, Host: tt.host, Path: tt.path, RawQuery: tt.query, AgentChosenHost: tt.agent}
 			a, err := e.Classify(r)
+			if tt.unknown {
+				if !errors.Is(err, ErrUnknownHost) {
+					t.Fatalf("Classify: %v, %v; want ErrUnknownHost", a, err)
+				}
+				return
+			}
 			if tt.ambiguous {
 				if !errors.Is(err, ErrAmbiguousPath) {
 					t.Fatalf("Classify: %v, %v; want ErrAmbiguousPath", a, err)
@@ -130,13 +149,44 @@ func TestDecide(t *testing.T) {
 	dual := Requirement{Policy: DualApproval, Slots: [][]string{{"cfo"}, {"controller"}}}
 	with := func(r *Request, f func(*Request)) *Request { f(r); return r }
 
+	// fwd is the forward door: the agent names the host.
+	fwd := func(host string, r *Request) *Request { r.Host, r.AgentChosenHost = host, true; return r }
+	unknownHost := Decision{Outcome: Deny, Reason: ReasonUnknownHost}
+
 	tests := []struct {
 		name string
 		e    *Engine
 		r    *Request
 		want Decision // Detail is only checked to be non-empty; Hold/ApprovalTTL default 0/24h for classified requests
 	}{
-		// 1. classification
+		// 1. the host, when the agent chose it
+		{"attack: a journal entry to a host the agent chose", sox, fwd("ledger-sink.example", req("POST", "/api/v1/journal-entries", `{"amount": 250000}`)),
+			unknownHost},
+		{"the same journal entry to a host in erp_hosts", sox, fwd("127.0.0.1:9090", req("POST", "/api/v1/journal-entries", `{"amount": 250000}`)),
+			Decision{Outcome: Pending, Reason: ReasonApprovalRequired, Action: "journal_entry", Requirement: require("finance_manager"), Amount: "250000"}},
+		{"erp_hosts port is the request's", sox, fwd("127.0.0.1:9091", req("GET", "/api/v1/accounts/1010/balance", "")),
+			unknownHost},
+		{"erp_hosts with the scheme's default port", sox, fwd("erp.internal.example.com", req("GET", "/api/v1/accounts/1010/balance", "")),
+			Decision{Outcome: Allow, Reason: ReasonAutoApprove, Action: "ledger_read"}},
+		{"unknown host whatever default_policy says", dec, fwd("evil.example", req("GET", "/nothing/here", "")),
+			unknownHost},
+		{"unknown host before the path is judged", dec, fwd("evil.example", req("POST", "/recon/../purge", "")),
+			unknownHost},
+		{"no host at all", dec, fwd("", req("POST", "/je", `{"amount": 5}`)),
+			unknownHost},
+		{"a rule's host with another port is unknown", dec, fwd("gl.example.com", req("GET", "/gl/2026/03", "")),
+			unknownHost},
+		{"a host a rule names: its rule applies", dec, fwd("GL.example.com:8443", req("GET", "/gl/2026/03", "")),
+			Decision{Outcome: Allow, Reason: ReasonAutoApprove, Action: "gl_read"}},
+		{"a host only a rule names: rules without a host do not apply", dec, fwd("gl.example.com:8443", req("POST", "/frozen", "")),
+			Decision{Outcome: Allow, Reason: ReasonRecordAndAllow}},
+		{"an erp_hosts host: rules with a host for another do not apply", dec, fwd("erp.example.com", req("GET", "/gl/2026/03", "")),
+			Decision{Outcome: Allow, Reason: ReasonRecordAndAllow}},
+		{"an erp_hosts host is decided as on the sidecar", dec, fwd("erp.example.com", req("POST", "/frozen", "")),
+			Decision{Outcome: Deny, Reason: ReasonPolicyDeny, Action: "frozen"}},
+		{"sidecar: rules without a host apply to its upstream whatever the Host", dec, with(req("POST", "/frozen", ""), func(r *Request) { r.Host = "evil.example" }),
+			Decision{Outcome: Deny, Reason: ReasonPolicyDeny, Action: "frozen"}},
+		// 2. classification
 		{"unclassified, default DENY", sox, req("GET", "/api/v2/anything", ""),
 			Decision{Outcome: Deny, Reason: ReasonUnclassified}},
 		{"unclassified, RECORD_AND_ALLOW", dec, req("GET", "/nothing/here", ""),
@@ -145,7 +195,7 @@ func TestDecide(t *testing.T) {
 			Decision{Outcome: Deny, Reason: ReasonUnclassified}},
 		{"escalation header ignored when unclassified", dec, with(req("GET", "/nothing", ""), func(r *Request) { r.Escalation = "cfo" }),
 			Decision{Outcome: Allow, Reason: ReasonRecordAndAllow}},
-		// 2. denylist, before everything else
+		// 3. denylist, before everything but the host
 		{"denylisted", dec, req("POST", "/purge", ""),
 			Decision{Outcome: Deny, Reason: ReasonDenylisted, Action: "purge"}},
 		{"denylisted outside hours is still denylisted", dec, with(req("POST", "/purge", ""), func(r *Request) { r.Time = saturday }),
@@ -154,17 +204,17 @@ func TestDecide(t *testing.T) {
 			Decision{Outcome: Deny, Reason: ReasonDenylisted, Action: "record_destroy"}},
 		{"denylisted audit log edit", sox, req("PATCH", "/api/v1/audit-log/991", `{"note":"x"}`),
 			Decision{Outcome: Deny, Reason: ReasonDenylisted, Action: "audit_modify"}},
-		// 3. approval_policy DENY
+		// 4. approval_policy DENY
 		{"policy deny", dec, req("POST", "/frozen", ""),
 			Decision{Outcome: Deny, Reason: ReasonPolicyDeny, Action: "frozen"}},
-		// 4. business hours
+		// 5. business hours
 		{"outside business hours", dec, with(req("POST", "/reports/q1", ""), func(r *Request) { r.Time = saturday }),
 			Decision{Outcome: Deny, Reason: ReasonOutsideBusinessHours, Action: "report"}},
 		{"no request time", dec, with(req("POST", "/reports/q1", ""), func(r *Request) { r.Time = time.Time{} }),
 			Decision{Outcome: Deny, Reason: ReasonOutsideBusinessHours, Action: "report"}},
 		{"inside business hours: dual approval", dec, req("POST", "/reports/q1", ""),
 			Decision{Outcome: Pending, Reason: ReasonDualApproval, Action: "report", Requirement: dual}},
-		// 5. roles_allowed
+		// 6. roles_allowed
 		{"no caller", dec, req("GET", "/recon/1", ""),
 			Decision{Outcome: Deny, Reason: ReasonRoleNotAllowed, Action: "recon"}},
 		{"unknown caller", dec, with(req("GET", "/recon/1", ""), func(r *Request) { r.OnBehalfOf = "mallory@corp.example" }),
@@ -180,14 +230,14 @@ func TestDecide(t *testing.T) {
 			Decision{Outcome: Deny, Reason: ReasonRoleNotAllowed, Action: "recon"}},
 		{"role check before escalation check", dec, with(req("GET", "/recon/1", ""), func(r *Request) { r.Escalation = "CFO" }),
 			Decision{Outcome: Deny, Reason: ReasonRoleNotAllowed, Action: "recon"}},
-		// 6. escalation header syntax
+		// 7. escalation header syntax
 		{"bad escalation upper case", dec, with(req("GET", "/recon/1", ""), func(r *Request) { r.OnBehalfOf = "staff@corp.example"; r.Escalation = "CFO" }),
 			Decision{Outcome: Deny, Reason: ReasonBadEscalation, Action: "recon"}},
 		{"bad escalation space", dec, with(req("POST", "/je", `{"amount":1}`), func(r *Request) { r.Escalation = "cfo controller" }),
 			Decision{Outcome: Deny, Reason: ReasonBadEscalation, Action: "journal_entry", Hold: 30 * time.Second, ApprovalTTL: 2 * time.Hour}},
 		{"bad escalation too long", dec, with(req("POST", "/multi", ""), func(r *Request) { r.Escalation = strings.Repeat("a", 65) }),
 			Decision{Outcome: Deny, Reason: ReasonBadEscalation, Action: "multi"}},
-		// 7. one canonical body
+		// 8. one canonical body
 		{"ambiguous JSON body", dec, with(req("POST", "/je", `{"amount":1,"AMOUNT":2000000}`), func(r *Request) { r.ContentType = "application/json" }),
 			Decision{Outcome: Deny, Reason: ReasonAmbiguousBody, Action: "journal_entry", Hold: 30 * time.Second, ApprovalTTL: 2 * time.Hour}},
 		{"ambiguous JSON body, RECORD_AND_ALLOW", dec, with(req("PUT", "/nothing", `{"a":1,"a":2}`), func(r *Request) { r.ContentType = "application/json" }),
@@ -196,7 +246,7 @@ func TestDecide(t *testing.T) {
 			r.ContentType = "application/merge-patch+json"
 			r.Escalation = "cfo"
 		}), Decision{Outcome: Deny, Reason: ReasonAmbiguousBody, Action: "multi"}},
-		// 8. amount
+		// 9. amount
 		{"amount under cap", dec, req("POST", "/je", `{"amount": 5}`),
 			Decision{Outcome: Pending, Reason: ReasonApprovalRequired, Action: "journal_entry", Requirement: require("finance_manager"), Amount: "5", Hold: 30 * time.Second, ApprovalTTL: 2 * time.Hour}},
 		{"amount exactly at cap is not over", dec, req("POST", "/je", `{"amount": 1000000.00}`),
@@ -229,12 +279,12 @@ func TestDecide(t *testing.T) {
 			Decision{Outcome: Allow, Reason: ReasonAutoApprove, Action: "refund"}},
 		{"sox journal entry over cap", sox, req("POST", "/api/v1/journal-entries", `{"lines":[{"debit":1200000},{"credit":1200000}]}`),
 			Decision{Outcome: Pending, Reason: ReasonAmountOverCap, Action: "journal_entry", Requirement: dual, Amount: "1200000", Escalated: true}},
-		// 9. base policy
+		// 10. base policy
 		{"require approval, two roles, one slot", dec, req("POST", "/multi", ""),
 			Decision{Outcome: Pending, Reason: ReasonApprovalRequired, Action: "multi", Requirement: require("cfo", "controller")}},
 		{"auto approve", sox, req("GET", "/api/v1/accounts/1000/balance", ""),
 			Decision{Outcome: Allow, Reason: ReasonAutoApprove, Action: "ledger_read"}},
-		// 10. escalation header
+		// 11. escalation header
 		{"escalation makes auto-approve pending", dec, with(req("GET", "/recon/1", ""), func(r *Request) { r.OnBehalfOf = "staff@corp.example"; r.Escalation = "auditor" }),
 			Decision{Outcome: Pending, Reason: ReasonEscalationRequested, Action: "recon", Requirement: require("auditor"), Escalated: true}},
 		{"escalation adds a slot", dec, with(req("POST", "/je", `{"amount": 5}`), func(r *Request) { r.Escalation = "cfo" }),
@@ -278,7 +328,7 @@ func TestDecideCoversEveryReason(t *testing.T) {
 	for _, r := range []string{"ReasonAutoApprove", "ReasonRecordAndAllow", "ReasonDenylisted", "ReasonUnclassified",
 		"ReasonPolicyDeny", "ReasonOutsideBusinessHours", "ReasonRoleNotAllowed", "ReasonBadEscalation",
 		"ReasonApprovalRequired", "ReasonDualApproval", "ReasonAmountOverCap", "ReasonAmountUnreadable",
-		"ReasonEscalationRequested", "ReasonAmbiguousBody"} {
+		"ReasonEscalationRequested", "ReasonAmbiguousBody", "ReasonUnknownHost"} {
 		if !strings.Contains(src, "Reason: "+r+",") && !strings.Contains(src, "Reason: "+r+"}") {
 			t.Errorf("no decision case for %s", r)
 		}
@@ -343,6 +393,13 @@ func TestAutoApproveDoesNotAllocate(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { e.Decide(r) }); n != 0 {
 		t.Errorf("Decide allocates %v times for an auto-approved request", n)
+	}
+	r.Scheme, r.Host, r.AgentChosenHost = "http", "127.0.0.1:9090", true
+	if d := e.Decide(r); d.Outcome != Allow {
+		t.Fatalf("forward door: %+v", d)
+	}
+	if n := testing.AllocsPerRun(100, func() { e.Decide(r) }); n != 0 {
+		t.Errorf("Decide allocates %v times for an auto-approved request to an erp_hosts host", n)
 	}
 }
 

@@ -14,6 +14,12 @@ var ErrInvalid = errors.New("invalid configuration")
 // slashes, ';' parameters, malformed escapes). Decide denies such requests.
 var ErrAmbiguousPath = errors.New("ambiguous request path")
 
+// ErrUnknownHost is wrapped by Engine.Classify when the agent chose the
+// target host (Request.AgentChosenHost) and neither a match rule's host nor
+// tool_restrictions.erp_hosts names it. Decide denies such requests
+// (unknown_host) whatever default_policy says.
+var ErrUnknownHost = errors.New("host not named by the manifest")
+
 // Problem is one finding about a manifest or principals file. Path is a JSON
 // path into the document such as "actions.journal_entry.match[1].path"; it is
 // "" for problems with the document as a whole (syntax errors).

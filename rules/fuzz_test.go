@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"os"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,8 +48,11 @@ func FuzzParseManifest(f *testing.F) {
 		for _, a := range m.Actions {
 			for _, mr := range a.Match {
 				r := &Request{Method: "POST", Scheme: "https", Host: "erp.example.com", Path: mr.Path, Body: []byte(`{"amount": 1}`), Escalation: "auditor", Time: monday}
-				d := e.Decide(r)
-				checkDecision(t, r, d)
+				if mr.Host != "" && !strings.ContainsAny(mr.Host, "*?") {
+					r.Host = mr.Host
+				}
+				checkDecisions(t, r, e)
+				checkDoors(t, r, e)
 			}
 		}
 	})
@@ -62,13 +67,49 @@ func FuzzDecide(f *testing.F) {
 	f.Add("POST", "https", "erp.example.com", "/reports/%2e%2e", "", "", "", int64(-86400))
 	f.Add("POST", "https", "[::1]:443", "/api/v1/journal-entries", `{"amount":5,"Amount":7}`, "fm@corp.example", "CFO", int64(5))
 	f.Add("DELETE", "", "", "/api/v1/audit-log/1", "[[[[", "", "", int64(0))
+	f.Add("POST", "http", "127.0.0.1:9090", "/api/v1/journal-entries", `{"amount": 250000}`, "", "cfo", int64(0))
+	f.Add("GET", "https", "GL.example.com:8443", "/gl/2026", "", "", "", int64(0))
+	f.Add("POST", "https", "ledger-sink.example", "/api/v1/journal-entries", `{"amount": 1}`, "", "", int64(0))
 	f.Fuzz(func(t *testing.T, method, scheme, host, path, body, caller, escalation string, offset int64) {
 		for _, ct := range []string{"", "application/json"} {
 			r := &Request{Method: method, Scheme: scheme, Host: host, Path: path, Body: []byte(body), ContentType: ct,
 				OnBehalfOf: caller, Escalation: escalation, Time: monday.Add(time.Duration(offset) * time.Second)}
-			checkDecisions(t, r, e, sox)
+			for _, agent := range []bool{false, true} {
+				r.AgentChosenHost = agent
+				checkDecisions(t, r, e, sox)
+			}
+			checkDoors(t, r, e, sox)
 		}
 	})
+}
+
+// checkDoors checks what choosing the host adds (the forward door): the
+// sidecar never answers unknown_host; the forward door answers it exactly
+// when the manifest names the host nowhere, so nothing it lets through or
+// holds goes elsewhere; and to a host in erp_hosts it decides exactly as the
+// sidecar does.
+func checkDoors(t *testing.T, r *Request, engines ...*Engine) {
+	t.Helper()
+	for _, eng := range engines {
+		side, fwd := *r, *r
+		side.AgentChosenHost, fwd.AgentChosenHost = false, true
+		ds, df := eng.Decide(&side), eng.Decide(&fwd)
+		if ds.Reason == ReasonUnknownHost {
+			t.Fatalf("unknown_host for a host the agent did not choose: %+v", ds)
+		}
+		h := parseReqHost(r.Host, r.Scheme)
+		erp := eng.m.erpHost(h)
+		named := erp || eng.m.namedHost(h)
+		if (df.Reason == ReasonUnknownHost) == named {
+			t.Fatalf("host %q (named %v): forward door %+v", r.Host, named, df)
+		}
+		if df.Outcome != Deny && !named {
+			t.Fatalf("forward door lets %q through to a host the manifest does not name: %+v", r.Host, df)
+		}
+		if erp && !reflect.DeepEqual(ds, df) {
+			t.Fatalf("host %q is in erp_hosts, yet the doors differ:\n sidecar %+v\n forward %+v", r.Host, ds, df)
+		}
+	}
 }
 
 // checkDecisions checks each engine's decision on r, and that X-UAPK-Escalation
@@ -102,7 +143,7 @@ var reasons = map[record.Reason]Outcome{
 	ReasonRoleNotAllowed: Deny, ReasonBadEscalation: Deny,
 	ReasonApprovalRequired: Pending, ReasonDualApproval: Pending, ReasonAmountOverCap: Pending,
 	ReasonAmountUnreadable: Pending, ReasonEscalationRequested: Pending,
-	ReasonAmbiguousBody: Deny,
+	ReasonAmbiguousBody: Deny, ReasonUnknownHost: Deny,
 }
 
 func checkDecision(t *testing.T, r *Request, d Decision) {

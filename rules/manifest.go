@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math/big"
 	"os"
@@ -29,6 +30,11 @@ type Manifest struct {
 	// TunnelHosts holds tool_restrictions.tunnel_hosts as written; see
 	// TunnelAllowed.
 	TunnelHosts []string
+	// ERPHosts holds tool_restrictions.erp_hosts as written: the hosts that
+	// match rules without a host apply to when the agent chooses the host
+	// (the forward door; see Request.AgentChosenHost). Such a door reaches
+	// only hosts named here or by a match rule's host.
+	ERPHosts []string
 	// DefaultPolicy is DenyPolicy (the default) or RecordAndAllow.
 	DefaultPolicy Policy
 	// MaxPending bounds the pending approvals one app may hold at once
@@ -46,6 +52,7 @@ type Manifest struct {
 
 	byName    map[string]*Action
 	tunnels   []hostPattern
+	erpHosts  []hostPattern
 	warnings  []Problem
 	hostRules bool // some match rule names a host
 }
@@ -86,8 +93,9 @@ type MatchRule struct {
 	Host   string // as written; "" matches any host
 	Path   string // as written
 
-	host *hostPattern
-	path pathPattern
+	host  *hostPattern
+	path  pathPattern
+	index int // position in the match list as written, for messages
 }
 
 // Escalation is an action's escalation section.
@@ -208,6 +216,31 @@ func (m *Manifest) TunnelAllowed(hostport string) bool {
 	return false
 }
 
+// erpHost reports whether h matches tool_restrictions.erp_hosts.
+func (m *Manifest) erpHost(h reqHost) bool {
+	for i := range m.erpHosts {
+		if m.erpHosts[i].match(h) {
+			return true
+		}
+	}
+	return false
+}
+
+// namedHost reports whether some match rule's host matches h.
+func (m *Manifest) namedHost(h reqHost) bool {
+	if !m.hostRules {
+		return false
+	}
+	for _, a := range m.Actions {
+		for i := range a.Match {
+			if hp := a.Match[i].host; hp != nil && hp.match(h) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Requirement is what the action's approval_policy requires: one slot with
 // all roles_required for REQUIRE_APPROVAL, one slot per role for
 // DUAL_APPROVAL, and the zero Requirement for AUTO_APPROVE and DENY.
@@ -245,8 +278,9 @@ func requirement(p Policy, roles []string) Requirement {
 // ---- validation ----
 
 func (c *checker) manifest(m *Manifest, root *value) {
-	var windowGiven bool
+	var windowGiven, erpGiven bool
 	var denyPaths, needWindow []string
+	var hostless []string // paths of the match rules without a host
 	ok := c.fields("", root, map[string]func(string, *value){
 		"app_id": func(p string, v *value) {
 			if s, ok := c.str(p, v); ok {
@@ -280,6 +314,9 @@ func (c *checker) manifest(m *Manifest, root *value) {
 				m.byName[a.Name] = a
 				for _, mr := range a.Match {
 					m.hostRules = m.hostRules || mr.host != nil
+					if mr.host == nil {
+						hostless = append(hostless, joinIndex(joinKey(ap, "match"), mr.index))
+					}
 				}
 			}
 		},
@@ -339,6 +376,10 @@ func (c *checker) manifest(m *Manifest, root *value) {
 						}
 					}
 				},
+				"erp_hosts": func(p string, v *value) {
+					erpGiven = true
+					c.erpHosts(m, p, v)
+				},
 			})
 		},
 		"default_policy": func(p string, v *value) {
@@ -395,6 +436,68 @@ func (c *checker) manifest(m *Manifest, root *value) {
 		}
 		c.warnf(denyPaths[i], "no action named %q is defined, so this entry matches nothing (such requests are unclassified)", name)
 	}
+	if len(hostless) > 0 && !erpGiven {
+		what, they := "the match rule at "+hostless[0]+" names no host", "it classifies"
+		if len(hostless) > 1 {
+			what, they = fmt.Sprintf("%d match rules name no host (the first at %s)", len(hostless), hostless[0]), "they classify"
+		}
+		c.warnf("tool_restrictions.erp_hosts", "not set, and %s: on the forward door %s nothing, and requests to hosts "+
+			"that no match rule names are denied unknown_host; list the ERP's host[:port] here (on the sidecar door "+
+			"rules without a host apply to --upstream)", what, they)
+	}
+}
+
+// erpHosts reads tool_restrictions.erp_hosts. The entries decide where an
+// agent may send what host-less rules classify, so they are held to more
+// than match hosts are: no scheme or path, and a wildcard only in the
+// leftmost label with at least two plain labels after it.
+func (c *checker) erpHosts(m *Manifest, p string, v *value) {
+	list, ok := c.strList(p, v)
+	if !ok {
+		return
+	}
+	m.ERPHosts = []string{} // present, even if empty: then host-less rules apply on the sidecar door only
+	seen := map[string]bool{}
+	for i, s := range list {
+		ip := joinIndex(p, i)
+		key := strings.ToLower(strings.TrimSuffix(s, "."))
+		hp, err := compileERPHost(s)
+		switch {
+		case err != nil:
+			c.errf(ip, "bad ERP host %q: %v (want host[:port], e.g. erp.example.com or erp.example.com:8443)", s, err)
+		case seen[key]:
+			c.errf(ip, "duplicate entry %q", s)
+		default:
+			seen[key] = true
+			m.ERPHosts = append(m.ERPHosts, s)
+			m.erpHosts = append(m.erpHosts, hp)
+		}
+	}
+}
+
+func compileERPHost(s string) (hostPattern, error) {
+	switch {
+	case strings.Contains(s, "://"):
+		return hostPattern{}, errors.New("has a scheme; the scheme is the request's")
+	case strings.ContainsAny(s, "/#@"):
+		return hostPattern{}, errors.New("has a path, fragment or user; name the host alone")
+	}
+	hp, err := compileHostPattern(s, false)
+	if err != nil {
+		return hp, err
+	}
+	for i, l := range hp.labels {
+		if !l.glob {
+			continue
+		}
+		if i > 0 {
+			return hp, errors.New("a wildcard is allowed only in the leftmost label")
+		}
+		if len(hp.labels) < 3 {
+			return hp, errors.New("a wildcard label needs at least two plain labels after it (*.erp.example.com, not *.com)")
+		}
+	}
+	return hp, nil
 }
 
 func (c *checker) action(p, name string, v *value) *Action {
@@ -594,7 +697,7 @@ func (c *checker) matchRules(p string, v *value) []MatchRule {
 	var out []MatchRule
 	for i, it := range v.items {
 		ip := joinIndex(p, i)
-		var r MatchRule
+		r := MatchRule{index: i}
 		good := true
 		ok := c.fields(ip, it, map[string]func(string, *value){
 			"method": func(p string, v *value) {

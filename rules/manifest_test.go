@@ -308,15 +308,21 @@ func TestManifestWarnings(t *testing.T) {
 		name, doc string
 		want      []string
 	}{
-		{"roles_required unused", `{"app_id":"x","actions":{"a":{"approval_policy":"AUTO_APPROVE","roles_required":["cfo"],"match":[{"path":"/a"}]}}}`,
+		{"roles_required unused", `{"app_id":"x","actions":{"a":{"approval_policy":"AUTO_APPROVE","roles_required":["cfo"],"match":[{"path":"/a"}]}},"tool_restrictions":{"erp_hosts":["erp.example.com"]}}`,
 			[]string{"actions.a.roles_required"}},
-		{"escalation without cap", `{"app_id":"x","actions":{"a":{"approval_policy":"REQUIRE_APPROVAL","roles_required":["fm"],"escalation":{"approval_policy":"REQUIRE_APPROVAL","roles_required":["cfo"]},"match":[{"path":"/a"}]}}}`,
+		{"escalation without cap", `{"app_id":"x","actions":{"a":{"approval_policy":"REQUIRE_APPROVAL","roles_required":["fm"],"escalation":{"approval_policy":"REQUIRE_APPROVAL","roles_required":["cfo"]},"match":[{"path":"/a"}]}},"tool_restrictions":{"erp_hosts":["erp.example.com"]}}`,
 			[]string{"actions.a.escalation"}},
-		{"escalation weaker than base", `{"app_id":"x","actions":{"a":{"approval_policy":"DUAL_APPROVAL","roles_required":["cfo","controller"],"amount_cap":5,"amount":["amount"],"escalation":{"approval_policy":"REQUIRE_APPROVAL","roles_required":["cfo"]},"match":[{"path":"/a"}]}}}`,
+		{"escalation weaker than base", `{"app_id":"x","actions":{"a":{"approval_policy":"DUAL_APPROVAL","roles_required":["cfo","controller"],"amount_cap":5,"amount":["amount"],"escalation":{"approval_policy":"REQUIRE_APPROVAL","roles_required":["cfo"]},"match":[{"path":"/a"}]}},"tool_restrictions":{"erp_hosts":["erp.example.com"]}}`,
 			[]string{"actions.a.escalation"}},
 		{"empty match list", `{"app_id":"x","actions":{"a":{"approval_policy":"AUTO_APPROVE","match":[]}}}`,
 			[]string{"actions.a.match"}},
-		{"clean", `{"app_id":"x","actions":{"a":{"approval_policy":"AUTO_APPROVE","match":[{"path":"/a"}]}},"tool_restrictions":{"denylist":["a"]}}`,
+		{"clean", `{"app_id":"x","actions":{"a":{"approval_policy":"AUTO_APPROVE","match":[{"path":"/a"}]}},"tool_restrictions":{"denylist":["a"],"erp_hosts":["erp.example.com"]}}`,
+			nil},
+		{"host-less rules without erp_hosts", `{"app_id":"x","actions":{"a":{"approval_policy":"AUTO_APPROVE","match":[{"host":"erp.example.com","path":"/h"},{"path":"/a"}]}}}`,
+			[]string{"tool_restrictions.erp_hosts"}},
+		{"empty erp_hosts: host-less rules for the sidecar door only", `{"app_id":"x","actions":{"a":{"approval_policy":"AUTO_APPROVE","match":[{"path":"/a"}]}},"tool_restrictions":{"erp_hosts":[]}}`,
+			nil},
+		{"every rule names its host", `{"app_id":"x","actions":{"a":{"approval_policy":"AUTO_APPROVE","match":[{"host":"erp.example.com","path":"/a"}]}}}`,
 			nil},
 	}
 	for _, tt := range tests {
@@ -327,6 +333,97 @@ func TestManifestWarnings(t *testing.T) {
 			}
 			if got := problemPaths(m.Warnings()); !reflect.DeepEqual(got, append([]string{}, tt.want...)) {
 				t.Errorf("warnings %q, want %q", m.Warnings(), tt.want)
+			}
+		})
+	}
+}
+
+// The erp_hosts warning names the first host-less rule and says what the
+// forward door does without erp_hosts.
+func TestERPHostsWarning(t *testing.T) {
+	tests := []struct{ name, match, want string }{
+		{"one rule", `[{"path":"/a"}]`, "tool_restrictions.erp_hosts: not set, and the match rule at actions.a.match[0] names no host: " +
+			"on the forward door it classifies nothing, and requests to hosts that no match rule names are denied unknown_host; " +
+			"list the ERP's host[:port] here (on the sidecar door rules without a host apply to --upstream)"},
+		{"several rules", `[{"host":"erp.example.com","path":"/h"},{"path":"/a"},{"method":"GET","path":"/b"}]`,
+			"tool_restrictions.erp_hosts: not set, and 2 match rules name no host (the first at actions.a.match[1]): " +
+				"on the forward door they classify nothing, and requests to hosts that no match rule names are denied unknown_host; " +
+				"list the ERP's host[:port] here (on the sidecar door rules without a host apply to --upstream)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := ParseManifest([]byte(`{"app_id":"x","actions":{"a":{"approval_policy":"AUTO_APPROVE","match":` + tt.match + `}}}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if w := m.Warnings(); len(w) != 1 || w[0].String() != tt.want {
+				t.Errorf("warnings %q\nwant [%q]", w, tt.want)
+			}
+		})
+	}
+}
+
+// tool_restrictions.erp_hosts: what is accepted as written, and every
+// refusal with its path.
+func TestERPHostsParsing(t *testing.T) {
+	doc := func(hosts string) string {
+		return `{"app_id":"x","actions":{"a":{"approval_policy":"AUTO_APPROVE","match":[{"path":"/a"}]}},"tool_restrictions":{"erp_hosts":` + hosts + `}}`
+	}
+	good := []struct{ name, hosts string }{
+		{"name", `["erp.example.com"]`},
+		{"name and port", `["erp.example.com:8443"]`},
+		{"any port, said so", `["erp.example.com:*"]`},
+		{"single label", `["localhost:9090"]`},
+		{"trailing dot", `["erp.example.com."]`},
+		{"wildcards in the leftmost label", `["*.erp.example.com", "gl-?.corp.example"]`},
+		{"IP literals", `["10.0.0.5:8080", "[::1]:9090", "[fd00::1]"]`},
+		{"empty list", `[]`},
+	}
+	for _, tt := range good {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := ParseManifest([]byte(doc(tt.hosts)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want []string
+			if err := json.Unmarshal([]byte(tt.hosts), &want); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(m.ERPHosts, want) {
+				t.Errorf("ERPHosts %q, want %q", m.ERPHosts, want)
+			}
+		})
+	}
+	const hint = " (want host[:port], e.g. erp.example.com or erp.example.com:8443)"
+	bad := []struct{ name, hosts, want string }{
+		{"not a list", `"erp.example.com"`, "tool_restrictions.erp_hosts: must be an array of strings, not string"},
+		{"not a string", `["erp.example.com", 443]`, "tool_restrictions.erp_hosts[1]: must be a string, not number"},
+		{"empty", `[""]`, `tool_restrictions.erp_hosts[0]: bad ERP host "": empty host` + hint},
+		{"a URL", `["https://erp.example.com"]`, `tool_restrictions.erp_hosts[0]: bad ERP host "https://erp.example.com": has a scheme; the scheme is the request's` + hint},
+		{"a path", `["erp.example.com/api"]`, `tool_restrictions.erp_hosts[0]: bad ERP host "erp.example.com/api": has a path, fragment or user; name the host alone` + hint},
+		{"a user", `["agent@erp.example.com"]`, `tool_restrictions.erp_hosts[0]: bad ERP host "agent@erp.example.com": has a path, fragment or user; name the host alone` + hint},
+		{"port 0", `["erp.example.com:0"]`, `tool_restrictions.erp_hosts[0]: bad ERP host "erp.example.com:0": bad port "0" (1-65535 or *)` + hint},
+		{"port out of range", `["erp.example.com:65536"]`, `tool_restrictions.erp_hosts[0]: bad ERP host "erp.example.com:65536": bad port "65536" (1-65535 or *)` + hint},
+		{"empty port", `["erp.example.com:"]`, `tool_restrictions.erp_hosts[0]: bad ERP host "erp.example.com:": empty port` + hint},
+		{"IPv6 without brackets", `["fd00::1"]`, `tool_restrictions.erp_hosts[0]: bad ERP host "fd00::1": IPv6 literals must be in brackets` + hint},
+		{"empty label", `["erp..example.com"]`, `tool_restrictions.erp_hosts[0]: bad ERP host "erp..example.com": empty label in host name` + hint},
+		{"space", `["erp example.com"]`, `tool_restrictions.erp_hosts[0]: bad ERP host "erp example.com": character ' ' not allowed in a host name pattern` + hint},
+		{"any host", `["*"]`, `tool_restrictions.erp_hosts[0]: bad ERP host "*": a wildcard label needs at least two plain labels after it (*.erp.example.com, not *.com)` + hint},
+		{"any host on a port", `["*:443"]`, `tool_restrictions.erp_hosts[0]: bad ERP host "*:443": a wildcard label needs at least two plain labels after it (*.erp.example.com, not *.com)` + hint},
+		{"wildcard under a top-level domain", `["*.com"]`, `tool_restrictions.erp_hosts[0]: bad ERP host "*.com": a wildcard label needs at least two plain labels after it (*.erp.example.com, not *.com)` + hint},
+		{"wildcard not leftmost", `["erp.*.example.com"]`, `tool_restrictions.erp_hosts[0]: bad ERP host "erp.*.example.com": a wildcard is allowed only in the leftmost label` + hint},
+		{"two wildcard labels", `["*.*.example.com"]`, `tool_restrictions.erp_hosts[0]: bad ERP host "*.*.example.com": a wildcard is allowed only in the leftmost label` + hint},
+		{"duplicate, other spelling", `["erp.example.com", "ERP.example.com."]`, `tool_restrictions.erp_hosts[1]: duplicate entry "ERP.example.com."`},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseManifest([]byte(doc(tt.hosts)))
+			var ve *ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("accepted, or not a ValidationError: %v", err)
+			}
+			if len(ve.Problems) != 1 || ve.Problems[0].String() != tt.want {
+				t.Errorf("problems:\n%v\nwant\n%s", err, tt.want)
 			}
 		})
 	}

@@ -84,12 +84,35 @@ func newFwdEnv(t *testing.T, scheme string, tweak ...func(*serveOptions)) *fwdEn
 		LogLevel:    "info",
 		now:         e.clock.Now,
 	}
+	// The test ERP listens on a loopback port chosen at random: the
+	// manifest's erp_hosts names it, as an operator names the real ERP.
+	withERPHosts(strings.TrimPrefix(fe.erpURL, scheme+"://"))(e.opts)
 	for _, f := range tweak {
 		f(e.opts)
 	}
 	e.start()
 	fe.proxy = "http://" + e.srv.ProxyAddr.String()
 	return fe
+}
+
+// withERPHosts puts hosts first in the manifest's tool_restrictions.erp_hosts.
+func withERPHosts(hosts ...string) func(*serveOptions) {
+	return func(o *serveOptions) {
+		b, err := os.ReadFile(o.Manifest)
+		if err != nil {
+			panic(err)
+		}
+		q, _ := json.Marshal(hosts)
+		const list = `"erp_hosts": [`
+		if !bytes.Contains(b, []byte(list)) {
+			panic(o.Manifest + " has no erp_hosts")
+		}
+		p := filepath.Join(filepath.Dir(o.Principals), "manifest-erp-hosts.json")
+		if err := os.WriteFile(p, bytes.Replace(b, []byte(list), []byte(list+string(q[1:len(q)-1])+", "), 1), 0o644); err != nil {
+			panic(err)
+		}
+		o.Manifest = p
+	}
 }
 
 func writePEMCert(t testing.TB, path string, c *x509.Certificate) {
@@ -470,9 +493,11 @@ func (fe *fwdEnv) compareDoors(t *testing.T, c agentClient, method, path, body s
 }
 
 // exampleDialer makes the forward door reach example.com (the name in
-// httptest's certificate) at the loopback ERP, as DNS would a real ERP.
+// httptest's certificate) at the loopback ERP, as DNS would a real ERP, and
+// names example.com in erp_hosts.
 func exampleDialer(dialed *atomic.Int64) func(*serveOptions) {
 	return func(o *serveOptions) {
+		withERPHosts("example.com")(o)
 		o.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			host, port, _ := net.SplitHostPort(addr)
 			if host != "example.com" {

@@ -57,7 +57,8 @@ func Build(t testing.TB, dir string) string {
 }
 
 // StartProxy builds and starts uapk-proxy with examples/manifests/sox-financial.json
-// (found from the repository root, root) on loopback ports of its choosing.
+// (found from the repository root, root; its erp_hosts naming the mock ERP
+// started here) on loopback ports of its choosing.
 // It is stopped with SIGTERM when the test ends.
 func StartProxy(t testing.TB, root string) *Proxy {
 	t.Helper()
@@ -84,8 +85,23 @@ func StartProxy(t testing.TB, root string) *Proxy {
 		t.Fatal(err)
 	}
 
+	// The example manifest names the demo's ERP (127.0.0.1:9090) in
+	// erp_hosts, for the forward door; this ERP's port is chosen at random.
+	example, err := os.ReadFile(filepath.Join(root, "examples/manifests/sox-financial.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest := filepath.Join(dir, "sox-financial.json")
+	named := bytes.Replace(example, []byte(`"127.0.0.1:9090"]`), []byte(`"`+strings.TrimPrefix(erp.URL, "http://")+`"]`), 1)
+	if bytes.Equal(named, example) {
+		t.Fatal("the example manifest's erp_hosts does not name 127.0.0.1:9090")
+	}
+	if err := os.WriteFile(manifest, named, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
 	p.cmd = exec.Command(p.Bin, "serve",
-		"--manifest", filepath.Join(root, "examples/manifests/sox-financial.json"),
+		"--manifest", manifest,
 		"--principals", pfile,
 		"--upstream", erp.URL,
 		"--sidecar-addr", "127.0.0.1:0",
