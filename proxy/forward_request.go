@@ -111,6 +111,12 @@ func (f *Forward) onRequest(r *http.Request, pctx *goproxy.ProxyCtx) (*http.Requ
 		resp := f.refuse(r, st, c, record.BodyTooLarge, record.Request{Limit: int64(f.maxBody), ContentLength: int(r.ContentLength)})
 		resp.Close = true
 		resp.Header.Set("Connection", "close")
+		// Read what the agent is still sending, bounded, so that a client
+		// that sends it all before reading gets its 413, not a reset.
+		if st.rc != nil {
+			_ = st.rc.SetReadDeadline(time.Now().Add(drainTotal))
+		}
+		_, _ = io.CopyN(io.Discard, r.Body, max(4*int64(f.maxBody), 32<<20))
 		return nil, resp
 	}
 	if err != nil {

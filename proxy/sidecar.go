@@ -304,10 +304,42 @@ func (s *Sidecar) handleError(ctx *fasthttp.RequestCtx, err error) {
 			record.Request{Limit: int64(s.maxBody), ContentLength: ctx.Request.Header.ContentLength()})
 		writeVerdict(ctx, v)
 		ctx.SetConnectionClose()
+		drainBody(ctx.Conn(), max(4*int64(s.maxBody), 32<<20))
 		return
 	}
 	writeFast(ctx, fasthttp.StatusBadRequest, nil, badRequest(err.Error()))
 	ctx.SetConnectionClose()
+}
+
+// Bounds of draining a refused body.
+const (
+	drainIdle  = 250 * time.Millisecond // the agent has sent it all and waits
+	drainTotal = 10 * time.Second
+)
+
+// drainBody reads and discards what the agent is still sending of a body
+// refused as too large, so that it reads its 413: a client that sends the
+// whole body before reading (Python's http.client, requests) gets a reset
+// instead when the proxy closes with bytes unread. Bounded in bytes and
+// time; the connection is closed after the answer either way.
+func drainBody(c net.Conn, limit int64) {
+	deadline := time.Now().Add(drainTotal)
+	buf := make([]byte, 32<<10)
+	for n := int64(0); n < limit; {
+		d := time.Now().Add(drainIdle)
+		if d.After(deadline) {
+			d = deadline
+		}
+		if c.SetReadDeadline(d) != nil {
+			return
+		}
+		m, err := c.Read(buf)
+		n += int64(m)
+		if err != nil {
+			break
+		}
+	}
+	_ = c.SetReadDeadline(time.Time{})
 }
 
 // writeVerdict answers a verdict that forwards nothing.

@@ -664,3 +664,29 @@ func TestAmbiguousTargetsNeverReachTheERP(t *testing.T) {
 		})
 	}
 }
+
+// TestPythonAgentReadsItsTooLargeAnswer: Python's http.client sends the
+// whole body before it reads; the sidecar drains what is left of a body
+// over --max-body so that such an agent reads its 413 instead of a reset.
+func TestPythonAgentReadsItsTooLargeAnswer(t *testing.T) {
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Fatalf("python3 is needed for this test: %v", err)
+	}
+	e := newEnv(t, func(o *serveOptions) { o.MaxBody = "64KiB" })
+	host, port, _ := net.SplitHostPort(strings.TrimPrefix(e.sidecar, "http://"))
+	script := `import http.client, sys
+c = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]), timeout=20)
+c.request("POST", "/api/v1/journal-entries", body=b"x" * int(sys.argv[3]), headers={"Content-Type": "application/json"})
+r = c.getresponse()
+print(r.status, r.read().decode())`
+	for _, size := range []string{"1048576", "4194304"} { // 16 and 64 times the limit
+		out, err := exec.Command(py, "-c", script, host, port, size).CombinedOutput()
+		if err != nil || !strings.HasPrefix(string(out), "413 ") || !strings.Contains(string(out), `"reason":"body_too_large"`) {
+			t.Errorf("%s bytes: %v\n%s", size, err, out)
+		}
+	}
+	if st := e.erp.Stats(); st.Total != 0 {
+		t.Errorf("the ERP got %d requests", st.Total)
+	}
+}

@@ -1026,3 +1026,23 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// TestPythonAgentReadsItsTooLargeAnswerOnTheForwardDoor: the same as on the
+// sidecar, for an HTTP_PROXY agent posting plain http.
+func TestPythonAgentReadsItsTooLargeAnswerOnTheForwardDoor(t *testing.T) {
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Fatalf("python3 is needed for this test: %v", err)
+	}
+	fe := newFwdEnv(t, "http", func(o *serveOptions) { o.MaxBody = "64KiB" })
+	host, port, _ := net.SplitHostPort(strings.TrimPrefix(fe.proxy, "http://"))
+	script := `import http.client, sys
+c = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]), timeout=20)
+c.request("POST", sys.argv[4] + "/api/v1/journal-entries", body=b"x" * int(sys.argv[3]), headers={"Content-Type": "application/json"})
+r = c.getresponse()
+print(r.status, r.read().decode())`
+	out, err := exec.Command(py, "-c", script, host, port, "4194304", fe.erpURL).CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "413 ") {
+		t.Errorf("%v\n%s", err, out)
+	}
+}
