@@ -771,7 +771,7 @@ func writeApprovals(ctx context.Context, w io.Writer, src Source, ids map[string
 		if err := checkStatements(e, principals); err != nil {
 			return 0, err
 		}
-		js, err := json.MarshalIndent(e, "    ", "  ")
+		js, err := marshalBody(e, "    ")
 		if err != nil {
 			return 0, err
 		}
@@ -863,4 +863,19 @@ func checkStatements(e ApprovalEntry, h *principalHistory) error {
 		}
 	}
 	return nil
+}
+
+// marshalBody is json.MarshalIndent without HTML escaping: an approval's
+// body is kept at its size ("<" is one byte, not the six of \u003c), so a
+// held body an agent filled with markup costs the bundle no more than it
+// cost the proxy.
+func marshalBody(v any, prefix string) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent(prefix, "  ")
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }

@@ -8,6 +8,7 @@
 package approvalstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -198,10 +199,13 @@ func put(tx *bolt.Tx, a *approvals.Approval) error {
 	if b == nil {
 		return errors.New("approvals bucket missing")
 	}
-	v, err := json.Marshal(a)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // a held body is stored at its size: "<" is one byte, not six
+	if err := enc.Encode(a); err != nil {
 		return fmt.Errorf("encode approval %s: %w", a.ID, err)
 	}
+	v := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	if err := b.Put([]byte(a.ID), v); err != nil {
 		return err
 	}

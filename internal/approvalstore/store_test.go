@@ -342,3 +342,22 @@ func TestCreateUpdateConsume(t *testing.T) {
 		t.Error("a reader wrote")
 	}
 }
+
+// TestHeldBodyStoredAtItsSize: a body of markup is stored as it came, not
+// HTML-escaped six times larger, so held bodies cost the file their size.
+func TestHeldBodyStoredAtItsSize(t *testing.T) {
+	db, s := openStore(t)
+	a := pending(requireCFO)
+	a.Body = strings.Repeat("<", 100_000)
+	putAll(t, db, a)
+	var size int
+	if err := db.View(func(tx *bolt.Tx) error { size = len(tx.Bucket(bucketName).Get([]byte(a.ID))); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if size > 101_000 {
+		t.Errorf("a 100,000-byte body is stored in %d bytes", size)
+	}
+	if got, err := s.Get(a.ID); err != nil || got.Body != a.Body {
+		t.Errorf("read back: %v, %d bytes", err, len(got.Body))
+	}
+}
