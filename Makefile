@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # a no-op.
 MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
 
-.PHONY: all build test vet demo bench keys clean minio clients
+.PHONY: all build test vet demo bench keys clean minio clients fuzz
 
 all: build
 
@@ -28,6 +28,23 @@ vet:
 test: vet minio clients
 	UAPK_REQUIRE_MINIO=1 $(GO) test -race -count=1 -timeout 20m ./...
 	cd deploy && $(GO) vet ./... && $(GO) test -count=1 ./...
+	$(MAKE) fuzz
+
+# The properties the gate rests on, fuzzed for a bounded time each (the
+# committed corpora already run in every go test): the gate's view of a
+# target, a body's amount and a decision is never weaker than a server's.
+# FUZZTIME=2m make fuzz for a longer run before a release.
+FUZZTIME ?= 8s
+FUZZ_TARGETS := gate:FuzzAmbiguousTarget rules:FuzzAmountAgainstEncodingJSON rules:FuzzDecide \
+	rules:FuzzCheckID approvals:FuzzApply approvals:FuzzOverrideCovers
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; fn=$${t##*:}; \
+	  echo "fuzz $$fn ($$pkg) for $(FUZZTIME)"; \
+	  log=$$(mktemp); \
+	  $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) ./$$pkg/ >$$log 2>&1 || { cat $$log; rm -f $$log; exit 1; }; \
+	  rm -f $$log; \
+	done
 
 # Node's fetch needs undici's ProxyAgent for the forward door's client tests.
 clients:
