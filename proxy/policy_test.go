@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/uapk-gateway/uapk-proxy/gate"
 	"github.com/uapk-gateway/uapk-proxy/record"
 )
 
@@ -173,16 +174,7 @@ func TestSidecarRequestLine(t *testing.T) {
 	erp := newTestERP(t, false)
 	fl := &fakeLedger{}
 	g := fwdGate(t, fl, `"default_policy": "DENY"`, `"default_policy": "RECORD_AND_ALLOW"`)
-	sc, err := NewSidecar(SidecarConfig{Gate: g, Upstream: erp.URL, Logger: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go sc.Serve(ln)
-	defer sc.Shutdown(context.Background())
+	ln := serveSidecar(t, g, erp.URL)
 	resp, _ := rawProxy(t, ln.Addr().String(), "GET /api/v1/accounts/1010/balance HTTP/1.2\r\nHost: x\r\nConnection: close\r\n\r\n")
 	hits := erp.Hits()
 	if resp.StatusCode != 200 || len(hits) != 1 || hits[0].proto != "HTTP/1.1" {
@@ -227,16 +219,7 @@ func TestConnectionCannotStripEndToEndHeaders(t *testing.T) {
 	erp := newTestERP(t, false)
 	fl := &fakeLedger{}
 	g := fwdGate(t, fl, `"default_policy": "DENY"`, `"default_policy": "RECORD_AND_ALLOW"`)
-	sc, err := NewSidecar(SidecarConfig{Gate: g, Upstream: erp.URL, Logger: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go sc.Serve(ln)
-	defer sc.Shutdown(context.Background())
+	ln := serveSidecar(t, g, erp.URL)
 	_, faddr := startForward(t, ForwardConfig{Gate: g})
 	host := strings.TrimPrefix(erp.URL, "http://")
 	for door, tc := range map[string]struct{ addr, target, headers string }{
@@ -276,4 +259,21 @@ func TestSidecarRefusesOtherTargetForms(t *testing.T) {
 	if len(erp.Hits()) != 0 {
 		t.Errorf("the ERP got %+v", erp.Hits())
 	}
+}
+
+// serveSidecar serves a sidecar door over g to upstream on loopback until
+// the test ends.
+func serveSidecar(t *testing.T, g *gate.Gate, upstream string) net.Listener {
+	t.Helper()
+	sc, err := NewSidecar(SidecarConfig{Gate: g, Upstream: upstream, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go sc.Serve(ln)
+	t.Cleanup(func() { sc.Shutdown(context.Background()) })
+	return ln
 }

@@ -132,16 +132,7 @@ func TestStripRemovesProxyAndHopByHopHeaders(t *testing.T) {
 	defer erp.Close()
 	fl := &fakeLedger{}
 	g, _ := testGate(t, fl)
-	sc, err := NewSidecar(SidecarConfig{Gate: g, Upstream: erp.URL, Logger: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go sc.Serve(ln)
-	defer sc.Shutdown(context.Background())
+	ln := serveSidecar(t, g, erp.URL)
 
 	req, _ := http.NewRequest("POST", "http://"+ln.Addr().String()+"/api/v1/reconciliations", strings.NewReader(`{}`))
 	req.Header.Set("X-UAPK-On-Behalf-Of", "accountant@corp.example")
