@@ -328,3 +328,49 @@ func TestCumulativeCapRacingRequests(t *testing.T) {
 		t.Errorf("sum %s, want 900000", got)
 	}
 }
+
+// staleSums answers every Sum with 0, as a request racing others sees the
+// sum before they are counted: the check in the transaction must hold.
+type staleSums struct{ *cumulative.Store }
+
+func (staleSums) Sum(string, time.Time, time.Duration) (*big.Rat, error) { return new(big.Rat), nil }
+
+func TestCumulativeCapCheckedInTheTransaction(t *testing.T) {
+	w := newCumulWorld(t, filepath.Join(t.TempDir(), "ledger.db"), now)
+	var err error
+	w.g, err = gate.New(gate.Config{Engine: w.g.Engine(), Ledger: w.led, Approvals: w.svc, Logger: zerolog.Nop(), Now: w.now,
+		Cumulative: staleSums{w.sums}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Automatic allows.
+	wantAllowed(t, w.g.Check(posting("/api/v1/journal-entries", "600000")), record.AutoApprove)
+	v := w.g.Check(posting("/api/v1/journal-entries", "600000"))
+	wantCumulHeld(t, v, "cfo", "controller")
+	if raw, _ := w.led.Get(v.Record); !strings.Contains(string(raw), "took the room") {
+		t.Errorf("record %s", raw)
+	}
+	// The retry of a base-level approval.
+	first, second := w.g.Check(posting("/api/v1/payments", "600000")), w.g.Check(posting("/api/v1/payments", "600000"))
+	w.sign(t, first.ApprovalID, fm)
+	w.sign(t, second.ApprovalID, fm)
+	for i, id := range []string{first.ApprovalID, second.ApprovalID} {
+		c := posting("/api/v1/payments", "600000")
+		c.ApprovalID = id
+		v := w.g.Check(c)
+		if i == 0 {
+			wantAllowed(t, v, record.Approved)
+			continue
+		}
+		wantCumulHeld(t, v, "cfo")
+		if v.Capability != "" || v.ApprovalID == id {
+			t.Errorf("verdict %+v", v)
+		}
+		if a, _ := w.svc.Get(id); a.Consumed != 0 {
+			t.Errorf("base approval consumed by %d though nothing went through", a.Consumed)
+		}
+	}
+	if got := w.sum(t, "payment"); got != "600000" {
+		t.Errorf("sum %s, want 600000", got)
+	}
+}
