@@ -219,7 +219,7 @@ var controlDefs = []struct {
 			spec     spec
 		}{
 			{"business_hours", "denied outside business hours", spec{kind: record.KindRequest, decision: record.Deny, reasons: []record.Reason{record.OutsideBusinessHours}}},
-			{"escalated", "amount escalations (over cap, unreadable amount, escalation requested)", spec{kind: record.KindRequest, decision: record.Pending, reasons: []record.Reason{record.AmountOverCap, record.AmountUnreadable, record.EscalationRequested}}},
+			{"escalated", "amount escalations (over cap, unreadable amount, over the cumulative cap, escalation requested)", spec{kind: record.KindRequest, decision: record.Pending, reasons: []record.Reason{record.AmountOverCap, record.AmountUnreadable, record.CumulativeOverCap, record.EscalationRequested}}},
 			{"denylisted", "denylist hits", spec{kind: record.KindRequest, decision: record.Deny, reasons: []record.Reason{record.Denylisted}}},
 			{"override_requested", "overrides requested", spec{kind: record.KindOverride, decision: record.Pending}},
 			{"override_decided", "signed decisions on overrides", spec{kind: record.KindApproval, override: yes}},

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"math/big"
 	"net/url"
 	"strconv"
 	"strings"
@@ -40,6 +41,24 @@ type nopObserver struct{}
 
 func (nopObserver) Decision(string, string, string, time.Duration) {}
 func (nopObserver) Upstream(string, time.Duration, error)          {}
+
+// Cumulative keeps, per action, the amounts let through below the
+// escalation level, for cumulative_cap (internal/cumulative).
+type Cumulative interface {
+	// Sum returns the amounts counted for action in the window ending at
+	// now.
+	Sum(action string, now time.Time, window time.Duration) (*big.Rat, error)
+	// Charge returns e with amount counted for action at time at, in the
+	// transaction of e's record, if the window's sum plus amount stays
+	// within limit; else the append fails with ErrCumulativeOverCap and
+	// writes nothing.
+	Charge(e ledger.Entry, action string, at time.Time, window time.Duration, amount, limit *big.Rat) ledger.Entry
+}
+
+// ErrCumulativeOverCap fails an append whose amount would take its
+// action's cumulative sum over cumulative_cap (requests racing it got
+// there first).
+var ErrCumulativeOverCap = errors.New("cumulative sum over cumulative_cap")
 
 // Call is one agent request as a door hands it to the gate: the
 // transport-neutral request plus the X-UAPK-* values the gate acts on.
@@ -87,6 +106,10 @@ type Config struct {
 	// AppendTimeout bounds a ledger write; it is the ledger's own deadline,
 	// not the client's (default 5s).
 	AppendTimeout time.Duration
+	// Cumulative keeps the sums behind cumulative_cap. Without it an action
+	// with cumulative_cap gets its escalation on every request (fail
+	// closed).
+	Cumulative Cumulative
 }
 
 // Gate decides and records every request, whichever door it came through.
@@ -98,6 +121,7 @@ type Gate struct {
 	log       zerolog.Logger
 	now       func() time.Time
 	timeout   time.Duration
+	cumul     Cumulative
 }
 
 // New returns a gate; Engine, Ledger and Approvals are required.
@@ -105,7 +129,7 @@ func New(cfg Config) (*Gate, error) {
 	if cfg.Engine == nil || cfg.Ledger == nil || cfg.Approvals == nil {
 		return nil, errors.New("gate needs an engine, a ledger and an approvals service")
 	}
-	g := &Gate{ledger: cfg.Ledger, approvals: cfg.Approvals, obs: cfg.Observer, log: cfg.Logger, now: cfg.Now, timeout: cfg.AppendTimeout}
+	g := &Gate{ledger: cfg.Ledger, approvals: cfg.Approvals, obs: cfg.Observer, log: cfg.Logger, now: cfg.Now, timeout: cfg.AppendTimeout, cumul: cfg.Cumulative}
 	if g.obs == nil {
 		g.obs = nopObserver{}
 	}
@@ -180,6 +204,12 @@ func (g *Gate) Check(c *Call) *Verdict {
 		d = eng.Decide(&c.Req)
 	}
 	v.Action = d.Action
+	// cumulative_cap: a request that would take the window's sum below the
+	// escalation level over the cap gets the escalation instead.
+	cc := g.cumulative(m, d, now)
+	if cc != nil && cc.over {
+		d = cc.escalate(d, c.Req.Escalation)
+	}
 
 	data := record.Request{Door: c.Door, Method: c.Req.Method, URL: url,
 		BodySHA256: hex.EncodeToString(bodyHash[:]), BodySize: len(c.Req.Body),
@@ -192,6 +222,7 @@ func (g *Gate) Check(c *Call) *Verdict {
 		pending *approvals.Approval
 		useID   string // approval to consume
 		tokenID string
+		charge  bool // the record lets c through below the escalation level: count its amount
 	)
 	svc := g.approvals
 	// hold makes c a pending approval, recorded with the request.
@@ -229,6 +260,11 @@ func (g *Gate) Check(c *Call) *Verdict {
 			v.deny(reason)
 			break
 		}
+		if cc != nil && !g.countApproved(cc, cl.ApprovalID, &charge) {
+			data.TokenID = ""
+			hold()
+			break
+		}
 		v.allowApproved(cl.ApprovalID, c.Capability, record.Capability)
 		how, useID, tokenID = planConsume, cl.ApprovalID, cl.ID
 	case d.Outcome == rules.Pending && c.ApprovalID != "":
@@ -242,6 +278,11 @@ func (g *Gate) Check(c *Call) *Verdict {
 			break
 		}
 		data.TokenID = a.TokenID
+		if cc != nil && !g.countApproved(cc, a.ID, &charge) {
+			data.TokenID = ""
+			hold()
+			break
+		}
 		v.allowApproved(a.ID, a.Token, record.Approved)
 		how, useID, tokenID = planConsume, a.ID, a.TokenID
 	case d.Outcome == rules.Pending && c.Override != "":
@@ -272,13 +313,40 @@ func (g *Gate) Check(c *Call) *Verdict {
 		hold()
 	case d.Outcome == rules.Allow:
 		v.Outcome, v.Reason = rules.Allow, d.Reason
+		charge = cc != nil
 	default:
 		v.deny(d.Reason)
 	}
 
 	entry := func() ledger.Entry {
-		return ledger.Entry{Kind: kind, App: c.Req.App, Action: d.Action, Decision: v.Decision(),
+		e := ledger.Entry{Kind: kind, App: c.Req.App, Action: d.Action, Decision: v.Decision(),
 			Reason: v.Reason, ApprovalID: v.ApprovalID, Digest: v.Digest, Policy: m.Hash, Data: data.Map()}
+		if charge {
+			e = g.charge(cc, e, now)
+		}
+		return e
+	}
+	writeHold := func() (ledger.Record, error) {
+		rec, err := svc.Hold(pending, entry())
+		if errors.Is(err, approvals.ErrTooManyPending) {
+			// Refused before anything was stored: recorded as a denial,
+			// with no approval and nothing to wait for.
+			v.deny(record.TooManyPending)
+			v.ApprovalID, v.RequiredRoles, v.ExpiresAt = "", nil, time.Time{}
+			data.RequiredRoles, data.ExpiresAt, data.Detail = nil, "", err.Error()
+			rec, err = g.append(entry())
+		}
+		return rec, err
+	}
+	// overCap: requests racing c took the window's room first, so nothing
+	// was written; c gets the escalation.
+	overCap := func() (ledger.Record, error) {
+		charge, cc.over, cc.why = false, true, "requests let through meanwhile took the room under cumulative_cap "+cc.a.CumulativeCap.AmountText()
+		d = cc.escalate(d, c.Req.Escalation)
+		data.Detail = d.Detail
+		v.Capability, v.usedID, v.usedToken = "", "", ""
+		hold()
+		return writeHold()
 	}
 	var rec ledger.Record
 	var err error
@@ -301,17 +369,13 @@ func (g *Gate) Check(c *Call) *Verdict {
 	case planOverride:
 		// Written above.
 	case planHold:
-		rec, err = svc.Hold(pending, entry())
-		if errors.Is(err, approvals.ErrTooManyPending) {
-			// Refused before anything was stored: recorded as a denial,
-			// with no approval and nothing to wait for.
-			v.deny(record.TooManyPending)
-			v.ApprovalID, v.RequiredRoles, v.ExpiresAt = "", nil, time.Time{}
-			data.RequiredRoles, data.ExpiresAt, data.Detail = nil, "", err.Error()
-			rec, err = g.append(entry())
-		}
+		rec, err = writeHold()
 	case planConsume:
 		rec, err = svc.Consume(useID, tokenID, entry())
+		if charge && errors.Is(err, ErrCumulativeOverCap) {
+			rec, err = overCap()
+			break
+		}
 		if err == nil {
 			v.usedID, v.usedToken = useID, tokenID
 		}
@@ -325,6 +389,9 @@ func (g *Gate) Check(c *Call) *Verdict {
 		}
 	default:
 		rec, err = g.append(entry())
+		if charge && errors.Is(err, ErrCumulativeOverCap) {
+			rec, err = overCap()
+		}
 	}
 	if err != nil {
 		g.log.Error().Err(err).Str("action", v.Action).Str("app", v.App).Str("digest", v.Digest).

@@ -65,6 +65,7 @@ const (
 	ApprovalRequired     Reason = "approval_required"      // pending: REQUIRE_APPROVAL
 	DualApproval         Reason = "dual_approval_required" // pending: DUAL_APPROVAL
 	AmountOverCap        Reason = "amount_over_cap"        // pending: amount > amount_cap, escalated
+	CumulativeOverCap    Reason = "cumulative_over_cap"    // pending: the window's sum below the escalation level plus the amount > cumulative_cap, escalated
 	AmountUnreadable     Reason = "amount_unreadable"      // pending: amount_cap set but no amount could be read
 	EscalationRequested  Reason = "escalation_requested"   // pending: X-UAPK-Escalation added a role to an AUTO_APPROVE action
 	AmbiguousBody        Reason = "ambiguous_body"         // deny, 400: a JSON body not valid UTF-8 JSON, or with keys equal after case folding
@@ -153,7 +154,7 @@ const (
 // document names only codes that exist.
 var Reasons = []Reason{
 	AutoApprove, RecordAndAllow, Denylisted, Unclassified, PolicyDeny, OutsideBusinessHours,
-	RoleNotAllowed, BadEscalation, ApprovalRequired, DualApproval, AmountOverCap,
+	RoleNotAllowed, BadEscalation, ApprovalRequired, DualApproval, AmountOverCap, CumulativeOverCap,
 	AmountUnreadable, EscalationRequested, AmbiguousBody, UnknownHost,
 	UnknownApp, NotApproved, ApprovalExpired, Consumed, DigestMismatch, Rejected, BodyTooLarge,
 	Approved, Capability, Override, InvalidToken, AppMismatch, ActionMismatch, LedgerUnavailable,

@@ -57,6 +57,7 @@ const (
 	ReasonApprovalRequired     = record.ApprovalRequired
 	ReasonDualApproval         = record.DualApproval
 	ReasonAmountOverCap        = record.AmountOverCap
+	ReasonCumulativeOverCap    = record.CumulativeOverCap
 	ReasonAmountUnreadable     = record.AmountUnreadable
 	ReasonEscalationRequested  = record.EscalationRequested
 	ReasonAmbiguousBody        = record.AmbiguousBody

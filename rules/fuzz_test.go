@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"math/big"
 	"os"
 	"reflect"
 	"strings"
@@ -43,6 +44,12 @@ func FuzzParseManifest(f *testing.F) {
 		}
 		if m.AppID == "" || len(m.Actions) == 0 {
 			t.Fatal("valid manifest without app_id or actions")
+		}
+		for _, a := range m.Actions {
+			if cc := a.CumulativeCap; cc != nil && (cc.Amount.Sign() <= 0 || cc.Window < MinCumulativeWindow ||
+				cc.Window > MaxCumulativeWindow || len(a.AmountPaths) == 0 || cc.Amount.Cmp(mustRat(cc.AmountText())) != 0) {
+				t.Fatalf("action %s: cumulative_cap %s over %s accepted (amount paths %v)", a.Name, cc.AmountText(), cc.Window, a.AmountPaths)
+			}
 		}
 		e := NewEngine(m, nil)
 		for _, a := range m.Actions {
@@ -187,4 +194,12 @@ func hasSlot(q Requirement, slot []string) bool {
 		}
 	}
 	return false
+}
+
+func mustRat(s string) *big.Rat {
+	r, ok := new(big.Rat).SetString(s)
+	if !ok {
+		return new(big.Rat).SetInt64(-1)
+	}
+	return r
 }

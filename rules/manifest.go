@@ -73,9 +73,11 @@ type Action struct {
 	// Escalation is the action's escalation as written, nil when absent (then
 	// exceeding amount_cap requires one approval by role cfo; see
 	// EscalationRequirement).
-	Escalation  *Escalation
-	Hold        time.Duration // default 0
-	ApprovalTTL time.Duration // default 24h
+	Escalation *Escalation
+	// CumulativeCap is nil when the action has no cumulative_cap.
+	CumulativeCap *CumulativeCap
+	Hold          time.Duration // default 0
+	ApprovalTTL   time.Duration // default 24h
 	// Denylisted is true when tool_restrictions.denylist names this action.
 	Denylisted bool
 
@@ -103,6 +105,26 @@ type Escalation struct {
 	Policy        Policy
 	RolesRequired []string
 }
+
+// CumulativeCap bounds the sum of an action's amounts let through below
+// its escalation level within a rolling window: a request that would take
+// the sum over Amount gets the escalation, so that splitting one posting
+// into many never avoids the senior approval.
+type CumulativeCap struct {
+	// Amount is exact and positive; do not modify it.
+	Amount *big.Rat
+	Window time.Duration
+	text   string
+}
+
+// AmountText is Amount as exact decimal text.
+func (c *CumulativeCap) AmountText() string { return c.text }
+
+// Bounds of a cumulative_cap window.
+const (
+	MinCumulativeWindow = time.Minute
+	MaxCumulativeWindow = 31 * 24 * time.Hour
+)
 
 // Override is the manifest's override section.
 type Override struct {
@@ -563,7 +585,8 @@ func (c *checker) action(p, name string, v *value) *Action {
 				a.amount = append(a.amount, ap)
 			}
 		},
-		"escalation": func(p string, v *value) { a.Escalation = c.escalation(p, v) },
+		"escalation":     func(p string, v *value) { a.Escalation = c.escalation(p, v) },
+		"cumulative_cap": func(p string, v *value) { a.CumulativeCap = c.cumulativeCap(p, v) },
 		"hold": func(p string, v *value) {
 			d, ok := c.duration(p, v)
 			if ok && d < 0 {
@@ -604,7 +627,10 @@ func (c *checker) action(p, name string, v *value) *Action {
 	if a.hasCap && v.get("amount") == nil {
 		c.warnf(joinKey(p, "amount_cap"), "no amount paths: the amount can never be read, so every request is held for escalated approval (amount_unreadable)")
 	}
-	if v.get("escalation") != nil && v.get("amount_cap") == nil {
+	if v.get("cumulative_cap") != nil && v.get("amount") == nil {
+		c.errf(joinKey(p, "cumulative_cap"), "needs amount paths (amount): without them no amount can be summed")
+	}
+	if v.get("escalation") != nil && v.get("amount_cap") == nil && v.get("cumulative_cap") == nil {
 		c.warnf(joinKey(p, "escalation"), "never used: escalation applies only when amount_cap is exceeded")
 	}
 
@@ -687,6 +713,47 @@ func (c *checker) escalation(p string, v *value) *Escalation {
 		c.policyRoles(joinKey(p, "roles_required"), e.Policy, rolesReq, e.RolesRequired)
 	}
 	return e
+}
+
+func (c *checker) cumulativeCap(p string, v *value) *CumulativeCap {
+	cc := &CumulativeCap{}
+	var amountOK, windowOK bool
+	ok := c.fields(p, v, map[string]func(string, *value){
+		"amount": func(p string, v *value) {
+			d, ok := c.number(p, v)
+			if !ok {
+				return
+			}
+			if d.neg || d.Rat().Sign() <= 0 {
+				c.errf(p, "must be greater than 0")
+				return
+			}
+			cc.Amount, cc.text, amountOK = d.Rat(), d.String(), true
+		},
+		"window": func(p string, v *value) {
+			d, ok := c.duration(p, v)
+			if !ok {
+				return
+			}
+			if d < MinCumulativeWindow || d > MaxCumulativeWindow {
+				c.errf(p, "%s is outside 1m to 744h (31 days)", d)
+				return
+			}
+			cc.Window, windowOK = d, true
+		},
+	})
+	if !ok {
+		return nil
+	}
+	for _, k := range []string{"amount", "window"} {
+		if v.get(k) == nil {
+			c.errf(joinKey(p, k), "required")
+		}
+	}
+	if !amountOK || !windowOK {
+		return nil
+	}
+	return cc
 }
 
 func (c *checker) matchRules(p string, v *value) []MatchRule {

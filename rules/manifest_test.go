@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"math/big"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -586,5 +587,65 @@ func TestParseAmount(t *testing.T) {
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("ParseAmount(%q) = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
 		}
+	}
+}
+
+func TestCumulativeCap(t *testing.T) {
+	raw, err := os.ReadFile(exampleManifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const key = `"amount_cap": 1000000,`
+	for _, tc := range []struct {
+		name, section string
+		amount        string
+		window        time.Duration
+		problemAt     string
+	}{
+		{"a day", `{"amount": 1000000, "window": "24h"}`, "1000000", 24 * time.Hour, ""},
+		{"exact decimal", `{"amount": 0.1, "window": "1m"}`, "0.1", time.Minute, ""},
+		{"31 days", `{"amount": 5e6, "window": "744h"}`, "5000000", 744 * time.Hour, ""},
+		{"zero", `{"amount": 0, "window": "24h"}`, "", 0, "actions.journal_entry.cumulative_cap.amount"},
+		{"negative", `{"amount": -1, "window": "24h"}`, "", 0, "actions.journal_entry.cumulative_cap.amount"},
+		{"a string amount", `{"amount": "1000", "window": "24h"}`, "", 0, "actions.journal_entry.cumulative_cap.amount"},
+		{"window too short", `{"amount": 1, "window": "59s"}`, "", 0, "actions.journal_entry.cumulative_cap.window"},
+		{"window too long", `{"amount": 1, "window": "745h"}`, "", 0, "actions.journal_entry.cumulative_cap.window"},
+		{"not a duration", `{"amount": 1, "window": "1d"}`, "", 0, "actions.journal_entry.cumulative_cap.window"},
+		{"no window", `{"amount": 1}`, "", 0, "actions.journal_entry.cumulative_cap.window"},
+		{"no amount", `{"window": "1h"}`, "", 0, "actions.journal_entry.cumulative_cap.amount"},
+		{"unknown key", `{"amount": 1, "window": "1h", "windw": "2h"}`, "", 0, "actions.journal_entry.cumulative_cap.windw"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := strings.Replace(string(raw), key, key+`"cumulative_cap": `+tc.section+",", 1)
+			m, err := ParseManifest([]byte(doc))
+			if tc.problemAt != "" {
+				var ve *ValidationError
+				if !errors.As(err, &ve) || len(ve.Problems) != 1 || ve.Problems[0].Path != tc.problemAt {
+					t.Fatalf("got %v, want one problem at %s", err, tc.problemAt)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, _ := m.Action("journal_entry")
+			cc := a.CumulativeCap
+			if cc == nil || cc.AmountText() != tc.amount || cc.Window != tc.window {
+				t.Fatalf("cumulative_cap %+v, want %s over %s", cc, tc.amount, tc.window)
+			}
+			if want, _ := new(big.Rat).SetString(tc.amount); cc.Amount.Cmp(want) != 0 {
+				t.Errorf("amount %s, want %s", cc.Amount.RatString(), tc.amount)
+			}
+		})
+	}
+}
+
+func TestCumulativeCapNeedsAmountPaths(t *testing.T) {
+	doc := `{"app_id": "a", "version": "1", "actions": {"pay": {"approval_policy": "AUTO_APPROVE",
+		"match": [{"method": "POST", "path": "/pay"}], "cumulative_cap": {"amount": 10, "window": "1h"}}}}`
+	_, err := ParseManifest([]byte(doc))
+	var ve *ValidationError
+	if !errors.As(err, &ve) || len(ve.Problems) != 1 || ve.Problems[0].Path != "actions.pay.cumulative_cap" {
+		t.Fatalf("got %v, want one problem at actions.pay.cumulative_cap", err)
 	}
 }

@@ -124,11 +124,13 @@ func (s *Store) Update(ctx context.Context, id string, e ledger.Entry, change fu
 }
 
 // Consume appends e and marks approval id and token tokenID used by it, in
-// one transaction.
+// one transaction. A hook e has (a cumulative_cap charge) runs in it too,
+// after the approval is marked.
 func (s *Store) Consume(ctx context.Context, id, tokenID string, e ledger.Entry) (ledger.Record, error) {
 	if s.l == nil {
 		return ledger.Record{}, errReadOnly
 	}
+	then := e.Tx
 	e.Tx = func(tx *bolt.Tx, rec *ledger.Record) error {
 		a, err := get(tx, id)
 		if err != nil {
@@ -141,7 +143,13 @@ func (s *Store) Consume(ctx context.Context, id, tokenID string, e ledger.Entry)
 			return err
 		}
 		a.Consumed = rec.Seq
-		return put(tx, a)
+		if err := put(tx, a); err != nil {
+			return err
+		}
+		if then != nil {
+			return then(tx, rec)
+		}
+		return nil
 	}
 	return s.l.Append(ctx, e)
 }

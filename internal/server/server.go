@@ -30,6 +30,7 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/gate"
 	"github.com/uapk-gateway/uapk-proxy/internal/approvalstore"
 	"github.com/uapk-gateway/uapk-proxy/internal/ca"
+	"github.com/uapk-gateway/uapk-proxy/internal/cumulative"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 	"github.com/uapk-gateway/uapk-proxy/internal/metrics"
 	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
@@ -257,6 +258,10 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 	if err != nil {
 		return fail(1, err)
 	}
+	sums, err := cumulative.Open(l)
+	if err != nil {
+		return fail(1, err)
+	}
 	issuer, err := tokens.NewIssuer(gwKey)
 	if err != nil {
 		return fail(2, err)
@@ -272,6 +277,7 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 	}
 	s.gate, err = gate.New(gate.Config{
 		Engine: engine, Ledger: l, Approvals: s.approvals, Logger: log, Now: o.Now, Observer: mx,
+		Cumulative: sums,
 	})
 	if err != nil {
 		return fail(1, err)
