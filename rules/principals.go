@@ -6,11 +6,10 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/uapk-gateway/uapk-proxy/internal/fsutil"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 )
 
@@ -28,7 +27,7 @@ const maxKeyFile = 64 << 10
 // LoadPrincipals reads the principals file at path. Relative public_key paths
 // resolve against the file's directory.
 func LoadPrincipals(path string) (*Principals, error) {
-	data, err := os.ReadFile(path)
+	data, err := fsutil.ReadRegular(path, 16<<20)
 	if err != nil {
 		return nil, fmt.Errorf("read principals: %w", err)
 	}
@@ -263,17 +262,10 @@ func readPublicKey(s, baseDir string) (ed25519.PublicKey, error) {
 		if !filepath.IsAbs(path) {
 			path = filepath.Join(baseDir, path)
 		}
-		f, err := os.Open(path)
+		var err error
+		data, err = fsutil.ReadRegular(path, maxKeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("public key file: %w", err)
-		}
-		defer f.Close()
-		data, err = io.ReadAll(io.LimitReader(f, maxKeyFile+1))
-		if err != nil {
-			return nil, fmt.Errorf("public key file: %w", err)
-		}
-		if len(data) > maxKeyFile {
-			return nil, fmt.Errorf("public key file %s is larger than %d bytes", path, maxKeyFile)
 		}
 		where = "public key file " + path
 	}

@@ -170,11 +170,11 @@ func Load(dir string, o Options) (*Authority, error) {
 	if runtime.GOOS != "windows" && st.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("%w: %s has mode %04o; chmod 600 it", ErrKeyExposed, keyPath, st.Mode().Perm())
 	}
-	keyPEM, err := os.ReadFile(keyPath)
+	keyPEM, err := fsutil.ReadRegular(keyPath, 64<<10)
 	if err != nil {
 		return nil, err
 	}
-	certPEM, err := os.ReadFile(filepath.Join(dir, CertFile))
+	certPEM, err := fsutil.ReadRegular(filepath.Join(dir, CertFile), 1<<20)
 	if err != nil {
 		return nil, err
 	}

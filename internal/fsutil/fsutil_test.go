@@ -5,8 +5,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/uapk-gateway/uapk-proxy/internal/fsutil"
 )
@@ -32,5 +34,34 @@ func TestWriteNew(t *testing.T) {
 	}
 	if err := fsutil.WriteNew(filepath.Join(dir, "no", "such", "dir"), nil, 0o600); err == nil {
 		t.Error("a write into a missing directory succeeded")
+	}
+}
+
+// TestReadRegularRefusesAFIFO: a FIFO named as a key file would block the
+// proxy's start forever (and past SIGTERM); it is refused at once.
+func TestReadRegularRefusesAFIFO(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "gateway.key")
+	if err := syscall.Mkfifo(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := fsutil.ReadRegular(p, 1<<10); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("ReadRegular of a FIFO: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("ReadRegular blocked on a FIFO")
+	}
+	big := filepath.Join(t.TempDir(), "big")
+	if err := os.WriteFile(big, make([]byte, 2048), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fsutil.ReadRegular(big, 1024); err == nil {
+		t.Error("a file over the limit was read")
+	}
+	if b, err := fsutil.ReadRegular(big, 2048); err != nil || len(b) != 2048 {
+		t.Errorf("a file at the limit: %d bytes, %v", len(b), err)
 	}
 }

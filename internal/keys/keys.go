@@ -174,7 +174,7 @@ func LoadPrivateFile(path string) (ed25519.PrivateKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(path)
+	data, err := fsutil.ReadRegular(path, 64<<10)
 	if err != nil {
 		return nil, err
 	}
