@@ -157,3 +157,17 @@ func TestVerifyCompletenessComparesRequesters(t *testing.T) {
 		})
 	}
 }
+
+// TestReportShowsBidiControls: a right-to-left override in what an agent
+// wrote reaches report.html as visible text, never as the character.
+func TestReportShowsBidiControls(t *testing.T) {
+	in := []byte("<td>memo \u202e0001 and \u2066x\u2069</td>")
+	got := string(showBidi(in))
+	if strings.ContainsFunc(got, isBidi) || !strings.Contains(got, "[U+202E]0001") || !strings.Contains(got, "[U+2066]x[U+2069]") {
+		t.Errorf("showBidi = %q", got)
+	}
+	plain := []byte("<td>Zürich €1,200,000</td>")
+	if string(showBidi(plain)) != string(plain) {
+		t.Error("text without bidi controls changed")
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"html/template"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 type card struct {
@@ -69,7 +70,31 @@ func (b *builder) report(a *Anchor, m Mapping, approvals int) ([]byte, error) {
 	if err := reportTemplate.Execute(&w, rm); err != nil {
 		return nil, err
 	}
-	return w.Bytes(), nil
+	return showBidi(w.Bytes()), nil
+}
+
+// showBidi writes every bidirectional control character as visible text
+// ([U+202E]): the template escapes markup, but a right-to-left override an
+// agent put in a justification or a URL would still reorder what an auditor
+// reads next to it (an amount, an approver). The report's own text has
+// none, so this changes nothing else.
+func showBidi(b []byte) []byte {
+	if !bytes.ContainsFunc(b, isBidi) {
+		return b
+	}
+	out := make([]byte, 0, len(b)+64)
+	for _, r := range string(b) {
+		if isBidi(r) {
+			out = fmt.Appendf(out, "[U+%04X]", r)
+			continue
+		}
+		out = utf8.AppendRune(out, r)
+	}
+	return out
+}
+
+func isBidi(r rune) bool {
+	return r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069 || r == 0x200e || r == 0x200f || r == 0x061c
 }
 
 func periodText(a *Anchor) string {
