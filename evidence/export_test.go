@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -287,4 +288,27 @@ func unzip(t testing.TB, b []byte) map[string][]byte {
 		rc.Close()
 	}
 	return out
+}
+
+// TestBundleWithLargeHeldBodiesVerifies: twenty held journal entries with
+// 1 MiB bodies of markup (the attack used 10 MiB ones; the size here keeps
+// the test quick, the proportion is what matters) export to an
+// approvals.json near their size, not six times it, and the bundle verifies.
+func TestBundleWithLargeHeldBodiesVerifies(t *testing.T) {
+	f := newFixture(t)
+	memo := strings.Repeat("<", 1<<20)
+	for i := range 20 {
+		v := f.call("POST", "/api/v1/journal-entries", fmt.Sprintf(`{"account":"2100","credit":%d,"memo":%q}`, 250000+i, memo),
+			onBehalfOf("accountant@corp.example"))
+		if v.ApprovalID == "" {
+			t.Fatalf("entry %d not held: %+v", i, v)
+		}
+	}
+	src := f.dirSource()
+	b := export(t, src, f.options())
+	files := unzip(t, b)
+	if n := len(files[evidence.FileApprovals]); n > 22<<20 {
+		t.Errorf("approvals.json is %d bytes for 20 MiB of held bodies", n)
+	}
+	verify(t, b)
 }
