@@ -277,6 +277,12 @@ func (s *Sidecar) forward(ctx *fasthttp.RequestCtx, c *gate.Call, v *gate.Verdic
 	}
 	start := time.Now()
 	err := client.DoTimeout(req, resp, s.timeout)
+	if err == nil && resp.StatusCode() == fasthttp.StatusSwitchingProtocols {
+		// The agent's Upgrade never reaches the ERP, so a 101 is the ERP
+		// speaking another protocol on this connection: never reuse it.
+		client.CloseIdleConnections()
+		err = errSwitched
+	}
 	o := gate.ERPOutcome{Duration: time.Since(start), Err: err}
 	if err != nil {
 		o = erpFailure(err)
@@ -310,6 +316,9 @@ func (s *Sidecar) handleError(ctx *fasthttp.RequestCtx, err error) {
 	writeFast(ctx, fasthttp.StatusBadRequest, nil, badRequest(err.Error()))
 	ctx.SetConnectionClose()
 }
+
+// errSwitched: the ERP answered 101 to a request that asked for no upgrade.
+var errSwitched = errors.New("the ERP switched protocols on a request that asked for none")
 
 // Bounds of draining a refused body.
 const (

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -126,5 +127,54 @@ func TestTimeoutIs504(t *testing.T) {
 	}
 	if f := lastForward(t, fl); f.Reason != record.UpstreamTimeout {
 		t.Errorf("forward record %+v", f)
+	}
+}
+
+// TestSidecarNeverReusesAConnectionAfter101: an ERP that answers 101 to a
+// request that asked for no upgrade speaks something else on that
+// connection from then on; the agent gets 502 upstream_error and the next
+// request goes on a new connection.
+func TestSidecarNeverReusesAConnectionAfter101(t *testing.T) {
+	var conns sync.Map
+	var n atomic.Int64
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conns.Store(r.RemoteAddr, true)
+		if n.Add(1) == 1 {
+			c, bw, _ := w.(http.Hijacker).Hijack()
+			bw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: evil\r\n\r\n")
+			bw.Flush()
+			t.Cleanup(func() { c.Close() })
+			return
+		}
+		w.Write([]byte(`{"balance":"1"}`))
+	})}
+	eln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.Serve(eln)
+	defer srv.Close()
+	fl := &fakeLedger{}
+	sc, ln := newSidecar(t, fl, SidecarConfig{Upstream: "http://" + eln.Addr().String()})
+	go sc.Serve(ln)
+	defer sc.Shutdown(context.Background())
+	c := &http.Client{}
+	defer c.CloseIdleConnections()
+	get := func() (int, string) {
+		resp, err := c.Get("http://" + ln.Addr().String() + "/api/v1/accounts/1010/balance")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b)
+	}
+	if status, body := get(); status != 502 || !strings.Contains(body, `"error":"upstream_error"`) {
+		t.Fatalf("after a 101: %d %s", status, body)
+	}
+	if status, body := get(); status != 200 {
+		t.Fatalf("the next request: %d %s", status, body)
+	}
+	seen := 0
+	conns.Range(func(any, any) bool { seen++; return true })
+	if seen != 2 {
+		t.Errorf("the ERP saw %d connections, want 2 (the switched one never reused)", seen)
 	}
 }
