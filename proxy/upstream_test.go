@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,8 +37,15 @@ func idleERP(t *testing.T, idle time.Duration) (string, *atomic.Int64) {
 // timeout all succeed on both doors (the sidecar sends a read that met a
 // closed pooled connection again on a fresh one; net/http does the same on
 // the forward door), and each reaches the ERP once.
+//
+// UAPK_SOAK=1 runs it at full scale: an ERP with a 1 s idle timeout, 100
+// reads 2 s apart on each door (about 3.5 minutes).
 func TestStaleKeepAliveReadsSucceed(t *testing.T) {
-	erp, hits := idleERP(t, 50*time.Millisecond)
+	idle, gap, n := 50*time.Millisecond, 150*time.Millisecond, 5
+	if os.Getenv("UAPK_SOAK") != "" {
+		idle, gap, n = time.Second, 2*time.Second, 100
+	}
+	erp, hits := idleERP(t, idle)
 	fl := &fakeLedger{}
 	sc, ln := newSidecar(t, fl, SidecarConfig{Upstream: erp})
 	go sc.Serve(ln)
@@ -46,10 +54,9 @@ func TestStaleKeepAliveReadsSucceed(t *testing.T) {
 	fc := proxyClient(t, faddr, nil, "")
 	sidecarClient := &http.Client{}
 	defer sidecarClient.CloseIdleConnections()
-	const n = 5
 	for i := range n {
 		if i > 0 {
-			time.Sleep(150 * time.Millisecond) // three idle timeouts
+			time.Sleep(gap) // wider than the ERP's idle timeout
 		}
 		for door, get := range map[string]func() (*http.Response, error){
 			"sidecar": func() (*http.Response, error) {
@@ -68,7 +75,7 @@ func TestStaleKeepAliveReadsSucceed(t *testing.T) {
 			}
 		}
 	}
-	if got := hits.Load(); got != 2*n {
+	if got := hits.Load(); got != int64(2*n) {
 		t.Errorf("the ERP saw %d requests, want %d", got, 2*n)
 	}
 }
