@@ -417,19 +417,7 @@ func (c *checker) manifest(m *Manifest, root *value) {
 			}
 		},
 		"max_pending": func(p string, v *value) {
-			d, ok := c.number(p, v)
-			if !ok {
-				return
-			}
-			n, err := strconv.Atoi(d.String())
-			switch {
-			case d.exp < 0:
-				c.errf(p, "must be a whole number")
-			case d.neg || n < 1:
-				c.errf(p, "must be at least 1")
-			case err != nil || n > 1000000:
-				c.errf(p, "must be at most 1000000")
-			default:
+			if n, ok := c.wholeNumber(p, v, 1000000, ""); ok {
 				m.MaxPending = n
 			}
 		},
@@ -843,19 +831,7 @@ func (c *checker) override(p string, v *value) *Override {
 			o.MaxDuration = d
 		},
 		"max_uses": func(p string, v *value) {
-			d, ok := c.number(p, v)
-			if !ok {
-				return
-			}
-			n, err := strconv.Atoi(d.String())
-			switch {
-			case d.exp < 0:
-				c.errf(p, "must be a whole number")
-			case d.neg || n < 1:
-				c.errf(p, "must be at least 1")
-			case err != nil || n > MaxOverrideUses:
-				c.errf(p, "must be at most %d", MaxOverrideUses)
-			default:
+			if n, ok := c.wholeNumber(p, v, MaxOverrideUses, ""); ok {
 				o.MaxUses = n
 			}
 		},
@@ -872,22 +848,31 @@ func (c *checker) override(p string, v *value) *Override {
 	return o
 }
 
+// wholeNumber reads a whole number from 1 to max at p; unit says what it
+// counts in the error (" of years"), "" for nothing.
+func (c *checker) wholeNumber(p string, v *value, max int, unit string) (int, bool) {
+	d, ok := c.number(p, v)
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.Atoi(d.String())
+	switch {
+	case d.exp < 0:
+		c.errf(p, "must be a whole number%s", unit)
+	case d.neg || n < 1:
+		c.errf(p, "must be at least 1")
+	case err != nil || n > max:
+		c.errf(p, "must be at most %d", max)
+	default:
+		return n, true
+	}
+	return 0, false
+}
+
 func (c *checker) audit(p string, v *value, au *Audit) {
 	c.fields(p, v, map[string]func(string, *value){
 		"retention_years": func(p string, v *value) {
-			d, ok := c.number(p, v)
-			if !ok {
-				return
-			}
-			n, err := strconv.Atoi(d.String())
-			switch {
-			case d.exp < 0:
-				c.errf(p, "must be a whole number of years")
-			case d.neg || n < 1:
-				c.errf(p, "must be at least 1")
-			case err != nil || n > 100:
-				c.errf(p, "must be at most 100")
-			default:
+			if n, ok := c.wholeNumber(p, v, 100, " of years"); ok {
 				au.RetentionYears = n
 			}
 		},
