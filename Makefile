@@ -72,7 +72,8 @@ demo: build keys
 # DATA/archive and uploading to MinIO, in one run; it needs seconds, not 2000x.
 # BenchmarkArchiveSegment is the archiver's own cost per 1000-record segment.
 bench: build minio
-	$(GO) test -run '^$$' -bench . -benchtime 2000x ./rules/ ./ledger/
+	$(GO) test -run '^$$' -bench . -skip ScanShapes -benchtime 2000x ./rules/ ./ledger/
+	$(GO) test -run '^$$' -bench ScanShapes -benchtime 10x ./rules/
 	$(GO) test -run '^$$' -bench 'AppendWithArchive|ArchiveSegment' -benchtime 3s ./archive/
 	$(GO) test -run '^$$' -bench 'ForwardDoor|PlainGoproxy' -benchtime 3s ./proxy/
 	$(GO) test -run '^$$' -bench Export1M -benchtime 1x -timeout 30m ./evidence/ -args -evidence.verify=false
