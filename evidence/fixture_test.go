@@ -118,8 +118,9 @@ func (f *fixture) now() time.Time { return time.Unix(0, f.clock.Load()).UTC() }
 // answer recorded.
 func (f *fixture) call(method, path, body string, set ...func(*gate.Call)) *gate.Verdict {
 	f.t.Helper()
-	c := &gate.Call{Door: "sidecar", ContentType: "application/json",
-		Req: rules.Request{Method: method, Scheme: "http", Host: "erp.example.com", Path: path, Body: []byte(body), App: "financial-ai-assistant"}}
+	c := &gate.Call{Door: "sidecar",
+		Req: rules.Request{Method: method, Scheme: "http", Host: "erp.example.com", Path: path, Body: []byte(body),
+			ContentType: "application/json", App: "financial-ai-assistant"}}
 	for _, s := range set {
 		s(c)
 	}

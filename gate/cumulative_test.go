@@ -103,7 +103,7 @@ func newCumulWorld(t *testing.T, path string, clock time.Time) *cumulWorld {
 }
 
 func posting(path, amount string) *gate.Call {
-	return &gate.Call{Door: "sidecar", ContentType: "application/json", Req: rules.Request{
+	return &gate.Call{Door: "sidecar", Req: rules.Request{
 		Method: "POST", Scheme: "http", Host: "erp.example.com", Path: path, ContentType: "application/json",
 		Body: []byte(`{"account":"2100","amount":` + amount + `}`), App: app, OnBehalfOf: analyst,
 	}}

@@ -72,8 +72,7 @@ type Call struct {
 	ApprovalID    string // X-UAPK-Approval-Id
 	Capability    string // X-UAPK-Capability
 	Override      string // X-UAPK-Override
-	ContentType   string
-	// ContentEncoding is the request's Content-Encoding: with ContentType
+	// ContentEncoding is the request's Content-Encoding: with Req.ContentType
 	// it changes what the body means, so an approval binds both.
 	ContentEncoding string
 	// Rewrites names the headers present that servers take to change the
@@ -228,7 +227,7 @@ func (g *Gate) Check(c *Call) *Verdict {
 	// hold makes c a pending approval, recorded with the request.
 	hold := func() {
 		pending = svc.NewPending(approvals.Pending{Decision: d, App: c.Req.App, Method: c.Req.Method,
-			URL: url, Body: c.Req.Body, ContentType: c.ContentType, ContentEncoding: c.ContentEncoding, Justification: c.Justification,
+			URL: url, Body: c.Req.Body, ContentType: c.Req.ContentType, ContentEncoding: c.ContentEncoding, Justification: c.Justification,
 			OnBehalfOf: c.Req.OnBehalfOf, Digest: v.Digest})
 		v.Outcome, v.Reason, v.ApprovalID, v.Hold = rules.Pending, d.Reason, pending.ID, d.Hold
 		v.RequiredRoles, v.ExpiresAt = pending.RequiredRoles, pending.ExpiresAt
@@ -255,7 +254,7 @@ func (g *Gate) Check(c *Call) *Verdict {
 			break
 		}
 		data.TokenID = cl.ID
-		if reason := svc.HeadersOf(cl.ApprovalID, c.ContentType, c.ContentEncoding); reason != "" {
+		if reason := svc.HeadersOf(cl.ApprovalID, c.Req.ContentType, c.ContentEncoding); reason != "" {
 			v.ApprovalID = cl.ApprovalID
 			v.deny(reason)
 			break
@@ -269,7 +268,7 @@ func (g *Gate) Check(c *Call) *Verdict {
 		how, useID, tokenID = planConsume, cl.ApprovalID, cl.ID
 	case d.Outcome == rules.Pending && c.ApprovalID != "":
 		data.ApprovalIDPresented = c.ApprovalID
-		a, reason := svc.Retry(c.ApprovalID, c.Req.App, d.Action, v.Digest, c.ContentType, c.ContentEncoding)
+		a, reason := svc.Retry(c.ApprovalID, c.Req.App, d.Action, v.Digest, c.Req.ContentType, c.ContentEncoding)
 		if a != nil {
 			v.ApprovalID = a.ID
 		}
@@ -454,7 +453,7 @@ func (c *Call) rewrite() string {
 		return "the query carries a _method parameter, by which servers change the method"
 	}
 	// Rails, Laravel and Symfony read _method from a form body too.
-	mt, _, _ := strings.Cut(strings.ToLower(c.ContentType), ";")
+	mt, _, _ := strings.Cut(strings.ToLower(c.Req.ContentType), ";")
 	switch strings.TrimSpace(mt) {
 	case "application/x-www-form-urlencoded":
 		if hasMethodParam(string(c.Req.Body)) {

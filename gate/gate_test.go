@@ -389,8 +389,7 @@ func TestRewritesAreRefused(t *testing.T) {
 			c.Req.RawQuery, c.Rewrites = tc.query, tc.rewrites
 			if kind, body, ok := strings.Cut(tc.query, ":"); ok && strings.Contains("form multipart json", kind) {
 				c.Req.RawQuery, c.Req.Body = "", []byte(body)
-				c.ContentType = map[string]string{"form": "application/x-www-form-urlencoded", "multipart": "multipart/form-data; boundary=b", "json": "application/json"}[kind]
-				c.Req.ContentType = c.ContentType
+				c.Req.ContentType = map[string]string{"form": "application/x-www-form-urlencoded", "multipart": "multipart/form-data; boundary=b", "json": "application/json"}[kind]
 			}
 			v := w.g.Check(c)
 			if !tc.refused {
@@ -416,7 +415,7 @@ func TestRewritesAreRefused(t *testing.T) {
 func TestApprovalBindsTheHeadersThatChangeTheBody(t *testing.T) {
 	w := newWorld(t)
 	held := journalEntry()
-	held.ContentType = "application/json"
+	held.Req.ContentType = "application/json"
 	v := w.g.Check(held)
 	if v.Outcome != rules.Pending {
 		t.Fatalf("%+v", v)
@@ -429,19 +428,19 @@ func TestApprovalBindsTheHeadersThatChangeTheBody(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			byID := retry(v.ApprovalID)
-			byID.ContentType, byID.ContentEncoding = tc.ct, tc.ce
+			byID.Req.ContentType, byID.ContentEncoding = tc.ct, tc.ce
 			if r := w.g.Check(byID); r.Forward() || r.Reason != record.HeadersMismatch || r.Record == 0 {
 				t.Errorf("by approval id: %+v", r)
 			}
 			byToken := journalEntry()
-			byToken.Capability, byToken.ContentType, byToken.ContentEncoding = a.Token, tc.ct, tc.ce
+			byToken.Capability, byToken.Req.ContentType, byToken.ContentEncoding = a.Token, tc.ct, tc.ce
 			if r := w.g.Check(byToken); r.Forward() || r.Reason != record.HeadersMismatch {
 				t.Errorf("by token: %+v", r)
 			}
 		})
 	}
 	ok := retry(v.ApprovalID)
-	ok.ContentType = "application/json"
+	ok.Req.ContentType = "application/json"
 	if r := w.g.Check(ok); !r.Forward() {
 		t.Fatalf("the approved request as approved: %+v", r)
 	}

@@ -109,8 +109,7 @@ func grant(t *testing.T, w *world, keys map[string]ed25519.PrivateKey, r approva
 func entryWith(token, amount string) *gate.Call {
 	c := journalEntry()
 	c.Req.Body = []byte(`{"account":"2100","credit":` + amount + `}`)
-	c.ContentType = "application/json"
-	c.Req.ContentType = c.ContentType
+	c.Req.ContentType = "application/json"
 	c.Override = token
 	return c
 }

@@ -190,7 +190,6 @@ func (f *Forward) call(r *http.Request, t *tunnel) (*gate.Call, error) {
 	c.ApprovalID = h.Get(gate.HeaderApprovalID)
 	c.Capability = h.Get(gate.HeaderCapability)
 	c.Override = h.Get(gate.HeaderOverride)
-	c.ContentType = h.Get("Content-Type")
 	c.ContentEncoding = h.Get("Content-Encoding")
 	c.Rewrites = rewrites(func(name string) bool { return len(h.Values(name)) > 0 })
 	c.Repeated = repeatedHTTP(h)

@@ -201,25 +201,30 @@ func rewrites(peek func(string) bool) []string {
 
 // bodyHeaders are the headers that change what a body means; sent twice,
 // parsers disagree on which counts.
-var bodyHeaders = []string{"Content-Type", "Content-Encoding", "Content-Length"}
+var bodyHeaders = [len(bodyHeadersLower)]string{"Content-Type", "Content-Encoding", "Content-Length"}
 
 // repeatedIn returns which of bodyHeaders occur more than once in a raw
 // header block ("Name: value\r\n" lines), in any case.
 func repeatedIn(raw []byte) []string {
-	var out []string
-	for _, name := range bodyHeaders {
-		n := 0
-		for line := range bytes.SplitSeq(raw, []byte("\n")) {
-			if len(line) > len(name) && line[len(name)] == ':' && hasPrefixFold(line, strings.ToLower(name)) {
-				n++
+	var seen [len(bodyHeadersLower)]int
+	for line := range bytes.SplitSeq(raw, []byte("\n")) {
+		for i, name := range bodyHeadersLower {
+			if len(line) > len(name) && line[len(name)] == ':' && hasPrefixFold(line, name) {
+				seen[i]++
 			}
 		}
+	}
+	var out []string
+	for i, n := range seen {
 		if n > 1 {
-			out = append(out, name)
+			out = append(out, bodyHeaders[i])
 		}
 	}
 	return out
 }
+
+// bodyHeadersLower is bodyHeaders in lower case, as hasPrefixFold wants.
+var bodyHeadersLower = [...]string{"content-type", "content-encoding", "content-length"}
 
 // repeatedHTTP is repeatedIn for a parsed net/http header.
 func repeatedHTTP(h http.Header) []string {

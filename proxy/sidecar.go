@@ -221,7 +221,6 @@ func (s *Sidecar) call(ctx *fasthttp.RequestCtx) *gate.Call {
 		ApprovalID:      string(h.Peek(gate.HeaderApprovalID)),
 		Capability:      string(h.Peek(gate.HeaderCapability)),
 		Override:        string(h.Peek(gate.HeaderOverride)),
-		ContentType:     string(h.ContentType()),
 		ContentEncoding: string(h.ContentEncoding()),
 		Rewrites:        rewrites(func(name string) bool { return h.Peek(name) != nil }),
 		Repeated:        repeatedIn(h.RawHeaders()),
