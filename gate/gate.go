@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"math/big"
 	"net/url"
 	"strconv"
@@ -82,6 +83,24 @@ type Call struct {
 	// (Content-Type, Content-Encoding, Content-Length) sent more than
 	// once: parsers take different ones, so the gate refuses such a call.
 	Repeated []string
+	// UpstreamCredential is the kind of ERP credential the door sets on
+	// the forwarded request ("header", "oauth2"; "" none), and
+	// AgentCredential the header of the agent's own credential the door
+	// removes for it: both go into the record, never a value.
+	UpstreamCredential, AgentCredential string
+}
+
+// Caller is who a verified identity token says the agent acts for.
+type Caller struct {
+	ID                   string // the token's claim (identity.claim)
+	Issuer, Subject, JTI string
+}
+
+// Identity verifies the token an agent sends in X-UAPK-On-Behalf-Of
+// (internal/identity). Its errors name why in fixed words, never any part
+// of the token.
+type Identity interface {
+	Verify(ctx context.Context, token string) (Caller, error)
 }
 
 // RewriteHeaders are the request headers by which common servers and
@@ -109,6 +128,10 @@ type Config struct {
 	// with cumulative_cap gets its escalation on every request (fail
 	// closed).
 	Cumulative Cumulative
+	// Identity, when set, requires every call's X-UAPK-On-Behalf-Of to be
+	// a token it verifies; the caller is then the token's claim. Without
+	// it the header is taken as asserted, and records say so.
+	Identity Identity
 }
 
 // Gate decides and records every request, whichever door it came through.
@@ -121,6 +144,7 @@ type Gate struct {
 	now       func() time.Time
 	timeout   time.Duration
 	cumul     Cumulative
+	identity  Identity
 }
 
 // New returns a gate; Engine, Ledger and Approvals are required.
@@ -128,7 +152,7 @@ func New(cfg Config) (*Gate, error) {
 	if cfg.Engine == nil || cfg.Ledger == nil || cfg.Approvals == nil {
 		return nil, errors.New("gate needs an engine, a ledger and an approvals service")
 	}
-	g := &Gate{ledger: cfg.Ledger, approvals: cfg.Approvals, obs: cfg.Observer, log: cfg.Logger, now: cfg.Now, timeout: cfg.AppendTimeout, cumul: cfg.Cumulative}
+	g := &Gate{ledger: cfg.Ledger, approvals: cfg.Approvals, obs: cfg.Observer, log: cfg.Logger, now: cfg.Now, timeout: cfg.AppendTimeout, cumul: cfg.Cumulative, identity: cfg.Identity}
 	if g.obs == nil {
 		g.obs = nopObserver{}
 	}
@@ -182,6 +206,7 @@ const (
 // once the request record is durable.
 func (g *Gate) Check(c *Call) *Verdict {
 	ambiguous := ambiguousTarget(c.Req.Path, c.Req.RawQuery) // on the bytes received, before sanitize escapes any
+	caller, unauthenticated := g.verifyCaller(c)             // on the whole token, before sanitize clips it
 	c.sanitize()
 	now := g.now()
 	c.Req.Time = now
@@ -196,6 +221,9 @@ func (g *Gate) Check(c *Call) *Verdict {
 		d = rules.Decision{Outcome: rules.Deny, Reason: record.AmbiguousPath, Detail: ambiguous}
 	} else if detail := c.rewrite(); detail != "" {
 		d = rules.Decision{Outcome: rules.Deny, Reason: record.AmbiguousRequest, Detail: detail}
+	} else if unauthenticated != "" {
+		d = rules.Decision{Outcome: rules.Deny, Reason: record.UnauthenticatedCaller, Detail: unauthenticated}
+		v.Message = unauthenticated
 	} else if c.Req.App != m.AppID {
 		d = rules.Decision{Outcome: rules.Deny, Reason: record.UnknownApp,
 			Detail: "X-UAPK-App " + strconv.Quote(c.Req.App) + " is not the manifest's app_id " + strconv.Quote(m.AppID)}
@@ -213,7 +241,11 @@ func (g *Gate) Check(c *Call) *Verdict {
 	data := record.Request{Door: c.Door, Method: c.Req.Method, URL: url,
 		BodySHA256: hex.EncodeToString(bodyHash[:]), BodySize: len(c.Req.Body),
 		Amount: d.Amount, OnBehalfOf: c.Req.OnBehalfOf, Justification: c.Justification,
-		Escalation: c.Req.Escalation, Detail: d.Detail}
+		Escalation: c.Req.Escalation, Detail: d.Detail,
+		CallerVerified: caller != nil, UpstreamCredential: c.UpstreamCredential, AgentCredential: c.AgentCredential}
+	if caller != nil {
+		data.CallerIssuer, data.CallerSubject, data.CallerTokenID = caller.Issuer, caller.Subject, caller.JTI
+	}
 	kind := record.KindRequest
 
 	var (
@@ -413,6 +445,50 @@ func (v *Verdict) allowApproved(approvalID, token string, reason record.Reason) 
 	v.Outcome, v.Reason, v.ApprovalID, v.Capability = rules.Allow, reason, approvalID, token
 }
 
+// verifyCaller, with an identity configured, replaces c's On-Behalf-Of
+// token by the caller it proves, or says why it proves none (the value is
+// then cleared: a token is a bearer secret, and an unproven name must not
+// reach a record as if it were someone's). Without identity it changes
+// nothing.
+func (g *Gate) verifyCaller(c *Call) (*Caller, string) {
+	if g.identity == nil {
+		return nil, ""
+	}
+	token := c.Req.OnBehalfOf
+	c.Req.OnBehalfOf = ""
+	cl, err := ProveCaller(g.identity, token)
+	if err != nil {
+		return nil, err.Error()
+	}
+	c.Req.OnBehalfOf = cl.ID
+	return &cl, ""
+}
+
+// ProveCaller verifies an X-UAPK-On-Behalf-Of token and returns the caller
+// it proves, its id in the one canonical form of principal ids. The error
+// says why in words fit for the caller, never with any part of the token.
+func ProveCaller(id Identity, token string) (Caller, error) {
+	if token == "" {
+		return Caller{}, errors.New("identity is configured: X-UAPK-On-Behalf-Of must carry the caller's identity token")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), identityTimeout)
+	defer cancel()
+	cl, err := id.Verify(ctx, token)
+	if err != nil {
+		return Caller{}, fmt.Errorf("X-UAPK-On-Behalf-Of: %w", err)
+	}
+	// Identity providers keep an address's case as it was typed; a
+	// principal id is its ASCII lower case (one person, one spelling).
+	cl.ID = strings.ToLower(cl.ID)
+	if err := rules.CheckID(cl.ID); err != nil {
+		return Caller{}, fmt.Errorf("X-UAPK-On-Behalf-Of: the token's claim is not a principal id: %w", err)
+	}
+	return cl, nil
+}
+
+// identityTimeout bounds a caller check, a JWKS refresh included.
+const identityTimeout = 10 * time.Second
+
 // logDecision writes the one canonical line per decision; field names are
 // constant so that log queries keep working.
 func (g *Gate) logDecision(c *Call, v *Verdict, url string, start time.Time) {
@@ -506,6 +582,10 @@ func (g *Gate) Refuse(c *Call, reason record.Reason, data record.Request) *Verdi
 	v := &Verdict{started: now, App: c.Req.App, Digest: Digest(c.Req.Method, url, c.Req.Body), door: c.Door}
 	v.deny(reason)
 	data.Door, data.Method, data.URL = c.Door, c.Req.Method, url
+	if g.identity != nil {
+		// Not verified here: never record the header, a token or a claim.
+		data.OnBehalfOf, data.CallerVerified = "", false
+	}
 	rec, err := g.append(ledger.Entry{
 		Kind: record.KindRequest, App: c.Req.App, Decision: v.Decision(), Reason: reason,
 		Digest: v.Digest, Policy: g.engine.Load().Manifest().Hash, Data: data.Map(),

@@ -29,6 +29,9 @@ type Verdict struct {
 	// Hold is how long the door may keep the agent waiting for this
 	// pending approval (Gate.Await).
 	Hold time.Duration
+	// Message, for a refusal the agent's developer must act on, says what
+	// to fix (unauthenticated_caller: why the token did not verify).
+	Message string
 
 	door    string
 	started time.Time

@@ -10,12 +10,16 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
+	"github.com/uapk-gateway/uapk-proxy/gate"
+	"github.com/uapk-gateway/uapk-proxy/internal/adminauth"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/verifier"
 )
 
@@ -50,8 +54,27 @@ type AdminConfig struct {
 	// to work (a bucket without Object Lock, a conflicting segment); an
 	// outage is not an error, the backlog shows in the detail.
 	Archive func() (detail any, err error)
-	// Extra registers more admin endpoints (evidence export).
-	Extra func(mux *http.ServeMux)
+	// Evidence serves POST /v1/evidence (nil: 404).
+	Evidence http.Handler
+	// Auth recognises admin tokens; every endpoint but the public ones
+	// needs one (nil: every such endpoint answers 401).
+	Auth AdminAuth
+	// Refused is told of each admin call refused for its token (reason
+	// missing_token, bad_token or missing_scope), for metrics and the
+	// ledger's rate-limited summary; it must not block.
+	Refused func(reason string)
+	// Identity, when set, proves an override request's requested_by: the
+	// request must carry the person's identity token in
+	// X-UAPK-On-Behalf-Of, and requested_by must be its caller.
+	Identity gate.Identity
+	// Ready reports more checks for /readyz by name (the ERP credential);
+	// a non-nil error makes the proxy not ready.
+	Ready map[string]func() error
+}
+
+// AdminAuth recognises the holder of an Authorization header's token.
+type AdminAuth interface {
+	Authenticate(authorization string) (adminauth.Holder, error)
 }
 
 // NewAdmin returns the admin API handler (docs/reference.md#admin-api).
@@ -60,29 +83,89 @@ func NewAdmin(cfg AdminConfig) http.Handler {
 	if a.cfg.Now == nil {
 		a.cfg.Now = time.Now
 	}
+	if a.cfg.Refused == nil {
+		a.cfg.Refused = func(string) {}
+	}
 	mux := http.NewServeMux()
+	// Public: probes, scrapes and what clients must trust.
 	mux.HandleFunc("GET /livez", a.livez)
 	mux.HandleFunc("GET /readyz", a.readyz)
-	mux.HandleFunc("GET /v1/ledger/head", a.head)
-	mux.HandleFunc("GET /v1/ledger/verify", a.verify)
-	mux.HandleFunc("GET /v1/ledger/records", a.records)
-	mux.HandleFunc("GET /v1/approvals", a.listApprovals)
-	mux.HandleFunc("GET /v1/approvals/{id}", a.getApproval)
-	mux.HandleFunc("POST /v1/approvals/{id}/decisions", a.postDecision)
-	mux.HandleFunc("POST /v1/overrides", a.postOverride)
-	mux.HandleFunc("GET /v1/overrides/{id}", a.getOverride)
 	mux.HandleFunc("GET /v1/keys/gateway", a.gatewayKey)
 	mux.HandleFunc("GET /ca.pem", a.caPEM)
 	if cfg.Metrics != nil {
 		mux.Handle("GET /metrics", cfg.Metrics)
 	}
-	if cfg.Extra != nil {
-		cfg.Extra(mux)
+	// Behind a token with a scope (docs/reference.md#admin-tokens).
+	read, override := []adminauth.Scope{adminauth.Read}, []adminauth.Scope{adminauth.Override}
+	mux.Handle("GET /v1/ledger/head", a.guard(read, a.head))
+	mux.Handle("GET /v1/ledger/verify", a.guard(read, a.verify))
+	mux.Handle("GET /v1/ledger/records", a.guard(read, a.records))
+	mux.Handle("GET /v1/approvals", a.guard(read, a.listApprovals))
+	mux.Handle("GET /v1/approvals/{id}", a.guard(read, a.getApproval))
+	mux.Handle("POST /v1/approvals/{id}/decisions", a.guard([]adminauth.Scope{adminauth.Decide}, a.postDecision))
+	mux.Handle("POST /v1/overrides", a.guard(override, a.postOverride))
+	mux.Handle("GET /v1/overrides/{id}", a.guard([]adminauth.Scope{adminauth.Read, adminauth.Override}, a.getOverride))
+	if cfg.Evidence != nil {
+		mux.Handle("POST /v1/evidence", a.guard([]adminauth.Scope{adminauth.Evidence}, cfg.Evidence.ServeHTTP))
 	}
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	// Unknown paths need a token too: without one nothing about the API
+	// shows, not even which paths exist.
+	mux.Handle("/", a.guard(nil, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "not_found", Message: r.Method + " " + r.URL.Path + " is not an admin endpoint"})
-	})
+	}))
 	return mux
+}
+
+type holderKey struct{}
+
+// holder is the token holder guard let through.
+func holder(r *http.Request) adminauth.Holder {
+	h, _ := r.Context().Value(holderKey{}).(adminauth.Holder)
+	return h
+}
+
+// guard lets a request through to h only with a recognised token holding
+// one of scopes (any recognised token when scopes is empty). Refusals
+// write nothing to the ledger: they are counted, and summarised there at
+// a bounded rate by whoever Refused reports to.
+func (a *admin) guard(scopes []adminauth.Scope, h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.cfg.Auth == nil {
+			a.refuse(w, http.StatusUnauthorized, "missing_token", "the admin API has no tokens configured")
+			return
+		}
+		who, err := a.cfg.Auth.Authenticate(r.Header.Get("Authorization"))
+		switch {
+		case errors.Is(err, adminauth.ErrMissing):
+			a.refuse(w, http.StatusUnauthorized, "missing_token", "send Authorization: Bearer TOKEN (the CLI reads --admin-token, UAPK_ADMIN_TOKEN or DATA/admin.token)")
+			return
+		case err != nil:
+			a.refuse(w, http.StatusUnauthorized, "bad_token", "the bearer token is not one this proxy accepts")
+			return
+		}
+		ok := len(scopes) == 0
+		names := make([]string, len(scopes))
+		for i, s := range scopes {
+			ok = ok || who.Has(s)
+			names[i] = string(s)
+		}
+		if !ok {
+			a.refuse(w, http.StatusForbidden, "missing_scope", "token "+strconv.Quote(who.Name)+" lacks scope "+strings.Join(names, " or "))
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), holderKey{}, who)))
+	})
+}
+
+func (a *admin) refuse(w http.ResponseWriter, code int, reason, msg string) {
+	a.cfg.Refused(reason)
+	word := "unauthenticated"
+	if code == http.StatusForbidden {
+		word = "forbidden"
+	} else {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="uapk-proxy admin"`)
+	}
+	writeJSON(w, code, apiError{Error: word, Reason: reason, Message: msg})
 }
 
 type admin struct {
@@ -91,6 +174,7 @@ type admin struct {
 
 type apiError struct {
 	Error   string `json:"error"`
+	Reason  string `json:"reason,omitempty"`
 	Message string `json:"message,omitempty"`
 }
 
@@ -105,6 +189,13 @@ func (a *admin) readyz(w http.ResponseWriter, _ *http.Request) {
 	if err := a.cfg.Ledger.Healthy(); err != nil {
 		checks["ledger"] = err.Error()
 		status, code = "not_ready", http.StatusServiceUnavailable
+	}
+	for name, check := range a.cfg.Ready {
+		checks[name] = "ok"
+		if err := check(); err != nil {
+			checks[name] = err.Error()
+			status, code = "not_ready", http.StatusServiceUnavailable
+		}
 	}
 	body := map[string]any{"status": status, "checks": checks}
 	if a.cfg.Archive != nil {
@@ -209,20 +300,21 @@ func (a *admin) listApprovals(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]*approvals.Approval, 0, len(list))
 	for _, ap := range list {
-		out = append(out, a.view(ap))
+		out = append(out, a.view(ap, false))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"approvals": out})
 }
 
 func (a *admin) getApproval(w http.ResponseWriter, r *http.Request) {
-	a.showApproval(w, r.PathValue("id"), approvals.KindRequest)
+	a.showApproval(w, r.PathValue("id"), approvals.KindRequest, false)
 }
 
+// getOverride shows an override; its token only to scope override.
 func (a *admin) getOverride(w http.ResponseWriter, r *http.Request) {
-	a.showApproval(w, r.PathValue("id"), approvals.KindOverride)
+	a.showApproval(w, r.PathValue("id"), approvals.KindOverride, holder(r).Has(adminauth.Override))
 }
 
-func (a *admin) showApproval(w http.ResponseWriter, id, kind string) {
+func (a *admin) showApproval(w http.ResponseWriter, id, kind string, withToken bool) {
 	if !approvals.ValidID(id) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "not_found", Message: "no approval " + strconv.Quote(id)})
 		return
@@ -240,7 +332,7 @@ func (a *admin) showApproval(w http.ResponseWriter, id, kind string) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "not_found", Message: id + " is not an override; see /v1/approvals/" + id})
 		return
 	}
-	writeJSON(w, http.StatusOK, a.view(ap))
+	writeJSON(w, http.StatusOK, a.view(ap, withToken && ap.Kind == approvals.KindOverride))
 }
 
 // maxAdminBody bounds a JSON body posted to the admin API.
@@ -283,7 +375,7 @@ func (a *admin) postDecision(w http.ResponseWriter, r *http.Request) {
 		a.unavailable(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, a.view(ap))
+	writeJSON(w, http.StatusOK, a.view(ap, false))
 }
 
 // postOverride records a request for an emergency override.
@@ -291,6 +383,19 @@ func (a *admin) postOverride(w http.ResponseWriter, r *http.Request) {
 	var req approvals.OverrideRequest
 	if !decodeStrict(w, r, &req) {
 		return
+	}
+	if a.cfg.Identity != nil {
+		cl, err := gate.ProveCaller(a.cfg.Identity, r.Header.Get(gate.HeaderOnBehalfOf))
+		if err != nil {
+			writeJSON(w, http.StatusUnauthorized, apiError{Error: errUnauthenticated, Reason: string(record.UnauthenticatedCaller),
+				Message: err.Error() + " (identity is configured: an override request carries its requester's identity token)"})
+			return
+		}
+		if req.RequestedBy != cl.ID {
+			writeJSON(w, http.StatusForbidden, apiError{Error: "forbidden", Reason: "requested_by_mismatch",
+				Message: "requested_by " + strconv.Quote(req.RequestedBy) + " is not the caller the identity token proves, " + strconv.Quote(cl.ID)})
+			return
+		}
 	}
 	ap, err := a.cfg.Approvals.RequestOverride(req)
 	var bad *approvals.BadRequestError
@@ -302,7 +407,7 @@ func (a *admin) postOverride(w http.ResponseWriter, r *http.Request) {
 		a.unavailable(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, a.view(ap))
+	writeJSON(w, http.StatusCreated, a.view(ap, false))
 }
 
 // gatewayKey serves the key that signs capability and override tokens, so
@@ -341,8 +446,14 @@ func (a *admin) unavailable(w http.ResponseWriter, err error) {
 }
 
 // view shows the effective status: a pending approval past its expiry reads
-// as expired.
-func (a *admin) view(ap *approvals.Approval) *approvals.Approval {
+// as expired. Tokens are bearer secrets: a capability token is in no
+// answer (the ERP gets it on the forwarded request; the agent retries by
+// approval id), an override token only where withToken says.
+func (a *admin) view(ap *approvals.Approval, withToken bool) *approvals.Approval {
+	if !withToken && ap.Token != "" {
+		ap = ap.Clone()
+		ap.Token = ""
+	}
 	ap.Status = ap.Effective(a.cfg.Now())
 	return ap
 }

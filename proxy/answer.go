@@ -31,6 +31,8 @@ const (
 	errMisdirected = "misdirected"
 	errLedger      = string(record.LedgerUnavailable)
 	errTooLarge    = string(record.BodyTooLarge)
+
+	errUnauthenticated = "unauthenticated"
 )
 
 // refusal is the status and "error" word of each reason a request can be
@@ -41,6 +43,8 @@ func refusal(r record.Reason) (int, string) {
 		return http.StatusServiceUnavailable, errLedger
 	case record.BodyTooLarge:
 		return http.StatusRequestEntityTooLarge, errTooLarge
+	case record.UnauthenticatedCaller:
+		return http.StatusUnauthorized, errUnauthenticated
 	case record.TooManyPending:
 		return http.StatusTooManyRequests, string(record.TooManyPending)
 	case record.BadTarget, record.AmbiguousRequest, record.AmbiguousPath, record.AmbiguousBody:
@@ -66,7 +70,7 @@ func answer(v *gate.Verdict) (int, []byte) {
 	if v.Reason == record.LedgerUnavailable {
 		return status, jsonBody(map[string]string{"error": kind}) // nothing was recorded: no record to name
 	}
-	return status, jsonBody(refusalBody{Error: kind, Reason: v.Reason, Action: v.Action, Record: v.Record, ApprovalID: v.ApprovalID})
+	return status, jsonBody(refusalBody{Error: kind, Reason: v.Reason, Action: v.Action, Record: v.Record, ApprovalID: v.ApprovalID, Message: v.Message})
 }
 
 // upstreamFailure is the answer when the exchange with the ERP failed: 502
@@ -134,6 +138,7 @@ type refusalBody struct {
 	Action     string        `json:"action"`
 	Record     uint64        `json:"record"`
 	ApprovalID string        `json:"approval_id,omitempty"`
+	Message    string        `json:"message,omitempty"`
 }
 
 func jsonBody(v any) []byte {

@@ -57,6 +57,10 @@ type ForwardConfig struct {
 	// DialContext dials ERPs and tunnel hosts (default net.Dialer). Tests
 	// use it to map a host name to a loopback server.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Credential, when set, is the ERP credential set on every forwarded
+	// request (to every host the manifest names as an ERP) in place of any
+	// the agent sent. Blind tunnels carry none.
+	Credential Credential
 }
 
 // Forward is the door HTTP_PROXY/HTTPS_PROXY clients use: absolute-URI
@@ -84,6 +88,7 @@ type Forward struct {
 	maxResp int64
 	timeout time.Duration
 	log     zerolog.Logger
+	cred    Credential
 
 	holdCtx  context.Context // cancelled when shutdown begins: held agents get their 202
 	stopHold context.CancelFunc
@@ -99,7 +104,7 @@ func NewForward(cfg ForwardConfig) (*Forward, error) {
 		return nil, errors.New("forward door needs a gate")
 	}
 	f := &Forward{gate: cfg.Gate, ca: cfg.CA, maxBody: cfg.MaxBody, maxResp: cfg.MaxResponse,
-		timeout: cfg.UpstreamTimeout, log: cfg.Logger, dial: cfg.DialContext}
+		timeout: cfg.UpstreamTimeout, log: cfg.Logger, dial: cfg.DialContext, cred: cfg.Credential}
 	if f.maxBody <= 0 {
 		f.maxBody = DefaultMaxBody
 	}

@@ -137,9 +137,29 @@ func (f *Forward) onRequest(r *http.Request, pctx *goproxy.ProxyCtx) (*http.Requ
 	if !v.Forward() {
 		return nil, verdictResponse(r, v)
 	}
+	var cred string
+	if f.cred != nil {
+		if cred, err = credentialValue(f.cred); err != nil {
+			o := gate.ERPOutcome{Err: err, Undelivered: true}
+			f.gate.Forwarded(v, o)
+			f.log.Warn().Err(err).Uint64("seq", v.Record).Str("door", "forward").Msg("request not sent: no ERP credential")
+			status, body := upstreamFailure(v, o, false)
+			resp := jsonResponse(r, status, body)
+			setVerdictHTTP(resp.Header, v)
+			return nil, resp
+		}
+	}
 	st.upstream = true
 	pctx.RoundTripper = goproxy.RoundTripperFunc(f.roundTrip)
-	return f.outgoing(r, st, c, v), nil
+	out := f.outgoing(r, st, c, v)
+	if f.cred != nil {
+		// The agent never holds the ERP's credential; any it sends is
+		// dropped (and the record says so), the proxy's own goes instead.
+		out.Header.Del("Authorization")
+		out.Header.Del(f.cred.Header())
+		out.Header.Set(f.cred.Header(), cred)
+	}
+	return out, nil
 }
 
 // await keeps a held request's connection open (Gate.Await) until the
@@ -193,6 +213,10 @@ func (f *Forward) call(r *http.Request, t *tunnel) (*gate.Call, error) {
 	c.ContentEncoding = h.Get("Content-Encoding")
 	c.Rewrites = rewrites(func(name string) bool { return len(h.Values(name)) > 0 })
 	c.Repeated = repeatedHTTP(h)
+	if f.cred != nil {
+		c.UpstreamCredential = f.cred.Kind()
+		c.AgentCredential = agentCredential(f.cred, func(name string) bool { return len(h.Values(name)) > 0 })
+	}
 	return c, nil
 }
 

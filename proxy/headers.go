@@ -2,10 +2,15 @@ package proxy
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"fmt"
 	"iter"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/uapk-gateway/uapk-proxy/gate"
 )
@@ -235,4 +240,47 @@ func repeatedHTTP(h http.Header) []string {
 		}
 	}
 	return out
+}
+
+// Credential is the ERP credential the proxy holds and sets on every
+// forwarded request (internal/upstreamauth). Its value never reaches a
+// record, a log line or an error.
+type Credential interface {
+	Header() string // canonical header name
+	Value(ctx context.Context) (string, error)
+	Kind() string // "header" or "oauth2", for records
+}
+
+// agentCredential names the credential headers the agent sent that the
+// proxy removes for its own: Authorization and the credential's header.
+func agentCredential(cred Credential, has func(name string) bool) string {
+	if cred == nil {
+		return ""
+	}
+	var names []string
+	for _, n := range []string{"Authorization", cred.Header()} {
+		if has(n) && !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	return strings.Join(names, ",")
+}
+
+// credentialTimeout bounds fetching a credential (an OAuth2 token) before
+// a forwarded request.
+const credentialTimeout = 10 * time.Second
+
+// errCredential: the proxy's ERP credential could not be had, so the
+// request was not sent (upstream_unavailable, an approval stays usable).
+var errCredential = errors.New("the proxy's ERP credential is unavailable (see /readyz)")
+
+// credentialValue fetches the credential for one forwarded request.
+func credentialValue(cred Credential) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), credentialTimeout)
+	defer cancel()
+	v, err := cred.Value(ctx)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", errCredential, err)
+	}
+	return v, nil
 }

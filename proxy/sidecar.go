@@ -41,6 +41,9 @@ type SidecarConfig struct {
 	MaxConns int
 	// ReadTimeout bounds reading one agent request (default 60s).
 	ReadTimeout time.Duration
+	// Credential, when set, is the ERP credential set on every forwarded
+	// request in place of any the agent sent.
+	Credential Credential
 }
 
 // Sidecar is the door an agent reaches by URL: it forwards to one ERP.
@@ -60,6 +63,7 @@ type Sidecar struct {
 	maxBody  int
 	timeout  time.Duration
 	log      zerolog.Logger
+	cred     Credential
 }
 
 // DefaultMaxBody is --max-body's default.
@@ -87,6 +91,7 @@ func NewSidecar(cfg SidecarConfig) (*Sidecar, error) {
 	s := &Sidecar{
 		gate: cfg.Gate, scheme: u.Scheme, host: u.Host, basePath: strings.TrimRight(u.Path, "/"),
 		maxBody: cfg.MaxBody, timeout: cfg.UpstreamTimeout, log: cfg.Logger, stopHold: make(chan struct{}),
+		cred: cfg.Credential,
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBody
@@ -209,7 +214,7 @@ func (s *Sidecar) call(ctx *fasthttp.RequestCtx) *gate.Call {
 		app = s.gate.Engine().Manifest().AppID
 	}
 	t := erpTarget(s.scheme, s.host, s.basePath, string(ctx.Request.Header.RequestURI()))
-	return &gate.Call{
+	c := &gate.Call{
 		Req: rules.Request{
 			Method: string(h.Method()), Scheme: s.scheme, Host: s.host, Path: t.path,
 			RawQuery: t.query, Body: ctx.Request.Body(), ContentType: string(h.ContentType()), App: app,
@@ -225,6 +230,11 @@ func (s *Sidecar) call(ctx *fasthttp.RequestCtx) *gate.Call {
 		Rewrites:        rewrites(func(name string) bool { return h.Peek(name) != nil }),
 		Repeated:        repeatedIn(h.RawHeaders()),
 	}
+	if s.cred != nil {
+		c.UpstreamCredential = s.cred.Kind()
+		c.AgentCredential = agentCredential(s.cred, func(name string) bool { return h.Peek(name) != nil })
+	}
+	return c
 }
 
 func (s *Sidecar) handle(ctx *fasthttp.RequestCtx) {
@@ -254,6 +264,22 @@ func (s *Sidecar) handle(ctx *fasthttp.RequestCtx) {
 func (s *Sidecar) forward(ctx *fasthttp.RequestCtx, c *gate.Call, v *gate.Verdict) {
 	req := &ctx.Request
 	stripRequest(&req.Header)
+	if s.cred != nil {
+		// The agent never holds the ERP's credential; any it sends is
+		// dropped (and the record says so), the proxy's own goes instead.
+		req.Header.Del("Authorization")
+		req.Header.Del(s.cred.Header())
+		val, err := credentialValue(s.cred)
+		if err != nil {
+			o := gate.ERPOutcome{Err: err, Undelivered: true}
+			s.gate.Forwarded(v, o)
+			s.log.Warn().Err(err).Uint64("seq", v.Record).Msg("request not sent: no ERP credential")
+			status, body := upstreamFailure(v, o, false)
+			writeFast(ctx, status, v, body)
+			return
+		}
+		req.Header.Set(s.cred.Header(), val)
+	}
 	fwd, xff := forwardedHeaders(ctx.RemoteAddr().String(), "http")
 	req.Header.Set("Forwarded", fwd)
 	req.Header.Set("X-Forwarded-For", xff)

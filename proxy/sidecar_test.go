@@ -190,8 +190,33 @@ func TestAdminRecordsEndpointServesVerifiableBytes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	srv := httptest.NewServer(NewAdmin(AdminConfig{Ledger: l, Logger: zerolog.Nop()}))
+	var refused []string
+	srv := httptest.NewServer(NewAdmin(AdminConfig{Ledger: l, Logger: zerolog.Nop(), Auth: testTokens(t),
+		Refused: func(r string) { refused = append(refused, r) }}))
 	defer srv.Close()
+	// Without a token, or with one lacking scope read: refused, and counted.
+	for _, c := range []struct {
+		auth   string
+		code   int
+		reason string
+	}{{"", 401, "missing_token"}, {"Bearer nope", 401, "bad_token"}, {"Bearer tok-decide", 403, "missing_scope"}} {
+		req, _ := http.NewRequest("GET", srv.URL+"/v1/ledger/records", nil)
+		if c.auth != "" {
+			req.Header.Set("Authorization", c.auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.code || !strings.Contains(string(body), `"reason": "`+c.reason+`"`) {
+			t.Errorf("auth %q: %d %s, want %d %s", c.auth, resp.StatusCode, body, c.code, c.reason)
+		}
+	}
+	if strings.Join(refused, ",") != "missing_token,bad_token,missing_scope" {
+		t.Errorf("refusals reported: %v", refused)
+	}
 	cases := []struct {
 		query string
 		code  int
@@ -201,7 +226,9 @@ func TestAdminRecordsEndpointServesVerifiableBytes(t *testing.T) {
 		{"?from=0", 400, 0}, {"?from=3&to=2", 400, 0}, {"?from=x", 400, 0}, {"?to=-1", 400, 0},
 	}
 	for _, c := range cases {
-		resp, err := http.Get(srv.URL + "/v1/ledger/records" + c.query)
+		req, _ := http.NewRequest("GET", srv.URL+"/v1/ledger/records"+c.query, nil)
+		req.Header.Set("Authorization", "Bearer tok-read")
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -92,6 +92,11 @@ const (
 	HeadersMismatch   Reason = "headers_mismatch"   // 409: a retry whose Content-Type or Content-Encoding is not the approved one's
 	AmbiguousPath     Reason = "ambiguous_path"     // 400: a request target a server could resolve to another path than the gate
 	TooManyPending    Reason = "too_many_pending"   // 429: the app holds max_pending pending approvals already
+	// 401: with identity configured, X-UAPK-On-Behalf-Of is missing, not a
+	// token, or a token that does not verify.
+	UnauthenticatedCaller Reason = "unauthenticated_caller"
+	// Admin API calls refused for their token, summed up in one record.
+	AdminRefused Reason = "admin_refused"
 )
 
 // Reasons an override token did not apply to a request: the request went to
@@ -158,7 +163,7 @@ var Reasons = []Reason{
 	AmountUnreadable, EscalationRequested, AmbiguousBody, UnknownHost,
 	UnknownApp, NotApproved, ApprovalExpired, Consumed, DigestMismatch, Rejected, BodyTooLarge,
 	Approved, Capability, Override, InvalidToken, AppMismatch, ActionMismatch, LedgerUnavailable,
-	AmbiguousRequest, HeadersMismatch, AmbiguousPath, TooManyPending,
+	AmbiguousRequest, HeadersMismatch, AmbiguousPath, TooManyPending, UnauthenticatedCaller, AdminRefused,
 	OverrideExhausted, OverrideOverAmount, OverrideAmountUnreadable,
 	TunnelHost, TunnelNotAllowed, BadTarget, HostMismatch, ConnectInTunnel,
 	Forwarded, UpstreamError, UpstreamUnavailable, UpstreamTimeout, TunnelClosed,

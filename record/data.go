@@ -13,13 +13,24 @@ type Request struct {
 	Method string `json:"method"`
 	URL    string `json:"url"`
 	// BodySHA256 and BodySize are present together once the body was read.
-	BodySHA256    string `json:"body_sha256,omitempty"`
-	BodySize      int    `json:"body_size,omitempty"`
-	Amount        string `json:"amount,omitempty"`
-	OnBehalfOf    string `json:"on_behalf_of,omitempty"`
-	Justification string `json:"justification,omitempty"`
-	Escalation    string `json:"escalation,omitempty"`
-	Detail        string `json:"detail,omitempty"`
+	BodySHA256 string `json:"body_sha256,omitempty"`
+	BodySize   int    `json:"body_size,omitempty"`
+	Amount     string `json:"amount,omitempty"`
+	OnBehalfOf string `json:"on_behalf_of,omitempty"`
+	// CallerVerified: OnBehalfOf was proven by a token identity verified
+	// (false: taken as the agent asserted it). The token itself, a bearer
+	// secret, is never kept: only its issuer, subject and id.
+	CallerVerified bool   `json:"caller_verified"`
+	CallerIssuer   string `json:"caller_iss,omitempty"`
+	CallerSubject  string `json:"caller_sub,omitempty"`
+	CallerTokenID  string `json:"caller_jti,omitempty"`
+	// The proxy set its own ERP credential (upstream_auth: header or
+	// oauth2), and removed the one the agent sent under this header name.
+	UpstreamCredential string `json:"upstream_credential,omitempty"`
+	AgentCredential    string `json:"agent_credential_removed,omitempty"`
+	Justification      string `json:"justification,omitempty"`
+	Escalation         string `json:"escalation,omitempty"`
+	Detail             string `json:"detail,omitempty"`
 	// Held for approval.
 	RequiredRoles []string `json:"required_roles,omitempty"`
 	ExpiresAt     string   `json:"expires_at,omitempty"`
@@ -57,6 +68,12 @@ func (d *Request) Map() map[string]any {
 	}
 	str(m, "amount", d.Amount)
 	str(m, "on_behalf_of", d.OnBehalfOf)
+	m["caller_verified"] = d.CallerVerified
+	str(m, "caller_iss", d.CallerIssuer)
+	str(m, "caller_sub", d.CallerSubject)
+	str(m, "caller_jti", d.CallerTokenID)
+	str(m, "upstream_credential", d.UpstreamCredential)
+	str(m, "agent_credential_removed", d.AgentCredential)
 	str(m, "justification", d.Justification)
 	str(m, "escalation", d.Escalation)
 	str(m, "detail", d.Detail)
@@ -81,6 +98,31 @@ func (d *Request) Map() map[string]any {
 	str(m, "host_header", d.HostHeader)
 	if d.Limit != 0 {
 		m["limit"], m["content_length"] = d.Limit, d.ContentLength
+	}
+	return m
+}
+
+// AdminRefusals is the data of a request record (door admin, reason
+// admin_refused) that sums up the admin calls refused for their token
+// since the last such record: refusals are counted, never recorded one by
+// one, so that a caller without a token cannot grow the ledger.
+type AdminRefusals struct {
+	Door         string `json:"door"`
+	Refused      int    `json:"refused"`
+	MissingToken int    `json:"missing_token,omitempty"`
+	BadToken     int    `json:"bad_token,omitempty"`
+	MissingScope int    `json:"missing_scope,omitempty"`
+	Since        string `json:"since"`
+	Until        string `json:"until"`
+}
+
+// Map returns the stored data member.
+func (d *AdminRefusals) Map() map[string]any {
+	m := map[string]any{"door": d.Door, "refused": d.Refused, "since": d.Since, "until": d.Until}
+	for k, n := range map[string]int{"missing_token": d.MissingToken, "bad_token": d.BadToken, "missing_scope": d.MissingScope} {
+		if n != 0 {
+			m[k] = n
+		}
 	}
 	return m
 }

@@ -11,7 +11,7 @@ type mapper interface{ Map() map[string]any }
 
 func allData() []mapper {
 	return []mapper{&Request{}, &Forward{}, &Signature{}, &Refusal{}, &Expiry{}, &Token{},
-		&OverrideRequest{}, &Config{}, &Checkpoint{}, &Archive{}}
+		&OverrideRequest{}, &Config{}, &Checkpoint{}, &Archive{}, &AdminRefusals{}}
 }
 
 // fill sets every field of the struct v points to to a non-zero value.
@@ -87,8 +87,8 @@ func TestMapOmitsWhatWasNeverWritten(t *testing.T) {
 		d    mapper
 		want []string
 	}{
-		{"refused request", &Request{Door: "sidecar", Method: "GET", URL: "http://erp/x"}, []string{"door", "method", "url"}},
-		{"empty body", &Request{Door: "sidecar", Method: "GET", URL: "u", BodySHA256: "e3b0"}, []string{"body_sha256", "body_size", "door", "method", "url"}},
+		{"refused request", &Request{Door: "sidecar", Method: "GET", URL: "http://erp/x"}, []string{"caller_verified", "door", "method", "url"}},
+		{"empty body", &Request{Door: "sidecar", Method: "GET", URL: "u", BodySHA256: "e3b0"}, []string{"body_sha256", "body_size", "caller_verified", "door", "method", "url"}},
 		{"forward error", &Forward{RequestRecord: 3, Error: "refused"}, []string{"delivered", "error", "latency_ms", "latency_us", "request_record"}},
 		{"tunnel closed", &Forward{RequestRecord: 3, Tunnel: true}, []string{"bytes_down", "bytes_up", "latency_ms", "latency_us", "request_record"}},
 		{"config without principals", &Config{}, []string{"gateway_key", "manifest_file", "manifest_version", "proxy_addr", "proxy_version", "upstream"}},

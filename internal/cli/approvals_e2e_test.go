@@ -59,7 +59,10 @@ func (e *env) decide(id, who, keyName, decision string, signedAt time.Time, muta
 func (e *env) post(path string, body any) (int, map[string]any) {
 	e.t.Helper()
 	b, _ := json.Marshal(body)
-	resp, err := http.Post(e.admin+path, "application/json", bytes.NewReader(b))
+	req, _ := http.NewRequest("POST", e.admin+path, bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+e.token)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -68,6 +71,18 @@ func (e *env) post(path string, body any) (int, map[string]any) {
 	var m map[string]any
 	json.Unmarshal(raw, &m)
 	return resp.StatusCode, m
+}
+
+// capability is an approved request's capability token, read from the
+// approvals service: no admin answer carries one (the ERP receives it on
+// the forwarded request).
+func (e *env) capability(id string) string {
+	e.t.Helper()
+	a, err := e.srv.Approvals().Get(id)
+	if err != nil || a.Token == "" {
+		e.t.Fatalf("capability of %s: %v (token %q)", id, err, a.Token)
+	}
+	return a.Token
 }
 
 func (e *env) approval(id string) approvals.Approval {
@@ -139,7 +154,7 @@ func TestQuarterEndEntryHeldThenDuallyApproved(t *testing.T) {
 	}
 	var out bytes.Buffer
 	if code := runCLI(t, &out, "approve", id, "--as", "cfo@corp.example", "--key", filepath.Join(e.keyDir, "cfo.key"),
-		"--reason", "ASC 606 criteria met", "--admin", e.admin); code != 0 {
+		"--reason", "ASC 606 criteria met", "--admin", e.admin, "--admin-token", e.token); code != 0 {
 		t.Fatalf("CLI approve exit %d: %s", code, out.String())
 	}
 	if !strings.Contains(out.String(), "approval is now pending") || e.erp.Stats().Total != 0 {
@@ -369,7 +384,7 @@ func TestCapabilityTokensAreBoundAndSingleUseAcrossRestarts(t *testing.T) {
 		if code, m := e.decide(id, "fm@corp.example", "fm", "approve", e.clock.Now()); code != 200 {
 			t.Fatalf("approve: %d %v", code, m)
 		}
-		return id, e.approval(id).Token
+		return id, e.capability(id)
 	}
 	_, tokA := approve(accrual250k)
 	other := strings.Replace(accrual250k, "250000", "250001", 1)

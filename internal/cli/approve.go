@@ -3,11 +3,14 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -16,13 +19,19 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
+	"github.com/uapk-gateway/uapk-proxy/internal/adminauth"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 )
 
 // adminClient talks to a running proxy's admin API.
 type adminClient struct {
-	base string
-	http *http.Client
+	base    string
+	token   string // --admin-token
+	dataDir string // --data-dir: where DATA/admin.token is
+	http    *http.Client
+	// identityFile, when set, is a file holding the caller's identity
+	// token, sent as X-UAPK-On-Behalf-Of (override requests).
+	identityFile string
 }
 
 func adminFlag(cmd *cobra.Command, c *adminClient) {
@@ -31,12 +40,44 @@ func adminFlag(cmd *cobra.Command, c *adminClient) {
 		def = v
 	}
 	cmd.Flags().StringVar(&c.base, "admin", def, "admin API of the running proxy (env UAPK_ADMIN)")
-	c.http = &http.Client{Timeout: 30 * time.Second}
+	cmd.Flags().StringVar(&c.token, "admin-token", "", "admin API token (default env UAPK_ADMIN_TOKEN, else the file admin.token under --data-dir)")
+	cmd.Flags().StringVar(&c.dataDir, "data-dir", "./data", "the proxy's data directory, where serve wrote admin.token (env UAPK_DATA_DIR)")
+	c.http = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Proxy: nil}}
+}
+
+// bearer finds the admin token: --admin-token, UAPK_ADMIN_TOKEN, or the
+// token serve wrote under the data directory.
+func (c *adminClient) bearer(cmd *cobra.Command) (string, error) {
+	if c.token != "" {
+		return c.token, nil
+	}
+	if v := os.Getenv("UAPK_ADMIN_TOKEN"); v != "" {
+		return strings.TrimSpace(v), nil
+	}
+	dir := c.dataDir
+	if !cmd.Flags().Changed("data-dir") {
+		if v := os.Getenv("UAPK_DATA_DIR"); v != "" {
+			dir = v
+		}
+	}
+	path := filepath.Join(dir, adminauth.FileName)
+	tok, err := adminauth.ReadTokenFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", exitf(2, "%v: give --admin-token or UAPK_ADMIN_TOKEN, or --data-dir of the proxy (no %s)", adminauth.ErrNoToken, path)
+	}
+	if err != nil {
+		return "", exitf(2, "%v", err)
+	}
+	return tok, nil
 }
 
 // call sends a JSON request and decodes a JSON answer; a non-2xx answer is
 // an error carrying the server's reason.
-func (c *adminClient) call(method, path string, in, out any) error {
+func (c *adminClient) call(cmd *cobra.Command, method, path string, in, out any) error {
+	tok, err := c.bearer(cmd)
+	if err != nil {
+		return err
+	}
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -50,6 +91,14 @@ func (c *adminClient) call(method, path string, in, out any) error {
 		return exitf(2, "--admin %q: %v", c.base, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	if c.identityFile != "" {
+		id, err := os.ReadFile(c.identityFile)
+		if err != nil {
+			return exitf(2, "--identity-token: %v", err)
+		}
+		req.Header.Set("X-UAPK-On-Behalf-Of", strings.TrimSpace(string(id)))
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return exitf(1, "admin API %s: %v (is the proxy running? see --admin)", c.base, err)
@@ -84,7 +133,7 @@ func newPending() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var res struct{ Approvals []approvals.Approval }
-			if err := c.call("GET", "/v1/approvals?status=pending", nil, &res); err != nil {
+			if err := c.call(cmd, "GET", "/v1/approvals?status=pending", nil, &res); err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
@@ -114,7 +163,7 @@ func newShow() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var a approvals.Approval
-			if err := c.call("GET", "/v1/approvals/"+url.PathEscape(args[0]), nil, &a); err != nil {
+			if err := c.call(cmd, "GET", "/v1/approvals/"+url.PathEscape(args[0]), nil, &a); err != nil {
 				return err
 			}
 			if asJSON {
@@ -288,7 +337,7 @@ func newDecide(decision string) *cobra.Command {
 			}
 			id := args[0]
 			var a approvals.Approval
-			if err := c.call("GET", "/v1/approvals/"+url.PathEscape(id), nil, &a); err != nil {
+			if err := c.call(cmd, "GET", "/v1/approvals/"+url.PathEscape(id), nil, &a); err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
@@ -302,7 +351,7 @@ func newDecide(decision string) *cobra.Command {
 				Signature: approvals.Sign(key, a.ID, a.Digest, decision, as, signedAt),
 			}
 			var after approvals.Approval
-			if err := c.call("POST", "/v1/approvals/"+url.PathEscape(id)+"/decisions", sub, &after); err != nil {
+			if err := c.call(cmd, "POST", "/v1/approvals/"+url.PathEscape(id)+"/decisions", sub, &after); err != nil {
 				return err
 			}
 			fmt.Fprintf(out, "\n%s: %s signed %q; approval is now %s\n", id, as, decision, after.Status)
@@ -335,7 +384,7 @@ func newOverride() *cobra.Command {
 				r.MaxUses = &maxUses
 			}
 			var a approvals.Approval
-			if err := c.call("POST", "/v1/overrides", r, &a); err != nil {
+			if err := c.call(cmd, "POST", "/v1/overrides", r, &a); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "override %s requested: %s for %s, needs %s\nmax amount: %s\nmax uses: %s\napprove with: uapk-proxy approve %s --as ID --key FILE\nthen fetch the token with: uapk-proxy override show %s\n",
@@ -349,6 +398,7 @@ func newOverride() *cobra.Command {
 	req.Flags().StringVar(&r.RequestedBy, "requested-by", "", "who asks (cannot approve it)")
 	req.Flags().StringVar(&maxAmount, "max-amount", "", "the most one request may carry, e.g. 250000.00 (default: the action's amount_cap; above it the escalation's roles approve too)")
 	req.Flags().IntVar(&maxUses, "max-uses", 0, "how many requests it may let through (default: the manifest's override.max_uses, else no limit within its duration)")
+	req.Flags().StringVar(&c.identityFile, "identity-token", "", "file holding the requester's identity token (JWT), required when the proxy has identity configured")
 	adminFlag(req, c)
 
 	sc := &adminClient{}
@@ -358,7 +408,7 @@ func newOverride() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var a approvals.Approval
-			if err := sc.call("GET", "/v1/overrides/"+url.PathEscape(args[0]), nil, &a); err != nil {
+			if err := sc.call(cmd, "GET", "/v1/overrides/"+url.PathEscape(args[0]), nil, &a); err != nil {
 				return err
 			}
 			describeApproval(cmd.OutOrStdout(), &a)

@@ -23,6 +23,7 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/internal/server"
 
 	"github.com/uapk-gateway/uapk-proxy/examples/erp-mock/erpmock"
+	"github.com/uapk-gateway/uapk-proxy/internal/adminauth"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
 	"github.com/uapk-gateway/uapk-proxy/verifier"
@@ -48,6 +49,7 @@ type env struct {
 	logs    *syncBuffer
 	sidecar string // base URL of the sidecar door
 	admin   string // base URL of the admin API
+	token   string // the admin token serve wrote to DATA/admin.token
 	keyDir  string // approvers' key pairs: NAME.key / NAME.pub
 }
 
@@ -137,6 +139,11 @@ func (e *env) start() {
 	e.srv = srv
 	e.sidecar = "http://" + srv.SidecarAddr.String()
 	e.admin = "http://" + srv.AdminAddr.String()
+	tok, err := adminauth.ReadTokenFile(filepath.Join(e.opts.DataDir, adminauth.FileName))
+	if err != nil {
+		e.t.Fatalf("admin token: %v", err)
+	}
+	e.token = tok
 	e.t.Cleanup(func() { e.stop() })
 }
 
@@ -188,7 +195,9 @@ func (e *env) do(method, path, body string, headers ...string) reply {
 
 func (e *env) adminGet(path string, into any) int {
 	e.t.Helper()
-	resp, err := http.Get(e.admin + path)
+	req, _ := http.NewRequest("GET", e.admin+path, nil)
+	req.Header.Set("Authorization", "Bearer "+e.token)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -521,7 +530,7 @@ func TestChainHoldsOneDecisionPerRequestInOrderAndVerifies(t *testing.T) {
 		t.Fatalf("live verify %d %+v", code, rep)
 	}
 	if _, err := exec.LookPath("python3"); err == nil {
-		out, err := exec.Command("python3", "../../examples/verify-chain/verify_chain.py", "--url", e.admin).CombinedOutput()
+		out, err := exec.Command("python3", "../../examples/verify-chain/verify_chain.py", "--url", e.admin, "--header", "Authorization: Bearer "+e.token).CombinedOutput()
 		if err != nil || !strings.HasPrefix(string(out), "ok:") {
 			t.Errorf("independent verifier: %v: %s", err, out)
 		}

@@ -72,7 +72,7 @@ func playSeedScenario(t *testing.T, e *env) scenario {
 		"X-UAPK-Justification", "contracts meet ASC 606 criteria before quarter end"))
 	approve(s.adjustment, "cfo@corp.example", "cfo")
 	approve(s.adjustment, "controller@corp.example", "controller")
-	must(e.do("POST", "/api/v1/journal-entries", adjust1200k, "X-UAPK-Capability", e.approval(s.adjustment).Token), 201)
+	must(e.do("POST", "/api/v1/journal-entries", adjust1200k, "X-UAPK-Capability", e.capability(s.adjustment)), 201)
 
 	s.rejected = pendingID(t, e.do("POST", "/api/v1/journal-entries", strings.Replace(accrual250k, "250000", "310000", 1),
 		"X-UAPK-On-Behalf-Of", "fm2@corp.example"))

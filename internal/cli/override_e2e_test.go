@@ -15,7 +15,7 @@ func requestOverride(t *testing.T, e *env, extra ...string) string {
 	t.Helper()
 	var out bytes.Buffer
 	args := append([]string{"override", "request", "--action", "journal_entry", "--duration", "4h",
-		"--justification", "quarter-end close; ERP approval queue down", "--requested-by", "accountant@corp.example", "--admin", e.admin}, extra...)
+		"--justification", "quarter-end close; ERP approval queue down", "--requested-by", "accountant@corp.example", "--admin", e.admin, "--admin-token", e.token}, extra...)
 	if code := runCLI(t, &out, args...); code != 0 {
 		t.Fatalf("override request %v: exit %d: %s", extra, code, out.String())
 	}
@@ -75,7 +75,7 @@ func TestOverrideBoundsThroughTheProxy(t *testing.T) {
 		t.Fatalf("third use: %d %s", r.status, r.body)
 	}
 	var out bytes.Buffer
-	if code := runCLI(t, &out, "override", "show", id, "--admin", e.admin); code != 0 ||
+	if code := runCLI(t, &out, "override", "show", id, "--admin", e.admin, "--admin-token", e.token); code != 0 ||
 		!strings.Contains(out.String(), "2 (2 used)") || !strings.Contains(out.String(), "amount_cap bounds each request") {
 		t.Errorf("override show: exit %d:\n%s", code, out.String())
 	}
@@ -83,7 +83,7 @@ func TestOverrideBoundsThroughTheProxy(t *testing.T) {
 	// --max-amount above the cap: the cfo alone does not approve it.
 	out.Reset()
 	id = requestOverride(t, e, "--max-amount", "5000000.00")
-	runCLI(t, &out, "show", id, "--admin", e.admin)
+	runCLI(t, &out, "show", id, "--admin", e.admin, "--admin-token", e.token)
 	if !strings.Contains(out.String(), "5000000 per request") || !strings.Contains(out.String(), "cfo + controller") {
 		t.Errorf("show: %s", out.String())
 	}

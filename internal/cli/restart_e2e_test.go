@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
+	"github.com/uapk-gateway/uapk-proxy/internal/adminauth"
 	"github.com/uapk-gateway/uapk-proxy/checkpoint"
 	"github.com/uapk-gateway/uapk-proxy/examples/erp-mock/erpmock"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
@@ -299,10 +300,14 @@ func TestSIGTERMUnderLoadLosesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	adminClient := &http.Client{Transport: heldTr}
+	adminToken, err := adminauth.ReadTokenFile(filepath.Join(dataDir, adminauth.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i, h := range held {
 		id := h.out.header.Get("X-UAPK-Approval-Id")
 		var a approvals.Approval
-		if o := sendRequest(ctx, adminClient, "GET", p2.admin+"/v1/approvals/"+id, ""); o.err != nil || o.status != 200 {
+		if o := sendRequest(ctx, adminClient, "GET", p2.admin+"/v1/approvals/"+id, "", "Authorization", "Bearer "+adminToken); o.err != nil || o.status != 200 {
 			t.Fatalf("held %d: GET approval after restart: %d %v %s", i, o.status, o.err, o.body)
 		} else if err := json.Unmarshal(o.body, &a); err != nil {
 			t.Fatal(err)
@@ -313,7 +318,7 @@ func TestSIGTERMUnderLoadLosesNothing(t *testing.T) {
 		at := time.Now().UTC().Format(time.RFC3339)
 		sub, _ := json.Marshal(approvals.Submission{Approver: "fm@corp.example", Decision: "approve", Reason: "accrual reviewed",
 			SignedAt: at, Signature: approvals.Sign(fmKey, id, a.Digest, "approve", "fm@corp.example", at)})
-		o := sendRequest(ctx, adminClient, "POST", p2.admin+"/v1/approvals/"+id+"/decisions", string(sub))
+		o := sendRequest(ctx, adminClient, "POST", p2.admin+"/v1/approvals/"+id+"/decisions", string(sub), "Authorization", "Bearer "+adminToken)
 		var st struct{ Status string }
 		_ = json.Unmarshal(o.body, &st)
 		if o.err != nil || o.status != 200 || st.Status != "approved" {

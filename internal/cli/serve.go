@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/uapk-gateway/uapk-proxy/internal/adminauth"
 	"github.com/uapk-gateway/uapk-proxy/internal/ca"
 	"github.com/uapk-gateway/uapk-proxy/internal/server"
 	"github.com/uapk-gateway/uapk-proxy/proxy"
@@ -38,14 +39,16 @@ type serveOptions struct {
 	CADir       string
 	UpstreamCA  string
 	Config      string
+	AdminTokens string
 	LogLevel    string
 	PrintConfig bool
 	Grace       time.Duration
 	// UpstreamTimeout bounds one ERP exchange; 0 (a test's options) is 30s.
 	UpstreamTimeout time.Duration
 
-	archive      *archiveFile  // the config file's archive: section
-	segmentEvery time.Duration // archive.segment_interval, parsed
+	adminTokens  *adminauth.Set // --admin-tokens, read; nil: DATA/admin.token
+	archive      *archiveFile   // the config file's archive: section
+	segmentEvery time.Duration  // archive.segment_interval, parsed
 
 	now         func() time.Time // the gate's clock; tests stand it anywhere in the week
 	expiryEvery time.Duration    // how often pending approvals are checked for expiry
@@ -97,6 +100,7 @@ func newServe() *cobra.Command {
 	f.StringVar(&o.MaxResponse, "max-response", "64MiB", "largest ERP answer relayed; above it the agent gets 502 and the forward record says why")
 	f.StringVar(&o.CADir, "ca-dir", "", "this install's CA (from 'ca init') for HTTPS interception")
 	f.StringVar(&o.UpstreamCA, "upstream-ca", "", "extra PEM bundle trusted for ERP TLS")
+	f.StringVar(&o.AdminTokens, "admin-tokens", "", "YAML file of admin API tokens (name, sha256, scopes); default a generated DATA/admin.token with every scope")
 	f.StringVar(&o.Config, "config", "", "YAML file with any of these flags as keys (dashes as underscores)")
 	f.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&o.PrintConfig, "print-config", false, "print the effective configuration and exit")
@@ -170,6 +174,14 @@ func (o *serveOptions) load() (*rules.Manifest, *rules.Principals, []string) {
 	}
 	if o.UpstreamTimeout < 0 {
 		problems = append(problems, o.flag("upstream-timeout")+" must not be negative")
+	}
+	o.adminTokens = nil
+	if o.AdminTokens != "" {
+		set, err := adminauth.LoadFile(o.AdminTokens)
+		if err != nil {
+			problems = append(problems, o.flag("admin-tokens")+": "+err.Error())
+		}
+		o.adminTokens = set
 	}
 	var archiveProblems []string
 	o.archive, o.segmentEvery, archiveProblems = readArchive(o.Config)
@@ -270,7 +282,7 @@ func startServer(o *serveOptions, logw io.Writer) (*server.Server, error) {
 		DataDir: o.DataDir, MaxBody: maxBody, MaxResponse: maxResp, CA: authority, UpstreamTLS: upstreamTLS,
 		UpstreamCAFile: o.UpstreamCA, LogLevel: level, Grace: o.Grace, Version: version, UpstreamTimeout: o.UpstreamTimeout,
 		SegmentRecords: o.archive.SegmentRecords, SegmentInterval: o.segmentEvery,
-		Now: o.now, ExpiryEvery: o.expiryEvery, Dial: o.dial,
+		Now: o.now, ExpiryEvery: o.expiryEvery, Dial: o.dial, AdminTokens: o.adminTokens,
 	}
 	if s3 := o.archive.S3; s3 != nil {
 		cfg.S3 = &server.S3{Bucket: s3.Bucket, Prefix: s3.Prefix, Region: s3.Region, Endpoint: s3.Endpoint, PathStyle: s3.PathStyle}

@@ -22,6 +22,7 @@ type Metrics struct {
 	appendSeconds   prometheus.Histogram
 	batchRecords    prometheus.Histogram
 	appendFailures  prometheus.Counter
+	adminRefused    *prometheus.CounterVec
 }
 
 // Sources are read at scrape time for the gauges.
@@ -69,9 +70,12 @@ func New(reg prometheus.Registerer, version string, src Sources) *Metrics {
 		appendFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "uapk_ledger_commit_failures_total", Help: "Ledger group commits that failed (nothing in them was forwarded).",
 		}),
+		adminRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "uapk_admin_refused_total", Help: "Admin API calls refused for their token, by reason (missing_token, bad_token, missing_scope).",
+		}, []string{"reason"}),
 	}
 	reg.MustRegister(m.requests, m.decisionSeconds, m.upstreamSeconds, m.upstreamErrors, m.approvalWait,
-		m.appendSeconds, m.batchRecords, m.appendFailures)
+		m.appendSeconds, m.batchRecords, m.appendFailures, m.adminRefused)
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "uapk_build_info", Help: "Build of the running proxy.",
 		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
@@ -119,6 +123,11 @@ func (m *Metrics) Upstream(door string, took time.Duration, err error) {
 // ApprovalCompleted implements approvals.Observer.
 func (m *Metrics) ApprovalCompleted(action, status string, waited time.Duration) {
 	m.approvalWait.WithLabelValues(action, status).Observe(waited.Seconds())
+}
+
+// AdminRefused counts one admin call refused for its token.
+func (m *Metrics) AdminRefused(reason string) {
+	m.adminRefused.WithLabelValues(reason).Inc()
 }
 
 // Commit is the ledger's OnCommit hook.

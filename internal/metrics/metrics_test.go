@@ -35,11 +35,14 @@ func TestExpositionGolden(t *testing.T) {
 	m.ApprovalCompleted("journal_entry", "approved", 23*time.Minute)
 	m.Commit(16, 3*time.Millisecond, nil)
 	m.Commit(0, time.Millisecond, errors.New("disk full"))
+	m.AdminRefused("missing_token")
+	m.AdminRefused("missing_token")
+	m.AdminRefused("missing_scope")
 
 	names := []string{"uapk_requests_total", "uapk_decision_duration_seconds", "uapk_upstream_duration_seconds",
 		"uapk_upstream_errors_total", "uapk_approval_wait_seconds", "uapk_ledger_commit_duration_seconds",
 		"uapk_ledger_batch_records", "uapk_ledger_commit_failures_total", "uapk_held_connections",
-		"uapk_pending_approvals", "uapk_archive_backlog_records", "uapk_archive_backlog_seconds"}
+		"uapk_pending_approvals", "uapk_archive_backlog_records", "uapk_archive_backlog_seconds", "uapk_admin_refused_total"}
 	if *update {
 		mfs, err := reg.Gather()
 		if err != nil {

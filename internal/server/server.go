@@ -5,6 +5,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
@@ -28,6 +29,7 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/archive"
 	"github.com/uapk-gateway/uapk-proxy/evidence"
 	"github.com/uapk-gateway/uapk-proxy/gate"
+	"github.com/uapk-gateway/uapk-proxy/internal/adminauth"
 	"github.com/uapk-gateway/uapk-proxy/internal/approvalstore"
 	"github.com/uapk-gateway/uapk-proxy/internal/ca"
 	"github.com/uapk-gateway/uapk-proxy/internal/cumulative"
@@ -69,6 +71,20 @@ type Config struct {
 	S3              *S3 // nil: the archive is DATA/archive
 	SegmentRecords  int
 	SegmentInterval time.Duration
+
+	// AdminTokens are the admin API's tokens (--admin-tokens); nil: the
+	// generated DATA/admin.token, written at first start.
+	AdminTokens *adminauth.Set
+	// Identity verifies callers' X-UAPK-On-Behalf-Of tokens (identity:);
+	// nil: the header is taken as asserted.
+	Identity gate.Identity
+	// Credential is the ERP credential the doors set (upstream_auth:);
+	// CredentialReady, with it, reports whether it is usable, for /readyz.
+	Credential      proxy.Credential
+	CredentialReady func() error
+	// RefusalSummaryEvery is how often refused admin calls are summed up
+	// in a ledger record (default 1m).
+	RefusalSummaryEvery time.Duration
 
 	// Now is the gate's clock (tests stand it anywhere in the week).
 	Now func() time.Time
@@ -217,6 +233,21 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 	if created {
 		log.Info().Str("path", filepath.Join(o.DataDir, "gateway.key")).Msg("created the gateway key")
 	}
+	adminTokens := o.AdminTokens
+	if adminTokens == nil {
+		var path string
+		if adminTokens, path, created, err = adminauth.LoadOrCreate(o.DataDir); err != nil {
+			closeListeners()
+			return nil, failf(2, "admin token: %v", err)
+		}
+		if created {
+			log.Info().Str("path", path).Msg("created the admin token (every scope); the CLI reads it from the data directory")
+		}
+	}
+	log.Info().Str("source", adminTokens.Source).Int("tokens", adminTokens.Len()).Msg("admin API requires a bearer token")
+	if o.Identity == nil {
+		log.Warn().Msg("no identity configured: X-UAPK-On-Behalf-Of is taken as the agent asserts it, and records say caller_verified false")
+	}
 	s := &Server{log: log, errc: make(chan error, 4), grace: o.Grace, AdminAddr: adminLn.Addr()}
 	if sideLn != nil {
 		s.SidecarAddr = sideLn.Addr()
@@ -277,7 +308,7 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 	}
 	s.gate, err = gate.New(gate.Config{
 		Engine: engine, Ledger: l, Approvals: s.approvals, Logger: log, Now: o.Now, Observer: mx,
-		Cumulative: sums,
+		Cumulative: sums, Identity: o.Identity,
 	})
 	if err != nil {
 		return fail(1, err)
@@ -298,7 +329,7 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 	if o.Upstream != "" {
 		s.sidecar, err = proxy.NewSidecar(proxy.SidecarConfig{
 			Gate: s.gate, Upstream: o.Upstream, MaxBody: int(maxBody), MaxResponse: int(maxResp), Logger: log, TLS: upstreamTLS,
-			UpstreamTimeout: o.UpstreamTimeout,
+			UpstreamTimeout: o.UpstreamTimeout, Credential: o.Credential,
 		})
 		if err != nil {
 			return fail(2, err)
@@ -307,7 +338,7 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 	if o.ProxyAddr != "" {
 		s.forward, err = proxy.NewForward(proxy.ForwardConfig{
 			Gate: s.gate, MaxBody: int(maxBody), MaxResponse: int64(maxResp), CA: authority, TLS: upstreamTLS, Logger: log, DialContext: o.Dial,
-			UpstreamTimeout: o.UpstreamTimeout,
+			UpstreamTimeout: o.UpstreamTimeout, Credential: o.Credential,
 		})
 		if err != nil {
 			return fail(2, err)
@@ -322,17 +353,28 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 	if authority != nil {
 		caPEM = authority.CertPEM()
 	}
+	clock := o.Now
+	if clock == nil {
+		clock = time.Now
+	}
+	refused := &refusals{ledger: l, app: m.AppID, policy: m.Hash, now: clock, log: log, observe: mx.AdminRefused}
+	var ready map[string]func() error
+	if o.CredentialReady != nil {
+		ready = map[string]func() error{"upstream_auth": o.CredentialReady}
+	}
 	s.admin = &http.Server{
 		Handler: proxy.NewAdmin(proxy.AdminConfig{Ledger: l, Approvals: s.approvals, Logger: log, Now: o.Now,
 			GatewayKey: gwKey.Public().(ed25519.PublicKey), CACert: caPEM,
-			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-			Archive: func() (any, error) { st := s.archiver.Status(); return st, st.Ready() },
-			Extra:   func(mux *http.ServeMux) { mux.Handle("POST /v1/evidence", evidenceHandler) },
+			Metrics:  promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+			Archive:  func() (any, error) { st := s.archiver.Status(); return st, st.Ready() },
+			Evidence: evidenceHandler,
+			Auth:     adminTokens, Refused: refused.add, Identity: o.Identity, Ready: ready,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	s.stop = make(chan struct{})
-	s.wg.Add(2)
+	s.wg.Add(3)
+	go refused.loop(cmp.Or(o.RefusalSummaryEvery, time.Minute), s.stop, s.wg.Done)
 	go s.expireLoop(o.ExpiryEvery)
 	go func() {
 		// Not the signal context: on shutdown Close seals what is pending first.
