@@ -139,11 +139,13 @@ func (e *env) start() {
 	e.srv = srv
 	e.sidecar = "http://" + srv.SidecarAddr.String()
 	e.admin = "http://" + srv.AdminAddr.String()
-	tok, err := adminauth.ReadTokenFile(filepath.Join(e.opts.DataDir, adminauth.FileName))
-	if err != nil {
-		e.t.Fatalf("admin token: %v", err)
+	if e.opts.AdminTokens == "" {
+		tok, err := adminauth.ReadTokenFile(filepath.Join(e.opts.DataDir, adminauth.FileName))
+		if err != nil {
+			e.t.Fatalf("admin token: %v", err)
+		}
+		e.token = tok
 	}
-	e.token = tok
 	e.t.Cleanup(func() { e.stop() })
 }
 

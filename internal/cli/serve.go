@@ -50,8 +50,9 @@ type serveOptions struct {
 	archive      *archiveFile   // the config file's archive: section
 	segmentEvery time.Duration  // archive.segment_interval, parsed
 
-	now         func() time.Time // the gate's clock; tests stand it anywhere in the week
-	expiryEvery time.Duration    // how often pending approvals are checked for expiry
+	now          func() time.Time // the gate's clock; tests stand it anywhere in the week
+	refusalEvery time.Duration    // how often refused admin calls are summed up (default 1m)
+	expiryEvery  time.Duration    // how often pending approvals are checked for expiry
 	// dial, if set, is how the forward door reaches ERPs and tunnel hosts;
 	// tests map host names to loopback servers with it.
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -283,6 +284,7 @@ func startServer(o *serveOptions, logw io.Writer) (*server.Server, error) {
 		UpstreamCAFile: o.UpstreamCA, LogLevel: level, Grace: o.Grace, Version: version, UpstreamTimeout: o.UpstreamTimeout,
 		SegmentRecords: o.archive.SegmentRecords, SegmentInterval: o.segmentEvery,
 		Now: o.now, ExpiryEvery: o.expiryEvery, Dial: o.dial, AdminTokens: o.adminTokens,
+		RefusalSummaryEvery: o.refusalEvery,
 	}
 	if s3 := o.archive.S3; s3 != nil {
 		cfg.S3 = &server.S3{Bucket: s3.Bucket, Prefix: s3.Prefix, Region: s3.Region, Endpoint: s3.Endpoint, PathStyle: s3.PathStyle}

@@ -1,0 +1,240 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/uapk-gateway/uapk-proxy/internal/adminauth"
+	"github.com/uapk-gateway/uapk-proxy/ledger"
+)
+
+// withTokens serves with an --admin-tokens file holding one token per
+// scope ("tok-read", ...) and "tok-all" with every scope; the env's own
+// calls use tok-all.
+func withTokens(e *env) func(*serveOptions) {
+	return func(o *serveOptions) {
+		doc := "tokens:\n"
+		for _, s := range adminauth.Scopes {
+			doc += "  - {name: " + string(s) + "-tool, sha256: " + adminauth.Hash("tok-"+string(s)) + ", scopes: [" + string(s) + "]}\n"
+		}
+		doc += "  - {name: all, sha256: " + adminauth.Hash("tok-all") + ", scopes: [read, decide, override, evidence]}\n"
+		p := filepath.Join(filepath.Dir(o.Principals), "tokens.yaml")
+		if err := os.WriteFile(p, []byte(doc), 0o600); err != nil {
+			panic(err)
+		}
+		o.AdminTokens = p
+		o.refusalEvery = time.Hour // summed up at stop: one record, whatever the count
+		e.token = "tok-all"
+	}
+}
+
+type adminCall struct {
+	method, path, body string
+	scope              adminauth.Scope // "" : any recognised token
+}
+
+func (e *env) adminDo(c adminCall, token string) (int, []byte) {
+	e.t.Helper()
+	req, _ := http.NewRequest(c.method, e.admin+c.path, strings.NewReader(c.body))
+	if c.body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// TestAdminAPIWantsATokenWithTheScope: every admin endpoint but the public
+// ones answers 401 without a token and 403 without its scope, with the
+// reason; no answer to any token carries a capability token, and an
+// override's token goes only to scope override. The refusals are counted
+// in the metrics and summed up in one ledger record, not one each.
+func TestAdminAPIWantsATokenWithTheScope(t *testing.T) {
+	var e *env
+	holder := &env{}
+	e = newEnv(t, withTokens(holder))
+	e.token = holder.token
+
+	// An approved journal entry (a capability token issued) and an
+	// approved override (an override token issued).
+	r := e.do("POST", "/api/v1/journal-entries", accrual250k, "X-UAPK-On-Behalf-Of", "accountant@corp.example")
+	if r.status != 202 {
+		t.Fatalf("accrual: %d %s", r.status, r.body)
+	}
+	entry := r.header.Get("X-UAPK-Approval-Id")
+	if code, m := e.decide(entry, "fm@corp.example", "fm", "approve", e.clock.Now()); code != 200 || m["status"] != "approved" {
+		t.Fatalf("fm: %d %v", code, m)
+	}
+	ov := requestOverride(t, e)
+	if code, m := e.decide(ov, "cfo@corp.example", "cfo", "approve", e.clock.Now()); code != 200 || m["status"] != "approved" {
+		t.Fatalf("cfo: %d %v", code, m)
+	}
+	head := e.srv.Ledger().Head().Seq
+
+	sub, _ := json.Marshal(map[string]string{"approver": "fm@corp.example", "decision": "approve", "reason": "x",
+		"signed_at": e.clock.Now().Format(time.RFC3339), "signature": "AAAA"})
+	protected := []adminCall{
+		{"GET", "/v1/ledger/head", "", adminauth.Read},
+		{"GET", "/v1/ledger/verify", "", adminauth.Read},
+		{"GET", "/v1/ledger/records?from=1", "", adminauth.Read},
+		{"GET", "/v1/approvals", "", adminauth.Read},
+		{"GET", "/v1/approvals?status=approved", "", adminauth.Read},
+		{"GET", "/v1/approvals/" + entry, "", adminauth.Read},
+		{"GET", "/v1/approvals/" + ov, "", adminauth.Read},
+		{"GET", "/v1/overrides/" + ov, "", adminauth.Read},
+		{"POST", "/v1/approvals/" + entry + "/decisions", string(sub), adminauth.Decide},
+		{"POST", "/v1/overrides", `{"action":"journal_entry","duration":"1h","justification":"j","requested_by":"accountant@corp.example"}`, adminauth.Override},
+		{"POST", "/v1/evidence", `{"from":"2026-01-01","to":"2027-12-31","framework":"SOX"}`, adminauth.Evidence},
+		{"GET", "/v1/no-such-endpoint", "", ""},
+	}
+	refusals := 0
+	for _, c := range protected {
+		for _, tok := range []string{"", "not-a-token", "Bearer-less"} {
+			code, body := e.adminDo(c, tok)
+			want := `"reason": "bad_token"`
+			if tok == "" {
+				want = `"reason": "missing_token"`
+			}
+			if code != 401 || !strings.Contains(string(body), `"error": "unauthenticated"`) || !strings.Contains(string(body), want) {
+				t.Errorf("%s %s with %q: %d %s, want 401 %s", c.method, c.path, tok, code, body, want)
+			}
+			refusals++
+		}
+		for _, s := range adminauth.Scopes {
+			if c.scope == "" || s == c.scope || (c.path == "/v1/overrides/"+ov && s == adminauth.Override) {
+				continue
+			}
+			code, body := e.adminDo(c, "tok-"+string(s))
+			if code != 403 || !strings.Contains(string(body), `"reason": "missing_scope"`) || !strings.Contains(string(body), string(c.scope)) {
+				t.Errorf("%s %s with scope %s: %d %s, want 403 naming scope %s", c.method, c.path, s, code, body, c.scope)
+			}
+			refusals++
+		}
+	}
+	if got := e.srv.Ledger().Head().Seq; got != head {
+		t.Fatalf("refused admin calls wrote %d records", got-head)
+	}
+
+	// The public endpoints need no token.
+	for _, p := range []string{"/livez", "/readyz", "/metrics", "/v1/keys/gateway"} {
+		if code, body := e.adminDo(adminCall{"GET", p, "", ""}, ""); code != 200 {
+			t.Errorf("GET %s without a token: %d %s", p, code, body)
+		}
+	}
+	if code, _ := e.adminDo(adminCall{"GET", "/ca.pem", "", ""}, ""); code != 404 {
+		t.Errorf("GET /ca.pem without a CA: %d, want 404 (not 401)", code)
+	}
+
+	// No answer to any token, however scoped, carries a bearer token,
+	// except an override's to scope override.
+	for _, c := range protected {
+		if c.method != "GET" {
+			continue
+		}
+		for _, tok := range []string{"tok-read", "tok-all", "tok-override"} {
+			code, body := e.adminDo(c, tok)
+			if code == 403 {
+				refusals++ // tok-override reads only overrides
+			}
+			if code/100 != 2 {
+				continue
+			}
+			has := bytes.Contains(body, []byte("v4.public."))
+			wantToken := c.path == "/v1/overrides/"+ov && tok != "tok-read"
+			if has != wantToken {
+				t.Errorf("GET %s to %s: carries a token %v, want %v", c.path, tok, has, wantToken)
+			}
+		}
+	}
+	// What decide and override scopes may do, they do.
+	if code, body := e.adminDo(protected[9], "tok-override"); code != 201 || bytes.Contains(body, []byte("v4.public.")) {
+		t.Errorf("override request with scope override: %d %s", code, body)
+	}
+	if code, body := e.adminDo(protected[10], "tok-evidence"); code != 200 || !bytes.HasPrefix(body, []byte("PK")) {
+		t.Errorf("evidence with scope evidence: %d %.80q", code, body)
+	}
+
+	// The refusals are counted in the metrics...
+	_, metrics := e.adminDo(adminCall{"GET", "/metrics", "", ""}, "")
+	var counted float64
+	for _, line := range strings.Split(string(metrics), "\n") {
+		if strings.HasPrefix(line, "uapk_admin_refused_total{") {
+			var n float64
+			if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &n); err == nil {
+				counted += n
+			}
+		}
+	}
+	if int(counted) != refusals {
+		t.Errorf("uapk_admin_refused_total sums to %v, want %d", counted, refusals)
+	}
+	// ...and summed up in one record when the period ends (here: at stop).
+	dataDir := e.opts.DataDir
+	e.stop()
+	l, err := ledger.Open(filepath.Join(dataDir, "ledger.db"), ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var summaries []ledger.Record
+	l.Range(head+1, l.Head().Seq, func(_ uint64, raw []byte) error {
+		var rec ledger.Record
+		json.Unmarshal(raw, &rec)
+		if rec.Reason == "admin_refused" {
+			summaries = append(summaries, rec)
+		}
+		return nil
+	})
+	if len(summaries) != 1 {
+		t.Fatalf("%d summary records, want 1", len(summaries))
+	}
+	d := summaries[0].Data
+	if d["door"] != "admin" || int(d["refused"].(float64)) != refusals || summaries[0].Decision != "deny" ||
+		int(d["missing_token"].(float64))+int(d["bad_token"].(float64))+int(d["missing_scope"].(float64)) != refusals {
+		t.Errorf("summary %+v, want %d refusals", summaries[0], refusals)
+	}
+}
+
+// TestCLIFindsTheAdminToken: the approver's commands find the token serve
+// generated under the data directory, or take it by flag or environment;
+// without one they say how to give it, and a wrong one is the server's 401.
+func TestCLIFindsTheAdminToken(t *testing.T) {
+	e := newEnv(t)
+	r := e.do("POST", "/api/v1/journal-entries", accrual250k)
+	id := r.header.Get("X-UAPK-Approval-Id")
+	var out bytes.Buffer
+	if code := runCLI(t, &out, "pending", "--admin", e.admin, "--data-dir", e.opts.DataDir); code != 0 || !strings.Contains(out.String(), id) {
+		t.Fatalf("pending --data-dir: exit %d: %s", code, out.String())
+	}
+	out.Reset()
+	t.Setenv("UAPK_ADMIN_TOKEN", e.token)
+	if code := runCLI(t, &out, "show", id, "--admin", e.admin, "--data-dir", t.TempDir()); code != 0 || !strings.Contains(out.String(), id) {
+		t.Fatalf("show with UAPK_ADMIN_TOKEN: exit %d: %s", code, out.String())
+	}
+	t.Setenv("UAPK_ADMIN_TOKEN", "")
+	out.Reset()
+	if code := runCLI(t, &out, "pending", "--admin", e.admin, "--data-dir", t.TempDir()); code != 2 ||
+		!strings.Contains(out.String(), "no admin token") || !strings.Contains(out.String(), "--admin-token") {
+		t.Fatalf("no token: exit %d: %s", code, out.String())
+	}
+	out.Reset()
+	if code := runCLI(t, &out, "pending", "--admin", e.admin, "--admin-token", "wrong"); code != 1 ||
+		!strings.Contains(out.String(), "401") || !strings.Contains(out.String(), "bad_token") {
+		t.Fatalf("wrong token: exit %d: %s", code, out.String())
+	}
+}
