@@ -54,7 +54,7 @@ func envName(flag string) string {
 }
 
 // sections are the config file's keys that are not flags.
-var sections = map[string]bool{"archive": true}
+var sections = map[string]bool{"archive": true, "identity": true, "upstream_auth": true}
 
 // archiveFile is the config file's archive: section (docs/reference.md#configuration-file).
 type archiveFile struct {
@@ -69,32 +69,47 @@ type archiveFile struct {
 	SegmentInterval string `yaml:"segment_interval"`
 }
 
+// readSection decodes the section key of the config file at path into v,
+// strictly (unknown keys are errors). A missing file or section leaves v
+// as it is and reports false.
+func readSection(path, key string, v any) (found bool, problems []string) {
+	if path == "" {
+		return false, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false, nil // reported by configFileValues
+	}
+	var doc map[string]yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return false, nil // reported by configFileValues
+	}
+	node, ok := doc[key]
+	if !ok {
+		return false, nil
+	}
+	if node.Kind != yaml.MappingNode {
+		return true, []string{fmt.Sprintf("config %s: line %d: %s must be a mapping", path, node.Line, key)}
+	}
+	raw, err := yaml.Marshal(&node)
+	if err != nil {
+		return true, []string{fmt.Sprintf("config %s: %s: %v", path, key, err)}
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil {
+		return true, []string{fmt.Sprintf("config %s: %s: %v", path, key, strings.ReplaceAll(err.Error(), "\n", "; "))}
+	}
+	return true, nil
+}
+
 // readArchive decodes the archive: section of the config file at path,
 // strictly, and checks it. A missing file or section is the default:
 // segments under DATA/archive.
 func readArchive(path string) (*archiveFile, time.Duration, []string) {
 	a := &archiveFile{}
-	if path == "" {
-		return a, 0, nil
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return a, 0, nil // reported by configFileValues
-	}
-	var doc struct {
-		Archive yaml.Node `yaml:"archive"`
-	}
-	if err := yaml.Unmarshal(data, &doc); err != nil || doc.Archive.Kind == 0 {
-		return a, 0, nil
-	}
-	raw, err := yaml.Marshal(&doc.Archive)
-	if err != nil {
-		return a, 0, []string{fmt.Sprintf("config %s: archive: %v", path, err)}
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(raw))
-	dec.KnownFields(true)
-	if err := dec.Decode(a); err != nil {
-		return a, 0, []string{fmt.Sprintf("config %s: archive: %v", path, strings.ReplaceAll(err.Error(), "\n", "; "))}
+	if _, problems := readSection(path, "archive", a); len(problems) > 0 {
+		return a, 0, problems
 	}
 	var problems []string
 	if a.S3 != nil && a.S3.Bucket == "" {
@@ -105,6 +120,7 @@ func readArchive(path string) (*archiveFile, time.Duration, []string) {
 	}
 	var every time.Duration
 	if a.SegmentInterval != "" {
+		var err error
 		if every, err = time.ParseDuration(a.SegmentInterval); err != nil || every <= 0 {
 			problems = append(problems, fmt.Sprintf("config %s: archive.segment_interval %q: want a duration such as 1m", path, a.SegmentInterval))
 		}
