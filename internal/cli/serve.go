@@ -21,6 +21,7 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/internal/adminauth"
 	"github.com/uapk-gateway/uapk-proxy/internal/ca"
 	"github.com/uapk-gateway/uapk-proxy/internal/server"
+	"github.com/uapk-gateway/uapk-proxy/internal/upstreamauth"
 	"github.com/uapk-gateway/uapk-proxy/proxy"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
@@ -46,9 +47,10 @@ type serveOptions struct {
 	// UpstreamTimeout bounds one ERP exchange; 0 (a test's options) is 30s.
 	UpstreamTimeout time.Duration
 
-	adminTokens  *adminauth.Set // --admin-tokens, read; nil: DATA/admin.token
-	archive      *archiveFile   // the config file's archive: section
-	segmentEvery time.Duration  // archive.segment_interval, parsed
+	adminTokens  *adminauth.Set       // --admin-tokens, read; nil: DATA/admin.token
+	archive      *archiveFile         // the config file's archive: section
+	upstreamAuth *upstreamauth.Config // the upstream_auth: section; nil: none
+	segmentEvery time.Duration        // archive.segment_interval, parsed
 
 	now          func() time.Time // the gate's clock; tests stand it anywhere in the week
 	refusalEvery time.Duration    // how often refused admin calls are summed up (default 1m)
@@ -184,9 +186,11 @@ func (o *serveOptions) load() (*rules.Manifest, *rules.Principals, []string) {
 		}
 		o.adminTokens = set
 	}
-	var archiveProblems []string
-	o.archive, o.segmentEvery, archiveProblems = readArchive(o.Config)
-	problems = append(problems, archiveProblems...)
+	var more []string
+	o.archive, o.segmentEvery, more = readArchive(o.Config)
+	problems = append(problems, more...)
+	o.upstreamAuth, more = readUpstreamAuth(o.Config)
+	problems = append(problems, more...)
 	return m, p, problems
 }
 
@@ -277,6 +281,10 @@ func startServer(o *serveOptions, logw io.Writer) (*server.Server, error) {
 	maxResp, _ := o.maxResponse()            // checked by load
 	authority, upstreamTLS, _ := o.loadTLS() // checked by load
 	level, _ := zerolog.ParseLevel(o.LogLevel)
+	cred, err := startCredential(o.upstreamAuth, upstreamTLS, logw)
+	if err != nil {
+		return nil, err
+	}
 	cfg := server.Config{
 		Manifest: m, ManifestFile: o.Manifest, Principals: principals, PrincipalsFile: o.Principals,
 		Upstream: o.Upstream, SidecarAddr: o.SidecarAddr, ProxyAddr: o.ProxyAddr, AdminAddr: o.AdminAddr,
@@ -285,6 +293,9 @@ func startServer(o *serveOptions, logw io.Writer) (*server.Server, error) {
 		SegmentRecords: o.archive.SegmentRecords, SegmentInterval: o.segmentEvery,
 		Now: o.now, ExpiryEvery: o.expiryEvery, Dial: o.dial, AdminTokens: o.adminTokens,
 		RefusalSummaryEvery: o.refusalEvery,
+	}
+	if cred != nil {
+		cfg.Credential, cfg.CredentialReady = cred, cred.Ready
 	}
 	if s3 := o.archive.S3; s3 != nil {
 		cfg.S3 = &server.S3{Bucket: s3.Bucket, Prefix: s3.Prefix, Region: s3.Region, Endpoint: s3.Endpoint, PathStyle: s3.PathStyle}
