@@ -44,6 +44,9 @@ type SidecarConfig struct {
 	// Credential, when set, is the ERP credential set on every forwarded
 	// request in place of any the agent sent.
 	Credential Credential
+	// MaxHeaderBytes bounds a request's line and headers (default
+	// DefaultMaxHeaderBytes); each open connection holds a buffer of it.
+	MaxHeaderBytes int
 }
 
 // Sidecar is the door an agent reaches by URL: it forwards to one ERP.
@@ -156,6 +159,7 @@ func NewSidecar(cfg SidecarConfig) (*Sidecar, error) {
 		IdleTimeout:           120 * time.Second,
 		NoDefaultServerHeader: true,
 		CloseOnShutdown:       true,
+		ReadBufferSize:        cmp.Or(cfg.MaxHeaderBytes, DefaultMaxHeaderBytes),
 		Logger:                zlogger{cfg.Logger},
 	}
 	return s, nil
@@ -338,9 +342,22 @@ func (s *Sidecar) handleError(ctx *fasthttp.RequestCtx, err error) {
 		drainBody(ctx.Conn(), max(4*int64(s.maxBody), 32<<20))
 		return
 	}
-	writeFast(ctx, fasthttp.StatusBadRequest, nil, badRequest(err.Error()))
+	// fasthttp's errors quote the request's bytes, tokens included: the
+	// answer says what was wrong, never what was sent.
+	msg := err.Error()
+	var small *fasthttp.ErrSmallBuffer
+	if errors.As(err, &small) || errors.Is(err, fasthttp.ErrSmallReadBuffer) {
+		msg = fmt.Sprintf("the request line and headers are over %d bytes", s.server.ReadBufferSize)
+	} else if i := strings.Index(msg, "contents:"); i >= 0 {
+		msg = strings.TrimRight(msg[:i], " ,:")
+	}
+	writeFast(ctx, fasthttp.StatusBadRequest, nil, badRequest(msg))
 	ctx.SetConnectionClose()
 }
+
+// DefaultMaxHeaderBytes bounds an agent request's line and headers on the
+// sidecar door (fasthttp's read buffer, held by every open connection).
+const DefaultMaxHeaderBytes = 4096
 
 // errSwitched: the ERP answered 101 to a request that asked for no upgrade.
 var errSwitched = errors.New("the ERP switched protocols on a request that asked for none")

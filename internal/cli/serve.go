@@ -20,6 +20,7 @@ import (
 
 	"github.com/uapk-gateway/uapk-proxy/internal/adminauth"
 	"github.com/uapk-gateway/uapk-proxy/internal/ca"
+	"github.com/uapk-gateway/uapk-proxy/internal/identity"
 	"github.com/uapk-gateway/uapk-proxy/internal/server"
 	"github.com/uapk-gateway/uapk-proxy/internal/upstreamauth"
 	"github.com/uapk-gateway/uapk-proxy/proxy"
@@ -50,6 +51,7 @@ type serveOptions struct {
 	adminTokens  *adminauth.Set       // --admin-tokens, read; nil: DATA/admin.token
 	archive      *archiveFile         // the config file's archive: section
 	upstreamAuth *upstreamauth.Config // the upstream_auth: section; nil: none
+	identity     *identity.Config     // the identity: section; nil: none
 	segmentEvery time.Duration        // archive.segment_interval, parsed
 
 	now          func() time.Time // the gate's clock; tests stand it anywhere in the week
@@ -191,6 +193,8 @@ func (o *serveOptions) load() (*rules.Manifest, *rules.Principals, []string) {
 	problems = append(problems, more...)
 	o.upstreamAuth, more = readUpstreamAuth(o.Config)
 	problems = append(problems, more...)
+	o.identity, more = readIdentity(o.Config)
+	problems = append(problems, more...)
 	return m, p, problems
 }
 
@@ -285,6 +289,10 @@ func startServer(o *serveOptions, logw io.Writer) (*server.Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	ident, err := startIdentity(o.identity, upstreamTLS, o.now, logw)
+	if err != nil {
+		return nil, err
+	}
 	cfg := server.Config{
 		Manifest: m, ManifestFile: o.Manifest, Principals: principals, PrincipalsFile: o.Principals,
 		Upstream: o.Upstream, SidecarAddr: o.SidecarAddr, ProxyAddr: o.ProxyAddr, AdminAddr: o.AdminAddr,
@@ -292,7 +300,7 @@ func startServer(o *serveOptions, logw io.Writer) (*server.Server, error) {
 		UpstreamCAFile: o.UpstreamCA, LogLevel: level, Grace: o.Grace, Version: version, UpstreamTimeout: o.UpstreamTimeout,
 		SegmentRecords: o.archive.SegmentRecords, SegmentInterval: o.segmentEvery,
 		Now: o.now, ExpiryEvery: o.expiryEvery, Dial: o.dial, AdminTokens: o.adminTokens,
-		RefusalSummaryEvery: o.refusalEvery,
+		RefusalSummaryEvery: o.refusalEvery, Identity: ident,
 	}
 	if cred != nil {
 		cfg.Credential, cfg.CredentialReady = cred, cred.Ready

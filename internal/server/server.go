@@ -329,7 +329,7 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 	if o.Upstream != "" {
 		s.sidecar, err = proxy.NewSidecar(proxy.SidecarConfig{
 			Gate: s.gate, Upstream: o.Upstream, MaxBody: int(maxBody), MaxResponse: int(maxResp), Logger: log, TLS: upstreamTLS,
-			UpstreamTimeout: o.UpstreamTimeout, Credential: o.Credential,
+			UpstreamTimeout: o.UpstreamTimeout, Credential: o.Credential, MaxHeaderBytes: maxHeaderBytes(o),
 		})
 		if err != nil {
 			return fail(2, err)
@@ -463,6 +463,16 @@ func (s *Server) Close() error {
 	}
 	s.log.Info().Msg("stopped")
 	return errors.Join(errs...)
+}
+
+// maxHeaderBytes is the sidecar door's bound on a request's headers: an
+// identity token may be 8 KiB, so with identity the bound is 16 KiB (each
+// open connection holds a buffer that large, so not without).
+func maxHeaderBytes(o Config) int {
+	if o.Identity != nil {
+		return 16 << 10
+	}
+	return 0
 }
 
 // recordConfig writes a config record at every start, so the chain says
