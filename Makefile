@@ -38,7 +38,7 @@ test: vet minio clients
 # being minimised is reported by go test as a failure.
 FUZZTIME ?= 200000x
 FUZZ_TARGETS := gate:FuzzAmbiguousTarget rules:FuzzAmountAgainstEncodingJSON rules:FuzzDecide \
-	rules:FuzzCheckID approvals:FuzzApply approvals:FuzzOverrideCovers
+	rules:FuzzCheckID approvals:FuzzApply approvals:FuzzOverrideCovers internal/identity:FuzzVerify
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; fn=$${t##*:}; \
