@@ -17,6 +17,12 @@ ADMIN=127.0.0.1:${ADMIN_PORT:-8090}
 PROXY=127.0.0.1:${PROXY_PORT:-8080}
 LOGS=$DATA/demo-logs
 mkdir -p "$LOGS"
+# The admin API wants a bearer token. Without --admin-tokens, serve writes
+# one with every scope to DATA/admin.token at its first start; the CLI finds
+# it with --data-dir, curl and the verifier are given it below. A token in
+# the caller's environment belongs to some other proxy: the CLI would prefer it.
+TOKEN_FILE=$DATA/admin.token
+unset UAPK_ADMIN_TOKEN
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -36,6 +42,8 @@ $BIN/uapk-proxy serve \
   --data-dir "$DATA" 2>"$LOGS/proxy.log" & proxy=$!; pids+=($proxy)
 wait_for "http://$ERP/_mock/stats"
 wait_for "http://$ADMIN/readyz"
+[ -s "$TOKEN_FILE" ] || { echo "demo: no admin token in $TOKEN_FILE; logs in $LOGS" >&2; exit 1; }
+auth() { printf 'Authorization: Bearer %s' "$(cat "$TOKEN_FILE")"; }
 
 call() { # title method path body [headers...]
   local title=$1 method=$2 path=$3 body=$4; shift 4
@@ -73,7 +81,7 @@ echo "== what reached the ERP so far (only the reconciliation should have)"
 curl -fsS "http://$ERP/_mock/stats"; echo
 echo
 echo "== pending approvals (GET /v1/approvals?status=pending)"
-curl -fsS "http://$ADMIN/v1/approvals?status=pending" | python3 -c '
+curl -fsS -H "$(auth)" "http://$ADMIN/v1/approvals?status=pending" | python3 -c '
 import json, sys
 for a in json.load(sys.stdin)["approvals"]:
     print("   %s  %-14s amount %-9s needs %-22s expires %s" % (a["id"], a["action"], a.get("amount", "-"),
@@ -82,7 +90,7 @@ for a in json.load(sys.stdin)["approvals"]:
 echo
 echo "== 6. the finance manager reviews and approves the \$250k accrual with her own key (signed locally)"
 $BIN/uapk-proxy approve "$ID_250K" --as fm@corp.example --key examples/keys/finance-manager.key \
-  --reason "matches the Q3 sales report" --admin "http://$ADMIN" | sed 's/^/   /'
+  --reason "matches the Q3 sales report" --admin "http://$ADMIN" --data-dir "$DATA" | sed 's/^/   /'
 call "7. the agent retries with X-UAPK-Approval-Id: forwarded once, with a capability token" POST /api/v1/journal-entries \
   '{"account":"4000-Revenue","debit":0,"credit":250000,"description":"Q3 product sales accrual","supporting_docs":["sales_report_q3.pdf"]}' \
   "X-UAPK-Approval-Id: $ID_250K"
@@ -90,9 +98,9 @@ call "7. the agent retries with X-UAPK-Approval-Id: forwarded once, with a capab
 echo
 echo "== 8. SOX 302-style dual control on the \$1.2M adjustment: the CFO signs, then the controller"
 $BIN/uapk-proxy approve "$ID_1200K" --as cfo@corp.example --key examples/keys/cfo.key \
-  --reason "ASC 606 criteria met" --admin "http://$ADMIN" | tail -2 | sed 's/^/   /'
+  --reason "ASC 606 criteria met" --admin "http://$ADMIN" --data-dir "$DATA" | tail -2 | sed 's/^/   /'
 $BIN/uapk-proxy approve "$ID_1200K" --as controller@corp.example --key examples/keys/controller.key \
-  --reason "agreed" --admin "http://$ADMIN" | tail -1 | sed 's/^/   /'
+  --reason "agreed" --admin "http://$ADMIN" --data-dir "$DATA" | tail -1 | sed 's/^/   /'
 call "9. the agent retries the \$1.2M entry" POST /api/v1/journal-entries \
   '{"account":"4000-Revenue","amount":1200000,"description":"ASC 606 revenue recognition adjustment"}' \
   "X-UAPK-Approval-Id: $ID_1200K"
@@ -116,9 +124,10 @@ curl -fsS "http://$ERP/_mock/stats"; echo
 
 echo
 echo "== live chain check (GET /v1/ledger/verify)"
-curl -fsS "http://$ADMIN/v1/ledger/verify"
+curl -fsS -H "$(auth)" "http://$ADMIN/v1/ledger/verify"
+echo
 echo "== independent verifier, needing only the record format (docs/reference.md#records)"
-python3 examples/verify-chain/verify_chain.py --url "http://$ADMIN"
+python3 examples/verify-chain/verify_chain.py --url "http://$ADMIN" --token-file "$TOKEN_FILE"
 
 echo
 echo "== stopping the proxy and verifying the ledger file offline"

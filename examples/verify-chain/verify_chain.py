@@ -14,12 +14,19 @@ for seq 1) and JCS is RFC 8785 canonical JSON.
 
 Usage:
     verify_chain.py records.jsonl            # one record per line ("-": stdin)
-    verify_chain.py --url http://127.0.0.1:8090
+    verify_chain.py --url http://127.0.0.1:8090 --token-file DATA/admin.token
+    UAPK_ADMIN_TOKEN=... verify_chain.py --url http://127.0.0.1:8090
     verify_chain.py segment.jsonl --prev HEX # a chain that starts mid-way
+
+The admin API wants a bearer token with scope read: --token-file FILE (one
+token on one line, such as the DATA/admin.token that uapk-proxy serve writes),
+else the environment variable UAPK_ADMIN_TOKEN; it is sent as
+"Authorization: Bearer TOKEN". --header 'Authorization: ...' may give the
+header itself instead.
 
 Exit status: 0 intact ("ok: N records, head SEQ HASH"), 1 broken ("broken at
 seq N: REASON", the first problem found), 2 could not run (bad arguments,
-unreadable file, admin API unreachable).
+unreadable file, admin API unreachable or refusing the token).
 
 Python 3.11+, standard library only.
 """
@@ -29,6 +36,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import sys
 import urllib.error
@@ -294,18 +302,51 @@ def read_jsonl(path: str) -> Iterator[tuple[str, object]]:
                 yield where, Unreadable(str(e), text)
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuses redirects: urllib would send the Authorization header along, to any host."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirect)
+
+HOW_TO_PASS = "pass --token-file FILE (e.g. the proxy's DATA/admin.token) or set UAPK_ADMIN_TOKEN"
+
+
+def _refusal(url: str, e: urllib.error.HTTPError, sent_token: bool) -> str:
+    """A usage error for a 401 or 403, saying how to pass a token."""
+    try:
+        answer = json.loads(e.read(1 << 16).decode("utf-8"))
+        reason = answer.get("reason") if isinstance(answer, dict) else None
+    except (ValueError, OSError):
+        reason = None
+    said = f"HTTP {e.code} {reason or e.reason}"
+    if e.code == 403:
+        return f"GET {url}: {said}: the token was accepted but lacks scope read; use a token with scope read"
+    if sent_token:
+        return f"GET {url}: {said}: the admin API does not accept the token sent; check it, or {HOW_TO_PASS}"
+    return f"GET {url}: {said}: the admin API wants a token with scope read; {HOW_TO_PASS}"
+
+
 def read_admin(base: str, start: int, headers: dict[str, str], timeout: float) -> Iterator[tuple[str, object]]:
     """Pages through GET /v1/ledger/records until an empty page."""
     base = base.rstrip("/")
     frm = start
+    sent_token = any(k.lower() == "authorization" for k in headers)
     while True:
         url = f"{base}/v1/ledger/records?from={frm}&to={frm + PAGE - 1}"
         req = urllib.request.Request(url, headers={"Accept": "application/json", **headers})
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with _opener.open(req, timeout=timeout) as resp:
                 body = resp.read()
         except urllib.error.HTTPError as e:
-            raise UsageError(f"GET {url}: HTTP {e.code} {e.reason}") from None
+            try:
+                if e.code in (401, 403):
+                    raise UsageError(_refusal(url, e, sent_token)) from None
+                raise UsageError(f"GET {url}: HTTP {e.code} {e.reason}") from None
+            finally:
+                e.close()
         except (urllib.error.URLError, OSError) as e:
             raise UsageError(f"GET {url}: {getattr(e, 'reason', e)}") from None
         try:
@@ -328,6 +369,22 @@ def read_admin(base: str, start: int, headers: dict[str, str], timeout: float) -
 
 # --- command line ----------------------------------------------------------------
 
+def read_token_file(path: str) -> str:
+    """The one token on the one line of path."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(4097)
+    except OSError as e:
+        raise UsageError(f"--token-file {path}: {e.strerror or e}") from None
+    try:
+        token = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        token = ""
+    if len(raw) > 4096 or not token or any(c.isspace() for c in token):
+        raise UsageError(f"--token-file {path}: want one token on one line")
+    return token
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description="Verify a uapk-proxy ledger hash chain (record format: docs/reference.md#records), independently of uapk-proxy.")
@@ -336,8 +393,12 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--url", help="admin API base URL, e.g. http://127.0.0.1:8090")
     p.add_argument("--prev", help="hash of the record before the first one, to verify from mid-chain")
     p.add_argument("--from", dest="start", type=int, default=1, help="with --url: first seq to fetch (default 1)")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="with --url: file holding the admin token (scope read) on one line, e.g. the proxy's "
+                        "DATA/admin.token; sent as Authorization: Bearer (default: env UAPK_ADMIN_TOKEN)")
     p.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
-                   help="with --url: extra request header, e.g. for authentication (repeatable)")
+                   help="with --url: extra request header (repeatable); an Authorization header here "
+                        "takes the place of UAPK_ADMIN_TOKEN, and not with --token-file")
     p.add_argument("--timeout", type=float, default=30, help="with --url: seconds per request (default 30)")
     p.add_argument("--strict", action="store_true",
                    help="also check every record has exactly the record format's members, types, kinds and UTC times")
@@ -357,8 +418,19 @@ def main(argv: list[str] | None = None) -> int:
                 if not sep or not name.strip():
                     raise UsageError(f"--header {h!r}: want 'Name: value'")
                 headers[name.strip()] = value.strip()
+            explicit = any(k.lower() == "authorization" for k in headers)
+            if explicit and args.token_file:
+                raise UsageError("--token-file and --header 'Authorization: ...' both give the token; give one")
+            token = read_token_file(args.token_file) if args.token_file else \
+                os.environ.get("UAPK_ADMIN_TOKEN", "").strip()
+            if token and not explicit:
+                if any(c.isspace() for c in token):
+                    raise UsageError("UAPK_ADMIN_TOKEN: want one token, without spaces")
+                headers["Authorization"] = "Bearer " + token
             items = read_admin(args.url, args.start, headers, args.timeout)
         else:
+            if args.token_file:
+                raise UsageError("--token-file goes with --url")
             items = read_jsonl(args.file)
         count, seq, head = verify(items, prev=args.prev, strict=args.strict)
     except Broken as e:

@@ -162,22 +162,39 @@ func python(t *testing.T) string {
 // verify runs the verifier and returns its exit code and standard output.
 func verify(t *testing.T, args ...string) (int, string) {
 	t.Helper()
+	code, stdout, stderr := verifyEnv(t, nil, args...)
+	if code != 0 && stderr != "" {
+		t.Logf("stderr: %s", stderr)
+	}
+	return code, stdout
+}
+
+// verifyEnv runs the verifier with the test's environment, less the admin
+// token and proxy variables, plus env; it returns the exit code, standard
+// output and standard error.
+func verifyEnv(t *testing.T, env []string, args ...string) (int, string, string) {
+	t.Helper()
 	cmd := exec.Command(python(t), append([]string{"verify_chain.py"}, args...)...)
+	for _, kv := range os.Environ() {
+		switch name, _, _ := strings.Cut(kv, "="); strings.ToUpper(name) {
+		case "UAPK_ADMIN_TOKEN", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY":
+		default:
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	var exit *exec.ExitError
 	switch {
 	case err == nil:
-		return 0, stdout.String()
+		return 0, stdout.String(), stderr.String()
 	case errors.As(err, &exit):
-		if stderr.Len() > 0 {
-			t.Logf("stderr: %s", stderr.String())
-		}
-		return exit.ExitCode(), stdout.String()
+		return exit.ExitCode(), stdout.String(), stderr.String()
 	default:
 		t.Fatalf("running verify_chain.py: %v", err)
-		return 0, ""
+		return 0, "", ""
 	}
 }
 
@@ -308,9 +325,79 @@ func TestBrokenChains(t *testing.T) {
 	}
 }
 
+// fakeAdmin serves GET /v1/ledger/records from recs, at most maxPage a
+// page, to a caller with Authorization: Bearer token (401 or 403 with the
+// admin API's bodies otherwise), and keeps the queries it answered.
+type fakeAdmin struct {
+	*httptest.Server
+	mu      sync.Mutex
+	queries []string
+}
+
+// adminToken is the token the fake admin API accepts with scope read;
+// scopelessToken it knows but without read.
+const (
+	adminToken     = "uapk_verify-chain-test-token"
+	scopelessToken = "uapk_evidence-only-token"
+)
+
+func newFakeAdmin(t *testing.T, recs []record, maxPage int) *fakeAdmin {
+	t.Helper()
+	f := &fakeAdmin{}
+	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/ledger/records" {
+			http.NotFound(w, r)
+			return
+		}
+		refuse := func(code int, reason string) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(code)
+			word := map[int]string{401: "unauthenticated", 403: "forbidden"}[code]
+			fmt.Fprintf(w, `{"error":%q,"reason":%q,"message":"see docs/reference.md#admin-api"}`, word, reason)
+		}
+		switch r.Header.Get("Authorization") {
+		case "Bearer " + adminToken:
+		case "Bearer " + scopelessToken:
+			refuse(http.StatusForbidden, "missing_scope")
+			return
+		case "":
+			refuse(http.StatusUnauthorized, "missing_token")
+			return
+		default:
+			refuse(http.StatusUnauthorized, "bad_token")
+			return
+		}
+		f.mu.Lock()
+		f.queries = append(f.queries, r.URL.RawQuery)
+		f.mu.Unlock()
+		from, err1 := strconv.Atoi(r.URL.Query().Get("from"))
+		to, err2 := strconv.Atoi(r.URL.Query().Get("to"))
+		if err1 != nil || err2 != nil {
+			http.Error(w, "bad range", http.StatusBadRequest)
+			return
+		}
+		page := []json.RawMessage{}
+		for i, l := range lines(t, recs) {
+			if seq := recs[i].Seq; seq >= from && seq <= to && len(page) < maxPage {
+				page = append(page, json.RawMessage(l))
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(page)
+	}))
+	t.Cleanup(f.Close)
+	return f
+}
+
+func (f *fakeAdmin) answered() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.queries...)
+}
+
 // TestAdminAPI pages through GET /v1/ledger/records like the verifier does
 // against a running proxy, including a server that sends smaller pages than
-// asked for.
+// asked for. The token comes from UAPK_ADMIN_TOKEN.
 func TestAdminAPI(t *testing.T) {
 	recs := sampleChain(t)
 	for _, tc := range []struct {
@@ -328,38 +415,12 @@ func TestAdminAPI(t *testing.T) {
 		{"gap", 2, append(append([]record(nil), recs[:3]...), recs[4:]...), nil, 1, "broken at seq 4: expected seq 4, found seq 5"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var (
-				mu      sync.Mutex
-				queries []string
-			)
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if r.URL.Path != "/v1/ledger/records" {
-					http.NotFound(w, r)
-					return
-				}
-				mu.Lock()
-				queries = append(queries, r.URL.RawQuery)
-				mu.Unlock()
-				from, err1 := strconv.Atoi(r.URL.Query().Get("from"))
-				to, err2 := strconv.Atoi(r.URL.Query().Get("to"))
-				if err1 != nil || err2 != nil {
-					http.Error(w, "bad range", http.StatusBadRequest)
-					return
-				}
-				page := []json.RawMessage{}
-				for i, l := range lines(t, tc.recs) {
-					if seq := tc.recs[i].Seq; seq >= from && seq <= to && len(page) < tc.maxPage {
-						page = append(page, json.RawMessage(l))
-					}
-				}
-				w.Header().Set("Content-Type", "application/json")
-				json.NewEncoder(w).Encode(page)
-			}))
-			t.Cleanup(srv.Close)
-
-			code, out := verify(t, append(tc.args, "--url", srv.URL)...)
+			t.Parallel() // each case starts a Python process
+			srv := newFakeAdmin(t, tc.recs, tc.maxPage)
+			code, out, stderr := verifyEnv(t, []string{"UAPK_ADMIN_TOKEN=" + adminToken}, append(tc.args, "--url", srv.URL)...)
+			queries := srv.answered()
 			if code != tc.code || !strings.HasPrefix(out, tc.out) {
-				t.Errorf("exit %d %q, want %d %q (queries %v)", code, out, tc.code, tc.out, queries)
+				t.Errorf("exit %d %q, want %d %q (queries %v, stderr %s)", code, out, tc.code, tc.out, queries, stderr)
 			}
 			if tc.maxPage == 1000 && tc.code == 0 {
 				start := 1
@@ -379,6 +440,82 @@ func TestAdminAPI(t *testing.T) {
 	srv.Close()
 	if code, out := verify(t, "--url", srv.URL); code != 2 || out != "" {
 		t.Errorf("unreachable: exit %d %q, want 2", code, out)
+	}
+}
+
+// TestAdminToken: the token reaches the admin API from --token-file (a file
+// like DATA/admin.token), UAPK_ADMIN_TOKEN or --header; a refusal (401,
+// 403) or an unusable token is a usage error (2) that says how to pass one,
+// never a verdict.
+func TestAdminToken(t *testing.T) {
+	recs := sampleChain(t)
+	srv := newFakeAdmin(t, recs, 1000)
+	dir := t.TempDir()
+	file := func(name, content string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	good := file("admin.token", adminToken+"\n")
+	ok := fmt.Sprintf("ok: 6 records, head 6 %s\n", recs[5].Hash)
+	for _, tc := range []struct {
+		name   string
+		env    []string
+		args   []string
+		code   int
+		stderr []string // each must appear in the error
+	}{
+		// UAPK_ADMIN_TOKEN alone: TestAdminAPI. Here a stale one in the
+		// environment loses to the token given on the command line.
+		{"token file", []string{"UAPK_ADMIN_TOKEN=uapk_stale"}, []string{"--token-file", good}, 0, nil},
+		{"header", []string{"UAPK_ADMIN_TOKEN=uapk_stale"}, []string{"--header", "Authorization: Bearer " + adminToken}, 0, nil},
+
+		{"no token", nil, nil, 2, []string{"HTTP 401 missing_token", "--token-file FILE", "UAPK_ADMIN_TOKEN", "scope read"}},
+		{"bad token", []string{"UAPK_ADMIN_TOKEN=uapk_wrong"}, nil, 2, []string{"HTTP 401 bad_token", "does not accept the token", "--token-file FILE"}},
+		{"token without scope read", nil, []string{"--token-file", file("evidence.token", scopelessToken+"\n")}, 2, []string{"HTTP 403 missing_scope", "lacks scope read"}},
+		{"missing token file", nil, []string{"--token-file", filepath.Join(dir, "nope")}, 2, []string{"--token-file", "nope"}},
+		{"two tokens in the file", nil, []string{"--token-file", file("two.token", "a b\n")}, 2, []string{"want one token on one line"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each case starts a Python process
+			code, out, stderr := verifyEnv(t, tc.env, append(tc.args, "--url", srv.URL)...)
+			if tc.code == 0 {
+				if code != 0 || out != ok {
+					t.Errorf("exit %d %q, want 0 %q; stderr %s", code, out, ok, stderr)
+				}
+				return
+			}
+			if code != tc.code || out != "" || !strings.HasPrefix(stderr, "error: ") {
+				t.Errorf("exit %d %q, stderr %q; want %d, nothing on stdout, an error on stderr", code, out, stderr, tc.code)
+			}
+			for _, want := range tc.stderr {
+				if !strings.Contains(stderr, want) {
+					t.Errorf("stderr %q lacks %q", stderr, want)
+				}
+			}
+		})
+	}
+
+	// A redirect is not followed: urllib would send the token to wherever
+	// it points.
+	var elsewhere sync.Map
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Store(r.Header.Get("Authorization"), true)
+		w.Write([]byte("[]"))
+	}))
+	t.Cleanup(other.Close)
+	redirect := httptest.NewServer(http.RedirectHandler(other.URL+"/v1/ledger/records", http.StatusFound))
+	t.Cleanup(redirect.Close)
+	if code, _, stderr := verifyEnv(t, nil, "--token-file", good, "--url", redirect.URL); code != 2 || !strings.Contains(stderr, "HTTP 302") {
+		t.Errorf("redirected: exit %d %q, want 2 and HTTP 302", code, stderr)
+	}
+	elsewhere.Range(func(k, _ any) bool { t.Errorf("the redirect was followed, with Authorization %q", k); return true })
+
+	// A token file is for the admin API only.
+	if code, _, stderr := verifyEnv(t, nil, "--token-file", good, writeLines(t, lines(t, recs))); code != 2 || !strings.Contains(stderr, "--token-file goes with --url") {
+		t.Errorf("--token-file with a file: exit %d %q, want 2", code, stderr)
 	}
 }
 

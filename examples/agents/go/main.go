@@ -5,7 +5,14 @@
 // with X-UAPK-Approval-Id. Standard library only.
 //
 //	go run ./examples/agents/go                                  # sidecar on 127.0.0.1:8081
-//	go run ./examples/agents/go -admin http://127.0.0.1:8090     # poll approvals instead of retrying
+//	UAPK_ADMIN_TOKEN=$(cat agent-read.token) \
+//	  go run ./examples/agents/go -admin http://127.0.0.1:8090   # poll approvals instead of retrying
+//
+// Polling needs an admin token with scope read (-admin-token, or better env
+// UAPK_ADMIN_TOKEN, which ps does not show). An agent should normally hold
+// no admin token at all: without -admin it retries with X-UAPK-Approval-Id,
+// which needs none. If the admin API refuses the token (401 or 403), the
+// agent says so and falls back to retrying.
 //
 // Exit status: 0 every call went through, 1 something was denied, rejected,
 // expired or failed, 2 approvals were still pending when it stopped waiting.
@@ -69,6 +76,7 @@ var quarterEnd = []call{
 type config struct {
 	erp      string        // base URL the agent calls: the sidecar door
 	admin    string        // uapk-proxy admin API, for polling approvals; "" retries instead
+	token    string        // admin token (scope read) for polling
 	wait     time.Duration // how long to wait for approvers in all
 	poll     time.Duration // between two looks at a pending approval
 	timeout  time.Duration // one HTTP request
@@ -88,6 +96,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.erp, "erp", envOr(getenv, "ERP_BASE_URL", "http://127.0.0.1:8081"), "ERP base URL: uapk-proxy's sidecar door (env ERP_BASE_URL)")
 	fs.StringVar(&c.admin, "admin", getenv("UAPK_ADMIN"), "uapk-proxy admin API to poll approvals; empty: retry with X-UAPK-Approval-Id instead (env UAPK_ADMIN)")
+	// The default is not the environment's token: -help would print it.
+	fs.StringVar(&c.token, "admin-token", "", "with -admin: admin token with scope read, sent as Authorization: Bearer (default env UAPK_ADMIN_TOKEN, which ps does not show)")
 	fs.DurationVar(&c.wait, "wait", 15*time.Minute, "how long to wait for approvers (0: do not wait)")
 	fs.DurationVar(&c.poll, "poll", 2*time.Second, "interval between looks at a pending approval")
 	fs.DurationVar(&c.timeout, "timeout", 2*time.Minute, "timeout of one request (keep above the actions' hold)")
@@ -97,6 +107,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if _, err := url.ParseRequestURI(c.erp); err != nil {
 		fmt.Fprintf(stderr, "agent: -erp %q: %v\n", c.erp, err)
 		return 2
+	}
+	if c.token == "" {
+		c.token = getenv("UAPK_ADMIN_TOKEN")
+	}
+	c.token = strings.TrimSpace(c.token)
+	if c.admin != "" && c.token == "" {
+		fmt.Fprintln(stderr, "agent: -admin without an admin token: the admin API will refuse; pass a read-scoped token with UAPK_ADMIN_TOKEN or -admin-token, or leave -admin out to retry with X-UAPK-Approval-Id")
 	}
 	return c.run(ctx)
 }
@@ -214,7 +231,13 @@ func (c *config) run(ctx context.Context) int {
 func (c *config) settle(ctx context.Context, client *http.Client, w tracked) outcome {
 	if c.admin != "" {
 		status, note, err := c.approvalStatus(ctx, client, w.approvalID)
+		var refused *adminRefused
 		switch {
+		case errors.As(err, &refused):
+			// Polling cannot work with this token; retrying needs none.
+			fmt.Fprintf(c.err, "agent: %v; pass a token with scope read in UAPK_ADMIN_TOKEN or -admin-token; waiting by retrying with X-UAPK-Approval-Id instead\n", err)
+			c.admin = ""
+			return c.settle(ctx, client, w)
 		case err != nil:
 			fmt.Fprintf(c.err, "agent: approval %s: %v (will look again)\n", w.approvalID, err)
 			return pending
@@ -251,11 +274,19 @@ func (c *config) approvalStatus(ctx context.Context, client *http.Client, id str
 	if err != nil {
 		return "", "", err
 	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		return "", "", err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		var e struct{ Reason string }
+		_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&e)
+		return "", "", &adminRefused{url: u, status: resp.Status, reason: e.Reason}
+	}
 	if resp.StatusCode != http.StatusOK {
 		return "", "", fmt.Errorf("GET %s: %s", u, resp.Status)
 	}
@@ -277,6 +308,17 @@ func (c *config) approvalStatus(ctx context.Context, client *http.Client, id str
 		}
 	}
 	return a.Status, note, nil
+}
+
+// adminRefused is a 401 or 403 from the admin API: no token, a token it
+// does not know, or one without scope read.
+type adminRefused struct{ url, status, reason string }
+
+func (e *adminRefused) Error() string {
+	if e.reason == "" {
+		return fmt.Sprintf("GET %s: %s", e.url, e.status)
+	}
+	return fmt.Sprintf("GET %s: %s (%s)", e.url, e.status, e.reason)
 }
 
 // errUnguarded means a success answer did not come from uapk-proxy: the

@@ -14,14 +14,20 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/examples/agents/internal/agenttest"
 )
 
-// agentRun runs the agent in the background and returns a function that
-// waits for its exit status and output.
+// agentRun runs the agent in the background with an empty environment and
+// returns a function that waits for its exit status and output.
 func agentRun(t *testing.T, args ...string) func() (int, string) {
+	t.Helper()
+	return agentRunEnv(t, nil, args...)
+}
+
+// agentRunEnv is agentRun with env as the agent's environment.
+func agentRunEnv(t *testing.T, env map[string]string, args ...string) func() (int, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	out := &agenttest.SyncBuffer{}
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, args, func(string) string { return "" }, out, out) }()
+	go func() { done <- run(ctx, args, func(k string) string { return env[k] }, out, out) }()
 	var once sync.Once
 	var code int
 	wait := func() (int, string) {
@@ -54,7 +60,7 @@ func waitPending(t *testing.T, pending func() []string, n int) []string {
 
 func TestQuarterEndWithApprovalsPolled(t *testing.T) {
 	f, door, admin := fakeServers(t)
-	wait := agentRun(t, "-erp", door, "-admin", admin, "-poll", "10ms")
+	wait := agentRun(t, "-erp", door, "-admin", admin, "-admin-token", agenttest.FakeAdminToken, "-poll", "10ms")
 	ids := waitPending(t, f.Pending, 2)
 	for _, id := range ids {
 		f.Approve(id)
@@ -140,10 +146,13 @@ func TestRejectedAndExpiredApprovalsFail(t *testing.T) {
 		t.Run(map[bool]string{true: "polling", false: "retrying"}[admin], func(t *testing.T) {
 			f, door, adminURL := fakeServers(t)
 			args := []string{"-erp", door, "-poll", "10ms"}
+			var env map[string]string
 			if admin {
+				// The token from the environment, as a Job would pass it.
 				args = append(args, "-admin", adminURL)
+				env = map[string]string{"UAPK_ADMIN_TOKEN": agenttest.FakeAdminToken}
 			}
-			wait := agentRun(t, args...)
+			wait := agentRunEnv(t, env, args...)
 			ids := waitPending(t, f.Pending, 2)
 			f.Reject(ids[0], "fm@corp.example", "wrong period")
 			f.Expire(ids[1])
@@ -169,9 +178,48 @@ func TestRejectedAndExpiredApprovalsFail(t *testing.T) {
 	}
 }
 
+// An admin API that refuses the agent (no token, or one it does not know)
+// does not leave the agent polling in vain: it says how to pass a token and
+// waits by retrying with X-UAPK-Approval-Id, which needs none.
+func TestRefusedAdminTokenFallsBackToRetrying(t *testing.T) {
+	for name, tc := range map[string]struct {
+		args        []string
+		warn, wants string
+	}{
+		"no token":  {nil, "-admin without an admin token", "401 Unauthorized (missing_token)"},
+		"bad token": {[]string{"-admin-token", "uapk_not-this-one"}, "", "401 Unauthorized (bad_token)"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f, door, admin := fakeServers(t)
+			wait := agentRun(t, append([]string{"-erp", door, "-admin", admin, "-poll", "10ms"}, tc.args...)...)
+			ids := waitPending(t, f.Pending, 2)
+			agenttest.WaitFor(t, 10*time.Second, func() bool { return countRetries(f, ids[0]) >= 1 }, "a retry")
+			for _, id := range ids {
+				f.Approve(id)
+			}
+			code, out := wait()
+			if code != 0 {
+				t.Fatalf("exit %d, want 0:\n%s", code, out)
+			}
+			for _, want := range []string{tc.warn, tc.wants, "UAPK_ADMIN_TOKEN or -admin-token", "waiting by retrying with X-UAPK-Approval-Id instead",
+				"retry with approval " + ids[1], "done: 3 allowed, 0 failed, 0 still pending"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("output lacks %q:\n%s", want, out)
+				}
+			}
+			if n := strings.Count(out, "waiting by retrying"); n != 1 {
+				t.Errorf("the fallback is reported %d times, want once:\n%s", n, out)
+			}
+			if st := f.ERP.Stats(); st.ByRoute["POST /api/v1/journal-entries"] != 2 {
+				t.Errorf("ERP saw %v, want each journal entry once", st.ByRoute)
+			}
+		})
+	}
+}
+
 func TestNoWaitLeavesApprovalsPending(t *testing.T) {
 	f, door, admin := fakeServers(t)
-	code, out := agentRun(t, "-erp", door, "-admin", admin, "-wait", "0")()
+	code, out := agentRun(t, "-erp", door, "-admin", admin, "-admin-token", agenttest.FakeAdminToken, "-wait", "0")()
 	if code != 2 {
 		t.Fatalf("exit %d, want 2:\n%s", code, out)
 	}
@@ -206,7 +254,7 @@ func TestQuarterEndThroughTheRealProxy(t *testing.T) {
 		t.Skip("builds and runs uapk-proxy")
 	}
 	p := agenttest.StartProxy(t, "../../..")
-	wait := agentRun(t, "-erp", p.Sidecar, "-admin", p.Admin, "-poll", "50ms")
+	wait := agentRun(t, "-erp", p.Sidecar, "-admin", p.Admin, "-admin-token", p.AdminToken, "-poll", "50ms")
 
 	var pending []agenttest.PendingApproval
 	agenttest.WaitFor(t, 20*time.Second, func() bool { pending = p.Pending(t); return len(pending) == 2 }, "two pending approvals")
@@ -229,6 +277,10 @@ func TestQuarterEndThroughTheRealProxy(t *testing.T) {
 	if !regexp.MustCompile(`202 pending  approval=\S+ action=journal_entry needs=cfo\+controller`).MatchString(out) {
 		t.Errorf("output lacks the escalated pending line:\n%s", out)
 	}
+	// Polled with the proxy's token all along: no fallback to retrying.
+	if n := strings.Count(out, ": approved; retrying with X-UAPK-Approval-Id"); n != 2 || strings.Contains(out, "waiting by retrying") {
+		t.Errorf("want both approvals seen by polling the admin API with the token (%d seen):\n%s", n, out)
+	}
 	st := p.ERP.Stats()
 	if st.ByRoute["POST /api/v1/journal-entries"] != 2 || st.ByRoute["POST /api/v1/reconciliations"] != 1 ||
 		st.LeakedUAPKHeaders != 0 || st.Total != 3 {
@@ -236,4 +288,16 @@ func TestQuarterEndThroughTheRealProxy(t *testing.T) {
 	}
 	p.VerifyLive(t)
 	p.Stop(t)
+}
+
+// The token from the environment is not a flag default: -help would print it.
+func TestHelpDoesNotShowTheToken(t *testing.T) {
+	var out bytes.Buffer
+	getenv := func(k string) string { return map[string]string{"UAPK_ADMIN_TOKEN": "uapk_secret-from-env"}[k] }
+	if code := run(context.Background(), []string{"-help"}, getenv, &out, &out); code != 2 {
+		t.Errorf("-help: exit %d, want 2", code)
+	}
+	if !strings.Contains(out.String(), "-admin-token") || strings.Contains(out.String(), "uapk_secret-from-env") {
+		t.Errorf("-help output shows the token, or no -admin-token:\n%s", out.String())
+	}
 }

@@ -12,11 +12,16 @@ It also works with the sidecar door: ERP_BASE_URL=http://127.0.0.1:8081 and
 no proxy variables.
 
     HTTP_PROXY=http://127.0.0.1:8080 ERP_BASE_URL=http://127.0.0.1:9090 \\
-        UAPK_ADMIN=http://127.0.0.1:8090 python3 agent.py
+        UAPK_ADMIN=http://127.0.0.1:8090 UAPK_ADMIN_TOKEN=$(cat agent-read.token) \\
+        python3 agent.py
 
 Approvals are waited for by polling the admin API (UAPK_ADMIN, --admin:
 GET /v1/approvals/ID) or, without it, by retrying with X-UAPK-Approval-Id
-until the answer is no longer 409 not_approved.
+until the answer is no longer 409 not_approved. Polling needs an admin token
+with scope read (UAPK_ADMIN_TOKEN, or --admin-token, which ps shows), sent as
+Authorization: Bearer. An agent should normally hold no admin token at all:
+retrying needs none. If the admin API refuses the token (401 or 403), the
+agent says so and falls back to retrying.
 
 Exit status: 0 every call went through; 1 something was denied, rejected,
 expired or failed; 2 approvals were still pending when it stopped waiting, or
@@ -69,6 +74,10 @@ QUARTER_END = [
 ]
 
 ALLOWED, PENDING, FAILED = "allowed", "pending", "failed"
+
+
+class AdminRefused(Exception):
+    """A 401 or 403 from the admin API: no token, an unknown one, or one without scope read."""
 
 
 class Unguarded(Exception):
@@ -138,6 +147,7 @@ class Agent:
     def __init__(self, args, out=sys.stdout, err=sys.stderr):
         self.erp = args.erp.rstrip("/")
         self.admin = args.admin.rstrip("/") if args.admin else ""
+        self.token = (args.admin_token or "").strip()
         self.wait = args.wait
         self.poll = args.poll
         self.timeout = args.timeout
@@ -191,8 +201,23 @@ class Agent:
 
     def approval_status(self, approval_id):
         url = "%s/v1/approvals/%s" % (self.admin, urllib.parse.quote(approval_id, safe=""))
-        with self.admin_opener.open(url, timeout=self.timeout) as resp:
-            a = json.loads(resp.read(1 << 20).decode("utf-8"))
+        req = urllib.request.Request(url)
+        if self.token:
+            req.add_header("Authorization", "Bearer " + self.token)
+        try:
+            with self.admin_opener.open(req, timeout=self.timeout) as resp:
+                a = json.loads(resp.read(1 << 20).decode("utf-8"))
+        except urllib.error.HTTPError as e:
+            try:
+                if e.code not in (401, 403):
+                    raise
+                try:
+                    reason = json.loads(e.read(1 << 16).decode("utf-8")).get("reason") or ""
+                except (ValueError, AttributeError):
+                    reason = ""
+            finally:
+                e.close()
+            raise AdminRefused("GET %s: HTTP %d%s" % (url, e.code, " (%s)" % reason if reason else "")) from None
         note = ""
         for d in a.get("decisions") or []:
             if d.get("decision") == "reject":
@@ -204,6 +229,12 @@ class Agent:
         if self.admin:
             try:
                 status, note = self.approval_status(w["approval_id"])
+            except AdminRefused as e:
+                # Polling cannot work with this token; retrying needs none.
+                print("agent: %s; pass a token with scope read in UAPK_ADMIN_TOKEN or --admin-token; "
+                      "waiting by retrying with X-UAPK-Approval-Id instead" % e, file=self.err, flush=True)
+                self.admin = ""
+                return self.settle(w)
             except (OSError, ValueError) as e:
                 print("agent: approval %s: %s (will look again)" % (w["approval_id"], e), file=self.err)
                 return PENDING
@@ -280,6 +311,9 @@ def main(argv=None):
                    help="the ERP's base URL (env ERP_BASE_URL); through HTTP_PROXY, or the sidecar door")
     p.add_argument("--admin", default=os.environ.get("UAPK_ADMIN", ""),
                    help="uapk-proxy admin API to poll approvals (env UAPK_ADMIN); empty: retry instead")
+    p.add_argument("--admin-token", default=os.environ.get("UAPK_ADMIN_TOKEN", ""), metavar="TOKEN",
+                   help="with --admin: admin token with scope read, sent as Authorization: Bearer "
+                        "(env UAPK_ADMIN_TOKEN, which ps does not show)")
     p.add_argument("--wait", type=duration, default=duration("15m"),
                    help="how long to wait for approvers, e.g. 15m or 4h (0: do not wait)")
     p.add_argument("--poll", type=duration, default=duration("2s"), help="interval between looks")
@@ -294,6 +328,10 @@ def main(argv=None):
               "to the forward door (http://127.0.0.1:8080), or ERP_BASE_URL to the sidecar door "
               "(http://127.0.0.1:8081)" % args.erp, file=sys.stderr)
         return 2
+    if args.admin and not args.admin_token.strip():
+        print("agent: --admin without an admin token: the admin API will refuse; pass a read-scoped token "
+              "with UAPK_ADMIN_TOKEN or --admin-token, or leave --admin out to retry with X-UAPK-Approval-Id",
+              file=sys.stderr, flush=True)
     return Agent(args).run()
 
 

@@ -95,7 +95,7 @@ func TestQuarterEndThroughHTTPProxy(t *testing.T) {
 			f, proxyURL, adminURL := fakeProxy(t)
 			env := []string{"HTTP_PROXY=" + proxyURL, "ERP_BASE_URL=" + erpURL}
 			if polling {
-				env = append(env, "UAPK_ADMIN="+adminURL)
+				env = append(env, "UAPK_ADMIN="+adminURL, "UAPK_ADMIN_TOKEN="+agenttest.FakeAdminToken)
 			}
 			wait := start(t, env, "--poll", "0.05")
 			ids := waitPending(t, f, 2)
@@ -150,7 +150,8 @@ func TestQuarterEndThroughHTTPProxy(t *testing.T) {
 
 func TestRejectionIsReportedAndFails(t *testing.T) {
 	f, proxyURL, adminURL := fakeProxy(t)
-	wait := start(t, []string{"HTTP_PROXY=" + proxyURL, "ERP_BASE_URL=" + erpURL, "UAPK_ADMIN=" + adminURL}, "--poll", "0.05")
+	wait := start(t, []string{"HTTP_PROXY=" + proxyURL, "ERP_BASE_URL=" + erpURL, "UAPK_ADMIN=" + adminURL},
+		"--poll", "0.05", "--admin-token", agenttest.FakeAdminToken)
 	ids := waitPending(t, f, 2)
 	f.Reject(ids[1], "cfo@corp.example", "contracts not signed")
 	f.Approve(ids[0])
@@ -162,6 +163,49 @@ func TestRejectionIsReportedAndFails(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// An admin API that refuses the agent (no token, or one it does not know)
+// does not leave the agent polling in vain: it says how to pass a token and
+// waits by retrying with X-UAPK-Approval-Id, which needs none.
+func TestRefusedAdminTokenFallsBackToRetrying(t *testing.T) {
+	for name, tc := range map[string]struct {
+		env         []string
+		warn, wants string
+	}{
+		"no token":  {nil, "--admin without an admin token", "HTTP 401 (missing_token)"},
+		"bad token": {[]string{"UAPK_ADMIN_TOKEN=uapk_not-this-one"}, "", "HTTP 401 (bad_token)"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel() // each case starts a Python process
+			f, proxyURL, adminURL := fakeProxy(t)
+			wait := start(t, append([]string{"HTTP_PROXY=" + proxyURL, "ERP_BASE_URL=" + erpURL, "UAPK_ADMIN=" + adminURL}, tc.env...),
+				"--poll", "0.05")
+			ids := waitPending(t, f, 2)
+			agenttest.WaitFor(t, 10*time.Second, func() bool {
+				return slices.ContainsFunc(f.Requests(), func(r agenttest.Request) bool { return r.ApprovalID == ids[0] })
+			}, "a retry")
+			for _, id := range ids {
+				f.Approve(id)
+			}
+			code, out := wait()
+			if code != 0 {
+				t.Fatalf("exit %d, want 0:\n%s", code, out)
+			}
+			for _, want := range []string{tc.warn, tc.wants, "UAPK_ADMIN_TOKEN or --admin-token", "waiting by retrying with X-UAPK-Approval-Id instead",
+				"retry with approval " + ids[1], "done: 3 allowed, 0 failed, 0 still pending"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("output lacks %q:\n%s", want, out)
+				}
+			}
+			if n := strings.Count(out, "waiting by retrying"); n != 1 {
+				t.Errorf("the fallback is reported %d times, want once:\n%s", n, out)
+			}
+			if st := f.ERP.Stats(); st.ByRoute["POST /api/v1/journal-entries"] != 2 {
+				t.Errorf("ERP saw %v, want each journal entry once", st.ByRoute)
+			}
+		})
 	}
 }
 
@@ -222,13 +266,14 @@ func TestQuarterEndThroughTheRealProxy(t *testing.T) {
 	p := agenttest.StartProxy(t, "../../..")
 	for _, shape := range []string{"sidecar URL", "HTTP_PROXY"} {
 		t.Run(shape, func(t *testing.T) {
-			env := []string{"UAPK_ADMIN=" + p.Admin, "ERP_BASE_URL=" + p.Sidecar}
+			admin := []string{"UAPK_ADMIN=" + p.Admin, "UAPK_ADMIN_TOKEN=" + p.AdminToken}
+			env := slices.Concat(admin, []string{"ERP_BASE_URL=" + p.Sidecar})
 			if shape == "HTTP_PROXY" {
 				if !p.ForwardListening() {
 					t.Fatalf("the forward door (--proxy-addr) does not listen; proxy logs:\n%s", p.Logs())
 				}
 				// The ERP's own URL; urllib sends it to the forward door.
-				env = []string{"UAPK_ADMIN=" + p.Admin, "HTTP_PROXY=http://" + p.Forward, "ERP_BASE_URL=" + p.ERPURL}
+				env = slices.Concat(admin, []string{"HTTP_PROXY=http://" + p.Forward, "ERP_BASE_URL=" + p.ERPURL})
 			}
 			before := p.ERP.Stats()
 			wait := start(t, env, "--poll", "0.05")
@@ -246,6 +291,10 @@ func TestQuarterEndThroughTheRealProxy(t *testing.T) {
 			t.Logf("agent output:\n%s", out)
 			if code != 0 {
 				t.Fatalf("exit %d, want 0; proxy logs:\n%s", code, p.Logs())
+			}
+			// Polled with the proxy's token all along: no fallback to retrying.
+			if n := strings.Count(out, ": approved; retrying with X-UAPK-Approval-Id"); n != 2 || strings.Contains(out, "waiting by retrying") {
+				t.Errorf("want both approvals seen by polling the admin API with the token (%d seen)", n)
 			}
 			st := p.ERP.Stats()
 			if st.ByRoute["POST /api/v1/journal-entries"]-before.ByRoute["POST /api/v1/journal-entries"] != 2 ||

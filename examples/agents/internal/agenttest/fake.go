@@ -145,10 +145,24 @@ func (f *Fake) forward(w http.ResponseWriter, r *http.Request, body []byte, acti
 	w.Write(rec.Body.Bytes())
 }
 
-// Admin serves GET /v1/approvals/{id} like the admin API.
+// FakeAdminToken is the one token the fake's admin API accepts.
+const FakeAdminToken = "uapk_fake-read-scoped-token"
+
+// Admin serves GET /v1/approvals/{id} like the admin API, to a caller with
+// Authorization: Bearer FakeAdminToken; without it, 401 as the admin API
+// answers (docs/reference.md#admin-api).
 func (f *Fake) Admin() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/approvals/{id}", func(w http.ResponseWriter, r *http.Request) {
+		switch auth := r.Header.Get("Authorization"); auth {
+		case "Bearer " + FakeAdminToken:
+		case "":
+			unauthenticated(w, "missing_token")
+			return
+		default:
+			unauthenticated(w, "bad_token")
+			return
+		}
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		a := f.approvals[r.PathValue("id")]
@@ -244,6 +258,12 @@ func refuse(w http.ResponseWriter, status int, kind, reason, action string) {
 	}
 	rec, _ := strconv.Atoi(w.Header().Get("X-UAPK-Record"))
 	writeJSON(w, status, map[string]any{"error": kind, "reason": reason, "action": action, "record": rec})
+}
+
+func unauthenticated(w http.ResponseWriter, reason string) {
+	w.Header().Set("WWW-Authenticate", `Bearer realm="uapk-proxy admin"`)
+	writeJSON(w, http.StatusUnauthorized, map[string]any{"error": "unauthenticated", "reason": reason,
+		"message": "send Authorization: Bearer TOKEN"})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/uapk-gateway/uapk-proxy/examples/erp-mock/erpmock"
+	"github.com/uapk-gateway/uapk-proxy/internal/adminauth"
 )
 
 // Proxy is a uapk-proxy process serving the example manifest in front of a
@@ -31,6 +33,9 @@ type Proxy struct {
 	ERPURL  string // the mock ERP's base URL (the --upstream)
 	DataDir string
 	KeyDir  string // NAME.key / NAME.pub for cfo, controller, finance-manager
+	// AdminToken is the token serve wrote to DATA/admin.token at its first
+	// start (no --admin-tokens): every scope.
+	AdminToken string
 
 	cmd  *exec.Cmd
 	logs *SyncBuffer
@@ -128,6 +133,12 @@ func StartProxy(t testing.TB, root string) *Proxy {
 		resp.Body.Close()
 		return resp.StatusCode == 200
 	}, "/readyz", p.logs)
+	// serve writes the token before it listens; /readyz needs none.
+	tok, err := adminauth.ReadTokenFile(filepath.Join(p.DataDir, adminauth.FileName))
+	if err != nil {
+		t.Fatalf("the admin token serve writes without --admin-tokens: %v; logs:\n%s", err, p.logs)
+	}
+	p.AdminToken = tok
 	return p
 }
 
@@ -168,14 +179,31 @@ func (p *Proxy) ForwardListening() bool {
 	return true
 }
 
-// Pending lists pending approvals via the admin API.
-func (p *Proxy) Pending(t testing.TB) []PendingApproval {
+// AdminGet sends GET path to the admin API with the proxy's admin token.
+// The caller closes the body.
+func (p *Proxy) AdminGet(t testing.TB, path string) *http.Response {
 	t.Helper()
-	resp, err := http.Get(p.Admin + "/v1/approvals?status=pending")
+	req, err := http.NewRequest(http.MethodGet, p.Admin+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	req.Header.Set("Authorization", "Bearer "+p.AdminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+// Pending lists pending approvals via the admin API.
+func (p *Proxy) Pending(t testing.TB) []PendingApproval {
+	t.Helper()
+	resp := p.AdminGet(t, "/v1/approvals?status=pending")
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		t.Fatalf("GET /v1/approvals?status=pending: %s %s", resp.Status, body)
+	}
 	var res struct{ Approvals []PendingApproval }
 	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
 		t.Fatal(err)
@@ -192,20 +220,18 @@ type PendingApproval struct {
 }
 
 // Approve signs and posts an approval with `uapk-proxy approve`, as an
-// approver would.
+// approver would; the CLI gets the admin token in UAPK_ADMIN_TOKEN, not on
+// its command line.
 func (p *Proxy) Approve(t testing.TB, id, keyName string) string {
 	t.Helper()
-	return p.run(t, "approve", id, "--as", Approvers[keyName], "--key", filepath.Join(p.KeyDir, keyName+".key"),
+	return p.runEnv(t, []string{"UAPK_ADMIN_TOKEN=" + p.AdminToken}, "approve", id, "--as", Approvers[keyName], "--key", filepath.Join(p.KeyDir, keyName+".key"),
 		"--reason", "reviewed in test", "--admin", p.Admin)
 }
 
 // VerifyLive checks the running chain with GET /v1/ledger/verify.
 func (p *Proxy) VerifyLive(t testing.TB) {
 	t.Helper()
-	resp, err := http.Get(p.Admin + "/v1/ledger/verify")
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := p.AdminGet(t, "/v1/ledger/verify")
 	defer resp.Body.Close()
 	var v struct {
 		OK bool `json:"ok"`
@@ -245,8 +271,14 @@ func (p *Proxy) Logs() string { return p.logs.String() }
 
 func (p *Proxy) run(t testing.TB, args ...string) string {
 	t.Helper()
+	return p.runEnv(t, nil, args...)
+}
+
+// runEnv runs the binary with PATH and env only.
+func (p *Proxy) runEnv(t testing.TB, env []string, args ...string) string {
+	t.Helper()
 	cmd := exec.Command(p.Bin, args...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("uapk-proxy %s: %v\n%s", strings.Join(args, " "), err, out)
