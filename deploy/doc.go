@@ -6,8 +6,11 @@
 // decode each resulting object strictly into the Kubernetes API types
 // (an unknown or misspelt field is an error), and check the properties the
 // deployment relies on: the native sidecar, its probes and security
-// context, the NetworkPolicy's selection, and the policy manifest equal to
-// examples/manifests/sox-financial.json.
+// context, the NetworkPolicy's selection, the policy manifest equal to
+// examples/manifests/sox-financial.json, and who in the pod can read what:
+// the ERP credential (upstream_auth, the proxy container only), the admin
+// tokens (hashes for the proxy, no token for the agent), the data volume,
+// and probes that need no token.
 //
 //	cd deploy && go test ./...
 package deploy

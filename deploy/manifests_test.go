@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net"
@@ -34,6 +36,8 @@ const (
 	exampleManifest = "../examples/manifests/sox-financial.json"
 	copiedManifest  = "sidecar/base/sox-financial.json"
 	basePrincipals  = "sidecar/base/principals.yaml"
+	baseConfig      = "sidecar/base/config.yaml"
+	baseAdminTokens = "sidecar/base/admin-tokens.yaml"
 
 	proxyContainer = "uapk-proxy"
 	agentContainer = "agent"
@@ -41,6 +45,12 @@ const (
 	upstream       = "https://erp.internal.example.com"
 	caSecret       = "uapk-proxy-ca"
 	s3Secret       = "uapk-proxy-s3"
+	// The ERP's credential: read by the proxy container, never by the agent.
+	erpSecret = "uapk-proxy-erp"
+	// The approver tooling's admin token (README, "Approvers and the admin
+	// API"): no container of the agent's pod may read it, the proxy included
+	// (it needs only the hashes).
+	adminTokenSecret = "uapk-proxy-admin-token"
 	// The proxy's drain (in-flight forwards, held requests answered 202,
 	// ledger flush) takes up to 30 s after the agent has exited.
 	minGracePeriod = 60
@@ -52,6 +62,8 @@ var serveEnv = []string{
 	"UAPK_MANIFEST", "UAPK_PRINCIPALS", "UAPK_UPSTREAM", "UAPK_SIDECAR_ADDR",
 	"UAPK_PROXY_ADDR", "UAPK_ADMIN_ADDR", "UAPK_DATA_DIR", "UAPK_MAX_BODY",
 	"UAPK_CA_DIR", "UAPK_UPSTREAM_CA", "UAPK_CONFIG", "UAPK_LOG_LEVEL",
+	"UAPK_MAX_RESPONSE", "UAPK_UPSTREAM_TIMEOUT", "UAPK_ADMIN_TOKENS",
+	"UAPK_SHUTDOWN_GRACE", "UAPK_PRINT_CONFIG",
 }
 
 type shape int
@@ -221,30 +233,30 @@ func TestKustomizations(t *testing.T) {
 
 func checkConfigMaps(t *testing.T, objs *objects) {
 	t.Helper()
-	example := readFile(t, exampleManifest)
-	principals := readFile(t, basePrincipals)
+	type generated struct{ prefix, key, file string }
+	want := []generated{
+		{"uapk-proxy-manifest-", "sox-financial.json", exampleManifest},
+		{"uapk-proxy-principals-", "principals.yaml", basePrincipals},
+		{"uapk-proxy-config-", "config.yaml", baseConfig},
+		{"uapk-proxy-admin-tokens-", "admin-tokens.yaml", baseAdminTokens},
+	}
 	var found int
 	for name, cm := range objs.configMaps {
-		switch {
-		case strings.HasPrefix(name, "uapk-proxy-manifest-"):
-			found++
-			if got := cm.Data["sox-financial.json"]; got != string(example) {
-				t.Errorf("ConfigMap %s: sox-financial.json differs from %s", name, exampleManifest)
-			}
-		case strings.HasPrefix(name, "uapk-proxy-principals-"):
-			found++
-			if got := cm.Data["principals.yaml"]; got != string(principals) {
-				t.Errorf("ConfigMap %s: principals.yaml differs from %s", name, basePrincipals)
-			}
-		default:
+		i := slices.IndexFunc(want, func(w generated) bool { return strings.HasPrefix(name, w.prefix) })
+		if i < 0 {
 			t.Errorf("unexpected ConfigMap %s", name)
+			continue
+		}
+		found++
+		if got := cm.Data[want[i].key]; got != string(readFile(t, want[i].file)) {
+			t.Errorf("ConfigMap %s: %s differs from %s", name, want[i].key, want[i].file)
 		}
 		if cm.Namespace != "" {
 			t.Errorf("ConfigMap %s: namespace %q set; leave it to kubectl -n", name, cm.Namespace)
 		}
 	}
-	if found != 2 {
-		t.Errorf("want the manifest and principals ConfigMaps (with hash suffixes), got %v", keys(objs.configMaps))
+	if found != len(want) {
+		t.Errorf("want the manifest, principals, config and admin tokens ConfigMaps (with hash suffixes), got %v", keys(objs.configMaps))
 	}
 }
 
@@ -372,15 +384,18 @@ func checkPod(t *testing.T, objs *objects, w workload, sh shape, persistent bool
 	}
 
 	// Files the proxy reads come from the ConfigMaps in this build.
-	vols := map[string]*corev1.Volume{}
-	for i := range pod.Volumes {
-		vols[pod.Volumes[i].Name] = &pod.Volumes[i]
-	}
+	vols := volumeMap(pod)
 	manifest := fileFromConfigMap(t, objs, proxy, vols, env["UAPK_MANIFEST"])
 	if manifest != string(readFile(t, exampleManifest)) {
 		t.Errorf("UAPK_MANIFEST %s is not examples/manifests/sox-financial.json", env["UAPK_MANIFEST"])
 	}
 	fileFromConfigMap(t, objs, proxy, vols, env["UAPK_PRINCIPALS"])
+
+	// Who in the pod can read the ERP credential, the admin tokens and the
+	// data volume, and what the probes send.
+	for _, p := range accessProblems(objs, pod) {
+		t.Error(p)
+	}
 
 	// The data dir: a writable volume; a claim in the persistent shape.
 	dataMount := mountAt(proxy, env["UAPK_DATA_DIR"])
@@ -424,7 +439,7 @@ func checkPod(t *testing.T, objs *objects, w workload, sh shape, persistent bool
 				t.Errorf("volume %s: ConfigMap %s is not in the build", v.Name, v.ConfigMap.Name)
 			}
 		case v.Secret != nil:
-			if v.Secret.SecretName != caSecret {
+			if v.Secret.SecretName != caSecret && v.Secret.SecretName != erpSecret {
 				t.Errorf("volume %s: unexpected Secret %s", v.Name, v.Secret.SecretName)
 			}
 		}
@@ -651,6 +666,646 @@ func checkNetworkPolicy(t *testing.T, np *networkingv1.NetworkPolicy, ws []workl
 			if p.Port == nil || p.Port.IntValue() != 8090 {
 				t.Errorf("ingress rule %d: port %v, want only the admin port 8090", i, p.Port)
 			}
+		}
+	}
+}
+
+// accessProblems checks who in the pod can read what (docs/reference.md#upstream-credentials,
+// #admin-tokens, #health): the proxy reads the ERP credential through
+// upstream_auth from the Secret erpSecret, mounted so that rotation is seen,
+// and the admin tokens' hashes from a ConfigMap; no other container reads
+// that Secret, the approver tooling's token, or the data volume; probes hit
+// only the public /livez and /readyz and carry no Authorization. It returns
+// the problems rather than failing a test, so that TestAccessProblems can
+// show each one is caught.
+func accessProblems(objs *objects, pod *corev1.PodSpec) []string {
+	proxy := container(pod.InitContainers, proxyContainer)
+	if proxy == nil {
+		return []string{"no proxy container " + proxyContainer}
+	}
+	vols := volumeMap(pod)
+	env := map[string]string{}
+	for _, e := range proxy.Env {
+		env[e.Name] = e.Value
+	}
+
+	var ps []string
+	if pod.ShareProcessNamespace != nil && *pod.ShareProcessNamespace {
+		ps = append(ps, "shareProcessNamespace: the agent would see the proxy's processes, and through /proc what they hold")
+	}
+	cfg, more := proxyConfig(objs, proxy, vols, env)
+	ps = append(ps, more...)
+	if cfg != nil {
+		ps = append(ps, upstreamAuthProblems(proxy, vols, cfg.UpstreamAuth)...)
+	}
+	ps = append(ps, adminTokenProblems(objs, proxy, vols, env, cfg)...)
+
+	var data string
+	if m := mountAt(proxy, env["UAPK_DATA_DIR"]); m != nil {
+		data = m.Name
+	}
+	for _, c := range append(slices.Clone(pod.InitContainers), pod.Containers...) {
+		for _, r := range secretRefs(&c, vols) {
+			switch {
+			case r.secret == adminTokenSecret:
+				ps = append(ps, fmt.Sprintf("container %s reads Secret %s (%s): the approver tooling's admin token stays out of the agent's pod", c.Name, r.secret, r.via))
+			case r.secret == erpSecret && c.Name != proxyContainer:
+				ps = append(ps, fmt.Sprintf("container %s reads the ERP credential, Secret %s (%s): only %s may", c.Name, r.secret, r.via, proxyContainer))
+			}
+		}
+		ps = append(ps, probeProblems(&c)...)
+		if c.Name != proxyContainer {
+			ps = append(ps, outsiderProblems(&c, vols, data)...)
+		}
+	}
+	return ps
+}
+
+// configFile is the proxy's --config file: flags as keys, and sections
+// decoded as strictly as the proxy does (docs/reference.md#configuration-file).
+type configFile struct {
+	flags        map[string]string
+	UpstreamAuth *upstreamAuth
+}
+
+type upstreamAuth struct {
+	Header    string `json:"header"`
+	ValueFile string `json:"value_file"`
+	OAuth2    *struct {
+		TokenURL         string   `json:"token_url"`
+		ClientID         string   `json:"client_id"`
+		ClientSecretFile string   `json:"client_secret_file"`
+		Scopes           []string `json:"scopes"`
+	} `json:"oauth2"`
+}
+
+type identityConfig struct {
+	JWKS     string `json:"jwks"`
+	Issuer   string `json:"issuer"`
+	Audience string `json:"audience"`
+	Claim    string `json:"claim"`
+}
+
+type archiveConfig struct {
+	S3 *struct {
+		Bucket    string `json:"bucket"`
+		Prefix    string `json:"prefix"`
+		Region    string `json:"region"`
+		Endpoint  string `json:"endpoint"`
+		PathStyle bool   `json:"path_style"`
+	} `json:"s3"`
+	SegmentRecords  int    `json:"segment_records"`
+	SegmentInterval string `json:"segment_interval"`
+}
+
+// proxyConfig reads the proxy's UAPK_CONFIG file from its ConfigMap.
+func proxyConfig(objs *objects, proxy *corev1.Container, vols map[string]*corev1.Volume, env map[string]string) (*configFile, []string) {
+	path := env["UAPK_CONFIG"]
+	if path == "" {
+		return nil, []string{"proxy: no UAPK_CONFIG: without the config file's upstream_auth the proxy holds no ERP credential"}
+	}
+	data, err := configMapFile(objs, proxy, vols, path)
+	if err != nil {
+		return nil, []string{"UAPK_CONFIG: " + err.Error()}
+	}
+	cfg, err := parseConfig([]byte(data))
+	if err != nil {
+		return nil, []string{"UAPK_CONFIG " + path + ": " + err.Error()}
+	}
+	var ps []string
+	for key := range cfg.flags {
+		if name := "UAPK_" + strings.ToUpper(key); env[name] != "" {
+			ps = append(ps, fmt.Sprintf("UAPK_CONFIG %s: %s is also set by %s, which wins: the file's value is never used", path, key, name))
+		}
+	}
+	return cfg, ps
+}
+
+// parseConfig decodes a config file: every key a serve flag with
+// underscores and a scalar value, or a section decoded strictly.
+func parseConfig(data []byte) (*configFile, error) {
+	j, err := yaml.YAMLToJSONStrict(data)
+	if err != nil {
+		return nil, err
+	}
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(j, &doc); err != nil {
+		return nil, err
+	}
+	cfg := &configFile{flags: map[string]string{}}
+	var problems []string
+	for _, key := range keys(doc) {
+		raw := doc[key]
+		var dst any
+		switch key {
+		case "upstream_auth":
+			cfg.UpstreamAuth = &upstreamAuth{}
+			dst = cfg.UpstreamAuth
+		case "identity":
+			dst = &identityConfig{}
+		case "archive":
+			dst = &archiveConfig{}
+		default:
+			if key == "config" || !slices.Contains(serveEnv, "UAPK_"+strings.ToUpper(key)) {
+				problems = append(problems, key+": not a serve flag or a section")
+				continue
+			}
+			var v any
+			if err := json.Unmarshal(raw, &v); err != nil {
+				problems = append(problems, key+": "+err.Error())
+				continue
+			}
+			switch v.(type) {
+			case map[string]any, []any, nil:
+				problems = append(problems, key+": want one scalar value")
+			default:
+				cfg.flags[key] = fmt.Sprint(v)
+			}
+			continue
+		}
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(dst); err != nil {
+			problems = append(problems, key+": "+err.Error())
+		}
+	}
+	if len(problems) > 0 {
+		return nil, errors.New(strings.Join(problems, "; "))
+	}
+	return cfg, nil
+}
+
+// upstreamAuthProblems wants an upstream_auth section whose files are in the
+// ERP Secret as the proxy mounts it.
+func upstreamAuthProblems(proxy *corev1.Container, vols map[string]*corev1.Volume, ua *upstreamAuth) []string {
+	if ua == nil {
+		return []string{"the config file has no upstream_auth: the ERP credential would have to be in the agent"}
+	}
+	var ps []string
+	switch {
+	case ua.OAuth2 != nil && (ua.Header != "" || ua.ValueFile != ""):
+		ps = append(ps, "upstream_auth: either header and value_file, or oauth2")
+	case ua.OAuth2 != nil:
+		o := ua.OAuth2
+		if !strings.HasPrefix(o.TokenURL, "https://") {
+			ps = append(ps, fmt.Sprintf("upstream_auth.oauth2.token_url %q: want https", o.TokenURL))
+		}
+		if o.ClientID == "" {
+			ps = append(ps, "upstream_auth.oauth2.client_id is required")
+		}
+		ps = append(ps, secretFileProblems(proxy, vols, "upstream_auth.oauth2.client_secret_file", o.ClientSecretFile)...)
+	default:
+		if ua.Header == "" {
+			ps = append(ps, "upstream_auth.header is required")
+		}
+		ps = append(ps, secretFileProblems(proxy, vols, "upstream_auth.value_file", ua.ValueFile)...)
+	}
+	return ps
+}
+
+// secretFileProblems wants path, read by the proxy, to be a key of the ERP
+// Secret in a read-only directory mount: a subPath mount is never updated,
+// so a rotated credential would not be seen.
+func secretFileProblems(proxy *corev1.Container, vols map[string]*corev1.Volume, what, path string) []string {
+	if path == "" {
+		return []string{what + " is required"}
+	}
+	var m *corev1.VolumeMount
+	for i := range proxy.VolumeMounts {
+		mp := proxy.VolumeMounts[i].MountPath
+		if (path == mp || strings.HasPrefix(path, mp+"/")) && (m == nil || len(mp) > len(m.MountPath)) {
+			m = &proxy.VolumeMounts[i]
+		}
+	}
+	if m == nil {
+		return []string{fmt.Sprintf("%s %s: not in a volume mount of the proxy", what, path)}
+	}
+	v := vols[m.Name]
+	if v == nil || v.Secret == nil || v.Secret.SecretName != erpSecret {
+		return []string{fmt.Sprintf("%s %s: volume %s is not the Secret %s", what, path, m.Name, erpSecret)}
+	}
+	var ps []string
+	if m.SubPath != "" || m.SubPathExpr != "" {
+		ps = append(ps, fmt.Sprintf("%s %s: mounted with subPath, which the kubelet never updates: a rotated Secret would not be seen", what, path))
+	}
+	if !m.ReadOnly {
+		ps = append(ps, fmt.Sprintf("%s %s: mount %s must be read-only", what, path, m.Name))
+	}
+	if s := v.Secret; s.DefaultMode == nil || *s.DefaultMode&0o007 != 0 {
+		ps = append(ps, fmt.Sprintf("volume %s: defaultMode must leave others no access (0440 with the pod's fsGroup)", v.Name))
+	}
+	if o := v.Secret.Optional; o != nil && *o {
+		ps = append(ps, fmt.Sprintf("volume %s: Secret %s is optional: the proxy would start without its credential and exit 2", v.Name, erpSecret))
+	}
+	if m.SubPath == "" && m.SubPathExpr == "" {
+		rel := strings.TrimPrefix(path, m.MountPath+"/")
+		ok := rel != path && !strings.Contains(rel, "/")
+		if len(v.Secret.Items) > 0 {
+			ok = slices.ContainsFunc(v.Secret.Items, func(it corev1.KeyToPath) bool { return it.Path == rel })
+		}
+		if !ok {
+			ps = append(ps, fmt.Sprintf("%s %s: not a key of the Secret %s mounted at %s", what, path, erpSecret, m.MountPath))
+		}
+	}
+	return ps
+}
+
+// adminTokenProblems wants the admin tokens file (hashes only) from a
+// ConfigMap: without it the proxy writes an all-scope token into the data
+// directory.
+func adminTokenProblems(objs *objects, proxy *corev1.Container, vols map[string]*corev1.Volume, env map[string]string, cfg *configFile) []string {
+	path := env["UAPK_ADMIN_TOKENS"]
+	if path == "" && cfg != nil {
+		path = cfg.flags["admin_tokens"]
+	}
+	if path == "" {
+		return []string{"proxy: no UAPK_ADMIN_TOKENS (or admin_tokens): the proxy would write an all-scope DATA/admin.token into the data volume"}
+	}
+	data, err := configMapFile(objs, proxy, vols, path)
+	if err != nil {
+		return []string{"UAPK_ADMIN_TOKENS: " + err.Error()}
+	}
+	return tokensFileProblems(path, []byte(data))
+}
+
+// tokensFileProblems checks an admin tokens file as the proxy reads it
+// (docs/reference.md#admin-tokens): strictly, hashes of 64 lower-case hex
+// digits, known scopes, nothing listed twice; and someone can deliver a
+// signed decision.
+func tokensFileProblems(path string, data []byte) []string {
+	var f struct {
+		Tokens []struct {
+			Name   string   `json:"name"`
+			SHA256 string   `json:"sha256"`
+			Scopes []string `json:"scopes"`
+		} `json:"tokens"`
+	}
+	if err := yaml.UnmarshalStrict(data, &f); err != nil {
+		return []string{fmt.Sprintf("admin tokens %s: %v", path, err)}
+	}
+	var ps []string
+	names, sums := map[string]bool{}, map[string]bool{}
+	var decide bool
+	for i, tok := range f.Tokens {
+		bad := func(format string, args ...any) {
+			ps = append(ps, fmt.Sprintf("admin tokens %s: tokens[%d]: %s", path, i, fmt.Sprintf(format, args...)))
+		}
+		if tok.Name == "" || names[tok.Name] {
+			bad("name %q missing or listed twice", tok.Name)
+		}
+		names[tok.Name] = true
+		if b, err := hex.DecodeString(tok.SHA256); err != nil || len(b) != 32 || tok.SHA256 != strings.ToLower(tok.SHA256) {
+			bad("sha256 must be 64 lower-case hex digits")
+		} else if sums[tok.SHA256] {
+			bad("sha256 listed twice")
+		}
+		sums[tok.SHA256] = true
+		if len(tok.Scopes) == 0 {
+			bad("no scopes")
+		}
+		for _, sc := range tok.Scopes {
+			if !slices.Contains([]string{"read", "decide", "override", "evidence"}, sc) {
+				bad("unknown scope %q", sc)
+			}
+		}
+		decide = decide || slices.Contains(tok.Scopes, "decide") && slices.Contains(tok.Scopes, "read")
+	}
+	if !decide {
+		ps = append(ps, fmt.Sprintf("admin tokens %s: no token with scopes read and decide: nobody could deliver an approval", path))
+	}
+	return ps
+}
+
+// secretRef is one way a container reads a Secret.
+type secretRef struct{ secret, via string }
+
+// secretRefs lists every Secret c reads: env, envFrom, and mounted Secret
+// or projected volumes.
+func secretRefs(c *corev1.Container, vols map[string]*corev1.Volume) []secretRef {
+	var refs []secretRef
+	for _, e := range c.Env {
+		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+			refs = append(refs, secretRef{e.ValueFrom.SecretKeyRef.Name, "env " + e.Name})
+		}
+	}
+	for _, e := range c.EnvFrom {
+		if e.SecretRef != nil {
+			refs = append(refs, secretRef{e.SecretRef.Name, "envFrom"})
+		}
+	}
+	for _, m := range c.VolumeMounts {
+		v := vols[m.Name]
+		switch {
+		case v == nil:
+		case v.Secret != nil:
+			refs = append(refs, secretRef{v.Secret.SecretName, "volume " + v.Name})
+		case v.Projected != nil:
+			for _, src := range v.Projected.Sources {
+				if src.Secret != nil {
+					refs = append(refs, secretRef{src.Secret.Name, "projected volume " + v.Name})
+				}
+			}
+		}
+	}
+	return refs
+}
+
+// outsiderProblems checks a container other than the proxy: it holds no
+// admin token and no ERP credential, and cannot read the data volume
+// (ledger.db, gateway.key, and DATA/admin.token when no tokens file is set).
+func outsiderProblems(c *corev1.Container, vols map[string]*corev1.Volume, data string) []string {
+	var ps []string
+	for _, e := range c.Env {
+		name := strings.ToUpper(e.Name)
+		switch {
+		case name == "UAPK_ADMIN_TOKEN" || name == "UAPK_ADMIN_TOKENS":
+			ps = append(ps, fmt.Sprintf("container %s: env %s: the agent's pod holds no admin token", c.Name, e.Name))
+		case name == "UAPK_ADMIN":
+			ps = append(ps, fmt.Sprintf("container %s: env %s: the admin API refuses a caller without a token (401), so polling it waits forever; retry with X-UAPK-Approval-Id", c.Name, e.Name))
+		case strings.HasPrefix(e.Value, "Bearer ") || strings.HasPrefix(e.Value, "Basic "):
+			ps = append(ps, fmt.Sprintf("container %s: env %s holds a credential; the ERP's is the proxy's alone", c.Name, e.Name))
+		case strings.Contains(name, "ERP") && containsAny(name, "TOKEN", "SECRET", "PASSWORD", "AUTH", "KEY", "CREDENTIAL"):
+			ps = append(ps, fmt.Sprintf("container %s: env %s looks like an ERP credential; the proxy holds it (upstream_auth)", c.Name, e.Name))
+		}
+	}
+	for _, m := range c.VolumeMounts {
+		v := vols[m.Name]
+		switch {
+		case v == nil:
+		case v.Name == data:
+			ps = append(ps, fmt.Sprintf("container %s mounts the proxy's data volume %s: ledger.db, gateway.key and any admin.token would be readable", c.Name, v.Name))
+		case v.PersistentVolumeClaim != nil:
+			ps = append(ps, fmt.Sprintf("container %s mounts claim %s", c.Name, v.PersistentVolumeClaim.ClaimName))
+		}
+	}
+	return ps
+}
+
+// probeProblems: the kubelet sends no token, so a probe may only ask for
+// the admin API's unauthenticated /livez and /readyz, and must not carry an
+// Authorization header (a token in a pod spec is readable by whoever can
+// read the pod).
+func probeProblems(c *corev1.Container) []string {
+	var ps []string
+	check := func(what string, g *corev1.HTTPGetAction) {
+		if g == nil {
+			return
+		}
+		if g.Path != "/livez" && g.Path != "/readyz" {
+			ps = append(ps, fmt.Sprintf("container %s: %s: path %q: only /livez and /readyz answer without a token", c.Name, what, g.Path))
+		}
+		for _, h := range g.HTTPHeaders {
+			if strings.EqualFold(h.Name, "Authorization") {
+				ps = append(ps, fmt.Sprintf("container %s: %s sends an Authorization header", c.Name, what))
+			}
+		}
+	}
+	for what, p := range map[string]*corev1.Probe{"startupProbe": c.StartupProbe, "readinessProbe": c.ReadinessProbe, "livenessProbe": c.LivenessProbe} {
+		if p != nil {
+			check(what, p.HTTPGet)
+		}
+	}
+	if l := c.Lifecycle; l != nil {
+		for what, h := range map[string]*corev1.LifecycleHandler{"postStart": l.PostStart, "preStop": l.PreStop} {
+			if h != nil {
+				check(what, h.HTTPGet)
+			}
+		}
+	}
+	slices.Sort(ps)
+	return ps
+}
+
+func containsAny(s string, subs ...string) bool {
+	return slices.ContainsFunc(subs, func(sub string) bool { return strings.Contains(s, sub) })
+}
+
+// TestAccessProblems shows that accessProblems catches each way the ERP
+// credential, an admin token or the data volume could reach the agent, and
+// each probe that would need a token: every case breaks one built
+// kustomization one way and wants the problem named.
+func TestAccessProblems(t *testing.T) {
+	const (
+		base       = "sidecar/base"
+		persistent = "sidecar/overlays/persistent"
+		forward    = "sidecar/overlays/http-proxy"
+	)
+	secretEnv := func(name, secret string) corev1.EnvVar {
+		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: secret}, Key: "authorization"}}}
+	}
+	agent := func(p *corev1.PodSpec) *corev1.Container { return container(p.Containers, agentContainer) }
+	proxy := func(p *corev1.PodSpec) *corev1.Container { return container(p.InitContainers, proxyContainer) }
+	mount := func(c *corev1.Container, vol string) *corev1.VolumeMount {
+		for i := range c.VolumeMounts {
+			if c.VolumeMounts[i].Name == vol {
+				return &c.VolumeMounts[i]
+			}
+		}
+		t.Fatalf("container %s does not mount %s", c.Name, vol)
+		return nil
+	}
+	volume := func(p *corev1.PodSpec, name string) *corev1.Volume {
+		for i := range p.Volumes {
+			if p.Volumes[i].Name == name {
+				return &p.Volumes[i]
+			}
+		}
+		t.Fatalf("no volume %s", name)
+		return nil
+	}
+	dropEnv := func(c *corev1.Container, name string) {
+		c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == name })
+	}
+	setConfigMap := func(o *objects, prefix, key, data string) {
+		for name, cm := range o.configMaps {
+			if strings.HasPrefix(name, prefix) {
+				cm.Data[key] = data
+				return
+			}
+		}
+		t.Fatalf("no ConfigMap %s*", prefix)
+	}
+	tokens := string(readFile(t, baseAdminTokens))
+
+	for _, tc := range []struct {
+		name   string
+		dir    string
+		job    bool // break the Job's pod instead of the Deployment's
+		mutate func(o *objects, p *corev1.PodSpec)
+		want   string
+	}{
+		// The ERP credential reaches a container other than the proxy.
+		{"ERP Secret in the agent's env", base, false, func(o *objects, p *corev1.PodSpec) {
+			agent(p).Env = append(agent(p).Env, secretEnv("ERP_AUTHORIZATION", erpSecret))
+		}, "container agent reads the ERP credential, Secret uapk-proxy-erp (env ERP_AUTHORIZATION)"},
+		{"ERP Secret as the agent's envFrom", forward, true, func(o *objects, p *corev1.PodSpec) {
+			agent(p).EnvFrom = append(agent(p).EnvFrom, corev1.EnvFromSource{SecretRef: &corev1.SecretEnvSource{
+				LocalObjectReference: corev1.LocalObjectReference{Name: erpSecret}}})
+		}, "container agent reads the ERP credential, Secret uapk-proxy-erp (envFrom)"},
+		{"ERP Secret volume mounted by the agent", base, true, func(o *objects, p *corev1.PodSpec) {
+			agent(p).VolumeMounts = append(agent(p).VolumeMounts, corev1.VolumeMount{Name: "erp-credential", MountPath: "/erp", ReadOnly: true})
+		}, "container agent reads the ERP credential, Secret uapk-proxy-erp (volume erp-credential)"},
+		{"ERP Secret in a projected volume of the agent", persistent, false, func(o *objects, p *corev1.PodSpec) {
+			p.Volumes = append(p.Volumes, corev1.Volume{Name: "all", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+				Sources: []corev1.VolumeProjection{{Secret: &corev1.SecretProjection{LocalObjectReference: corev1.LocalObjectReference{Name: erpSecret}}}}}}})
+			agent(p).VolumeMounts = append(agent(p).VolumeMounts, corev1.VolumeMount{Name: "all", MountPath: "/all", ReadOnly: true})
+		}, "container agent reads the ERP credential, Secret uapk-proxy-erp (projected volume all)"},
+		{"ERP Secret in another init container", base, false, func(o *objects, p *corev1.PodSpec) {
+			p.InitContainers = append(p.InitContainers, corev1.Container{Name: "fetch", Env: []corev1.EnvVar{secretEnv("TOKEN", erpSecret)}})
+		}, "container fetch reads the ERP credential"},
+		{"ERP credential as a literal in the agent's env", base, false, func(o *objects, p *corev1.PodSpec) {
+			agent(p).Env = append(agent(p).Env, corev1.EnvVar{Name: "ERP_HEADERS", Value: "Bearer eyJ..."})
+		}, "container agent: env ERP_HEADERS holds a credential"},
+		{"ERP API key named in the agent's env", base, false, func(o *objects, p *corev1.PodSpec) {
+			agent(p).Env = append(agent(p).Env, corev1.EnvVar{Name: "ERP_API_KEY", Value: "k"})
+		}, "container agent: env ERP_API_KEY looks like an ERP credential"},
+
+		// The proxy does not get its credential through upstream_auth, or
+		// would not see a rotation.
+		{"no UAPK_CONFIG", base, false, func(o *objects, p *corev1.PodSpec) { dropEnv(proxy(p), "UAPK_CONFIG") }, "proxy: no UAPK_CONFIG"},
+		{"config without upstream_auth", persistent, true, func(o *objects, p *corev1.PodSpec) {
+			setConfigMap(o, "uapk-proxy-config-", "config.yaml", "archive:\n  segment_records: 100\n")
+		}, "the config file has no upstream_auth"},
+		{"config mounted from elsewhere", base, false, func(o *objects, p *corev1.PodSpec) {
+			volume(p, "config").ConfigMap.Name = "someone-elses"
+		}, "UAPK_CONFIG: /etc/uapk-proxy/config/config.yaml: ConfigMap someone-elses is not in the build"},
+		{"value_file outside the ERP Secret", base, false, func(o *objects, p *corev1.PodSpec) {
+			setConfigMap(o, "uapk-proxy-config-", "config.yaml", "upstream_auth:\n  header: Authorization\n  value_file: /etc/uapk-proxy/config/authorization\n")
+		}, "upstream_auth.value_file /etc/uapk-proxy/config/authorization: volume config is not the Secret uapk-proxy-erp"},
+		{"value_file not a key of the mount", base, false, func(o *objects, p *corev1.PodSpec) {
+			volume(p, "erp-credential").Secret.Items = []corev1.KeyToPath{{Key: "token", Path: "token"}}
+		}, "upstream_auth.value_file /var/run/secrets/erp/authorization: not a key of the Secret"},
+		{"oauth2 secret outside the ERP Secret", base, false, func(o *objects, p *corev1.PodSpec) {
+			setConfigMap(o, "uapk-proxy-config-", "config.yaml", "upstream_auth:\n  oauth2:\n    token_url: https://login.example/token\n    client_id: c\n    client_secret_file: /tmp/secret\n")
+		}, "upstream_auth.oauth2.client_secret_file /tmp/secret: volume proxy-tmp is not the Secret uapk-proxy-erp"},
+		{"unknown key in upstream_auth", base, false, func(o *objects, p *corev1.PodSpec) {
+			setConfigMap(o, "uapk-proxy-config-", "config.yaml", "upstream_auth:\n  header: Authorization\n  value: Bearer x\n")
+		}, `upstream_auth: json: unknown field "value"`},
+		{"config key that the env overrides", base, false, func(o *objects, p *corev1.PodSpec) {
+			setConfigMap(o, "uapk-proxy-config-", "config.yaml", string(readFile(t, baseConfig))+"log_level: debug\n")
+		}, "log_level is also set by UAPK_LOG_LEVEL"},
+		{"ERP Secret through subPath", base, false, func(o *objects, p *corev1.PodSpec) {
+			m := mount(proxy(p), "erp-credential")
+			m.MountPath, m.SubPath = "/var/run/secrets/erp/authorization", "authorization"
+		}, "mounted with subPath"},
+		{"ERP Secret mounted read-write", base, true, func(o *objects, p *corev1.PodSpec) {
+			mount(proxy(p), "erp-credential").ReadOnly = false
+		}, "mount erp-credential must be read-only"},
+		{"ERP Secret readable by others", base, false, func(o *objects, p *corev1.PodSpec) {
+			volume(p, "erp-credential").Secret.DefaultMode = nil
+		}, "volume erp-credential: defaultMode must leave others no access"},
+		{"ERP Secret optional", base, false, func(o *objects, p *corev1.PodSpec) {
+			optional := true
+			volume(p, "erp-credential").Secret.Optional = &optional
+		}, "Secret uapk-proxy-erp is optional"},
+
+		// The admin tokens file is not wired, or not one the proxy reads.
+		{"no UAPK_ADMIN_TOKENS", persistent, false, func(o *objects, p *corev1.PodSpec) { dropEnv(proxy(p), "UAPK_ADMIN_TOKENS") }, "proxy: no UAPK_ADMIN_TOKENS"},
+		{"admin tokens not mounted", base, true, func(o *objects, p *corev1.PodSpec) {
+			proxy(p).VolumeMounts = slices.DeleteFunc(proxy(p).VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == "admin-tokens" })
+		}, "UAPK_ADMIN_TOKENS: /etc/uapk-proxy/admin-tokens/admin-tokens.yaml: no volume mounted"},
+		{"a token in the tokens file", base, false, func(o *objects, p *corev1.PodSpec) {
+			setConfigMap(o, "uapk-proxy-admin-tokens-", "admin-tokens.yaml", tokens+"  - name: x\n    token: uapk_abc\n    scopes: [read]\n")
+		}, `unknown field "token"`},
+		{"a hash in upper case", base, false, func(o *objects, p *corev1.PodSpec) {
+			setConfigMap(o, "uapk-proxy-admin-tokens-", "admin-tokens.yaml", strings.Replace(tokens, "bea4822494b8", "BEA4822494B8", 1))
+		}, "tokens[0]: sha256 must be 64 lower-case hex digits"},
+		{"no token can deliver a decision", base, false, func(o *objects, p *corev1.PodSpec) {
+			setConfigMap(o, "uapk-proxy-admin-tokens-", "admin-tokens.yaml", strings.Replace(tokens, "[read, decide]", "[read]", 1))
+		}, "no token with scopes read and decide"},
+
+		// The agent reaches an admin token or the data volume.
+		{"agent mounts the data volume", base, false, func(o *objects, p *corev1.PodSpec) {
+			agent(p).VolumeMounts = append(agent(p).VolumeMounts, corev1.VolumeMount{Name: "data", MountPath: "/data", ReadOnly: true})
+		}, "container agent mounts the proxy's data volume data"},
+		{"agent mounts the ledger's claim", persistent, true, func(o *objects, p *corev1.PodSpec) {
+			agent(p).VolumeMounts = append(agent(p).VolumeMounts, corev1.VolumeMount{Name: "data", MountPath: "/data", ReadOnly: true})
+		}, "container agent mounts the proxy's data volume data"},
+		{"agent gets the approver token", base, false, func(o *objects, p *corev1.PodSpec) {
+			agent(p).Env = append(agent(p).Env, secretEnv("UAPK_ADMIN_TOKEN", adminTokenSecret))
+		}, "container agent: env UAPK_ADMIN_TOKEN: the agent's pod holds no admin token"},
+		{"agent mounts the approver token Secret", forward, false, func(o *objects, p *corev1.PodSpec) {
+			p.Volumes = append(p.Volumes, corev1.Volume{Name: "tok", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: adminTokenSecret}}})
+			agent(p).VolumeMounts = append(agent(p).VolumeMounts, corev1.VolumeMount{Name: "tok", MountPath: "/tok", ReadOnly: true})
+		}, "container agent reads Secret uapk-proxy-admin-token (volume tok)"},
+		{"proxy reads the approver token Secret", base, false, func(o *objects, p *corev1.PodSpec) {
+			proxy(p).Env = append(proxy(p).Env, secretEnv("ADMIN", adminTokenSecret))
+		}, "container uapk-proxy reads Secret uapk-proxy-admin-token (env ADMIN)"},
+		{"agent polls the admin API", base, true, func(o *objects, p *corev1.PodSpec) {
+			agent(p).Env = append(agent(p).Env, corev1.EnvVar{Name: "UAPK_ADMIN", Value: "http://127.0.0.1:8090"})
+		}, "container agent: env UAPK_ADMIN: the admin API refuses"},
+
+		{"a shared process namespace", base, true, func(o *objects, p *corev1.PodSpec) {
+			share := true
+			p.ShareProcessNamespace = &share
+		}, "shareProcessNamespace"},
+
+		// Probes that need a token, or carry one.
+		{"probe with an Authorization header", base, false, func(o *objects, p *corev1.PodSpec) {
+			g := proxy(p).ReadinessProbe.HTTPGet
+			g.HTTPHeaders = append(g.HTTPHeaders, corev1.HTTPHeader{Name: "authorization", Value: "Bearer x"})
+		}, "container uapk-proxy: readinessProbe sends an Authorization header"},
+		{"probe on an admin endpoint", persistent, false, func(o *objects, p *corev1.PodSpec) {
+			proxy(p).LivenessProbe.HTTPGet.Path = "/v1/ledger/head"
+		}, `container uapk-proxy: livenessProbe: path "/v1/ledger/head"`},
+		{"agent probe on the admin API", base, true, func(o *objects, p *corev1.PodSpec) {
+			agent(p).ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+				Path: "/v1/approvals", Port: intstr.FromInt32(8090)}}}
+		}, `container agent: readinessProbe: path "/v1/approvals"`},
+		{"preStop hook on an admin endpoint", base, false, func(o *objects, p *corev1.PodSpec) {
+			agent(p).Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{HTTPGet: &corev1.HTTPGetAction{
+				Path: "/v1/evidence", Port: intstr.FromInt32(8090)}}}
+		}, `container agent: preStop: path "/v1/evidence"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			objs := build(t, tc.dir)
+			pod := &objs.deployments[0].Spec.Template.Spec
+			if tc.job {
+				pod = &objs.jobs[0].Spec.Template.Spec
+			}
+			if ps := accessProblems(objs, pod); len(ps) != 0 {
+				t.Fatalf("problems before breaking it: %q", ps)
+			}
+			tc.mutate(objs, pod)
+			ps := accessProblems(objs, pod)
+			if !slices.ContainsFunc(ps, func(p string) bool { return strings.Contains(p, tc.want) }) {
+				t.Errorf("want a problem containing %q, got %q", tc.want, ps)
+			}
+		})
+	}
+}
+
+// TestConfigExamples keeps the commented-out sections of base/config.yaml
+// (the oauth2 alternative, identity, archive) decodable as the proxy reads
+// them, and the oauth2 client secret in the ERP Secret as the proxy mounts
+// it: uncommenting one must be all it takes.
+func TestConfigExamples(t *testing.T) {
+	var example []string
+	var in bool
+	for _, line := range strings.Split(string(readFile(t, baseConfig)), "\n") {
+		if strings.HasPrefix(line, "# upstream_auth:") || strings.HasPrefix(line, "# identity:") || strings.HasPrefix(line, "# archive:") {
+			in = true
+		}
+		if !in || !strings.HasPrefix(line, "#") {
+			in = false
+			continue
+		}
+		example = append(example, strings.TrimPrefix(strings.TrimPrefix(line, "#"), " "))
+	}
+	cfg, err := parseConfig([]byte(strings.Join(example, "\n")))
+	if err != nil {
+		t.Fatalf("the commented examples:\n%s\n%v", strings.Join(example, "\n"), err)
+	}
+	if cfg.UpstreamAuth == nil || cfg.UpstreamAuth.OAuth2 == nil {
+		t.Fatal("no commented oauth2 alternative")
+	}
+	objs := build(t, "sidecar/base")
+	for _, w := range objs.workloads() {
+		proxy := container(w.pod.InitContainers, proxyContainer)
+		vols := volumeMap(w.pod)
+		for _, p := range upstreamAuthProblems(proxy, vols, cfg.UpstreamAuth) {
+			t.Errorf("%s: the oauth2 example: %s", w.id, p)
 		}
 	}
 }
@@ -969,6 +1624,15 @@ func resolvePort(t *testing.T, c *corev1.Container, p intstr.IntOrString) int {
 	return 0
 }
 
+// volumeMap is the pod's volumes by name.
+func volumeMap(pod *corev1.PodSpec) map[string]*corev1.Volume {
+	vols := map[string]*corev1.Volume{}
+	for i := range pod.Volumes {
+		vols[pod.Volumes[i].Name] = &pod.Volumes[i]
+	}
+	return vols
+}
+
 // mountAt is the container's mount whose path is exactly path.
 func mountAt(c *corev1.Container, path string) *corev1.VolumeMount {
 	for i := range c.VolumeMounts {
@@ -983,28 +1647,35 @@ func mountAt(c *corev1.Container, path string) *corev1.VolumeMount {
 // ConfigMap key in the build, and returns it.
 func fileFromConfigMap(t *testing.T, objs *objects, c *corev1.Container, vols map[string]*corev1.Volume, path string) string {
 	t.Helper()
+	data, err := configMapFile(objs, c, vols, path)
+	if err != nil {
+		t.Error(err)
+	}
+	return data
+}
+
+// configMapFile resolves path, read by container c, to the content of a
+// ConfigMap key in the build, mounted read-only.
+func configMapFile(objs *objects, c *corev1.Container, vols map[string]*corev1.Volume, path string) (string, error) {
 	dir, file := filepath.Split(path)
 	m := mountAt(c, filepath.Clean(dir))
 	if m == nil {
-		t.Errorf("%s: no volume mounted at %s", path, dir)
-		return ""
+		return "", fmt.Errorf("%s: no volume mounted at %s", path, dir)
 	}
 	if !m.ReadOnly {
-		t.Errorf("%s: configuration mounted read-write", path)
+		return "", fmt.Errorf("%s: configuration mounted read-write", path)
 	}
 	v := vols[m.Name]
 	if v == nil || v.ConfigMap == nil {
-		t.Errorf("%s: volume %s is not a ConfigMap", path, m.Name)
-		return ""
+		return "", fmt.Errorf("%s: volume %s is not a ConfigMap", path, m.Name)
 	}
 	cm := objs.configMaps[v.ConfigMap.Name]
 	if cm == nil {
-		t.Errorf("%s: ConfigMap %s is not in the build", path, v.ConfigMap.Name)
-		return ""
+		return "", fmt.Errorf("%s: ConfigMap %s is not in the build", path, v.ConfigMap.Name)
 	}
 	data, ok := cm.Data[file]
 	if !ok {
-		t.Errorf("%s: ConfigMap %s has no key %s", path, cm.Name, file)
+		return "", fmt.Errorf("%s: ConfigMap %s has no key %s", path, cm.Name, file)
 	}
-	return data
+	return data, nil
 }
