@@ -88,6 +88,11 @@ type Call struct {
 	// AgentCredential the header of the agent's own credential the door
 	// removes for it: both go into the record, never a value.
 	UpstreamCredential, AgentCredential string
+
+	// proven is the caller identity verified for this call: a held call
+	// decided again when its approval completes (Await) keeps it, as its
+	// token is gone from Req and may have expired meanwhile.
+	proven *Caller
 }
 
 // Caller is who a verified identity token says the agent acts for.
@@ -454,6 +459,9 @@ func (g *Gate) verifyCaller(c *Call) (*Caller, string) {
 	if g.identity == nil {
 		return nil, ""
 	}
+	if c.proven != nil {
+		return c.proven, ""
+	}
 	token := c.Req.OnBehalfOf
 	c.Req.OnBehalfOf = ""
 	cl, err := ProveCaller(g.identity, token)
@@ -461,6 +469,7 @@ func (g *Gate) verifyCaller(c *Call) (*Caller, string) {
 		return nil, err.Error()
 	}
 	c.Req.OnBehalfOf = cl.ID
+	c.proven = &cl
 	return &cl, ""
 }
 
@@ -479,11 +488,25 @@ func ProveCaller(id Identity, token string) (Caller, error) {
 	}
 	// Identity providers keep an address's case as it was typed; a
 	// principal id is its ASCII lower case (one person, one spelling).
-	cl.ID = strings.ToLower(cl.ID)
+	// Only A-Z are folded: Unicode case rules would fold K (U+212A) into
+	// k, making someone else's id of a name no one reviewed.
+	cl.ID = asciiLower(cl.ID)
 	if err := rules.CheckID(cl.ID); err != nil {
 		return Caller{}, fmt.Errorf("X-UAPK-On-Behalf-Of: the token's claim is not a principal id: %w", err)
 	}
 	return cl, nil
+}
+
+// asciiLower folds A-Z only; any other byte is left for CheckID to judge
+// (it refuses every non-ASCII one).
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 // identityTimeout bounds a caller check, a JWKS refresh included.

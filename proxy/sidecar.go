@@ -160,6 +160,9 @@ func NewSidecar(cfg SidecarConfig) (*Sidecar, error) {
 		NoDefaultServerHeader: true,
 		CloseOnShutdown:       true,
 		ReadBufferSize:        cmp.Or(cfg.MaxHeaderBytes, DefaultMaxHeaderBytes),
+		// Errors about a request that cannot be read must not quote it:
+		// its headers carry tokens and credentials.
+		SecureErrorLogMessage: true,
 		Logger:                zlogger{cfg.Logger},
 	}
 	return s, nil

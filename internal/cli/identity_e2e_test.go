@@ -11,6 +11,8 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -265,5 +267,78 @@ func TestOversizedHeadersAreNotEchoed(t *testing.T) {
 	r := e.do("GET", "/api/v1/accounts/1010/balance", "", "Authorization", "Bearer "+strings.Repeat("SECRETTOKEN", 500))
 	if r.status != 400 || bytes.Contains(r.body, []byte("SECRETTOKEN")) || !bytes.Contains(r.body, []byte("over 4096 bytes")) {
 		t.Fatalf("%d %s", r.status, r.body)
+	}
+}
+
+// TestIdentityHeldRequestIsReleased: a request held on the agent's
+// connection keeps the caller its token proved: when the approval
+// completes it goes through once, not refused as unauthenticated (its
+// token is not asked for again and may expire meanwhile).
+func TestIdentityHeldRequestIsReleased(t *testing.T) {
+	p := newIDP(t)
+	e := newEnv(t, withHold("2m"), withIdentity(p))
+	now := e.clock.Now()
+	tok := p.token(t, "rsa-1", "accountant@corp.example", now, func(c *jwt.Claims, _ map[string]any) {
+		c.Expiry = jwt.NewNumericDate(now.Add(2 * time.Minute))
+	})
+	done := make(chan reply, 1)
+	go func() { done <- e.do("POST", "/api/v1/journal-entries", accrual250k, "X-UAPK-On-Behalf-Of", tok) }()
+	var id string
+	for i := 0; i < 200 && id == ""; i++ {
+		var list struct{ Approvals []struct{ ID string } }
+		e.adminGet("/v1/approvals?status=pending", &list)
+		if len(list.Approvals) == 1 {
+			id = list.Approvals[0].ID
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if id == "" {
+		t.Fatal("no pending approval")
+	}
+	e.clock.Add(5 * time.Minute) // the token has expired by the time the approval completes
+	if code, m := e.decide(id, "fm@corp.example", "fm", "approve", e.clock.Now()); code != 200 || m["status"] != "approved" {
+		t.Fatalf("fm: %d %v", code, m)
+	}
+	r := <-done
+	if r.status != 201 {
+		t.Fatalf("held request: %d %s", r.status, r.body)
+	}
+	rec := e.record(seqHeader(t, r))
+	if rec.Decision != "allow" || rec.Data["on_behalf_of"] != "accountant@corp.example" || rec.Data["caller_verified"] != true {
+		t.Errorf("release record %+v", rec)
+	}
+	if n := e.erp.Stats().Total; n != 1 {
+		t.Errorf("the ERP saw %d requests", n)
+	}
+}
+
+// TestMalformedRequestsLeakNoSecrets: requests the sidecar cannot read are
+// answered 400 without quoting them, and nothing of them reaches the log:
+// their headers carry tokens and credentials.
+func TestMalformedRequestsLeakNoSecrets(t *testing.T) {
+	e := newEnv(t)
+	heads := []string{
+		"POST /api/v1/reconciliations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer SECRETAUTH1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+		"POST /api/v1/reconciliations HTTP/1.1\r\nHost: x\r\nX-UAPK-Capability: v4.public.SECRETCAP2\r\nContent-Length: zz\r\n\r\n",
+		"GET /api/v1/accounts/1010/balance HTTP/9.9\r\nHost: x\r\nX-UAPK-On-Behalf-Of: eyJ.SECRETJWT3.sig\r\n\r\n",
+		"GET /api/v1/accounts/1010/balance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer SECRETAUTH4\r\nX-Bad: a\x00b\r\n\r\n",
+		"POST /api/v1/reconciliations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer SECRETAUTH5\r\nTransfer-Encoding: gzip\r\n\r\n",
+	}
+	for i, h := range heads {
+		c, err := net.Dial("tcp", strings.TrimPrefix(e.sidecar, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte(h))
+		got, _ := io.ReadAll(c)
+		c.Close()
+		if bytes.Contains(got, []byte("SECRET")) {
+			t.Errorf("request %d: the answer quotes it: %q", i, got)
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // fasthttp logs after the connection ends
+	if strings.Contains(e.logs.String(), "SECRET") {
+		t.Errorf("the log quotes a malformed request:\n%s", e.logs.String())
 	}
 }

@@ -149,6 +149,12 @@ func checkHeaderName(name string) string {
 	if !validToken(name) {
 		return fmt.Sprintf("%q is not a header name (RFC 9110 token)", name)
 	}
+	if strings.Contains(name, "_") {
+		// The proxy drops agents' headers with _ (CGI-style servers fold
+		// it into -), so the agent's X-Api-Key would reach the ERP beside
+		// an X_Api_Key credential, and such servers read either.
+		return fmt.Sprintf("%q has an underscore: servers that fold _ into - would read the agent's header of that name as well", name)
+	}
 	canon := textproto.CanonicalMIMEHeaderKey(name)
 	if forbiddenHeaders[canon] {
 		return fmt.Sprintf("%s cannot carry the credential: it is a framing, routing or hop-by-hop header", canon)

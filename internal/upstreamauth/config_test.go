@@ -51,6 +51,7 @@ func TestCheck(t *testing.T) {
 		{"value file alone", Config{ValueFile: good}, []string{"upstream_auth.header: required with value_file"}},
 		{"header not a token", Config{Header: "X Api Key", ValueFile: good}, []string{"upstream_auth.header: not a header name"}},
 		{"header with colon", Config{Header: "Authorization:", ValueFile: good}, []string{"upstream_auth.header: not a header name"}},
+		{"header with underscore", Config{Header: "X_Api_Key", ValueFile: good}, []string{`upstream_auth.header: "X_Api_Key" has an underscore`}},
 		{"host", Config{Header: "host", ValueFile: good}, []string{"upstream_auth.header: Host cannot carry"}},
 		{"content-length", Config{Header: "content-length", ValueFile: good}, []string{"upstream_auth.header: Content-Length cannot carry"}},
 		{"transfer-encoding", Config{Header: "Transfer-Encoding", ValueFile: good}, []string{"upstream_auth.header: Transfer-Encoding cannot carry"}},
