@@ -57,10 +57,15 @@ type ForwardConfig struct {
 	// DialContext dials ERPs and tunnel hosts (default net.Dialer). Tests
 	// use it to map a host name to a loopback server.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
-	// Credential, when set, is the ERP credential set on every forwarded
-	// request (to every host the manifest names as an ERP) in place of any
-	// the agent sent. Blind tunnels carry none.
-	Credential Credential
+	// Credential, when set, is the ERP credential, set on requests to
+	// CredentialOrigins only (scheme://host:port, CredentialOrigin's
+	// form); any credential the agent sends is removed from every
+	// forwarded request. The agent chooses where a forward-door request
+	// goes (any host the manifest names, any port, http or https), so the
+	// credential never follows it anywhere but an origin named for it.
+	// Blind tunnels carry none.
+	Credential        Credential
+	CredentialOrigins []string
 }
 
 // Forward is the door HTTP_PROXY/HTTPS_PROXY clients use: absolute-URI
@@ -89,6 +94,7 @@ type Forward struct {
 	timeout time.Duration
 	log     zerolog.Logger
 	cred    Credential
+	origins map[string]bool // where cred may go
 
 	holdCtx  context.Context // cancelled when shutdown begins: held agents get their 202
 	stopHold context.CancelFunc
@@ -104,7 +110,15 @@ func NewForward(cfg ForwardConfig) (*Forward, error) {
 		return nil, errors.New("forward door needs a gate")
 	}
 	f := &Forward{gate: cfg.Gate, ca: cfg.CA, maxBody: cfg.MaxBody, maxResp: cfg.MaxResponse,
-		timeout: cfg.UpstreamTimeout, log: cfg.Logger, dial: cfg.DialContext, cred: cfg.Credential}
+		timeout: cfg.UpstreamTimeout, log: cfg.Logger, dial: cfg.DialContext, cred: cfg.Credential,
+		origins: map[string]bool{}}
+	for _, o := range cfg.CredentialOrigins {
+		key, err := CredentialOrigin(o)
+		if err != nil {
+			return nil, fmt.Errorf("upstream_auth.origins: %w", err)
+		}
+		f.origins[key] = true
+	}
 	if f.maxBody <= 0 {
 		f.maxBody = DefaultMaxBody
 	}

@@ -138,7 +138,7 @@ func (f *Forward) onRequest(r *http.Request, pctx *goproxy.ProxyCtx) (*http.Requ
 		return nil, verdictResponse(r, v)
 	}
 	var cred string
-	if f.cred != nil {
+	if c.UpstreamCredential != "" {
 		if cred, err = credentialValue(f.cred); err != nil {
 			o := gate.ERPOutcome{Err: err, Undelivered: true}
 			f.gate.Forwarded(v, o)
@@ -157,7 +157,9 @@ func (f *Forward) onRequest(r *http.Request, pctx *goproxy.ProxyCtx) (*http.Requ
 		// dropped (and the record says so), the proxy's own goes instead.
 		out.Header.Del("Authorization")
 		out.Header.Del(f.cred.Header())
-		out.Header.Set(f.cred.Header(), cred)
+		if cred != "" {
+			out.Header.Set(f.cred.Header(), cred)
+		}
 	}
 	return out, nil
 }
@@ -214,7 +216,9 @@ func (f *Forward) call(r *http.Request, t *tunnel) (*gate.Call, error) {
 	c.Rewrites = rewrites(func(name string) bool { return len(h.Values(name)) > 0 })
 	c.Repeated = repeatedHTTP(h)
 	if f.cred != nil {
-		c.UpstreamCredential = f.cred.Kind()
+		if f.origins[originKey(scheme, host)] {
+			c.UpstreamCredential = f.cred.Kind()
+		}
 		c.AgentCredential = agentCredential(f.cred, func(name string) bool { return len(h.Values(name)) > 0 })
 	}
 	return c, nil

@@ -8,6 +8,7 @@ import (
 	"iter"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -283,4 +284,25 @@ func credentialValue(cred Credential) (string, error) {
 		return "", fmt.Errorf("%w: %v", errCredential, err)
 	}
 	return v, nil
+}
+
+// CredentialOrigin reads an upstream_auth.origins entry,
+// scheme://host[:port], into the one form the forward door compares:
+// lower-case scheme and host, the port always written.
+func CredentialOrigin(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+		return "", fmt.Errorf("origin %q: want http(s)://host[:port] and nothing else", raw)
+	}
+	return originKey(strings.ToLower(u.Scheme), u.Host), nil
+}
+
+// originKey is scheme://host:port with the default port filled in.
+func originKey(scheme, hostport string) string {
+	h := strings.ToLower(hostport)
+	if _, _, err := net.SplitHostPort(h); err != nil {
+		h = net.JoinHostPort(strings.Trim(h, "[]"), map[string]string{"http": "80", "https": "443"}[scheme])
+	}
+	return scheme + "://" + h
 }

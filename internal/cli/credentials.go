@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/uapk-gateway/uapk-proxy/internal/upstreamauth"
+	"github.com/uapk-gateway/uapk-proxy/proxy"
 )
 
 // upstreamAuthFile is the config file's upstream_auth: section
@@ -19,6 +20,8 @@ import (
 type upstreamAuthFile struct {
 	Header    string `yaml:"header"`
 	ValueFile string `yaml:"value_file"`
+	// Origins are where the forward door may send the credential.
+	Origins []string `yaml:"origins"`
 	OAuth2    *struct {
 		TokenURL         string   `yaml:"token_url"`
 		ClientID         string   `yaml:"client_id"`
@@ -29,11 +32,16 @@ type upstreamAuthFile struct {
 
 // readUpstreamAuth reads and checks the upstream_auth: section; nil when
 // there is none.
-func readUpstreamAuth(path string) (*upstreamauth.Config, []string) {
+func readUpstreamAuth(path string) (*upstreamauth.Config, []string, []string) {
 	var f upstreamAuthFile
 	found, problems := readSection(path, "upstream_auth", &f)
 	if !found || len(problems) > 0 {
-		return nil, problems
+		return nil, nil, problems
+	}
+	for i, o := range f.Origins {
+		if _, err := proxy.CredentialOrigin(o); err != nil {
+			problems = append(problems, fmt.Sprintf("config %s: upstream_auth.origins[%d]: %v", path, i, err))
+		}
 	}
 	cfg := &upstreamauth.Config{Header: f.Header, ValueFile: f.ValueFile}
 	if o := f.OAuth2; o != nil {
@@ -44,7 +52,7 @@ func readUpstreamAuth(path string) (*upstreamauth.Config, []string) {
 			problems = append(problems, fmt.Sprintf("config %s: %s", path, line))
 		}
 	}
-	return cfg, problems
+	return cfg, f.Origins, problems
 }
 
 // directClient reaches an identity provider or a token endpoint: never

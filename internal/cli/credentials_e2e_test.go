@@ -45,7 +45,7 @@ func withUpstreamAuth(erp *credentialERP, section string) func(*serveOptions) {
 		srv := httptest.NewServer(erp)
 		o.Upstream = srv.URL
 		p := filepath.Join(filepath.Dir(o.Principals), "uapk.yaml")
-		if err := os.WriteFile(p, []byte(section), 0o600); err != nil {
+		if err := os.WriteFile(p, []byte(strings.ReplaceAll(section, "{{UPSTREAM}}", srv.URL)), 0o600); err != nil {
 			panic(err)
 		}
 		o.Config = p
@@ -88,9 +88,23 @@ func TestUpstreamCredentialFromAFileRotatedUnderLoad(t *testing.T) {
 	secrets := filepath.Join(t.TempDir(), "erp-secret")
 	writeSecret(t, secrets, "api-key", "proxy-key-1", 1)
 	erp := &credentialERP{inner: erpmock.New()}
-	e := newEnv(t, withUpstreamAuth(erp, "upstream_auth:\n  header: X-Api-Key\n  value_file: "+filepath.Join(secrets, "api-key")+"\n"), func(o *serveOptions) {
+	// A server the agent runs itself, on a host:port the manifest names as
+	// an ERP's (the attack: the agent binds the port an erp_hosts entry
+	// names, on the pod's loopback).
+	var evilSaw []string
+	var evilMu sync.Mutex
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		evilMu.Lock()
+		evilSaw = append(evilSaw, "Authorization="+r.Header.Get("Authorization")+"|X-Api-Key="+r.Header.Get("X-Api-Key"))
+		evilMu.Unlock()
+		w.Write([]byte(`{"balance":"0"}`))
+	}))
+	defer evil.Close()
+	section := "upstream_auth:\n  header: X-Api-Key\n  value_file: " + filepath.Join(secrets, "api-key") + "\n  origins: [\"{{UPSTREAM}}\"]\n"
+	e := newEnv(t, withUpstreamAuth(erp, section), func(o *serveOptions) {
 		o.ProxyAddr = "127.0.0.1:0"
-		withERPHosts(strings.TrimPrefix(o.Upstream, "http://"))(o) // the forward door may reach it
+		// The forward door may reach both.
+		withERPHosts(strings.TrimPrefix(o.Upstream, "http://"), strings.TrimPrefix(evil.URL, "http://"))(o)
 	})
 
 	r := e.do("POST", "/api/v1/reconciliations", reconciliation, "Authorization", "Bearer agent-stolen", "X-Api-Key", "agent-key", "X-UAPK-On-Behalf-Of", "accountant@corp.example")
@@ -117,6 +131,23 @@ func TestUpstreamCredentialFromAFileRotatedUnderLoad(t *testing.T) {
 	resp.Body.Close()
 	if got := erp.received(); resp.StatusCode != 200 || len(got) != 2 || got[1] != "Authorization=|X-Api-Key=proxy-key-1" {
 		t.Fatalf("forward door: %d, the ERP received %q", resp.StatusCode, got)
+	}
+	// The agent's own server, though the manifest names its host:port,
+	// is no origin of the credential: it gets neither the proxy's nor the
+	// agent's.
+	req, _ = http.NewRequest("GET", evil.URL+"/api/v1/accounts/1010/balance", nil)
+	req.Header.Set("Authorization", "Bearer agent-own")
+	req.Header.Set("X-UAPK-On-Behalf-Of", "accountant@corp.example")
+	resp, err = fwd.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	evilMu.Lock()
+	saw := append([]string(nil), evilSaw...)
+	evilMu.Unlock()
+	if resp.StatusCode != 200 || len(saw) != 1 || saw[0] != "Authorization=|X-Api-Key=" {
+		t.Fatalf("the agent's server: %d, received %q", resp.StatusCode, saw)
 	}
 
 	// Rotate under load: every request carries exactly one good value.
@@ -309,6 +340,7 @@ func TestUpstreamAuthConfigProblems(t *testing.T) {
 		{"upstream_auth:\n  header: X-Api-Key\n  value_file: " + filepath.Join(dir, "missing") + "\n", "upstream_auth.value_file"},
 		{"upstream_auth:\n  oauth2:\n    token_url: http://erp.example.com/token\n    client_id: x\n    client_secret_file: " + filepath.Join(dir, "missing") + "\n", "token_url"},
 		{"upstream_auth:\n  header: X-Api-Key\n  valuefile: x\n", "field valuefile not found"},
+		{"upstream_auth:\n  header: X-Api-Key\n  value_file: x\n  origins: [\"https://erp.example.com/api\"]\n", "upstream_auth.origins[0]"},
 	}
 	for _, c := range cases {
 		o := &serveOptions{Manifest: "../../examples/manifests/sox-financial.json", Upstream: "http://127.0.0.1:1", SidecarAddr: "127.0.0.1:0",

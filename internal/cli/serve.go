@@ -52,7 +52,10 @@ type serveOptions struct {
 	archive      *archiveFile         // the config file's archive: section
 	upstreamAuth *upstreamauth.Config // the upstream_auth: section; nil: none
 	identity     *identity.Config     // the identity: section; nil: none
-	segmentEvery time.Duration        // archive.segment_interval, parsed
+	// credentialOrigins: upstream_auth.origins, where the forward door may
+	// send the credential.
+	credentialOrigins []string
+	segmentEvery      time.Duration // archive.segment_interval, parsed
 
 	now          func() time.Time // the gate's clock; tests stand it anywhere in the week
 	refusalEvery time.Duration    // how often refused admin calls are summed up (default 1m)
@@ -191,7 +194,7 @@ func (o *serveOptions) load() (*rules.Manifest, *rules.Principals, []string) {
 	var more []string
 	o.archive, o.segmentEvery, more = readArchive(o.Config)
 	problems = append(problems, more...)
-	o.upstreamAuth, more = readUpstreamAuth(o.Config)
+	o.upstreamAuth, o.credentialOrigins, more = readUpstreamAuth(o.Config)
 	problems = append(problems, more...)
 	o.identity, more = readIdentity(o.Config)
 	problems = append(problems, more...)
@@ -303,7 +306,7 @@ func startServer(o *serveOptions, logw io.Writer) (*server.Server, error) {
 		RefusalSummaryEvery: o.refusalEvery, Identity: ident,
 	}
 	if cred != nil {
-		cfg.Credential, cfg.CredentialReady = cred, cred.Ready
+		cfg.Credential, cfg.CredentialReady, cfg.CredentialOrigins = cred, cred.Ready, o.credentialOrigins
 	}
 	if s3 := o.archive.S3; s3 != nil {
 		cfg.S3 = &server.S3{Bucket: s3.Bucket, Prefix: s3.Prefix, Region: s3.Region, Endpoint: s3.Endpoint, PathStyle: s3.PathStyle}

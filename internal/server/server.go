@@ -82,6 +82,10 @@ type Config struct {
 	// CredentialReady, with it, reports whether it is usable, for /readyz.
 	Credential      proxy.Credential
 	CredentialReady func() error
+	// CredentialOrigins are the only origins the forward door sends the
+	// credential to (upstream_auth.origins); the sidecar door sends it to
+	// --upstream.
+	CredentialOrigins []string
 	// RefusalSummaryEvery is how often refused admin calls are summed up
 	// in a ledger record (default 1m).
 	RefusalSummaryEvery time.Duration
@@ -338,7 +342,7 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 	if o.ProxyAddr != "" {
 		s.forward, err = proxy.NewForward(proxy.ForwardConfig{
 			Gate: s.gate, MaxBody: int(maxBody), MaxResponse: int64(maxResp), CA: authority, TLS: upstreamTLS, Logger: log, DialContext: o.Dial,
-			UpstreamTimeout: o.UpstreamTimeout, Credential: o.Credential,
+			UpstreamTimeout: o.UpstreamTimeout, Credential: o.Credential, CredentialOrigins: o.CredentialOrigins,
 		})
 		if err != nil {
 			return fail(2, err)
