@@ -729,8 +729,9 @@ type configFile struct {
 }
 
 type upstreamAuth struct {
-	Header    string `json:"header"`
-	ValueFile string `json:"value_file"`
+	Header    string   `json:"header"`
+	ValueFile string   `json:"value_file"`
+	Origins   []string `json:"origins"`
 	OAuth2    *struct {
 		TokenURL         string   `json:"token_url"`
 		ClientID         string   `json:"client_id"`
