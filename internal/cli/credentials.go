@@ -22,7 +22,7 @@ type upstreamAuthFile struct {
 	ValueFile string `yaml:"value_file"`
 	// Origins are where the forward door may send the credential.
 	Origins []string `yaml:"origins"`
-	OAuth2    *struct {
+	OAuth2  *struct {
 		TokenURL         string   `yaml:"token_url"`
 		ClientID         string   `yaml:"client_id"`
 		ClientSecretFile string   `yaml:"client_secret_file"`
