@@ -238,3 +238,36 @@ func TestCLIFindsTheAdminToken(t *testing.T) {
 		t.Fatalf("wrong token: exit %d: %s", code, out.String())
 	}
 }
+
+// TestAdminTokensRevokedWithoutRestart: a token taken out of the
+// --admin-tokens file stops working within a second or so, no restart.
+func TestAdminTokensRevokedWithoutRestart(t *testing.T) {
+	holder := &env{}
+	e := newEnv(t, withTokens(holder))
+	e.token = holder.token
+	call := adminCall{"GET", "/v1/ledger/head", "", adminauth.Read}
+	if code, body := e.adminDo(call, "tok-read"); code != 200 {
+		t.Fatalf("before: %d %s", code, body)
+	}
+	doc := "tokens:\n  - {name: all, sha256: " + adminauth.Hash("tok-all") + ", scopes: [read, decide, override, evidence]}\n"
+	tmp := e.opts.AdminTokens + ".new"
+	if err := os.WriteFile(tmp, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, e.opts.AdminTokens); err != nil {
+		t.Fatal(err)
+	}
+	code := 0
+	for i := 0; i < 50; i++ { // the file is looked at once a second
+		if code, _ = e.adminDo(call, "tok-read"); code == 401 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code != 401 {
+		t.Fatalf("revoked token still answered %d", code)
+	}
+	if code, _ := e.adminDo(call, "tok-all"); code != 200 {
+		t.Fatalf("the token kept: %d", code)
+	}
+}

@@ -48,7 +48,6 @@ type serveOptions struct {
 	// UpstreamTimeout bounds one ERP exchange; 0 (a test's options) is 30s.
 	UpstreamTimeout time.Duration
 
-	adminTokens  *adminauth.Set       // --admin-tokens, read; nil: DATA/admin.token
 	archive      *archiveFile         // the config file's archive: section
 	upstreamAuth *upstreamauth.Config // the upstream_auth: section; nil: none
 	identity     *identity.Config     // the identity: section; nil: none
@@ -183,13 +182,10 @@ func (o *serveOptions) load() (*rules.Manifest, *rules.Principals, []string) {
 	if o.UpstreamTimeout < 0 {
 		problems = append(problems, o.flag("upstream-timeout")+" must not be negative")
 	}
-	o.adminTokens = nil
 	if o.AdminTokens != "" {
-		set, err := adminauth.LoadFile(o.AdminTokens)
-		if err != nil {
+		if _, err := adminauth.LoadFile(o.AdminTokens); err != nil {
 			problems = append(problems, o.flag("admin-tokens")+": "+err.Error())
 		}
-		o.adminTokens = set
 	}
 	var more []string
 	o.archive, o.segmentEvery, more = readArchive(o.Config)
@@ -302,7 +298,7 @@ func startServer(o *serveOptions, logw io.Writer) (*server.Server, error) {
 		DataDir: o.DataDir, MaxBody: maxBody, MaxResponse: maxResp, CA: authority, UpstreamTLS: upstreamTLS,
 		UpstreamCAFile: o.UpstreamCA, LogLevel: level, Grace: o.Grace, Version: version, UpstreamTimeout: o.UpstreamTimeout,
 		SegmentRecords: o.archive.SegmentRecords, SegmentInterval: o.segmentEvery,
-		Now: o.now, ExpiryEvery: o.expiryEvery, Dial: o.dial, AdminTokens: o.adminTokens,
+		Now: o.now, ExpiryEvery: o.expiryEvery, Dial: o.dial, AdminTokensFile: o.AdminTokens,
 		RefusalSummaryEvery: o.refusalEvery, Identity: ident,
 	}
 	if cred != nil {

@@ -72,9 +72,11 @@ type Config struct {
 	SegmentRecords  int
 	SegmentInterval time.Duration
 
-	// AdminTokens are the admin API's tokens (--admin-tokens); nil: the
-	// generated DATA/admin.token, written at first start.
-	AdminTokens *adminauth.Set
+	// AdminTokensFile is --admin-tokens, read again when it changes; ""
+	// (and AdminTokens nil): the generated DATA/admin.token, written at
+	// first start. AdminTokens, when set, is a fixed set (tests).
+	AdminTokensFile string
+	AdminTokens     *adminauth.Set
 	// Identity verifies callers' X-UAPK-On-Behalf-Of tokens (identity:);
 	// nil: the header is taken as asserted.
 	Identity gate.Identity
@@ -237,18 +239,30 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 	if created {
 		log.Info().Str("path", filepath.Join(o.DataDir, "gateway.key")).Msg("created the gateway key")
 	}
-	adminTokens := o.AdminTokens
-	if adminTokens == nil {
-		var path string
-		if adminTokens, path, created, err = adminauth.LoadOrCreate(o.DataDir); err != nil {
+	var adminAuth proxy.AdminAuth
+	switch {
+	case o.AdminTokensFile != "":
+		ws, err := adminauth.Watch(o.AdminTokensFile, nil, log)
+		if err != nil {
+			closeListeners()
+			return nil, failf(2, "--admin-tokens: %v", err)
+		}
+		adminAuth = ws
+		log.Info().Str("source", o.AdminTokensFile).Int("tokens", ws.Len()).Msg("admin API requires a bearer token; the tokens file is read again when it changes")
+	case o.AdminTokens != nil:
+		adminAuth = o.AdminTokens
+	default:
+		set, path, created, err := adminauth.LoadOrCreate(o.DataDir)
+		if err != nil {
 			closeListeners()
 			return nil, failf(2, "admin token: %v", err)
 		}
 		if created {
 			log.Info().Str("path", path).Msg("created the admin token (every scope); the CLI reads it from the data directory")
 		}
+		adminAuth = set
+		log.Info().Str("source", path).Msg("admin API requires a bearer token")
 	}
-	log.Info().Str("source", adminTokens.Source).Int("tokens", adminTokens.Len()).Msg("admin API requires a bearer token")
 	if o.Identity == nil {
 		log.Warn().Msg("no identity configured: X-UAPK-On-Behalf-Of is taken as the agent asserts it, and records say caller_verified false")
 	}
@@ -372,7 +386,7 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 			Metrics:  promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 			Archive:  func() (any, error) { st := s.archiver.Status(); return st, st.Ready() },
 			Evidence: evidenceHandler,
-			Auth:     adminTokens, Refused: refused.add, Identity: o.Identity, Ready: ready,
+			Auth:     adminAuth, Refused: refused.add, Identity: o.Identity, Ready: ready,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
