@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/uapk-gateway/uapk-proxy/passkey"
+
 	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
@@ -32,8 +34,12 @@ type Decision struct {
 	Decision  string `json:"decision"` // approve | reject
 	Reason    string `json:"reason"`
 	SignedAt  string `json:"signed_at"`
-	Signature string `json:"signature"` // base64 Ed25519
-	Record    uint64 `json:"record"`    // ledger seq of the approval record
+	Signature string `json:"signature"` // base64 Ed25519 ("" for a passkey's)
+	// WebAuthn is a passkey's assertion over the statement, kept whole.
+	WebAuthn *passkey.Assertion `json:"webauthn,omitempty"`
+	Record   uint64             `json:"record"` // ledger seq of the approval record
+
+	counter uint32 // the assertion's signature counter, for the replay check
 }
 
 // Approval is a request held until the required people approve it.

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/uapk-gateway/uapk-proxy/passkey"
 	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
@@ -41,7 +42,10 @@ type Submission struct {
 	Decision  string `json:"decision"`
 	Reason    string `json:"reason"`
 	SignedAt  string `json:"signed_at"`
-	Signature string `json:"signature"`
+	Signature string `json:"signature,omitempty"`
+	// WebAuthn, instead of Signature, is a passkey's assertion over the
+	// statement: its challenge is the statement's SHA-256 (the dashboard).
+	WebAuthn *passkey.Assertion `json:"webauthn,omitempty"`
 	// Digest, optional, is the request digest the approver reviewed. When
 	// given and different from the approval's, the refusal says so
 	// (digest_mismatch) instead of a plain bad_signature.
@@ -93,11 +97,17 @@ func refuse(code record.Reason, format string, args ...any) *Refusal {
 // nothing when it refuses. Callers run it inside the ledger transaction that
 // records the decision, so concurrent decisions see each other.
 func Apply(a *Approval, s Submission, principals *rules.Principals, now time.Time) (*Decision, *Refusal) {
+	return ApplyRP(a, s, principals, now, nil)
+}
+
+// ApplyRP is Apply with the relying party that passkey decisions must be
+// made for (ui.url); with rp nil a passkey decision is refused.
+func ApplyRP(a *Approval, s Submission, principals *rules.Principals, now time.Time, rp *passkey.RP) (*Decision, *Refusal) {
 	if s.Decision != Approve && s.Decision != Reject {
 		return nil, refuse(RefuseBadRequest, "decision must be %q or %q", Approve, Reject)
 	}
-	if s.Approver == "" || s.SignedAt == "" || s.Signature == "" {
-		return nil, refuse(RefuseBadRequest, "approver, signed_at and signature are required")
+	if s.Approver == "" || s.SignedAt == "" || (s.Signature == "") == (s.WebAuthn == nil) {
+		return nil, refuse(RefuseBadRequest, "approver, signed_at and one of signature or webauthn are required")
 	}
 	switch a.Effective(now) {
 	case StatusExpired:
@@ -120,10 +130,6 @@ func Apply(a *Approval, s Submission, principals *rules.Principals, now time.Tim
 	if !p.CanSign() {
 		return nil, refuse(RefuseUnknown, "%q has no public key in the principals file", s.Approver)
 	}
-	sig, err := base64.StdEncoding.DecodeString(s.Signature)
-	if err != nil || len(sig) != ed25519.SignatureSize {
-		return nil, refuse(RefuseBadSignature, "signature must be a base64 Ed25519 signature (64 bytes)")
-	}
 	signedAt, err := time.Parse(time.RFC3339, s.SignedAt)
 	if err != nil || !strings.HasSuffix(s.SignedAt, "Z") {
 		return nil, refuse(RefuseBadRequest, "signed_at %q must be RFC 3339 in UTC, e.g. 2026-09-30T14:05:00Z", s.SignedAt)
@@ -134,8 +140,36 @@ func Apply(a *Approval, s Submission, principals *rules.Principals, now time.Tim
 	if s.Digest != "" && s.Digest != a.Digest {
 		return nil, refuse(RefuseDigest, "signed over digest %s, but approval %s is for request digest %s", s.Digest, a.ID, a.Digest)
 	}
-	if !ed25519.Verify(p.PublicKey, Statement(a.ID, a.Digest, s.Decision, s.Approver, s.SignedAt), sig) {
-		return nil, refuse(RefuseBadSignature, "signature does not verify with %s's key over this approval's statement", p.ID)
+	stmt := Statement(a.ID, a.Digest, s.Decision, s.Approver, s.SignedAt)
+	var counter uint32
+	if s.WebAuthn != nil {
+		if rp == nil {
+			return nil, refuse(RefuseBadSignature, "passkey decisions need the dashboard's ui.url configured")
+		}
+		id, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(s.WebAuthn.CredentialID, "="))
+		if err != nil {
+			return nil, refuse(RefuseBadRequest, "webauthn.credential_id must be base64url")
+		}
+		pk, ok := p.Passkey(id)
+		if !ok {
+			return nil, refuse(RefuseUnknown, "the credential is not one of %s's passkeys in the principals file", p.ID)
+		}
+		res, err := passkey.Verify(*s.WebAuthn, pk.PublicKey, *rp, passkey.Challenge(stmt))
+		if err != nil {
+			return nil, refuse(RefuseBadSignature, "%s's passkey assertion over this approval's statement: %v", p.ID, err)
+		}
+		counter = res.Counter
+	} else {
+		sig, err := base64.StdEncoding.DecodeString(s.Signature)
+		if err != nil || len(sig) != ed25519.SignatureSize {
+			return nil, refuse(RefuseBadSignature, "signature must be a base64 Ed25519 signature (64 bytes)")
+		}
+		if len(p.PublicKey) != ed25519.PublicKeySize {
+			return nil, refuse(RefuseUnknown, "%q has no Ed25519 public key in the principals file (only passkeys: approve in the dashboard)", s.Approver)
+		}
+		if !ed25519.Verify(p.PublicKey, stmt, sig) {
+			return nil, refuse(RefuseBadSignature, "signature does not verify with %s's key over this approval's statement", p.ID)
+		}
 	}
 	self, unsure := askedBy(a, p.ID)
 	if self {
@@ -157,7 +191,8 @@ func Apply(a *Approval, s Submission, principals *rules.Principals, now time.Tim
 	// The approver id is kept as signed, which is now always the principals
 	// file's spelling: an auditor rebuilds the signed statement from the
 	// stored decision alone.
-	d := Decision{Approver: s.Approver, Decision: s.Decision, Reason: s.Reason, SignedAt: s.SignedAt, Signature: s.Signature}
+	d := Decision{Approver: s.Approver, Decision: s.Decision, Reason: s.Reason, SignedAt: s.SignedAt, Signature: s.Signature,
+		WebAuthn: s.WebAuthn, counter: counter}
 	if s.Decision == Reject {
 		// Any holder of a needed role may stop the request: a rejection can
 		// only make the outcome safer.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/passkey"
 	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
@@ -48,6 +49,9 @@ type Config struct {
 	// AppendTimeout bounds a ledger write (default 5s): the ledger's own
 	// deadline, not a client's.
 	AppendTimeout time.Duration
+	// RP is the relying party passkey decisions must be made for (ui.url);
+	// nil: passkey decisions are refused.
+	RP *passkey.RP
 }
 
 // Service owns an approval's whole life: it is created with the request
@@ -65,6 +69,11 @@ type Service struct {
 	timeout time.Duration
 	waiters waiters
 	pending pendingCount
+	rp      *passkey.RP
+	// counters holds each passkey's highest signature counter seen, so an
+	// assertion replayed from a cloned authenticator is refused.
+	countersMu sync.Mutex
+	counters   map[string]uint32
 }
 
 // pendingCount is how many pending request approvals each app holds, for
@@ -109,7 +118,7 @@ func New(cfg Config) (*Service, error) {
 		return nil, errors.New("approvals service needs a store, a ledger, a token issuer and an engine")
 	}
 	s := &Service{store: cfg.Store, ledger: cfg.Ledger, tokens: cfg.Tokens, engine: cfg.Engine,
-		obs: cfg.Observer, log: cfg.Logger, now: cfg.Now, timeout: cfg.AppendTimeout}
+		obs: cfg.Observer, log: cfg.Logger, now: cfg.Now, timeout: cfg.AppendTimeout, rp: cfg.RP, counters: map[string]uint32{}}
 	if s.obs == nil {
 		s.obs = nopObserver{}
 	}
@@ -130,7 +139,35 @@ func New(cfg Config) (*Service, error) {
 			s.pending.ids[a.ID] = a.App
 		}
 	}
+	all, err := s.store.List("", s.now())
+	if err != nil {
+		return nil, fmt.Errorf("read passkey counters: %w", err)
+	}
+	for _, a := range all {
+		for _, d := range a.Decisions {
+			if d.WebAuthn != nil {
+				s.seeCounter(d.WebAuthn.CredentialID, passkey.Counter(*d.WebAuthn))
+			}
+		}
+	}
 	return s, nil
+}
+
+// replayed reports whether counter is not above the highest seen for the
+// credential (a counter of 0 means the authenticator keeps none).
+func (s *Service) replayed(cred string, counter uint32) (bool, uint32) {
+	s.countersMu.Lock()
+	defer s.countersMu.Unlock()
+	last := s.counters[cred]
+	return counter != 0 && counter <= last, last
+}
+
+func (s *Service) seeCounter(cred string, counter uint32) {
+	s.countersMu.Lock()
+	defer s.countersMu.Unlock()
+	if counter > s.counters[cred] {
+		s.counters[cred] = counter
+	}
 }
 
 type nopObserver struct{}
@@ -354,7 +391,12 @@ func (s *Service) Decide(id string, sub Submission) (*Approval, *Refusal, error)
 		}
 		now := s.now()
 		preview := a.Clone()
-		d, ref := Apply(preview, sub, principals, now)
+		d, ref := ApplyRP(preview, sub, principals, now, s.rp)
+		if ref == nil && sub.WebAuthn != nil {
+			if bad, last := s.replayed(sub.WebAuthn.CredentialID, d.counter); bad {
+				ref = refuse(RefuseBadSignature, "the passkey's signature counter %d is not above %d, seen before: a replayed or cloned authenticator", d.counter, last)
+			}
+		}
 		if ref != nil {
 			return a, ref, s.recordRefusal(a, sub, ref)
 		}
@@ -364,13 +406,17 @@ func (s *Service) Decide(id string, sub Submission) (*Approval, *Refusal, error)
 		data := record.Signature{Approver: d.Approver, Role: d.Role, SignedAt: sub.SignedAt,
 			Signature: sub.Signature, Reason: clip(sub.Reason, MaxJustification), Status: preview.Status,
 			ApprovalKind: a.Kind, StatementSHA256: sha256Hex(Statement(a.ID, a.Digest, sub.Decision, sub.Approver, sub.SignedAt))}
+		if w := sub.WebAuthn; w != nil {
+			data.WebAuthn = &record.WebAuthn{CredentialID: w.CredentialID, AuthenticatorData: w.AuthenticatorData,
+				ClientDataJSON: w.ClientDataJSON, Signature: w.Signature, RPID: s.rp.ID, Origin: s.rp.Origin}
+		}
 		e := ledger.Entry{
 			Kind: record.KindApproval, App: a.App, Action: a.Action, ApprovalID: a.ID, Digest: a.Digest,
 			Decision: record.Decision(sub.Decision), Reason: record.Signed, Policy: s.policy(), Data: data.Map(),
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 		rec, err := s.store.Update(ctx, id, e, func(cur *Approval, rec *ledger.Record) error {
-			d2, ref2 := Apply(cur, sub, principals, now)
+			d2, ref2 := ApplyRP(cur, sub, principals, now, s.rp)
 			if ref2 != nil || cur.Status != preview.Status || d2.Role != d.Role {
 				return ErrChanged
 			}
@@ -384,6 +430,9 @@ func (s *Service) Decide(id string, sub Submission) (*Approval, *Refusal, error)
 		}
 		if err != nil {
 			return nil, nil, err
+		}
+		if sub.WebAuthn != nil {
+			s.seeCounter(sub.WebAuthn.CredentialID, d.counter)
 		}
 		s.log.Info().Str("approval_id", id).Str("approver", d.Approver).Str("role", d.Role).
 			Str("decision", sub.Decision).Str("status", preview.Status).Uint64("seq", rec.Seq).Msg("approval decision")

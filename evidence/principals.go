@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/uapk-gateway/uapk-proxy/passkey"
+
 	"github.com/gowebpki/jcs"
 
 	"github.com/uapk-gateway/uapk-proxy/record"
@@ -21,7 +23,11 @@ import (
 func ConfigPrincipals(p *rules.Principals) ([]record.Principal, string, error) {
 	list := []record.Principal{}
 	for _, pr := range p.All() {
-		list = append(list, record.Principal{ID: pr.ID, Roles: append([]string{}, pr.Roles...), PublicKey: pr.PublicKeyPEM()})
+		rp := record.Principal{ID: pr.ID, Roles: append([]string{}, pr.Roles...), PublicKey: pr.PublicKeyPEM()}
+		for _, k := range pr.Passkeys {
+			rp.WebAuthn = append(rp.WebAuthn, record.PasskeyCredential{CredentialID: passkey.Encode(k.ID), PublicKey: k.PEM})
+		}
+		list = append(list, rp)
 	}
 	slices.SortFunc(list, func(a, b record.Principal) int { return strings.Compare(a.ID, b.ID) })
 	sum, err := principalsSHA256(list)

@@ -115,6 +115,16 @@ func Verify(a Assertion, key crypto.PublicKey, rp RP, challenge []byte) (Result,
 	return Result{Counter: binary.BigEndian.Uint32(authData[33:37]), UserVerified: flags&flagUV != 0}, nil
 }
 
+// Counter reads an assertion's signature counter without checking it (0
+// when its authenticator data cannot be read).
+func Counter(a Assertion) uint32 {
+	ad, err := decode(a.AuthenticatorData)
+	if err != nil || len(ad) < 37 {
+		return 0
+	}
+	return binary.BigEndian.Uint32(ad[33:37])
+}
+
 // decode reads base64url with or without padding.
 func decode(s string) ([]byte, error) {
 	return base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))

@@ -184,13 +184,33 @@ type Signature struct {
 	Status          string `json:"status"`        // the approval's status after this decision
 	ApprovalKind    string `json:"approval_kind"` // request | override
 	StatementSHA256 string `json:"statement_sha256"`
+	// WebAuthn: the decision was a passkey's assertion (signature is ""),
+	// kept whole with the relying party it was checked for.
+	WebAuthn *WebAuthn `json:"webauthn,omitempty"`
+}
+
+// WebAuthn is a passkey assertion as a signature record keeps it: the
+// members base64url as the browser gave them, and the relying-party id and
+// origin the proxy required.
+type WebAuthn struct {
+	CredentialID      string `json:"credential_id"`
+	AuthenticatorData string `json:"authenticator_data"`
+	ClientDataJSON    string `json:"client_data_json"`
+	Signature         string `json:"signature"`
+	RPID              string `json:"rp_id"`
+	Origin            string `json:"origin"`
 }
 
 // Map returns the stored data member.
 func (d *Signature) Map() map[string]any {
-	return map[string]any{"approver": d.Approver, "role": d.Role, "signed_at": d.SignedAt,
+	m := map[string]any{"approver": d.Approver, "role": d.Role, "signed_at": d.SignedAt,
 		"signature": d.Signature, "reason": d.Reason, "status": d.Status,
 		"approval_kind": d.ApprovalKind, "statement_sha256": d.StatementSHA256}
+	if w := d.WebAuthn; w != nil {
+		m["webauthn"] = map[string]any{"credential_id": w.CredentialID, "authenticator_data": w.AuthenticatorData,
+			"client_data_json": w.ClientDataJSON, "signature": w.Signature, "rp_id": w.RPID, "origin": w.Origin}
+	}
+	return m
 }
 
 // Refusal is the data of an approval record with decision refused: who
@@ -284,6 +304,16 @@ type Principal struct {
 	ID        string   `json:"id"`
 	Roles     []string `json:"roles"`
 	PublicKey string   `json:"public_key,omitempty"` // PKIX PEM; absent for one who cannot sign
+	// WebAuthn are the principal's passkeys, for decisions made in the
+	// dashboard; absent when none.
+	WebAuthn []PasskeyCredential `json:"webauthn,omitempty"`
+}
+
+// PasskeyCredential is one passkey of a principal: its credential id
+// (base64url) and public key (PKIX PEM, P-256 or Ed25519).
+type PasskeyCredential struct {
+	CredentialID string `json:"credential_id"`
+	PublicKey    string `json:"public_key"`
 }
 
 // Map returns the stored data member.
@@ -308,6 +338,13 @@ func PrincipalsMap(ps []Principal) []any {
 	for _, p := range ps {
 		e := map[string]any{"id": p.ID, "roles": anys(p.Roles)}
 		str(e, "public_key", p.PublicKey)
+		if len(p.WebAuthn) > 0 {
+			ws := make([]any, len(p.WebAuthn))
+			for i, w := range p.WebAuthn {
+				ws[i] = map[string]any{"credential_id": w.CredentialID, "public_key": w.PublicKey}
+			}
+			e["webauthn"] = ws
+		}
 		out = append(out, e)
 	}
 	return out

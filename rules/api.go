@@ -4,6 +4,8 @@ package rules
 // the other files of this package.
 
 import (
+	"bytes"
+	"crypto"
 	"crypto/ed25519"
 	"time"
 
@@ -143,5 +145,30 @@ type Decision struct {
 type Principal struct {
 	ID        string
 	Roles     []string
-	PublicKey ed25519.PublicKey // nil when the principal cannot sign
+	PublicKey ed25519.PublicKey // nil when the principal cannot sign with the CLI
+	// Passkeys are the principal's WebAuthn credentials (webauthn:), for
+	// the dashboard; each signs decisions as an assertion.
+	Passkeys []Passkey
+	// Email is where notifications reach the principal ("" none).
+	Email string
+}
+
+// Passkey is one WebAuthn credential of a principal.
+type Passkey struct {
+	ID        []byte           // the credential id
+	PublicKey crypto.PublicKey // *ecdsa.PublicKey (P-256) or ed25519.PublicKey
+	PEM       string           // the key as the principals file gave it, normalised
+}
+
+// Passkey returns the principal's credential with id, if any.
+func (pr *Principal) Passkey(id []byte) (*Passkey, bool) {
+	if pr == nil {
+		return nil, false
+	}
+	for i := range pr.Passkeys {
+		if bytes.Equal(pr.Passkeys[i].ID, id) {
+			return &pr.Passkeys[i], true
+		}
+	}
+	return nil, false
 }

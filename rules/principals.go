@@ -3,6 +3,7 @@ package rules
 import (
 	"crypto/ed25519"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/uapk-gateway/uapk-proxy/internal/fsutil"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
+	"github.com/uapk-gateway/uapk-proxy/passkey"
 )
 
 // Principals is the validated principals file (docs/reference.md#principals): who exists,
@@ -127,12 +129,14 @@ func (pr *Principal) HasRole(r string) bool {
 
 // CanSign reports whether the principal has a public key, and so can sign
 // approval decisions.
-func (pr *Principal) CanSign() bool { return pr != nil && len(pr.PublicKey) == ed25519.PublicKeySize }
+func (pr *Principal) CanSign() bool {
+	return pr != nil && (len(pr.PublicKey) == ed25519.PublicKeySize || len(pr.Passkeys) > 0)
+}
 
 // PublicKeyPEM returns the public key as a PKIX "PUBLIC KEY" PEM block, or ""
 // when the principal has none.
 func (pr *Principal) PublicKeyPEM() string {
-	if !pr.CanSign() {
+	if pr == nil || len(pr.PublicKey) != ed25519.PublicKeySize {
 		return ""
 	}
 	der, err := x509.MarshalPKIXPublicKey(pr.PublicKey)
@@ -167,8 +171,9 @@ func (c *checker) principals(ps *Principals, root *value, baseDir string) {
 		c.errf("principals", "must list at least one principal")
 		return
 	}
-	seenKeys := map[string]string{} // public key bytes -> path of first use
-	ids := map[string]string{}      // id -> path of first use
+	seenKeys := map[string]string{}  // public key bytes -> path of first use
+	seenCreds := map[string]string{} // credential id -> path of first use
+	ids := map[string]string{}       // id -> path of first use
 	for i, it := range list.items {
 		p := joinIndex("principals", i)
 		pr := &Principal{}
@@ -229,6 +234,78 @@ func (c *checker) principals(ps *Principals, root *value, baseDir string) {
 				seenKeys[string(key)] = p
 				pr.PublicKey = key
 			},
+			"email": func(p string, v *value) {
+				s, ok := c.str(p, v)
+				if !ok {
+					good = false
+					return
+				}
+				if at := strings.IndexByte(s, '@'); at <= 0 || at == len(s)-1 || strings.ContainsAny(s, " \t\r\n<>,;\"") || len(s) > 254 {
+					c.errf(p, "%q is not one mail address (local@domain)", s)
+					good = false
+					return
+				}
+				pr.Email = s
+			},
+			"webauthn": func(p string, v *value) {
+				if v.kind != kArray {
+					c.typeErr(p, "a list of {credential_id, public_key}", v)
+					good = false
+					return
+				}
+				for j, cv := range v.items {
+					cp := joinIndex(p, j)
+					var pk Passkey
+					ok := c.fields(cp, cv, map[string]func(string, *value){
+						"credential_id": func(p string, v *value) {
+							s, ok := c.str(p, v)
+							if !ok {
+								return
+							}
+							id, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
+							if err != nil || len(id) == 0 || len(id) > 1023 {
+								c.errf(p, "want the credential id in base64url (1 to 1023 bytes)")
+								return
+							}
+							if first, dup := seenCreds[string(id)]; dup {
+								c.errf(p, "same credential as %s", first)
+								return
+							}
+							seenCreds[string(id)] = p
+							pk.ID = id
+						},
+						"public_key": func(p string, v *value) {
+							s, ok := c.str(p, v)
+							if !ok {
+								return
+							}
+							data, err := readKeyText(s, baseDir)
+							if err != nil {
+								c.errf(p, "%v", err)
+								return
+							}
+							k, err := passkey.ParsePublicKey(data)
+							if err != nil {
+								c.errf(p, "%v", err)
+								return
+							}
+							pk.PublicKey = k
+							pk.PEM, _ = passkey.PublicKeyPEM(k)
+						},
+					})
+					if !ok || pk.ID == nil || pk.PublicKey == nil {
+						if ok && cv.get("credential_id") == nil {
+							c.errf(joinKey(cp, "credential_id"), "required")
+						}
+						if ok && cv.get("public_key") == nil {
+							c.errf(joinKey(cp, "public_key"), "required")
+						}
+						good = false
+						continue
+					}
+					pr.Passkeys = append(pr.Passkeys, pk)
+				}
+			},
 		})
 		if !ok {
 			continue
@@ -246,6 +323,26 @@ func (c *checker) principals(ps *Principals, root *value, baseDir string) {
 			ps.byID[pr.ID] = pr
 		}
 	}
+}
+
+// readKeyText returns an inline PEM as it is, or the content of the file
+// a path names (relative to baseDir).
+func readKeyText(s, baseDir string) ([]byte, error) {
+	if strings.Contains(s, "-----BEGIN") {
+		return []byte(s), nil
+	}
+	path := strings.TrimSpace(s)
+	if path == "" {
+		return nil, fmt.Errorf("empty public_key")
+	}
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(baseDir, path)
+	}
+	data, err := fsutil.ReadRegular(path, maxKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("public key file: %w", err)
+	}
+	return data, nil
 }
 
 // readPublicKey takes an inline PEM or a path to a PEM file and returns the
