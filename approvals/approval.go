@@ -142,3 +142,51 @@ func ValidStatus(s string) bool {
 	}
 	return false
 }
+
+// StillNeeded lists the requirement's slots no approver fills yet, each
+// as its roles joined by " or ".
+func (a *Approval) StillNeeded() []string {
+	filled := map[string]bool{}
+	for _, d := range a.Decisions {
+		filled[d.Role] = true
+	}
+	var out []string
+	for _, slot := range a.Requirement.Slots {
+		done := false
+		for _, r := range slot {
+			done = done || filled[r]
+		}
+		if !done {
+			out = append(out, strings.Join(slot, " or "))
+		}
+	}
+	return out
+}
+
+// Awaits reports whether the approval, still pending, waits for someone
+// holding one of roles who has not decided it: id has not decided, and a
+// slot no one fills names one of roles.
+func (a *Approval) Awaits(id string, roles []string) bool {
+	for _, d := range a.Decisions {
+		if d.Approver == id {
+			return false
+		}
+	}
+	filled := map[string]bool{}
+	for _, d := range a.Decisions {
+		filled[d.Role] = true
+	}
+	for _, slot := range a.Requirement.Slots {
+		done, mine := false, false
+		for _, r := range slot {
+			done = done || filled[r]
+			for _, x := range roles {
+				mine = mine || x == r
+			}
+		}
+		if !done && mine {
+			return true
+		}
+	}
+	return false
+}

@@ -70,6 +70,9 @@ type AdminConfig struct {
 	// Ready reports more checks for /readyz by name (the ERP credential);
 	// a non-nil error makes the proxy not ready.
 	Ready map[string]func() error
+	// UI serves /ui/, the approvers' dashboard, which signs people in with
+	// passkeys itself (nil: 404).
+	UI http.Handler
 }
 
 // AdminAuth recognises the holder of an Authorization header's token.
@@ -107,6 +110,12 @@ func NewAdmin(cfg AdminConfig) http.Handler {
 	mux.Handle("GET /v1/overrides/{id}", a.guard([]adminauth.Scope{adminauth.Read, adminauth.Override}, a.getOverride))
 	if cfg.Evidence != nil {
 		mux.Handle("POST /v1/evidence", a.guard([]adminauth.Scope{adminauth.Evidence}, cfg.Evidence.ServeHTTP))
+	}
+	if cfg.UI != nil {
+		// The dashboard has its own sign-in (passkeys, session cookies):
+		// no admin token in a browser.
+		mux.Handle("/ui/", cfg.UI)
+		mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusSeeOther))
 	}
 	// Unknown paths need a token too: without one nothing about the API
 	// shows, not even which paths exist.

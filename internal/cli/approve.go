@@ -261,25 +261,6 @@ func signers(a approvals.Approval) string {
 	return strings.Join(s, ", ")
 }
 
-// stillNeeded lists the roles of the slots no approver fills yet.
-func stillNeeded(a approvals.Approval) []string {
-	filled := map[string]bool{}
-	for _, d := range a.Decisions {
-		filled[d.Role] = true
-	}
-	var out []string
-	for _, slot := range a.Requirement.Slots {
-		done := false
-		for _, r := range slot {
-			done = done || filled[r]
-		}
-		if !done {
-			out = append(out, strings.Join(slot, " or "))
-		}
-	}
-	return out
-}
-
 func indentJSON(s string) string {
 	var b bytes.Buffer
 	if json.Indent(&b, []byte(s), "  ", "  ") != nil {
@@ -356,7 +337,7 @@ func newDecide(decision string) *cobra.Command {
 			}
 			fmt.Fprintf(out, "\n%s: %s signed %q; approval is now %s\n", id, as, decision, after.Status)
 			if after.Status == approvals.StatusPending {
-				fmt.Fprintf(out, "still needed: %s\n", strings.Join(stillNeeded(after), " + "))
+				fmt.Fprintf(out, "still needed: %s\n", strings.Join(after.StillNeeded(), " + "))
 			}
 			return nil
 		},

@@ -51,6 +51,7 @@ type serveOptions struct {
 	archive      *archiveFile         // the config file's archive: section
 	upstreamAuth *upstreamauth.Config // the upstream_auth: section; nil: none
 	identity     *identity.Config     // the identity: section; nil: none
+	ui           uiFile               // the ui: section
 	// credentialOrigins: upstream_auth.origins, where the forward door may
 	// send the credential.
 	credentialOrigins []string
@@ -194,6 +195,8 @@ func (o *serveOptions) load() (*rules.Manifest, *rules.Principals, []string) {
 	problems = append(problems, more...)
 	o.identity, more = readIdentity(o.Config)
 	problems = append(problems, more...)
+	o.ui, more = readUI(o.Config)
+	problems = append(problems, more...)
 	return m, p, problems
 }
 
@@ -300,6 +303,7 @@ func startServer(o *serveOptions, logw io.Writer) (*server.Server, error) {
 		SegmentRecords: o.archive.SegmentRecords, SegmentInterval: o.segmentEvery,
 		Now: o.now, ExpiryEvery: o.expiryEvery, Dial: o.dial, AdminTokensFile: o.AdminTokens,
 		RefusalSummaryEvery: o.refusalEvery, Identity: ident,
+		UIURL: o.ui.URL, UITLSCert: o.ui.TLSCert, UITLSKey: o.ui.TLSKey,
 	}
 	if cred != nil {
 		cfg.Credential, cfg.CredentialReady, cfg.CredentialOrigins = cred, cred.Ready, o.credentialOrigins

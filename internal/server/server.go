@@ -33,13 +33,16 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/internal/approvalstore"
 	"github.com/uapk-gateway/uapk-proxy/internal/ca"
 	"github.com/uapk-gateway/uapk-proxy/internal/cumulative"
+	"github.com/uapk-gateway/uapk-proxy/internal/desk"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 	"github.com/uapk-gateway/uapk-proxy/internal/metrics"
 	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/passkey"
 	"github.com/uapk-gateway/uapk-proxy/proxy"
 	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
+	"github.com/uapk-gateway/uapk-proxy/verifier"
 )
 
 // Config is a checked configuration: the command line has read and
@@ -88,6 +91,10 @@ type Config struct {
 	// credential to (upstream_auth.origins); the sidecar door sends it to
 	// --upstream.
 	CredentialOrigins []string
+	// UIURL is the dashboard's public URL (ui.url), already checked; ""
+	// is http://localhost:ADMINPORT. UITLSCert and UITLSKey, when set,
+	// serve the admin address over TLS.
+	UIURL, UITLSCert, UITLSKey string
 	// RefusalSummaryEvery is how often refused admin calls are summed up
 	// in a ledger record (default 1m).
 	RefusalSummaryEvery time.Duration
@@ -133,6 +140,9 @@ type Server struct {
 	sidecar   *proxy.Sidecar // nil without --upstream
 	forward   *proxy.Forward // nil with --proxy-addr ""
 	admin     *http.Server
+
+	// UIURL is the dashboard's public URL in force.
+	UIURL string
 
 	SidecarAddr net.Addr // nil when the sidecar door is off
 	ProxyAddr   net.Addr // nil when the forward door is off
@@ -319,7 +329,17 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 		return fail(1, fmt.Errorf("ledger: record the configuration: %w", err))
 	}
 	engine := rules.NewEngine(m, principals)
-	s.approvals, err = approvals.New(approvals.Config{Store: store, Ledger: l, Tokens: issuer,
+	uiURL := o.UIURL
+	if uiURL == "" {
+		_, port, _ := net.SplitHostPort(s.AdminAddr.String())
+		uiURL = "http://localhost:" + port
+	}
+	rp, err := passkey.OriginOf(uiURL)
+	if err != nil {
+		return fail(2, fmt.Errorf("ui.url: %w", err))
+	}
+	s.UIURL = uiURL
+	s.approvals, err = approvals.New(approvals.Config{Store: store, Ledger: l, Tokens: issuer, RP: &rp,
 		Engine: func() *rules.Engine { return s.gate.Engine() }, Observer: mx, Logger: log, Now: o.Now})
 	if err != nil {
 		return fail(1, err)
@@ -376,6 +396,22 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 		clock = time.Now
 	}
 	refused := &refusals{ledger: l, app: m.AppID, policy: m.Hash, now: clock, log: log, observe: mx.AdminRefused}
+	ui, err := desk.New(desk.Config{Approvals: s.approvals, Principals: func() *rules.Principals { return s.gate.Engine().Principals() },
+		RP: rp, Ledger: l, Now: o.Now, Logger: log.With().Str("component", "desk").Logger(),
+		Verify: func(ctx context.Context) (bool, uint64, string) {
+			rep, err := verifier.Verify(ctx, l)
+			if err != nil {
+				return false, 0, err.Error()
+			}
+			problem := ""
+			if rep.Problem != nil {
+				problem = fmt.Sprintf("record %d: %s", rep.Problem.Seq, rep.Problem.Reason)
+			}
+			return rep.OK, rep.Records, problem
+		}})
+	if err != nil {
+		return fail(1, err)
+	}
 	var ready map[string]func() error
 	if o.CredentialReady != nil {
 		ready = map[string]func() error{"upstream_auth": o.CredentialReady}
@@ -386,7 +422,7 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 			Metrics:  promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 			Archive:  func() (any, error) { st := s.archiver.Status(); return st, st.Ready() },
 			Evidence: evidenceHandler,
-			Auth:     adminAuth, Refused: refused.add, Identity: o.Identity, Ready: ready,
+			Auth:     adminAuth, Refused: refused.add, Identity: o.Identity, Ready: ready, UI: ui,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
@@ -420,11 +456,15 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 	}
 	go func() {
 		defer s.wg.Done()
-		if err := s.admin.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := func() error { return s.admin.Serve(adminLn) }
+		if o.UITLSCert != "" {
+			serve = func() error { return s.admin.ServeTLS(adminLn, o.UITLSCert, o.UITLSKey) }
+		}
+		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.errc <- fmt.Errorf("admin API: %w", err)
 		}
 	}()
-	ev := log.Info().Str("admin_addr", s.AdminAddr.String()).Str("app", m.AppID).Str("policy", m.Hash).
+	ev := log.Info().Str("admin_addr", s.AdminAddr.String()).Str("ui_url", s.UIURL+"/ui/").Str("app", m.AppID).Str("policy", m.Hash).
 		Uint64("ledger_head", l.Head().Seq)
 	if s.SidecarAddr != nil {
 		ev = ev.Str("sidecar_addr", s.SidecarAddr.String()).Str("upstream", o.Upstream)
