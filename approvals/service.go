@@ -139,26 +139,20 @@ func New(cfg Config) (*Service, error) {
 			s.pending.ids[a.ID] = a.App
 		}
 	}
-	all, err := s.store.List("", s.now())
-	if err != nil {
-		return nil, fmt.Errorf("read passkey counters: %w", err)
-	}
-	for _, a := range all {
-		for _, d := range a.Decisions {
-			if d.WebAuthn != nil {
-				s.seeCounter(d.WebAuthn.CredentialID, passkey.Counter(*d.WebAuthn))
-			}
-		}
-	}
 	return s, nil
 }
 
 // replayed reports whether counter is not above the highest seen for the
 // credential (a counter of 0 means the authenticator keeps none).
 func (s *Service) replayed(cred string, counter uint32) (bool, uint32) {
+	stored, err := s.store.PasskeyCounter(cred)
+	if err != nil {
+		s.log.Error().Err(err).Msg("passkey counter unreadable; the decision is refused")
+		return true, 0
+	}
 	s.countersMu.Lock()
 	defer s.countersMu.Unlock()
-	last := s.counters[cred]
+	last := max(stored, s.counters[cred])
 	return counter != 0 && counter <= last, last
 }
 

@@ -20,6 +20,10 @@ type Store interface {
 	Get(id string) (*Approval, error)
 	// List returns the approvals whose effective status at now is status
 	// ("" for all), oldest first.
+	// PasskeyCounter returns the highest signature counter recorded for
+	// a passkey (credential id, base64url) by decisions Update stored; 0
+	// when none. Update keeps it, in the transaction of the decision.
+	PasskeyCounter(credentialID string) (uint32, error)
 	List(status string, now time.Time) ([]*Approval, error)
 	// Due returns the approvals stored as pending whose expiry has passed.
 	Due(now time.Time) ([]*Approval, error)

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/uapk-gateway/uapk-proxy/passkey"
+
 	"github.com/uapk-gateway/uapk-proxy/approvals"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
 )
@@ -87,9 +89,10 @@ func (l *Ledger) Last() ledger.Record {
 // Store keeps approvals in memory, each change committed with its record
 // in L, all or nothing.
 type Store struct {
-	L  *Ledger
-	mu sync.Mutex
-	m  map[string]*approvals.Approval
+	L        *Ledger
+	mu       sync.Mutex
+	m        map[string]*approvals.Approval
+	counters map[string]uint32 // passkey credential id -> highest counter
 }
 
 var _ approvals.Store = (*Store)(nil)
@@ -167,8 +170,25 @@ func (s *Store) Update(ctx context.Context, id string, e ledger.Entry, change fu
 			return err
 		}
 		s.m[id] = c
+		for _, d := range c.Decisions {
+			if d.WebAuthn != nil {
+				if n := passkey.Counter(*d.WebAuthn); n > s.counters[d.WebAuthn.CredentialID] {
+					if s.counters == nil {
+						s.counters = map[string]uint32{}
+					}
+					s.counters[d.WebAuthn.CredentialID] = n
+				}
+			}
+		}
 		return nil
 	})
+}
+
+// PasskeyCounter returns the highest counter Update stored for a passkey.
+func (s *Store) PasskeyCounter(credentialID string) (uint32, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.counters[credentialID], nil
 }
 
 // Release undoes the Consume by record usedBy, with e.

@@ -10,12 +10,15 @@ package approvalstore
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
 	"strconv"
 	"time"
+
+	"github.com/uapk-gateway/uapk-proxy/passkey"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -32,6 +35,10 @@ var (
 	// usedBucket holds the id of every token that let a request through
 	// (token id -> ledger seq), a second guard beside Approval.Consumed.
 	usedBucket = []byte("tokens_used")
+	// counterBucket holds each passkey's highest signature counter
+	// (credential id -> uint32 big-endian), so that a cloned
+	// authenticator's replay is refused after years, without a scan.
+	counterBucket = []byte("passkey_counters")
 )
 
 // Store keeps approvals beside the chain in the ledger's bbolt file.
@@ -61,6 +68,9 @@ func initBuckets(db *bolt.DB) error {
 			return err
 		}
 		if _, err := tx.CreateBucketIfNotExists(bucketName); err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucketIfNotExists(counterBucket); err != nil {
 			return err
 		}
 		if tx.Bucket(openBucket) != nil {
@@ -118,9 +128,46 @@ func (s *Store) Update(ctx context.Context, id string, e ledger.Entry, change fu
 		if err := change(a, rec); err != nil {
 			return err
 		}
+		if err := keepCounters(tx, a); err != nil {
+			return err
+		}
 		return put(tx, a)
 	}
 	return s.l.Append(ctx, e)
+}
+
+// keepCounters raises each passkey's stored counter to what a's decisions
+// show.
+func keepCounters(tx *bolt.Tx, a *approvals.Approval) error {
+	b := tx.Bucket(counterBucket)
+	for _, d := range a.Decisions {
+		if d.WebAuthn == nil {
+			continue
+		}
+		n := passkey.Counter(*d.WebAuthn)
+		key := []byte(d.WebAuthn.CredentialID)
+		if v := b.Get(key); len(v) == 4 && binary.BigEndian.Uint32(v) >= n {
+			continue
+		}
+		if err := b.Put(key, binary.BigEndian.AppendUint32(nil, n)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PasskeyCounter returns the highest counter stored for a passkey.
+func (s *Store) PasskeyCounter(credentialID string) (uint32, error) {
+	var n uint32
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(counterBucket); b != nil {
+			if v := b.Get([]byte(credentialID)); len(v) == 4 {
+				n = binary.BigEndian.Uint32(v)
+			}
+		}
+		return nil
+	})
+	return n, err
 }
 
 // Consume appends e and marks approval id and token tokenID used by it, in
