@@ -38,4 +38,6 @@ var (
 	// approval is no longer in the state the caller decided on; the service
 	// decides again.
 	ErrChanged = errors.New("approval changed concurrently")
+	// ErrBadCursor: a list cursor that names no approval of that list.
+	ErrBadCursor = errors.New("cursor names no approval in this list; start again without it")
 )

@@ -188,6 +188,46 @@ func (s *Service) List(status string) ([]*Approval, error) {
 	return s.store.List(status, s.now())
 }
 
+// Page is one page of approvals and the cursor of the next (""
+// none).
+type Page struct {
+	Approvals []*Approval
+	Next      string
+	Total     int
+}
+
+// MaxPage bounds a page.
+const MaxPage = 1000
+
+// ListPage returns the approvals with status, oldest first, from after the
+// one whose id is cursor (the start when ""), at most limit (1 to MaxPage).
+func (s *Service) ListPage(status, cursor string, limit int) (Page, error) {
+	list, err := s.List(status)
+	if err != nil {
+		return Page{}, err
+	}
+	limit = min(max(limit, 1), MaxPage)
+	start := 0
+	if cursor != "" {
+		start = -1
+		for i, a := range list {
+			if a.ID == cursor {
+				start = i + 1
+				break
+			}
+		}
+		if start < 0 {
+			return Page{}, ErrBadCursor
+		}
+	}
+	end := min(start+limit, len(list))
+	p := Page{Approvals: list[start:end], Total: len(list)}
+	if end < len(list) {
+		p.Next = list[end-1].ID
+	}
+	return p, nil
+}
+
 func (s *Service) policy() string { return s.engine().Manifest().Hash }
 
 func (s *Service) append(e ledger.Entry) (ledger.Record, error) {

@@ -198,3 +198,39 @@ func TestMaxPendingSurvivesARestart(t *testing.T) {
 		t.Errorf("a refused hold stored its approval: %v", err)
 	}
 }
+
+// TestListPage: pages of a long list follow each other by cursor, oldest
+// first, with nothing left out or repeated; a cursor from elsewhere is
+// refused.
+func TestListPage(t *testing.T) {
+	svc, _ := service(t)
+	for range 25 {
+		hold(t, svc, requireCFO)
+	}
+	all, _ := svc.List(approvals.StatusPending)
+	var seen []string
+	cursor := ""
+	for pages := 0; ; pages++ {
+		p, err := svc.ListPage(approvals.StatusPending, cursor, 10)
+		if err != nil || p.Total != 25 || len(p.Approvals) > 10 {
+			t.Fatalf("page %d: %+v %v", pages, p, err)
+		}
+		for _, a := range p.Approvals {
+			seen = append(seen, a.ID)
+		}
+		if cursor = p.Next; cursor == "" {
+			break
+		}
+	}
+	if len(seen) != 25 {
+		t.Fatalf("%d seen, want 25", len(seen))
+	}
+	for i, a := range all {
+		if seen[i] != a.ID {
+			t.Fatalf("page order differs from the list at %d", i)
+		}
+	}
+	if _, err := svc.ListPage(approvals.StatusPending, "apr_aaaaaaaaaaaaaaaaaaaaaaaaaa", 10); !errors.Is(err, approvals.ErrBadCursor) {
+		t.Errorf("unknown cursor: %v", err)
+	}
+}

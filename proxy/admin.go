@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -297,9 +298,21 @@ func seqParam(r *http.Request, name string, def uint64) (uint64, error) {
 	return n, nil
 }
 
+// listApprovals answers one page: limit (default 100, at most 1000) and
+// cursor (the next_cursor of the page before).
 func (a *admin) listApprovals(w http.ResponseWriter, r *http.Request) {
-	list, err := a.cfg.Approvals.List(r.URL.Query().Get("status"))
-	if errors.Is(err, approvals.ErrBadStatus) {
+	q := r.URL.Query()
+	limit := defaultPage
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > approvals.MaxPage {
+			writeJSON(w, http.StatusBadRequest, apiError{Error: errBadRequest, Message: fmt.Sprintf("limit must be a number from 1 to %d", approvals.MaxPage)})
+			return
+		}
+		limit = n
+	}
+	page, err := a.cfg.Approvals.ListPage(q.Get("status"), q.Get("cursor"), limit)
+	if errors.Is(err, approvals.ErrBadStatus) || errors.Is(err, approvals.ErrBadCursor) {
 		writeJSON(w, http.StatusBadRequest, apiError{Error: errBadRequest, Message: err.Error()})
 		return
 	}
@@ -307,12 +320,19 @@ func (a *admin) listApprovals(w http.ResponseWriter, r *http.Request) {
 		a.internal(w, err)
 		return
 	}
-	out := make([]*approvals.Approval, 0, len(list))
-	for _, ap := range list {
+	out := make([]*approvals.Approval, 0, len(page.Approvals))
+	for _, ap := range page.Approvals {
 		out = append(out, a.view(ap, false))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"approvals": out})
+	body := map[string]any{"approvals": out, "total": page.Total}
+	if page.Next != "" {
+		body["next_cursor"] = page.Next
+	}
+	writeJSON(w, http.StatusOK, body)
 }
+
+// defaultPage is GET /v1/approvals' page size without limit.
+const defaultPage = 100
 
 func (a *admin) getApproval(w http.ResponseWriter, r *http.Request) {
 	a.showApproval(w, r.PathValue("id"), approvals.KindRequest, false)

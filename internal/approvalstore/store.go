@@ -395,6 +395,13 @@ func (s *Store) List(status string, now time.Time) ([]*approvals.Approval, error
 	if err != nil {
 		return nil, err
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
+	// Oldest first; the id orders approvals made at the same instant,
+	// so that pages by cursor neither skip nor repeat one.
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
 	return out, nil
 }

@@ -271,3 +271,44 @@ func TestAdminTokensRevokedWithoutRestart(t *testing.T) {
 		t.Fatalf("the token kept: %d", code)
 	}
 }
+
+// TestApprovalsArePaged: GET /v1/approvals answers pages (limit, cursor),
+// and the CLI's pending lists every page.
+func TestApprovalsArePaged(t *testing.T) {
+	e := newEnv(t)
+	var ids []string
+	for i := 0; i < 3; i++ {
+		r := e.do("POST", "/api/v1/journal-entries", fmt.Sprintf(`{"account":"4000-Revenue","credit":%d}`, 250000+i))
+		ids = append(ids, r.header.Get("X-UAPK-Approval-Id"))
+	}
+	var p1 struct {
+		Approvals []struct{ ID string }
+		Total     int
+		Next      string `json:"next_cursor"`
+	}
+	if code := e.adminGet("/v1/approvals?status=pending&limit=2", &p1); code != 200 || len(p1.Approvals) != 2 || p1.Total != 3 || p1.Next == "" {
+		t.Fatalf("page 1: %d %+v", code, p1)
+	}
+	var p2 struct {
+		Approvals []struct{ ID string }
+		Next      string `json:"next_cursor"`
+	}
+	if code := e.adminGet("/v1/approvals?status=pending&limit=2&cursor="+p1.Next, &p2); code != 200 || len(p2.Approvals) != 1 || p2.Next != "" {
+		t.Fatalf("page 2: %d %+v", code, p2)
+	}
+	got := map[string]bool{p1.Approvals[0].ID: true, p1.Approvals[1].ID: true, p2.Approvals[0].ID: true}
+	for _, id := range ids {
+		if !got[id] {
+			t.Errorf("%s on no page", id)
+		}
+	}
+	for _, q := range []string{"limit=0", "limit=1001", "limit=x", "cursor=apr_aaaaaaaaaaaaaaaaaaaaaaaaaa"} {
+		if code := e.adminGet("/v1/approvals?status=pending&"+q, nil); code != 400 {
+			t.Errorf("%s: %d, want 400", q, code)
+		}
+	}
+	var out bytes.Buffer
+	if code := runCLI(t, &out, "pending", "--admin", e.admin, "--admin-token", e.token); code != 0 || strings.Count(out.String(), "apr_") != 3 {
+		t.Errorf("pending: %d %s", code, out.String())
+	}
+}

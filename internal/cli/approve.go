@@ -133,8 +133,18 @@ func newPending() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var res struct{ Approvals []approvals.Approval }
-			if err := c.call(cmd, "GET", "/v1/approvals?status=pending", nil, &res); err != nil {
-				return err
+			for cursor := ""; ; {
+				var page struct {
+					Approvals  []approvals.Approval
+					NextCursor string `json:"next_cursor"`
+				}
+				if err := c.call(cmd, "GET", "/v1/approvals?status=pending&limit=1000&cursor="+url.QueryEscape(cursor), nil, &page); err != nil {
+					return err
+				}
+				res.Approvals = append(res.Approvals, page.Approvals...)
+				if cursor = page.NextCursor; cursor == "" {
+					break
+				}
 			}
 			out := cmd.OutOrStdout()
 			if len(res.Approvals) == 0 {
