@@ -76,6 +76,7 @@ bench: build minio
 	$(GO) test -run '^$$' -bench ScanShapes -benchtime 10x ./rules/
 	$(GO) test -run '^$$' -bench 'AppendWithArchive|ArchiveSegment' -benchtime 3s ./archive/
 	$(GO) test -run '^$$' -bench 'ForwardDoor|PlainGoproxy' -benchtime 3s ./proxy/
+	$(GO) test -run '^$$' -bench Queue10k -benchtime 10x ./internal/desk/
 	$(GO) test -run '^$$' -bench Export1M -benchtime 1x -timeout 30m ./evidence/ -args -evidence.verify=false
 	$(GO) build -o $(BIN)/uapk-bench ./cmd/uapk-bench
 	$(BIN)/uapk-bench -proxy $(BIN)/uapk-proxy -duration 5s -conns 32

@@ -29,7 +29,7 @@ import (
 )
 
 type fixture struct {
-	t        *testing.T
+	t        testing.TB
 	srv      *httptest.Server
 	rp       passkey.RP
 	svc      *approvals.Service
