@@ -556,13 +556,18 @@ func (b *builder) overrideRecord(r *rec) {
 }
 
 // decisionText is one signed decision in the report: who, in which role,
-// approved or rejected when (the approvals store's status words).
+// approved or rejected when (the approvals store's status words), and
+// "with a passkey" when it was a WebAuthn assertion.
 func decisionText(r *rec, d *record.Signature) string {
 	verb := approvals.StatusRejected
 	if r.Decision == record.Approve {
 		verb = approvals.StatusApproved
 	}
-	return fmt.Sprintf("%s (%s) %s %s, %s", d.Approver, d.Role, verb, shortTime(d.SignedAt), seqText(r.Seq))
+	how := ""
+	if d.WebAuthn != nil {
+		how = " with a passkey"
+	}
+	return fmt.Sprintf("%s (%s) %s%s %s, %s", d.Approver, d.Role, verb, how, shortTime(d.SignedAt), seqText(r.Seq))
 }
 
 func seqText(seq uint64) string { return "#" + strconv.FormatUint(seq, 10) }

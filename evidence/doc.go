@@ -11,11 +11,11 @@
 //	SHA256SUMS            "<sha256>  <path>\n" for every other file, sorted: sha256sum -c works
 //	SHA256SUMS.sig        base64 Ed25519 by the gateway key over SHA256SUMS
 //	anchor.json           the prev of the first record, first/last seq, hash and time, and the signed head that covers the range
-//	approvals.json        every approval the range's records name, with each signed statement and its exact text
+//	approvals.json        every approval the range's records name, with each signed statement and its exact text (a passkey's: its WebAuthn assertion whole, with the relying party required)
 //	control-mapping.json  SOX 302/404/802 and ISO 27001 A.9/A.12: mechanism, settings in force, evidence (seqs, counts, jq selectors)
 //	control-mapping.md    the same for people
 //	keys/gateway.pub      PKIX PEM
-//	keys/principals.json  ids, roles, PEM public keys in force, each with the config records it was in force between
+//	keys/principals.json  ids, roles, PEM public keys and passkeys in force, each with the config records it was in force between
 //	manifest.json         each manifest in force, byte for byte, with the policy hash records name it by
 //	records.jsonl         the range's records exactly as stored, one per line
 //	report.html           one self-contained page: period, totals, overrides, rejections, chain status, a table per control

@@ -35,6 +35,10 @@ var (
 	// ErrPrincipalsDisagree means a principals file was given that is not
 	// what the chain's config records say was in force for the range.
 	ErrPrincipalsDisagree = errors.New("principals file disagrees with the chain")
+	// ErrApprovalMismatch means the approvals store and the ledger disagree
+	// on a decision: a passkey decision whose signature record does not
+	// keep the same assertion.
+	ErrApprovalMismatch = errors.New("approval store disagrees with the ledger")
 	// ErrMissingApproval means a record names an approval the store lacks.
 	ErrMissingApproval = errors.New("approval referenced by the ledger is missing")
 	// ErrCheckpoint means the archive's checkpoint does not verify.

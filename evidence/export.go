@@ -645,6 +645,9 @@ type PrincipalEntry struct {
 	ID        string   `json:"id"`
 	Roles     []string `json:"roles"`
 	PublicKey string   `json:"public_key"` // PKIX PEM; "" for one who never signs
+	// WebAuthn are the principal's passkeys (credential id, PKIX PEM key);
+	// absent when none.
+	WebAuthn []record.PasskeyCredential `json:"webauthn,omitempty"`
 	// ConfigRecord is the config record that put this entry in force (0:
 	// from the chain's start); UntilRecord the config record that replaced
 	// it (0: still in force at the range's end). A statement signed in
@@ -674,9 +677,13 @@ type Statement struct {
 	Decision  string `json:"decision"`
 	Reason    string `json:"reason"`
 	SignedAt  string `json:"signed_at"`
-	Signature string `json:"signature"` // base64 Ed25519 over Statement
-	Record    uint64 `json:"record"`    // the ledger record of this decision
-	Statement string `json:"statement"` // uapk-approval-v1 text (docs/reference.md)
+	Signature string `json:"signature"` // base64 Ed25519 over Statement; "" for a passkey's
+	// WebAuthn is a passkey's assertion over the SHA-256 of Statement, as
+	// the signature record keeps it: with the relying party the proxy
+	// required, so that it is checked offline as the proxy checked it.
+	WebAuthn  *record.WebAuthn `json:"webauthn,omitempty"`
+	Record    uint64           `json:"record"`    // the ledger record of this decision
+	Statement string           `json:"statement"` // uapk-approval-v1 text (docs/reference.md)
 }
 
 // ApprovalEntry is one approval of approvals.json: what was asked, who had
@@ -724,7 +731,7 @@ type ApprovalsHeader struct {
 	StatementFormat   string `json:"statement_format"`
 }
 
-const statementFormat = "uapk-approval-v1\\n<approval id>\\n<request digest>\\n<approve|reject>\\n<approver id>\\n<signed_at> (UTF-8, no trailing newline; Ed25519 by the approver's key in keys/principals.json)"
+const statementFormat = "uapk-approval-v1\\n<approval id>\\n<request digest>\\n<approve|reject>\\n<approver id>\\n<signed_at> (UTF-8, no trailing newline; Ed25519 by the approver's key in keys/principals.json, or a WebAuthn assertion (webauthn) by one of their passkeys there over its SHA-256)"
 
 // writeApprovals streams approvals.json: each approval the range names, in
 // the order the chain first names them, fetched one at a time (a short read
@@ -767,6 +774,9 @@ func writeApprovals(ctx context.Context, w io.Writer, src Source, ids map[string
 		e, keep := approvalEntry(ap, a)
 		if !keep {
 			continue
+		}
+		if err := passkeyStatements(src, &e, ap); err != nil {
+			return 0, err
 		}
 		if err := checkStatements(e, principals); err != nil {
 			return 0, err
@@ -834,6 +844,42 @@ func rfc(t time.Time) string {
 	return t.UTC().Format(time.RFC3339Nano)
 }
 
+// passkeyStatements gives each statement made with a passkey its assertion
+// as its signature record keeps it, with the relying party the proxy
+// required: the approvals store keeps the assertion but not that.
+func passkeyStatements(src Source, e *ApprovalEntry, ap *approvals.Approval) error {
+	byRecord := map[uint64]*approvals.Decision{}
+	for i := range ap.Decisions {
+		byRecord[ap.Decisions[i].Record] = &ap.Decisions[i]
+	}
+	for i := range e.Statements {
+		s := &e.Statements[i]
+		d := byRecord[s.Record]
+		if d == nil || d.WebAuthn == nil {
+			continue
+		}
+		raw, err := src.Get(s.Record)
+		if err != nil {
+			return fmt.Errorf("approval %s: read %s's passkey decision, record %d: %w", e.ID, s.Approver, s.Record, err)
+		}
+		r, err := parseRecord(raw)
+		if err != nil {
+			return fmt.Errorf("%w: record %d: %v", ErrChainBroken, s.Record, err)
+		}
+		sig, ok := r.typedData().(*record.Signature)
+		if !ok || r.Kind != record.KindApproval || r.ApprovalID != e.ID || sig.WebAuthn == nil {
+			return fmt.Errorf("%w: approval %s: %s's passkey decision names record %d, which is not its signature record with the assertion", ErrApprovalMismatch, e.ID, s.Approver, s.Record)
+		}
+		w := *sig.WebAuthn
+		if w.CredentialID != d.WebAuthn.CredentialID || w.AuthenticatorData != d.WebAuthn.AuthenticatorData ||
+			w.ClientDataJSON != d.WebAuthn.ClientDataJSON || w.Signature != d.WebAuthn.Signature {
+			return fmt.Errorf("%w: approval %s: %s's passkey assertion in the approvals store is not the one record %d keeps", ErrApprovalMismatch, e.ID, s.Approver, s.Record)
+		}
+		s.WebAuthn = &w
+	}
+	return nil
+}
+
 // checkStatements holds each statement to the key its approver had when it
 // was signed: the principals the last config record before it put in force.
 func checkStatements(e ApprovalEntry, h *principalHistory) error {
@@ -852,6 +898,16 @@ func checkStatements(e ApprovalEntry, h *principalHistory) error {
 			where = h.givenName
 		}
 		p, ok := era.get(s.Approver)
+		if s.WebAuthn != nil {
+			if !ok {
+				return fmt.Errorf("%w: %s decided approval %s with a passkey (record %d) but is not among the principals in force then (%s)", ErrPrincipalsMismatch, s.Approver, e.ID, s.Record, where)
+			}
+			if err := verifyPasskey(s, p.WebAuthn); err != nil {
+				return fmt.Errorf("%w: %s's passkey decision on approval %s (record %d) does not verify with their passkeys in %s: %v; give the principals that were in force",
+					ErrPrincipalsMismatch, s.Approver, e.ID, s.Record, where, err)
+			}
+			continue
+		}
 		if !ok || p.PublicKey == "" {
 			return fmt.Errorf("%w: %s signed approval %s (record %d) but has no key among the principals in force then (%s)", ErrPrincipalsMismatch, s.Approver, e.ID, s.Record, where)
 		}

@@ -22,6 +22,8 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/passkey"
+	"github.com/uapk-gateway/uapk-proxy/passkey/passkeytest"
 	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
@@ -39,6 +41,7 @@ type fixture struct {
 	gate       *gate.Gate
 	gw         ed25519.PrivateKey
 	people     map[string]ed25519.PrivateKey
+	passkeys   map[string]*passkeytest.Authenticator // by principal id
 	principals *rules.Principals
 	manifest   []byte
 	clock      atomic.Int64
@@ -47,9 +50,17 @@ type fixture struct {
 // Tuesday 2026-11-17 16:00Z is 11:00 in New York: business hours.
 var tuesday = time.Date(2026, 11, 17, 16, 0, 0, 0, time.UTC)
 
-func newFixture(t testing.TB) *fixture {
+// deskRP is the dashboard's relying party in fixtures with passkeys.
+var deskRP = passkey.RP{ID: "desk.corp.example", Origin: "https://desk.corp.example"}
+
+func newFixture(t testing.TB) *fixture { return newPasskeyFixture(t, nil) }
+
+// newPasskeyFixture is newFixture whose principals also have the passkeys
+// given (by principal id), and whose approvals service takes passkey
+// decisions for deskRP.
+func newPasskeyFixture(t testing.TB, passkeys map[string]*passkeytest.Authenticator) *fixture {
 	t.Helper()
-	f := &fixture{t: t, dir: t.TempDir(), people: map[string]ed25519.PrivateKey{}}
+	f := &fixture{t: t, dir: t.TempDir(), people: map[string]ed25519.PrivateKey{}, passkeys: passkeys}
 	f.clock.Store(tuesday.UnixNano())
 	var err error
 	if f.manifest, err = os.ReadFile(manifestPath); err != nil {
@@ -71,6 +82,10 @@ func newFixture(t testing.TB) *fixture {
 		pem, _ := keys.PublicPEM(pub)
 		fmt.Fprintf(&yaml, "  - id: %s\n    roles: %s\n    public_key: |\n      %s\n", p.id, p.roles,
 			strings.ReplaceAll(strings.TrimSpace(string(pem)), "\n", "\n      "))
+		if au := passkeys[p.id]; au != nil {
+			fmt.Fprintf(&yaml, "    webauthn:\n      - credential_id: %s\n        public_key: |\n          %s\n", au.CredentialID(),
+				strings.ReplaceAll(strings.TrimSpace(au.PublicKeyPEM()), "\n", "\n          "))
+		}
 	}
 	if f.principals, err = rules.ParsePrincipals([]byte(yaml.String()), f.dir); err != nil {
 		t.Fatal(err)
@@ -89,8 +104,12 @@ func newFixture(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	eng := rules.NewEngine(m, f.principals)
+	var rp *passkey.RP
+	if passkeys != nil {
+		rp = &deskRP
+	}
 	f.svc, err = approvals.New(approvals.Config{Store: f.store, Ledger: f.l, Tokens: issuer,
-		Engine: func() *rules.Engine { return eng }, Logger: zerolog.Nop(), Now: f.now})
+		Engine: func() *rules.Engine { return eng }, Logger: zerolog.Nop(), Now: f.now, RP: rp})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,6 +166,28 @@ func (f *fixture) decide(id, who, decision string) *approvals.Refusal {
 	at := f.now().Format(time.RFC3339)
 	_, ref, err := f.svc.Decide(id, approvals.Submission{Approver: who, Decision: decision, SignedAt: at, Reason: "reviewed",
 		Signature: approvals.Sign(f.people[who], id, a.Digest, decision, who, at)})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return ref
+}
+
+// decideWithPasskey is decide with the approver's passkey: an assertion
+// over the statement's SHA-256, made in the dashboard at deskRP, edited by
+// edit before it is posted.
+func (f *fixture) decideWithPasskey(id, who, decision string, edit ...func(*passkey.Assertion)) *approvals.Refusal {
+	f.t.Helper()
+	a, err := f.store.Get(id)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	at := f.now().Format(time.RFC3339)
+	as := f.passkeys[who].Assert(deskRP, passkey.Challenge(approvals.Statement(id, a.Digest, decision, who, at)))
+	for _, e := range edit {
+		e(&as)
+	}
+	_, ref, err := f.svc.Decide(id, approvals.Submission{Approver: who, Decision: decision, SignedAt: at, Reason: "reviewed in the dashboard",
+		WebAuthn: &as})
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -147,7 +147,7 @@ func (h *handler) fail(w http.ResponseWriter, ctx context.Context, err error) {
 		writeError(w, http.StatusNotFound, "no_records", err.Error())
 	case errors.Is(err, ErrChainBroken), errors.Is(err, ErrCheckpoint), errors.Is(err, ErrNoManifest),
 		errors.Is(err, ErrNoPrincipals), errors.Is(err, ErrPrincipalsMismatch), errors.Is(err, ErrPrincipalsDisagree),
-		errors.Is(err, ErrMissingApproval):
+		errors.Is(err, ErrMissingApproval), errors.Is(err, ErrApprovalMismatch):
 		// Operator-facing (the admin API is theirs) and specific: these
 		// say what in the ledger or the configuration stops the export.
 		h.log.Error().Err(err).Msg("evidence export refused")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
+	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
 
@@ -66,6 +67,12 @@ func TestVerifyPrincipalIDs(t *testing.T) {
 		{"dotted capital I", PrincipalEntry{ID: jimDotted, Roles: []string{"cfo"}}, false},
 		{"space", PrincipalEntry{ID: "jim @corp.example", Roles: []string{"cfo"}}, false},
 		{"all-zero public key", PrincipalEntry{ID: "zero@corp.example", Roles: []string{"cfo"}, PublicKey: pubPEM(t, make([]byte, 32))}, false},
+		{"a passkey", PrincipalEntry{ID: "jim@corp.example", Roles: []string{"cfo"},
+			WebAuthn: []record.PasskeyCredential{{CredentialID: "AQID", PublicKey: pubPEM(t, pub)}}}, true},
+		{"a passkey credential id not base64url", PrincipalEntry{ID: "jim@corp.example", Roles: []string{"cfo"},
+			WebAuthn: []record.PasskeyCredential{{CredentialID: "AQ+/", PublicKey: pubPEM(t, pub)}}}, false},
+		{"a passkey without a key", PrincipalEntry{ID: "jim@corp.example", Roles: []string{"cfo"},
+			WebAuthn: []record.PasskeyCredential{{CredentialID: "AQID"}}}, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

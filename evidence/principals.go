@@ -8,10 +8,9 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/uapk-gateway/uapk-proxy/passkey"
-
 	"github.com/gowebpki/jcs"
 
+	"github.com/uapk-gateway/uapk-proxy/passkey"
 	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
@@ -178,6 +177,8 @@ func principalsDiff(given, inForce []record.Principal, name string) string {
 			return fmt.Sprintf("%s's public key differs from the one in force, and a statement signed with that one does not verify with their key in %s", p.ID, name)
 		case !slices.Equal(g.Roles, p.Roles):
 			return fmt.Sprintf("%s holds %v there, %v in %s", p.ID, p.Roles, g.Roles, name)
+		case !slices.Equal(g.WebAuthn, p.WebAuthn):
+			return fmt.Sprintf("%s's passkeys differ from the ones in force, and a decision made with one of those does not verify with their passkeys in %s", p.ID, name)
 		}
 	}
 	for _, g := range given {
@@ -185,7 +186,7 @@ func principalsDiff(given, inForce []record.Principal, name string) string {
 			return fmt.Sprintf("%s is in %s but was not in force", g.ID, name)
 		}
 	}
-	return "the same people, keys and roles in another order or spelling"
+	return "the same people, keys, passkeys and roles in another order or spelling"
 }
 
 // source says where keys/principals.json came from.
@@ -251,7 +252,8 @@ func (h *principalHistory) entries() []PrincipalEntry {
 				continue
 			}
 			open[strings.ToLower(p.ID)] = len(out)
-			out = append(out, PrincipalEntry{ID: p.ID, Roles: append([]string{}, p.Roles...), PublicKey: p.PublicKey, ConfigRecord: e.config})
+			out = append(out, PrincipalEntry{ID: p.ID, Roles: append([]string{}, p.Roles...), PublicKey: p.PublicKey,
+				WebAuthn: slices.Clone(p.WebAuthn), ConfigRecord: e.config})
 		}
 	}
 	closed := slices.ContainsFunc(out, func(p PrincipalEntry) bool { return p.UntilRecord != 0 })
@@ -264,7 +266,7 @@ func (h *principalHistory) entries() []PrincipalEntry {
 }
 
 func (p *PrincipalEntry) same(q record.Principal) bool {
-	return p.ID == q.ID && p.PublicKey == q.PublicKey && slices.Equal(p.Roles, q.Roles)
+	return p.ID == q.ID && p.PublicKey == q.PublicKey && slices.Equal(p.Roles, q.Roles) && slices.Equal(p.WebAuthn, q.WebAuthn)
 }
 
 // rawPrincipals returns the canonical SHA-256 of a config record's

@@ -33,9 +33,18 @@ func history(t *testing.T, eras map[uint64][]record.Principal, seqs ...uint64) *
 func spans(es []PrincipalEntry) []string {
 	var out []string
 	for _, e := range es {
-		out = append(out, fmt.Sprintf("%s %s %v %d-%d", e.ID, e.PublicKey, e.Roles, e.ConfigRecord, e.UntilRecord))
+		s := fmt.Sprintf("%s %s %v %d-%d", e.ID, e.PublicKey, e.Roles, e.ConfigRecord, e.UntilRecord)
+		for _, w := range e.WebAuthn {
+			s += " passkey " + w.CredentialID
+		}
+		out = append(out, s)
 	}
 	return out
+}
+
+func withPasskey(p record.Principal, cred string) record.Principal {
+	p.WebAuthn = append(p.WebAuthn, record.PasskeyCredential{CredentialID: cred, PublicKey: "P-" + cred})
+	return p
 }
 
 func TestPrincipalHistoryEntries(t *testing.T) {
@@ -58,6 +67,8 @@ func TestPrincipalHistoryEntries(t *testing.T) {
 			[]string{"cfo@x K1 [cfo] 1-4", "cfo@x K1 [cfo] 9-0"}},
 		{"two config records in a row", map[uint64][]record.Principal{1: {cfo1}, 2: {cfo2}, 3: {cfo1}}, []uint64{1, 2, 3},
 			[]string{"cfo@x K1 [cfo] 1-2", "cfo@x K2 [cfo] 2-3", "cfo@x K1 [cfo] 3-0"}},
+		{"a passkey added", map[uint64][]record.Principal{1: {cfo1}, 6: {withPasskey(cfo1, "C1")}, 9: {withPasskey(cfo1, "C1")}}, []uint64{1, 6, 9},
+			[]string{"cfo@x K1 [cfo] 1-6", "cfo@x K1 [cfo] 6-0 passkey C1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := spans(history(t, tc.eras, tc.seqs...).entries())

@@ -76,12 +76,15 @@ const (
 //  4. anchor.json, manifest.json (each manifest hashes to its policy),
 //     keys/principals.json (one entry a person at any time), approvals.json
 //     (each signed statement verifies with the key its approver had when
-//     it was signed; bodies hash to their digests);
+//     it was signed, or its passkey assertion with the credential it names
+//     among theirs then, over the statement's SHA-256, for the relying
+//     party it names; bodies hash to their digests);
 //  5. records.jsonl: an intact chain from the anchor's prev and first seq
 //     (package verifier) ending at the anchor's last record, through every
 //     signed checkpoint recorded in it; every record's policy has its
 //     manifest; every decision record matches its statement in
-//     approvals.json; every record that lets an approved request or an
+//     approvals.json (a passkey's assertion whole, with the relying party
+//     the proxy required); every record that lets an approved request or an
 //     override through has its approval, complete: every required role
 //     filled by a distinct person holding it, none of them the requester;
 //     every config record naming principals names what
@@ -102,14 +105,16 @@ func Verify(r io.ReaderAt, size int64) (Report, error) {
 	return v.rep, nil
 }
 
-// principal is one entry of keys/principals.json: a person's roles and key
-// as in force from config record from (0: the start) until config record
-// until (0: the range's end).
+// principal is one entry of keys/principals.json: a person's roles, key
+// and passkeys as in force from config record from (0: the start) until
+// config record until (0: the range's end).
 type principal struct {
 	id          string
 	roles       []string
 	pub         ed25519.PublicKey
 	keyPEM      string
+	webauthn    []record.PasskeyCredential // as the file gives them
+	passkeys    []passkeyCred
 	from, until uint64
 }
 
@@ -509,7 +514,7 @@ func (v *bundleVerifier) readPrincipals() *Problem {
 		if e.UntilRecord != 0 && e.UntilRecord <= e.ConfigRecord {
 			return problemf(ProblemBadPrincipals, FilePrincipals, 0, "%s: %s's entry is in force from config record %d until %d", FilePrincipals, e.ID, e.ConfigRecord, e.UntilRecord)
 		}
-		pr := &principal{id: e.ID, roles: e.Roles, keyPEM: e.PublicKey, from: e.ConfigRecord, until: e.UntilRecord}
+		pr := &principal{id: e.ID, roles: e.Roles, keyPEM: e.PublicKey, webauthn: e.WebAuthn, from: e.ConfigRecord, until: e.UntilRecord}
 		for _, q := range v.principals[k] {
 			// One person, one entry at any time.
 			if max(pr.from, q.from) < min(orInf(pr.until), orInf(q.until)) {
@@ -523,6 +528,11 @@ func (v *bundleVerifier) readPrincipals() *Problem {
 			}
 			pr.pub = pub
 		}
+		creds, err := readPasskeys(e.WebAuthn)
+		if err != nil {
+			return problemf(ProblemBadPrincipals, FilePrincipals, 0, "%s: %s's %v", FilePrincipals, e.ID, err)
+		}
+		pr.passkeys = creds
 		if len(v.principals[k]) > 0 {
 			spans++
 		}
@@ -561,7 +571,7 @@ func (v *bundleVerifier) checkConfigPrincipals() *Problem {
 		for _, k := range sortedKeys(v.principals) {
 			for _, p := range v.principals[k] {
 				if p.inForceAfter(c.seq) {
-					list = append(list, record.Principal{ID: p.id, Roles: p.roles, PublicKey: p.keyPEM})
+					list = append(list, record.Principal{ID: p.id, Roles: p.roles, PublicKey: p.keyPEM, WebAuthn: p.webauthn})
 				}
 			}
 		}
@@ -608,7 +618,8 @@ func (v *bundleVerifier) readApprovals() *Problem {
 
 // checkApproval checks what an approval says on its own: its request
 // hashes to its digest, and each statement is the exact text its approver
-// signed with the key keys/principals.json gives them.
+// signed with the key keys/principals.json gives them, or whose SHA-256
+// one of their passkeys there signed.
 func (v *bundleVerifier) checkApproval(a *ApprovalEntry) *Problem {
 	switch a.Kind {
 	case approvals.KindRequest:
@@ -641,6 +652,13 @@ func (v *bundleVerifier) checkApproval(a *ApprovalEntry) *Problem {
 			return problemf(ProblemApprovalSignature, FileApprovals, s.Record, "approval %s: a statement's approver: %v; such an id is nobody's", a.ID, err)
 		}
 		pr := v.signer(s.Approver, s.Record)
+		if s.WebAuthn != nil {
+			if p := v.checkPasskeyStatement(a, &s, pr); p != nil {
+				return p
+			}
+			v.rep.Statements++
+			continue
+		}
 		if pr == nil || pr.pub == nil {
 			return problemf(ProblemApprovalSignature, FileApprovals, s.Record, "approval %s: %s signed a statement (record %d) but has no public key in force then in %s", a.ID, s.Approver, s.Record, FilePrincipals)
 		}
@@ -649,6 +667,27 @@ func (v *bundleVerifier) checkApproval(a *ApprovalEntry) *Problem {
 			return problemf(ProblemApprovalSignature, FileApprovals, s.Record, "approval %s: the signature on %s's %s statement (record %d) does not verify with %s's key in %s", a.ID, s.Approver, s.Decision, s.Record, pr.id, FilePrincipals)
 		}
 		v.rep.Statements++
+	}
+	return nil
+}
+
+// checkPasskeyStatement checks a statement made with a passkey: the
+// credential it names is one of pr's, and the assertion verifies with its
+// key over the statement's SHA-256 for the relying party it names (the
+// records say whether that is the one the proxy required).
+func (v *bundleVerifier) checkPasskeyStatement(a *ApprovalEntry, s *Statement, pr *principal) *Problem {
+	if s.Signature != "" {
+		return problemf(ProblemApprovalSignature, FileApprovals, s.Record, "approval %s: %s's %s statement (record %d) carries both an Ed25519 signature and a passkey assertion", a.ID, s.Approver, s.Decision, s.Record)
+	}
+	if pr == nil || len(pr.passkeys) == 0 {
+		return problemf(ProblemApprovalSignature, FileApprovals, s.Record, "approval %s: %s decided with a passkey (record %d) but has no passkey in force then in %s", a.ID, s.Approver, s.Record, FilePrincipals)
+	}
+	key, err := findPasskey(pr.passkeys, s.WebAuthn.CredentialID)
+	if err != nil {
+		return problemf(ProblemApprovalSignature, FileApprovals, s.Record, "approval %s: %s's %s statement (record %d) names a passkey not theirs in force then in %s: %v", a.ID, s.Approver, s.Decision, s.Record, FilePrincipals, err)
+	}
+	if err := checkAssertion(s, key); err != nil {
+		return problemf(ProblemApprovalSignature, FileApprovals, s.Record, "approval %s: the passkey assertion on %s's %s statement (record %d) does not verify with %s's passkey in %s: %v", a.ID, s.Approver, s.Decision, s.Record, pr.id, FilePrincipals, err)
 	}
 	return nil
 }
@@ -798,6 +837,9 @@ func (v *bundleVerifier) crossCheck(r *rec) *Problem {
 			}
 			if s.Approver != d.Approver || s.Decision != string(r.Decision) || s.SignedAt != d.SignedAt || s.Signature != d.Signature || s.Role != d.Role {
 				return problemf(ProblemApprovalMismatch, FileApprovals, r.Seq, "approval %s: the statement for record %d differs from the record (approver, role, decision, signed_at or signature)", ap.ID, r.Seq)
+			}
+			if !sameWebAuthn(s.WebAuthn, d.WebAuthn) {
+				return problemf(ProblemApprovalMismatch, FileApprovals, r.Seq, "approval %s: %s's passkey assertion for record %d differs from the one the record keeps (credential, assertion, or the relying party the proxy required: rp_id, origin)", ap.ID, s.Approver, r.Seq)
 			}
 			if d.StatementSHA256 != "" && d.StatementSHA256 != sha256Hex([]byte(s.Statement)) {
 				return problemf(ProblemApprovalMismatch, FileApprovals, r.Seq, "approval %s: record %d's statement_sha256 is not the hash of the statement", ap.ID, r.Seq)
