@@ -192,7 +192,15 @@ func ApplyRP(a *Approval, s Submission, principals *rules.Principals, now time.T
 	// file's spelling: an auditor rebuilds the signed statement from the
 	// stored decision alone.
 	d := Decision{Approver: s.Approver, Decision: s.Decision, Reason: s.Reason, SignedAt: s.SignedAt, Signature: s.Signature,
-		WebAuthn: s.WebAuthn, counter: counter}
+		counter: counter}
+	if s.WebAuthn != nil {
+		// One spelling of the credential id (base64url, no padding), so
+		// that its counter is one counter however the id was sent.
+		w := *s.WebAuthn
+		id, _ := base64.RawURLEncoding.DecodeString(strings.TrimRight(w.CredentialID, "="))
+		w.CredentialID = passkey.Encode(id)
+		d.WebAuthn = &w
+	}
 	if s.Decision == Reject {
 		// Any holder of a needed role may stop the request: a rejection can
 		// only make the outcome safer.

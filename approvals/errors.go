@@ -40,4 +40,8 @@ var (
 	ErrChanged = errors.New("approval changed concurrently")
 	// ErrBadCursor: a list cursor that names no approval of that list.
 	ErrBadCursor = errors.New("cursor names no approval in this list; start again without it")
+	// ErrPasskeyReplayed fails a Store.Update whose new passkey decision
+	// shows a signature counter not above the one stored for that passkey
+	// (a cloned authenticator); nothing is written.
+	ErrPasskeyReplayed = errors.New("passkey signature counter not above the one seen before")
 )

@@ -137,3 +137,46 @@ func TestPasskeyDecisions(t *testing.T) {
 		t.Errorf("no ui.url: %v", ref)
 	}
 }
+
+// TestPasskeyCounterOneSpellingAndOneWinner: a credential id sent padded
+// is the same passkey as unpadded, so a replayed counter cannot pass by
+// spelling; and of two decisions racing with one counter on two
+// approvals, one counts and the other is refused.
+func TestPasskeyCounterOneSpellingAndOneWinner(t *testing.T) {
+	cfo, ctl := passkeytest.New("ES256"), passkeytest.New("EdDSA")
+	l := &approvalstest.Ledger{}
+	svc := passkeyService(t, l2store(l), l, cfo, ctl)
+	a, b, c := hold(t, svc, requireCFO), hold(t, svc, requireCFO), hold(t, svc, requireCFO)
+	at := now.UTC().Format(time.RFC3339)
+	assert := func(ap *approvals.Approval, counter uint32) *passkey.Assertion {
+		as := cfo.AssertWith(desk.ID, desk.Origin, passkey.Challenge(approvals.Statement(ap.ID, ap.Digest, approvals.Approve, "cfo@corp.example", at)), passkeytest.UP, counter)
+		return &as
+	}
+	first := assert(a, 5)
+	first.CredentialID += "=="
+	if _, ref, err := svc.Decide(a.ID, approvals.Submission{Approver: "cfo@corp.example", Decision: approvals.Approve, SignedAt: at, WebAuthn: first}); ref != nil || err != nil {
+		t.Fatalf("first: %v %v", ref, err)
+	}
+	if _, ref, _ := svc.Decide(b.ID, approvals.Submission{Approver: "cfo@corp.example", Decision: approvals.Approve, SignedAt: at, WebAuthn: assert(b, 5)}); ref == nil || ref.Code != approvals.RefuseBadSignature {
+		t.Fatalf("the same counter, spelt without padding: %v", ref)
+	}
+	// Two at once with counter 6: one wins.
+	results := make(chan *approvals.Refusal, 2)
+	for _, ap := range []*approvals.Approval{b, c} {
+		go func() {
+			_, ref, _ := svc.Decide(ap.ID, approvals.Submission{Approver: "cfo@corp.example", Decision: approvals.Approve, SignedAt: at, WebAuthn: assert(ap, 6)})
+			results <- ref
+		}()
+	}
+	refused := 0
+	for range 2 {
+		if r := <-results; r != nil {
+			refused++
+		}
+	}
+	if refused != 1 {
+		t.Fatalf("%d of two racing decisions with one counter refused, want 1", refused)
+	}
+}
+
+func l2store(l *approvalstest.Ledger) *approvalstest.Store { return approvalstest.NewStore(l) }

@@ -426,8 +426,8 @@ func (s *Service) Decide(id string, sub Submission) (*Approval, *Refusal, error)
 		now := s.now()
 		preview := a.Clone()
 		d, ref := ApplyRP(preview, sub, principals, now, s.rp)
-		if ref == nil && sub.WebAuthn != nil {
-			if bad, last := s.replayed(sub.WebAuthn.CredentialID, d.counter); bad {
+		if ref == nil && d.WebAuthn != nil {
+			if bad, last := s.replayed(d.WebAuthn.CredentialID, d.counter); bad {
 				ref = refuse(RefuseBadSignature, "the passkey's signature counter %d is not above %d, seen before: a replayed or cloned authenticator", d.counter, last)
 			}
 		}
@@ -440,7 +440,7 @@ func (s *Service) Decide(id string, sub Submission) (*Approval, *Refusal, error)
 		data := record.Signature{Approver: d.Approver, Role: d.Role, SignedAt: sub.SignedAt,
 			Signature: sub.Signature, Reason: clip(sub.Reason, MaxJustification), Status: preview.Status,
 			ApprovalKind: a.Kind, StatementSHA256: sha256Hex(Statement(a.ID, a.Digest, sub.Decision, sub.Approver, sub.SignedAt))}
-		if w := sub.WebAuthn; w != nil {
+		if w := d.WebAuthn; w != nil {
 			data.WebAuthn = &record.WebAuthn{CredentialID: w.CredentialID, AuthenticatorData: w.AuthenticatorData,
 				ClientDataJSON: w.ClientDataJSON, Signature: w.Signature, RPID: s.rp.ID, Origin: s.rp.Origin}
 		}
@@ -462,11 +462,17 @@ func (s *Service) Decide(id string, sub Submission) (*Approval, *Refusal, error)
 		if errors.Is(err, ErrChanged) && attempt < 5 {
 			continue
 		}
+		if errors.Is(err, ErrPasskeyReplayed) {
+			// Another decision by the same passkey, with this counter or
+			// a higher one, committed first: refused, as a clone's would be.
+			ref := refuse(RefuseBadSignature, "the passkey's signature counter %d is not above one it showed before: a replayed or cloned authenticator", d.counter)
+			return a, ref, s.recordRefusal(a, sub, ref)
+		}
 		if err != nil {
 			return nil, nil, err
 		}
-		if sub.WebAuthn != nil {
-			s.seeCounter(sub.WebAuthn.CredentialID, d.counter)
+		if d.WebAuthn != nil {
+			s.seeCounter(d.WebAuthn.CredentialID, d.counter)
 		}
 		s.log.Info().Str("approval_id", id).Str("approver", d.Approver).Str("role", d.Role).
 			Str("decision", sub.Decision).Str("status", preview.Status).Uint64("seq", rec.Seq).Msg("approval decision")

@@ -22,7 +22,10 @@ type Store interface {
 	// ("" for all), oldest first.
 	// PasskeyCounter returns the highest signature counter recorded for
 	// a passkey (credential id, base64url) by decisions Update stored; 0
-	// when none. Update keeps it, in the transaction of the decision.
+	// when none. Update keeps it, in the transaction of the decision, and
+	// fails with ErrPasskeyReplayed, writing nothing, when the decision it
+	// adds (Record == the new record's seq) shows a counter, not 0, that
+	// is not above the stored one.
 	PasskeyCounter(credentialID string) (uint32, error)
 	List(status string, now time.Time) ([]*Approval, error)
 	// Due returns the approvals stored as pending whose expiry has passed.

@@ -176,17 +176,23 @@ func (s *Store) Update(ctx context.Context, id string, e ledger.Entry, change fu
 		if err := change(c, rec); err != nil {
 			return err
 		}
-		s.m[id] = c
 		for _, d := range c.Decisions {
-			if d.WebAuthn != nil {
-				if n := passkey.Counter(*d.WebAuthn); n > s.counters[d.WebAuthn.CredentialID] {
-					if s.counters == nil {
-						s.counters = map[string]uint32{}
-					}
-					s.counters[d.WebAuthn.CredentialID] = n
-				}
+			if d.WebAuthn == nil || d.Record != rec.Seq {
+				continue
 			}
+			n := passkey.Counter(*d.WebAuthn)
+			if last, ok := s.counters[d.WebAuthn.CredentialID]; ok && last >= n {
+				if n != 0 {
+					return approvals.ErrPasskeyReplayed
+				}
+				continue
+			}
+			if s.counters == nil {
+				s.counters = map[string]uint32{}
+			}
+			s.counters[d.WebAuthn.CredentialID] = n
 		}
+		s.m[id] = c
 		return nil
 	})
 }

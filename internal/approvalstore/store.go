@@ -128,7 +128,7 @@ func (s *Store) Update(ctx context.Context, id string, e ledger.Entry, change fu
 		if err := change(a, rec); err != nil {
 			return err
 		}
-		if err := keepCounters(tx, a); err != nil {
+		if err := keepCounters(tx, a, rec.Seq); err != nil {
 			return err
 		}
 		return put(tx, a)
@@ -136,17 +136,20 @@ func (s *Store) Update(ctx context.Context, id string, e ledger.Entry, change fu
 	return s.l.Append(ctx, e)
 }
 
-// keepCounters raises each passkey's stored counter to what a's decisions
-// show.
-func keepCounters(tx *bolt.Tx, a *approvals.Approval) error {
+// keepCounters raises the stored counter of the passkey of a's decision
+// made by record seq, refusing a counter that does not rise.
+func keepCounters(tx *bolt.Tx, a *approvals.Approval, seq uint64) error {
 	b := tx.Bucket(counterBucket)
 	for _, d := range a.Decisions {
-		if d.WebAuthn == nil {
+		if d.WebAuthn == nil || d.Record != seq {
 			continue
 		}
 		n := passkey.Counter(*d.WebAuthn)
 		key := []byte(d.WebAuthn.CredentialID)
 		if v := b.Get(key); len(v) == 4 && binary.BigEndian.Uint32(v) >= n {
+			if n != 0 {
+				return approvals.ErrPasskeyReplayed
+			}
 			continue
 		}
 		if err := b.Put(key, binary.BigEndian.AppendUint32(nil, n)); err != nil {
