@@ -8,8 +8,11 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # the module proxy; the first build takes minutes, then Go's cache makes it
 # a no-op.
 MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
+# The SMTP server the notifier's tests deliver to (internal/mailpittest):
+# mail is only shown to arrive, with its headers intact, by a real server.
+MAILPIT_VERSION := v1.33.1
 
-.PHONY: all build test vet demo bench keys clean minio clients fuzz
+.PHONY: all build test vet demo bench keys clean minio mailpit clients fuzz
 
 all: build
 
@@ -25,7 +28,7 @@ vet:
 # The whole suite: unit, fuzz seed corpora, end-to-end through real sockets,
 # the independent Python chain verifier. -race everywhere.
 # UAPK_REQUIRE_MINIO makes the MinIO tests fail rather than skip.
-test: vet minio clients
+test: vet minio mailpit clients
 	UAPK_REQUIRE_MINIO=1 $(GO) test -race -count=1 -timeout 20m ./...
 	cd deploy && $(GO) vet ./... && $(GO) test -count=1 ./...
 	$(MAKE) fuzz
@@ -57,6 +60,13 @@ clients:
 minio:
 	@mkdir -p $(BIN)
 	GOBIN=$(BIN) $(GO) install github.com/minio/minio@$(MINIO_VERSION)
+
+# bin/mailpit for the notifier's tests (internal/mailpittest starts and stops
+# it); installed again only when missing or of another version than pinned.
+mailpit:
+	@mkdir -p $(BIN)
+	@test "$$($(GO) version -m $(BIN)/mailpit 2>/dev/null | awk '$$1 == "mod" && $$2 == "github.com/axllent/mailpit" { print $$3 }')" = "$(MAILPIT_VERSION)" || \
+	  { echo "installing mailpit $(MAILPIT_VERSION)"; GOBIN=$(BIN) $(GO) install github.com/axllent/mailpit@$(MAILPIT_VERSION); }
 
 # Approver keys for the example principals file (examples/principals.yaml).
 keys: build
