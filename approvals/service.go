@@ -52,7 +52,21 @@ type Config struct {
 	// RP is the relying party passkey decisions must be made for (ui.url);
 	// nil: passkey decisions are refused.
 	RP *passkey.RP
+	// Changed, when set, is told of each approval's change of state once
+	// it is recorded: created (pending), decided (still pending), approved,
+	// rejected, expired; by is who decided. It must not block (the
+	// notifier queues): it runs on the request path.
+	Changed func(change string, a *Approval, by string)
 }
+
+// The changes Config.Changed is told of.
+const (
+	ChangeCreated  = "created"
+	ChangeDecided  = "decided"
+	ChangeApproved = "approved"
+	ChangeRejected = "rejected"
+	ChangeExpired  = "expired"
+)
 
 // Service owns an approval's whole life: it is created with the request
 // record that needs it, decided by signed statements, expired, used once,
@@ -74,6 +88,7 @@ type Service struct {
 	// assertion replayed from a cloned authenticator is refused.
 	countersMu sync.Mutex
 	counters   map[string]uint32
+	changed    func(string, *Approval, string)
 }
 
 // pendingCount is how many pending request approvals each app holds, for
@@ -118,7 +133,10 @@ func New(cfg Config) (*Service, error) {
 		return nil, errors.New("approvals service needs a store, a ledger, a token issuer and an engine")
 	}
 	s := &Service{store: cfg.Store, ledger: cfg.Ledger, tokens: cfg.Tokens, engine: cfg.Engine,
-		obs: cfg.Observer, log: cfg.Logger, now: cfg.Now, timeout: cfg.AppendTimeout, rp: cfg.RP, counters: map[string]uint32{}}
+		obs: cfg.Observer, log: cfg.Logger, now: cfg.Now, timeout: cfg.AppendTimeout, rp: cfg.RP, counters: map[string]uint32{}, changed: cfg.Changed}
+	if s.changed == nil {
+		s.changed = func(string, *Approval, string) {}
+	}
 	if s.obs == nil {
 		s.obs = nopObserver{}
 	}
@@ -285,8 +303,10 @@ func (s *Service) Hold(a *Approval, e ledger.Entry) (ledger.Record, error) {
 	rec, err := s.store.Create(ctx, a, e)
 	if err != nil {
 		s.pending.done(a.ID)
+		return rec, err
 	}
-	return rec, err
+	s.changed(ChangeCreated, a.Clone(), "")
+	return rec, nil
 }
 
 // Retry says whether approval id lets this request (app, action, digest,
@@ -485,6 +505,16 @@ func (s *Service) Decide(id string, sub Submission) (*Approval, *Refusal, error)
 			s.waiters.wake(id)
 		}
 		after, err := s.store.Get(id)
+		if err == nil {
+			change := ChangeDecided
+			switch after.Status {
+			case StatusApproved:
+				change = ChangeApproved
+			case StatusRejected:
+				change = ChangeRejected
+			}
+			s.changed(change, after.Clone(), d.Approver)
+		}
 		return after, nil, err
 	}
 }
@@ -564,6 +594,9 @@ func (s *Service) ExpireDue() (int, error) {
 		n++
 		s.pending.done(a.ID)
 		s.waiters.wake(a.ID)
+		if cur, err := s.store.Get(a.ID); err == nil {
+			s.changed(ChangeExpired, cur, "")
+		}
 	}
 	return n, nil
 }
@@ -677,6 +710,7 @@ func (s *Service) RequestOverride(r OverrideRequest) (*Approval, error) {
 	}); err != nil {
 		return nil, err
 	}
+	s.changed(ChangeCreated, a.Clone(), "")
 	return a, nil
 }
 

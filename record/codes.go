@@ -150,6 +150,12 @@ const (
 	RefuseRoleFilled   Reason = "role_filled"        // holds a needed role, but its slot is taken
 )
 
+// Reasons of notification records.
+const (
+	NotificationDelivered Reason = "delivered"           // a mail or webhook post was accepted
+	NotificationFailed    Reason = "notification_failed" // an attempt failed (data.final: no more follow)
+)
+
 // Reasons of config records.
 const (
 	Start Reason = "start" // the proxy started; the principals file is read only then
@@ -170,6 +176,7 @@ var Reasons = []Reason{
 	Signed, TTLElapsed, OverrideRequested, OverrideTokenIssued,
 	RefuseBadRequest, RefuseExpired, RefuseClosed, RefuseUnknown, RefuseBadSignature,
 	RefuseStale, RefuseSelf, RefuseDuplicate, RefuseWrongRole, RefuseRoleFilled,
+	NotificationDelivered, NotificationFailed,
 	Start,
 }
 

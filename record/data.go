@@ -127,6 +127,23 @@ func (d *AdminRefusals) Map() map[string]any {
 	return m
 }
 
+// Notification is the data of a notification record: one attempt to tell
+// someone of an approval. Never the request's body.
+type Notification struct {
+	Event   string `json:"event"`   // approval.pending, approval.decided, approval.approved, ...
+	Channel string `json:"channel"` // email:ADDRESS or webhook:HOST
+	Attempt int    `json:"attempt"`
+	Final   bool   `json:"final"`
+	Error   string `json:"error,omitempty"`
+}
+
+// Map returns the stored data member.
+func (d *Notification) Map() map[string]any {
+	m := map[string]any{"event": d.Event, "channel": d.Channel, "attempt": d.Attempt, "final": d.Final}
+	str(m, "error", d.Error)
+	return m
+}
+
 // Forward is the data of a forward record: what came of a request the gate
 // let through.
 type Forward struct {

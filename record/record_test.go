@@ -11,7 +11,7 @@ type mapper interface{ Map() map[string]any }
 
 func allData() []mapper {
 	return []mapper{&Request{}, &Forward{}, &Signature{}, &Refusal{}, &Expiry{}, &Token{},
-		&OverrideRequest{}, &Config{}, &Checkpoint{}, &Archive{}, &AdminRefusals{}}
+		&OverrideRequest{}, &Config{}, &Checkpoint{}, &Archive{}, &AdminRefusals{}, &Notification{}}
 }
 
 // fill sets every field of the struct v points to to a non-zero value.

@@ -21,6 +21,7 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/internal/adminauth"
 	"github.com/uapk-gateway/uapk-proxy/internal/ca"
 	"github.com/uapk-gateway/uapk-proxy/internal/identity"
+	"github.com/uapk-gateway/uapk-proxy/internal/notify"
 	"github.com/uapk-gateway/uapk-proxy/internal/server"
 	"github.com/uapk-gateway/uapk-proxy/internal/upstreamauth"
 	"github.com/uapk-gateway/uapk-proxy/proxy"
@@ -52,6 +53,7 @@ type serveOptions struct {
 	upstreamAuth *upstreamauth.Config // the upstream_auth: section; nil: none
 	identity     *identity.Config     // the identity: section; nil: none
 	ui           uiFile               // the ui: section
+	notify       *notify.Config       // the notify: section; nil: none
 	// credentialOrigins: upstream_auth.origins, where the forward door may
 	// send the credential.
 	credentialOrigins []string
@@ -197,6 +199,8 @@ func (o *serveOptions) load() (*rules.Manifest, *rules.Principals, []string) {
 	problems = append(problems, more...)
 	o.ui, more = readUI(o.Config)
 	problems = append(problems, more...)
+	o.notify, more = readNotify(o.Config)
+	problems = append(problems, more...)
 	return m, p, problems
 }
 
@@ -303,7 +307,7 @@ func startServer(o *serveOptions, logw io.Writer) (*server.Server, error) {
 		SegmentRecords: o.archive.SegmentRecords, SegmentInterval: o.segmentEvery,
 		Now: o.now, ExpiryEvery: o.expiryEvery, Dial: o.dial, AdminTokensFile: o.AdminTokens,
 		RefusalSummaryEvery: o.refusalEvery, Identity: ident,
-		UIURL: o.ui.URL, UITLSCert: o.ui.TLSCert, UITLSKey: o.ui.TLSKey,
+		UIURL: o.ui.URL, UITLSCert: o.ui.TLSCert, UITLSKey: o.ui.TLSKey, Notify: o.notify,
 	}
 	if cred != nil {
 		cfg.Credential, cfg.CredentialReady, cfg.CredentialOrigins = cred, cred.Ready, o.credentialOrigins

@@ -3,6 +3,9 @@ package cli
 import (
 	"fmt"
 	"os"
+	"strings"
+
+	"github.com/uapk-gateway/uapk-proxy/internal/notify"
 
 	"github.com/uapk-gateway/uapk-proxy/passkey"
 )
@@ -39,4 +42,42 @@ func readUI(path string) (uiFile, []string) {
 		}
 	}
 	return f, problems
+}
+
+// notifyFile is the config file's notify: section
+// (docs/reference.md#notifications).
+type notifyFile struct {
+	Email *struct {
+		SMTP     string `yaml:"smtp"`
+		From     string `yaml:"from"`
+		StartTLS bool   `yaml:"starttls"`
+	} `yaml:"email"`
+	Webhooks []struct {
+		URL    string `yaml:"url"`
+		Format string `yaml:"format"`
+	} `yaml:"webhooks"`
+}
+
+// readNotify reads and checks the notify: section; nil when there is none.
+func readNotify(path string) (*notify.Config, []string) {
+	var f notifyFile
+	found, problems := readSection(path, "notify", &f)
+	if !found || len(problems) > 0 {
+		return nil, problems
+	}
+	cfg := &notify.Config{}
+	if f.Email != nil {
+		cfg.SMTP, cfg.From, cfg.StartTLS = f.Email.SMTP, f.Email.From, f.Email.StartTLS
+	}
+	for _, w := range f.Webhooks {
+		cfg.Webhooks = append(cfg.Webhooks, notify.Webhook{URL: w.URL, Format: w.Format})
+	}
+	check := *cfg
+	check.UIURL = "https://ui.example" // serve fills in ui.url; checked on its own
+	if err := check.Check(); err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			problems = append(problems, fmt.Sprintf("config %s: %s", path, line))
+		}
+	}
+	return cfg, problems
 }

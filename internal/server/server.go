@@ -36,6 +36,7 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/internal/desk"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 	"github.com/uapk-gateway/uapk-proxy/internal/metrics"
+	"github.com/uapk-gateway/uapk-proxy/internal/notify"
 	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
 	"github.com/uapk-gateway/uapk-proxy/passkey"
@@ -91,6 +92,9 @@ type Config struct {
 	// credential to (upstream_auth.origins); the sidecar door sends it to
 	// --upstream.
 	CredentialOrigins []string
+	// Notify, when set, tells approvers by mail and webhooks (notify:);
+	// its UIURL, Record and Logger are filled in here.
+	Notify *notify.Config
 	// UIURL is the dashboard's public URL (ui.url), already checked; ""
 	// is http://localhost:ADMINPORT. UITLSCert and UITLSKey, when set,
 	// serve the admin address over TLS.
@@ -140,6 +144,7 @@ type Server struct {
 	sidecar   *proxy.Sidecar // nil without --upstream
 	forward   *proxy.Forward // nil with --proxy-addr ""
 	admin     *http.Server
+	notifier  *notify.Notifier // nil without notify:
 
 	// UIURL is the dashboard's public URL in force.
 	UIURL string
@@ -339,7 +344,19 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 		return fail(2, fmt.Errorf("ui.url: %w", err))
 	}
 	s.UIURL = uiURL
-	s.approvals, err = approvals.New(approvals.Config{Store: store, Ledger: l, Tokens: issuer, RP: &rp,
+	var changed func(string, *approvals.Approval, string)
+	if o.Notify != nil {
+		an := &announcer{principals: func() *rules.Principals { return s.gate.Engine().Principals() }, ledger: l, app: m.AppID,
+			policy: func() string { return s.gate.Engine().Manifest().Hash }, log: log}
+		nc := *o.Notify
+		nc.UIURL, nc.Record, nc.Now = uiURL, an.record, o.Now
+		nc.Logger = base.With().Str("component", "notify").Logger()
+		if an.n, err = notify.New(nc); err != nil {
+			return fail(2, fmt.Errorf("notify: %w", err))
+		}
+		s.notifier, changed = an.n, an.changed
+	}
+	s.approvals, err = approvals.New(approvals.Config{Store: store, Ledger: l, Tokens: issuer, RP: &rp, Changed: changed,
 		Engine: func() *rules.Engine { return s.gate.Engine() }, Observer: mx, Logger: log, Now: o.Now})
 	if err != nil {
 		return fail(1, err)
@@ -513,6 +530,15 @@ func (s *Server) Close() error {
 		errs = append(errs, fmt.Errorf("admin shutdown: %w", err))
 	}
 	s.wg.Wait()
+	if s.notifier != nil {
+		// Queued first attempts go out (their records with them) before
+		// the ledger closes; retries still waiting are recorded as given up.
+		nctx, ncancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := s.notifier.Close(nctx); err != nil {
+			s.log.Warn().Err(err).Msg("notifications not all sent before shutdown")
+		}
+		ncancel()
+	}
 	if err := s.archiver.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("archive close: %w", err))
 	}
