@@ -12,7 +12,7 @@ MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
 # mail is only shown to arrive, with its headers intact, by a real server.
 MAILPIT_VERSION := v1.33.1
 
-.PHONY: all build test vet demo bench keys clean minio mailpit clients fuzz
+.PHONY: all build test vet demo bench keys clean minio mailpit clients fuzz screenshots
 
 all: build
 
@@ -55,6 +55,12 @@ fuzz:
 clients:
 	@test -d internal/cli/testdata/clients/node_modules || \
 	  npm ci --prefix internal/cli/testdata/clients --no-audit --no-fund --loglevel=error
+
+# The desk's pictures in docs/img: the browser test walks the seed's story in
+# headless Chromium and saves the queue and an approval page at phone and
+# desktop widths.
+screenshots:
+	UAPK_SCREENSHOTS=$(CURDIR)/docs/img $(GO) test -run TestDeskSeedScenarioInTheBrowser -count=1 ./internal/cli/
 
 # bin/minio for the archive tests (internal/miniotest starts and stops it).
 minio:
