@@ -117,6 +117,9 @@ func NewAdmin(cfg AdminConfig) http.Handler {
 		// no admin token in a browser.
 		mux.Handle("/ui/", cfg.UI)
 		mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusSeeOther))
+		// Browsers ask for it on their own: a plain 404, not a refused
+		// admin call.
+		mux.HandleFunc("GET /favicon.ico", http.NotFound)
 	}
 	// Unknown paths need a token too: without one nothing about the API
 	// shows, not even which paths exist.

@@ -145,7 +145,7 @@ func TestDeskSeedScenarioInTheBrowser(t *testing.T) {
 	if n := text(cfo, "#mine-count"); n != "1" {
 		t.Errorf("CFO's queue counts %s", n)
 	}
-	if row := text(cfo, link); !strings.Contains(row, "journal_entry") || !strings.Contains(row, "1200000") ||
+	if row := text(cfo, link); !strings.Contains(row, "journal_entry") || !strings.Contains(row, "1,200,000") ||
 		!strings.Contains(row, "ASC 606") {
 		t.Errorf("CFO's queue row: %q", row)
 	}
@@ -155,7 +155,7 @@ func TestDeskSeedScenarioInTheBrowser(t *testing.T) {
 		!strings.Contains(body, "ASC 606 revenue recognition adjustment") {
 		t.Errorf("approval body shown:\n%s", body)
 	}
-	if amount := text(cfo, "#amount"); !strings.Contains(amount, "1200000") {
+	if amount := text(cfo, "#amount"); !strings.Contains(amount, "1,200,000") {
 		t.Errorf("amount shown %q", amount)
 	}
 	if s := text(cfo, "#still-needed"); s != "cfo + controller" {

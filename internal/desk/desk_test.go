@@ -179,7 +179,7 @@ func TestDeskDualApproval(t *testing.T) {
 		t.Fatalf("queue: %d %v\n%s", code, h, page)
 	}
 	_, page, _ = cfo.get("/ui/approvals/" + a.ID)
-	for _, want := range []string{"1200000 USD", "contract_q3.pdf", "&lt;script&gt;", `\u202E`, "ASC 606 &lt;b&gt;criteria&lt;/b&gt;", `id="approve"`} {
+	for _, want := range []string{"1,200,000 USD", "contract_q3.pdf", "&lt;script&gt;", `\u202E`, "ASC 606 &lt;b&gt;criteria&lt;/b&gt;", `id="approve"`} {
 		if !strings.Contains(page, want) {
 			t.Errorf("approval page lacks %q", want)
 		}
@@ -310,4 +310,13 @@ func pemDER(t *testing.T, s string) []byte {
 		t.Fatal("no PEM")
 	}
 	return blk.Bytes
+}
+
+func TestGrouped(t *testing.T) {
+	for in, want := range map[string]string{"1200000": "1,200,000", "1200000.50": "1,200,000.50", "999": "999", "-1000": "-1,000",
+		"": "", "1e6": "1e6", "12,5": "12,5", "1000000.": "1,000,000."} {
+		if got := desk.Grouped(in); got != want {
+			t.Errorf("%q: %q, want %q", in, got, want)
+		}
+	}
 }

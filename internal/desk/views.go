@@ -22,7 +22,7 @@ type row struct {
 }
 
 func rowOf(a *approvals.Approval) row {
-	return row{ID: a.ID, Kind: a.Kind, Action: a.Action, App: a.App, Amount: a.Amount, Status: a.Status,
+	return row{ID: a.ID, Kind: a.Kind, Action: a.Action, App: a.App, Amount: grouped(a.Amount), Status: a.Status,
 		Justification: safe(short(a.Justification, 120)), Needs: a.StillNeeded(), Signed: len(a.Decisions),
 		Created: a.CreatedAt, Expires: a.ExpiresAt}
 }
@@ -31,6 +31,7 @@ func rowOf(a *approvals.Approval) row {
 type view struct {
 	*approvals.Approval
 	Status      string
+	Shown       string   // the amount with thousands separators
 	Body        string   // pretty-printed when JSON, control characters shown as \uXXXX
 	Currency    string   // the body's currency member, if it names one
 	Docs        []string // supporting_docs the body names
@@ -44,7 +45,7 @@ type decided struct {
 }
 
 func viewOf(a *approvals.Approval, now time.Time) view {
-	v := view{Approval: a, Status: a.Effective(now), StillNeeded: a.StillNeeded()}
+	v := view{Approval: a, Status: a.Effective(now), StillNeeded: a.StillNeeded(), Shown: grouped(a.Amount)}
 	body := a.Body
 	if a.BodyBase64 {
 		body = "(" + fmt.Sprint(len(a.Body)*3/4) + " bytes that are not text; shown in base64)\n" + a.Body
@@ -101,4 +102,28 @@ func short(s string, n int) string {
 		return s
 	}
 	return strings.ToValidUTF8(s[:n], "") + "…"
+}
+
+// grouped writes a plain decimal amount with thousands separators
+// (1200000.50 as 1,200,000.50); anything else as it is.
+func grouped(amount string) string {
+	whole, frac, hasFrac := strings.Cut(amount, ".")
+	sign := ""
+	if strings.HasPrefix(whole, "-") {
+		sign, whole = "-", whole[1:]
+	}
+	if whole == "" || strings.Trim(whole, "0123456789") != "" || strings.Trim(frac, "0123456789") != "" {
+		return amount
+	}
+	var b strings.Builder
+	for i, c := range whole {
+		if i > 0 && (len(whole)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if hasFrac {
+		return sign + b.String() + "." + frac
+	}
+	return sign + b.String()
 }

@@ -1,0 +1,4 @@
+package desk
+
+// Grouped is grouped, for the tests.
+var Grouped = grouped
