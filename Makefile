@@ -12,7 +12,7 @@ MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
 # mail is only shown to arrive, with its headers intact, by a real server.
 MAILPIT_VERSION := v1.33.1
 
-.PHONY: all build test vet demo bench keys clean minio mailpit clients fuzz screenshots
+.PHONY: all build test vet demo demo-ui bench keys clean minio mailpit clients fuzz screenshots
 
 all: build
 
@@ -83,6 +83,11 @@ keys: build
 
 demo: build keys
 	./examples/demo.sh
+
+# demo-ui keeps a proxy running with the seed's $1.2M entry waiting, to
+# enroll passkeys and approve in a browser at http://localhost:8090/ui/.
+demo-ui: build keys
+	./examples/demo-ui.sh
 
 # BenchmarkAppendWithArchive runs appends with the archiver off, writing to
 # DATA/archive and uploading to MinIO, in one run; it needs seconds, not 2000x.

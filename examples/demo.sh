@@ -146,3 +146,5 @@ echo "== the WORM archive layout (S3 Object Lock in production; DATA/archive her
 find "$DATA/archive" -type f | sort | tail -4 | sed 's/^/   /'
 echo
 echo "demo done: decision log in $LOGS/proxy.log, ledger in $DATA/ledger.db"
+echo "the approvers' dashboard: http://localhost:${ADMIN_PORT:-8090}/ui/ while a proxy runs;"
+echo "make demo-ui keeps one running with the \$1.2M entry waiting, to enroll passkeys and approve in your browser"
