@@ -59,7 +59,8 @@ type Desk struct {
 
 	mu         sync.Mutex
 	sessions   map[string]*session   // by id
-	challenges map[string]*challenge // by challenge, base64url; single use
+	challenges map[string]*challenge // decision challenges by value, base64url; single use
+	signin     *signinKeys
 }
 
 type session struct {
@@ -71,7 +72,7 @@ type session struct {
 // challenge is a WebAuthn challenge the desk handed out: for a sign-in (a
 // random one) or a decision (the statement's hash, with its fields).
 type challenge struct {
-	purpose   string // "signin" or "decide"
+	purpose   string // "decide"
 	principal string
 	approval  string
 	decision  string
@@ -95,7 +96,8 @@ func New(cfg Config) (*Desk, error) {
 	if cfg.SessionTTL <= 0 {
 		cfg.SessionTTL = 8 * time.Hour
 	}
-	d := &Desk{cfg: cfg, sessions: map[string]*session{}, challenges: map[string]*challenge{}, pages: map[string]*template.Template{}}
+	d := &Desk{cfg: cfg, sessions: map[string]*session{}, challenges: map[string]*challenge{}, pages: map[string]*template.Template{},
+		signin: newSigninKeys()}
 	funcs := template.FuncMap{"join": strings.Join, "since": d.until}
 	for _, name := range []string{"signin", "enroll", "queue", "approval", "history", "ledger"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
@@ -195,37 +197,44 @@ func (d *Desk) issue(c *challenge, value string) string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := d.cfg.Now()
-	for k, x := range d.challenges { // bounded: expired ones go first
+	for k, x := range d.challenges { // expired ones go first
 		if !now.Before(x.expires) {
 			delete(d.challenges, k)
 		}
 	}
-	if len(d.challenges) >= maxChallenges {
-		return ""
+	// Each principal has a few decision challenges outstanding at most
+	// (only a signed-in principal gets them), the oldest making room.
+	var mine []string
+	for k, x := range d.challenges {
+		if x.principal == c.principal && x.purpose == c.purpose {
+			mine = append(mine, k)
+		}
+	}
+	for len(mine) >= maxPerPrincipal {
+		oldest := 0
+		for i, k := range mine {
+			if d.challenges[k].expires.Before(d.challenges[mine[oldest]].expires) {
+				oldest = i
+			}
+		}
+		delete(d.challenges, mine[oldest])
+		mine = append(mine[:oldest], mine[oldest+1:]...)
 	}
 	d.challenges[value] = c
 	return value
 }
 
-// maxChallenges bounds the challenges outstanding, so that callers who
-// never answer cannot grow the desk's memory.
-const maxChallenges = 10000
+// maxPerPrincipal bounds one principal's outstanding decision challenges.
+const maxPerPrincipal = 8
 
-// take returns and forgets the challenge a client data names.
+// take returns and forgets the decision challenge a client data names.
 func (d *Desk) take(clientDataJSON string) *challenge {
-	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(clientDataJSON, "="))
-	if err != nil {
-		return nil
-	}
-	var cd struct{ Challenge string }
-	if json.Unmarshal(raw, &cd) != nil {
-		return nil
-	}
+	ch := clientChallenge(clientDataJSON)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	c := d.challenges[cd.Challenge]
-	delete(d.challenges, cd.Challenge)
-	if c == nil || !d.cfg.Now().Before(c.expires) {
+	c := d.challenges[ch]
+	delete(d.challenges, ch)
+	if ch == "" || c == nil || !d.cfg.Now().Before(c.expires) {
 		return nil
 	}
 	return c

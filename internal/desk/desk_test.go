@@ -320,3 +320,22 @@ func TestGrouped(t *testing.T) {
 		}
 	}
 }
+
+// TestDeskSignInCannotBeCrowdedOut: a caller asking for sign-in challenges
+// without end, for every principal, neither grows the desk nor keeps the
+// CFO from signing in.
+func TestDeskSignInCannotBeCrowdedOut(t *testing.T) {
+	f := newFixture(t)
+	flood := f.browser()
+	for i := 0; i < 500; i++ {
+		for _, who := range []string{"cfo@corp.example", "controller@corp.example"} {
+			if code, m := flood.post("/ui/signin/begin", map[string]string{"principal": who}); code != 200 {
+				t.Fatalf("begin %d: %d %v", i, code, m)
+			}
+		}
+	}
+	if n := desk.Outstanding(f.srv.Config.Handler.(*desk.Desk)); n > 16 {
+		t.Fatalf("%d challenges outstanding after the flood, want at most 16", n)
+	}
+	f.browser().signin("cfo@corp.example", f.cfo)
+}

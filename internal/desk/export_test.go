@@ -2,3 +2,10 @@ package desk
 
 // Grouped is grouped, for the tests.
 var Grouped = grouped
+
+// Outstanding is how many challenges the desk holds.
+func Outstanding(d *Desk) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.challenges)
+}

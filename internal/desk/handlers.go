@@ -41,11 +41,7 @@ func (d *Desk) signinBegin(w http.ResponseWriter, r *http.Request) {
 			"no passkey for "+in.Principal+" in the principals file; enroll one at /ui/enroll and have it added")
 		return
 	}
-	ch := d.issue(&challenge{purpose: "signin", principal: p.ID}, random())
-	if ch == "" {
-		jsonError(w, http.StatusServiceUnavailable, "busy", "too many sign-ins under way; try again in a minute")
-		return
-	}
+	ch := d.signin.make(p.ID, d.cfg.Now().Add(challengeTTL))
 	writeJSON(w, http.StatusOK, map[string]any{"challenge": ch, "rp_id": d.cfg.RP.ID, "allow": credentialIDs(p)})
 }
 
@@ -56,24 +52,41 @@ func (d *Desk) signinFinish(w http.ResponseWriter, r *http.Request) {
 	if !decodeJSON(w, r, &a) {
 		return
 	}
-	c := d.take(a.ClientDataJSON)
-	if c == nil || c.purpose != "signin" {
+	now := d.cfg.Now()
+	chText := clientChallenge(a.ClientDataJSON)
+	principal, exp, ok := d.signin.open(chText, now)
+	if !ok {
 		jsonError(w, http.StatusForbidden, "bad_challenge", "the challenge is unknown, used or expired; sign in again")
 		return
 	}
-	p, ok := d.cfg.Principals().Get(c.principal)
+	p, ok := d.cfg.Principals().Get(principal)
 	id, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(a.CredentialID, "="))
 	var pk *rules.Passkey
 	if ok && err == nil {
 		pk, ok = p.Passkey(id)
 	}
 	if !ok || err != nil {
-		jsonError(w, http.StatusForbidden, "unknown_approver", "that passkey is not "+c.principal+"'s in the principals file")
+		jsonError(w, http.StatusForbidden, "unknown_approver", "that passkey is not "+principal+"'s in the principals file")
 		return
 	}
-	chBytes, _ := base64.RawURLEncoding.DecodeString(clientChallenge(a.ClientDataJSON))
+	chBytes, _ := base64.RawURLEncoding.DecodeString(chText)
 	if _, err := passkey.Verify(a, pk.PublicKey, d.cfg.RP, chBytes); err != nil {
 		jsonError(w, http.StatusForbidden, "bad_signature", err.Error())
+		return
+	}
+	// Used once: remembered until it would expire anyway (only answered
+	// challenges are, so this grows with real sign-ins alone).
+	d.mu.Lock()
+	for k, until := range d.signin.used {
+		if !now.Before(until) {
+			delete(d.signin.used, k)
+		}
+	}
+	_, replayed := d.signin.used[chText]
+	d.signin.used[chText] = exp
+	d.mu.Unlock()
+	if replayed {
+		jsonError(w, http.StatusForbidden, "bad_challenge", "the challenge is unknown, used or expired; sign in again")
 		return
 	}
 	s := &session{principal: p.ID, csrf: random(), expires: d.cfg.Now().Add(d.cfg.SessionTTL)}
@@ -229,10 +242,6 @@ func (d *Desk) decideBegin(w http.ResponseWriter, r *http.Request, s *session, p
 	stmt := approvals.Statement(a.ID, a.Digest, in.Decision, p.ID, signedAt)
 	ch := d.issue(&challenge{purpose: "decide", principal: p.ID, approval: a.ID, decision: in.Decision, signedAt: signedAt},
 		passkey.Encode(passkey.Challenge(stmt)))
-	if ch == "" {
-		jsonError(w, http.StatusServiceUnavailable, "busy", "too many decisions under way; try again in a minute")
-		return
-	}
 	writeJSON(w, http.StatusOK, map[string]any{"challenge": ch, "rp_id": d.cfg.RP.ID, "allow": credentialIDs(p),
 		"statement": string(stmt), "signed_at": signedAt})
 }
