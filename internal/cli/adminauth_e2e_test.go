@@ -312,3 +312,29 @@ func TestApprovalsArePaged(t *testing.T) {
 		t.Errorf("pending: %d %s", code, out.String())
 	}
 }
+
+// TestCheckConfigAndTokens: check validates a config file's every section
+// and a tokens file as serve would, each problem on its line.
+func TestCheckConfigAndTokens(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("ui:\n  url: http://desk.corp.example\nnotify:\n  email: {smtp: nohost, from: x}\nidentity:\n  jwks: http://idp/jwks\nbogus: 1\n"), 0o600)
+	var out bytes.Buffer
+	code := runCLI(t, &out, "check", "../../examples/manifests/sox-financial.json", "--config", bad)
+	for _, want := range []string{`unknown key "bogus"`, "ui.url", "notify.email.smtp", "notify.email.from", "identity.jwks", "identity.issuer"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("check --config lacks %q:\n%s", want, out.String())
+		}
+	}
+	if code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, []byte("ui:\n  url: https://desk.corp.example\nnotify:\n  webhooks:\n    - {url: \"https://hooks.example/x\", format: slack}\nmax_body: 4MiB\n"), 0o600)
+	tokens := filepath.Join(dir, "tokens.yaml")
+	os.WriteFile(tokens, []byte("tokens:\n  - {name: a, sha256: "+adminauth.Hash("x")+", scopes: [read]}\n"), 0o600)
+	out.Reset()
+	if code := runCLI(t, &out, "check", "../../examples/manifests/sox-financial.json", "--config", good, "--admin-tokens", tokens); code != 0 {
+		t.Errorf("good config: exit %d\n%s", code, out.String())
+	}
+}

@@ -4,14 +4,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/uapk-gateway/uapk-proxy/internal/adminauth"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
 
 func newCheck() *cobra.Command {
-	var principals string
+	var principals, config, tokens string
 	cmd := &cobra.Command{
 		Use:   "check FILE",
 		Short: "Validate a manifest (and with --principals a principals file); print every problem with its JSON path (exit 0 valid, 1 invalid)",
@@ -24,10 +26,27 @@ func newCheck() *cobra.Command {
 					bad = err
 				}
 			}
+			if config != "" {
+				if err := checkConfig(out, config); err != nil && bad == nil {
+					bad = err
+				}
+			}
+			if tokens != "" {
+				if _, err := adminauth.LoadFile(tokens); err != nil {
+					fmt.Fprintln(out, err)
+					if bad == nil {
+						bad = exitf(1, "%s: invalid", tokens)
+					}
+				} else {
+					fmt.Fprintf(out, "%s: ok\n", tokens)
+				}
+			}
 			return bad
 		},
 	}
 	cmd.Flags().StringVar(&principals, "principals", "", "also validate this principals file, as serve --principals reads it")
+	cmd.Flags().StringVar(&config, "config", "", "also validate this configuration file, as serve --config reads it (keys and every section: archive, identity, upstream_auth, ui, notify)")
+	cmd.Flags().StringVar(&tokens, "admin-tokens", "", "also validate this admin tokens file, as serve --admin-tokens reads it")
 	return cmd
 }
 
@@ -74,5 +93,35 @@ func checkPrincipals(out io.Writer, file string) error {
 		}
 	}
 	fmt.Fprintf(out, "%s: ok: %d principals, %d with a public key\n", file, len(ps.All()), signers)
+	return nil
+}
+
+// checkConfig reports every problem of a serve --config file, without
+// network: unknown keys, values that are not single, and each section as
+// serve checks it.
+func checkConfig(out io.Writer, file string) error {
+	fs := newServe().Flags()
+	_ = fs.Set("config", file)
+	var problems []string
+	if _, err := configFileValues(fs, func(string) (string, bool) { return "", false }); err != nil {
+		problems = append(problems, strings.Split(err.Error(), "\n")...)
+	}
+	_, _, more := readArchive(file)
+	problems = append(problems, more...)
+	_, _, more = readUpstreamAuth(file)
+	problems = append(problems, more...)
+	_, more = readIdentity(file)
+	problems = append(problems, more...)
+	_, more = readUI(file)
+	problems = append(problems, more...)
+	_, more = readNotify(file)
+	problems = append(problems, more...)
+	for _, p := range problems {
+		fmt.Fprintln(out, p)
+	}
+	if len(problems) > 0 {
+		return exitf(1, "%s: %d problem(s)", file, len(problems))
+	}
+	fmt.Fprintf(out, "%s: ok\n", file)
 	return nil
 }
