@@ -180,3 +180,27 @@ func TestPasskeyCounterOneSpellingAndOneWinner(t *testing.T) {
 }
 
 func l2store(l *approvalstest.Ledger) *approvalstest.Store { return approvalstest.NewStore(l) }
+
+// TestPasskeyCounterZeroAfterCounting: once a passkey has shown a counter,
+// an assertion with counter 0 is a clone's (or a forger's) and is refused.
+func TestPasskeyCounterZeroAfterCounting(t *testing.T) {
+	cfo, ctl := passkeytest.New("ES256"), passkeytest.New("EdDSA")
+	l := &approvalstest.Ledger{}
+	svc := passkeyService(t, approvalstest.NewStore(l), l, cfo, ctl)
+	a, b := hold(t, svc, requireCFO), hold(t, svc, requireCFO)
+	at := now.UTC().Format(time.RFC3339)
+	for i, c := range []struct {
+		ap      *approvals.Approval
+		counter uint32
+		ok      bool
+	}{{a, 41, true}, {b, 0, false}} {
+		as := cfo.AssertWith(desk.ID, desk.Origin, passkey.Challenge(approvals.Statement(c.ap.ID, c.ap.Digest, approvals.Approve, "cfo@corp.example", at)), passkeytest.UP, c.counter)
+		if c.counter == 0 {
+			as = cfo.AssertCounter(desk.ID, desk.Origin, passkey.Challenge(approvals.Statement(c.ap.ID, c.ap.Digest, approvals.Approve, "cfo@corp.example", at)), passkeytest.UP, 0)
+		}
+		_, ref, err := svc.Decide(c.ap.ID, approvals.Submission{Approver: "cfo@corp.example", Decision: approvals.Approve, SignedAt: at, WebAuthn: &as})
+		if (ref == nil && err == nil) != c.ok {
+			t.Errorf("%d: counter %d: %v %v", i, c.counter, ref, err)
+		}
+	}
+}

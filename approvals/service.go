@@ -171,7 +171,9 @@ func (s *Service) replayed(cred string, counter uint32) (bool, uint32) {
 	s.countersMu.Lock()
 	defer s.countersMu.Unlock()
 	last := max(stored, s.counters[cred])
-	return counter != 0 && counter <= last, last
+	// Once a passkey has counted, 0 is no longer "keeps no counter": it is
+	// a clone's, or a forger's (WebAuthn, verifying an assertion, step 21).
+	return last != 0 && counter <= last, last
 }
 
 func (s *Service) seeCounter(cred string, counter uint32) {
@@ -553,7 +555,7 @@ func (s *Service) recordToken(a *Approval) {
 // recordRefusal writes a refused decision: who tried, what and why.
 func (s *Service) recordRefusal(a *Approval, sub Submission, ref *Refusal) error {
 	data := record.Refusal{Approver: clip(sub.Approver, 256), DecisionRequested: clip(sub.Decision, 256),
-		SignedAt: clip(sub.SignedAt, 256), Detail: ref.Detail}
+		SignedAt: clip(sub.SignedAt, 256), Detail: clip(ref.Detail, 1024)}
 	_, err := s.append(ledger.Entry{
 		Kind: record.KindApproval, App: a.App, Action: a.Action, ApprovalID: a.ID, Digest: a.Digest,
 		Decision: record.Refused, Reason: ref.Code, Policy: s.policy(), Data: data.Map(),

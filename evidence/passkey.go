@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 	"github.com/uapk-gateway/uapk-proxy/passkey"
 	"github.com/uapk-gateway/uapk-proxy/record"
 )
@@ -35,7 +36,7 @@ func readPasskeys(list []record.PasskeyCredential) ([]passkeyCred, error) {
 		if err != nil || len(id) == 0 {
 			return nil, fmt.Errorf("webauthn[%d].credential_id is not base64url", i)
 		}
-		k, err := passkey.ParsePublicKey([]byte(c.PublicKey))
+		k, err := keys.ParsePasskey([]byte(c.PublicKey))
 		if err != nil {
 			return nil, fmt.Errorf("webauthn[%d].public_key: %v", i, err)
 		}

@@ -80,14 +80,14 @@ func Verify(a Assertion, key crypto.PublicKey, rp RP, challenge []byte) (Result,
 		return Result{}, fmt.Errorf("%w: client_data_json is not JSON", ErrMalformed)
 	}
 	if cd.Type != "webauthn.get" {
-		return Result{}, fmt.Errorf("%w: client data type %q, want webauthn.get", ErrClientData, cd.Type)
+		return Result{}, fmt.Errorf("%w: client data type %.40q, want webauthn.get", ErrClientData, cd.Type)
 	}
 	got, err := decode(cd.Challenge)
 	if err != nil || !bytes.Equal(got, challenge) {
 		return Result{}, fmt.Errorf("%w: the assertion signs another challenge than this statement's SHA-256", ErrChallenge)
 	}
 	if cd.Origin != rp.Origin || cd.CrossOrigin {
-		return Result{}, fmt.Errorf("%w: made on %q, want %q", ErrOrigin, cd.Origin, rp.Origin)
+		return Result{}, fmt.Errorf("%w: made on %.100q, want %q", ErrOrigin, cd.Origin, rp.Origin)
 	}
 	rpHash := sha256.Sum256([]byte(rp.ID))
 	if !bytes.Equal(authData[:32], rpHash[:]) {

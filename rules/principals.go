@@ -226,12 +226,12 @@ func (c *checker) principals(ps *Principals, root *value, baseDir string) {
 					good = false
 					return
 				}
-				if first, dup := seenKeys[string(key)]; dup {
+				if first, dup := seenKeys[keys.Identity(key)]; dup {
 					c.errf(p, "same public key as %s: one key must not stand for two principals", first)
 					good = false
 					return
 				}
-				seenKeys[string(key)] = p
+				seenKeys[keys.Identity(key)] = p
 				pr.PublicKey = key
 			},
 			"email": func(p string, v *value) {
@@ -284,11 +284,16 @@ func (c *checker) principals(ps *Principals, root *value, baseDir string) {
 								c.errf(p, "%v", err)
 								return
 							}
-							k, err := passkey.ParsePublicKey(data)
+							k, err := keys.ParsePasskey(data)
 							if err != nil {
 								c.errf(p, "%v", err)
 								return
 							}
+							if first, dup := seenKeys[keys.Identity(k)]; dup {
+								c.errf(p, "same public key as %s: one key must not stand for two principals, nor two passkeys", first)
+								return
+							}
+							seenKeys[keys.Identity(k)] = p
 							pk.PublicKey = k
 							pk.PEM, _ = passkey.PublicKeyPEM(k)
 						},

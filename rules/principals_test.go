@@ -1,12 +1,19 @@
 package rules
 
 import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/uapk-gateway/uapk-proxy/passkey"
 )
 
 func TestLoadPrincipals(t *testing.T) {
@@ -163,4 +170,37 @@ func jsonString(s string) string {
 func indent(s string) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return "    " + strings.Join(lines, "\n    ")
+}
+
+// TestPasskeyKeysRefused: a passkey key anybody can sign for (the
+// identity point) is refused, and one key never stands for two principals,
+// whether as two passkeys or as one's CLI key and another's passkey.
+func TestPasskeyKeysRefused(t *testing.T) {
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ecPEM, _ := passkey.PublicKeyPEM(ec.Public())
+	edPub, _, _ := ed25519.GenerateKey(rand.Reader)
+	edPEM, _ := passkey.PublicKeyPEM(edPub)
+	identity := make([]byte, 32)
+	identity[0] = 1 // the identity point: y = 1
+	smallPEM, _ := passkey.PublicKeyPEM(ed25519.PublicKey(identity))
+	entry := func(id, cred, key string) map[string]any {
+		return map[string]any{"id": id, "roles": []string{"cfo"}, "webauthn": []map[string]string{{"credential_id": cred, "public_key": key}}}
+	}
+	cases := []struct {
+		name string
+		ps   []any
+		want string
+	}{
+		{"small-order passkey", []any{entry("cfo@corp.example", "AAAA", smallPEM)}, "small-order"},
+		{"one passkey key, two principals", []any{entry("cfo@corp.example", "AAAA", ecPEM), entry("ctl@corp.example", "BBBB", ecPEM)}, "same public key"},
+		{"a CLI key as another's passkey", []any{
+			map[string]any{"id": "cfo@corp.example", "roles": []string{"cfo"}, "public_key": edPEM},
+			entry("ctl@corp.example", "BBBB", edPEM)}, "same public key"},
+	}
+	for _, c := range cases {
+		data, _ := json.Marshal(map[string]any{"principals": c.ps})
+		if _, err := ParsePrincipals(data, t.TempDir()); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.name, err, c.want)
+		}
+	}
 }

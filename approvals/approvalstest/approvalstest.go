@@ -182,8 +182,8 @@ func (s *Store) Update(ctx context.Context, id string, e ledger.Entry, change fu
 			}
 			n := passkey.Counter(*d.WebAuthn)
 			if last, ok := s.counters[d.WebAuthn.CredentialID]; ok && last >= n {
-				if n != 0 {
-					return approvals.ErrPasskeyReplayed
+				if last != 0 {
+					return approvals.ErrPasskeyReplayed // 0 after counting is a clone's too
 				}
 				continue
 			}

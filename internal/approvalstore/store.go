@@ -147,8 +147,8 @@ func keepCounters(tx *bolt.Tx, a *approvals.Approval, seq uint64) error {
 		n := passkey.Counter(*d.WebAuthn)
 		key := []byte(d.WebAuthn.CredentialID)
 		if v := b.Get(key); len(v) == 4 && binary.BigEndian.Uint32(v) >= n {
-			if n != 0 {
-				return approvals.ErrPasskeyReplayed
+			if binary.BigEndian.Uint32(v) != 0 {
+				return approvals.ErrPasskeyReplayed // 0 after counting is a clone's too
 			}
 			continue
 		}

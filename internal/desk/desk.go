@@ -57,16 +57,18 @@ type Desk struct {
 	pages map[string]*template.Template
 	mux   *http.ServeMux
 
-	mu         sync.Mutex
-	sessions   map[string]*session   // by id
-	challenges map[string]*challenge // decision challenges by value, base64url; single use
-	signin     *signinKeys
+	mu       sync.Mutex
+	sessions map[string]*session // by id
+	signin   *signinKeys
 }
 
 type session struct {
 	principal string
 	csrf      string
 	expires   time.Time
+	// challenges are this session's decision challenges, by value: only
+	// this session can answer or spend them.
+	challenges map[string]*challenge
 }
 
 // challenge is a WebAuthn challenge the desk handed out: for a sign-in (a
@@ -96,8 +98,7 @@ func New(cfg Config) (*Desk, error) {
 	if cfg.SessionTTL <= 0 {
 		cfg.SessionTTL = 8 * time.Hour
 	}
-	d := &Desk{cfg: cfg, sessions: map[string]*session{}, challenges: map[string]*challenge{}, pages: map[string]*template.Template{},
-		signin: newSigninKeys()}
+	d := &Desk{cfg: cfg, sessions: map[string]*session{}, pages: map[string]*template.Template{}, signin: newSigninKeys()}
 	funcs := template.FuncMap{"join": strings.Join, "since": d.until}
 	for _, name := range []string{"signin", "enroll", "queue", "approval", "history", "ledger"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
@@ -191,52 +192,48 @@ func random() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// issue hands out a challenge; the browser signs it within challengeTTL.
-func (d *Desk) issue(c *challenge, value string) string {
-	c.expires = d.cfg.Now().Add(challengeTTL)
+// issue gives session s a decision challenge; the browser signs it within
+// challengeTTL. A session holds a few at most, the oldest making room.
+func (d *Desk) issue(s *session, c *challenge, value string) string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := d.cfg.Now()
-	for k, x := range d.challenges { // expired ones go first
+	c.expires = now.Add(challengeTTL)
+	if s.challenges == nil {
+		s.challenges = map[string]*challenge{}
+	}
+	for k, x := range s.challenges {
 		if !now.Before(x.expires) {
-			delete(d.challenges, k)
+			delete(s.challenges, k)
 		}
 	}
-	// Each principal has a few decision challenges outstanding at most
-	// (only a signed-in principal gets them), the oldest making room.
-	var mine []string
-	for k, x := range d.challenges {
-		if x.principal == c.principal && x.purpose == c.purpose {
-			mine = append(mine, k)
-		}
-	}
-	for len(mine) >= maxPerPrincipal {
-		oldest := 0
-		for i, k := range mine {
-			if d.challenges[k].expires.Before(d.challenges[mine[oldest]].expires) {
-				oldest = i
+	for len(s.challenges) >= maxPerSession {
+		var oldest string
+		for k, x := range s.challenges {
+			if oldest == "" || x.expires.Before(s.challenges[oldest].expires) {
+				oldest = k
 			}
 		}
-		delete(d.challenges, mine[oldest])
-		mine = append(mine[:oldest], mine[oldest+1:]...)
+		delete(s.challenges, oldest)
 	}
-	d.challenges[value] = c
+	s.challenges[value] = c
 	return value
 }
 
-// maxPerPrincipal bounds one principal's outstanding decision challenges.
-const maxPerPrincipal = 8
+// maxPerSession bounds a session's outstanding decision challenges.
+const maxPerSession = 8
 
-// take returns and forgets the decision challenge a client data names.
-func (d *Desk) take(clientDataJSON string) *challenge {
+// take returns and spends session s's challenge that a client data names,
+// when it is for approval; any other answer leaves it in place.
+func (d *Desk) take(s *session, clientDataJSON, approval string) *challenge {
 	ch := clientChallenge(clientDataJSON)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	c := d.challenges[ch]
-	delete(d.challenges, ch)
-	if ch == "" || c == nil || !d.cfg.Now().Before(c.expires) {
+	c := s.challenges[ch]
+	if ch == "" || c == nil || c.approval != approval || c.principal != s.principal || !d.cfg.Now().Before(c.expires) {
 		return nil
 	}
+	delete(s.challenges, ch)
 	return c
 }
 

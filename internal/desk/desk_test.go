@@ -339,3 +339,29 @@ func TestDeskSignInCannotBeCrowdedOut(t *testing.T) {
 	}
 	f.browser().signin("cfo@corp.example", f.cfo)
 }
+
+// TestDeskDecisionChallengesAreTheSessions: a decision challenge is the
+// statement's hash, which the agent can compute; another caller, signed in
+// or not, cannot spend it, so the approver's rejection still lands.
+func TestDeskDecisionChallengesAreTheSessions(t *testing.T) {
+	f := newFixture(t)
+	a := f.held(`{"amount":1200000}`)
+	cfo := f.browser()
+	cfo.signin("cfo@corp.example", f.cfo)
+	code, begin := cfo.post("/ui/approvals/"+a.ID+"/challenge", map[string]string{"decision": "reject"})
+	if code != 200 {
+		t.Fatalf("challenge: %d %v", code, begin)
+	}
+	ch := begin["challenge"].(string)
+	spoof := passkey.Assertion{ClientDataJSON: passkey.Encode([]byte(`{"challenge":"` + ch + `"}`))}
+	agent := f.browser()
+	agent.post("/ui/signin/finish", spoof)
+	ctl := f.browser()
+	ctl.signin("controller@corp.example", f.ctl)
+	ctl.post("/ui/approvals/"+a.ID+"/decide", map[string]any{"reason": "x", "webauthn": spoof})
+	raw, _ := jsonB64(ch)
+	code, m := cfo.post("/ui/approvals/"+a.ID+"/decide", map[string]any{"reason": "wrong period", "webauthn": f.cfo.Assert(f.rp, raw)})
+	if code != 200 || m["status"] != "rejected" {
+		t.Fatalf("the CFO's rejection after others tried her challenge: %d %v", code, m)
+	}
+}

@@ -7,5 +7,9 @@ var Grouped = grouped
 func Outstanding(d *Desk) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return len(d.challenges)
+	n := len(d.signin.used)
+	for _, s := range d.sessions {
+		n += len(s.challenges)
+	}
+	return n
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
+	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 	"github.com/uapk-gateway/uapk-proxy/passkey"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
@@ -151,7 +152,7 @@ func (d *Desk) enrollEntry(w http.ResponseWriter, r *http.Request) {
 		jsonError(w, http.StatusBadRequest, "bad_request", "credential_id and public_key must be base64url")
 		return
 	}
-	k, err := passkey.ParsePublicKey(der)
+	k, err := keys.ParsePasskey(der)
 	if err != nil {
 		jsonError(w, http.StatusBadRequest, "bad_request", err.Error()+" (choose a passkey that uses ES256 or Ed25519)")
 		return
@@ -240,7 +241,7 @@ func (d *Desk) decideBegin(w http.ResponseWriter, r *http.Request, s *session, p
 	}
 	signedAt := d.cfg.Now().UTC().Format(time.RFC3339)
 	stmt := approvals.Statement(a.ID, a.Digest, in.Decision, p.ID, signedAt)
-	ch := d.issue(&challenge{purpose: "decide", principal: p.ID, approval: a.ID, decision: in.Decision, signedAt: signedAt},
+	ch := d.issue(s, &challenge{purpose: "decide", principal: p.ID, approval: a.ID, decision: in.Decision, signedAt: signedAt},
 		passkey.Encode(passkey.Challenge(stmt)))
 	writeJSON(w, http.StatusOK, map[string]any{"challenge": ch, "rp_id": d.cfg.RP.ID, "allow": credentialIDs(p),
 		"statement": string(stmt), "signed_at": signedAt})
@@ -256,8 +257,8 @@ func (d *Desk) decideFinish(w http.ResponseWriter, r *http.Request, s *session, 
 	if !decodeJSON(w, r, &in) {
 		return
 	}
-	c := d.take(in.WebAuthn.ClientDataJSON)
-	if c == nil || c.purpose != "decide" || c.principal != p.ID || c.approval != r.PathValue("id") {
+	c := d.take(s, in.WebAuthn.ClientDataJSON, r.PathValue("id"))
+	if c == nil || c.purpose != "decide" {
 		jsonError(w, http.StatusForbidden, "bad_challenge", "the challenge is unknown, used, expired or another's; try again")
 		return
 	}

@@ -79,7 +79,8 @@ func viewOf(a *approvals.Approval, now time.Time) view {
 	return v
 }
 
-// safe shows control and bidirectional-override characters as \uXXXX, so
+// safe shows control and format characters (bidirectional overrides,
+// zero-width characters, tags) and line separators as \uXXXX, so
 // that a body cannot hide or reorder what the approver reads; html/template
 // escapes the rest.
 func safe(s string) string {
@@ -88,7 +89,7 @@ func safe(s string) string {
 		switch {
 		case r == '\n' || r == '\t':
 			b.WriteRune(r)
-		case unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) || r == '\u2028' || r == '\u2029' || r == '\ufeff':
+		case unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || unicode.Is(unicode.Bidi_Control, r) || r == '\u2028' || r == '\u2029':
 			fmt.Fprintf(&b, "\\u%04X", r)
 		default:
 			b.WriteRune(r)

@@ -4,6 +4,7 @@ package keys
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -19,6 +20,7 @@ import (
 	"filippo.io/edwards25519"
 
 	"github.com/uapk-gateway/uapk-proxy/internal/fsutil"
+	"github.com/uapk-gateway/uapk-proxy/passkey"
 )
 
 // ErrNotEd25519 is returned for a PEM key of another algorithm.
@@ -221,4 +223,32 @@ func writeNew(path string, data []byte, mode os.FileMode) error {
 		return fmt.Errorf("%s already exists; refusing to overwrite a key", path)
 	}
 	return err
+}
+
+// ParsePasskey reads a passkey's public key (passkey.ParsePublicKey: PKIX
+// PEM or DER of a P-256 or Ed25519 key) and refuses an Ed25519 key anybody
+// could sign for (CheckPublic), as for an approver's CLI key: with the
+// identity point as the key, R = identity and S = 0 verify over anything.
+func ParsePasskey(data []byte) (crypto.PublicKey, error) {
+	k, err := passkey.ParsePublicKey(data)
+	if err != nil {
+		return nil, err
+	}
+	if ed, ok := k.(ed25519.PublicKey); ok {
+		if err := CheckPublic(ed); err != nil {
+			return nil, err
+		}
+	}
+	return k, nil
+}
+
+// Identity is the bytes that name a public key whatever it serves as (a
+// CLI key or a passkey's): the raw key for Ed25519, the PKIX DER
+// otherwise. Two principals must never share one.
+func Identity(k crypto.PublicKey) string {
+	if ed, ok := k.(ed25519.PublicKey); ok {
+		return "ed25519:" + string(ed)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(k)
+	return "pkix:" + string(der)
 }

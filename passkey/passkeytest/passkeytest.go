@@ -70,6 +70,12 @@ func (a *Authenticator) AssertWith(rpID, origin string, challenge []byte, flags 
 		counter = a.counter
 	}
 	a.mu.Unlock()
+	return a.AssertCounter(rpID, origin, challenge, flags, counter)
+}
+
+// AssertCounter signs with exactly this counter, 0 included (an
+// authenticator that keeps none, or a clone that claims so).
+func (a *Authenticator) AssertCounter(rpID, origin string, challenge []byte, flags byte, counter uint32) passkey.Assertion {
 	cd, _ := json.Marshal(map[string]any{"type": "webauthn.get", "challenge": passkey.Encode(challenge), "origin": origin, "crossOrigin": false})
 	rp := sha256.Sum256([]byte(rpID))
 	ad := append(rp[:], flags)
