@@ -1,8 +1,16 @@
 package cli
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"io"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -157,4 +165,59 @@ func TestNotificationsNeverDelayRequests(t *testing.T) {
 	e.waitRecords(t, 2, func(r ledger.Record) bool {
 		return r.Kind == "notification" && r.Reason == "delivered" && strings.HasPrefix(r.Data["channel"].(string), "email:")
 	})
+}
+
+// TestDeskOverTLSAtTheProxy: ui.tls_cert and ui.tls_key serve the admin
+// address, desk included, over TLS; a ui.url no browser allows passkeys on
+// stops serve before it listens.
+func TestDeskOverTLSAtTheProxy(t *testing.T) {
+	dir := t.TempDir()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"}, DNSNames: []string{"localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(dir, "desk.crt"), filepath.Join(dir, "desk.key")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	kb, _ := x509.MarshalPKCS8PrivateKey(key)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600)
+	port := strings.TrimPrefix(mailpittest.FreeAddr(t), "127.0.0.1:")
+	e := newEnv(t, func(o *serveOptions) {
+		o.AdminAddr = "127.0.0.1:" + port
+		cfg := filepath.Join(dir, "ui.yaml")
+		os.WriteFile(cfg, []byte("ui:\n  url: https://localhost:"+port+"\n  tls_cert: "+certFile+"\n  tls_key: "+keyFile+"\n"), 0o600)
+		o.Config = cfg
+	})
+	pool := x509.NewCertPool()
+	pool.AddCert(mustParse(t, der))
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}}
+	resp, err := c.Get("https://127.0.0.1:" + port + "/ui/signin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || e.srv.UIURL != "https://localhost:"+port {
+		t.Fatalf("%d %s", resp.StatusCode, e.srv.UIURL)
+	}
+	// A ui.url on plain http to a host that is not localhost: refused.
+	o := *e.opts
+	o.AdminAddr, o.DataDir = "127.0.0.1:0", filepath.Join(dir, "data2")
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("ui:\n  url: http://desk.corp.example\n"), 0o600)
+	o.Config = bad
+	if _, err := startServer(&o, &syncBuffer{}); err == nil || !strings.Contains(err.Error(), "ui.url") {
+		t.Fatalf("plain-http ui.url: %v", err)
+	}
+}
+
+func mustParse(t *testing.T, der []byte) *x509.Certificate {
+	t.Helper()
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
