@@ -43,7 +43,7 @@ func TestOverrideUsesSurviveARestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := t.Context()
-	putAll(t, l.DB(), approvedOverride(2))
+	putAll(t, s, approvedOverride(2))
 	if _, err := s.UseOverride(ctx, testID, "tok_other", useEntry(testID)); !errors.Is(err, approvals.ErrNotApproved) {
 		t.Fatalf("use under another token: %v", err)
 	}
@@ -85,7 +85,7 @@ func TestOverrideUsesSurviveARestart(t *testing.T) {
 func TestOverrideUsesRace(t *testing.T) {
 	const racers, maxUses = 64, 7
 	_, s := openStore(t)
-	putAll(t, s.db, approvedOverride(maxUses))
+	putAll(t, s, approvedOverride(maxUses))
 	var (
 		wg                    sync.WaitGroup
 		mu                    sync.Mutex
@@ -121,7 +121,7 @@ func TestOverrideUsesRace(t *testing.T) {
 // TestOverrideWithoutMaxUses counts every use and refuses none.
 func TestOverrideWithoutMaxUses(t *testing.T) {
 	_, s := openStore(t)
-	putAll(t, s.db, approvedOverride(0))
+	putAll(t, s, approvedOverride(0))
 	for range 5 {
 		if _, err := s.UseOverride(t.Context(), testID, "tok_1", useEntry(testID)); err != nil {
 			t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/uapk-gateway/uapk-proxy/passkey"
@@ -45,6 +46,13 @@ var (
 type Store struct {
 	l  *ledger.Ledger // nil for a Reader
 	db *bolt.DB
+
+	// open holds every approval stored as pending, decoded: filled at Open
+	// before anything writes, then kept by put when its transaction
+	// commits, so listing the queue decodes nothing (10,000 approvals
+	// waiting at quarter end). nil for a Reader.
+	mu   sync.Mutex
+	open map[string]*approvals.Approval
 }
 
 var _ approvals.Store = (*Store)(nil)
@@ -55,7 +63,21 @@ func Open(l *ledger.Ledger) (*Store, error) {
 	if err := initBuckets(db); err != nil {
 		return nil, err
 	}
-	return &Store{l: l, db: db}, nil
+	s := &Store{l: l, db: db, open: map[string]*approvals.Approval{}}
+	err := db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(openBucket).ForEach(func(k, _ []byte) error {
+			a, err := get(tx, string(k))
+			if err != nil {
+				return err
+			}
+			s.open[a.ID] = a
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // Reader reads approvals from a ledger opened read-only (offline export):
@@ -109,7 +131,7 @@ func (s *Store) Create(ctx context.Context, a *approvals.Approval, e ledger.Entr
 			return fmt.Errorf("approval %s exists already", a.ID)
 		}
 		a.RequestRecord = rec.Seq
-		return put(tx, a)
+		return s.put(tx, a)
 	}
 	return s.l.Append(ctx, e)
 }
@@ -131,7 +153,7 @@ func (s *Store) Update(ctx context.Context, id string, e ledger.Entry, change fu
 		if err := keepCounters(tx, a, rec.Seq); err != nil {
 			return err
 		}
-		return put(tx, a)
+		return s.put(tx, a)
 	}
 	return s.l.Append(ctx, e)
 }
@@ -193,7 +215,7 @@ func (s *Store) Consume(ctx context.Context, id, tokenID string, e ledger.Entry)
 			return err
 		}
 		a.Consumed = rec.Seq
-		if err := put(tx, a); err != nil {
+		if err := s.put(tx, a); err != nil {
 			return err
 		}
 		if then != nil {
@@ -221,7 +243,7 @@ func (s *Store) UseOverride(ctx context.Context, id, tokenID string, e ledger.En
 			return err
 		}
 		a.Uses++
-		return put(tx, a)
+		return s.put(tx, a)
 	}
 	return s.l.Append(ctx, e)
 }
@@ -246,13 +268,13 @@ func (s *Store) Release(ctx context.Context, id, tokenID string, usedBy uint64, 
 			}
 		}
 		a.Consumed = 0
-		return put(tx, a)
+		return s.put(tx, a)
 	}
 	return s.l.Append(ctx, e)
 }
 
 // put writes a inside tx, keeping the pending index.
-func put(tx *bolt.Tx, a *approvals.Approval) error {
+func (s *Store) put(tx *bolt.Tx, a *approvals.Approval) error {
 	b := tx.Bucket(bucketName)
 	if b == nil {
 		return errors.New("approvals bucket missing")
@@ -271,10 +293,37 @@ func put(tx *bolt.Tx, a *approvals.Approval) error {
 	if open == nil {
 		return errors.New("approvals index missing")
 	}
+	if s.open != nil {
+		c := a.Clone()
+		tx.OnCommit(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if c.Status == approvals.StatusPending {
+				s.open[c.ID] = c
+			} else {
+				delete(s.open, c.ID)
+			}
+		})
+	}
 	if a.Status == approvals.StatusPending {
 		return open.Put([]byte(a.ID), nil)
 	}
 	return open.Delete([]byte(a.ID))
+}
+
+// pendingCopy returns copies of the approvals stored as pending, from the
+// committed state put keeps; ok is false for a Reader.
+func (s *Store) pendingCopy() (list []*approvals.Approval, ok bool) {
+	if s.open == nil {
+		return nil, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	list = make([]*approvals.Approval, 0, len(s.open))
+	for _, a := range s.open {
+		list = append(list, a.Clone())
+	}
+	return list, true
 }
 
 // get reads an approval inside tx.
@@ -362,6 +411,17 @@ func (s *Store) List(status string, now time.Time) ([]*approvals.Approval, error
 		return nil, approvals.ErrBadStatus
 	}
 	var out []*approvals.Approval
+	if status == approvals.StatusPending {
+		if list, ok := s.pendingCopy(); ok {
+			for _, a := range list {
+				if a.Effective(now) == status {
+					out = append(out, a)
+				}
+			}
+			sortOldestFirst(out)
+			return out, nil
+		}
+	}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		if status == approvals.StatusPending {
 			// Only stored-pending approvals can be effectively pending.
@@ -398,13 +458,17 @@ func (s *Store) List(status string, now time.Time) ([]*approvals.Approval, error
 	if err != nil {
 		return nil, err
 	}
-	// Oldest first; the id orders approvals made at the same instant,
-	// so that pages by cursor neither skip nor repeat one.
+	sortOldestFirst(out)
+	return out, nil
+}
+
+// sortOldestFirst orders approvals by creation; the id orders those made at
+// the same instant, so that pages by cursor neither skip nor repeat one.
+func sortOldestFirst(out []*approvals.Approval) {
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
 			return out[i].CreatedAt.Before(out[j].CreatedAt)
 		}
 		return out[i].ID < out[j].ID
 	})
-	return out, nil
 }

@@ -60,11 +60,11 @@ func openStore(t *testing.T) (*bolt.DB, *Store) {
 	return l.DB(), s
 }
 
-func putAll(t *testing.T, db *bolt.DB, as ...*approvals.Approval) {
+func putAll(t *testing.T, s *Store, as ...*approvals.Approval) {
 	t.Helper()
-	if err := db.Update(func(tx *bolt.Tx) error {
+	if err := s.db.Update(func(tx *bolt.Tx) error {
 		for _, a := range as {
-			if err := put(tx, a); err != nil {
+			if err := s.put(tx, a); err != nil {
 				return err
 			}
 		}
@@ -80,7 +80,7 @@ func TestStorePutGet(t *testing.T) {
 	a.Headers = map[string]string{"Content-Type": "application/json"}
 	a.Decisions = []approvals.Decision{{Approver: "cfo@corp.example", Role: "cfo", Decision: approvals.Approve,
 		Reason: "ok", SignedAt: now.Format(time.RFC3339), Signature: validSig(), Record: 9}}
-	putAll(t, db, a)
+	putAll(t, s, a)
 
 	got, err := s.Get(a.ID)
 	if err != nil {
@@ -92,7 +92,7 @@ func TestStorePutGet(t *testing.T) {
 
 	// put replaces: the decision flow reads, changes and writes back.
 	a.Status, a.Completed, a.Token, a.TokenID, a.TokenExp = approvals.StatusApproved, now, "v4.public.x", "tok_1", now.Add(time.Hour)
-	putAll(t, db, a)
+	putAll(t, s, a)
 	got, err = s.Get(a.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -130,11 +130,12 @@ func TestStoreSurvivesReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(l); err != nil {
+	s0, err := Open(l)
+	if err != nil {
 		t.Fatal(err)
 	}
 	a := pending(requireCFO)
-	putAll(t, l.DB(), a)
+	putAll(t, s0, a)
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +164,7 @@ func TestPutWithoutBucket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if err := db.Update(func(tx *bolt.Tx) error { return put(tx, pending(requireCFO)) }); err == nil {
+	if err := db.Update(func(tx *bolt.Tx) error { return (&Store{}).put(tx, pending(requireCFO)) }); err == nil {
 		t.Error("put without Open: no error")
 	}
 	if err := db.View(func(tx *bolt.Tx) error { _, err := get(tx, testID); return err }); err == nil || errors.Is(err, approvals.ErrNotFound) {
@@ -172,7 +173,7 @@ func TestPutWithoutBucket(t *testing.T) {
 }
 
 func TestStoreList(t *testing.T) {
-	db, s := openStore(t)
+	_, s := openStore(t)
 	mk := func(id, status string, created time.Time, expires time.Time) *approvals.Approval {
 		a := pending(requireCFO)
 		a.ID, a.Status, a.CreatedAt, a.ExpiresAt = id, status, created, expires
@@ -188,7 +189,7 @@ func TestStoreList(t *testing.T) {
 		mk(id('c'), approvals.StatusExpired, t0.Add(1*time.Minute), now.Add(time.Hour)),       // recorded as expired
 		mk(id('f'), approvals.StatusPending, t0.Add(6*time.Minute), now.Add(time.Nanosecond)), // pending, one ns left
 	}
-	putAll(t, db, list...)
+	putAll(t, s, list...)
 
 	cases := []struct {
 		status string
@@ -349,7 +350,7 @@ func TestHeldBodyStoredAtItsSize(t *testing.T) {
 	db, s := openStore(t)
 	a := pending(requireCFO)
 	a.Body = strings.Repeat("<", 100_000)
-	putAll(t, db, a)
+	putAll(t, s, a)
 	var size int
 	if err := db.View(func(tx *bolt.Tx) error { size = len(tx.Bucket(bucketName).Get([]byte(a.ID))); return nil }); err != nil {
 		t.Fatal(err)
@@ -359,5 +360,68 @@ func TestHeldBodyStoredAtItsSize(t *testing.T) {
 	}
 	if got, err := s.Get(a.ID); err != nil || got.Body != a.Body {
 		t.Errorf("read back: %v, %d bytes", err, len(got.Body))
+	}
+}
+
+// TestPendingCacheFollowsCommits: the pending list comes from what
+// committed transactions left: a change that fails leaves it as it was, a
+// decision that closes an approval takes it out, and a reopened store
+// rebuilds the same list from the file.
+func TestPendingCacheFollowsCommits(t *testing.T) {
+	l, err := ledger.Open(filepath.Join(t.TempDir(), "ledger.db"), ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	s, err := Open(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	a := pending(requireCFO)
+	if _, err := s.Create(ctx, a, entry(a.ID)); err != nil {
+		t.Fatal(err)
+	}
+	list, _ := s.List(approvals.StatusPending, now)
+	if len(list) != 1 || list[0].ID != a.ID {
+		t.Fatalf("after create: %+v", list)
+	}
+	boom := errors.New("refused")
+	if _, err := s.Update(ctx, a.ID, entry(a.ID), func(cur *approvals.Approval, _ *ledger.Record) error {
+		cur.Status = approvals.StatusApproved
+		return boom
+	}); !errors.Is(err, boom) {
+		t.Fatalf("failed change: %v", err)
+	}
+	if list, _ := s.List(approvals.StatusPending, now); len(list) != 1 || list[0].Status != approvals.StatusPending {
+		t.Fatalf("a change that failed touched the list: %+v", list)
+	}
+	// Callers' copies are theirs: changing one changes nothing stored.
+	list[0].Justification = "changed by a caller"
+	if list, _ := s.List(approvals.StatusPending, now); list[0].Justification == "changed by a caller" {
+		t.Fatal("the list hands out the cache itself")
+	}
+	if _, err := s.Update(ctx, a.ID, entry(a.ID), func(cur *approvals.Approval, _ *ledger.Record) error {
+		cur.Status = approvals.StatusApproved
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if list, _ := s.List(approvals.StatusPending, now); len(list) != 0 {
+		t.Fatalf("an approved approval is still listed pending: %+v", list)
+	}
+	b := pending(requireCFO)
+	b.ID = otherID
+	if _, err := s.Create(ctx, b, entry(b.ID)); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := s2.List(approvals.StatusPending, now)
+	want, _ := s.List(approvals.StatusPending, now)
+	if !reflect.DeepEqual(got, want) || len(got) != 1 || got[0].ID != otherID {
+		t.Fatalf("reopened: %+v, want %+v", got, want)
 	}
 }
