@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +23,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/uapk-gateway/uapk-proxy/internal/adminauth"
 
 	"github.com/tidwall/gjson"
 	"github.com/valyala/fasthttp"
@@ -156,12 +159,15 @@ func runHeld(cfg heldConfig) error {
 	go func() { proxy.Wait(); close(exited) }()
 	defer stopChild(proxy, exited)
 
-	admin := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
-		MaxIdleConnsPerHost: cfg.workers, MaxConnsPerHost: cfg.workers + 4, Proxy: nil,
-	}}
+	tr := &bearer{rt: &http.Transport{MaxIdleConnsPerHost: cfg.workers, MaxConnsPerHost: cfg.workers + 4, Proxy: nil}}
+	admin := &http.Client{Timeout: 60 * time.Second, Transport: tr}
 	adminURL := "http://" + adminAddr
 	if err := waitReady(ctx, admin, adminURL, sideAddr, exited); err != nil {
 		return fmt.Errorf("%w (proxy log: %s)", err, logTail(logPath))
+	}
+	// The admin API wants the token serve wrote beside the ledger.
+	if tr.token, err = adminauth.ReadTokenFile(filepath.Join(tmp, "data", adminauth.FileName)); err != nil {
+		return err
 	}
 	rep.proxyNofile = procLimit(pid, "Max open files")
 	if rep.rssBefore, err = procStatus(pid, "VmRSS"); err != nil {
@@ -363,7 +369,10 @@ func heldFiles(dir, manifest, hold string) (string, string, ed25519.PrivateKey, 
 		return "", "", nil, fmt.Errorf("%s: want exactly one %s (journal_entry's) to replace, found %d", manifest, old, c)
 	}
 	mpath := filepath.Join(dir, "manifest-held.json")
-	if err := os.WriteFile(mpath, bytes.Replace(b, old, []byte(`"hold": `+strconv.Quote(hold)), 1), 0o644); err != nil {
+	b = bytes.Replace(b, old, []byte(`"hold": `+strconv.Quote(hold)), 1)
+	// Every held entry is a pending approval: room for all of them.
+	b = bytes.Replace(b, []byte(`"app_id":`), []byte(`"max_pending": `+strconv.Itoa(maxHeld)+`, "app_id":`), 1)
+	if err := os.WriteFile(mpath, b, 0o644); err != nil {
 		return "", "", nil, err
 	}
 	pub, priv, err := keys.Generate()
@@ -486,34 +495,53 @@ type pendingApproval struct {
 // listPending returns the pending approvals, oldest first, and the size of
 // the answer.
 func listPending(c *http.Client, base string) ([]pendingApproval, int, error) {
-	resp, err := c.Get(base + "/v1/approvals?status=pending")
-	if err != nil {
-		return nil, 0, err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<30))
-	if err != nil {
-		return nil, 0, err
-	}
-	if resp.StatusCode != 200 {
-		return nil, len(raw), fmt.Errorf("GET /v1/approvals?status=pending: %d %.200s", resp.StatusCode, raw)
-	}
-	var list struct {
-		Approvals []approvals.Approval `json:"approvals"`
-	}
-	if err := json.Unmarshal(raw, &list); err != nil {
-		return nil, len(raw), err
-	}
-	out := make([]pendingApproval, 0, len(list.Approvals))
-	for _, a := range list.Approvals {
-		ref := gjson.Get(a.Body, "reference").String()
-		i, err := strconv.Atoi(strings.TrimPrefix(ref, refPrefix))
-		if err != nil || i < 0 || i >= maxHeld {
-			return nil, len(raw), fmt.Errorf("approval %s holds a body that is not the bench's: %.100s", a.ID, a.Body)
+	var out []pendingApproval
+	size := 0
+	for cursor := ""; ; {
+		resp, err := c.Get(base + "/v1/approvals?status=pending&limit=1000&cursor=" + url.QueryEscape(cursor))
+		if err != nil {
+			return nil, size, err
 		}
-		out = append(out, pendingApproval{id: a.ID, digest: a.Digest, index: i})
+		raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<30))
+		resp.Body.Close()
+		size += len(raw)
+		if err != nil {
+			return nil, size, err
+		}
+		if resp.StatusCode != 200 {
+			return nil, size, fmt.Errorf("GET /v1/approvals?status=pending: %d %.200s", resp.StatusCode, raw)
+		}
+		var list struct {
+			Approvals []approvals.Approval `json:"approvals"`
+			Next      string               `json:"next_cursor"`
+		}
+		if err := json.Unmarshal(raw, &list); err != nil {
+			return nil, size, err
+		}
+		for _, a := range list.Approvals {
+			ref := gjson.Get(a.Body, "reference").String()
+			i, err := strconv.Atoi(strings.TrimPrefix(ref, refPrefix))
+			if err != nil || i < 0 || i >= maxHeld {
+				return nil, size, fmt.Errorf("approval %s holds a body that is not the bench's: %.100s", a.ID, a.Body)
+			}
+			out = append(out, pendingApproval{id: a.ID, digest: a.Digest, index: i})
+		}
+		if cursor = list.Next; cursor == "" {
+			return out, size, nil
+		}
 	}
-	return out, len(raw), nil
+}
+
+// bearer adds the admin token to every admin call.
+type bearer struct {
+	rt    http.RoundTripper
+	token string
+}
+
+func (b *bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.rt.RoundTrip(r)
 }
 
 // approve signs p as the finance manager, with the wall clock, and posts it.
