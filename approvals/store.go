@@ -20,6 +20,7 @@ type Store interface {
 	Get(id string) (*Approval, error)
 	// List returns the approvals whose effective status at now is status
 	// ("" for all), oldest first.
+	List(status string, now time.Time) ([]*Approval, error)
 	// PasskeyCounter returns the highest signature counter recorded for
 	// a passkey (credential id, base64url) by decisions Update stored; 0
 	// when none. Update keeps it, in the transaction of the decision, and
@@ -27,7 +28,6 @@ type Store interface {
 	// adds (Record == the new record's seq) shows a counter, not 0, that
 	// is not above the stored one.
 	PasskeyCounter(credentialID string) (uint32, error)
-	List(status string, now time.Time) ([]*Approval, error)
 	// Due returns the approvals stored as pending whose expiry has passed.
 	Due(now time.Time) ([]*Approval, error)
 	// Create appends e and stores a, new, with a.RequestRecord set to the
