@@ -318,10 +318,11 @@ func TestApprovalsArePaged(t *testing.T) {
 func TestCheckConfigAndTokens(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
-	os.WriteFile(bad, []byte("ui:\n  url: http://desk.corp.example\nnotify:\n  email: {smtp: nohost, from: x}\nidentity:\n  jwks: http://idp/jwks\nbogus: 1\n"), 0o600)
+	os.WriteFile(bad, []byte("ui:\n  url: http://desk.corp.example\nnotify:\n  email: {smtp: nohost, from: x}\nidentity:\n  jwks: http://idp/jwks\nbogus: 1\nmax_body: lots\nlog_level: loud\nupstream_timeout: soon\nadmin_tokens: /nonexistent\n"), 0o600)
 	var out bytes.Buffer
 	code := runCLI(t, &out, "check", "../../examples/manifests/sox-financial.json", "--config", bad)
-	for _, want := range []string{`unknown key "bogus"`, "ui.url", "notify.email.smtp", "notify.email.from", "identity.jwks", "identity.issuer"} {
+	for _, want := range []string{`unknown key "bogus"`, "ui.url", "notify.email.smtp", "notify.email.from", "identity.jwks", "identity.issuer",
+		"max_body", "log_level", "upstream_timeout", "admin_tokens"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("check --config lacks %q:\n%s", want, out.String())
 		}

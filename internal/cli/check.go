@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"sort"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -103,9 +105,33 @@ func checkConfig(out io.Writer, file string) error {
 	fs := newServe().Flags()
 	_ = fs.Set("config", file)
 	var problems []string
-	if _, err := configFileValues(fs, func(string) (string, bool) { return "", false }); err != nil {
+	vals, err := configFileValues(fs, func(string) (string, bool) { return "", false })
+	if err != nil {
 		problems = append(problems, strings.Split(err.Error(), "\n")...)
 	}
+	// The values as serve takes them: each flag's own parser, then the
+	// checks serve makes of sizes, the log level and the tokens file.
+	for key, v := range vals {
+		if err := fs.Set(strings.ReplaceAll(key, "_", "-"), v); err != nil {
+			problems = append(problems, fmt.Sprintf("config %s: %s: %v", file, key, err))
+		}
+	}
+	for _, key := range []string{"max_body", "max_response"} {
+		if v, ok := vals[key]; ok {
+			if _, err := parseSize(v); err != nil {
+				problems = append(problems, fmt.Sprintf("config %s: %s: %v", file, key, err))
+			}
+		}
+	}
+	if v, ok := vals["log_level"]; ok && !slices.Contains([]string{"debug", "info", "warn", "error"}, v) {
+		problems = append(problems, fmt.Sprintf("config %s: log_level %q: want debug, info, warn or error", file, v))
+	}
+	if v, ok := vals["admin_tokens"]; ok {
+		if _, err := adminauth.LoadFile(v); err != nil {
+			problems = append(problems, fmt.Sprintf("config %s: admin_tokens: %v", file, err))
+		}
+	}
+	sort.Strings(problems)
 	_, _, more := readArchive(file)
 	problems = append(problems, more...)
 	_, _, more = readUpstreamAuth(file)

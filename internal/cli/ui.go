@@ -30,6 +30,9 @@ func readUI(path string) (uiFile, []string) {
 			problems = append(problems, fmt.Sprintf("config %s: ui.url: %v", path, err))
 		}
 	}
+	if f.TLSCert != "" && f.URL == "" {
+		problems = append(problems, fmt.Sprintf("config %s: ui.tls_cert needs ui.url (https://HOST:PORT), the one origin the desk accepts", path))
+	}
 	if (f.TLSCert == "") != (f.TLSKey == "") {
 		problems = append(problems, fmt.Sprintf("config %s: ui.tls_cert and ui.tls_key go together", path))
 	}
