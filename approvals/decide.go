@@ -351,3 +351,28 @@ func firstHeld(p *rules.Principal, roles []string) string {
 }
 
 func slotRole(slot []string, p *rules.Principal) string { return firstHeld(p, slot) }
+
+// Reverify checks that a stored approval's decisions are signed statements
+// that, applied in order to the approval as it was created, give its
+// status: with a store other proxies and their database share, the store
+// is not trusted to say who approved. Each decision is judged at its own
+// signed_at, as it was when it was made.
+func Reverify(a *Approval, principals *rules.Principals, rp *passkey.RP) error {
+	fresh := a.Clone()
+	fresh.Decisions, fresh.Status = nil, StatusPending
+	for i, d := range a.Decisions {
+		at, err := time.Parse(time.RFC3339, d.SignedAt)
+		if err != nil {
+			return fmt.Errorf("decision %d by %s: signed_at %q", i+1, d.Approver, d.SignedAt)
+		}
+		sub := Submission{Approver: d.Approver, Decision: d.Decision, Reason: d.Reason, SignedAt: d.SignedAt,
+			Signature: d.Signature, WebAuthn: d.WebAuthn}
+		if _, ref := ApplyRP(fresh, sub, principals, at, rp); ref != nil {
+			return fmt.Errorf("decision %d by %s does not count: %s", i+1, d.Approver, ref)
+		}
+	}
+	if fresh.Status != a.Status {
+		return fmt.Errorf("its decisions make it %s, the store says %s", fresh.Status, a.Status)
+	}
+	return nil
+}

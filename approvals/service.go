@@ -52,6 +52,11 @@ type Config struct {
 	// RP is the relying party passkey decisions must be made for (ui.url);
 	// nil: passkey decisions are refused.
 	RP *passkey.RP
+	// Shared: other proxies change the store too (PostgreSQL). An approved
+	// approval is then used only after its decisions are verified again
+	// against this proxy's principals (Reverify): the database can forge
+	// nothing.
+	Shared bool
 	// Changed, when set, is told of each approval's change of state once
 	// it is recorded: created (pending), decided (still pending), approved,
 	// rejected, expired; by is who decided. It must not block (the
@@ -89,6 +94,7 @@ type Service struct {
 	countersMu sync.Mutex
 	counters   map[string]uint32
 	changed    func(string, *Approval, string)
+	shared     bool
 }
 
 // pendingCount is how many pending request approvals each app holds, for
@@ -133,7 +139,7 @@ func New(cfg Config) (*Service, error) {
 		return nil, errors.New("approvals service needs a store, a ledger, a token issuer and an engine")
 	}
 	s := &Service{store: cfg.Store, ledger: cfg.Ledger, tokens: cfg.Tokens, engine: cfg.Engine,
-		obs: cfg.Observer, log: cfg.Logger, now: cfg.Now, timeout: cfg.AppendTimeout, rp: cfg.RP, counters: map[string]uint32{}, changed: cfg.Changed}
+		obs: cfg.Observer, log: cfg.Logger, now: cfg.Now, timeout: cfg.AppendTimeout, rp: cfg.RP, counters: map[string]uint32{}, changed: cfg.Changed, shared: cfg.Shared}
 	if s.changed == nil {
 		s.changed = func(string, *Approval, string) {}
 	}
@@ -342,7 +348,28 @@ func (s *Service) Retry(id, app, action, digest, contentType, contentEncoding st
 	case !now.Before(a.TokenExp):
 		return a, record.ApprovalExpired
 	}
+	if s.shared {
+		if err := Reverify(a, s.engine().Principals(), s.rp); err != nil {
+			s.log.Error().Str("approval_id", a.ID).Err(err).Msg("a shared approval does not hold up against this proxy's principals; refused")
+			return a, record.NotApproved
+		}
+	}
 	return a, ""
+}
+
+// Remote takes note that approval id changed elsewhere (another proxy over
+// a shared store): once it is no longer pending, requests held on it here
+// are woken to decide again, and it stops counting against max_pending.
+func (s *Service) Remote(id string) {
+	a, err := s.store.Get(id)
+	if err != nil {
+		return
+	}
+	if a.Status == StatusPending {
+		return // created, or one decision of several: held requests keep waiting
+	}
+	s.pending.done(id)
+	s.waiters.wake(id)
 }
 
 // HeadersOf says whether a request with this content type and encoding may

@@ -234,3 +234,36 @@ func TestListPage(t *testing.T) {
 		t.Errorf("unknown cursor: %v", err)
 	}
 }
+
+// TestReverify: an approval as its decisions make it holds up; one whose
+// stored status or decisions were changed behind the proxy's back does
+// not.
+func TestReverify(t *testing.T) {
+	svc, _ := service(t)
+	eng := func() *rules.Principals { return principals(t, cast) }
+	a := hold(t, svc, dualCFOController)
+	for _, who := range []string{"cfo@corp.example", "controller@corp.example"} {
+		if _, ref, err := svc.Decide(a.ID, sub(a, who, approvals.Approve)); ref != nil || err != nil {
+			t.Fatal(ref, err)
+		}
+	}
+	got, _ := svc.Get(a.ID)
+	if err := approvals.Reverify(got, eng(), nil); err != nil {
+		t.Fatalf("a true approval: %v", err)
+	}
+	forged := got.Clone()
+	forged.Decisions = forged.Decisions[:1]
+	if err := approvals.Reverify(forged, eng(), nil); err == nil {
+		t.Error("approved with one of two decisions: held up")
+	}
+	forged = got.Clone()
+	forged.Decisions[1].Approver = "cfo2@corp.example"
+	if err := approvals.Reverify(forged, eng(), nil); err == nil {
+		t.Error("a decision's approver changed: held up")
+	}
+	forged = got.Clone()
+	forged.Digest = otherDigest
+	if err := approvals.Reverify(forged, eng(), nil); err == nil {
+		t.Error("the digest changed: held up")
+	}
+}

@@ -142,6 +142,8 @@ func checkConfig(out io.Writer, file string) error {
 	problems = append(problems, more...)
 	_, more = readNotify(file)
 	problems = append(problems, more...)
+	_, more = readApprovals(file)
+	problems = append(problems, more...)
 	for _, p := range problems {
 		fmt.Fprintln(out, p)
 	}

@@ -54,7 +54,7 @@ func envName(flag string) string {
 }
 
 // sections are the config file's keys that are not flags.
-var sections = map[string]bool{"archive": true, "identity": true, "upstream_auth": true, "ui": true, "notify": true}
+var sections = map[string]bool{"archive": true, "identity": true, "upstream_auth": true, "ui": true, "notify": true, "approvals": true}
 
 // archiveFile is the config file's archive: section (docs/reference.md#configuration-file).
 type archiveFile struct {

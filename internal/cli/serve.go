@@ -54,6 +54,7 @@ type serveOptions struct {
 	identity     *identity.Config     // the identity: section; nil: none
 	ui           uiFile               // the ui: section
 	notify       *notify.Config       // the notify: section; nil: none
+	approvals    approvalsFile        // the approvals: section
 	// credentialOrigins: upstream_auth.origins, where the forward door may
 	// send the credential.
 	credentialOrigins []string
@@ -201,6 +202,8 @@ func (o *serveOptions) load() (*rules.Manifest, *rules.Principals, []string) {
 	problems = append(problems, more...)
 	o.notify, more = readNotify(o.Config)
 	problems = append(problems, more...)
+	o.approvals, more = readApprovals(o.Config)
+	problems = append(problems, more...)
 	return m, p, problems
 }
 
@@ -308,6 +311,7 @@ func startServer(o *serveOptions, logw io.Writer) (*server.Server, error) {
 		Now: o.now, ExpiryEvery: o.expiryEvery, Dial: o.dial, AdminTokensFile: o.AdminTokens,
 		RefusalSummaryEvery: o.refusalEvery, Identity: ident,
 		UIURL: o.ui.URL, UITLSCert: o.ui.TLSCert, UITLSKey: o.ui.TLSKey, Notify: o.notify,
+		Postgres: o.approvals.Postgres, Instance: o.approvals.Instance,
 	}
 	if cred != nil {
 		cfg.Credential, cfg.CredentialReady, cfg.CredentialOrigins = cred, cred.Ready, o.credentialOrigins

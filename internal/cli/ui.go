@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 
@@ -83,4 +84,29 @@ func readNotify(path string) (*notify.Config, []string) {
 		}
 	}
 	return cfg, problems
+}
+
+// approvalsFile is the config file's approvals: section
+// (docs/reference.md#many-proxies).
+type approvalsFile struct {
+	Postgres string `yaml:"postgres"`
+	Instance string `yaml:"instance"`
+}
+
+func readApprovals(path string) (approvalsFile, []string) {
+	var f approvalsFile
+	_, problems := readSection(path, "approvals", &f)
+	if len(problems) > 0 {
+		return f, problems
+	}
+	if f.Postgres != "" {
+		u, err := url.Parse(f.Postgres)
+		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {
+			problems = append(problems, fmt.Sprintf("config %s: approvals.postgres: want postgres://USER@HOST:PORT/DB", path))
+		}
+	}
+	if f.Instance != "" && f.Postgres == "" {
+		problems = append(problems, fmt.Sprintf("config %s: approvals.instance needs approvals.postgres", path))
+	}
+	return f, problems
 }

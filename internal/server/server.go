@@ -37,6 +37,7 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 	"github.com/uapk-gateway/uapk-proxy/internal/metrics"
 	"github.com/uapk-gateway/uapk-proxy/internal/notify"
+	"github.com/uapk-gateway/uapk-proxy/internal/pgstore"
 	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
 	"github.com/uapk-gateway/uapk-proxy/passkey"
@@ -92,6 +93,10 @@ type Config struct {
 	// credential to (upstream_auth.origins); the sidecar door sends it to
 	// --upstream.
 	CredentialOrigins []string
+	// Postgres, when set (approvals.postgres), keeps the approvals in a
+	// PostgreSQL shared by a fleet of proxies instead of the ledger's
+	// bbolt file; Instance names this proxy among them.
+	Postgres, Instance string
 	// Notify, when set, tells approvers by mail and webhooks (notify:);
 	// its UIURL, Record and Logger are filled in here.
 	Notify *notify.Config
@@ -145,6 +150,8 @@ type Server struct {
 	forward   *proxy.Forward // nil with --proxy-addr ""
 	admin     *http.Server
 	notifier  *notify.Notifier // nil without notify:
+	shared    *pgstore.Store   // nil without approvals.postgres
+	stopWatch context.CancelFunc
 
 	// UIURL is the dashboard's public URL in force.
 	UIURL string
@@ -318,9 +325,27 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 		l.Close()
 		return nil, failf(code, "%v", err)
 	}
-	store, err := approvalstore.Open(l)
-	if err != nil {
-		return fail(1, err)
+	var store approvals.Store
+	var shared *pgstore.Store
+	if o.Postgres != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		var opts []pgstore.Option
+		if o.Instance != "" {
+			opts = append(opts, pgstore.Instance(o.Instance))
+		}
+		shared, err = pgstore.Open(ctx, o.Postgres, l, log.With().Str("component", "pgstore").Logger(), opts...)
+		cancel()
+		if err != nil {
+			return fail(2, fmt.Errorf("approvals.postgres: %w", err))
+		}
+		store = shared
+		log.Info().Str("instance", shared.InstanceName()).Msg("approvals kept in PostgreSQL, shared by the fleet")
+	} else {
+		local, err := approvalstore.Open(l)
+		if err != nil {
+			return fail(1, err)
+		}
+		store = local
 	}
 	sums, err := cumulative.Open(l)
 	if err != nil {
@@ -356,7 +381,7 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 		}
 		s.notifier, changed = an.n, an.changed
 	}
-	s.approvals, err = approvals.New(approvals.Config{Store: store, Ledger: l, Tokens: issuer, RP: &rp, Changed: changed,
+	s.approvals, err = approvals.New(approvals.Config{Store: store, Ledger: l, Tokens: issuer, RP: &rp, Changed: changed, Shared: shared != nil,
 		Engine: func() *rules.Engine { return s.gate.Engine() }, Observer: mx, Logger: log, Now: o.Now})
 	if err != nil {
 		return fail(1, err)
@@ -444,6 +469,17 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	s.stop = make(chan struct{})
+	if shared != nil {
+		// Decisions made at other proxies wake the requests held here.
+		s.shared = shared
+		wctx, wcancel := context.WithCancel(context.Background())
+		s.stopWatch = wcancel
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			_ = shared.Watch(wctx, s.approvals.Remote)
+		}()
+	}
 	s.wg.Add(3)
 	go refused.loop(cmp.Or(o.RefusalSummaryEvery, time.Minute), s.stop, s.wg.Done)
 	go s.expireLoop(o.ExpiryEvery)
@@ -526,6 +562,9 @@ func (s *Server) Close() error {
 	}
 	doors.Wait()
 	close(s.stop)
+	if s.stopWatch != nil {
+		s.stopWatch()
+	}
 	if err := s.admin.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("admin shutdown: %w", err))
 	}
@@ -541,6 +580,9 @@ func (s *Server) Close() error {
 	}
 	if err := s.archiver.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("archive close: %w", err))
+	}
+	if s.shared != nil {
+		s.shared.Close()
 	}
 	if err := s.ledger.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("ledger close: %w", err))
