@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -152,5 +153,70 @@ func forge(t *testing.T, dsn, id string) {
 			return nil
 		}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestFleetPostgresDown: with the shared PostgreSQL killed, nothing that
+// needs an approval goes through and nothing new is held (503), held
+// agents get their 202 when their hold ends, and once PostgreSQL is back
+// the approval completes and the retry goes through once.
+func TestFleetPostgresDown(t *testing.T) {
+	pg := pgtest.Start(t)
+	dsn := pg.NewDB(t)
+	a := newEnv(t, withFleet(dsn, "proxy-a"), func(o *serveOptions) {
+		b, _ := os.ReadFile(o.Manifest)
+		p := filepath.Join(filepath.Dir(o.Principals), "manifest-hold-short.json")
+		os.WriteFile(p, bytes.Replace(b, []byte(`"hold": "0s"`), []byte(`"hold": "2s"`), 1), 0o644)
+		o.Manifest = p
+	})
+	done := make(chan reply, 1)
+	go func() {
+		done <- a.do("POST", "/api/v1/journal-entries", accrual250k, "X-UAPK-On-Behalf-Of", "accountant@corp.example")
+	}()
+	var id string
+	for i := 0; i < 100 && id == ""; i++ {
+		var list struct{ Approvals []struct{ ID string } }
+		a.adminGet("/v1/approvals?status=pending", &list)
+		if len(list.Approvals) == 1 {
+			id = list.Approvals[0].ID
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if id == "" {
+		t.Fatal("nothing held")
+	}
+	pg.Kill()
+	r := <-done // the hold (2 s) ends while PostgreSQL is down
+	if r.status != 202 || r.header.Get("X-UAPK-Approval-Id") != id {
+		t.Fatalf("held agent with PostgreSQL down: %d %s", r.status, r.body)
+	}
+	if r := a.do("POST", "/api/v1/journal-entries", `{"account":"4000-Revenue","credit":280000}`, "X-UAPK-On-Behalf-Of", "accountant@corp.example"); r.status != 503 {
+		t.Fatalf("a new entry needing approval with PostgreSQL down: %d %s", r.status, r.body)
+	}
+	if r := a.do("POST", "/api/v1/journal-entries", accrual250k, "X-UAPK-Approval-Id", id); r.status/100 == 2 {
+		t.Fatalf("a retry with PostgreSQL down went through: %d %s", r.status, r.body)
+	}
+	if n := a.erp.Stats().Total; n != 0 {
+		t.Fatalf("the ERP saw %d requests while PostgreSQL was down", n)
+	}
+	if err := pg.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	var code int
+	var m map[string]any
+	for i := 0; i < 50; i++ { // the pool reconnects
+		if code, m = a.decide(id, "fm@corp.example", "fm", "approve", a.clock.Now()); code == 200 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code != 200 || m["status"] != "approved" {
+		t.Fatalf("approval after PostgreSQL returned: %d %v", code, m)
+	}
+	if r := a.do("POST", "/api/v1/journal-entries", accrual250k, "X-UAPK-Approval-Id", id); r.status != 201 {
+		t.Fatalf("retry after PostgreSQL returned: %d %s", r.status, r.body)
+	}
+	if n := a.erp.Stats().Total; n != 1 {
+		t.Fatalf("the ERP saw %d requests", n)
 	}
 }
