@@ -44,6 +44,9 @@ type Config struct {
 	// App is the manifest's app_id: the APP of PREFIX/APP/segments/ and the
 	// checkpoint origin "uapk-proxy/APP".
 	App string
+	// Instance, when set, names this proxy among a fleet's: its archive is
+	// PREFIX/APP/INSTANCE/, beside the others' (archive.instance).
+	Instance string
 	// S3 sends the archive to a bucket with Object Lock; nil writes it
 	// under LocalDir instead.
 	S3 *S3Config
@@ -98,6 +101,9 @@ func (c *Config) setDefaults() error {
 	var probs []string
 	if !appPattern.MatchString(c.App) || c.App == "." || c.App == ".." {
 		probs = append(probs, fmt.Sprintf("app %q must be 1 to 64 of [A-Za-z0-9_.-], not . or ..", c.App))
+	}
+	if c.Instance != "" && (!appPattern.MatchString(c.Instance) || c.Instance == "." || c.Instance == "..") {
+		probs = append(probs, fmt.Sprintf("instance %q must be 1 to 64 of [A-Za-z0-9_.-], not . or ..", c.Instance))
 	}
 	if c.S3 == nil && c.LocalDir == "" {
 		probs = append(probs, "neither s3 nor a local directory is set")
@@ -166,14 +172,19 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
-// base is PREFIX/APP, the folder every key of this archive is under.
+// base is PREFIX/APP (PREFIX/APP/INSTANCE in a fleet), the folder every
+// key of this archive is under.
 func (c *Config) base() string {
+	b := c.App
+	if c.Instance != "" {
+		b += "/" + c.Instance
+	}
 	if c.S3 != nil {
 		if p := strings.Trim(c.S3.Prefix, "/"); p != "" {
-			return p + "/" + c.App
+			return p + "/" + b
 		}
 	}
-	return c.App
+	return b
 }
 
 // storeID names the archive: it keys the position in bbolt and appears in

@@ -67,6 +67,10 @@ type archiveFile struct {
 	} `yaml:"s3"`
 	SegmentRecords  int    `yaml:"segment_records"`
 	SegmentInterval string `yaml:"segment_interval"`
+	// Instance names this proxy's archive among a fleet's
+	// (PREFIX/APP/INSTANCE/); with approvals.postgres it defaults to the
+	// host name.
+	Instance string `yaml:"instance"`
 }
 
 // readSection decodes the section key of the config file at path into v,

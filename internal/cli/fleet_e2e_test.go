@@ -131,6 +131,18 @@ func TestFleetOneQueue(t *testing.T) {
 			t.Errorf("%s chain: %d %v", strings.TrimPrefix(e.admin, "http://"), code, rep)
 		}
 	}
+	// Each instance archives under APP/INSTANCE/, and verify --archive with
+	// the same config finds it.
+	a.stop()
+	segs, _ := filepath.Glob(filepath.Join(a.opts.DataDir, "archive", "financial-ai-assistant", "proxy-a", "segments", "*.jsonl"))
+	if len(segs) == 0 {
+		t.Fatalf("no segment under archive/financial-ai-assistant/proxy-a/segments")
+	}
+	var out bytes.Buffer
+	if code := runCLI(t, &out, "verify", "--data-dir", a.opts.DataDir, "--archive", "--manifest", a.opts.Manifest, "--config", a.opts.Config); code != 0 ||
+		!strings.Contains(out.String(), "proxy-a") {
+		t.Fatalf("verify --archive: %d %s", code, out.String())
+	}
 }
 
 // forge approves approval id in the database directly, as someone with

@@ -312,6 +312,7 @@ func startServer(o *serveOptions, logw io.Writer) (*server.Server, error) {
 		RefusalSummaryEvery: o.refusalEvery, Identity: ident,
 		UIURL: o.ui.URL, UITLSCert: o.ui.TLSCert, UITLSKey: o.ui.TLSKey, Notify: o.notify,
 		Postgres: o.approvals.Postgres, Instance: o.approvals.Instance,
+		ArchiveInstance: archiveInstance(o.archive, o.approvals),
 	}
 	if cred != nil {
 		cfg.Credential, cfg.CredentialReady, cfg.CredentialOrigins = cred, cred.Ready, o.credentialOrigins

@@ -110,3 +110,19 @@ func readApprovals(path string) (approvalsFile, []string) {
 	}
 	return f, problems
 }
+
+// archiveInstance is the archive's instance: archive.instance, else, in a
+// fleet (approvals.postgres), the host name; "" for a proxy on its own.
+func archiveInstance(af *archiveFile, ap approvalsFile) string {
+	if af != nil && af.Instance != "" {
+		return af.Instance
+	}
+	if ap.Postgres == "" {
+		return ""
+	}
+	if ap.Instance != "" {
+		return ap.Instance
+	}
+	h, _ := os.Hostname()
+	return h
+}

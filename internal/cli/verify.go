@@ -104,7 +104,11 @@ func verifyArchive(ctx context.Context, l *ledger.Ledger, dataDir, manifestPath,
 	if len(problems) > 0 {
 		return archive.Report{}, exitf(2, "%s", strings.Join(problems, "\n"))
 	}
-	cfg := archive.Config{App: m.AppID, LocalDir: filepath.Join(dataDir, "archive"),
+	ap, more := readApprovals(configPath)
+	if len(more) > 0 {
+		return archive.Report{}, exitf(2, "%s", strings.Join(more, "\n"))
+	}
+	cfg := archive.Config{App: m.AppID, Instance: archiveInstance(af, ap), LocalDir: filepath.Join(dataDir, "archive"),
 		Mode: m.Audit.StorageClass, RetentionYears: m.Audit.RetentionYears}
 	if af.S3 != nil {
 		cfg.LocalDir = ""

@@ -97,6 +97,9 @@ type Config struct {
 	// PostgreSQL shared by a fleet of proxies instead of the ledger's
 	// bbolt file; Instance names this proxy among them.
 	Postgres, Instance string
+	// ArchiveInstance puts the archive under PREFIX/APP/INSTANCE/ (a
+	// fleet's proxies side by side); "" is PREFIX/APP/.
+	ArchiveInstance string
 	// Notify, when set, tells approvers by mail and webhooks (notify:);
 	// its UIURL, Record and Logger are filled in here.
 	Notify *notify.Config
@@ -394,7 +397,7 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 		return fail(1, err)
 	}
 	acfg := archive.Config{
-		App: m.AppID, LocalDir: filepath.Join(o.DataDir, "archive"), SegmentRecords: o.SegmentRecords,
+		App: m.AppID, Instance: o.ArchiveInstance, LocalDir: filepath.Join(o.DataDir, "archive"), SegmentRecords: o.SegmentRecords,
 		SegmentInterval: o.SegmentInterval, Mode: m.Audit.StorageClass, RetentionYears: m.Audit.RetentionYears,
 		Key: gwKey, Policy: m.Hash, Logger: base.With().Str("component", "archive").Logger(),
 	}
