@@ -25,6 +25,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/uapk-gateway/uapk-proxy/internal/testbin"
 )
 
 // BinEnv overrides where the mailpit binary is looked for.
@@ -64,25 +66,7 @@ type Server struct {
 
 // Binary returns the path of the mailpit binary: $UAPK_MAILPIT_BIN, else
 // bin/mailpit at the module root.
-func Binary() (string, error) {
-	if p := os.Getenv(BinEnv); p != "" {
-		return p, nil
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "bin", "mailpit"), nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no go.mod above %s", dir)
-		}
-		dir = parent
-	}
-}
+func Binary() (string, error) { return testbin.Path(BinEnv, "mailpit") }
 
 // FreeAddr returns a 127.0.0.1 address whose port was free a moment ago.
 func FreeAddr(tb testing.TB) string {

@@ -11,7 +11,6 @@ package miniotest
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -22,6 +21,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/uapk-gateway/uapk-proxy/internal/testbin"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -67,25 +68,7 @@ type Server struct {
 
 // Binary returns the path of the minio binary: $UAPK_MINIO_BIN, else bin/minio
 // at the module root.
-func Binary() (string, error) {
-	if p := os.Getenv(BinEnv); p != "" {
-		return p, nil
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "bin", "minio"), nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
+func Binary() (string, error) { return testbin.Path(BinEnv, "minio") }
 
 // Start runs a server for the test and registers its stop. It skips the
 // test when MinIO is not installed and RequireEnv is unset.
