@@ -89,12 +89,8 @@ type Service struct {
 	waiters waiters
 	pending pendingCount
 	rp      *passkey.RP
-	// counters holds each passkey's highest signature counter seen, so an
-	// assertion replayed from a cloned authenticator is refused.
-	countersMu sync.Mutex
-	counters   map[string]uint32
-	changed    func(string, *Approval, string)
-	shared     bool
+	changed func(string, *Approval, string)
+	shared  bool
 }
 
 // pendingCount is how many pending request approvals each app holds, for
@@ -139,7 +135,7 @@ func New(cfg Config) (*Service, error) {
 		return nil, errors.New("approvals service needs a store, a ledger, a token issuer and an engine")
 	}
 	s := &Service{store: cfg.Store, ledger: cfg.Ledger, tokens: cfg.Tokens, engine: cfg.Engine,
-		obs: cfg.Observer, log: cfg.Logger, now: cfg.Now, timeout: cfg.AppendTimeout, rp: cfg.RP, counters: map[string]uint32{}, changed: cfg.Changed, shared: cfg.Shared}
+		obs: cfg.Observer, log: cfg.Logger, now: cfg.Now, timeout: cfg.AppendTimeout, rp: cfg.RP, changed: cfg.Changed, shared: cfg.Shared}
 	if s.changed == nil {
 		s.changed = func(string, *Approval, string) {}
 	}
@@ -166,28 +162,18 @@ func New(cfg Config) (*Service, error) {
 	return s, nil
 }
 
-// replayed reports whether counter is not above the highest seen for the
-// credential (a counter of 0 means the authenticator keeps none).
+// replayed reports whether counter is not above the highest the store
+// recorded for the credential, which the store raises in each decision's
+// own transaction (and checks there again, for decisions racing this one).
 func (s *Service) replayed(cred string, counter uint32) (bool, uint32) {
-	stored, err := s.store.PasskeyCounter(cred)
+	last, err := s.store.PasskeyCounter(cred)
 	if err != nil {
 		s.log.Error().Err(err).Msg("passkey counter unreadable; the decision is refused")
 		return true, 0
 	}
-	s.countersMu.Lock()
-	defer s.countersMu.Unlock()
-	last := max(stored, s.counters[cred])
 	// Once a passkey has counted, 0 is no longer "keeps no counter": it is
 	// a clone's, or a forger's (WebAuthn, verifying an assertion, step 21).
 	return last != 0 && counter <= last, last
-}
-
-func (s *Service) seeCounter(cred string, counter uint32) {
-	s.countersMu.Lock()
-	defer s.countersMu.Unlock()
-	if counter > s.counters[cred] {
-		s.counters[cred] = counter
-	}
 }
 
 type nopObserver struct{}
@@ -519,9 +505,6 @@ func (s *Service) Decide(id string, sub Submission) (*Approval, *Refusal, error)
 		}
 		if err != nil {
 			return nil, nil, err
-		}
-		if d.WebAuthn != nil {
-			s.seeCounter(d.WebAuthn.CredentialID, d.counter)
 		}
 		s.log.Info().Str("approval_id", id).Str("approver", d.Approver).Str("role", d.Role).
 			Str("decision", sub.Decision).Str("status", preview.Status).Uint64("seq", rec.Seq).Msg("approval decision")
