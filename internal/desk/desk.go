@@ -71,10 +71,10 @@ type session struct {
 	challenges map[string]*challenge
 }
 
-// challenge is a WebAuthn challenge the desk handed out: for a sign-in (a
-// random one) or a decision (the statement's hash, with its fields).
+// challenge is a decision challenge the desk handed a session: the
+// statement's hash, with the fields of the statement (sign-in challenges
+// hold no state; signin.go).
 type challenge struct {
-	purpose   string // "decide"
 	principal string
 	approval  string
 	decision  string

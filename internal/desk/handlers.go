@@ -2,6 +2,7 @@ package desk
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -108,7 +109,7 @@ func clientChallenge(clientDataJSON string) string {
 		return ""
 	}
 	var cd struct{ Challenge string }
-	if jsonUnmarshal(raw, &cd) != nil {
+	if json.Unmarshal(raw, &cd) != nil {
 		return ""
 	}
 	return cd.Challenge
@@ -241,7 +242,7 @@ func (d *Desk) decideBegin(w http.ResponseWriter, r *http.Request, s *session, p
 	}
 	signedAt := d.cfg.Now().UTC().Format(time.RFC3339)
 	stmt := approvals.Statement(a.ID, a.Digest, in.Decision, p.ID, signedAt)
-	ch := d.issue(s, &challenge{purpose: "decide", principal: p.ID, approval: a.ID, decision: in.Decision, signedAt: signedAt},
+	ch := d.issue(s, &challenge{principal: p.ID, approval: a.ID, decision: in.Decision, signedAt: signedAt},
 		passkey.Encode(passkey.Challenge(stmt)))
 	writeJSON(w, http.StatusOK, map[string]any{"challenge": ch, "rp_id": d.cfg.RP.ID, "allow": credentialIDs(p),
 		"statement": string(stmt), "signed_at": signedAt})
@@ -258,7 +259,7 @@ func (d *Desk) decideFinish(w http.ResponseWriter, r *http.Request, s *session, 
 		return
 	}
 	c := d.take(s, in.WebAuthn.ClientDataJSON, r.PathValue("id"))
-	if c == nil || c.purpose != "decide" {
+	if c == nil {
 		jsonError(w, http.StatusForbidden, "bad_challenge", "the challenge is unknown, used, expired or another's; try again")
 		return
 	}

@@ -11,8 +11,6 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/approvals"
 )
 
-var jsonUnmarshal = json.Unmarshal
-
 // row is one line of a list.
 type row struct {
 	ID, Kind, Action, App, Amount, Justification, Status string
