@@ -137,7 +137,7 @@ func (s *Server) start(bin string, args []string) {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	setPdeathsig(cmd)
+	testbin.DieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		s.tb.Fatalf("start mailpit: %v", err)
@@ -197,13 +197,7 @@ func (s *Server) Stop() {
 	if s.cmd == nil {
 		return
 	}
-	_ = s.cmd.Process.Signal(sigterm)
-	select {
-	case <-s.exit:
-	case <-time.After(10 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.exit
-	}
+	testbin.Stop(s.cmd.Process, s.exit)
 	s.cmd, s.exit = nil, nil
 }
 

@@ -135,7 +135,7 @@ func (s *Server) start() {
 		"MINIO_CI_CD=on", // the temp dir may be on the root disk
 	)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	setPdeathsig(cmd)
+	testbin.DieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		s.tb.Fatalf("start minio: %v", err)
@@ -177,13 +177,7 @@ func (s *Server) Stop() {
 	if s.cmd == nil {
 		return
 	}
-	_ = s.cmd.Process.Signal(sigterm)
-	select {
-	case <-s.exit:
-	case <-time.After(10 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.exit
-	}
+	testbin.Stop(s.cmd.Process, s.exit)
 	s.cmd, s.exit = nil, nil
 }
 

@@ -1,4 +1,4 @@
-package mailpittest
+package testbin
 
 import (
 	"os/exec"
@@ -7,8 +7,6 @@ import (
 
 var sigterm = syscall.SIGTERM
 
-// setPdeathsig kills mailpit if the test binary dies without its cleanups
-// (a timeout panic, a kill): no server outlives its test.
 func setPdeathsig(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
