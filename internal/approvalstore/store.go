@@ -385,6 +385,14 @@ func (s *Store) Get(id string) (*approvals.Approval, error) {
 // at now: what an expiry sweep must close. It reads only the pending index.
 func (s *Store) Due(now time.Time) ([]*approvals.Approval, error) {
 	var out []*approvals.Approval
+	if list, ok := s.pendingCopy(); ok {
+		for _, a := range list {
+			if !now.Before(a.ExpiresAt) {
+				out = append(out, a)
+			}
+		}
+		return out, nil
+	}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		open := tx.Bucket(openBucket)
 		if open == nil {
