@@ -425,3 +425,21 @@ func TestPendingCacheFollowsCommits(t *testing.T) {
 		t.Fatalf("reopened: %+v, want %+v", got, want)
 	}
 }
+
+// TestDue: the sweep gets the pending approvals past their expiry, and
+// only those; a reader (no kept list) gets the same from the file.
+func TestDue(t *testing.T) {
+	_, s := openStore(t)
+	late, fresh, closed := pending(requireCFO), pending(requireCFO), pending(requireCFO)
+	fresh.ID, closed.ID = otherID, "apr_cccccccccccccccccccccccccc"
+	late.ExpiresAt = t0.Add(time.Minute)
+	closed.ExpiresAt, closed.Status = t0.Add(time.Minute), approvals.StatusApproved
+	putAll(t, s, late, fresh, closed)
+	at := t0.Add(time.Hour)
+	for name, st := range map[string]*Store{"store": s, "reader": {db: s.db}} {
+		due, err := st.Due(at)
+		if err != nil || len(due) != 1 || due[0].ID != late.ID {
+			t.Errorf("%s: due %v %v, want only %s", name, due, err, late.ID)
+		}
+	}
+}
