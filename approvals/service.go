@@ -218,6 +218,12 @@ func (s *Service) ListPage(status, cursor string, limit int) (Page, error) {
 	if err != nil {
 		return Page{}, err
 	}
+	return PageOf(list, cursor, limit)
+}
+
+// PageOf cuts one page out of list, oldest first: from after the approval
+// whose id is cursor (the start when ""), at most limit (1 to MaxPage).
+func PageOf(list []*Approval, cursor string, limit int) (Page, error) {
 	limit = min(max(limit, 1), MaxPage)
 	start := 0
 	if cursor != "" {

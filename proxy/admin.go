@@ -37,11 +37,14 @@ type AdminLedger interface {
 
 // AdminConfig configures the admin API.
 type AdminConfig struct {
+	// Ledger is the chain the ledger endpoints read; nil for a fleet's
+	// hub, which keeps none (they answer 404 saying so).
 	Ledger AdminLedger
 	// Approvals serves the approval endpoints and takes approvers'
 	// decisions and override requests.
-	Approvals *approvals.Service
-	// GatewayKey is the public key that signs tokens and checkpoints.
+	Approvals approvals.Queue
+	// GatewayKey is the public key that signs tokens and checkpoints (nil:
+	// a hub, which signs nothing).
 	GatewayKey ed25519.PublicKey
 	Logger     zerolog.Logger
 	Now        func() time.Time
@@ -101,9 +104,16 @@ func NewAdmin(cfg AdminConfig) http.Handler {
 	}
 	// Behind a token with a scope (docs/reference.md#admin-tokens).
 	read, override := []adminauth.Scope{adminauth.Read}, []adminauth.Scope{adminauth.Override}
-	mux.Handle("GET /v1/ledger/head", a.guard(read, a.head))
-	mux.Handle("GET /v1/ledger/verify", a.guard(read, a.verify))
-	mux.Handle("GET /v1/ledger/records", a.guard(read, a.records))
+	if cfg.Ledger != nil {
+		mux.Handle("GET /v1/ledger/head", a.guard(read, a.head))
+		mux.Handle("GET /v1/ledger/verify", a.guard(read, a.verify))
+		mux.Handle("GET /v1/ledger/records", a.guard(read, a.records))
+	} else {
+		mux.Handle("/v1/ledger/", a.guard(read, func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusNotFound, apiError{Error: "no_ledger",
+				Message: "this is the fleet's hub: it keeps no ledger; each proxy has its own, at its admin API"})
+		}))
+	}
 	mux.Handle("GET /v1/approvals", a.guard(read, a.listApprovals))
 	mux.Handle("GET /v1/approvals/{id}", a.guard(read, a.getApproval))
 	mux.Handle("POST /v1/approvals/{id}/decisions", a.guard([]adminauth.Scope{adminauth.Decide}, a.postDecision))
@@ -197,11 +207,14 @@ func (a *admin) livez(w http.ResponseWriter, _ *http.Request) {
 
 // readyz is ready only while the ledger is writable (docs/reference.md#health).
 func (a *admin) readyz(w http.ResponseWriter, _ *http.Request) {
-	checks := map[string]string{"ledger": "ok"}
+	checks := map[string]string{}
 	status, code := "ready", http.StatusOK
-	if err := a.cfg.Ledger.Healthy(); err != nil {
-		checks["ledger"] = err.Error()
-		status, code = "not_ready", http.StatusServiceUnavailable
+	if a.cfg.Ledger != nil {
+		checks["ledger"] = "ok"
+		if err := a.cfg.Ledger.Healthy(); err != nil {
+			checks["ledger"] = err.Error()
+			status, code = "not_ready", http.StatusServiceUnavailable
+		}
 	}
 	for name, check := range a.cfg.Ready {
 		checks[name] = "ok"
@@ -403,12 +416,30 @@ func (a *admin) postDecision(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, ref.HTTPStatus(), map[string]string{"error": "refused", "reason": string(ref.Code), "message": ref.Detail})
 		return
 	}
+	if errors.Is(err, approvals.ErrQueued) {
+		q := queued{Status: "queued", Message: queuedMessage}
+		if ap != nil {
+			q.Approval = a.view(ap, false)
+		}
+		writeJSON(w, http.StatusAccepted, q)
+		return
+	}
 	if err != nil {
 		a.unavailable(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, a.view(ap, false))
 }
+
+// queued is the answer of a hub whose decision or override request no
+// proxy has taken yet: it stays queued, and is decided when one does.
+type queued struct {
+	Status   string              `json:"status"`
+	Message  string              `json:"message"`
+	Approval *approvals.Approval `json:"approval,omitempty"`
+}
+
+const queuedMessage = "no proxy of the fleet has taken it yet; it stays queued and is decided, against that proxy's principals, when one does"
 
 // postOverride records a request for an emergency override.
 func (a *admin) postOverride(w http.ResponseWriter, r *http.Request) {
@@ -435,6 +466,10 @@ func (a *admin) postOverride(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]any{"error": errBadRequest, "message": bad.Error(), "problems": bad.Problems})
 		return
 	}
+	if errors.Is(err, approvals.ErrQueued) {
+		writeJSON(w, http.StatusAccepted, queued{Status: "queued", Message: queuedMessage})
+		return
+	}
 	if err != nil {
 		a.unavailable(w, err)
 		return
@@ -445,6 +480,11 @@ func (a *admin) postOverride(w http.ResponseWriter, r *http.Request) {
 // gatewayKey serves the key that signs capability and override tokens, so
 // an ERP can check X-UAPK-Capability itself.
 func (a *admin) gatewayKey(w http.ResponseWriter, _ *http.Request) {
+	if a.cfg.GatewayKey == nil {
+		writeJSON(w, http.StatusNotFound, apiError{Error: "no_gateway_key",
+			Message: "this is the fleet's hub: it signs nothing; each proxy serves its own key at its admin API"})
+		return
+	}
 	der, err := x509.MarshalPKIXPublicKey(a.cfg.GatewayKey)
 	if err != nil {
 		a.internal(w, err)

@@ -38,7 +38,7 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newServe(), newCheck(), newKeygen(), newVerify(),
-		newPending(), newShow(), newDecide(approvals.Approve), newDecide(approvals.Reject), newOverride(), newExport(), newCA())
+		newPending(), newShow(), newDecide(approvals.Approve), newDecide(approvals.Reject), newOverride(), newExport(), newCA(), newHub())
 	return root
 }
 

@@ -585,8 +585,15 @@ type proxyProcess struct {
 // line, which names the addresses it bound (args ask for port 0).
 func startProxyProcess(t *testing.T, ctx context.Context, bin string, args ...string) *proxyProcess {
 	t.Helper()
+	return startProcess(t, ctx, bin, "serve", args...)
+}
+
+// startProcess runs the command sub (serve or hub) with args and waits
+// for its "listening" log line.
+func startProcess(t *testing.T, ctx context.Context, bin, sub string, args ...string) *proxyProcess {
+	t.Helper()
 	p := &proxyProcess{log: newProcLog(), exited: make(chan struct{})}
-	p.cmd = exec.Command(bin, append([]string{"serve"}, args...)...)
+	p.cmd = exec.Command(bin, append([]string{sub}, args...)...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "UAPK_") { // only the flags configure it
 			p.cmd.Env = append(p.cmd.Env, kv)
@@ -606,7 +613,7 @@ func startProxyProcess(t *testing.T, ctx context.Context, bin string, args ...st
 			<-p.exited
 		}
 		if t.Failed() {
-			t.Logf("proxy (pid %d) log tail:\n%s", p.cmd.Process.Pid, p.log.tail(40))
+			t.Logf("%s (pid %d) log tail:\n%s", sub, p.cmd.Process.Pid, p.log.tail(40))
 		}
 	})
 	wait, cancel := context.WithTimeout(ctx, time.Minute)
@@ -615,9 +622,9 @@ func startProxyProcess(t *testing.T, ctx context.Context, bin string, args ...st
 	case a := <-p.log.listening:
 		p.sidecar, p.admin = "http://"+a.SidecarAddr, "http://"+a.AdminAddr
 	case <-p.exited:
-		t.Fatalf("serve exited before listening: %v\n%s", p.waitErr, p.log.tail(40))
+		t.Fatalf("%s exited before listening: %v\n%s", sub, p.waitErr, p.log.tail(40))
 	case <-wait.Done():
-		t.Fatalf("serve not listening after a minute:\n%s", p.log.tail(40))
+		t.Fatalf("%s not listening after a minute:\n%s", sub, p.log.tail(40))
 	}
 	return p
 }

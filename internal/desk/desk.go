@@ -36,12 +36,14 @@ const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 's
 
 // Config configures the desk.
 type Config struct {
-	Approvals *approvals.Service
+	Approvals approvals.Queue
 	// Principals returns the principals in force: who may sign in, with
 	// which passkeys and roles.
 	Principals func() *rules.Principals
 	// RP is ui.url's relying party: passkeys are made and used for it.
 	RP     passkey.RP
+	// Ledger is the chain whose head the pages show; nil for a fleet's
+	// hub, which keeps none.
 	Ledger interface{ Head() ledger.Head }
 	// Verify re-derives the live chain for the ledger page (nil: no link).
 	Verify func(ctx context.Context) (ok bool, records uint64, problem string)
@@ -89,8 +91,8 @@ const cookieName = "uapk_desk"
 
 // New builds the desk.
 func New(cfg Config) (*Desk, error) {
-	if cfg.Approvals == nil || cfg.Principals == nil || cfg.Ledger == nil {
-		return nil, errors.New("desk needs the approvals service, the principals and the ledger")
+	if cfg.Approvals == nil || cfg.Principals == nil {
+		return nil, errors.New("desk needs the approvals and the principals")
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

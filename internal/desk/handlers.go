@@ -169,7 +169,11 @@ func (d *Desk) enrollEntry(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Desk) base(s *session, p *rules.Principal, title string) map[string]any {
-	return map[string]any{"Title": title, "Me": p.ID, "Roles": p.Roles, "CSRF": s.csrf, "Head": d.cfg.Ledger.Head()}
+	data := map[string]any{"Title": title, "Me": p.ID, "Roles": p.Roles, "CSRF": s.csrf}
+	if d.cfg.Ledger != nil {
+		data["Head"] = d.cfg.Ledger.Head()
+	}
+	return data
 }
 
 // queuePage lists what waits for the signed-in person's roles.
@@ -275,6 +279,10 @@ func (d *Desk) decideFinish(w http.ResponseWriter, r *http.Request, s *session, 
 		jsonError(w, http.StatusNotFound, "not_found", "no such approval")
 	case ref != nil:
 		writeJSON(w, ref.HTTPStatus(), map[string]string{"error": "refused", "reason": string(ref.Code), "message": ref.Detail})
+	case errors.Is(err, approvals.ErrQueued):
+		// A hub: the proxy holding the request takes it shortly.
+		writeJSON(w, http.StatusAccepted, map[string]any{"status": "queued", "message": "no proxy has taken your decision yet; it is kept and decided when one does",
+			"next": "/ui/approvals/" + c.approval})
 	case err != nil:
 		d.cfg.Logger.Error().Err(err).Msg("desk decision not recorded")
 		jsonError(w, http.StatusServiceUnavailable, "ledger_unavailable", "nothing was recorded; try again")

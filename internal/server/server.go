@@ -264,29 +264,10 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 	if created {
 		log.Info().Str("path", filepath.Join(o.DataDir, "gateway.key")).Msg("created the gateway key")
 	}
-	var adminAuth proxy.AdminAuth
-	switch {
-	case o.AdminTokensFile != "":
-		ws, err := adminauth.Watch(o.AdminTokensFile, nil, log)
-		if err != nil {
-			closeListeners()
-			return nil, failf(2, "--admin-tokens: %v", err)
-		}
-		adminAuth = ws
-		log.Info().Str("source", o.AdminTokensFile).Int("tokens", ws.Len()).Msg("admin API requires a bearer token; the tokens file is read again when it changes")
-	case o.AdminTokens != nil:
-		adminAuth = o.AdminTokens
-	default:
-		set, path, created, err := adminauth.LoadOrCreate(o.DataDir)
-		if err != nil {
-			closeListeners()
-			return nil, failf(2, "admin token: %v", err)
-		}
-		if created {
-			log.Info().Str("path", path).Msg("created the admin token (every scope); the CLI reads it from the data directory")
-		}
-		adminAuth = set
-		log.Info().Str("source", path).Msg("admin API requires a bearer token")
+	adminAuth, err := AdminAuth(o.AdminTokensFile, o.AdminTokens, o.DataDir, log)
+	if err != nil {
+		closeListeners()
+		return nil, err
 	}
 	if o.Identity == nil {
 		log.Warn().Msg("no identity configured: X-UAPK-On-Behalf-Of is taken as the agent asserts it, and records say caller_verified false")
@@ -477,10 +458,23 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 		s.shared = shared
 		wctx, wcancel := context.WithCancel(context.Background())
 		s.stopWatch = wcancel
-		s.wg.Add(1)
+		// What a hub queued is decided here when this proxy holds the
+		// request, or when its holder does not take it.
+		relay := newRelayTaker(shared, s.approvals, log.With().Str("component", "relay").Logger())
+		s.wg.Add(2)
 		go func() {
 			defer s.wg.Done()
-			_ = shared.Watch(wctx, s.approvals.Remote)
+			_ = shared.Watch(wctx, func(id string) {
+				if _, ok := pgstore.RelayID(id); ok {
+					relay.notified(id)
+					return
+				}
+				s.approvals.Remote(id)
+			})
+		}()
+		go func() {
+			defer s.wg.Done()
+			relay.run(s.stop)
 		}()
 	}
 	s.wg.Add(3)
@@ -592,6 +586,32 @@ func (s *Server) Close() error {
 	}
 	s.log.Info().Msg("stopped")
 	return errors.Join(errs...)
+}
+
+// AdminAuth is the admin API's tokens: the --admin-tokens file (read
+// again when it changes), a fixed set (tests), or else the generated
+// DATA/admin.token, written at first start. Its errors are StartErrors.
+func AdminAuth(file string, fixed *adminauth.Set, dataDir string, log zerolog.Logger) (proxy.AdminAuth, error) {
+	switch {
+	case file != "":
+		ws, err := adminauth.Watch(file, nil, log)
+		if err != nil {
+			return nil, failf(2, "--admin-tokens: %v", err)
+		}
+		log.Info().Str("source", file).Int("tokens", ws.Len()).Msg("admin API requires a bearer token; the tokens file is read again when it changes")
+		return ws, nil
+	case fixed != nil:
+		return fixed, nil
+	}
+	set, path, created, err := adminauth.LoadOrCreate(dataDir)
+	if err != nil {
+		return nil, failf(2, "admin token: %v", err)
+	}
+	if created {
+		log.Info().Str("path", path).Msg("created the admin token (every scope); the CLI reads it from the data directory")
+	}
+	log.Info().Str("source", path).Msg("admin API requires a bearer token")
+	return set, nil
 }
 
 // maxHeaderBytes is the sidecar door's bound on a request's headers: an

@@ -125,7 +125,11 @@ async function decide(ev) {
     say("Sign with your passkey: " + decision + " " + id);
     const webauthn = await assert(begin);
     const out = await post("/ui/approvals/" + id + "/decide", { reason, webauthn });
-    say("Recorded: " + out.status + (out.still_needed && out.still_needed.length ? "; still needed: " + out.still_needed.join(" + ") : ""));
+    if (out.status === "queued") {
+      say("Queued: " + out.message);
+    } else {
+      say("Recorded: " + out.status + (out.still_needed && out.still_needed.length ? "; still needed: " + out.still_needed.join(" + ") : ""));
+    }
     location.assign(out.next);
   } catch (e) {
     say("Not recorded: " + e.message, true);

@@ -1,0 +1,319 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/uapk-gateway/uapk-proxy/approvals"
+	"github.com/uapk-gateway/uapk-proxy/internal/adminauth"
+	"github.com/uapk-gateway/uapk-proxy/internal/hub"
+	"github.com/uapk-gateway/uapk-proxy/internal/pgtest"
+)
+
+// hubToken is the admin token every hub of a test's fleet accepts.
+const hubToken = "tok-hub-fleet"
+
+// fleet is three proxies over one PostgreSQL and two hubs behind a
+// round-robin load balancer.
+type fleet struct {
+	dsn     string
+	proxies []*env // proxy-a, proxy-b, proxy-c
+	lb      *env   // the load balancer in front of the hubs, as an admin API
+	tokens  string // the hubs' --admin-tokens file
+}
+
+func newFleet(t *testing.T, tweak ...func(*serveOptions)) *fleet {
+	t.Helper()
+	pg := pgtest.Start(t)
+	f := &fleet{dsn: pg.NewDB(t)}
+	a := newEnv(t, append([]func(*serveOptions){withHold("2m"), withFleet(f.dsn, "proxy-a")}, tweak...)...)
+	f.proxies = []*env{a}
+	for _, name := range []string{"proxy-b", "proxy-c"} {
+		e := newEnv(t, withFleet(f.dsn, name), func(o *serveOptions) {
+			// The same people with the same keys, the same ERP; A alone
+			// holds journal entries on the agent's connection.
+			o.Principals, o.Upstream = a.opts.Principals, a.opts.Upstream
+		})
+		e.keyDir, e.erp = a.keyDir, a.erp
+		f.proxies = append(f.proxies, e)
+	}
+	f.tokens = filepath.Join(t.TempDir(), "hub-tokens.yaml")
+	doc := "tokens:\n  - {name: fleet, sha256: " + adminauth.Hash(hubToken) + ", scopes: [read, decide, override, evidence]}\n"
+	if err := os.WriteFile(f.tokens, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var backends []*url.URL
+	for i := 0; i < 2; i++ {
+		h := f.startHub(t, 8*time.Second)
+		u, _ := url.Parse("http://" + h.AdminAddr.String())
+		backends = append(backends, u)
+	}
+	var next atomic.Uint64
+	lb := httptest.NewServer(&httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(backends[next.Add(1)%uint64(len(backends))])
+	}})
+	t.Cleanup(lb.Close)
+	f.lb = &env{t: t, admin: lb.URL, token: hubToken, keyDir: a.keyDir, clock: a.clock}
+	return f
+}
+
+// startHub runs `hub` over the fleet's database until the test ends.
+func (f *fleet) startHub(t *testing.T, wait time.Duration) *hub.Hub {
+	t.Helper()
+	cfg := filepath.Join(t.TempDir(), "hub.yaml")
+	if err := os.WriteFile(cfg, []byte("approvals:\n  postgres: "+f.dsn+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o := &hubOptions{Config: cfg, Principals: f.proxies[0].opts.Principals, AdminAddr: "127.0.0.1:0",
+		AdminTokens: f.tokens, LogLevel: "info", Grace: 5 * time.Second, Wait: wait, now: f.proxies[0].clock.Now}
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan *hub.Hub, 1)
+	done := make(chan error, 1)
+	logs := &syncBuffer{}
+	go func() { done <- runHub(ctx, o, logs, func(h *hub.Hub) { started <- h }) }()
+	var h *hub.Hub
+	select {
+	case h = <-started:
+	case err := <-done:
+		t.Fatalf("hub: %v\n%s", err, logs.String())
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("hub: %v", err)
+		}
+	})
+	return h
+}
+
+// pendingID waits until the hub lists exactly one pending approval and
+// returns its id.
+func (f *fleet) pendingID(t *testing.T, not ...string) string {
+	t.Helper()
+	for i := 0; i < 300; i++ {
+		var list struct{ Approvals []struct{ ID string } }
+		f.lb.adminGet("/v1/approvals?status=pending", &list)
+		for _, a := range list.Approvals {
+			if !contains(not, a.ID) {
+				return a.ID
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("the hub never listed the held request's approval")
+	return ""
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// approvalRecords counts the approval records for id in e's ledger, and
+// how many of them are refusals.
+func approvalRecords(t *testing.T, e *env, id string) (n, refused int) {
+	t.Helper()
+	var recs []struct {
+		Kind       string `json:"kind"`
+		ApprovalID string `json:"approval_id"`
+		Decision   string `json:"decision"`
+	}
+	if code := e.adminGet("/v1/ledger/records?from=1", &recs); code != 200 {
+		t.Fatalf("records: %d", code)
+	}
+	for _, r := range recs {
+		if r.Kind == "approval" && r.ApprovalID == id {
+			n++
+			if r.Decision == "refuse" || r.Decision == "refused" {
+				refused++
+			}
+		}
+	}
+	return n, refused
+}
+
+// TestFleetHub: two hubs behind a load balancer over three proxies. A
+// decision posted to a hub is decided by the proxy holding the request,
+// against its principals, in its ledger, and releases the request within
+// a second; the ERP sees it once and a retry elsewhere gets 409 consumed.
+// A forged signature posted to a hub is refused and recorded by that
+// proxy. Two approvers deciding through different hubs complete a dual
+// approval. With the holder gone another proxy takes the decision; with
+// every proxy gone the hub answers 202 queued, and the decision is taken
+// when a proxy comes back.
+func TestFleetHub(t *testing.T) {
+	f := newFleet(t)
+	a, b, c := f.proxies[0], f.proxies[1], f.proxies[2]
+
+	// Held at A, approved through the hubs.
+	done := make(chan reply, 1)
+	go func() {
+		done <- a.do("POST", "/api/v1/journal-entries", accrual250k, "X-UAPK-On-Behalf-Of", "accountant@corp.example")
+	}()
+	id := f.pendingID(t)
+	// A forged signature first: refused by A, and recorded there.
+	if code, m := f.lb.decide(id, "fm@corp.example", "cfo", "approve", f.lb.clock.Now()); code != 403 || m["reason"] != "bad_signature" {
+		t.Fatalf("a decision signed with another's key, through the hub: %d %v", code, m)
+	}
+	if n, _ := approvalRecords(t, a, id); n != 1 {
+		t.Fatalf("A's ledger has %d approval records for the refused decision, want 1", n)
+	}
+	start := time.Now()
+	code, m := f.lb.decide(id, "fm@corp.example", "fm", "approve", f.lb.clock.Now())
+	if code != 200 || m["status"] != "approved" {
+		t.Fatalf("approval through the hub: %d %v", code, m)
+	}
+	select {
+	case r := <-done:
+		if r.status != 201 {
+			t.Fatalf("held at A: %d %s", r.status, r.body)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("released %v after the decision was posted to the hub, want within 1 s", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request held at A was not released within 5 s of the decision at the hub")
+	}
+	if n := a.erp.Stats().Total; n != 1 {
+		t.Fatalf("the ERP saw %d requests", n)
+	}
+	if n, _ := approvalRecords(t, a, id); n != 2 {
+		t.Errorf("A's ledger has %d approval records for %s, want the refusal and the decision", n, id)
+	}
+	for _, e := range []*env{b, c} {
+		if n, _ := approvalRecords(t, e, id); n != 0 {
+			t.Errorf("%s recorded %d decisions on an approval A holds", e.opts.Config, n)
+		}
+	}
+	if r := b.do("POST", "/api/v1/journal-entries", accrual250k, "X-UAPK-Approval-Id", id); r.status != 409 || r.json(t)["reason"] != "consumed" {
+		t.Fatalf("retry at B: %d %s", r.status, r.body)
+	}
+	// The hub keeps no ledger, and says where to look.
+	var noLedger map[string]any
+	if code := f.lb.adminGet("/v1/ledger/head", &noLedger); code != 404 || noLedger["error"] != "no_ledger" {
+		t.Errorf("GET /v1/ledger/head at the hub: %d %v", code, noLedger)
+	}
+
+	// Dual approval above the cap, held at B: the CFO and the controller
+	// decide through different hubs (the balancer alternates).
+	big := `{"account":"4000-Revenue","credit":1200000}`
+	r := b.do("POST", "/api/v1/journal-entries", big, "X-UAPK-On-Behalf-Of", "accountant@corp.example")
+	id2 := r.header.Get("X-UAPK-Approval-Id")
+	if r.status != 202 || id2 == "" {
+		t.Fatalf("entry above the cap: %d %s", r.status, r.body)
+	}
+	if code, m := f.lb.decide(id2, "cfo@corp.example", "cfo", "approve", f.lb.clock.Now()); code != 200 || m["status"] != "pending" {
+		t.Fatalf("CFO through a hub: %d %v", code, m)
+	}
+	if code, m := f.lb.decide(id2, "controller@corp.example", "controller", "approve", f.lb.clock.Now()); code != 200 || m["status"] != "approved" {
+		t.Fatalf("controller through the other hub: %d %v", code, m)
+	}
+	if r := c.do("POST", "/api/v1/journal-entries", big, "X-UAPK-Approval-Id", id2); r.status != 201 {
+		t.Fatalf("retry of the dual approval at C: %d %s", r.status, r.body)
+	}
+	if n, _ := approvalRecords(t, b, id2); n != 2 {
+		t.Errorf("B, holding %s, recorded %d decisions, want 2", id2, n)
+	}
+
+	// The holder is gone: after the grace another proxy takes the decision.
+	r = c.do("POST", "/api/v1/journal-entries", `{"account":"4000-Revenue","credit":300000}`, "X-UAPK-On-Behalf-Of", "accountant@corp.example")
+	id3 := r.header.Get("X-UAPK-Approval-Id")
+	if r.status != 202 || id3 == "" {
+		t.Fatalf("entry at C: %d %s", r.status, r.body)
+	}
+	c.stop()
+	c.srv = nil
+	if code, m := f.lb.decide(id3, "fm@corp.example", "fm", "approve", f.lb.clock.Now()); code != 200 || m["status"] != "approved" {
+		t.Fatalf("decision on C's approval with C gone: %d %v", code, m)
+	}
+	na, _ := approvalRecords(t, a, id3)
+	nb, _ := approvalRecords(t, b, id3)
+	if na+nb != 1 {
+		t.Fatalf("with C gone, A recorded %d and B %d decisions on %s, want one in all", na, nb, id3)
+	}
+	if r := a.do("POST", "/api/v1/journal-entries", `{"account":"4000-Revenue","credit":300000}`, "X-UAPK-Approval-Id", id3); r.status != 201 {
+		t.Fatalf("retry of C's approval at A: %d %s", r.status, r.body)
+	}
+
+	// Every proxy gone: a hub that waits half a second answers 202 queued,
+	// and a proxy coming back decides it.
+	r = b.do("POST", "/api/v1/journal-entries", `{"account":"4000-Revenue","credit":310000}`, "X-UAPK-On-Behalf-Of", "accountant@corp.example")
+	id4 := r.header.Get("X-UAPK-Approval-Id")
+	if r.status != 202 || id4 == "" {
+		t.Fatalf("entry at B: %d %s", r.status, r.body)
+	}
+	a.stop()
+	a.srv = nil
+	b.stop()
+	b.srv = nil
+	quick := f.startHub(t, 500*time.Millisecond)
+	qe := &env{t: t, admin: "http://" + quick.AdminAddr.String(), token: hubToken, keyDir: a.keyDir, clock: a.clock}
+	code, m = qe.decide(id4, "fm@corp.example", "fm", "approve", qe.clock.Now())
+	if code != 202 || m["status"] != "queued" {
+		t.Fatalf("a decision with no proxy up: %d %v", code, m)
+	}
+	b.start()
+	var got approvals.Approval
+	for i := 0; i < 100; i++ {
+		if qe.adminGet("/v1/approvals/"+id4, &got); got.Status == approvals.StatusApproved {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got.Status != approvals.StatusApproved {
+		t.Fatalf("the queued decision was not taken when B came back: %s", got.Status)
+	}
+	// Every chain still verifies.
+	for _, e := range []*env{b} {
+		var rep struct{ OK bool }
+		if code := e.adminGet("/v1/ledger/verify", &rep); code != 200 || !rep.OK {
+			t.Errorf("chain: %d %v", code, rep)
+		}
+	}
+}
+
+// TestHubConfig: the hub refuses what it cannot serve, naming each problem.
+func TestHubConfig(t *testing.T) {
+	dir := t.TempDir()
+	noPG := filepath.Join(dir, "nopg.yaml")
+	os.WriteFile(noPG, []byte("ui:\n  url: http://localhost:8090\n"), 0o600)
+	proxyCfg := filepath.Join(dir, "proxy.yaml")
+	os.WriteFile(proxyCfg, []byte("approvals:\n  postgres: postgres://u@127.0.0.1:1/db\nnotify:\n  email: {smtp: 'localhost:25', from: a@b.c}\narchive:\n  segment_records: 5\nmanifest: x.json\n"), 0o600)
+	cases := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"no config", nil, []string{"--config is required"}},
+		{"no postgres", []string{"--config", noPG}, []string{"approvals.postgres is required"}},
+		{"a proxy's config", []string{"--config", proxyCfg}, []string{`unknown key "manifest"`, "archive: the hub keeps no ledger", "notify: the hub sends no notifications"}},
+		{"bad wait", []string{"--config", noPG, "--wait", "0s"}, []string{"--wait must be positive"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			code := runCLI(t, &out, append([]string{"hub", "--admin-addr", "127.0.0.1:0", "--data-dir", t.TempDir()}, tc.args...)...)
+			if code != 2 {
+				t.Fatalf("exit %d, want 2: %s", code, out.String())
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("missing %q in:\n%s", w, out.String())
+				}
+			}
+		})
+	}
+}

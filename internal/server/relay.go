@@ -1,0 +1,156 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/uapk-gateway/uapk-proxy/approvals"
+	"github.com/uapk-gateway/uapk-proxy/internal/pgstore"
+)
+
+// How a proxy takes what a hub queued (pgstore.TakeRelayed): the proxy
+// holding a request takes its decisions at once; any other after
+// relayOwnerGrace, in case the holder is gone; a row taken but not
+// answered for relayStale is taken again (its taker died).
+const (
+	relayOwnerGrace = 3 * time.Second
+	relayStale      = 30 * time.Second
+	relayPoll       = time.Second
+)
+
+// relayTaker decides, with this proxy's approvals service, what the
+// fleet's hubs queued: a hub keeps no ledger and checks no signature; the
+// decision counts only once a proxy has checked it against its own
+// principals and recorded it in its own ledger, as if it had been posted
+// to its admin API.
+type relayTaker struct {
+	store *pgstore.Store
+	svc   *approvals.Service
+	log   zerolog.Logger
+	kick  chan struct{}
+}
+
+func newRelayTaker(store *pgstore.Store, svc *approvals.Service, log zerolog.Logger) *relayTaker {
+	return &relayTaker{store: store, svc: svc, log: log, kick: make(chan struct{}, 1)}
+}
+
+// notified is told of every notification Watch hands on: a relayed row's
+// wakes the taker.
+func (t *relayTaker) notified(payload string) {
+	if _, ok := pgstore.RelayID(payload); ok {
+		select {
+		case t.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// run takes rows when told of one and every relayPoll (notifications can
+// be missed; rows of other proxies' requests become this one's after the
+// grace), until stop closes.
+func (t *relayTaker) run(stop <-chan struct{}) {
+	tick := time.NewTicker(relayPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.kick:
+		case <-tick.C:
+		}
+		t.drain(stop)
+	}
+}
+
+// drain takes rows until none is left for this proxy.
+func (t *relayTaker) drain(stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		r, err := t.store.TakeRelayed(ctx, relayOwnerGrace, relayStale)
+		cancel()
+		if err != nil {
+			t.log.Debug().Err(err).Msg("relayed decisions: cannot take")
+			return
+		}
+		if r == nil {
+			return
+		}
+		t.take(r)
+	}
+}
+
+// take decides one row and writes the answer back for its hub.
+func (t *relayTaker) take(r *pgstore.Relayed) {
+	inst := t.store.InstanceName()
+	var ans approvals.Answer
+	switch r.Kind {
+	case pgstore.RelayDecision:
+		var sub approvals.Submission
+		if err := decodeRelayed(r.Body, &sub); err != nil {
+			ans = approvals.Answer{Instance: inst, Code: approvals.AnswerUnavailable, Error: "the queued decision is unreadable: " + err.Error()}
+			break
+		}
+		a, ref, err := t.svc.Decide(r.ApprovalID, sub)
+		ans = approvals.DecisionAnswer(inst, a, ref, err)
+		ev := t.log.Info()
+		if ref != nil {
+			ev = ev.Str("refused", string(ref.Code))
+		}
+		ev.Str("hub", r.Hub).Int64("relayed", r.ID).Str("approval_id", r.ApprovalID).Str("approver", sub.Approver).
+			Msg("a decision queued at a hub, taken here")
+	case pgstore.RelayOverride:
+		var req approvals.OverrideRequest
+		if err := decodeRelayed(r.Body, &req); err != nil {
+			ans = approvals.Answer{Instance: inst, Code: approvals.AnswerUnavailable, Error: "the queued override request is unreadable: " + err.Error()}
+			break
+		}
+		a, err := t.svc.RequestOverride(req)
+		ans = approvals.OverrideAnswer(inst, a, err)
+		t.log.Info().Str("hub", r.Hub).Int64("relayed", r.ID).Str("requested_by", req.RequestedBy).
+			Msg("an override request queued at a hub, taken here")
+	default:
+		ans = approvals.Answer{Instance: inst, Code: approvals.AnswerUnavailable, Error: "unknown relayed kind " + r.Kind}
+	}
+	if ans.Approval != nil && ans.Approval.Token != "" {
+		// A bearer secret: the hub shows no token either.
+		ans.Approval = ans.Approval.Clone()
+		ans.Approval.Token = ""
+	}
+	body, err := json.Marshal(ans)
+	if err != nil {
+		t.log.Error().Err(err).Int64("relayed", r.ID).Msg("relayed answer not encoded")
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if ok, err := t.store.FinishRelayed(ctx, r.ID, body); err != nil {
+		// Taken again after relayStale; the second decision is then
+		// refused as a duplicate, and the approval is as the first left it.
+		t.log.Warn().Err(err).Int64("relayed", r.ID).Msg("relayed answer not written back")
+	} else if !ok {
+		t.log.Warn().Int64("relayed", r.ID).Msg("relayed row answered by another proxy first")
+	}
+}
+
+// decodeRelayed reads a queued body as strictly as the admin API read it.
+func decodeRelayed(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data")
+	}
+	return nil
+}
