@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/uapk-gateway/uapk-proxy/archive"
 	"github.com/uapk-gateway/uapk-proxy/evidence"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
@@ -97,12 +99,7 @@ func fleetArchiveConfig(path, dataDir string) (archive.Config, []evidence.Manife
 	if len(problems) > 0 {
 		return archive.Config{}, nil, exitf(2, "%s", strings.Join(problems, "\n"))
 	}
-	var manifestPath, dataFromConfig string
-	_, p1 := readSection(path, "manifest", &manifestPath)
-	_, p2 := readSection(path, "data_dir", &dataFromConfig)
-	if problems := append(p1, p2...); len(problems) > 0 {
-		return archive.Config{}, nil, exitf(2, "%s", strings.Join(problems, "\n"))
-	}
+	manifestPath, dataFromConfig := configScalar(path, "manifest"), configScalar(path, "data_dir")
 	if manifestPath == "" {
 		return archive.Config{}, nil, exitf(2, "config %s names no manifest: the app id of PREFIX/APP/ comes from it", path)
 	}
@@ -159,4 +156,20 @@ func fingerprintOf(pub any) string {
 	}
 	s := sha256.Sum256(k)
 	return "SHA256:" + hex.EncodeToString(s[:8])
+}
+
+// configScalar is the string value of a top-level key of the config file
+// at path (a serve flag set there), "" when absent; the file was read
+// strictly already.
+func configScalar(path, key string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	var doc map[string]any
+	if yaml.Unmarshal(data, &doc) != nil {
+		return ""
+	}
+	s, _ := doc[key].(string)
+	return s
 }
