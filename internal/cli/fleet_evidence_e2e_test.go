@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -129,12 +130,19 @@ func TestFleetEvidenceFromMinIO(t *testing.T) {
 	if !bytes.Contains(files["approvals.json"], []byte(`"instance": "proxy-b"`)) {
 		t.Errorf("approvals.json does not name the deciding instance:\n%s", files["approvals.json"])
 	}
-	// Tampering, each with SHA256SUMS re-signed by another exporter key.
+	// Tampering, each with SHA256SUMS re-signed by another exporter key
+	// put in keys/exporter.pub: only the instances' checkpoints stand in
+	// the way.
 	forger := mustKey(t, exporterKey(t))
 	tamper := func(name string, change func(f map[string][]byte), want ...string) {
 		t.Helper()
 		f := cloneFiles(files)
 		change(f)
+		pub, err := keys.PublicPEM(forger.Public().(ed25519.PublicKey))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f["keys/exporter.pub"] = pub
 		resign(f, forger)
 		p := filepath.Join(t.TempDir(), "tampered.zip")
 		zipFiles(t, f, p)
@@ -143,6 +151,7 @@ func TestFleetEvidenceFromMinIO(t *testing.T) {
 			t.Errorf("%s: verify exit %d: %s", name, code, msg)
 			return
 		}
+		t.Logf("%s: %s", name, afterPath(msg))
 		for _, w := range want {
 			if !strings.Contains(msg, w) {
 				t.Errorf("%s: verify says %q, want it to name %q", name, afterPath(msg), w)
@@ -161,6 +170,13 @@ func TestFleetEvidenceFromMinIO(t *testing.T) {
 		f["instances/proxy-a/records.jsonl"], f[recs] = f[recs], f["instances/proxy-a/records.jsonl"]
 	}, "instance proxy-a")
 	tamper("another instance's checkpoint", func(f map[string][]byte) {
+		var mine, theirs map[string]any
+		json.Unmarshal(f["instances/proxy-a/anchor.json"], &mine)
+		json.Unmarshal(f["instances/proxy-b/anchor.json"], &theirs)
+		mine["checkpoint"] = theirs["checkpoint"]
+		f["instances/proxy-a/anchor.json"], _ = json.MarshalIndent(mine, "", "  ")
+	}, "instance proxy-a", "bad_checkpoint", "not signed by the gateway key")
+	tamper("the whole anchor of another instance", func(f map[string][]byte) {
 		f["instances/proxy-a/anchor.json"] = f["instances/proxy-b/anchor.json"]
 	}, "instance proxy-a")
 	tamper("a statement moved to another instance", func(f map[string][]byte) {
@@ -194,6 +210,7 @@ func TestFleetEvidenceFromMinIO(t *testing.T) {
 	if code != 1 || !strings.Contains(msg, "instance proxy-b") || !strings.Contains(msg, segKey) || !strings.Contains(msg, "record 2") {
 		t.Errorf("export over a tampered segment: exit %d: %s", code, msg)
 	}
+	t.Logf("export over a tampered segment: %s", msg)
 	// proxy-b left out, the other two still export and verify.
 	code, msg = runCommand(t, newExport(), "--config", a.opts.Config, "--key", key, "--from", from, "--to", to, "--instance", "proxy-a", "--instance", "proxy-c", "-o", out)
 	if code != 0 || !strings.Contains(msg, "2 instances") {
