@@ -4,14 +4,18 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/uapk-gateway/uapk-proxy/checkpoint"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
+	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/verifier"
 )
 
@@ -76,12 +80,20 @@ func Verify(ctx context.Context, l *ledger.Ledger, cfg Config, gatewayKeys ...ed
 
 type checker struct {
 	ctx   context.Context
-	l     *ledger.Ledger
+	l     *ledger.Ledger // nil: no local chain to compare with (ReadInstance)
 	cfg   *Config
 	store objStore
 	keys  []ed25519.PublicKey
 	chain *verifier.Verifier
 	rep   Report
+	// onRecord, when set, gets each archived record once the chain
+	// verifier has taken it; an error from it stops the walk.
+	onRecord func(seq uint64, raw []byte) error
+	// learnKeys adds the gateway key each config record names to keys:
+	// offline, the chain is the only place an instance's keys are written.
+	learnKeys bool
+	// onCheckpoint, when set, gets each checkpoint note once it verified.
+	onCheckpoint func(seq uint64, note []byte)
 }
 
 func verify(ctx context.Context, l *ledger.Ledger, cfg *Config, store objStore, keys []ed25519.PublicKey) (Report, error) {
@@ -171,11 +183,7 @@ func (v *checker) segment(key string, first, last uint64) (done bool, err error)
 	if info.StoredChecksum != "" && info.StoredChecksum != info.ChecksumSHA256 {
 		return true, v.fail(key, first, ReasonChecksum, "the server's SHA-256 %s differs from the bytes read (%s)", info.StoredChecksum, info.ChecksumSHA256)
 	}
-	local := make([][]byte, 0, last-first+1)
-	err = v.l.Range(first, last, func(_ uint64, raw []byte) error {
-		local = append(local, raw)
-		return nil
-	})
+	local, err := v.localRecords(first, last)
 	if err != nil {
 		return true, err
 	}
@@ -190,14 +198,22 @@ func (v *checker) segment(key string, first, last uint64) (done bool, err error)
 			return true, v.fail(key, seq, ReasonMismatch, "%s ends at record %d but its name says %d", key, seq-1, last)
 		case seq > last:
 			return true, v.fail(key, seq, ReasonMismatch, "%s has more lines than records %d-%d", key, first, last)
-		case i >= len(local):
+		case v.l != nil && i >= len(local):
 			return true, v.fail(key, seq, ReasonLocalMissing, "record %d is archived in %s but missing from the local chain (head %d): the local chain was cut", seq, key, v.rep.LocalHead)
-		case !bytes.Equal(lines[i], local[i]):
+		case v.l != nil && !bytes.Equal(lines[i], local[i]):
 			return true, v.fail(key, seq, ReasonMismatch, "record %d in %s differs from the local chain's record %d", seq, key, seq)
 		}
 		if !v.chain.Add(lines[i]) {
 			p := v.chain.Finish().Problem
 			return true, v.fail(key, p.Seq, ReasonChain, "%s: %s", p.Reason, p.Detail)
+		}
+		if v.learnKeys {
+			v.learnKey(lines[i])
+		}
+		if v.onRecord != nil {
+			if err := v.onRecord(seq, lines[i]); err != nil {
+				return true, err
+			}
 		}
 	}
 	head := v.chain.Finish().Head
@@ -205,6 +221,44 @@ func (v *checker) segment(key string, first, last uint64) (done bool, err error)
 		return true, nil
 	}
 	return v.checkCheckpoint(last, head)
+}
+
+// localRecords reads records first..last of the local chain; none
+// without one.
+func (v *checker) localRecords(first, last uint64) ([][]byte, error) {
+	if v.l == nil {
+		return nil, nil
+	}
+	local := make([][]byte, 0, last-first+1)
+	err := v.l.Range(first, last, func(_ uint64, raw []byte) error {
+		local = append(local, raw)
+		return nil
+	})
+	return local, err
+}
+
+var kindConfig = []byte(`"kind":"` + record.KindConfig + `"`)
+
+// learnKey adds the gateway key a config record names, if new. The
+// verifier has already checked the record is part of the chain.
+func (v *checker) learnKey(raw []byte) {
+	if !bytes.Contains(raw, kindConfig) {
+		return
+	}
+	var r struct {
+		Kind record.Kind   `json:"kind"`
+		Data record.Config `json:"data"`
+	}
+	if json.Unmarshal(raw, &r) != nil || r.Kind != record.KindConfig {
+		return
+	}
+	k, err := base64.StdEncoding.DecodeString(r.Data.GatewayKey)
+	if err != nil || len(k) != ed25519.PublicKeySize {
+		return
+	}
+	if !slices.ContainsFunc(v.keys, func(x ed25519.PublicKey) bool { return bytes.Equal(x, k) }) {
+		v.keys = append(v.keys, k)
+	}
 }
 
 // lock checks an S3 object is under Object Lock long enough. The local
@@ -246,6 +300,9 @@ func (v *checker) checkCheckpoint(last uint64, head verifier.Head) (bool, error)
 		return true, nil
 	}
 	v.rep.Checkpoints++
+	if v.onCheckpoint != nil {
+		v.onCheckpoint(cp.Size, msg)
+	}
 	v.rep.Anchors = append(v.rep.Anchors, verifier.Head{Seq: cp.Size, Hash: cp.Hash, Time: head.Time})
 	return false, nil
 }

@@ -75,10 +75,13 @@ const (
 
 // Problem is the first thing wrong with a bundle.
 type Problem struct {
-	Code    string `json:"code"`
-	File    string `json:"file,omitempty"`
-	Seq     uint64 `json:"seq,omitempty"`
-	Message string `json:"message"`
+	Code string `json:"code"`
+	// Instance names the fleet instance whose part of a fleet bundle the
+	// problem is in; "" in a single proxy's bundle.
+	Instance string `json:"instance,omitempty"`
+	File     string `json:"file,omitempty"`
+	Seq      uint64 `json:"seq,omitempty"`
+	Message  string `json:"message"`
 }
 
 func (p *Problem) Error() string { return p.Message }

@@ -53,6 +53,19 @@ type Report struct {
 	Checkpoints int      `json:"checkpoints"`
 	GatewayKey  string   `json:"gateway_key"` // SHA256: fingerprint of keys/gateway.pub
 	Notes       []string `json:"notes,omitempty"`
+	// A fleet bundle's: the key that signed SHA256SUMS (keys/exporter.pub,
+	// trusted for nothing else), and each instance's own report.
+	ExporterKey string           `json:"exporter_key,omitempty"`
+	Instances   []InstanceReport `json:"instances,omitempty"`
+}
+
+// InstanceReport is what Verify found of one instance of a fleet bundle.
+type InstanceReport struct {
+	Name         string `json:"name"`
+	Complete     bool   `json:"complete"`
+	ArchivedSeq  uint64 `json:"archived_seq"`
+	ArchivedTime string `json:"archived_time"`
+	Report
 }
 
 // Limits on what Verify reads into memory from one entry.
@@ -95,8 +108,16 @@ const (
 //
 // The error is nil when the bundle is intact, else the Problem.
 func Verify(r io.ReaderAt, size int64) (Report, error) {
-	v := &bundleVerifier{}
-	p := v.run(r, size)
+	zr, err := zip.NewReader(r, size)
+	if err != nil {
+		p := problemf(ProblemNotZip, "", 0, "not a readable ZIP file: %v", err)
+		return Report{Problem: p}, p
+	}
+	if isFleet(zr) {
+		return verifyFleet(zr)
+	}
+	v := &bundleVerifier{required: bundleFiles, sumsKey: FileGatewayPub}
+	p := v.run(zr)
 	if p != nil {
 		v.rep.OK, v.rep.Problem = false, p
 		return v.rep, p
@@ -151,6 +172,14 @@ type bundleVerifier struct {
 	seen       map[string]bool // approval id "\x00" record: statements found in the records
 	complete   map[string]*Problem
 	claims     []cpClaim
+	// required are the files the bundle must have (bundleFiles, or a
+	// fleet bundle's), signer the one whose key signs SHA256SUMS.
+	required []string
+	sumsKey  string
+	// fleet is set on the verifier of one instance of a fleet bundle
+	// (inst): its records are held to the fleet's approvals.json.
+	fleet *fleetVerifier
+	inst  string
 }
 
 // configClaim is a config record of the range that names its principals.
@@ -165,11 +194,7 @@ type cpClaim struct {
 	note      string
 }
 
-func (v *bundleVerifier) run(r io.ReaderAt, size int64) *Problem {
-	zr, err := zip.NewReader(r, size)
-	if err != nil {
-		return problemf(ProblemNotZip, "", 0, "not a readable ZIP file: %v", err)
-	}
+func (v *bundleVerifier) run(zr *zip.Reader) *Problem {
 	if p := v.index(zr); p != nil {
 		return p
 	}
@@ -223,7 +248,7 @@ func (v *bundleVerifier) index(zr *zip.Reader) *Problem {
 		}
 		v.files[name] = f
 	}
-	for _, name := range bundleFiles {
+	for _, name := range v.required {
 		if v.files[name] == nil {
 			return problemf(ProblemMissingFile, name, 0, "%s is missing from the bundle", name)
 		}
@@ -259,7 +284,7 @@ func (v *bundleVerifier) checkSums() *Problem {
 	if p != nil {
 		return p
 	}
-	pub, p := v.read(FileGatewayPub, maxSmallFile)
+	pub, p := v.read(v.sumsKey, maxSmallFile)
 	if p != nil {
 		return p
 	}
@@ -269,7 +294,7 @@ func (v *bundleVerifier) checkSums() *Problem {
 	}
 	v.gw, _ = keys.ParsePublic(pub)
 	if v.gw == nil {
-		return problemf(ProblemBadKey, FileGatewayPub, 0, "%s is not a PKIX PEM Ed25519 public key", FileGatewayPub)
+		return problemf(ProblemBadKey, v.sumsKey, 0, "%s is not a PKIX PEM Ed25519 public key", v.sumsKey)
 	}
 	v.keys = []ed25519.PublicKey{v.gw}
 	fp := sha256.Sum256(v.gw)
@@ -279,7 +304,7 @@ func (v *bundleVerifier) checkSums() *Problem {
 		return problemf(ProblemBadSignature, FileSumsSig, 0, "%s is not a base64 Ed25519 signature", FileSumsSig)
 	}
 	if !ed25519.Verify(v.gw, sums, raw) {
-		return problemf(ProblemBadSignature, FileSumsSig, 0, "%s does not verify with %s: SHA256SUMS was changed after the gateway signed it, or another key signed it", FileSumsSig, FileGatewayPub)
+		return problemf(ProblemBadSignature, FileSumsSig, 0, "%s does not verify with %s: SHA256SUMS was changed after it was signed, or another key signed it", FileSumsSig, v.sumsKey)
 	}
 	v.sums = map[string]string{}
 	if len(sums) == 0 || sums[len(sums)-1] != '\n' {
@@ -311,7 +336,7 @@ func (v *bundleVerifier) checkSums() *Problem {
 			return problemf(ProblemBadSums, FileSums, 0, "%s lists %s", FileSums, name)
 		}
 	}
-	for _, name := range bundleFiles {
+	for _, name := range v.required {
 		if _, ok := v.sums[name]; !ok && name != FileSums && name != FileSumsSig {
 			return problemf(ProblemMissingFile, name, 0, "%s does not list %s", FileSums, name)
 		}
@@ -334,7 +359,8 @@ func (v *bundleVerifier) hashFile(name string) *Problem {
 	}
 	defer rc.Close()
 	h := sha256.New()
-	if name != FileRecords {
+	pv := v.prescanner(name)
+	if pv == nil {
 		if _, err := io.Copy(h, rc); err != nil {
 			return problemf(ProblemBadEntry, name, 0, "%s cannot be read: %v", name, err)
 		}
@@ -349,11 +375,23 @@ func (v *bundleVerifier) hashFile(name string) *Problem {
 				return problemf(ProblemBadEntry, name, 0, "%s cannot be read: %v", name, err)
 			}
 			h.Write(line)
-			v.prescan(line)
+			pv.prescan(line)
 		}
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != v.sums[name] {
 		return problemf(ProblemHashMismatch, name, 0, "%s has SHA-256 %s but %s says %s: the file was changed", name, got, FileSums, v.sums[name])
+	}
+	return nil
+}
+
+// prescanner is the verifier whose records file name is: this one's
+// records.jsonl, or in a fleet bundle an instance's.
+func (v *bundleVerifier) prescanner(name string) *bundleVerifier {
+	if v.fleet != nil && v.inst == "" {
+		return v.fleet.byFile[name]
+	}
+	if name == FileRecords {
+		return v
 	}
 	return nil
 }
@@ -777,7 +815,11 @@ func (v *bundleVerifier) checkRecords(b *builder) *Problem {
 			}
 			break
 		}
-		if p := v.crossCheck(r); p != nil {
+		check := v.crossCheck
+		if v.fleet != nil {
+			check = v.fleetCrossCheck
+		}
+		if p := check(r); p != nil {
 			pending = p
 			break
 		}

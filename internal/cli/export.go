@@ -26,9 +26,11 @@ func newExport() *cobra.Command {
 		fromSeq, toSeq                                uint64
 		manifests                                     []string
 		inclApprovals, inclRejections                 bool
+		config, key                                   string
+		instances                                     []string
 	)
 	cmd := &cobra.Command{
-		Use:   "export --data-dir DIR --from DATE --to DATE --framework SOX -o FILE.zip",
+		Use:   "export (--data-dir DIR | --config FILE --key FILE) --from DATE --to DATE --framework SOX -o FILE.zip",
 		Short: "Write an evidence bundle of a stopped proxy's ledger, for auditors",
 		Long: `Writes the records of a range, their anchor in the chain and a signed
 checkpoint, every approval with its signed statements, the keys, the manifests
@@ -44,7 +46,14 @@ the range's end names the principals in force from it on, and each signed
 statement is checked against the key its approver had then. --principals is
 needed only for records written by a proxy whose config records name no
 principals; given otherwise, it must be what the chain says was in force for
-the range, or the export is refused.`,
+the range, or the export is refused.
+
+With --config FILE (a fleet proxy's config, whose archive: section names the
+store) the bundle is built from the archive alone: every instance under
+PREFIX/APP/ (or those --instance names), each instance's chain checked on its
+own against its signed checkpoints, and signed by the exporter's --key
+(docs/reference.md#fleet-evidence). No data directory is read, except as
+DATA/archive when the config has no archive.s3.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {
@@ -69,6 +78,12 @@ the range, or the export is refused.`,
 			if err := opts.Range.Validate(); err != nil {
 				return exitf(2, "%v", err)
 			}
+			if config == "" && (key != "" || len(instances) > 0) {
+				return exitf(2, "--key and --instance are for a fleet export: give --config FILE")
+			}
+			if config != "" && (principals != "" || fromSeq != 0 || toSeq != 0 || !inclApprovals || !inclRejections) {
+				return exitf(2, "--config exports a fleet by time (--from, --to), with the principals its chains carry and every approval: --principals, --from-seq, --to-seq and --include-* are for --data-dir")
+			}
 			for _, path := range manifests {
 				data, err := os.ReadFile(path)
 				if err != nil {
@@ -84,6 +99,13 @@ the range, or the export is refused.`,
 					return exitf(2, "--principals:\n  %s", strings.Join(describe(principals, err), "\n  "))
 				}
 				opts.PrincipalsName = principals
+			}
+			if config != "" {
+				dir := ""
+				if cmd.Flags().Changed("data-dir") {
+					dir = dataDir
+				}
+				return exportFleet(cmd.OutOrStdout(), fleetExport{config: config, key: key, dataDir: dir, instances: instances, opts: opts, out: out})
 			}
 			src, err := evidence.OpenDir(dataDir)
 			if errors.Is(err, ledger.ErrLocked) {
@@ -114,6 +136,9 @@ the range, or the export is refused.`,
 	f.StringVar(&principals, "principals", "", "the principals file in force, for chains whose config records name none (default: the chain's)")
 	f.BoolVar(&inclApprovals, "include-approvals", true, "put approved approvals and their statements in approvals.json")
 	f.BoolVar(&inclRejections, "include-rejections", true, "put rejected approvals and rejection statements in approvals.json")
+	f.StringVar(&config, "config", "", "a fleet proxy's config file: export from the archive its archive: section names, every instance")
+	f.StringVar(&key, "key", "", "with --config: the exporter's Ed25519 key (keygen) that signs SHA256SUMS")
+	f.StringArrayVar(&instances, "instance", nil, "with --config: only this instance (repeatable; default: every instance in the archive)")
 	return cmd
 }
 
