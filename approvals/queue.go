@@ -32,12 +32,12 @@ var ErrQueued = errors.New("queued for the fleet's proxies")
 // Problems (a bad override request) and Error (Code not_found or
 // unavailable) says what happened.
 type Answer struct {
-	Instance string    `json:"instance"` // the proxy that decided
-	Approval *Approval `json:"approval,omitempty"`
+	Instance string         `json:"instance"` // the proxy that decided
+	Approval *Approval      `json:"approval,omitempty"`
 	Refusal  *AnswerRefusal `json:"refusal,omitempty"`
-	Problems []string `json:"problems,omitempty"`
-	Code     string   `json:"code,omitempty"`
-	Error    string   `json:"error,omitempty"`
+	Problems []string       `json:"problems,omitempty"`
+	Code     string         `json:"code,omitempty"`
+	Error    string         `json:"error,omitempty"`
 }
 
 // AnswerRefusal is a Refusal on the wire.

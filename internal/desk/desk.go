@@ -41,7 +41,7 @@ type Config struct {
 	// which passkeys and roles.
 	Principals func() *rules.Principals
 	// RP is ui.url's relying party: passkeys are made and used for it.
-	RP     passkey.RP
+	RP passkey.RP
 	// Ledger is the chain whose head the pages show; nil for a fleet's
 	// hub, which keeps none.
 	Ledger interface{ Head() ledger.Head }
