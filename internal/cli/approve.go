@@ -341,9 +341,19 @@ func newDecide(decision string) *cobra.Command {
 				Approver: as, Decision: decision, Reason: reason, SignedAt: signedAt, Digest: a.Digest,
 				Signature: approvals.Sign(key, a.ID, a.Digest, decision, as, signedAt),
 			}
-			var after approvals.Approval
-			if err := c.call(cmd, "POST", "/v1/approvals/"+url.PathEscape(id)+"/decisions", sub, &after); err != nil {
+			var raw json.RawMessage
+			if err := c.call(cmd, "POST", "/v1/approvals/"+url.PathEscape(id)+"/decisions", sub, &raw); err != nil {
 				return err
+			}
+			var q struct{ Status, Message string }
+			if json.Unmarshal(raw, &q) == nil && q.Status == "queued" {
+				// A fleet's hub: no proxy has taken it yet.
+				fmt.Fprintf(out, "\n%s: %s signed %q; queued: %s\n", id, as, decision, q.Message)
+				return nil
+			}
+			var after approvals.Approval
+			if err := json.Unmarshal(raw, &after); err != nil {
+				return exitf(1, "POST decision: unexpected answer: %v", err)
 			}
 			fmt.Fprintf(out, "\n%s: %s signed %q; approval is now %s\n", id, as, decision, after.Status)
 			if after.Status == approvals.StatusPending {
@@ -377,6 +387,11 @@ func newOverride() *cobra.Command {
 			var a approvals.Approval
 			if err := c.call(cmd, "POST", "/v1/overrides", r, &a); err != nil {
 				return err
+			}
+			if a.ID == "" && a.Status == "queued" {
+				// A fleet's hub: no proxy has taken it yet.
+				fmt.Fprintf(cmd.OutOrStdout(), "override request queued: no proxy of the fleet has taken it yet; it is created when one does (see uapk-proxy pending)\n")
+				return nil
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "override %s requested: %s for %s, needs %s\nmax amount: %s\nmax uses: %s\napprove with: uapk-proxy approve %s --as ID --key FILE\nthen fetch the token with: uapk-proxy override show %s\n",
 				a.ID, a.Action, a.Duration, strings.Join(a.RequiredRoles, " + "), safeText(overrideMaxAmount(&a)), overrideUses(&a), a.ID, a.ID)

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
@@ -16,6 +17,7 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/approvals"
 	"github.com/uapk-gateway/uapk-proxy/internal/adminauth"
 	"github.com/uapk-gateway/uapk-proxy/internal/hub"
+	"github.com/uapk-gateway/uapk-proxy/internal/mailpittest"
 	"github.com/uapk-gateway/uapk-proxy/internal/pgtest"
 )
 
@@ -46,11 +48,7 @@ func newFleet(t *testing.T, tweak ...func(*serveOptions)) *fleet {
 		e.keyDir, e.erp = a.keyDir, a.erp
 		f.proxies = append(f.proxies, e)
 	}
-	f.tokens = filepath.Join(t.TempDir(), "hub-tokens.yaml")
-	doc := "tokens:\n  - {name: fleet, sha256: " + adminauth.Hash(hubToken) + ", scopes: [read, decide, override, evidence]}\n"
-	if err := os.WriteFile(f.tokens, []byte(doc), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	f.tokens = writeHubTokens(t)
 	var backends []*url.URL
 	for i := 0; i < 2; i++ {
 		h := f.startHub(t, 8*time.Second)
@@ -64,6 +62,18 @@ func newFleet(t *testing.T, tweak ...func(*serveOptions)) *fleet {
 	t.Cleanup(lb.Close)
 	f.lb = &env{t: t, admin: lb.URL, token: hubToken, keyDir: a.keyDir, clock: a.clock}
 	return f
+}
+
+// writeHubTokens writes an admin tokens file accepting hubToken with
+// every scope.
+func writeHubTokens(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "hub-tokens.yaml")
+	doc := "tokens:\n  - {name: fleet, sha256: " + adminauth.Hash(hubToken) + ", scopes: [read, decide, override, evidence]}\n"
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // startHub runs `hub` over the fleet's database until the test ends.
@@ -315,5 +325,110 @@ func TestHubConfig(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestApproveQueued: the CLI says a decision a hub queued is queued, not
+// that the approval's status is "queued".
+func TestApproveQueued(t *testing.T) {
+	dir := t.TempDir()
+	var out bytes.Buffer
+	if code := runCLI(t, &out, "keygen", "--out", filepath.Join(dir, "fm")); code != 0 {
+		t.Fatalf("keygen: %s", out.String())
+	}
+	const id = "apr_2v3rnlhoyzq6jbvyt5mwx7kdfa"
+	var posted atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case r.Method == "GET" && r.URL.Path == "/v1/approvals/"+id:
+			w.Write([]byte(`{"id":"` + id + `","kind":"request","status":"pending","digest":"` + strings.Repeat("ab", 32) + `","action":"journal_entry","app":"finance-agent"}`))
+		case r.Method == "POST" && r.URL.Path == "/v1/approvals/"+id+"/decisions":
+			posted.Store(true)
+			w.WriteHeader(http.StatusAccepted)
+			w.Write([]byte(`{"status":"queued","message":"no proxy of the fleet has taken it yet"}`))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	out.Reset()
+	code := runCLI(t, &out, "approve", id, "--as", "fm@corp.example", "--key", filepath.Join(dir, "fm.key"),
+		"--admin", srv.URL, "--admin-token", "tok")
+	if code != 0 || !posted.Load() || !strings.Contains(out.String(), "queued: no proxy of the fleet has taken it yet") ||
+		strings.Contains(out.String(), "approval is now") {
+		t.Fatalf("approve at a hub that queued it: %d\n%s", code, out.String())
+	}
+}
+
+// withFleetToo adds the approvals: section to the config file an earlier
+// option wrote (withMail's), for a proxy named name in the fleet.
+func withFleetToo(dsn, name string) func(*serveOptions) {
+	return func(o *serveOptions) {
+		f, err := os.OpenFile(o.Config, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			panic(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteString("approvals:\n  postgres: " + dsn + "\n  instance: " + name + "\n"); err != nil {
+			panic(err)
+		}
+	}
+}
+
+// TestFleetNotifiesOnce: two proxies and a hub, all three told to mail
+// through one real mailpit. A request held at B and approved through the
+// hub is mailed once to each finance manager and once to the requester,
+// not once per proxy; the notification records are all in B's ledger.
+func TestFleetNotifiesOnce(t *testing.T) {
+	mp := mailpittest.Start(t, mailpittest.Options{})
+	hook := httptest.NewServer(&hookSink{})
+	defer hook.Close()
+	pg := pgtest.Start(t)
+	dsn := pg.NewDB(t)
+	a := newEnv(t, withMail(mp.SMTPAddr, hook.URL), withFleetToo(dsn, "proxy-a"))
+	b := newEnv(t, withMail(mp.SMTPAddr, hook.URL), withFleetToo(dsn, "proxy-b"), func(o *serveOptions) {
+		o.Principals, o.Upstream = a.opts.Principals, a.opts.Upstream
+	})
+	b.keyDir, b.erp = a.keyDir, a.erp
+	f := &fleet{dsn: dsn, proxies: []*env{a, b}, tokens: writeHubTokens(t)}
+	h := f.startHub(t, 8*time.Second)
+	hubEnv := &env{t: t, admin: "http://" + h.AdminAddr.String(), token: hubToken, keyDir: a.keyDir, clock: a.clock}
+
+	r := b.do("POST", "/api/v1/journal-entries", accrual250k, "X-UAPK-On-Behalf-Of", "accountant@corp.example")
+	id := r.header.Get("X-UAPK-Approval-Id")
+	if r.status != 202 || id == "" {
+		t.Fatalf("held at B: %d %s", r.status, r.body)
+	}
+	mp.WaitMessages(t, 2, 20*time.Second)
+	if code, m := hubEnv.decide(id, "fm@corp.example", "fm", "approve", hubEnv.clock.Now()); code != 200 || m["status"] != "approved" {
+		t.Fatalf("approval through the hub: %d %v", code, m)
+	}
+	mp.WaitMessages(t, 3, 20*time.Second)
+	time.Sleep(1500 * time.Millisecond) // a second proxy's copy would be on its way by now
+	msgs, err := mp.Messages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := map[string]int{}
+	for _, m := range msgs {
+		for _, rc := range m.To {
+			to[rc.Address]++
+		}
+	}
+	want := map[string]int{"fm@corp.example": 1, "fm2@corp.example": 1, "accountant@corp.example": 1}
+	if len(msgs) != 3 || len(to) != len(want) || to["fm@corp.example"] != 1 || to["fm2@corp.example"] != 1 || to["accountant@corp.example"] != 1 {
+		t.Fatalf("mailed %v in %d messages; want each of %v once", to, len(msgs), want)
+	}
+	count := func(e *env) (n int) {
+		for _, rec := range e.records() {
+			if rec.Kind == "notification" && rec.ApprovalID == id {
+				n++
+			}
+		}
+		return n
+	}
+	if na, nb := count(a), count(b); na != 0 || nb == 0 {
+		t.Errorf("notification records: A %d, B %d; want all at B, which made the changes", na, nb)
 	}
 }
