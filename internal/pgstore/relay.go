@@ -156,5 +156,17 @@ func (s *Store) RelayBacklog(ctx context.Context) (n int, oldest time.Duration, 
 	return n, oldest, nil
 }
 
+// PruneRelayed deletes the rows answered more than keep ago, and returns
+// how many: the answers matter only to the hub that waits for them, and
+// each decision's evidence is the record in the ledger of the proxy that
+// took it.
+func (s *Store) PruneRelayed(ctx context.Context, keep time.Duration) (int64, error) {
+	tag, err := s.pool.Exec(ctx, "DELETE FROM relayed WHERE done_at < clock_timestamp() - $1 * interval '1 microsecond'", keep.Microseconds())
+	if err != nil {
+		return 0, fmt.Errorf("prune relayed: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
 // Ping checks the database answers (the hub's /readyz).
 func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }

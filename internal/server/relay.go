@@ -21,6 +21,10 @@ const (
 	relayOwnerGrace = 3 * time.Second
 	relayStale      = 30 * time.Second
 	relayPoll       = time.Second
+	// Answered rows are deleted after relayKeep, looked for every
+	// relayPruneEvery.
+	relayKeep       = 24 * time.Hour
+	relayPruneEvery = 10 * time.Minute
 )
 
 // relayTaker decides, with this proxy's approvals service, what the
@@ -56,14 +60,31 @@ func (t *relayTaker) notified(payload string) {
 func (t *relayTaker) run(stop <-chan struct{}) {
 	tick := time.NewTicker(relayPoll)
 	defer tick.Stop()
+	prune := time.NewTicker(relayPruneEvery)
+	defer prune.Stop()
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.kick:
 		case <-tick.C:
+		case <-prune.C:
+			t.prune()
+			continue
 		}
 		t.drain(stop)
+	}
+}
+
+// prune deletes answered rows older than relayKeep, so that the table
+// does not grow with every decision ever relayed.
+func (t *relayTaker) prune() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if n, err := t.store.PruneRelayed(ctx, relayKeep); err != nil {
+		t.log.Debug().Err(err).Msg("relayed decisions: cannot prune")
+	} else if n > 0 {
+		t.log.Info().Int64("deleted", n).Msg("relayed decisions answered a day ago deleted")
 	}
 }
 
