@@ -8,11 +8,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"html/template"
 	"io/fs"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -51,6 +51,9 @@ type Config struct {
 	Logger zerolog.Logger
 	// SessionTTL is how long a sign-in lasts (default 8h).
 	SessionTTL time.Duration
+	// Sessions keeps sign-ins and decision challenges (nil: in this
+	// process's memory).
+	Sessions Sessions
 }
 
 // Desk serves /ui/.
@@ -59,18 +62,17 @@ type Desk struct {
 	pages map[string]*template.Template
 	mux   *http.ServeMux
 
-	mu       sync.Mutex
-	sessions map[string]*session // by id
-	signin   *signinKeys
+	signin *signinKeys
 }
 
+// session is a signed-in browser: its id (the cookie) and what Sessions
+// keeps of it. Its decision challenges are kept by the store, by value:
+// only this session can answer or spend them.
 type session struct {
+	id        string
 	principal string
 	csrf      string
 	expires   time.Time
-	// challenges are this session's decision challenges, by value: only
-	// this session can answer or spend them.
-	challenges map[string]*challenge
 }
 
 // challenge is a decision challenge the desk handed a session: the
@@ -100,7 +102,14 @@ func New(cfg Config) (*Desk, error) {
 	if cfg.SessionTTL <= 0 {
 		cfg.SessionTTL = 8 * time.Hour
 	}
-	d := &Desk{cfg: cfg, sessions: map[string]*session{}, pages: map[string]*template.Template{}, signin: newSigninKeys()}
+	if cfg.Sessions == nil {
+		cfg.Sessions = NewMemorySessions()
+	}
+	key, err := cfg.Sessions.SigninKey()
+	if err != nil {
+		return nil, fmt.Errorf("desk sessions: %w", err)
+	}
+	d := &Desk{cfg: cfg, pages: map[string]*template.Template{}, signin: newSigninKeys(key)}
 	funcs := template.FuncMap{"join": strings.Join, "since": d.until}
 	for _, name := range []string{"signin", "enroll", "queue", "approval", "history", "ledger"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
@@ -178,14 +187,15 @@ func (d *Desk) session(r *http.Request) *session {
 	if err != nil {
 		return nil
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	s := d.sessions[c.Value]
-	if s == nil || !d.cfg.Now().Before(s.expires) {
-		delete(d.sessions, c.Value)
+	s, err := d.cfg.Sessions.Get(c.Value, d.cfg.Now())
+	if err != nil {
+		d.cfg.Logger.Error().Err(err).Msg("desk session unreadable")
 		return nil
 	}
-	return s
+	if s == nil {
+		return nil
+	}
+	return &session{id: c.Value, principal: s.Principal, csrf: s.CSRF, expires: s.Expires}
 }
 
 func random() string {
@@ -196,47 +206,28 @@ func random() string {
 
 // issue gives session s a decision challenge; the browser signs it within
 // challengeTTL. A session holds a few at most, the oldest making room.
-func (d *Desk) issue(s *session, c *challenge, value string) string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+func (d *Desk) issue(s *session, c *challenge, value string) error {
 	now := d.cfg.Now()
-	c.expires = now.Add(challengeTTL)
-	if s.challenges == nil {
-		s.challenges = map[string]*challenge{}
-	}
-	for k, x := range s.challenges {
-		if !now.Before(x.expires) {
-			delete(s.challenges, k)
-		}
-	}
-	for len(s.challenges) >= maxPerSession {
-		var oldest string
-		for k, x := range s.challenges {
-			if oldest == "" || x.expires.Before(s.challenges[oldest].expires) {
-				oldest = k
-			}
-		}
-		delete(s.challenges, oldest)
-	}
-	s.challenges[value] = c
-	return value
+	return d.cfg.Sessions.PutChallenge(s.id, value, Challenge{Principal: c.principal, Approval: c.approval,
+		Decision: c.decision, SignedAt: c.signedAt, Expires: now.Add(challengeTTL)}, now)
 }
-
-// maxPerSession bounds a session's outstanding decision challenges.
-const maxPerSession = 8
 
 // take returns and spends session s's challenge that a client data names,
 // when it is for approval; any other answer leaves it in place.
 func (d *Desk) take(s *session, clientDataJSON, approval string) *challenge {
 	ch := clientChallenge(clientDataJSON)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	c := s.challenges[ch]
-	if ch == "" || c == nil || c.approval != approval || c.principal != s.principal || !d.cfg.Now().Before(c.expires) {
+	if ch == "" {
 		return nil
 	}
-	delete(s.challenges, ch)
-	return c
+	c, err := d.cfg.Sessions.TakeChallenge(s.id, ch, approval, d.cfg.Now())
+	if err != nil {
+		d.cfg.Logger.Error().Err(err).Msg("desk challenge unreadable")
+		return nil
+	}
+	if c == nil || c.Principal != s.principal {
+		return nil
+	}
+	return &challenge{principal: c.Principal, approval: c.Approval, decision: c.Decision, signedAt: c.SignedAt, expires: c.Expires}
 }
 
 func (d *Desk) render(w http.ResponseWriter, page string, data map[string]any) {

@@ -3,12 +3,16 @@ package desk
 // Grouped is grouped, for the tests.
 var Grouped = grouped
 
-// Outstanding is how many challenges the desk holds.
+// Outstanding is how many challenges the desk holds in memory.
 func Outstanding(d *Desk) int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	n := len(d.signin.used)
-	for _, s := range d.sessions {
+	m, ok := d.cfg.Sessions.(*MemorySessions)
+	if !ok {
+		return -1
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := len(m.used)
+	for _, s := range m.sessions {
 		n += len(s.challenges)
 	}
 	return n

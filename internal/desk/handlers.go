@@ -78,24 +78,23 @@ func (d *Desk) signinFinish(w http.ResponseWriter, r *http.Request) {
 	}
 	// Used once: remembered until it would expire anyway (only answered
 	// challenges are, so this grows with real sign-ins alone).
-	d.mu.Lock()
-	for k, until := range d.signin.used {
-		if !now.Before(until) {
-			delete(d.signin.used, k)
-		}
+	fresh, err := d.cfg.Sessions.UseSignin(chText, exp, now)
+	if err != nil {
+		d.cfg.Logger.Error().Err(err).Msg("desk sign-in not recorded")
+		jsonError(w, http.StatusServiceUnavailable, "unavailable", "the sign-in could not be recorded; try again")
+		return
 	}
-	_, replayed := d.signin.used[chText]
-	d.signin.used[chText] = exp
-	d.mu.Unlock()
-	if replayed {
+	if !fresh {
 		jsonError(w, http.StatusForbidden, "bad_challenge", "the challenge is unknown, used or expired; sign in again")
 		return
 	}
 	s := &session{principal: p.ID, csrf: random(), expires: d.cfg.Now().Add(d.cfg.SessionTTL)}
 	sid := random()
-	d.mu.Lock()
-	d.sessions[sid] = s
-	d.mu.Unlock()
+	if err := d.cfg.Sessions.Put(sid, Session{Principal: s.principal, CSRF: s.csrf, Expires: s.expires}); err != nil {
+		d.cfg.Logger.Error().Err(err).Msg("desk session not recorded")
+		jsonError(w, http.StatusServiceUnavailable, "unavailable", "the sign-in could not be recorded; try again")
+		return
+	}
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: sid, Path: "/ui/", HttpOnly: true,
 		Secure: strings.HasPrefix(d.cfg.RP.Origin, "https://"), SameSite: http.SameSiteStrictMode, Expires: s.expires})
 	d.cfg.Logger.Info().Str("principal", p.ID).Msg("desk sign-in")
@@ -116,13 +115,11 @@ func clientChallenge(clientDataJSON string) string {
 }
 
 func (d *Desk) signout(w http.ResponseWriter, r *http.Request, s *session, _ *rules.Principal) {
-	d.mu.Lock()
-	for k, x := range d.sessions {
-		if x == s {
-			delete(d.sessions, k)
-		}
+	if err := d.cfg.Sessions.Delete(s.id); err != nil {
+		d.cfg.Logger.Error().Err(err).Msg("desk sign-out not recorded")
+		jsonError(w, http.StatusServiceUnavailable, "unavailable", "the sign-out could not be recorded; try again")
+		return
 	}
-	d.mu.Unlock()
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/ui/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
 	writeJSON(w, http.StatusOK, map[string]string{"next": "/ui/signin"})
 }
@@ -246,8 +243,12 @@ func (d *Desk) decideBegin(w http.ResponseWriter, r *http.Request, s *session, p
 	}
 	signedAt := d.cfg.Now().UTC().Format(time.RFC3339)
 	stmt := approvals.Statement(a.ID, a.Digest, in.Decision, p.ID, signedAt)
-	ch := d.issue(s, &challenge{principal: p.ID, approval: a.ID, decision: in.Decision, signedAt: signedAt},
-		passkey.Encode(passkey.Challenge(stmt)))
+	ch := passkey.Encode(passkey.Challenge(stmt))
+	if err := d.issue(s, &challenge{principal: p.ID, approval: a.ID, decision: in.Decision, signedAt: signedAt}, ch); err != nil {
+		d.cfg.Logger.Error().Err(err).Msg("desk challenge not recorded")
+		jsonError(w, http.StatusServiceUnavailable, "unavailable", "the challenge could not be recorded; try again")
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"challenge": ch, "rp_id": d.cfg.RP.ID, "allow": credentialIDs(p),
 		"statement": string(stmt), "signed_at": signedAt})
 }

@@ -17,19 +17,15 @@ import (
 //	expiry (8 bytes, Unix seconds) || nonce (16) || MAC (16) || principal id
 //
 // with MAC the first 16 bytes of HMAC-SHA256 under a key made at start,
-// over "signin" and the rest. Only a challenge answered by the principal's
-// passkey is remembered, until it expires, so that it is used once.
+// over "signin" and the rest, under the Sessions' key (shared by a
+// fleet's hubs). Only a challenge answered by the principal's passkey is
+// remembered (Sessions.UseSignin), until it expires, so that it is used once.
 
 type signinKeys struct {
-	key  []byte
-	used map[string]time.Time // challenges used, until their expiry
+	key []byte
 }
 
-func newSigninKeys() *signinKeys {
-	k := make([]byte, 32)
-	rand.Read(k)
-	return &signinKeys{key: k, used: map[string]time.Time{}}
-}
+func newSigninKeys(key []byte) *signinKeys { return &signinKeys{key: key} }
 
 func (k *signinKeys) mac(expiry, nonce []byte, principal string) []byte {
 	m := hmac.New(sha256.New, k.key)

@@ -133,7 +133,9 @@ func Start(c Config, logw io.Writer) (*Hub, error) {
 		principals = &rules.Principals{}
 	}
 	ui, err := desk.New(desk.Config{Approvals: q, Principals: func() *rules.Principals { return principals },
-		RP: rp, Now: c.Now, Logger: log.With().Str("component", "desk").Logger()})
+		RP: rp, Now: c.Now, Logger: log.With().Str("component", "desk").Logger(),
+		// Every hub behind the balancer serves every signed-in browser.
+		Sessions: store.DeskSessions()})
 	if err != nil {
 		store.Close()
 		return fail(1, err)

@@ -20,12 +20,18 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
 
-var desk = passkey.RP{ID: "desk.corp.example", Origin: "https://desk.corp.example"}
+var deskRP = passkey.RP{ID: "desk.corp.example", Origin: "https://desk.corp.example"}
 
 // services are n approvals services, the proxies of one fleet, on one
 // database: each its own store and ledger, one token key, the CFO with a
 // passkey.
 func services(t *testing.T, n int, cfo *passkeytest.Authenticator) ([]*approvals.Service, []*fakeLedger) {
+	t.Helper()
+	return servicesOn(t, server.NewDB(t), n, cfo)
+}
+
+// servicesOn is services on database dsn.
+func servicesOn(t *testing.T, dsn string, n int, cfo *passkeytest.Authenticator) ([]*approvals.Service, []*fakeLedger) {
 	t.Helper()
 	m, err := rules.LoadManifest("../../examples/manifests/sox-financial.json")
 	if err != nil {
@@ -45,13 +51,12 @@ func services(t *testing.T, n int, cfo *passkeytest.Authenticator) ([]*approvals
 	}
 	eng := rules.NewEngine(m, ps)
 	_, gw, _ := ed25519.GenerateKey(nil)
-	dsn := server.NewDB(t)
 	var svcs []*approvals.Service
 	var ls []*fakeLedger
 	for i := range n {
 		iss, _ := tokens.NewIssuer(gw)
 		s, l := proxy(t, dsn, fmt.Sprint("proxy-", i))
-		svc, err := approvals.New(approvals.Config{Store: s, Ledger: l, Tokens: iss, RP: &desk,
+		svc, err := approvals.New(approvals.Config{Store: s, Ledger: l, Tokens: iss, RP: &deskRP,
 			Engine: func() *rules.Engine { return eng }, Logger: zerolog.Nop(), Now: func() time.Time { return time.Now() }})
 		if err != nil {
 			t.Fatal(err)
@@ -75,7 +80,7 @@ func hold(t *testing.T, svc *approvals.Service) *approvals.Approval {
 
 func cfoSub(cfo *passkeytest.Authenticator, a *approvals.Approval, counter uint32) approvals.Submission {
 	at := time.Now().UTC().Format(time.RFC3339)
-	as := cfo.AssertWith(desk.ID, desk.Origin, passkey.Challenge(approvals.Statement(a.ID, a.Digest, approvals.Approve, "cfo@corp.example", at)), passkeytest.UP, counter)
+	as := cfo.AssertWith(deskRP.ID, deskRP.Origin, passkey.Challenge(approvals.Statement(a.ID, a.Digest, approvals.Approve, "cfo@corp.example", at)), passkeytest.UP, counter)
 	return approvals.Submission{Approver: "cfo@corp.example", Decision: approvals.Approve, SignedAt: at, WebAuthn: &as}
 }
 
