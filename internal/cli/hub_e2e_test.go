@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/approvals"
 	"github.com/uapk-gateway/uapk-proxy/internal/adminauth"
 	"github.com/uapk-gateway/uapk-proxy/internal/hub"
+	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 	"github.com/uapk-gateway/uapk-proxy/internal/mailpittest"
 	"github.com/uapk-gateway/uapk-proxy/internal/pgtest"
 )
@@ -231,8 +233,25 @@ func TestFleetHub(t *testing.T) {
 	if code, m := f.lb.decide(id2, "controller@corp.example", "controller", "approve", f.lb.clock.Now()); code != 200 || m["status"] != "approved" {
 		t.Fatalf("controller through the other hub: %d %v", code, m)
 	}
-	if r := c.do("POST", "/api/v1/journal-entries", big, "X-UAPK-Approval-Id", id2); r.status != 201 {
-		t.Fatalf("retry of the dual approval at C: %d %s", r.status, r.body)
+	// 50 retries of it at once, spread over the three proxies: one ERP call.
+	before := a.erp.Stats().Total
+	var mu sync.Mutex
+	codes := map[int]int{}
+	var wg sync.WaitGroup
+	for i := 0; i < 50; i++ {
+		e := f.proxies[i%3]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := e.do("POST", "/api/v1/journal-entries", big, "X-UAPK-Approval-Id", id2)
+			mu.Lock()
+			codes[r.status]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if got := a.erp.Stats().Total - before; got != 1 || codes[201] != 1 || codes[409] != 49 {
+		t.Fatalf("50 retries over three proxies: the ERP saw %d, answers %v", got, codes)
 	}
 	if n, _ := approvalRecords(t, b, id2); n != 2 {
 		t.Errorf("B, holding %s, recorded %d decisions, want 2", id2, n)
@@ -430,5 +449,64 @@ func TestFleetNotifiesOnce(t *testing.T) {
 	}
 	if na, nb := count(a), count(b); na != 0 || nb == 0 {
 		t.Errorf("notification records: A %d, B %d; want all at B, which made the changes", na, nb)
+	}
+}
+
+// TestHubPostgresDown: with the database gone the hub is not ready and
+// takes no decision (503, nothing queued); once it is back, both return.
+func TestHubPostgresDown(t *testing.T) {
+	pg := pgtest.Start(t)
+	f := &fleet{dsn: pg.NewDB(t), tokens: writeHubTokens(t)}
+	a := newEnv(t, withFleet(f.dsn, "proxy-a"))
+	f.proxies = []*env{a}
+	h := f.startHub(t, 2*time.Second)
+	he := &env{t: t, admin: "http://" + h.AdminAddr.String(), token: hubToken, keyDir: a.keyDir, clock: a.clock}
+	r := a.do("POST", "/api/v1/journal-entries", accrual250k, "X-UAPK-On-Behalf-Of", "accountant@corp.example")
+	id := r.header.Get("X-UAPK-Approval-Id")
+	if r.status != 202 || id == "" {
+		t.Fatalf("held: %d %s", r.status, r.body)
+	}
+	var a0 approvals.Approval
+	if code := he.adminGet("/v1/approvals/"+id, &a0); code != 200 {
+		t.Fatalf("GET at the hub: %d", code)
+	}
+	ready := func() (int, map[string]any) {
+		var m map[string]any
+		code := he.adminGet("/readyz", &m)
+		return code, m
+	}
+	if code, m := ready(); code != 200 {
+		t.Fatalf("hub /readyz with PostgreSQL up: %d %v", code, m)
+	}
+	pg.Kill()
+	if code, m := ready(); code != 503 || m["checks"].(map[string]any)["postgres"] == "ok" {
+		t.Fatalf("hub /readyz with PostgreSQL down: %d %v", code, m)
+	}
+	key, err := keys.LoadPrivateFile(filepath.Join(a.keyDir, "fm.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := a.clock.Now().UTC().Format(time.RFC3339)
+	sub := approvals.Submission{Approver: "fm@corp.example", Decision: "approve", Reason: "ok", SignedAt: at,
+		Signature: approvals.Sign(key, id, a0.Digest, "approve", "fm@corp.example", at)}
+	if code, m := he.post("/v1/approvals/"+id+"/decisions", sub); code/100 == 2 {
+		t.Fatalf("a decision at the hub with PostgreSQL down: %d %v", code, m)
+	}
+	if err := pg.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	var code int
+	var m map[string]any
+	for i := 0; i < 50; i++ {
+		if code, m = he.post("/v1/approvals/"+id+"/decisions", sub); code == 200 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code != 200 || m["status"] != "approved" {
+		t.Fatalf("the decision once PostgreSQL is back: %d %v", code, m)
+	}
+	if code, m := ready(); code != 200 {
+		t.Fatalf("hub /readyz after PostgreSQL returned: %d %v", code, m)
 	}
 }
