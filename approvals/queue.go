@@ -36,8 +36,28 @@ type Answer struct {
 	Approval *Approval      `json:"approval,omitempty"`
 	Refusal  *AnswerRefusal `json:"refusal,omitempty"`
 	Problems []string       `json:"problems,omitempty"`
+	Caller   *CallerError   `json:"caller,omitempty"`
 	Code     string         `json:"code,omitempty"`
 	Error    string         `json:"error,omitempty"`
+}
+
+// CallerError is an override request whose requested_by is not the
+// caller its identity token proves (or has no token where identity is
+// configured): 401 or 403, with the reason code.
+type CallerError struct {
+	Status  int    `json:"status"`
+	Reason  string `json:"reason"`
+	Message string `json:"message"`
+}
+
+func (e *CallerError) Error() string { return e.Reason + ": " + e.Message }
+
+// RelayedOverride is an override request as a hub queues it: with the
+// identity token it came with, for the proxy that takes it to prove the
+// requester again with its own identity settings.
+type RelayedOverride struct {
+	Request     OverrideRequest `json:"request"`
+	CallerToken string          `json:"caller_token,omitempty"`
 }
 
 // AnswerRefusal is a Refusal on the wire.
@@ -49,7 +69,8 @@ type AnswerRefusal struct {
 // Answer codes.
 const (
 	AnswerNotFound    = "not_found"
-	AnswerUnavailable = "unavailable"
+	AnswerUnavailable = "unavailable" // not decided; it can be taken again
+	AnswerInternal    = "internal"    // the proxy failed on it; final
 )
 
 // DecisionAnswer is the Answer to Decide's results.
@@ -71,9 +92,12 @@ func DecisionAnswer(instance string, a *Approval, ref *Refusal, err error) Answe
 // OverrideAnswer is the Answer to RequestOverride's results.
 func OverrideAnswer(instance string, a *Approval, err error) Answer {
 	var bad *BadRequestError
+	var ce *CallerError
 	switch {
 	case errors.As(err, &bad):
 		return Answer{Instance: instance, Problems: bad.Problems}
+	case errors.As(err, &ce):
+		return Answer{Instance: instance, Caller: ce}
 	case err != nil:
 		return Answer{Instance: instance, Code: AnswerUnavailable, Error: err.Error()}
 	}
@@ -98,6 +122,8 @@ func (an Answer) Override() (*Approval, error) {
 	switch {
 	case len(an.Problems) > 0:
 		return nil, &BadRequestError{Problems: an.Problems}
+	case an.Caller != nil:
+		return nil, an.Caller
 	case an.Approval == nil:
 		return nil, fmt.Errorf("proxy %s: %s", an.Instance, an.Error)
 	}

@@ -632,6 +632,10 @@ type OverrideRequest struct {
 	// MaxUses, optional, is how many requests the override may let
 	// through; without it the manifest's override.max_uses, if any.
 	MaxUses *int `json:"max_uses,omitempty"`
+	// CallerToken is the identity token the request came with (the admin
+	// API's X-UAPK-On-Behalf-Of), which a hub passes on to the proxy that
+	// takes it; never part of the posted JSON.
+	CallerToken string `json:"-"`
 }
 
 // BadRequestError is an invalid request from a client; its message says why.

@@ -497,6 +497,21 @@ func ProveCaller(id Identity, token string) (Caller, error) {
 	return cl, nil
 }
 
+// ProveRequester checks that token, an identity token, proves requestedBy,
+// an override request's requester; nil when it does.
+func ProveRequester(id Identity, token, requestedBy string) *approvals.CallerError {
+	cl, err := ProveCaller(id, token)
+	if err != nil {
+		return &approvals.CallerError{Status: 401, Reason: string(record.UnauthenticatedCaller),
+			Message: err.Error() + " (identity is configured: an override request carries its requester's identity token)"}
+	}
+	if requestedBy != cl.ID {
+		return &approvals.CallerError{Status: 403, Reason: "requested_by_mismatch",
+			Message: "requested_by " + strconv.Quote(requestedBy) + " is not the caller the identity token proves, " + strconv.Quote(cl.ID)}
+	}
+	return nil
+}
+
 // asciiLower folds A-Z only; any other byte is left for CheckID to judge
 // (it refuses every non-ASCII one).
 func asciiLower(s string) string {

@@ -20,7 +20,6 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/gate"
 	"github.com/uapk-gateway/uapk-proxy/internal/adminauth"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
-	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/verifier"
 )
 
@@ -418,7 +417,9 @@ func (a *admin) postDecision(w http.ResponseWriter, r *http.Request) {
 	}
 	if errors.Is(err, approvals.ErrQueued) {
 		q := queued{Status: "queued", Message: queuedMessage}
-		if ap != nil {
+		if ap != nil && holder(r).Has(adminauth.Read) {
+			// Nothing was checked yet: a decide-only token sees no more
+			// than a refusal would show it.
 			q.Approval = a.view(ap, false)
 		}
 		writeJSON(w, http.StatusAccepted, q)
@@ -447,16 +448,10 @@ func (a *admin) postOverride(w http.ResponseWriter, r *http.Request) {
 	if !decodeStrict(w, r, &req) {
 		return
 	}
+	req.CallerToken = r.Header.Get(gate.HeaderOnBehalfOf)
 	if a.cfg.Identity != nil {
-		cl, err := gate.ProveCaller(a.cfg.Identity, r.Header.Get(gate.HeaderOnBehalfOf))
-		if err != nil {
-			writeJSON(w, http.StatusUnauthorized, apiError{Error: errUnauthenticated, Reason: string(record.UnauthenticatedCaller),
-				Message: err.Error() + " (identity is configured: an override request carries its requester's identity token)"})
-			return
-		}
-		if req.RequestedBy != cl.ID {
-			writeJSON(w, http.StatusForbidden, apiError{Error: "forbidden", Reason: "requested_by_mismatch",
-				Message: "requested_by " + strconv.Quote(req.RequestedBy) + " is not the caller the identity token proves, " + strconv.Quote(cl.ID)})
+		if ce := gate.ProveRequester(a.cfg.Identity, req.CallerToken, req.RequestedBy); ce != nil {
+			writeCallerError(w, ce)
 			return
 		}
 	}
@@ -464,6 +459,12 @@ func (a *admin) postOverride(w http.ResponseWriter, r *http.Request) {
 	var bad *approvals.BadRequestError
 	if errors.As(err, &bad) {
 		writeJSON(w, http.StatusBadRequest, map[string]any{"error": errBadRequest, "message": bad.Error(), "problems": bad.Problems})
+		return
+	}
+	var ce *approvals.CallerError
+	if errors.As(err, &ce) {
+		// A hub's proxy proved the requester with its own identity settings.
+		writeCallerError(w, ce)
 		return
 	}
 	if errors.Is(err, approvals.ErrQueued) {
@@ -475,6 +476,14 @@ func (a *admin) postOverride(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, a.view(ap, false))
+}
+
+func writeCallerError(w http.ResponseWriter, ce *approvals.CallerError) {
+	word := errUnauthenticated
+	if ce.Status == http.StatusForbidden {
+		word = "forbidden"
+	}
+	writeJSON(w, ce.Status, apiError{Error: word, Reason: ce.Reason, Message: ce.Message})
 }
 
 // gatewayKey serves the key that signs capability and override tokens, so

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/uapk-gateway/uapk-proxy/approvals"
 	"github.com/uapk-gateway/uapk-proxy/internal/adminauth"
 	"github.com/uapk-gateway/uapk-proxy/internal/hub"
@@ -508,5 +510,118 @@ func TestHubPostgresDown(t *testing.T) {
 	}
 	if code, m := ready(); code != 200 {
 		t.Fatalf("hub /readyz after PostgreSQL returned: %d %v", code, m)
+	}
+}
+
+// TestHubOverrideProvesRequester: a hub without identity: settings queues
+// an override request, and the proxy that takes it proves the requester
+// with its own: no token is 401, someone else's 403, the requester's own
+// creates the override.
+func TestHubOverrideProvesRequester(t *testing.T) {
+	p := newIDP(t)
+	pg := pgtest.Start(t)
+	f := &fleet{dsn: pg.NewDB(t), tokens: writeHubTokens(t)}
+	a := newEnv(t, withIdentity(p), withFleetToo(f.dsn, "proxy-a"))
+	f.proxies = []*env{a}
+	h := f.startHub(t, 8*time.Second)
+	dir := t.TempDir()
+	write := func(name, tok string) string {
+		path := filepath.Join(dir, name)
+		os.WriteFile(path, []byte(tok+"\n"), 0o600)
+		return path
+	}
+	args := []string{"override", "request", "--action", "journal_entry", "--duration", "4h", "--justification", "close",
+		"--requested-by", "accountant@corp.example", "--admin", "http://" + h.AdminAddr.String(), "--admin-token", hubToken}
+	var out bytes.Buffer
+	if code := runCLI(t, &out, args...); code != 1 || !strings.Contains(out.String(), "401") || !strings.Contains(out.String(), "unauthenticated_caller") {
+		t.Fatalf("through the hub without a token: exit %d %s", code, out.String())
+	}
+	out.Reset()
+	other := write("fm.jwt", p.token(t, "rsa-1", "fm@corp.example", a.clock.Now()))
+	if code := runCLI(t, &out, append(args, "--identity-token", other)...); code != 1 || !strings.Contains(out.String(), "requested_by_mismatch") {
+		t.Fatalf("through the hub with someone else's token: exit %d %s", code, out.String())
+	}
+	out.Reset()
+	own := write("accountant.jwt", p.token(t, "ed-1", "accountant@corp.example", a.clock.Now()))
+	if code := runCLI(t, &out, append(args, "--identity-token", own)...); code != 0 || !strings.Contains(out.String(), "requested") {
+		t.Fatalf("through the hub with the requester's own token: exit %d %s", code, out.String())
+	}
+	var list struct{ Approvals []approvals.Approval }
+	a.adminGet("/v1/approvals?status=pending", &list)
+	if len(list.Approvals) != 1 || list.Approvals[0].Kind != approvals.KindOverride {
+		t.Fatalf("pending at A: %+v", list.Approvals)
+	}
+}
+
+// TestHubDecisionSurvivesAFailedTake: the holder cannot record the
+// decision for a while (its approval row locked in the database beyond
+// the write deadline). The hub answers 202 queued, only a token with read
+// scope sees the approval in that answer, and once the row is free the
+// decision is taken again and counts: it is never answered "unavailable"
+// and dropped.
+func TestHubDecisionSurvivesAFailedTake(t *testing.T) {
+	pg := pgtest.Start(t)
+	f := &fleet{dsn: pg.NewDB(t)}
+	f.tokens = filepath.Join(t.TempDir(), "tokens.yaml")
+	doc := "tokens:\n  - {name: fleet, sha256: " + adminauth.Hash(hubToken) + ", scopes: [read, decide, override, evidence]}\n" +
+		"  - {name: decider, sha256: " + adminauth.Hash("tok-decide-only") + ", scopes: [decide]}\n"
+	if err := os.WriteFile(f.tokens, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := newEnv(t, withFleet(f.dsn, "proxy-a"))
+	f.proxies = []*env{a}
+	h := f.startHub(t, 2*time.Second)
+	he := &env{t: t, admin: "http://" + h.AdminAddr.String(), token: hubToken, keyDir: a.keyDir, clock: a.clock}
+	r := a.do("POST", "/api/v1/journal-entries", accrual250k, "X-UAPK-On-Behalf-Of", "accountant@corp.example")
+	id := r.header.Get("X-UAPK-Approval-Id")
+	if r.status != 202 || id == "" {
+		t.Fatalf("held: %d %s", r.status, r.body)
+	}
+	// Someone holds the approval's row (a long transaction, a stuck
+	// migration): the proxy's write times out.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, f.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT 1 FROM approvals WHERE id = $1 FOR UPDATE", id); err != nil {
+		t.Fatal(err)
+	}
+	decider := &env{t: t, admin: he.admin, token: "tok-decide-only", keyDir: a.keyDir, clock: a.clock}
+	var a0 approvals.Approval
+	he.adminGet("/v1/approvals/"+id, &a0)
+	key, _ := keys.LoadPrivateFile(filepath.Join(a.keyDir, "fm.key"))
+	at := a.clock.Now().UTC().Format(time.RFC3339)
+	sub := approvals.Submission{Approver: "fm@corp.example", Decision: "approve", Reason: "ok", SignedAt: at,
+		Signature: approvals.Sign(key, id, a0.Digest, "approve", "fm@corp.example", at)}
+	code, m := decider.post("/v1/approvals/"+id+"/decisions", sub)
+	if code != 202 || m["status"] != "queued" {
+		t.Fatalf("with the row locked: %d %v", code, m)
+	}
+	if _, shown := m["approval"]; shown {
+		t.Errorf("a decide-only token was shown the approval in the queued answer: %v", m)
+	}
+	time.Sleep(4 * time.Second) // past the proxy's 5 s write deadline, counted from the take
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var got approvals.Approval
+	for i := 0; i < 100; i++ {
+		if he.adminGet("/v1/approvals/"+id, &got); got.Status == approvals.StatusApproved {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got.Status != approvals.StatusApproved {
+		t.Fatalf("the queued decision was lost after a failed take: %s\n%s", got.Status, a.logs.String())
+	}
+	if !strings.Contains(a.logs.String(), "given back") {
+		t.Error("the failed take was not logged")
 	}
 }

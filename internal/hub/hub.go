@@ -210,8 +210,8 @@ func (b backlogCollector) Collect(ch chan<- prometheus.Metric) {
 	defer cancel()
 	n, oldest, err := b.store.RelayBacklog(ctx)
 	if err != nil {
-		ch <- prometheus.NewInvalidMetric(backlogDesc, err)
-		return
+		// -1: unknown. An invalid metric would fail the whole scrape.
+		n, oldest = -1, -time.Second
 	}
 	ch <- prometheus.MustNewConstMetric(backlogDesc, prometheus.GaugeValue, float64(n))
 	ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, oldest.Seconds())

@@ -90,7 +90,9 @@ func (q *Queue) Decide(id string, sub approvals.Submission) (*approvals.Approval
 
 // RequestOverride queues r for the proxies and returns their answer.
 func (q *Queue) RequestOverride(r approvals.OverrideRequest) (*approvals.Approval, error) {
-	ans, err := q.relay(pgstore.RelayOverride, "", r)
+	// The requester's identity token goes with it: the proxy that takes it
+	// proves the requester again with its own identity settings.
+	ans, err := q.relay(pgstore.RelayOverride, "", approvals.RelayedOverride{Request: r, CallerToken: r.CallerToken})
 	if err != nil {
 		return nil, err
 	}

@@ -29,12 +29,11 @@ const RelayPrefix = "relay:"
 
 // Relayed is one queued decision or override request.
 type Relayed struct {
-	ID          int64
-	Kind        string
-	ApprovalID  string // RelayDecision's approval
-	Body        []byte // as the approver posted it
-	Hub         string
-	SubmittedAt time.Time
+	ID         int64
+	Kind       string
+	ApprovalID string // RelayDecision's approval
+	Body       []byte // as the approver posted it
+	Hub        string
 }
 
 // RelayID reads the row id of a RelayPrefix payload; ok is false for any
@@ -96,9 +95,9 @@ func (s *Store) TakeRelayed(ctx context.Context, ownerGrace, stale time.Duration
 			       OR r.submitted_at < clock_timestamp() - $2 * interval '1 microsecond')
 			ORDER BY r.id LIMIT 1
 			FOR UPDATE OF r SKIP LOCKED)
-		RETURNING id, kind, coalesce(approval_id, ''), body, hub, submitted_at`,
+		RETURNING id, kind, coalesce(approval_id, ''), body, hub`,
 		s.instance, ownerGrace.Microseconds(), stale.Microseconds()).
-		Scan(&r.ID, &r.Kind, &r.ApprovalID, &r.Body, &r.Hub, &r.SubmittedAt)
+		Scan(&r.ID, &r.Kind, &r.ApprovalID, &r.Body, &r.Hub)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -109,11 +108,13 @@ func (s *Store) TakeRelayed(ctx context.Context, ownerGrace, stale time.Duration
 }
 
 // FinishRelayed writes the answer to row id, which this proxy took, and
-// announces it. A row answered already (another proxy took it again after
-// this one was thought dead) keeps its first answer: ok is then false.
+// announces it; the body goes (an override request's carries the
+// requester's identity token, a bearer credential while it lasts). A row
+// answered already (another proxy took it again after this one was
+// thought dead) keeps its first answer: ok is then false.
 func (s *Store) FinishRelayed(ctx context.Context, id int64, result []byte) (ok bool, err error) {
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE relayed SET result = $3, done_at = clock_timestamp()
+		tag, err := tx.Exec(ctx, `UPDATE relayed SET result = $3, done_at = clock_timestamp(), body = ''::bytea
 			WHERE id = $1 AND claimed_instance = $2 AND done_at IS NULL`, id, s.instance, result)
 		if err != nil {
 			return err
@@ -126,6 +127,17 @@ func (s *Store) FinishRelayed(ctx context.Context, id int64, result []byte) (ok 
 		return false, fmt.Errorf("answer relayed %d: %w", id, err)
 	}
 	return ok, nil
+}
+
+// UnclaimRelayed gives back row id, which this proxy took and could not
+// decide (its ledger or the database failed): any proxy may take it again.
+func (s *Store) UnclaimRelayed(ctx context.Context, id int64) error {
+	_, err := s.pool.Exec(ctx, `UPDATE relayed SET claimed_instance = NULL, claimed_at = NULL
+		WHERE id = $1 AND claimed_instance = $2 AND done_at IS NULL`, id, s.instance)
+	if err != nil {
+		return fmt.Errorf("give back relayed %d: %w", id, err)
+	}
+	return nil
 }
 
 // RelayAnswer returns row id's answer; done is false while no proxy has
@@ -145,7 +157,10 @@ func (s *Store) RelayAnswer(ctx context.Context, id int64) (result []byte, done 
 // the oldest has waited (by the database's clock).
 func (s *Store) RelayBacklog(ctx context.Context) (n int, oldest time.Duration, err error) {
 	var us *int64
-	err = s.pool.QueryRow(ctx, `SELECT count(*), (extract(epoch FROM clock_timestamp() - min(submitted_at)) * 1e6)::bigint
+	// Only finite times count: a row written by hand with 'infinity' must
+	// not make the figure (and the hub's /metrics) fail.
+	err = s.pool.QueryRow(ctx, `SELECT count(*), (extract(epoch FROM clock_timestamp() -
+			min(submitted_at) FILTER (WHERE isfinite(submitted_at))) * 1e6)::bigint
 		FROM relayed WHERE done_at IS NULL`).Scan(&n, &us)
 	if err != nil {
 		return 0, 0, fmt.Errorf("relayed backlog: %w", err)

@@ -145,3 +145,50 @@ func TestRelayID(t *testing.T) {
 		}
 	}
 }
+
+// TestRelayOddRows: rows written by hand with infinite times neither
+// break the backlog figure nor stay unanswerable; a given-back row is
+// anyone's again, and an answered one has no body left.
+func TestRelayOddRows(t *testing.T) {
+	a, _, dsn := openStore(t)
+	b, _ := proxy(t, dsn, "proxy-b")
+	sql(t, dsn, "INSERT INTO relayed (kind, body, hub, submitted_at) VALUES ('override', '{}', 'x', 'infinity'), ('override', '{}', 'x', '-infinity') RETURNING ''")
+	n, _, err := a.RelayBacklog(t.Context())
+	if err != nil || n != 2 {
+		t.Fatalf("backlog with infinite times: %d %v", n, err)
+	}
+	var ids []int64
+	for {
+		r, err := a.TakeRelayed(t.Context(), time.Hour, time.Hour)
+		if err != nil {
+			t.Fatalf("taking a row with an infinite time: %v", err)
+		}
+		if r == nil {
+			break
+		}
+		ids = append(ids, r.ID)
+	}
+	if len(ids) != 2 {
+		t.Fatalf("took %v", ids)
+	}
+	// Given back, it is B's to take at once; answered, its body is gone.
+	if err := a.UnclaimRelayed(t.Context(), ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	r, err := b.TakeRelayed(t.Context(), time.Hour, time.Hour)
+	if err != nil || r == nil || r.ID != ids[0] {
+		t.Fatalf("B after A gave it back: %+v %v", r, err)
+	}
+	if ok, err := b.FinishRelayed(t.Context(), r.ID, []byte(`{}`)); !ok || err != nil {
+		t.Fatalf("answer: %v %v", ok, err)
+	}
+	if body := sql(t, dsn, "SELECT length(body)::text FROM relayed WHERE id = $1", r.ID); body != "0" {
+		t.Errorf("an answered row keeps a body of %s bytes", body)
+	}
+	if err := b.UnclaimRelayed(t.Context(), r.ID); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := a.TakeRelayed(t.Context(), 0, 0); r != nil && r.ID == ids[0] {
+		t.Fatal("an answered row was given back and taken again")
+	}
+}

@@ -5,11 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"runtime/debug"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
+	"github.com/uapk-gateway/uapk-proxy/gate"
 	"github.com/uapk-gateway/uapk-proxy/internal/pgstore"
 )
 
@@ -37,10 +40,16 @@ type relayTaker struct {
 	svc   *approvals.Service
 	log   zerolog.Logger
 	kick  chan struct{}
+	// identity, when set, proves an override request's requester again:
+	// the hub is not trusted to say who asked.
+	identity gate.Identity
+	// healthy says whether this proxy can record a decision now (its
+	// ledger); while it cannot, it takes nothing, and others do.
+	healthy func() error
 }
 
-func newRelayTaker(store *pgstore.Store, svc *approvals.Service, log zerolog.Logger) *relayTaker {
-	return &relayTaker{store: store, svc: svc, log: log, kick: make(chan struct{}, 1)}
+func newRelayTaker(store *pgstore.Store, svc *approvals.Service, identity gate.Identity, healthy func() error, log zerolog.Logger) *relayTaker {
+	return &relayTaker{store: store, svc: svc, identity: identity, healthy: healthy, log: log, kick: make(chan struct{}, 1)}
 }
 
 // notified is told of every notification Watch hands on: a relayed row's
@@ -88,13 +97,17 @@ func (t *relayTaker) prune() {
 	}
 }
 
-// drain takes rows until none is left for this proxy.
+// drain takes rows until none is left for this proxy, or one could not
+// be decided (it is given back, for the next tick or another proxy).
 func (t *relayTaker) drain(stop <-chan struct{}) {
 	for {
 		select {
 		case <-stop:
 			return
 		default:
+		}
+		if err := t.healthy(); err != nil {
+			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		r, err := t.store.TakeRelayed(ctx, relayOwnerGrace, relayStale)
@@ -106,19 +119,49 @@ func (t *relayTaker) drain(stop <-chan struct{}) {
 		if r == nil {
 			return
 		}
-		t.take(r)
+		if !t.take(r) {
+			return
+		}
 	}
 }
 
-// take decides one row and writes the answer back for its hub.
-func (t *relayTaker) take(r *pgstore.Relayed) {
+// take decides one row and writes the answer back for its hub; false when
+// it could not be decided now (the row is given back).
+func (t *relayTaker) take(r *pgstore.Relayed) bool {
+	ans := t.decide(r)
+	if ans.Code == approvals.AnswerUnavailable {
+		// Nothing was decided (the ledger or the database failed): the
+		// decision must not be lost with a final answer. Any proxy takes
+		// it again, this one at its next tick.
+		t.log.Warn().Int64("relayed", r.ID).Str("error", ans.Error).Msg("a relayed decision could not be decided here now; given back")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := t.store.UnclaimRelayed(ctx, r.ID); err != nil {
+			t.log.Warn().Err(err).Int64("relayed", r.ID).Msg("relayed decision not given back; it is taken again once its claim is stale")
+		}
+		return false
+	}
+	t.finish(r, ans)
+	return true
+}
+
+// decide runs one row through the approvals service. A panic is answered
+// as an internal error, final: left unanswered, the row would be taken by
+// the next proxy, and the next, each failing the same way.
+func (t *relayTaker) decide(r *pgstore.Relayed) (ans approvals.Answer) {
 	inst := t.store.InstanceName()
-	var ans approvals.Answer
+	defer func() {
+		if p := recover(); p != nil {
+			t.log.Error().Int64("relayed", r.ID).Str("panic", fmt.Sprint(p)).Str("stack", string(debug.Stack())).
+				Msg("a relayed decision made the proxy fail; answered as an internal error")
+			ans = approvals.Answer{Instance: inst, Code: approvals.AnswerInternal, Error: "the proxy failed on this request; see its log"}
+		}
+	}()
 	switch r.Kind {
 	case pgstore.RelayDecision:
 		var sub approvals.Submission
 		if err := decodeRelayed(r.Body, &sub); err != nil {
-			ans = approvals.Answer{Instance: inst, Code: approvals.AnswerUnavailable, Error: "the queued decision is unreadable: " + err.Error()}
+			ans = approvals.Answer{Instance: inst, Code: approvals.AnswerInternal, Error: "the queued decision is unreadable: " + err.Error()}
 			break
 		}
 		a, ref, err := t.svc.Decide(r.ApprovalID, sub)
@@ -130,18 +173,32 @@ func (t *relayTaker) take(r *pgstore.Relayed) {
 		ev.Str("hub", r.Hub).Int64("relayed", r.ID).Str("approval_id", r.ApprovalID).Str("approver", sub.Approver).
 			Msg("a decision queued at a hub, taken here")
 	case pgstore.RelayOverride:
-		var req approvals.OverrideRequest
-		if err := decodeRelayed(r.Body, &req); err != nil {
-			ans = approvals.Answer{Instance: inst, Code: approvals.AnswerUnavailable, Error: "the queued override request is unreadable: " + err.Error()}
+		var ro approvals.RelayedOverride
+		if err := decodeRelayed(r.Body, &ro); err != nil {
+			ans = approvals.Answer{Instance: inst, Code: approvals.AnswerInternal, Error: "the queued override request is unreadable: " + err.Error()}
 			break
+		}
+		req := ro.Request
+		if t.identity != nil {
+			if ce := gate.ProveRequester(t.identity, ro.CallerToken, req.RequestedBy); ce != nil {
+				t.log.Warn().Str("hub", r.Hub).Int64("relayed", r.ID).Str("reason", ce.Reason).
+					Msg("an override request queued at a hub does not prove its requester here; refused")
+				ans = approvals.Answer{Instance: inst, Caller: ce}
+				break
+			}
 		}
 		a, err := t.svc.RequestOverride(req)
 		ans = approvals.OverrideAnswer(inst, a, err)
 		t.log.Info().Str("hub", r.Hub).Int64("relayed", r.ID).Str("requested_by", req.RequestedBy).
 			Msg("an override request queued at a hub, taken here")
 	default:
-		ans = approvals.Answer{Instance: inst, Code: approvals.AnswerUnavailable, Error: "unknown relayed kind " + r.Kind}
+		ans = approvals.Answer{Instance: inst, Code: approvals.AnswerInternal, Error: "unknown relayed kind " + r.Kind}
 	}
+	return ans
+}
+
+// finish writes ans back for row r's hub.
+func (t *relayTaker) finish(r *pgstore.Relayed, ans approvals.Answer) {
 	if ans.Approval != nil && ans.Approval.Token != "" {
 		// A bearer secret: the hub shows no token either.
 		ans.Approval = ans.Approval.Clone()

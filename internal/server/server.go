@@ -460,7 +460,7 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 		s.stopWatch = wcancel
 		// What a hub queued is decided here when this proxy holds the
 		// request, or when its holder does not take it.
-		relay := newRelayTaker(shared, s.approvals, log.With().Str("component", "relay").Logger())
+		relay := newRelayTaker(shared, s.approvals, o.Identity, l.Healthy, log.With().Str("component", "relay").Logger())
 		s.wg.Add(2)
 		go func() {
 			defer s.wg.Done()
