@@ -415,6 +415,9 @@ func (f *fleet) round(route string, k, workers int) ([]*roundResult, error) {
 		if held != last {
 			last, lastMove = held, time.Now()
 		}
+		if f.ctx.Err() != nil {
+			return fail(fmt.Errorf("-deadline %s reached with %d of %d parked", f.cfg.deadline, held, k))
+		}
 		if n := finished.Load(); n > 0 {
 			time.Sleep(200 * time.Millisecond)
 			stopAgents()
