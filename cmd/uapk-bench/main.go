@@ -1,5 +1,5 @@
 // Command uapk-bench measures uapk-proxy on loopback, bounded in time and
-// count. It has two modes.
+// count. It has three modes.
 //
 // throughput (the default) measures the sidecar door against a plain
 // fasthttp reverse proxy in the same run:
@@ -20,6 +20,20 @@
 // connection), reads the proxy's RSS from /proc, signs and posts the N
 // approvals as a finance manager, and checks that every agent got the
 // ERP's 201 and that the ERP saw each entry exactly once. See held.go.
+//
+// fleet measures deciding across a fleet: three proxies and two hubs over
+// one PostgreSQL (the machine's server, run as internal/pgtest runs it):
+//
+//	uapk-bench -mode fleet -fleet-requests 300 -fleet-workers 16 -deadline 3m
+//
+// Agents spread round-robin over the proxies hold distinct journal
+// entries; their decisions are posted to the hubs (alternately), to the
+// holding proxy's admin API (the baseline) or to another proxy's. It
+// prints held-to-released latency p50/p99/max one decision at a time and
+// under load, where an unloaded decision's time goes (from a LISTEN on the
+// fleet's channel), decisions per second with parallel approvers on each
+// route and the hub's ratio to the baseline, and checks that every agent
+// got 201 and the ERP saw each entry exactly once. See fleet.go.
 package main
 
 import (
@@ -47,7 +61,7 @@ func main() {
 		plainProxy(os.Args[2], os.Args[3])
 		return
 	}
-	mode := flag.String("mode", "throughput", "throughput (sidecar vs plain fasthttp) or held (N requests held for approval)")
+	mode := flag.String("mode", "throughput", "throughput (sidecar vs plain fasthttp), held (N requests held for approval) or fleet (3 proxies, 2 hubs, one PostgreSQL)")
 	proxyBin := flag.String("proxy", "bin/uapk-proxy", "uapk-proxy binary")
 	manifest := flag.String("manifest", "examples/manifests/sox-financial.json", "manifest")
 	duration := flag.Duration("duration", 5*time.Second, "throughput: load time per target")
@@ -56,12 +70,19 @@ func main() {
 	var hc heldConfig
 	flag.IntVar(&hc.n, "held", 10_000, "held: requests held at once, each on its own connection (1..100000)")
 	flag.StringVar(&hc.hold, "hold", "10m", `held: the journal_entry "hold" written into the manifest`)
-	flag.DurationVar(&hc.deadline, "deadline", 5*time.Minute, "held: bound on the whole run")
+	flag.DurationVar(&hc.deadline, "deadline", 5*time.Minute, "held, fleet: bound on the whole run (fleet: default 3m)")
 	flag.IntVar(&hc.workers, "workers", 32, "held: approvals posted in parallel")
 	flag.IntVar(&hc.dialers, "dialers", 256, "held: agent connections being opened and sent at once")
 	flag.DurationVar(&hc.dwell, "dwell", 0, "held: keep all N held this long before the first approval (long holds)")
-	flag.BoolVar(&hc.keep, "keep", false, "held: keep the temp dir (proxy log, ledger) and print its path")
+	flag.BoolVar(&hc.keep, "keep", false, "held, fleet: keep the temp dir (logs, ledgers) and print its path")
+	var fc fleetConfig
+	flag.IntVar(&fc.n, "fleet-requests", 300, "fleet: requests held at once per route (hub, direct, other proxy), decided in parallel")
+	flag.IntVar(&fc.serial, "fleet-serial", 30, "fleet: decisions per route posted one at a time, for unloaded latency")
+	flag.IntVar(&fc.repeat, "fleet-repeat", 3, "fleet: parallel rounds per route, the routes taking turns")
+	flag.IntVar(&fc.workers, "fleet-workers", 16, "fleet: approvers posting in parallel")
 	flag.Parse()
+	deadlineSet := false
+	flag.Visit(func(f *flag.Flag) { deadlineSet = deadlineSet || f.Name == "deadline" })
 	var err error
 	switch *mode {
 	case "throughput":
@@ -69,8 +90,14 @@ func main() {
 	case "held":
 		hc.proxyBin, hc.manifest = *proxyBin, *manifest
 		err = runHeld(hc)
+	case "fleet":
+		fc.proxyBin, fc.manifest, fc.keep, fc.deadline = *proxyBin, *manifest, hc.keep, hc.deadline
+		if !deadlineSet {
+			fc.deadline = 3 * time.Minute
+		}
+		err = runFleet(fc)
 	default:
-		err = fmt.Errorf("-mode %q: want throughput or held", *mode)
+		err = fmt.Errorf("-mode %q: want throughput, held or fleet", *mode)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "uapk-bench:", err)
