@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -51,6 +52,9 @@ const (
 	// API"): no container of the agent's pod may read it, the proxy included
 	// (it needs only the hashes).
 	adminTokenSecret = "uapk-proxy-admin-token"
+	// The fleet's PostgreSQL password and CA (deploy/fleet): read by the
+	// proxy container and the hubs, never by the agent.
+	pgSecret = "uapk-proxy-postgres"
 	// The proxy's drain (in-flight forwards, held requests answered 202,
 	// ledger flush) takes up to 30 s after the agent has exited.
 	minGracePeriod = 60
@@ -81,7 +85,8 @@ func build(t *testing.T, dir string) *objects {
 	if err != nil {
 		t.Fatalf("kustomize build %s: %v", dir, err)
 	}
-	objs := &objects{configMaps: map[string]*corev1.ConfigMap{}, claims: map[string]*corev1.PersistentVolumeClaim{}}
+	objs := &objects{configMaps: map[string]*corev1.ConfigMap{}, claims: map[string]*corev1.PersistentVolumeClaim{},
+		secrets: map[string]*corev1.Secret{}, services: map[string]*corev1.Service{}}
 	for _, r := range res.Resources() {
 		y, err := r.AsYAML()
 		if err != nil {
@@ -126,6 +131,8 @@ func decodeStrict(y []byte) (runtime.Object, error) {
 type objects struct {
 	configMaps  map[string]*corev1.ConfigMap
 	claims      map[string]*corev1.PersistentVolumeClaim
+	secrets     map[string]*corev1.Secret
+	services    map[string]*corev1.Service
 	deployments []*appsv1.Deployment
 	jobs        []*batchv1.Job
 	netpols     []*networkingv1.NetworkPolicy
@@ -138,6 +145,10 @@ func (o *objects) add(t *testing.T, obj runtime.Object) {
 		o.configMaps[v.Name] = v
 	case *corev1.PersistentVolumeClaim:
 		o.claims[v.Name] = v
+	case *corev1.Secret:
+		o.secrets[v.Name] = v
+	case *corev1.Service:
+		o.services[v.Name] = v
 	case *appsv1.Deployment:
 		o.deployments = append(o.deployments, v)
 	case *batchv1.Job:
@@ -202,7 +213,7 @@ func TestKustomizations(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			objs := build(t, tc.dir)
-			if len(objs.deployments) != 1 || len(objs.jobs) != 1 || len(objs.netpols) != 1 {
+			if len(objs.deployments) != 1 || len(objs.jobs) != 1 || len(objs.netpols) != 1 || len(objs.secrets) != 0 || len(objs.services) != 0 {
 				t.Fatalf("want 1 Deployment, 1 Job, 1 NetworkPolicy; got %d, %d, %d",
 					len(objs.deployments), len(objs.jobs), len(objs.netpols))
 			}
@@ -215,7 +226,7 @@ func TestKustomizations(t *testing.T) {
 					checkPod(t, objs, w, tc.shape, tc.persistent, claims)
 				})
 			}
-			checkNetworkPolicy(t, objs.netpols[0], objs.workloads())
+			checkNetworkPolicy(t, objs.netpols[0], objs.workloads(), 53, 443)
 			if !tc.persistent && len(objs.claims) != 0 {
 				t.Errorf("unexpected PersistentVolumeClaims: %v", keys(objs.claims))
 			}
@@ -439,7 +450,7 @@ func checkPod(t *testing.T, objs *objects, w workload, sh shape, persistent bool
 				t.Errorf("volume %s: ConfigMap %s is not in the build", v.Name, v.ConfigMap.Name)
 			}
 		case v.Secret != nil:
-			if v.Secret.SecretName != caSecret && v.Secret.SecretName != erpSecret {
+			if v.Secret.SecretName != caSecret && v.Secret.SecretName != erpSecret && v.Secret.SecretName != pgSecret {
 				t.Errorf("volume %s: unexpected Secret %s", v.Name, v.Secret.SecretName)
 			}
 		}
@@ -625,7 +636,10 @@ func checkImage(t *testing.T, c *corev1.Container) {
 	}
 }
 
-func checkNetworkPolicy(t *testing.T, np *networkingv1.NetworkPolicy, ws []workload) {
+// checkNetworkPolicy wants np to select every workload of ws and to allow
+// egress only on the given ports (53 DNS, 443 the ERP, and 5432 PostgreSQL
+// in a fleet).
+func checkNetworkPolicy(t *testing.T, np *networkingv1.NetworkPolicy, ws []workload, egressPorts ...int) {
 	t.Helper()
 	for _, w := range ws {
 		if len(np.Spec.PodSelector.MatchExpressions) != 0 || len(np.Spec.PodSelector.MatchLabels) == 0 ||
@@ -644,8 +658,8 @@ func checkNetworkPolicy(t *testing.T, np *networkingv1.NetworkPolicy, ws []workl
 			t.Errorf("egress rule %d allows any peer or any port", i)
 		}
 		for _, p := range r.Ports {
-			if p.Port == nil || (p.Port.IntValue() != 53 && p.Port.IntValue() != 443) {
-				t.Errorf("egress rule %d: port %v, want 53 (DNS) or 443 (the ERP)", i, p.Port)
+			if p.Port == nil || !slices.Contains(egressPorts, p.Port.IntValue()) {
+				t.Errorf("egress rule %d: port %v, want one of %v", i, p.Port, egressPorts)
 			}
 		}
 		for _, peer := range r.To {
@@ -711,6 +725,8 @@ func accessProblems(objs *objects, pod *corev1.PodSpec) []string {
 				ps = append(ps, fmt.Sprintf("container %s reads Secret %s (%s): the approver tooling's admin token stays out of the agent's pod", c.Name, r.secret, r.via))
 			case r.secret == erpSecret && c.Name != proxyContainer:
 				ps = append(ps, fmt.Sprintf("container %s reads the ERP credential, Secret %s (%s): only %s may", c.Name, r.secret, r.via, proxyContainer))
+			case r.secret == pgSecret && c.Name != proxyContainer:
+				ps = append(ps, fmt.Sprintf("container %s reads the fleet's PostgreSQL password, Secret %s (%s): only %s may", c.Name, r.secret, r.via, proxyContainer))
 			}
 		}
 		ps = append(ps, probeProblems(&c)...)
@@ -726,6 +742,22 @@ func accessProblems(objs *objects, pod *corev1.PodSpec) []string {
 type configFile struct {
 	flags        map[string]string
 	UpstreamAuth *upstreamAuth
+	Approvals    *approvalsConfig
+	UI           *uiConfig
+	Archive      *archiveConfig
+}
+
+// approvalsConfig is the approvals: section (docs/reference.md#many-proxies).
+type approvalsConfig struct {
+	Postgres string `json:"postgres"`
+	Instance string `json:"instance"`
+}
+
+// uiConfig is the ui: section (docs/reference.md#dashboard).
+type uiConfig struct {
+	URL     string `json:"url"`
+	TLSCert string `json:"tls_cert"`
+	TLSKey  string `json:"tls_key"`
 }
 
 type upstreamAuth struct {
@@ -757,6 +789,9 @@ type archiveConfig struct {
 	} `json:"s3"`
 	SegmentRecords  int    `json:"segment_records"`
 	SegmentInterval string `json:"segment_interval"`
+	// Instance puts the archive under PREFIX/APP/INSTANCE/ (default
+	// approvals.instance, else, in a fleet, the host name).
+	Instance string `json:"instance"`
 }
 
 // proxyConfig reads the proxy's UAPK_CONFIG file from its ConfigMap.
@@ -805,7 +840,14 @@ func parseConfig(data []byte) (*configFile, error) {
 		case "identity":
 			dst = &identityConfig{}
 		case "archive":
-			dst = &archiveConfig{}
+			cfg.Archive = &archiveConfig{}
+			dst = cfg.Archive
+		case "approvals":
+			cfg.Approvals = &approvalsConfig{}
+			dst = cfg.Approvals
+		case "ui":
+			cfg.UI = &uiConfig{}
+			dst = cfg.UI
 		default:
 			if key == "config" || !slices.Contains(serveEnv, "UAPK_"+strings.ToUpper(key)) {
 				problems = append(problems, key+": not a serve flag or a section")
@@ -830,10 +872,30 @@ func parseConfig(data []byte) (*configFile, error) {
 			problems = append(problems, key+": "+err.Error())
 		}
 	}
+	if a := cfg.Approvals; a != nil {
+		problems = append(problems, approvalsProblems(a)...)
+	}
 	if len(problems) > 0 {
 		return nil, errors.New(strings.Join(problems, "; "))
 	}
 	return cfg, nil
+}
+
+// approvalsProblems applies the proxy's (and the hub's) checks of the
+// approvals: section: a postgres:// URL with a host, and no instance
+// without it.
+func approvalsProblems(a *approvalsConfig) []string {
+	var ps []string
+	if a.Postgres != "" {
+		u, err := url.Parse(a.Postgres)
+		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {
+			ps = append(ps, "approvals.postgres: want postgres://USER@HOST:PORT/DB")
+		}
+	}
+	if a.Instance != "" && a.Postgres == "" {
+		ps = append(ps, "approvals.instance needs approvals.postgres")
+	}
+	return ps
 }
 
 // upstreamAuthProblems wants an upstream_auth section whose files are in the
@@ -868,6 +930,14 @@ func upstreamAuthProblems(proxy *corev1.Container, vols map[string]*corev1.Volum
 // Secret in a read-only directory mount: a subPath mount is never updated,
 // so a rotated credential would not be seen.
 func secretFileProblems(proxy *corev1.Container, vols map[string]*corev1.Volume, what, path string) []string {
+	return secretKeyProblems(proxy, vols, erpSecret, what, path)
+}
+
+// secretKeyProblems wants path, read by container c, to be a key of the
+// Secret secret in a read-only directory mount, not optional, with no
+// access for others.
+func secretKeyProblems(c *corev1.Container, vols map[string]*corev1.Volume, secret, what, path string) []string {
+	proxy := c
 	if path == "" {
 		return []string{what + " is required"}
 	}
@@ -879,11 +949,11 @@ func secretFileProblems(proxy *corev1.Container, vols map[string]*corev1.Volume,
 		}
 	}
 	if m == nil {
-		return []string{fmt.Sprintf("%s %s: not in a volume mount of the proxy", what, path)}
+		return []string{fmt.Sprintf("%s %s: not in a volume mount of the %s container", what, path, c.Name)}
 	}
 	v := vols[m.Name]
-	if v == nil || v.Secret == nil || v.Secret.SecretName != erpSecret {
-		return []string{fmt.Sprintf("%s %s: volume %s is not the Secret %s", what, path, m.Name, erpSecret)}
+	if v == nil || v.Secret == nil || v.Secret.SecretName != secret {
+		return []string{fmt.Sprintf("%s %s: volume %s is not the Secret %s", what, path, m.Name, secret)}
 	}
 	var ps []string
 	if m.SubPath != "" || m.SubPathExpr != "" {
@@ -896,7 +966,7 @@ func secretFileProblems(proxy *corev1.Container, vols map[string]*corev1.Volume,
 		ps = append(ps, fmt.Sprintf("volume %s: defaultMode must leave others no access (0440 with the pod's fsGroup)", v.Name))
 	}
 	if o := v.Secret.Optional; o != nil && *o {
-		ps = append(ps, fmt.Sprintf("volume %s: Secret %s is optional: the proxy would start without its credential and exit 2", v.Name, erpSecret))
+		ps = append(ps, fmt.Sprintf("volume %s: Secret %s is optional: the %s container would start without it and exit 2", v.Name, secret, c.Name))
 	}
 	if m.SubPath == "" && m.SubPathExpr == "" {
 		rel := strings.TrimPrefix(path, m.MountPath+"/")
@@ -905,7 +975,7 @@ func secretFileProblems(proxy *corev1.Container, vols map[string]*corev1.Volume,
 			ok = slices.ContainsFunc(v.Secret.Items, func(it corev1.KeyToPath) bool { return it.Path == rel })
 		}
 		if !ok {
-			ps = append(ps, fmt.Sprintf("%s %s: not a key of the Secret %s mounted at %s", what, path, erpSecret, m.MountPath))
+			ps = append(ps, fmt.Sprintf("%s %s: not a key of the Secret %s mounted at %s", what, path, secret, m.MountPath))
 		}
 	}
 	return ps
@@ -1449,13 +1519,13 @@ spec: {backoffLimit: "one"}
 	}
 }
 
-// TestEveryFileIsBuilt fails on a YAML or JSON file under sidecar/ that no
+// TestEveryFileIsBuilt fails on a YAML or JSON file under sidecar/ or fleet/ that no
 // kustomization uses: it would never be checked, and users would apply a
 // file nobody tested.
 func TestEveryFileIsBuilt(t *testing.T) {
 	used := map[string]bool{}
 	var files []string
-	err := filepath.WalkDir(sidecarDir, func(path string, d fs.DirEntry, err error) error {
+	walk := func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
@@ -1493,9 +1563,11 @@ func TestEveryFileIsBuilt(t *testing.T) {
 			}
 		}
 		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
+	}
+	for _, dir := range []string{sidecarDir, fleetDir} {
+		if err := filepath.WalkDir(dir, walk); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, f := range files {
 		if !used[f] {
