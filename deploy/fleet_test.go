@@ -338,8 +338,8 @@ func fleetProblems(objs *objects) []string {
 				bad("Service %s: port %s targets %s, not the admin port %d", svc.Name, p.Name, p.TargetPort.String(), adminPort)
 			}
 		}
-		if svc.Spec.SessionAffinity != corev1.ServiceAffinityClientIP {
-			bad("Service %s: sessionAffinity %q, want ClientIP: the desk's sign-in sessions live in each hub's memory", svc.Name, svc.Spec.SessionAffinity)
+		if svc.Spec.SessionAffinity != corev1.ServiceAffinityNone {
+			bad("Service %s: sessionAffinity %q, want None: the hubs share the desk's sign-ins in PostgreSQL, and affinity would pin a browser to a hub that may be gone", svc.Name, svc.Spec.SessionAffinity)
 		}
 	}
 	if grace, err := time.ParseDuration(flags["shutdown-grace"]); err == nil {
@@ -751,7 +751,7 @@ func TestFleetProblems(t *testing.T) {
 		{"hubs' ui.url not the proxies'", func(o *objects) {
 			editConfigMap(o, "uapk-hub-config-", "config.yaml", replace("url: https://approvals.corp.example", "url: https://desk.corp.example"))
 		}, "passkey decisions made at the desk would be refused"},
-		{"Service without affinity", func(o *objects) { o.services[hubName].Spec.SessionAffinity = corev1.ServiceAffinityNone }, "sessionAffinity"},
+		{"Service with affinity", func(o *objects) { o.services[hubName].Spec.SessionAffinity = corev1.ServiceAffinityClientIP }, "sessionAffinity"},
 		{"Service to another port", func(o *objects) { o.services[hubName].Spec.Ports[0].TargetPort = intstr.FromInt32(8081) }, "not the admin port 8090"},
 		{"no Service", func(o *objects) { delete(o.services, hubName) }, "no Service selects the hubs' pods"},
 		{"short grace period", func(o *objects) {
