@@ -23,8 +23,10 @@ const (
 )
 
 // RelayPrefix starts the payload of a notification on Channel about a
-// relayed row ("relay:ID"): a new one (proxies take it) or an answered one
-// (its hub gives the answer). Approval ids never contain ':'.
+// relayed row: "relay:ID:HOLDER" for a new one (HOLDER, the instance
+// holding the decision's request, takes it at once; "" anyone), "relay:ID"
+// for an answered one (its hub gives the answer). Approval ids never
+// contain ':'.
 const RelayPrefix = "relay:"
 
 // Relayed is one queued decision or override request.
@@ -43,8 +45,23 @@ func RelayID(payload string) (id int64, ok bool) {
 	if !found {
 		return 0, false
 	}
-	n, err := strconv.ParseInt(rest, 10, 64)
-	return n, err == nil && n > 0
+	num, _, _ := strings.Cut(rest, ":")
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, false
+	}
+	return n, true
+}
+
+// RelayFor says whether a new row's payload asks instance to take it at
+// once: it holds the request, or anyone may.
+func RelayFor(payload, instance string) bool {
+	rest, found := strings.CutPrefix(payload, RelayPrefix)
+	if !found {
+		return false
+	}
+	_, holder, queued := strings.Cut(rest, ":")
+	return queued && (holder == "" || holder == instance)
 }
 
 func relayPayload(id int64) string { return RelayPrefix + strconv.FormatInt(id, 10) }
@@ -59,12 +76,16 @@ func (s *Store) Relay(ctx context.Context, kind, approvalID string, body []byte)
 		aid = &approvalID
 	}
 	var id int64
+	var holder string
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, `INSERT INTO relayed (kind, approval_id, body, hub) VALUES ($1, $2, $3, $4) RETURNING id`,
-			kind, aid, body, s.instance).Scan(&id); err != nil {
+		if err := tx.QueryRow(ctx, `INSERT INTO relayed (kind, approval_id, body, hub) VALUES ($1, $2, $3, $4)
+			RETURNING id, coalesce((SELECT request_instance FROM approvals WHERE id = $2), '')`,
+			kind, aid, body, s.instance).Scan(&id, &holder); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", Channel, relayPayload(id))
+		// Only the holder is woken at once; the others look on their own
+		// after the grace.
+		_, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", Channel, relayPayload(id)+":"+holder)
 		return err
 	})
 	if err != nil {

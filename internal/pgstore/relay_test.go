@@ -139,9 +139,16 @@ func TestRelayTakenOnce(t *testing.T) {
 }
 
 func TestRelayID(t *testing.T) {
-	for payload, want := range map[string]int64{"relay:7": 7, "relay:0": 0, "relay:-1": 0, "relay:x": 0, testID: 0, "relay:": 0} {
-		if got, ok := RelayID(payload); got != want && ok || ok != (want > 0) {
+	for payload, want := range map[string]int64{"relay:7": 7, "relay:7:proxy-a": 7, "relay:7:": 7, "relay:0": 0, "relay:-1": 0,
+		"relay:x": 0, testID: 0, "relay:": 0} {
+		if got, ok := RelayID(payload); got != want || ok != (want > 0) {
 			t.Errorf("RelayID(%q) = %d, %v", payload, got, ok)
+		}
+	}
+	for payload, want := range map[string]bool{"relay:7:proxy-a": true, "relay:7:": true, "relay:7:proxy-b": false,
+		"relay:7": false, testID: false} {
+		if got := RelayFor(payload, "proxy-a"); got != want {
+			t.Errorf("RelayFor(%q, proxy-a) = %v", payload, got)
 		}
 	}
 }

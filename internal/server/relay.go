@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -24,6 +25,9 @@ const (
 	relayOwnerGrace = 3 * time.Second
 	relayStale      = 30 * time.Second
 	relayPoll       = time.Second
+	// relayWorkers rows are decided at once: their ledger records then
+	// share group commits, as decisions posted to the proxy itself do.
+	relayWorkers = 2
 	// Answered rows are deleted after relayKeep, looked for every
 	// relayPruneEvery.
 	relayKeep       = 24 * time.Hour
@@ -52,10 +56,10 @@ func newRelayTaker(store *pgstore.Store, svc *approvals.Service, identity gate.I
 	return &relayTaker{store: store, svc: svc, identity: identity, healthy: healthy, log: log, kick: make(chan struct{}, 1)}
 }
 
-// notified is told of every notification Watch hands on: a relayed row's
-// wakes the taker.
+// notified is told of every notification Watch hands on: a new relayed
+// row this proxy should take at once wakes the taker.
 func (t *relayTaker) notified(payload string) {
-	if _, ok := pgstore.RelayID(payload); ok {
+	if pgstore.RelayFor(payload, t.store.InstanceName()) {
 		select {
 		case t.kick <- struct{}{}:
 		default:
@@ -81,7 +85,15 @@ func (t *relayTaker) run(stop <-chan struct{}) {
 			t.prune()
 			continue
 		}
-		t.drain(stop)
+		var wg sync.WaitGroup
+		for range relayWorkers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				t.drain(stop)
+			}()
+		}
+		wg.Wait()
 	}
 }
 
