@@ -51,6 +51,11 @@ var (
 	ErrUnknownInstance = errors.New("no such instance in the archive")
 	// ErrNoArchive means the archive holds no instance at all.
 	ErrNoArchive = errors.New("no instance in the archive")
+	// ErrLeftOut means an instance left out of the export (Instances)
+	// holds a record of an approval the range names: a statement, the
+	// held request or its expiry. approvals.json would cite, or miss, a
+	// record the bundle cannot prove; the error names the instances to add.
+	ErrLeftOut = errors.New("a deciding instance is left out")
 )
 
 // FleetArchive is what a fleet export reads: every instance's archived
@@ -69,9 +74,14 @@ type FleetOptions struct {
 	Framework string
 	// Instances to export; nil: every instance in the archive.
 	Instances []string
-	// Manifests are the manifest files the exporter has (--manifest, the
-	// config's manifest); the files config records name are tried after.
+	// Manifests are the manifest files given (--manifest): each must be
+	// one some exported instance's records of the range were decided
+	// under, or the export is refused (ErrManifestMismatch), as a single
+	// proxy's is.
 	Manifests []ManifestFile
+	// Offered are manifest files tried but not demanded (the config's
+	// manifest); the files config records name are tried after.
+	Offered []ManifestFile
 	// Key is the exporter's Ed25519 key: it signs SHA256SUMS and says who
 	// made the bundle. It vouches for nothing the records say: each
 	// instance's part rests on that instance's own signed checkpoint.
@@ -103,6 +113,13 @@ type FleetInstance struct {
 	// instance wrote since is not archived yet (or it stopped), and the
 	// bundle stops at its archive's end.
 	Complete bool `json:"complete"`
+	// Cited are the seqs of the instance's records that approvals.json
+	// cites (a statement's decision record, a held request) and
+	// records.jsonl does not hold: they are in cited.jsonl, each with the
+	// records after it up to a signed checkpoint (cited.json). An
+	// instance with Records 0 and Cited has a folder with those and its
+	// keys only.
+	Cited []uint64 `json:"cited,omitempty"`
 }
 
 // FleetApprovals is a fleet bundle's approvals.json. It is rebuilt from
@@ -156,6 +173,8 @@ type FleetSummary struct {
 	Records   uint64
 	Approvals int
 	Sums      []byte
+	// Notes are what the export could not check, for the user.
+	Notes []string
 }
 
 // fleetPart is one instance's part, prepared.
@@ -179,7 +198,7 @@ func ExportFleet(ctx context.Context, w io.Writer, fa FleetArchive, opts FleetOp
 	if err := checkFleetOptions(opts); err != nil {
 		return FleetSummary{}, err
 	}
-	names, err := fleetInstances(ctx, fa, opts.Instances)
+	names, have, err := fleetInstances(ctx, fa, opts.Instances)
 	if err != nil {
 		return FleetSummary{}, err
 	}
@@ -188,10 +207,13 @@ func ExportFleet(ctx context.Context, w io.Writer, fa FleetArchive, opts FleetOp
 	var parts []*fleetPart
 	defer func() {
 		for _, p := range parts {
-			p.records.Close()
+			if p.records != nil {
+				p.records.Close()
+			}
 		}
 	}()
 	counts := map[string]*instanceRead{}
+	var total uint64
 	for _, name := range names {
 		ir, err := readInstance(ctx, fa, name, opts, fw, ap)
 		if ir != nil && ir.part != nil {
@@ -201,27 +223,50 @@ func ExportFleet(ctx context.Context, w io.Writer, fa FleetArchive, opts FleetOp
 			return FleetSummary{}, err
 		}
 		counts[name] = ir
-		ff.Instances = append(ff.Instances, ir.entry)
+		total += ir.entry.Records
 		if ff.App == "" {
 			ff.App = ir.app
 		}
 	}
-	var total uint64
-	for _, in := range ff.Instances {
-		total += in.Records
-	}
 	if total == 0 {
 		return FleetSummary{}, fmt.Errorf("%w (%s, over instances %s of %s)", ErrEmptyRange, describeRange(opts.Range), strings.Join(names, ", "), fa.Store())
+	}
+	if err := checkManifestsUsed(opts.Manifests, names, counts); err != nil {
+		return FleetSummary{}, err
 	}
 	list, err := ap.build(counts)
 	if err != nil {
 		return FleetSummary{}, err
 	}
-	for _, ir := range counts {
+	var notes []string
+	if others := slices.DeleteFunc(slices.Clone(have), func(n string) bool { return counts[n] != nil }); len(list) > 0 && len(others) > 0 {
+		if notes, err = checkLeftOut(ctx, fa, others, list); err != nil {
+			return FleetSummary{}, err
+		}
+	}
+	// Every record approvals.json cites must be provable in its chain:
+	// those the instance's records.jsonl does not hold go, with the
+	// records after them up to a signed checkpoint, in cited.jsonl.
+	cite(list, counts)
+	for _, name := range names {
+		ir := counts[name]
+		if len(ir.entry.Cited) == 0 {
+			continue
+		}
+		if err := ir.readCited(ctx, fa); err != nil {
+			return FleetSummary{}, err
+		}
+		if ir.part.records == nil {
+			parts = append(parts, ir.part)
+		}
+	}
+	for _, name := range names {
+		ir := counts[name]
+		ff.Instances = append(ff.Instances, ir.entry)
 		if ir.part == nil {
 			continue
 		}
-		if err := ir.finish(ap, list); err != nil {
+		if err := ir.finish(list); err != nil {
 			return FleetSummary{}, err
 		}
 	}
@@ -245,7 +290,9 @@ func ExportFleet(ctx context.Context, w io.Writer, fa FleetArchive, opts FleetOp
 		for name, data := range p.files {
 			hashes[fleetDir+p.name+"/"+name] = sha256Hex(data)
 		}
-		hashes[fleetDir+p.name+"/"+FileRecords] = p.recSum
+		if p.records != nil {
+			hashes[fleetDir+p.name+"/"+FileRecords] = p.recSum
+		}
 		mod = max(mod, p.lastAt)
 	}
 	sums := sumsFile(hashes)
@@ -254,7 +301,7 @@ func ExportFleet(ctx context.Context, w io.Writer, fa FleetArchive, opts FleetOp
 	if err := writeFleetZip(ctx, w, zipTime(mod), top, parts); err != nil {
 		return FleetSummary{}, err
 	}
-	return FleetSummary{App: ff.App, Framework: fw, Instances: ff.Instances, Records: total, Approvals: len(list), Sums: sums}, nil
+	return FleetSummary{App: ff.App, Framework: fw, Instances: ff.Instances, Records: total, Approvals: len(list), Sums: sums, Notes: notes}, nil
 }
 
 func checkFleetOptions(opts FleetOptions) error {
@@ -268,29 +315,29 @@ func checkFleetOptions(opts FleetOptions) error {
 }
 
 // fleetInstances is the instances to export: those asked for, each of
-// which must be in the archive, or all of them.
-func fleetInstances(ctx context.Context, fa FleetArchive, want []string) ([]string, error) {
-	have, err := fa.Instances(ctx)
+// which must be in the archive, or all of them; and all the archive has.
+func fleetInstances(ctx context.Context, fa FleetArchive, want []string) (names, have []string, err error) {
+	have, err = fa.Instances(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list the instances of %s: %w", fa.Store(), err)
+		return nil, nil, fmt.Errorf("list the instances of %s: %w", fa.Store(), err)
 	}
 	if len(have) == 0 {
-		return nil, fmt.Errorf("%w: %s has no INSTANCE/segments/ (is archive.instance set on the proxies, and is this their app and prefix?)", ErrNoArchive, fa.Store())
+		return nil, nil, fmt.Errorf("%w: %s has no INSTANCE/segments/ (is archive.instance set on the proxies, and is this their app and prefix?)", ErrNoArchive, fa.Store())
 	}
 	if len(want) == 0 {
-		return have, nil
+		return have, have, nil
 	}
 	var out []string
 	for _, w := range want {
 		if !slices.Contains(have, w) {
-			return nil, fmt.Errorf("%w: %q is not in %s, which has %s", ErrUnknownInstance, w, fa.Store(), strings.Join(have, ", "))
+			return nil, nil, fmt.Errorf("%w: %q is not in %s, which has %s", ErrUnknownInstance, w, fa.Store(), strings.Join(have, ", "))
 		}
 		if !slices.Contains(out, w) {
 			out = append(out, w)
 		}
 	}
 	slices.Sort(out)
-	return out, nil
+	return out, have, nil
 }
 
 // instanceRead is one instance's pass over its archive.
@@ -306,6 +353,12 @@ type instanceRead struct {
 	ids     map[string]bool // approvals the range's records name
 	from    uint64
 	gateway ed25519.PublicKey
+	// The archive's checkpoints and gateway keys, for cited records.
+	heads []archive.SignedHead
+	keys  []ed25519.PublicKey
+	// later are the config records after the range: those before a cited
+	// record put the principals in force for it.
+	later []*rec
 }
 
 // readInstance reads one instance's archive: records before the range for
@@ -314,7 +367,7 @@ type instanceRead struct {
 // approvals.json.
 func readInstance(ctx context.Context, fa FleetArchive, name string, opts FleetOptions, fw string, ap *approvalIndex) (*instanceRead, error) {
 	ir := &instanceRead{name: name, hist: newPrincipalHistory(), ids: map[string]bool{}}
-	ir.res = newResolver(manifestSource{}, Options{Manifests: opts.Manifests}, 0)
+	ir.res = newResolver(manifestSource{}, Options{Manifests: append(slices.Clone(opts.Manifests), opts.Offered...)}, 0)
 	ir.res.scanned = true // config records come before the records they govern, and are noted as read
 	ir.b = newBuilder(ir.res.manifest)
 	part := &fleetPart{name: name, files: map[string][]byte{}, records: &spool{}}
@@ -342,6 +395,9 @@ func readInstance(ctx context.Context, fa FleetArchive, name string, opts FleetO
 			return fmt.Errorf("%w: instance %s record %d: %v", ErrChainBroken, name, seq, err)
 		}
 		if where > 0 {
+			if r.Kind == record.KindConfig {
+				ir.later = append(ir.later, r)
+			}
 			return nil
 		}
 		if r.Kind == record.KindConfig {
@@ -366,6 +422,7 @@ func readInstance(ctx context.Context, fa FleetArchive, name string, opts FleetO
 	}
 	ir.entry = FleetInstance{Name: name, ArchivedSeq: in.Last.Seq, ArchivedTime: in.Last.Time,
 		Complete: !opts.Range.To.IsZero() && !archivedBefore(in.Last.Time, opts.Range.To)}
+	ir.heads, ir.keys = in.Heads, in.Keys
 	if first == nil {
 		return ir, nil
 	}
@@ -463,10 +520,30 @@ func fingerprint(k ed25519.PublicKey) string {
 }
 
 // finish builds the instance's small files once approvals.json is known.
-func (ir *instanceRead) finish(ap *approvalIndex, list []FleetApproval) error {
+func (ir *instanceRead) finish(list []FleetApproval) error {
 	a, p := ir.anchor, ir.part
 	var err error
-	if err := ir.hist.resolve(nil, "", nil, ir.from, a.Last.Seq); err != nil {
+	from, to := ir.from, uint64(0)
+	if a != nil {
+		to = a.Last.Seq
+	}
+	if c := ir.entry.Cited; len(c) > 0 {
+		if a == nil {
+			from = c[0]
+		}
+		to = max(to, c[len(c)-1])
+	}
+	// The principals in force up to the last record the part holds or
+	// cites: config records after the range count up to a cited one.
+	for _, r := range ir.later {
+		if r.Seq > to {
+			break
+		}
+		if err := ir.hist.addConfig(r); err != nil {
+			return fmt.Errorf("instance %s: %w", ir.name, err)
+		}
+	}
+	if err := ir.hist.resolve(nil, "", nil, from, to); err != nil {
 		return fmt.Errorf("instance %s: %w", ir.name, err)
 	}
 	for _, fa := range list {
@@ -481,16 +558,19 @@ func (ir *instanceRead) finish(ap *approvalIndex, list []FleetApproval) error {
 			return fmt.Errorf("instance %s: %w", ir.name, err)
 		}
 	}
-	if p.files[FileAnchor], err = marshal(a); err != nil {
-		return err
-	}
-	if p.files[FileManifest], err = manifestsJSON(ir.b.policies, ir.res); err != nil {
-		return err
-	}
 	if p.files[FilePrincipals], err = principalsJSON(ir.hist); err != nil {
 		return err
 	}
 	if p.files[FileGatewayPub], err = keys.PublicPEM(ir.gateway); err != nil {
+		return err
+	}
+	if a == nil {
+		return nil // cited records only
+	}
+	if p.files[FileAnchor], err = marshal(a); err != nil {
+		return err
+	}
+	if p.files[FileManifest], err = manifestsJSON(ir.b.policies, ir.res); err != nil {
 		return err
 	}
 	files, err := derived(ir.b, a, len(ir.ids))
@@ -621,7 +701,9 @@ func writeFleetZip(ctx context.Context, w io.Writer, mod time.Time, top map[stri
 		for name, data := range p.files {
 			es = append(es, entry{name: fleetDir + p.name + "/" + name, data: data})
 		}
-		es = append(es, entry{name: fleetDir + p.name + "/" + FileRecords, src: p.records})
+		if p.records != nil {
+			es = append(es, entry{name: fleetDir + p.name + "/" + FileRecords, src: p.records})
+		}
 	}
 	sort.Slice(es, func(i, j int) bool { return es[i].name < es[j].name })
 	z := newZipWriter(w, mod)

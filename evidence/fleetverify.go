@@ -32,13 +32,17 @@ type fleetVerifier struct {
 	approvals map[string]*FleetApproval
 	seen      map[string]bool            // approval "\x00" instance "\x00" record: statements the records showed
 	named     map[string]map[string]bool // instance -> approvals its records name
+	heldSeen  map[string]bool            // approvals whose held request the records showed
+	cited     map[string]map[uint64]*rec // instance -> its cited records, from cited.jsonl
+	entries   map[string]FleetInstance
 	complete  map[string]*Problem
 	rep       Report
 }
 
 func verifyFleet(zr *zip.Reader) (Report, error) {
 	fv := &fleetVerifier{insts: map[string]*bundleVerifier{}, byFile: map[string]*bundleVerifier{},
-		seen: map[string]bool{}, named: map[string]map[string]bool{}, complete: map[string]*Problem{}}
+		seen: map[string]bool{}, named: map[string]map[string]bool{}, complete: map[string]*Problem{},
+		heldSeen: map[string]bool{}, cited: map[string]map[uint64]*rec{}, entries: map[string]FleetInstance{}}
 	fv.top = &bundleVerifier{required: fleetFiles, sumsKey: FileExporterPub, fleet: fv}
 	if p := fv.run(zr); p != nil {
 		fv.rep.OK, fv.rep.Problem = false, p
@@ -63,7 +67,12 @@ func (fv *fleetVerifier) run(zr *zip.Reader) *Problem {
 	fv.rep.App, fv.rep.Framework = fv.file.App, fv.file.Framework
 	names := sortedKeys(fv.insts)
 	for _, name := range names {
-		if p := fv.inst(name, fv.insts[name].readParts); p != nil {
+		iv := fv.insts[name]
+		read := iv.readParts
+		if fv.entries[name].Records == 0 {
+			read = iv.readPrincipals // cited records only
+		}
+		if p := fv.inst(name, read); p != nil {
 			return p
 		}
 	}
@@ -139,12 +148,25 @@ func (fv *fleetVerifier) readFleet() *Problem {
 		if !safeName.MatchString(in.Name) || strings.Contains(in.Name, "/") || fv.insts[in.Name] != nil {
 			return problemf(ProblemBadAnchor, FileFleet, 0, "%s: instance name %q is empty, unsafe or appears twice", FileFleet, in.Name)
 		}
-		if in.Records == 0 {
+		fv.entries[in.Name] = in
+		if in.Records == 0 && len(in.Cited) == 0 {
 			continue
+		}
+		for i, c := range in.Cited {
+			if c == 0 || i > 0 && c <= in.Cited[i-1] || in.Records > 0 && c >= in.FirstSeq && c <= in.LastSeq {
+				return problemf(ProblemBadAnchor, FileFleet, c, "%s: instance %s's cited records must be ascending and outside its records %d-%d", FileFleet, in.Name, in.FirstSeq, in.LastSeq)
+			}
 		}
 		iv := &bundleVerifier{fleet: fv, inst: in.Name, files: map[string]*zip.File{}}
 		prefix := fleetDir + in.Name + "/"
-		for _, name := range instanceFiles {
+		files := instanceFiles
+		switch {
+		case in.Records == 0:
+			files = citedOnlyFiles
+		case len(in.Cited) > 0:
+			files = append(slices.Clone(instanceFiles), citedFiles...)
+		}
+		for _, name := range files {
 			zf := fv.top.files[prefix+name]
 			if zf == nil {
 				return problemf(ProblemMissingFile, prefix+name, 0, "%s names instance %s, but %s is missing from the bundle", FileFleet, in.Name, prefix+name)
@@ -244,6 +266,9 @@ func (fv *fleetVerifier) readApprovals() *Problem {
 			}
 			fv.rep.Statements++
 		}
+		if h := a.Held; h != nil && fv.insts[h.Instance] == nil {
+			return problemf(ProblemBadApprovals, FileApprovals, h.Seq, "approval %s was held by instance %q (record %d), which has no part in this bundle", a.ID, h.Instance, h.Seq)
+		}
 	}
 	fv.rep.Approvals = len(af.Approvals)
 	return nil
@@ -281,6 +306,19 @@ func (v *bundleVerifier) checkStatement(a *FleetApproval, s *Statement) *Problem
 // derived files, as a single bundle's are.
 func (fv *fleetVerifier) checkInstance(v *bundleVerifier) *Problem {
 	fv.named[v.inst] = map[string]bool{}
+	e := fv.entries[v.inst]
+	if e.Records == 0 {
+		// Cited records only: their runs, and what approvals.json says
+		// of them.
+		if p := fv.checkCited(v, e); p != nil {
+			return p
+		}
+		if p := fv.checkRefs(v, e); p != nil {
+			return p
+		}
+		fv.rep.Notes = append(fv.rep.Notes, fmt.Sprintf("instance %s: no record in the range; the records approvals.json cites (%s) are in %s, each chained to a checkpoint its gateway key signed", v.inst, citedList(e.Cited), FileCited))
+		return nil
+	}
 	b := newBuilder(func(policy string) (*rules.Manifest, error) {
 		if m := v.manifests[policy]; m != nil {
 			return m, nil
@@ -290,13 +328,14 @@ func (fv *fleetVerifier) checkInstance(v *bundleVerifier) *Problem {
 	if p := v.checkRecords(b); p != nil {
 		return p
 	}
-	a := v.anchor
-	for _, id := range sortedKeys(fv.approvals) {
-		for _, s := range fv.approvals[id].Statements {
-			if s.Instance == v.inst && s.Record >= a.First.Seq && s.Record <= a.Last.Seq && !fv.seen[id+"\x00"+s.Instance+"\x00"+u(s.Record)] {
-				return problemf(ProblemApprovalMismatch, FileApprovals, s.Record, "approval %s: %s's %s statement names record %d, which is not that decision", id, s.Approver, s.Decision, s.Record)
-			}
+	if len(e.Cited) > 0 {
+		if p := fv.checkCited(v, e); p != nil {
+			return p
 		}
+		fv.rep.Notes = append(fv.rep.Notes, fmt.Sprintf("instance %s: records approvals.json cites outside its range (%s) are in %s, each chained to a checkpoint its gateway key signed", v.inst, citedList(e.Cited), FileCited))
+	}
+	if p := fv.checkRefs(v, e); p != nil {
+		return p
 	}
 	if p := v.checkConfigPrincipals(); p != nil {
 		return p
@@ -340,11 +379,8 @@ func (v *bundleVerifier) fleetCrossCheck(r *rec) *Problem {
 			if s.Instance != v.inst || s.Record != r.Seq {
 				continue
 			}
-			if s.Approver != d.Approver || s.Decision != string(r.Decision) || s.SignedAt != d.SignedAt || s.Signature != d.Signature || s.Role != d.Role || !sameWebAuthn(s.WebAuthn, d.WebAuthn) {
-				return problemf(ProblemApprovalMismatch, FileApprovals, r.Seq, "approval %s: the statement for record %d differs from the record (approver, role, decision, signed_at, signature or passkey assertion)", ap.ID, r.Seq)
-			}
-			if d.StatementSHA256 != "" && d.StatementSHA256 != sha256Hex([]byte(s.Statement.Statement)) {
-				return problemf(ProblemApprovalMismatch, FileApprovals, r.Seq, "approval %s: record %d's statement_sha256 is not the hash of the statement", ap.ID, r.Seq)
+			if p := matchStatement(ap, &s.Statement, r); p != nil {
+				return p
 			}
 			fv.seen[ap.ID+"\x00"+v.inst+"\x00"+u(r.Seq)] = true
 			return nil
@@ -354,6 +390,7 @@ func (v *bundleVerifier) fleetCrossCheck(r *rec) *Problem {
 		if ap.Held == nil || *ap.Held != (RecordRef{Instance: v.inst, Seq: r.Seq}) || ap.Digest != r.Digest || ap.Action != r.Action || ap.App != r.App {
 			return problemf(ProblemApprovalMismatch, FileApprovals, r.Seq, "approval %s is not the request record %d held (where held, digest, action or app differ)", ap.ID, r.Seq)
 		}
+		fv.heldSeen[ap.ID] = true
 	case releases(r):
 		fv.rep.Released++
 		if ap.Kind == approvals.KindRequest && (r.Kind == record.KindRequest || r.Kind == record.KindCapability) &&
@@ -411,4 +448,20 @@ func (fv *fleetVerifier) completeness(ap *FleetApproval) *Problem {
 		return problemf(ProblemIncompleteApproval, FileApprovals, 0, "approval %s is marked approved but no approve statement of it is in %s", ap.ID, FileApprovals)
 	}
 	return nil
+}
+
+// citedList is seqs as "7, 9" (the first 10, then how many more).
+func citedList(seqs []uint64) string {
+	var b strings.Builder
+	for i, s := range seqs {
+		if i == 10 {
+			fmt.Fprintf(&b, " and %d more", len(seqs)-10)
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(u(s))
+	}
+	return b.String()
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -53,10 +54,11 @@ func exportFleet(w io.Writer, fe fleetExport) error {
 	}
 	defer fa.Close()
 	opts := evidence.FleetOptions{Range: fe.opts.Range, Framework: fe.opts.Framework, Instances: fe.instances, Key: key,
-		Manifests: append(fe.opts.Manifests, manifests...)}
+		Manifests: fe.opts.Manifests, Offered: manifests}
 	s, err := writeFleetBundle(ctx, fa, opts, fe.out)
 	switch {
-	case errors.Is(err, evidence.ErrUnknownInstance), errors.Is(err, evidence.ErrEmptyRange), errors.Is(err, evidence.ErrNoArchive), errors.Is(err, evidence.ErrBadRange):
+	case errors.Is(err, evidence.ErrUnknownInstance), errors.Is(err, evidence.ErrEmptyRange), errors.Is(err, evidence.ErrNoArchive), errors.Is(err, evidence.ErrBadRange),
+		errors.Is(err, evidence.ErrLeftOut):
 		return exitf(2, "export: %v", err)
 	case err != nil:
 		return exitf(1, "export: %v", err)
@@ -64,12 +66,33 @@ func exportFleet(w io.Writer, fe fleetExport) error {
 	fmt.Fprintf(w, "ok: wrote %s: %s fleet bundle of %s from %s, %d instances, %d records, %d approvals; SHA256SUMS sha256 %s signed by exporter key %s\n",
 		fe.out, s.Framework, s.App, fa.Store(), len(s.Instances), s.Records, s.Approvals, sumsDigest(s.Sums), fingerprintOf(key.Public()))
 	for _, in := range s.Instances {
-		fmt.Fprintf(w, "  %s: records %d to %d (%d), gateway key %s, archived to record %d (%s)\n", in.Name, in.FirstSeq, in.LastSeq, in.Records, orNone(in.GatewayKey), in.ArchivedSeq, in.ArchivedTime)
+		switch {
+		case in.Records > 0:
+			fmt.Fprintf(w, "  %s: records %d to %d (%d), gateway key %s, archived to record %d (%s)\n", in.Name, in.FirstSeq, in.LastSeq, in.Records, orNone(in.GatewayKey), in.ArchivedSeq, in.ArchivedTime)
+		case len(in.Cited) > 0:
+			fmt.Fprintf(w, "  %s: no records in the range, gateway key %s, archived to record %d (%s)\n", in.Name, orNone(in.GatewayKey), in.ArchivedSeq, in.ArchivedTime)
+		default:
+			fmt.Fprintf(w, "  %s: no records in the range, archived to record %d (%s)\n", in.Name, in.ArchivedSeq, in.ArchivedTime)
+		}
+		if len(in.Cited) > 0 {
+			fmt.Fprintf(w, "note: %s: approvals.json cites its records %s outside the range: they are in instances/%s/cited.jsonl, each with the rest of its segment up to the checkpoint that proves it\n", in.Name, joinSeqs(in.Cited), in.Name)
+		}
 		if !in.Complete {
 			fmt.Fprintf(w, "note: %s's archive ends at %s, before the range's end: the bundle stops there (export again once its archiver has sealed the rest, or if it stopped, this is all it wrote)\n", in.Name, in.ArchivedTime)
 		}
 	}
+	for _, n := range s.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
 	return nil
+}
+
+func joinSeqs(seqs []uint64) string {
+	out := make([]string, len(seqs))
+	for i, s := range seqs {
+		out[i] = strconv.FormatUint(s, 10)
+	}
+	return strings.Join(out, ", ")
 }
 
 func orNone(s string) string {
@@ -127,7 +150,8 @@ func fleetArchiveConfig(path, dataDir string) (archive.Config, []evidence.Manife
 }
 
 // writeFleetBundle writes beside out and renames into place, as
-// writeBundle does.
+// writeBundle does, once verify passes the file written: a bundle its own
+// verify refuses is never put in place.
 func writeFleetBundle(ctx context.Context, fa *archive.Fleet, opts evidence.FleetOptions, out string) (evidence.FleetSummary, error) {
 	tmp, err := os.CreateTemp(filepath.Dir(out), ".evidence-*.zip.tmp")
 	if err != nil {
@@ -138,6 +162,9 @@ func writeFleetBundle(ctx context.Context, fa *archive.Fleet, opts evidence.Flee
 	if err == nil {
 		err = tmp.Sync()
 	}
+	if err == nil {
+		err = selfVerify(tmp, s)
+	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
@@ -145,6 +172,26 @@ func writeFleetBundle(ctx context.Context, fa *archive.Fleet, opts evidence.Flee
 		err = os.Rename(tmp.Name(), out)
 	}
 	return s, err
+}
+
+// selfVerify runs verify on the bundle just written.
+func selfVerify(f *os.File, s evidence.FleetSummary) error {
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if _, err := evidence.Verify(f, st.Size()); err != nil {
+		var p *evidence.Problem
+		msg := err.Error()
+		if errors.As(err, &p) {
+			msg = p.Code + ": " + p.Message
+		}
+		if len(s.Notes) > 0 {
+			msg += " (" + strings.Join(s.Notes, "; ") + ")"
+		}
+		return fmt.Errorf("the bundle does not pass verify, so it is not written: %s", msg)
+	}
+	return nil
 }
 
 // fingerprintOf is the SHA256: fingerprint of an Ed25519 public key, as

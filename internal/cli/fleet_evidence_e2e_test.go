@@ -133,31 +133,7 @@ func TestFleetEvidenceFromMinIO(t *testing.T) {
 	// Tampering, each with SHA256SUMS re-signed by another exporter key
 	// put in keys/exporter.pub: only the instances' checkpoints stand in
 	// the way.
-	forger := mustKey(t, exporterKey(t))
-	tamper := func(name string, change func(f map[string][]byte), want ...string) {
-		t.Helper()
-		f := cloneFiles(files)
-		change(f)
-		pub, err := keys.PublicPEM(forger.Public().(ed25519.PublicKey))
-		if err != nil {
-			t.Fatal(err)
-		}
-		f["keys/exporter.pub"] = pub
-		resign(f, forger)
-		p := filepath.Join(t.TempDir(), "tampered.zip")
-		zipFiles(t, f, p)
-		code, msg := runCommand(t, verifyCmd(), p)
-		if code != 1 {
-			t.Errorf("%s: verify exit %d: %s", name, code, msg)
-			return
-		}
-		t.Logf("%s: %s", name, afterPath(msg))
-		for _, w := range want {
-			if !strings.Contains(msg, w) {
-				t.Errorf("%s: verify says %q, want it to name %q", name, afterPath(msg), w)
-			}
-		}
-	}
+	tamper := fleetTamper(t, files)
 	recs := "instances/proxy-b/records.jsonl"
 	tamper("a byte of a record", func(f map[string][]byte) {
 		f[recs] = bytes.Replace(f[recs], []byte(`"method":"GET"`), []byte(`"method":"PUT"`), 1)
@@ -182,6 +158,32 @@ func TestFleetEvidenceFromMinIO(t *testing.T) {
 	tamper("a statement moved to another instance", func(f map[string][]byte) {
 		f["approvals.json"] = bytes.Replace(f["approvals.json"], []byte(`"instance": "proxy-b"`), []byte(`"instance": "proxy-a"`), 1)
 	}, "instance proxy-a")
+
+	// proxy-b decided the approval proxy-c released: leaving it out is
+	// refused, naming it; with it, the three export as before.
+	code, msg = runCommand(t, newExport(), "--config", a.opts.Config, "--key", key, "--from", from, "--to", to, "--instance", "proxy-a", "--instance", "proxy-c", "-o", out)
+	if code != 2 || !strings.Contains(msg, "proxy-b record ") || !strings.Contains(msg, "add --instance proxy-b") {
+		t.Fatalf("export without the deciding instance: exit %d: %s", code, msg)
+	}
+	t.Logf("export without the deciding instance: %s", msg)
+	code, msg = runCommand(t, newExport(), "--config", a.opts.Config, "--key", key, "--from", from, "--to", to, "--instance", "proxy-a", "--instance", "proxy-c", "--instance", "proxy-b", "-o", again)
+	if code != 0 || !strings.Contains(msg, "3 instances") {
+		t.Fatalf("export of the three named: exit %d: %s", code, msg)
+	}
+	if x, y := mustRead(t, out), mustRead(t, again); !bytes.Equal(x, y) {
+		t.Error("the three instances named and all instances give different bundles")
+	}
+	// A --manifest no record was decided under is refused, as for one
+	// proxy.
+	other := filepath.Join(t.TempDir(), "other.json")
+	os.WriteFile(other, append(mustRead(t, a.opts.Manifest), ' '), 0o644)
+	code, msg = runCommand(t, newExport(), "--config", a.opts.Config, "--key", key, "--from", from, "--to", to, "--manifest", other, "-o", filepath.Join(t.TempDir(), "m.zip"))
+	if code != 1 || !strings.Contains(msg, "manifest was not in force") || !strings.Contains(msg, other) {
+		t.Errorf("export with an unused --manifest: exit %d: %s", code, msg)
+	}
+	if code, msg := runCommand(t, newExport(), "--config", a.opts.Config, "--key", key, "--from", from, "--to", to, "--manifest", a.opts.Manifest, "-o", filepath.Join(t.TempDir(), "m.zip")); code != 0 {
+		t.Errorf("export with the --manifest in force: exit %d: %s", code, msg)
+	}
 
 	// In the archive: a new version of proxy-b's first segment with one
 	// byte changed (Object Lock keeps the old one, but the current version
@@ -211,10 +213,181 @@ func TestFleetEvidenceFromMinIO(t *testing.T) {
 		t.Errorf("export over a tampered segment: exit %d: %s", code, msg)
 	}
 	t.Logf("export over a tampered segment: %s", msg)
-	// proxy-b left out, the other two still export and verify.
-	code, msg = runCommand(t, newExport(), "--config", a.opts.Config, "--key", key, "--from", from, "--to", to, "--instance", "proxy-a", "--instance", "proxy-c", "-o", out)
-	if code != 0 || !strings.Contains(msg, "2 instances") {
-		t.Fatalf("export of two instances: exit %d: %s", code, msg)
+	// proxy-b left out now that its archive is broken before its
+	// decision: the approval proxy-c released is not known approved, and
+	// the bundle, which verify would refuse, is not written.
+	x := filepath.Join(t.TempDir(), "x.zip")
+	code, msg = runCommand(t, newExport(), "--config", a.opts.Config, "--key", key, "--from", from, "--to", to, "--instance", "proxy-a", "--instance", "proxy-c", "-o", x)
+	if code != 1 || !strings.Contains(msg, "does not pass verify") || !strings.Contains(msg, "pending, not approved") || !strings.Contains(msg, "instance proxy-b, not exported") {
+		t.Errorf("export of two instances around a broken one: exit %d: %s", code, msg)
+	}
+	if _, err := os.Stat(x); err == nil {
+		t.Error("a bundle verify refuses was written")
+	}
+	t.Logf("export around a broken deciding instance: %s", msg)
+}
+
+// fleetTamper returns a check that changing files (then SHA256SUMS
+// re-signed by another exporter key, put in keys/exporter.pub) makes
+// verify fail, exit 1, naming each of want.
+func fleetTamper(t *testing.T, files map[string][]byte) func(name string, change func(f map[string][]byte), want ...string) {
+	forger := mustKey(t, exporterKey(t))
+	return func(name string, change func(f map[string][]byte), want ...string) {
+		t.Helper()
+		f := cloneFiles(files)
+		change(f)
+		pub, err := keys.PublicPEM(forger.Public().(ed25519.PublicKey))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f["keys/exporter.pub"] = pub
+		resign(f, forger)
+		p := filepath.Join(t.TempDir(), "tampered.zip")
+		zipFiles(t, f, p)
+		code, msg := runCommand(t, verifyCmd(), p)
+		if code != 1 {
+			t.Errorf("%s: verify exit %d: %s", name, code, msg)
+			return
+		}
+		t.Logf("%s: %s", name, afterPath(msg))
+		for _, w := range want {
+			if !strings.Contains(msg, w) {
+				t.Errorf("%s: verify says %q, want it to name %q", name, afterPath(msg), w)
+			}
+		}
+	}
+}
+
+// TestFleetEvidenceCitedRecords: an approval held at proxy-a before the
+// range and decided at proxy-b before it, released at proxy-a in the
+// range. proxy-b has no record in the range, yet approvals.json cites its
+// decision: the bundle carries it (and proxy-a's held request) in
+// cited.jsonl, chained to a signed checkpoint, and verifies; a changed
+// cited record is caught and named; leaving proxy-b out is refused.
+func TestFleetEvidenceCitedRecords(t *testing.T) {
+	srv := miniotest.Start(t)
+	srv.SetEnv(t)
+	srv.MakeBucket(t, "worm", miniotest.BucketOptions{ObjectLock: true})
+	pg := pgtest.Start(t)
+	dsn := pg.NewDB(t)
+	a := newEnv(t, withFleetArchive(dsn, "proxy-a", srv))
+	share := func(o *serveOptions) { o.Principals, o.Upstream = a.opts.Principals, a.opts.Upstream }
+	b := newEnv(t, share, withFleetArchive(dsn, "proxy-b", srv))
+	b.keyDir, b.erp = a.keyDir, a.erp
+	if r := a.do("GET", "/api/v1/accounts/1010-Cash/balance", ""); r.status != 200 {
+		t.Fatalf("read: %d %s", r.status, r.body)
+	}
+	beforeHold := time.Now().UTC()
+	time.Sleep(5 * time.Millisecond)
+	body := `{"account":"4000-Revenue","credit":260000}`
+	r := a.do("POST", "/api/v1/journal-entries", body, "X-UAPK-On-Behalf-Of", "accountant@corp.example")
+	id := r.header.Get("X-UAPK-Approval-Id")
+	if r.status != 202 || id == "" {
+		t.Fatalf("held at A: %d %s", r.status, r.body)
+	}
+	if code, m := b.decide(id, "fm@corp.example", "fm", "approve", b.clock.Now()); code != 200 || m["status"] != "approved" {
+		t.Fatalf("approval at B: %d %v", code, m)
+	}
+	time.Sleep(5 * time.Millisecond)
+	mark := time.Now().UTC()
+	time.Sleep(5 * time.Millisecond)
+	if r := a.do("POST", "/api/v1/journal-entries", body, "X-UAPK-Approval-Id", id); r.status != 201 {
+		t.Fatalf("release at A: %d %s", r.status, r.body)
+	}
+	if r := a.do("GET", "/api/v1/accounts/1010-Cash/balance", ""); r.status != 200 {
+		t.Fatalf("read: %d %s", r.status, r.body)
+	}
+	a.stop()
+	b.stop()
+
+	key := exporterKey(t)
+	_, to := exportDays()
+	from := mark.Format(time.RFC3339Nano)
+	out := filepath.Join(t.TempDir(), "fleet.zip")
+	code, msg := runCommand(t, newExport(), "--config", a.opts.Config, "--key", key, "--from", from, "--to", to, "-o", out)
+	if code != 0 || !strings.Contains(msg, "2 instances") || !strings.Contains(msg, "proxy-b: no records in the range, gateway key SHA256:") ||
+		!strings.Contains(msg, "instances/proxy-b/cited.jsonl") || !strings.Contains(msg, "instances/proxy-a/cited.jsonl") {
+		t.Fatalf("export --config from %s: exit %d: %s", from, code, msg)
+	}
+	t.Logf("export: %s", msg)
+	code, msg = runCommand(t, verifyCmd(), out)
+	if code != 0 || !strings.Contains(msg, "1 approvals, 1 signed statements verified, 1 approved releases complete") ||
+		!strings.Contains(msg, "instance proxy-b: no record in the range; the records approvals.json cites") {
+		t.Fatalf("verify: exit %d: %s", code, msg)
+	}
+	t.Logf("verify: %s", msg)
+	files := unzipFiles(t, out)
+	var ff struct {
+		Instances []struct {
+			Name    string
+			Records uint64
+			Cited   []uint64
+		}
+	}
+	if err := json.Unmarshal(files["fleet.json"], &ff); err != nil {
+		t.Fatal(err)
+	}
+	var bCited uint64
+	for _, in := range ff.Instances {
+		if len(in.Cited) != 1 || (in.Name == "proxy-b") != (in.Records == 0) {
+			t.Errorf("fleet.json: %+v", in)
+		}
+		if in.Name == "proxy-b" {
+			bCited = in.Cited[0]
+		}
+	}
+	for _, name := range []string{"records.jsonl", "anchor.json", "report.html"} {
+		if files["instances/proxy-b/"+name] != nil {
+			t.Errorf("proxy-b, with no record in the range, has %s", name)
+		}
+	}
+	bRecs := "instances/proxy-b/cited.jsonl"
+	if !bytes.Contains(files[bRecs], []byte(fmt.Sprintf(`"seq":%d,`, bCited))) || !bytes.Contains(files[bRecs], []byte(id)) {
+		t.Fatalf("proxy-b's cited.jsonl lacks its decision record %d:\n%s", bCited, files[bRecs])
+	}
+
+	tamper := fleetTamper(t, files)
+	tamper("proxy-b's cited decision changed", func(f map[string][]byte) {
+		f[bRecs] = bytes.Replace(f[bRecs], []byte(`"reason":"reviewed"`), []byte(`"reason":"rubber-stamped"`), 1)
+	}, "instance proxy-b", "chain_broken", "cited.jsonl is not an intact chain", fmt.Sprintf("record %d", bCited))
+	tamper("proxy-b's cited run cut short", func(f map[string][]byte) {
+		lines := bytes.SplitAfter(f[bRecs], []byte("\n"))
+		f[bRecs] = bytes.Join(lines[:len(lines)-2], nil)
+	}, "instance proxy-b", "chain_broken", "records are missing")
+	tamper("proxy-b's part dropped, as before cited records", func(f map[string][]byte) {
+		for k := range f {
+			if strings.HasPrefix(k, "instances/proxy-b/") {
+				delete(f, k)
+			}
+		}
+		f["fleet.json"] = bytes.Replace(f["fleet.json"], []byte(fmt.Sprintf(`"cited": [
+        %d
+      ]`, bCited)), []byte(`"cited": []`), 1)
+	}, `"proxy-b"`, "has no part in this bundle")
+	tamper("the statement pointed at another record of proxy-b", func(f map[string][]byte) {
+		f["approvals.json"] = bytes.Replace(f["approvals.json"], []byte(fmt.Sprintf(`"record": %d`, bCited)), []byte(fmt.Sprintf(`"record": %d`, bCited+1)), 1)
+	}, "instance proxy-b", fmt.Sprintf("record %d", bCited+1))
+	tamper("proxy-a's held request changed", func(f map[string][]byte) {
+		k := "instances/proxy-a/cited.jsonl"
+		f[k] = bytes.Replace(f[k], []byte(`260000`), []byte(`2600000`), 1)
+	}, "instance proxy-a", "chain_broken", "cited.jsonl is not an intact chain")
+
+	// proxy-a alone: its range releases what proxy-b decided.
+	code, msg = runCommand(t, newExport(), "--config", a.opts.Config, "--key", key, "--from", from, "--to", to, "--instance", "proxy-a", "-o", filepath.Join(t.TempDir(), "a.zip"))
+	if code != 2 || !strings.Contains(msg, fmt.Sprintf("proxy-b record %d (approval/approve of approval %s)", bCited, id)) || !strings.Contains(msg, "add --instance proxy-b") {
+		t.Errorf("export of proxy-a alone: exit %d: %s", code, msg)
+	}
+	t.Logf("export of proxy-a alone: %s", msg)
+
+	// From before the hold: proxy-b's decision is in the range, its
+	// config record before it; nothing is cited.
+	out2 := filepath.Join(t.TempDir(), "fleet2.zip")
+	code, msg = runCommand(t, newExport(), "--config", a.opts.Config, "--key", key, "--from", beforeHold.Format(time.RFC3339Nano), "--to", to, "-o", out2)
+	if code != 0 || strings.Contains(msg, "cited.jsonl") || strings.Contains(msg, "no records in the range") {
+		t.Fatalf("export from before the hold: exit %d: %s", code, msg)
+	}
+	if code, msg := runCommand(t, verifyCmd(), out2); code != 0 || !strings.Contains(msg, "proxy-b: records 2 to ") {
+		t.Fatalf("verify from before the hold: exit %d: %s", code, msg)
 	}
 }
 
