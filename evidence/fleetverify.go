@@ -261,7 +261,7 @@ func (fv *fleetVerifier) readApprovals() *Problem {
 			if iv == nil {
 				return problemf(ProblemBadApprovals, FileApprovals, s.Record, "approval %s: %s's statement is kept by instance %q, which has no part in this bundle", a.ID, s.Approver, s.Instance)
 			}
-			if p := fv.inst(s.Instance, func() *Problem { return iv.checkStatement(a, &s.Statement) }); p != nil {
+			if p := fv.inst(s.Instance, func() *Problem { return iv.checkStatement(a.ID, a.Digest, &s.Statement) }); p != nil {
 				return p
 			}
 			fv.rep.Statements++
@@ -274,30 +274,31 @@ func (fv *fleetVerifier) readApprovals() *Problem {
 	return nil
 }
 
-// checkStatement is checkApproval's check of one statement: its exact
-// text, and its signature (or passkey assertion) by the key its approver
-// had in this instance's principals when it was signed.
-func (v *bundleVerifier) checkStatement(a *FleetApproval, s *Statement) *Problem {
+// checkStatement checks one statement of approval id (request digest
+// digest): its exact text, and its signature (or passkey assertion) by the
+// key its approver had in these principals when it was signed. A single
+// bundle and each instance of a fleet's check theirs with it.
+func (v *bundleVerifier) checkStatement(id, digest string, s *Statement) *Problem {
 	if s.Decision != approvals.Approve && s.Decision != approvals.Reject {
-		return problemf(ProblemBadApprovals, FileApprovals, s.Record, "approval %s: statement by %s has decision %q", a.ID, s.Approver, s.Decision)
+		return problemf(ProblemBadApprovals, FileApprovals, s.Record, "approval %s: statement by %s has decision %q", id, s.Approver, s.Decision)
 	}
-	want := string(approvals.Statement(a.ID, a.Digest, s.Decision, s.Approver, s.SignedAt))
+	want := string(approvals.Statement(id, digest, s.Decision, s.Approver, s.SignedAt))
 	if s.Statement != want {
-		return problemf(ProblemApprovalMismatch, FileApprovals, s.Record, "approval %s: the statement text of %s's %s is not the one its fields give", a.ID, s.Approver, s.Decision)
+		return problemf(ProblemApprovalMismatch, FileApprovals, s.Record, "approval %s: the statement text of %s's %s is not the one its fields give", id, s.Approver, s.Decision)
 	}
 	if err := rules.CheckID(s.Approver); err != nil {
-		return problemf(ProblemApprovalSignature, FileApprovals, s.Record, "approval %s: a statement's approver: %v; such an id is nobody's", a.ID, err)
+		return problemf(ProblemApprovalSignature, FileApprovals, s.Record, "approval %s: a statement's approver: %v; such an id is nobody's", id, err)
 	}
 	pr := v.signer(s.Approver, s.Record)
 	if s.WebAuthn != nil {
-		return v.checkPasskeyStatement(&ApprovalEntry{ID: a.ID}, s, pr)
+		return v.checkPasskeyStatement(&ApprovalEntry{ID: id}, s, pr)
 	}
 	if pr == nil || pr.pub == nil {
-		return problemf(ProblemApprovalSignature, FileApprovals, s.Record, "approval %s: %s signed a statement (record %d) but has no public key in force then in %s", a.ID, s.Approver, s.Record, FilePrincipals)
+		return problemf(ProblemApprovalSignature, FileApprovals, s.Record, "approval %s: %s signed a statement (record %d) but has no public key in force then in %s", id, s.Approver, s.Record, FilePrincipals)
 	}
 	sig, err := base64.StdEncoding.DecodeString(s.Signature)
 	if err != nil || !ed25519.Verify(pr.pub, []byte(want), sig) {
-		return problemf(ProblemApprovalSignature, FileApprovals, s.Record, "approval %s: the signature on %s's %s statement (record %d) does not verify with %s's key in %s", a.ID, s.Approver, s.Decision, s.Record, pr.id, FilePrincipals)
+		return problemf(ProblemApprovalSignature, FileApprovals, s.Record, "approval %s: the signature on %s's %s statement (record %d) does not verify with %s's key in %s", id, s.Approver, s.Decision, s.Record, pr.id, FilePrincipals)
 	}
 	return nil
 }

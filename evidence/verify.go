@@ -679,30 +679,8 @@ func (v *bundleVerifier) checkApproval(a *ApprovalEntry) *Problem {
 		return problemf(ProblemBadApprovals, FileApprovals, 0, "approval %s has kind %q", a.ID, a.Kind)
 	}
 	for _, s := range a.Statements {
-		if s.Decision != approvals.Approve && s.Decision != approvals.Reject {
-			return problemf(ProblemBadApprovals, FileApprovals, s.Record, "approval %s: statement by %s has decision %q", a.ID, s.Approver, s.Decision)
-		}
-		want := string(approvals.Statement(a.ID, a.Digest, s.Decision, s.Approver, s.SignedAt))
-		if s.Statement != want {
-			return problemf(ProblemApprovalMismatch, FileApprovals, s.Record, "approval %s: the statement text of %s's %s is not the one its fields give", a.ID, s.Approver, s.Decision)
-		}
-		if err := rules.CheckID(s.Approver); err != nil {
-			return problemf(ProblemApprovalSignature, FileApprovals, s.Record, "approval %s: a statement's approver: %v; such an id is nobody's", a.ID, err)
-		}
-		pr := v.signer(s.Approver, s.Record)
-		if s.WebAuthn != nil {
-			if p := v.checkPasskeyStatement(a, &s, pr); p != nil {
-				return p
-			}
-			v.rep.Statements++
-			continue
-		}
-		if pr == nil || pr.pub == nil {
-			return problemf(ProblemApprovalSignature, FileApprovals, s.Record, "approval %s: %s signed a statement (record %d) but has no public key in force then in %s", a.ID, s.Approver, s.Record, FilePrincipals)
-		}
-		sig, err := base64.StdEncoding.DecodeString(s.Signature)
-		if err != nil || !ed25519.Verify(pr.pub, []byte(want), sig) {
-			return problemf(ProblemApprovalSignature, FileApprovals, s.Record, "approval %s: the signature on %s's %s statement (record %d) does not verify with %s's key in %s", a.ID, s.Approver, s.Decision, s.Record, pr.id, FilePrincipals)
+		if p := v.checkStatement(a.ID, a.Digest, &s); p != nil {
+			return p
 		}
 		v.rep.Statements++
 	}

@@ -127,6 +127,19 @@ func (f *fleet) pendingID(t *testing.T, not ...string) string {
 	return ""
 }
 
+// waitStatus polls e's admin API, for up to 10 s, until approval id has
+// status want, and returns the status it last read.
+func waitStatus(e *env, id, want string) string {
+	var got approvals.Approval
+	for i := 0; i < 100; i++ {
+		if e.adminGet("/v1/approvals/"+id, &got); got.Status == want {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return got.Status
+}
+
 func contains(list []string, s string) bool {
 	for _, x := range list {
 		if x == s {
@@ -297,15 +310,8 @@ func TestFleetHub(t *testing.T) {
 		t.Fatalf("a decision with no proxy up: %d %v", code, m)
 	}
 	b.start()
-	var got approvals.Approval
-	for i := 0; i < 100; i++ {
-		if qe.adminGet("/v1/approvals/"+id4, &got); got.Status == approvals.StatusApproved {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if got.Status != approvals.StatusApproved {
-		t.Fatalf("the queued decision was not taken when B came back: %s", got.Status)
+	if got := waitStatus(qe, id4, approvals.StatusApproved); got != approvals.StatusApproved {
+		t.Fatalf("the queued decision was not taken when B came back: %s", got)
 	}
 	// Every chain still verifies.
 	for _, e := range []*env{b} {
@@ -611,15 +617,8 @@ func TestHubDecisionSurvivesAFailedTake(t *testing.T) {
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	var got approvals.Approval
-	for i := 0; i < 100; i++ {
-		if he.adminGet("/v1/approvals/"+id, &got); got.Status == approvals.StatusApproved {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if got.Status != approvals.StatusApproved {
-		t.Fatalf("the queued decision was lost after a failed take: %s\n%s", got.Status, a.logs.String())
+	if got := waitStatus(he, id, approvals.StatusApproved); got != approvals.StatusApproved {
+		t.Fatalf("the queued decision was lost after a failed take: %s\n%s", got, a.logs.String())
 	}
 	if !strings.Contains(a.logs.String(), "given back") {
 		t.Error("the failed take was not logged")

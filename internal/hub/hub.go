@@ -163,12 +163,8 @@ func Start(c Config, logw io.Writer) (*Hub, error) {
 	}()
 	go func() {
 		defer h.wg.Done()
-		serve := func() error { return h.admin.Serve(ln) }
-		if c.UITLSCert != "" {
-			serve = func() error { return h.admin.ServeTLS(ln, c.UITLSCert, c.UITLSKey) }
-		}
-		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			h.errc <- fmt.Errorf("admin API: %w", err)
+		if err := server.ServeAdmin(h.admin, ln, c.UITLSCert, c.UITLSKey); err != nil {
+			h.errc <- err
 		}
 	}()
 	log.Info().Str("admin_addr", h.AdminAddr.String()).Str("ui_url", uiURL+"/ui/").Str("instance", store.InstanceName()).

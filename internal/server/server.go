@@ -506,12 +506,8 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 	}
 	go func() {
 		defer s.wg.Done()
-		serve := func() error { return s.admin.Serve(adminLn) }
-		if o.UITLSCert != "" {
-			serve = func() error { return s.admin.ServeTLS(adminLn, o.UITLSCert, o.UITLSKey) }
-		}
-		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.errc <- fmt.Errorf("admin API: %w", err)
+		if err := ServeAdmin(s.admin, adminLn, o.UITLSCert, o.UITLSKey); err != nil {
+			s.errc <- err
 		}
 	}()
 	ev := log.Info().Str("admin_addr", s.AdminAddr.String()).Str("ui_url", s.UIURL+"/ui/").Str("app", m.AppID).Str("policy", m.Hash).
@@ -586,6 +582,21 @@ func (s *Server) Close() error {
 	}
 	s.log.Info().Msg("stopped")
 	return errors.Join(errs...)
+}
+
+// ServeAdmin serves the admin API on ln until srv is shut down, over TLS
+// when cert is set (ui.tls_cert, ui.tls_key); nil after a shutdown.
+func ServeAdmin(srv *http.Server, ln net.Listener, cert, key string) error {
+	var err error
+	if cert != "" {
+		err = srv.ServeTLS(ln, cert, key)
+	} else {
+		err = srv.Serve(ln)
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("admin API: %w", err)
+	}
+	return nil
 }
 
 // AdminAuth is the admin API's tokens: the --admin-tokens file (read
