@@ -2,6 +2,7 @@ package archive
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -36,6 +37,8 @@ const (
 	DefaultSegmentInterval = time.Minute
 	DefaultRetentionYears  = 7
 	DefaultMode            = "COMPLIANCE"
+	DefaultSlowUpload      = 10 * time.Second
+	DefaultStallTimeout    = 30 * time.Second
 )
 
 // Config configures an Archiver and Verify. App, the gateway Key and one
@@ -89,6 +92,18 @@ type Config struct {
 	RetryMin, RetryMax time.Duration
 	// RequestTimeout bounds each store call (default 2m).
 	RequestTimeout time.Duration
+	// SlowUpload: a segment or checkpoint upload, or the start-up check of
+	// the store, still going after this long is logged at warn, once per
+	// call, with its key, the time so far, the attempt and the backlog,
+	// and counted in Status.SlowUploads (default 10s). An S3 that hangs
+	// without failing is otherwise silent until RequestTimeout.
+	SlowUpload time.Duration
+	// StallTimeout (S3 only) abandons an attempt whose answer has not begun
+	// this long after the request was sent in full (the transport's
+	// response header timeout), so that a hung connection is retried on a
+	// new one well before RequestTimeout (default 30s). The time to send a
+	// segment's bytes does not count against it: a slow link is not a hang.
+	StallTimeout time.Duration
 	// FlushTimeout bounds Close's last seal of what is pending (default 10s).
 	FlushTimeout time.Duration
 	// Now is the clock for backlog ages and the interval (default time.Now).
@@ -162,6 +177,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.FlushTimeout <= 0 {
 		c.FlushTimeout = 10 * time.Second
+	}
+	if c.SlowUpload <= 0 {
+		c.SlowUpload = DefaultSlowUpload
+	}
+	if c.StallTimeout <= 0 {
+		c.StallTimeout = DefaultStallTimeout
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -250,7 +271,7 @@ type StoreInfo struct {
 
 func newStore(ctx context.Context, c *Config) (objStore, error) {
 	if c.S3 != nil {
-		return newS3Store(ctx, *c.S3)
+		return newS3Store(ctx, *c.S3, c.StallTimeout)
 	}
 	return newLocalStore(c.LocalDir)
 }
@@ -349,6 +370,12 @@ type Archiver struct {
 	ageSeq     uint64 // cache for the backlog age: record ageSeq has time ageTime
 	ageTime    time.Time
 	logged     uint64 // backlog last logged as growing; 0 when not
+	slow       uint64 // store calls that passed SlowUpload
+	callKey    string // the store call in flight: its key ("" for the check)
+	callStart  time.Time
+	calling    bool
+
+	attempt atomic.Int64 // Run's attempt at the current step: 1, then 2, ... while it fails
 
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -464,6 +491,7 @@ func (a *Archiver) Run(ctx context.Context) error {
 		Int("segment_records", a.cfg.SegmentRecords).Dur("segment_interval", a.cfg.SegmentInterval).
 		Uint64("archived_seq", a.Status().ArchivedSeq).Msg("archiver started")
 	fails := 0
+	a.attempt.Store(1)
 	for {
 		err := a.step(ctx, false)
 		if ctx.Err() != nil {
@@ -481,6 +509,7 @@ func (a *Archiver) Run(ctx context.Context) error {
 		} else {
 			fails = 0
 		}
+		a.attempt.Store(int64(fails + 1)) // the next step's: 1, or 2 and on after failures
 		a.watchBacklog()
 		t := time.NewTimer(wait)
 		select {
@@ -574,7 +603,9 @@ func (a *Archiver) ensureChecked(ctx context.Context) error {
 		return nil
 	}
 	cctx, cancel := context.WithTimeout(ctx, a.cfg.RequestTimeout)
+	done := a.watchCall("check", "")
 	info, err := a.store.check(cctx)
+	done(err)
 	cancel()
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -877,9 +908,15 @@ func retainUntil(lastTime string, years int) time.Time {
 // putOnce is setObjectIfNoneMatch: an object already under key with the same
 // bytes is success (a retry after a crash or a lost response); with other
 // bytes it is the archive's alarm and nothing is written.
-func (a *Archiver) putOnce(ctx context.Context, key string, data []byte, lock objectLock) (objectInfo, error) {
+func (a *Archiver) putOnce(ctx context.Context, key string, data []byte, lock objectLock) (info objectInfo, err error) {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.RequestTimeout)
 	defer cancel()
+	done := a.watchCall("upload", key)
+	defer func() { done(err) }()
+	return a.putOnceCall(ctx, key, data, lock)
+}
+
+func (a *Archiver) putOnceCall(ctx context.Context, key string, data []byte, lock objectLock) (objectInfo, error) {
 	info, err := a.store.putIfAbsent(ctx, key, data, lock)
 	if err == nil {
 		return info, nil
@@ -908,6 +945,45 @@ func (a *Archiver) putOnce(ctx context.Context, key string, data []byte, lock ob
 	a.log.Error().Err(err).Str("key", key).Str("version_id", ginfo.VersionID).
 		Msg("ARCHIVE CONFLICT: an archived object differs from the local chain; not overwritten, archiving stopped here")
 	return objectInfo{}, err
+}
+
+// watchCall marks a store call in flight (Status.InFlight) and, once it has
+// taken SlowUpload, logs it at warn and counts it: an S3 that hangs without
+// failing shows before RequestTimeout, not only as a growing backlog. The
+// returned func ends the call; a slow call logs again how it ended.
+func (a *Archiver) watchCall(op, key string) func(error) {
+	start := time.Now()
+	a.mu.Lock()
+	a.calling, a.callKey, a.callStart = true, key, start
+	a.mu.Unlock()
+	var slow atomic.Bool
+	t := time.AfterFunc(a.cfg.SlowUpload, func() {
+		slow.Store(true)
+		a.mu.Lock()
+		a.slow++
+		a.mu.Unlock()
+		st := a.Status()
+		a.log.Warn().Str("op", op).Str("key", key).Dur("elapsed", time.Since(start)).
+			Int64("attempt", max(a.attempt.Load(), 1)).Dur("timeout", a.cfg.RequestTimeout).
+			Uint64("backlog", st.Backlog).Float64("backlog_age_seconds", st.BacklogAgeSeconds).
+			Msg("archive upload slow: the store has not answered; still waiting")
+	})
+	return func(err error) {
+		t.Stop()
+		a.mu.Lock()
+		a.calling, a.callKey, a.callStart = false, "", time.Time{}
+		a.mu.Unlock()
+		if !slow.Load() {
+			return
+		}
+		ev := a.log.Info()
+		if err != nil {
+			ev = a.log.Warn().Err(err)
+		}
+		ev.Str("op", op).Str("key", key).Dur("elapsed", time.Since(start)).
+			Int64("attempt", max(a.attempt.Load(), 1)).Bool("ok", err == nil).
+			Msg("archive upload slow: the store answered at last")
+	}
 }
 
 // firstDiff names the first line where two segments differ.
@@ -997,6 +1073,15 @@ type Status struct {
 	LastError   string    `json:"last_error,omitempty"`
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 	LastSealAt  time.Time `json:"last_seal_at,omitzero"`
+
+	// SlowUploads counts store calls (uploads, the start-up check) that
+	// took longer than SlowUpload, answered or not.
+	SlowUploads uint64 `json:"slow_uploads"`
+	// InFlight is the key of the upload in flight ("check" for the
+	// start-up check), InFlightSeconds how long it has been going; "" and
+	// 0 between calls.
+	InFlight        string  `json:"in_flight,omitempty"`
+	InFlightSeconds float64 `json:"in_flight_seconds"`
 }
 
 // Ready is nil unless archiving cannot proceed without an operator: the
@@ -1024,7 +1109,11 @@ func (a *Archiver) Status() Status {
 		Bucket: a.info, Checked: a.checked, Refused: a.refused, Conflict: a.conflict,
 		ArchivedSeq: a.pos.Seq, LastKey: a.pos.Key, HeadSeq: head.Seq,
 		Segments: a.sealed, Failures: a.failures, LastError: a.lastErr, LastErrorAt: a.lastErrAt,
-		LastSealAt: a.lastSealAt,
+		LastSealAt: a.lastSealAt, SlowUploads: a.slow,
+	}
+	if a.calling {
+		st.InFlight = cmp.Or(a.callKey, "check")
+		st.InFlightSeconds = time.Since(a.callStart).Seconds()
 	}
 	if !a.lock {
 		st.Mode = ""

@@ -52,7 +52,7 @@ type s3Store struct {
 	idle   interface{ CloseIdleConnections() } // nil in tests that build their own client
 }
 
-func newS3Store(ctx context.Context, c S3Config) (*s3Store, error) {
+func newS3Store(ctx context.Context, c S3Config, stall time.Duration) (*s3Store, error) {
 	if c.Bucket == "" {
 		return nil, errors.New("archive: s3 bucket not set")
 	}
@@ -87,6 +87,14 @@ func newS3Store(ctx context.Context, c S3Config) (*s3Store, error) {
 	var idle interface{ CloseIdleConnections() }
 	if bc, ok := cfg.HTTPClient.(*awshttp.BuildableClient); ok {
 		tr := bc.GetTransport()
+		// A request sent in full with no answer begun after stall is a hung
+		// connection (a stopped server, a dead path): fail the attempt so
+		// that it is retried on a new connection, well before the call's
+		// RequestTimeout. Sending the body does not count: a slow link is
+		// not a hang.
+		if stall > 0 {
+			tr.ResponseHeaderTimeout = stall
+		}
 		cfg.HTTPClient = &http.Client{
 			Transport: tr,
 			// S3 answers a wrong region or endpoint with a redirect;

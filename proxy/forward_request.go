@@ -292,8 +292,11 @@ func readBody(r *http.Request, max int) ([]byte, error) {
 
 // outgoing is the request the ERP receives: the URL that was decided, the
 // body that was hashed, no hop-by-hop or X-UAPK-* header. Its exchange
-// runs to its end (or the upstream timeout) even if the agent hangs up: a
-// request recorded as allowed gets its outcome recorded too.
+// runs to its end, the upstream timeout, or the agent hanging up (net/http
+// cancels the agent's request context then): an ERP call the agent has
+// abandoned is cancelled, with errClientGone as the cause, and its forward
+// record says so (a request recorded as allowed gets its outcome recorded
+// all the same).
 func (f *Forward) outgoing(r *http.Request, st *fwdState, c *gate.Call, v *gate.Verdict) *http.Request {
 	h := r.Header // the agent's request is done with: strip in place
 	stripHTTP(h, "", true)
@@ -337,8 +340,16 @@ func (f *Forward) outgoing(r *http.Request, st *fwdState, c *gate.Call, v *gate.
 		// does only when nothing of it was written to a pooled one.
 		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	}
-	var ctx context.Context
-	ctx, st.cancel = context.WithTimeout(context.Background(), f.timeout)
+	// Not r.Context() itself: it also ends when the handler returns, and
+	// its values are the agent side's.
+	ctx, cancelCause := context.WithCancelCause(context.Background())
+	stopWatch := context.AfterFunc(r.Context(), func() { cancelCause(errClientGone) })
+	ctx, cancelTimeout := context.WithTimeout(ctx, f.timeout)
+	st.cancel = func() {
+		stopWatch()
+		cancelTimeout()
+		cancelCause(nil)
+	}
 	return out.WithContext(ctx)
 }
 
@@ -354,6 +365,9 @@ func (f *Forward) roundTrip(req *http.Request, pctx *goproxy.ProxyCtx) (*http.Re
 	}
 	resp, err := tr.RoundTrip(req)
 	if err != nil {
+		if errors.Is(context.Cause(req.Context()), errClientGone) {
+			err = fmt.Errorf("%w: %w", errClientGone, err)
+		}
 		cancel()
 		st.start = start
 		return nil, err
@@ -366,6 +380,9 @@ func (f *Forward) roundTrip(req *http.Request, pctx *goproxy.ProxyCtx) (*http.Re
 	}
 	v := st.verdict
 	resp.Body = &auditBody{rc: resp.Body, h: sha256.New(), max: f.maxResp, resp: resp, done: func(sum []byte, n int64, rerr error) {
+		if rerr != nil && errors.Is(context.Cause(req.Context()), errClientGone) {
+			rerr = fmt.Errorf("%w: %w", errClientGone, rerr)
+		}
 		cancel()
 		f.gate.ForwardedStream(v, resp.StatusCode, sum, n, time.Since(start), rerr)
 	}}

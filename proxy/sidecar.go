@@ -57,6 +57,7 @@ type Sidecar struct {
 	basePath string // upstream path prefix without trailing slash
 	client   *fasthttp.HostClient
 	fresh    *fasthttp.HostClient // for requests on an approval: a new connection each
+	tr       *cancelTransport     // both clients': an ERP call the agent abandons is cancelled
 	server   *fasthttp.Server
 	ln       atomic.Pointer[trackingListener]
 	lnMu     sync.Mutex    // orders Serve's start against Shutdown
@@ -94,7 +95,7 @@ func NewSidecar(cfg SidecarConfig) (*Sidecar, error) {
 	s := &Sidecar{
 		gate: cfg.Gate, scheme: u.Scheme, host: u.Host, basePath: strings.TrimRight(u.Path, "/"),
 		maxBody: cfg.MaxBody, timeout: cfg.UpstreamTimeout, log: cfg.Logger, stopHold: make(chan struct{}),
-		cred: cfg.Credential,
+		cred: cfg.Credential, tr: &cancelTransport{},
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBody
@@ -134,6 +135,7 @@ func NewSidecar(cfg SidecarConfig) (*Sidecar, error) {
 		// read that met a pooled connection the ERP had closed is sent
 		// again once, on a fresh one.
 		MaxIdemponentCallAttempts: 2,
+		Transport:                 s.tr,
 	}
 	s.client.RetryIfErr = func(req *fasthttp.Request, attempts int, err error) (bool, bool) {
 		m := string(req.Header.Method())
@@ -149,6 +151,7 @@ func NewSidecar(cfg SidecarConfig) (*Sidecar, error) {
 		MaxConns: maxConns, MaxResponseBodySize: maxResp,
 		ReadTimeout: s.timeout, WriteTimeout: s.timeout, MaxConnWaitTimeout: s.timeout,
 		NoDefaultUserAgentHeader: true, DisablePathNormalizing: true, MaxIdemponentCallAttempts: 1,
+		Transport: s.tr,
 	}
 	s.server = &fasthttp.Server{
 		Handler:               s.handle,
@@ -308,7 +311,30 @@ func (s *Sidecar) forward(ctx *fasthttp.RequestCtx, c *gate.Call, v *gate.Verdic
 		req.SetConnectionClose()
 	}
 	start := time.Now()
+	// The agent's connection is watched while the ERP works: an agent that
+	// gives up gets its ERP call cancelled, not left open to the timeout.
+	call := &upstreamCall{deadline: start.Add(s.timeout)}
+	s.tr.calls.Store(req, call)
+	stop := watchAgent(ctx.Conn(), call.cancel)
 	err := client.DoTimeout(req, resp, s.timeout)
+	stop()
+	s.tr.calls.Delete(req)
+	if gone, sent := call.state(); gone && err != nil {
+		o := erpFailure(err)
+		o.Undelivered = o.Undelivered || !sent
+		if !errors.Is(err, errClientGone) {
+			err = fmt.Errorf("%w: %w", errClientGone, err)
+		}
+		o.Err, o.Duration = err, time.Since(start)
+		s.gate.Forwarded(v, o)
+		resp.Reset()
+		s.log.Info().Err(err).Uint64("seq", v.Record).Str("reason", string(o.Reason())).Bool("delivered", !o.Undelivered).
+			Msg("the agent went away before the ERP answered; ERP call cancelled")
+		status, body := upstreamFailure(v, o, false)
+		writeFast(ctx, status, v, body)
+		ctx.SetConnectionClose()
+		return
+	}
 	if err == nil && resp.StatusCode() == fasthttp.StatusSwitchingProtocols {
 		// The agent's Upgrade never reaches the ERP, so a 101 is the ERP
 		// speaking another protocol on this connection: never reuse it.

@@ -34,6 +34,11 @@ type Sources struct {
 	// ArchiveBacklog returns records not yet archived and the age in
 	// seconds of the oldest of them (nil when there is no archiver).
 	ArchiveBacklog func() (records uint64, seconds float64)
+	// ArchiveUploads returns the archive's store calls that took longer
+	// than its slow threshold so far (archive.Status.SlowUploads) and how
+	// long the call in flight has been going, 0 between calls
+	// (Status.InFlightSeconds); nil when there is no archiver.
+	ArchiveUploads func() (slow uint64, inFlightSeconds float64)
 }
 
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
@@ -98,6 +103,14 @@ func New(reg prometheus.Registerer, version string, src Sources) *Metrics {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "uapk_archive_backlog_seconds", Help: "Age of the oldest ledger record not yet archived.",
 		}, func() float64 { _, s := src.ArchiveBacklog(); return s }))
+	}
+	if src.ArchiveUploads != nil {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "uapk_archive_slow_uploads_total", Help: "Archive uploads (and store checks) that took longer than the slow threshold (10s), answered or not.",
+		}, func() float64 { n, _ := src.ArchiveUploads(); return float64(n) }))
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "uapk_archive_upload_in_flight_seconds", Help: "How long the archive's store call in flight has been going; 0 between calls.",
+		}, func() float64 { _, s := src.ArchiveUploads(); return s }))
 	}
 	return m
 }

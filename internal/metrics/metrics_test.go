@@ -25,6 +25,7 @@ func TestExpositionGolden(t *testing.T) {
 		Held:            func() int { return 2 },
 		PendingByAction: func() (map[string]int, error) { return map[string]int{"journal_entry": 3, "financial_report": 1}, nil },
 		ArchiveBacklog:  func() (uint64, float64) { return 42, 7.5 },
+		ArchiveUploads:  func() (uint64, float64) { return 3, 12.5 },
 	})
 	m.Decision("sidecar", "account_reconciliation", "allow", 2*time.Millisecond)
 	m.Decision("sidecar", "account_reconciliation", "allow", 3*time.Millisecond)
@@ -42,7 +43,8 @@ func TestExpositionGolden(t *testing.T) {
 	names := []string{"uapk_requests_total", "uapk_decision_duration_seconds", "uapk_upstream_duration_seconds",
 		"uapk_upstream_errors_total", "uapk_approval_wait_seconds", "uapk_ledger_commit_duration_seconds",
 		"uapk_ledger_batch_records", "uapk_ledger_commit_failures_total", "uapk_held_connections",
-		"uapk_pending_approvals", "uapk_archive_backlog_records", "uapk_archive_backlog_seconds", "uapk_admin_refused_total"}
+		"uapk_pending_approvals", "uapk_archive_backlog_records", "uapk_archive_backlog_seconds", "uapk_admin_refused_total",
+		"uapk_archive_slow_uploads_total", "uapk_archive_upload_in_flight_seconds"}
 	if *update {
 		mfs, err := reg.Gather()
 		if err != nil {
