@@ -297,6 +297,10 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 			st := s.archiver.Status()
 			return st.Backlog, st.BacklogAgeSeconds
 		},
+		ArchiveUploads: func() (uint64, float64) {
+			st := s.archiver.Status()
+			return st.SlowUploads, st.InFlightSeconds
+		},
 	})
 	l, err := ledger.Open(filepath.Join(o.DataDir, "ledger.db"), ledger.Options{OnCommit: mx.Commit})
 	if err != nil {
