@@ -359,7 +359,8 @@ func prepare(e Entry) (*pending, error) {
 	return p, nil
 }
 
-func (l *Ledger) enqueue(p *pending) error {
+// enqueue queues ps together, so that the writer takes them in one batch.
+func (l *Ledger) enqueue(ps ...*pending) error {
 	if l.readOnly {
 		return ErrReadOnly
 	}
@@ -368,7 +369,7 @@ func (l *Ledger) enqueue(p *pending) error {
 	if l.closed {
 		return ErrClosed
 	}
-	l.queue = append(l.queue, p)
+	l.queue = append(l.queue, ps...)
 	l.qcond.Signal()
 	return nil
 }

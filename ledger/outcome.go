@@ -203,10 +203,10 @@ func (l *Ledger) Recover(ctx context.Context) (int, error) {
 				return written, fmt.Errorf("recover: record %d: %w", f.seq, err)
 			}
 			p.res = make(chan result, 1)
-			if err := l.enqueue(p); err != nil {
-				return written, err
-			}
 			ps = append(ps, p)
+		}
+		if err := l.enqueue(ps...); err != nil {
+			return written, err
 		}
 		for _, p := range ps {
 			select {
