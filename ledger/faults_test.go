@@ -103,13 +103,13 @@ func TestCrashChild(t *testing.T) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)
 	}
-	a := mustAppend(t, l, entry(1))                   // 1: allow, forwarded
+	a := mustAppend(t, l, entry(1))                    // 1: allow, forwarded
 	mustAppend(t, l, forwardEntry(a.Seq, "forwarded")) // 2
-	mustAppend(t, l, entry(2))                        // 3: allow, no forward
-	mustAppend(t, l, denied())                        // 4
-	mustAppend(t, l, overrideUse())                   // 5: override allow, no forward
-	mustAppend(t, l, held())                          // 6
-	c := mustAppend(t, l, entry(3))                   // 7: allow, forward maybe
+	mustAppend(t, l, entry(2))                         // 3: allow, no forward
+	mustAppend(t, l, denied())                         // 4
+	mustAppend(t, l, overrideUse())                    // 5: override allow, no forward
+	mustAppend(t, l, held())                           // 6
+	c := mustAppend(t, l, entry(3))                    // 7: allow, forward maybe
 	l.AppendAsync(forwardEntry(c.Seq, "forwarded"), nil)
 	fmt.Println("ready")
 	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
@@ -473,4 +473,101 @@ func TestSpaceErrorMessage(t *testing.T) {
 	if other := errors.New("disk on fire"); SpaceError(path, other) != other || SpaceError(path, nil) != nil {
 		t.Error("SpaceError changed another error")
 	}
+}
+
+// mountTmpfs mounts a tmpfs of size bytes for the test: the only way to
+// see a real ENOSPC. It skips only when the kernel refuses the mount (not
+// root, no CAP_SYS_ADMIN).
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs to fill (%v: %s): run as root to test a full disk", err, strings.TrimSpace(string(out)))
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+	return dir
+}
+
+// fill writes a file in dir until the volume is full.
+func fill(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "filler")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatal(err)
+			}
+			return path
+		}
+	}
+}
+
+// TestDiskFull: on a real full volume appends fail with ErrNoSpace naming
+// the file and the free bytes, nothing is half written, and once space is
+// freed the ledger is healthy again by itself (no traffic), a forward
+// record lost to the full disk becomes an outcome record, and the chain
+// verifies.
+func TestDiskFull(t *testing.T) {
+	dir := mountTmpfs(t, "4m")
+	path := filepath.Join(dir, "ledger.db")
+	l := openAt(t, path, Options{ProbeEvery: 20 * time.Millisecond})
+	a := mustAppend(t, l, entry(0))
+	filler := fill(t, dir)
+	big := denied()
+	big.Data = map[string]any{"justification": strings.Repeat("x", 2000)}
+	var err error
+	for i := 0; i < 5000 && err == nil; i++ {
+		_, err = l.Append(context.Background(), big)
+	}
+	var ne *NoSpaceError
+	if !errors.As(err, &ne) || ne.Path != path || ne.Free < 0 {
+		t.Fatalf("append on a full disk: %v", err)
+	}
+	if msg := err.Error(); !strings.Contains(msg, "no space left on device writing "+path) || !strings.Contains(msg, "on "+dir) {
+		t.Errorf("message %q", msg)
+	}
+	done := make(chan error, 1)
+	l.AppendAsync(forwardEntry(a.Seq, "forwarded"), func(_ Record, err error) { done <- err })
+	lostForward := <-done != nil
+	if !lostForward {
+		t.Log("the forward record found room; no outcome record expected")
+	}
+	if err := l.Healthy(); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("healthy on a full disk: %v", err)
+	}
+	head := l.Head().Seq
+	time.Sleep(100 * time.Millisecond)
+	if err := l.Healthy(); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("the probe cleared the failure with the disk still full: %v", err)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for l.Healthy() != nil || lostForward && l.Head().Seq == head {
+		if time.Now().After(deadline) {
+			t.Fatalf("space freed, no traffic: healthy %v, head %d", l.Healthy(), l.Head().Seq)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if lostForward {
+		if o := outcomes(t, l)[a.Seq]; len(o) != 1 || o[0].Reason != record.ForwardNotRecorded {
+			t.Fatalf("outcome records %+v", o)
+		}
+	}
+	if p, _ := l.Pending(); len(p) != 0 {
+		t.Errorf("pending %v", p)
+	}
+	mustAppend(t, l, denied())
+	mustVerify(t, l, l.Head().Seq)
 }

@@ -141,12 +141,14 @@ func failf(code int, format string, args ...any) error {
 	return &StartError{Code: code, Err: fmt.Errorf(format, args...)}
 }
 
-// noSpace makes a start that failed because the ledger's volume is full a
-// failure the operator must fix (code 2), saying what to free.
-func noSpace(ledgerPath string, err error) error {
+// noSpace makes a start that failed because the ledger's volume is full
+// (err wraps ENOSPC or EDQUOT) a failure the operator must fix, code 2,
+// saying which file, how much is free and what to do; nil for any other
+// error.
+func noSpace(ledgerPath string, err error) *StartError {
 	var ne *ledger.NoSpaceError
 	if !errors.As(ledger.SpaceError(ledgerPath, err), &ne) {
-		return err
+		return nil
 	}
 	return &StartError{Code: 2, Err: fmt.Errorf("ledger: %w", ne)}
 }
@@ -313,13 +315,19 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 	l, err := ledger.Open(ledgerPath, ledger.Options{OnCommit: mx.Commit, StuckAfter: metrics.SlowCommit})
 	if err != nil {
 		closeListeners()
-		return nil, noSpace(ledgerPath, failf(2, "ledger: %v", err))
+		if se := noSpace(ledgerPath, err); se != nil {
+			return nil, se
+		}
+		return nil, failf(2, "ledger: %v", err)
 	}
 	s.ledger = l
 	fail := func(code int, err error) (*Server, error) {
 		closeListeners()
 		l.Close()
-		return nil, noSpace(ledgerPath, failf(code, "%v", err))
+		if se := noSpace(ledgerPath, err); se != nil {
+			return nil, se
+		}
+		return nil, failf(code, "%v", err)
 	}
 	// Before anything is let through, and before this start's config
 	// record: every request the last run let through without recording
