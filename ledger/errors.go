@@ -39,8 +39,9 @@ var (
 	// such a chain; run Verify to find the first bad record.
 	ErrCorrupt = errors.New("ledger is corrupt")
 
-	// ErrCommitInFlight is returned by Append when its context ended while
-	// the commit of its entry was in flight: the caller was not told the
+	// ErrCommitInFlight is returned by Append of a request or override
+	// record when its context ended while the commit of its entry was in
+	// flight: the caller was not told the
 	// record is durable and must act as if it was not written. The record
 	// may still be committed; an allow record then gets its outcome
 	// record (not_forwarded).

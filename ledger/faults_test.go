@@ -454,6 +454,24 @@ func TestStuckCommitOfOtherRecords(t *testing.T) {
 		t.Fatalf("head %d, want the denial and the held request only", h)
 	}
 	mustVerify(t, l, 2)
+
+	// Any other record (a forward record, an approval decision) waits for
+	// its commit's result once taken: its caller acts on it.
+	l = openTemp(t, Options{StuckAfter: 100 * time.Millisecond})
+	entered, release = stallCommits(t, l)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		_, err := l.Append(ctx, forwardEntry(1, "forwarded"))
+		errc <- err
+	}()
+	<-entered
+	time.Sleep(100 * time.Millisecond)
+	release()
+	if err := <-errc; err != nil {
+		t.Fatalf("forward record past its deadline: %v, want the commit's result", err)
+	}
+	mustVerify(t, l, 1)
 }
 
 func TestSpaceErrorMessage(t *testing.T) {

@@ -137,6 +137,10 @@ type pending struct {
 	// onlyIfOpen: an outcome record, written only while closes is still
 	// pending (never a second one, never after a late forward record).
 	onlyIfOpen bool
+	// bounded: a record of an agent's request (kind request or override),
+	// whose Append returns at its deadline even while its commit is in
+	// flight; every other Append waits for its commit's result.
+	bounded bool
 }
 
 type result struct {
@@ -292,13 +296,17 @@ func seqKey(seq uint64) []byte {
 
 // Append records e and returns the record once it is durable (committed and
 // fsynced). If ctx ends while the entry is still queued, nothing is written
-// and ctx.Err() is returned. If ctx ends while its commit is in flight (a
-// stuck disk), Append does not wait for it either: it returns an error
-// wrapping ErrCommitInFlight and ctx.Err(), and the caller must act as if
-// nothing was written (refuse, forward nothing). The record may still
-// become durable when the commit ends; if it is an allow record (kind
-// request or override, decision allow) the ledger then appends its outcome
-// record, not_forwarded, as the caller was told it failed.
+// and ctx.Err() is returned. Once the writer has taken it, the commit's own
+// result is returned, because a record half-abandoned by its client must
+// still be reported truthfully; except for the record of an agent's
+// request (kind request or override): if ctx ends while its commit is in
+// flight (a stuck disk), Append returns at once an error wrapping
+// ErrCommitInFlight and ctx.Err(), and the caller must act as if nothing
+// was written (answer 503, forward nothing), so that no request waits on a
+// stuck disk longer than its append timeout. That record may still become
+// durable when the commit ends; if it is an allow record (decision allow)
+// the ledger then appends its outcome record, not_forwarded, as its caller
+// was told it failed.
 func (l *Ledger) Append(ctx context.Context, e Entry) (Record, error) {
 	if err := ctx.Err(); err != nil {
 		return Record{}, err
@@ -323,7 +331,7 @@ func (l *Ledger) wait(ctx context.Context, p *pending) (Record, error) {
 		if p.state.CompareAndSwap(stateQueued, stateCancelled) {
 			return Record{}, ctx.Err()
 		}
-		if p.state.CompareAndSwap(stateTaken, stateAbandoned) {
+		if p.bounded && p.state.CompareAndSwap(stateTaken, stateAbandoned) {
 			return Record{}, fmt.Errorf("%w: %w", ErrCommitInFlight, ctx.Err())
 		}
 		r := <-p.res // answered already
@@ -356,6 +364,7 @@ func prepare(e Entry) (*pending, error) {
 	}
 	p := &pending{e: e, parts: parts}
 	p.opens, p.closes = forwardLink(&e)
+	p.bounded = e.Kind == record.KindRequest || e.Kind == record.KindOverride
 	return p, nil
 }
 
