@@ -69,4 +69,12 @@ type Options struct {
 	// with the number of records it made durable (0 on failure), how long
 	// the transaction took, and its error. Metrics hang here; it must be quick.
 	OnCommit func(records int, took time.Duration, err error)
+	// StuckAfter is how long a write transaction may be in flight before
+	// Healthy reports the ledger stuck (default 2s): a frozen or hung disk
+	// answers no commit, and fails none either.
+	StuckAfter time.Duration
+	// ProbeEvery is how often, while a commit has failed and none has
+	// succeeded since, the ledger tries a small synced write beside the
+	// chain to find out whether the disk is writable again (default 1s).
+	ProbeEvery time.Duration
 }

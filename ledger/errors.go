@@ -38,4 +38,25 @@ var (
 	// disagree (for example a truncated tail). The writer refuses to extend
 	// such a chain; run Verify to find the first bad record.
 	ErrCorrupt = errors.New("ledger is corrupt")
+
+	// ErrCommitInFlight is returned by Append of a request or override
+	// record when its context ended while the commit of its entry was in
+	// flight: the caller was not told the
+	// record is durable and must act as if it was not written. The record
+	// may still be committed; an allow record then gets its outcome
+	// record (not_forwarded).
+	ErrCommitInFlight = errors.New("ledger commit still in flight at the caller's deadline")
+
+	// ErrStuck is returned by Healthy while a write transaction has been
+	// in flight longer than Options.StuckAfter.
+	ErrStuck = errors.New("ledger stuck")
+
+	// ErrNoSpace is matched (errors.Is) by a write that failed because the
+	// ledger's volume is full (ENOSPC, EDQUOT); the error is a
+	// *NoSpaceError naming the file and the free bytes.
+	ErrNoSpace = errors.New("no space left on device")
+
+	// errNotOpen fails an outcome record whose request has its forward or
+	// outcome record already: it is never written.
+	errNotOpen = errors.New("request has its forward or outcome record already")
 )

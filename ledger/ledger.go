@@ -13,6 +13,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/uapk-gateway/uapk-proxy/record"
 )
 
 // Bucket names the ledger owns in the bbolt file. Other stores that share the
@@ -20,11 +22,22 @@ import (
 const (
 	BucketRecords = "records" // 8-byte big-endian seq -> canonical record JSON
 	BucketMeta    = "meta"    // "head" -> JSON Head of the last record
+	// BucketForwardPending holds the seq of every allow record (kind request
+	// or override, decision allow) that has no forward or outcome record
+	// yet (8-byte big-endian seq -> nothing), kept in the transaction of
+	// the records themselves. What is left in it at start is what a crash
+	// cut short (Recover).
+	BucketForwardPending = "forward_pending"
+	// BucketProbe holds the one value the health probe rewrites while the
+	// ledger is unhealthy; it never grows.
+	BucketProbe = "ledger_probe"
 )
 
 var (
 	bucketRecords = []byte(BucketRecords)
 	bucketMeta    = []byte(BucketMeta)
+	bucketPending = []byte(BucketForwardPending)
+	bucketProbe   = []byte(BucketProbe)
 	keyHead       = []byte("head")
 )
 
@@ -47,24 +60,42 @@ type Stats struct {
 	Commits  uint64 `json:"commits"`   // successful write transactions, one fsync each
 	MaxBatch uint64 `json:"max_batch"` // most records in one transaction
 	Failures uint64 `json:"failures"`  // write transactions that failed to commit
+	// Slow counts write transactions that took longer than
+	// Options.StuckAfter (a stuck disk, a frozen file system).
+	Slow uint64 `json:"slow"`
+	// Outcomes counts outcome records written (Recover and follow-ups).
+	Outcomes uint64 `json:"outcomes"`
 }
 
 // Ledger is an open hash-chained ledger. All methods are safe for concurrent
 // use.
 type Ledger struct {
 	db       *bolt.DB
+	path     string
 	now      func() time.Time
 	readOnly bool
+
+	stuckAfter time.Duration
+	probeEvery time.Duration
+	epoch      time.Time    // monotonic base of inflight
+	inflight   atomic.Int64 // when the write transaction in flight began (ns since epoch, +1); 0 when none
+	openHead   uint64       // the head at Open: Recover looks no further
 
 	qmu    sync.Mutex
 	qcond  *sync.Cond // signalled when queue grows or closed is set
 	queue  []*pending
 	closed bool
 
-	mu    sync.Mutex // guards head, err, stats
+	mu    sync.Mutex // guards head, err, stats, owed
 	head  Head
-	err   error // last commit error; nil after a successful commit
+	err   error // last commit error; nil after a successful commit or probe
 	stats Stats
+	// owed holds the outcome records this process owes (request seq ->
+	// what it knows), written as soon as the ledger commits again.
+	owed map[uint64]*owed
+
+	quit      chan struct{} // closed by Close: stops the probe
+	probeDone chan struct{} // closed when the probe goroutine has exited
 
 	stopped   chan struct{} // closed when the writer goroutine has drained and exited
 	callbacks sync.WaitGroup
@@ -74,16 +105,24 @@ type Ledger struct {
 	onCommit func(records int, took time.Duration, err error)
 
 	// failCommit, set only by tests, makes a write transaction fail after
-	// its records are put, as a full disk or an fsync error would.
+	// its records are put, as a full disk or an fsync error would, or
+	// stall, as a frozen file system would.
 	failCommit func() error
+	// failProbe, set only by tests, fails the health probe.
+	failProbe atomic.Pointer[func() error]
 }
 
 // A pending entry moves from queued to taken (by the writer) or cancelled (by
 // its caller); whichever swap wins decides who owns the outcome.
+//
+// Once taken, an Append whose context ends first swaps taken for abandoned;
+// otherwise the writer swaps it for answered when the commit is over.
 const (
 	stateQueued int32 = iota
 	stateTaken
 	stateCancelled
+	stateAnswered
+	stateAbandoned
 )
 
 type pending struct {
@@ -92,6 +131,16 @@ type pending struct {
 	state atomic.Int32
 	done  func(Record, error) // AppendAsync; may be nil
 	res   chan result         // Append
+
+	opens  bool   // an allow record: its seq goes into BucketForwardPending
+	closes uint64 // a forward or outcome record: the request seq it takes out
+	// onlyIfOpen: an outcome record, written only while closes is still
+	// pending (never a second one, never after a late forward record).
+	onlyIfOpen bool
+	// bounded: a record of an agent's request (kind request or override),
+	// whose Append returns at its deadline even while its commit is in
+	// flight; every other Append waits for its commit's result.
+	bounded bool
 }
 
 type result struct {
@@ -121,24 +170,35 @@ func Open(path string, opts Options) (*Ledger, error) {
 	if opts.LockTimeout <= 0 {
 		opts.LockTimeout = time.Second
 	}
+	if opts.StuckAfter <= 0 {
+		opts.StuckAfter = 2 * time.Second
+	}
+	if opts.ProbeEvery <= 0 {
+		opts.ProbeEvery = time.Second
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, ReadOnly: opts.ReadOnly})
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, fmt.Errorf("open ledger %s: %w", path, ErrLocked)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open ledger %s: %w", path, err)
+		return nil, fmt.Errorf("open ledger %s: %w", path, SpaceError(path, err))
 	}
-	l := &Ledger{db: db, now: opts.Now, readOnly: opts.ReadOnly, onCommit: opts.OnCommit, stopped: make(chan struct{})}
+	l := &Ledger{db: db, path: path, now: opts.Now, readOnly: opts.ReadOnly, onCommit: opts.OnCommit,
+		stopped: make(chan struct{}), stuckAfter: opts.StuckAfter, probeEvery: opts.ProbeEvery, epoch: time.Now(),
+		owed: map[uint64]*owed{}, quit: make(chan struct{}), probeDone: make(chan struct{})}
 	l.qcond = sync.NewCond(&l.qmu)
 	if err := l.init(); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("open ledger %s: %w", path, err)
+		return nil, fmt.Errorf("open ledger %s: %w", path, SpaceError(path, err))
 	}
+	l.openHead = l.head.Seq
 	if l.readOnly {
 		close(l.stopped)
+		close(l.probeDone)
 		return l, nil
 	}
 	go l.run()
+	go l.probeLoop()
 	return l, nil
 }
 
@@ -165,6 +225,13 @@ func (l *Ledger) init() error {
 		}
 		if err := checkTail(tx.Bucket(bucketRecords), h, true); err != nil {
 			return err
+		}
+		if tx.Bucket(bucketPending) == nil {
+			// First start with the index (or a file older than it):
+			// build it once from the chain.
+			if err := buildPending(tx); err != nil {
+				return err
+			}
 		}
 		l.head = h
 		return nil
@@ -229,9 +296,17 @@ func seqKey(seq uint64) []byte {
 
 // Append records e and returns the record once it is durable (committed and
 // fsynced). If ctx ends while the entry is still queued, nothing is written
-// and ctx.Err() is returned; once the writer has taken it the commit's own
+// and ctx.Err() is returned. Once the writer has taken it, the commit's own
 // result is returned, because a record half-abandoned by its client must
-// still be reported truthfully.
+// still be reported truthfully; except for the record of an agent's
+// request (kind request or override): if ctx ends while its commit is in
+// flight (a stuck disk), Append returns at once an error wrapping
+// ErrCommitInFlight and ctx.Err(), and the caller must act as if nothing
+// was written (answer 503, forward nothing), so that no request waits on a
+// stuck disk longer than its append timeout. That record may still become
+// durable when the commit ends; if it is an allow record (decision allow)
+// the ledger then appends its outcome record, not_forwarded, as its caller
+// was told it failed.
 func (l *Ledger) Append(ctx context.Context, e Entry) (Record, error) {
 	if err := ctx.Err(); err != nil {
 		return Record{}, err
@@ -240,6 +315,11 @@ func (l *Ledger) Append(ctx context.Context, e Entry) (Record, error) {
 	if err != nil {
 		return Record{}, err
 	}
+	return l.wait(ctx, p)
+}
+
+// wait queues p and waits for its outcome, as Append describes.
+func (l *Ledger) wait(ctx context.Context, p *pending) (Record, error) {
 	p.res = make(chan result, 1)
 	if err := l.enqueue(p); err != nil {
 		return Record{}, err
@@ -251,7 +331,10 @@ func (l *Ledger) Append(ctx context.Context, e Entry) (Record, error) {
 		if p.state.CompareAndSwap(stateQueued, stateCancelled) {
 			return Record{}, ctx.Err()
 		}
-		r := <-p.res
+		if p.bounded && p.state.CompareAndSwap(stateTaken, stateAbandoned) {
+			return Record{}, fmt.Errorf("%w: %w", ErrCommitInFlight, ctx.Err())
+		}
+		r := <-p.res // answered already
 		return r.rec, r.err
 	}
 }
@@ -279,10 +362,14 @@ func prepare(e Entry) (*pending, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &pending{e: e, parts: parts}, nil
+	p := &pending{e: e, parts: parts}
+	p.opens, p.closes = forwardLink(&e)
+	p.bounded = e.Kind == record.KindRequest || e.Kind == record.KindOverride
+	return p, nil
 }
 
-func (l *Ledger) enqueue(p *pending) error {
+// enqueue queues ps together, so that the writer takes them in one batch.
+func (l *Ledger) enqueue(ps ...*pending) error {
 	if l.readOnly {
 		return ErrReadOnly
 	}
@@ -291,7 +378,7 @@ func (l *Ledger) enqueue(p *pending) error {
 	if l.closed {
 		return ErrClosed
 	}
-	l.queue = append(l.queue, p)
+	l.queue = append(l.queue, ps...)
 	l.qcond.Signal()
 	return nil
 }
@@ -352,10 +439,20 @@ func (l *Ledger) commit(batch []*pending) {
 		var ee *entryError
 		if !errors.As(err, &ee) {
 			if l.onCommit != nil {
-				l.onCommit(len(recs), time.Since(start), err)
+				n := len(recs)
+				if err != nil {
+					n = 0
+				}
+				l.onCommit(n, time.Since(start), err)
+			}
+			if err != nil {
+				l.lost(batch)
 			}
 			for i, p := range batch {
 				l.answer(p, recs, i, err)
+			}
+			if err == nil {
+				l.flushOwed()
 			}
 			return
 		}
@@ -379,6 +476,13 @@ func (l *Ledger) answer(p *pending, recs []Record, i int, err error) {
 		rec = recs[i]
 	}
 	if p.res != nil {
+		if !p.state.CompareAndSwap(stateTaken, stateAnswered) {
+			// Abandoned: its caller answered the client as if nothing
+			// was written.
+			if err == nil && p.opens {
+				l.owe(rec.Seq, &owed{reason: record.NotForwarded})
+			}
+		}
 		p.res <- result{rec, err}
 		return
 	}
@@ -401,14 +505,16 @@ func (l *Ledger) write(batch []*pending) ([]Record, error) {
 	recs := make([]Record, len(batch))
 	var head Head
 	var scratch []byte
+	began := time.Since(l.epoch)
+	l.inflight.Store(int64(began) + 1)
 	err := l.db.Update(func(tx *bolt.Tx) error {
 		if tx.DB().NoSync {
 			// Someone flipped it through DB(): a commit would return
 			// before the disk has the record, so refuse to pretend.
 			return errors.New("bbolt NoSync is set: records would not be durable")
 		}
-		records, meta := tx.Bucket(bucketRecords), tx.Bucket(bucketMeta)
-		if records == nil || meta == nil {
+		records, meta, open := tx.Bucket(bucketRecords), tx.Bucket(bucketMeta), tx.Bucket(bucketPending)
+		if records == nil || meta == nil || open == nil {
 			return fmt.Errorf("%w: ledger buckets missing", ErrCorrupt)
 		}
 		// Keys only ever grow: full pages waste no space and split less.
@@ -431,6 +537,9 @@ func (l *Ledger) write(batch []*pending) ([]Record, error) {
 				// times go backwards.
 				t = prevTime
 			}
+			if p.onlyIfOpen && open.Get(seqKey(p.closes)) == nil {
+				return &entryError{i, errNotOpen}
+			}
 			rec := newRecord(p.e, h, t)
 			var raw []byte
 			raw, scratch, err = encodeRecord(&rec, &p.parts, scratch)
@@ -443,6 +552,16 @@ func (l *Ledger) write(batch []*pending) ([]Record, error) {
 			if p.e.Tx != nil {
 				if err := runHook(p.e.Tx, tx, rec); err != nil {
 					return &entryError{i, fmt.Errorf("tx hook: %w", err)}
+				}
+			}
+			if p.opens {
+				if err := open.Put(seqKey(rec.Seq), nil); err != nil {
+					return fmt.Errorf("put pending %d: %w", rec.Seq, err)
+				}
+			}
+			if p.closes != 0 {
+				if err := open.Delete(seqKey(p.closes)); err != nil {
+					return fmt.Errorf("delete pending %d: %w", p.closes, err)
 				}
 			}
 			recs[i] = rec
@@ -460,9 +579,14 @@ func (l *Ledger) write(batch []*pending) ([]Record, error) {
 		head = h
 		return meta.Put(keyHead, hb)
 	})
+	took := time.Since(l.epoch) - began
+	l.inflight.Store(0)
 
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if took > l.stuckAfter {
+		l.stats.Slow++
+	}
 	var ee *entryError
 	switch {
 	case err == nil:
@@ -470,7 +594,13 @@ func (l *Ledger) write(batch []*pending) ([]Record, error) {
 		l.stats.Appends += uint64(len(batch))
 		l.stats.Commits++
 		l.stats.MaxBatch = max(l.stats.MaxBatch, uint64(len(batch)))
+		for _, p := range batch {
+			if p.onlyIfOpen {
+				l.stats.Outcomes++
+			}
+		}
 	case !errors.As(err, &ee):
+		err = SpaceError(l.path, err)
 		l.err = err
 		l.stats.Failures++
 	}
@@ -516,8 +646,12 @@ func (l *Ledger) Stats() Stats {
 }
 
 // Healthy returns nil while appends can be expected to succeed: not closed,
-// not read-only, and the last write transaction committed. A successful
-// commit clears an earlier failure. Use it for readiness.
+// not read-only, no write transaction in flight for longer than
+// Options.StuckAfter, and the last write transaction committed. A
+// successful commit clears an earlier failure, and so does the probe the
+// ledger runs every Options.ProbeEvery while unhealthy (a small synced
+// write beside the chain), so that readiness comes back without traffic
+// once the disk is writable again. Use it for readiness.
 func (l *Ledger) Healthy() error {
 	if l.readOnly {
 		return ErrReadOnly
@@ -528,12 +662,26 @@ func (l *Ledger) Healthy() error {
 	if closed {
 		return ErrClosed
 	}
+	if d := l.InFlight(); d > l.stuckAfter {
+		return fmt.Errorf("%w: a ledger commit has been in flight for %s (over %s): the disk is not answering",
+			ErrStuck, d.Round(time.Millisecond), l.stuckAfter)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.err != nil {
 		return fmt.Errorf("last ledger commit failed: %w", l.err)
 	}
 	return nil
+}
+
+// InFlight returns how long the write transaction now in flight (a group
+// commit or the health probe) has been running; 0 when none is.
+func (l *Ledger) InFlight() time.Duration {
+	s := l.inflight.Load()
+	if s == 0 {
+		return 0
+	}
+	return max(time.Since(l.epoch)-time.Duration(s-1), 0)
 }
 
 // DB returns the underlying bbolt database so that other stores can keep
@@ -640,6 +788,10 @@ func (l *Ledger) Close() error {
 		l.closed = true
 		l.qcond.Broadcast()
 		l.qmu.Unlock()
+		if !l.readOnly {
+			close(l.quit)
+		}
+		<-l.probeDone
 		<-l.stopped
 		l.callbacks.Wait()
 		l.closeErr = l.db.Close()

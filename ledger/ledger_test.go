@@ -282,14 +282,30 @@ func TestAppendContext(t *testing.T) {
 		mustVerify(t, l, 2)
 	})
 	t.Run("cancelled after taken", func(t *testing.T) {
+		// The client leaves mid-commit: Append returns at once, saying the
+		// commit was in flight, and the record, committed after all, gets
+		// its outcome record.
 		l := openTemp(t, Options{})
 		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
 		e := entry(0)
-		e.Tx = func(*bolt.Tx, *Record) error { cancel(); return nil } // the client leaves mid-commit
-		rec, err := l.Append(ctx, e)
-		if err != nil || rec.Seq != 1 {
-			t.Fatalf("append = %d, %v; want the commit's result", rec.Seq, err)
+		e.Tx = func(*bolt.Tx, *Record) error {
+			cancel()
+			<-errc // Append has returned
+			return nil
 		}
+		go func() {
+			_, err := l.Append(ctx, e)
+			errc <- err
+			if !errors.Is(err, ErrCommitInFlight) || !errors.Is(err, context.Canceled) {
+				t.Errorf("append = %v; want ErrCommitInFlight", err)
+			}
+		}()
+		deadline := time.Now().Add(5 * time.Second)
+		for l.Head().Seq < 2 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		mustVerify(t, l, 2)
 	})
 }
 

@@ -45,6 +45,7 @@ const (
 	Refused Decision = "refused" // a decision that did not count
 	Expired Decision = "expired" // an approval whose time ran out
 	Issued  Decision = "issued"  // a capability or override token signed
+	Unknown Decision = "unknown" // outcome: the proxy cannot tell whether the ERP received the request
 	None    Decision = ""        // records of the proxy's own work
 )
 
@@ -156,6 +157,24 @@ const (
 	NotificationFailed    Reason = "notification_failed" // an attempt failed (data.final: no more follow)
 )
 
+// Reasons of outcome records: what is known of an allowed request whose
+// forward record is missing.
+const (
+	// decision unknown: found at start, the proxy stopped (crash, kill -9,
+	// power loss, a full disk, a shutdown whose grace ran out) between the
+	// request record and its forward record.
+	CrashRecovery Reason = "crash_recovery"
+	// decision unknown: the forward record could not be committed (a full
+	// disk); written once the ledger is writable again, with what the
+	// proxy knew of the ERP's answer.
+	ForwardNotRecorded Reason = "forward_not_recorded"
+	// decision deny: the request record became durable only after its
+	// caller had stopped waiting (a commit stuck past the append timeout);
+	// the agent was answered 503 ledger_unavailable and nothing was
+	// forwarded.
+	NotForwarded Reason = "not_forwarded"
+)
+
 // Reasons of config records.
 const (
 	Start Reason = "start" // the proxy started; the principals file is read only then
@@ -177,6 +196,7 @@ var Reasons = []Reason{
 	RefuseBadRequest, RefuseExpired, RefuseClosed, RefuseUnknown, RefuseBadSignature,
 	RefuseStale, RefuseSelf, RefuseDuplicate, RefuseWrongRole, RefuseRoleFilled,
 	NotificationDelivered, NotificationFailed,
+	CrashRecovery, ForwardNotRecorded, NotForwarded,
 	Start,
 }
 

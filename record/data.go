@@ -189,6 +189,39 @@ func (d *Forward) Map() map[string]any {
 	return m
 }
 
+// Outcome is the data of an outcome record: what is known of an allowed
+// request (a request or override record with decision allow) that has no
+// forward record.
+type Outcome struct {
+	// RequestRecord is the seq of the request record, RequestHash its hash,
+	// RequestKind and RequestReason its kind and reason.
+	RequestRecord uint64 `json:"request_record"`
+	RequestHash   string `json:"request_hash"`
+	RequestKind   string `json:"request_kind"`
+	RequestReason string `json:"request_reason"`
+	// ERPReceived is whether the ERP may have received the request: "yes",
+	// "no" or "unknown".
+	ERPReceived string `json:"erp_received"`
+	// Detail says why, in words.
+	Detail string `json:"detail"`
+	// ForwardReason and Forward, with forward_not_recorded: the reason
+	// and data of the forward record that could not be written.
+	ForwardReason string         `json:"forward_reason,omitempty"`
+	Forward       map[string]any `json:"forward,omitempty"`
+}
+
+// Map returns the stored data member.
+func (d *Outcome) Map() map[string]any {
+	m := map[string]any{"request_record": d.RequestRecord, "request_hash": d.RequestHash,
+		"request_kind": d.RequestKind, "request_reason": d.RequestReason,
+		"erp_received": d.ERPReceived, "detail": d.Detail}
+	str(m, "forward_reason", d.ForwardReason)
+	if d.Forward != nil {
+		m["forward"] = d.Forward
+	}
+	return m
+}
+
 // Signature is the data of an approval record whose decision is approve or
 // reject: the signed statement's parts, so that an auditor can rebuild and
 // check it from the record alone.

@@ -22,6 +22,7 @@ type Metrics struct {
 	appendSeconds   prometheus.Histogram
 	batchRecords    prometheus.Histogram
 	appendFailures  prometheus.Counter
+	slowCommits     prometheus.Counter
 	adminRefused    *prometheus.CounterVec
 }
 
@@ -39,7 +40,15 @@ type Sources struct {
 	// long the call in flight has been going, 0 between calls
 	// (Status.InFlightSeconds); nil when there is no archiver.
 	ArchiveUploads func() (slow uint64, inFlightSeconds float64)
+	// CommitInFlight returns how long the ledger commit now in flight has
+	// been running, in seconds (0 when none is).
+	CommitInFlight func() float64
 }
+
+// SlowCommit is how long a ledger commit may take before it counts in
+// uapk_ledger_slow_commits_total; serve gives the ledger the same bound
+// for readiness (ledger.Options.StuckAfter).
+const SlowCommit = 2 * time.Second
 
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 
@@ -75,12 +84,15 @@ func New(reg prometheus.Registerer, version string, src Sources) *Metrics {
 		appendFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "uapk_ledger_commit_failures_total", Help: "Ledger group commits that failed (nothing in them was forwarded).",
 		}),
+		slowCommits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "uapk_ledger_slow_commits_total", Help: "Ledger group commits that took longer than 2s (a stuck or frozen disk); /readyz is not ready while one is in flight.",
+		}),
 		adminRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "uapk_admin_refused_total", Help: "Admin API calls refused for their token, by reason (missing_token, bad_token, missing_scope).",
 		}, []string{"reason"}),
 	}
 	reg.MustRegister(m.requests, m.decisionSeconds, m.upstreamSeconds, m.upstreamErrors, m.approvalWait,
-		m.appendSeconds, m.batchRecords, m.appendFailures, m.adminRefused)
+		m.appendSeconds, m.batchRecords, m.appendFailures, m.slowCommits, m.adminRefused)
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "uapk_build_info", Help: "Build of the running proxy.",
 		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
@@ -95,6 +107,11 @@ func New(reg prometheus.Registerer, version string, src Sources) *Metrics {
 	if src.PendingByAction != nil {
 		reg.MustRegister(&pendingCollector{src: src.PendingByAction, desc: prometheus.NewDesc(
 			"uapk_pending_approvals", "Approvals waiting for people, by action.", []string{"action"}, nil)})
+	}
+	if src.CommitInFlight != nil {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "uapk_ledger_commit_in_flight_seconds", Help: "How long the ledger commit now in flight has been running (0: none).",
+		}, src.CommitInFlight))
 	}
 	if src.ArchiveBacklog != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -145,6 +162,9 @@ func (m *Metrics) AdminRefused(reason string) {
 
 // Commit is the ledger's OnCommit hook.
 func (m *Metrics) Commit(records int, took time.Duration, err error) {
+	if took > SlowCommit {
+		m.slowCommits.Inc()
+	}
 	if err != nil {
 		m.appendFailures.Inc()
 		return

@@ -141,6 +141,18 @@ func failf(code int, format string, args ...any) error {
 	return &StartError{Code: code, Err: fmt.Errorf(format, args...)}
 }
 
+// noSpace makes a start that failed because the ledger's volume is full
+// (err wraps ENOSPC or EDQUOT) a failure the operator must fix, code 2,
+// saying which file, how much is free and what to do; nil for any other
+// error.
+func noSpace(ledgerPath string, err error) *StartError {
+	var ne *ledger.NoSpaceError
+	if !errors.As(ledger.SpaceError(ledgerPath, err), &ne) {
+		return nil
+	}
+	return &StartError{Code: 2, Err: fmt.Errorf("ledger: %w", ne)}
+}
+
 // Server is a running proxy: the doors, the admin API and what they share.
 type Server struct {
 	log       zerolog.Logger
@@ -301,17 +313,39 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 			st := s.archiver.Status()
 			return st.SlowUploads, st.InFlightSeconds
 		},
+		CommitInFlight: func() float64 { return s.ledger.InFlight().Seconds() },
 	})
-	l, err := ledger.Open(filepath.Join(o.DataDir, "ledger.db"), ledger.Options{OnCommit: mx.Commit})
+	ledgerPath := filepath.Join(o.DataDir, "ledger.db")
+	l, err := ledger.Open(ledgerPath, ledger.Options{OnCommit: mx.Commit, StuckAfter: metrics.SlowCommit})
 	if err != nil {
 		closeListeners()
+		if se := noSpace(ledgerPath, err); se != nil {
+			return nil, se
+		}
 		return nil, failf(2, "ledger: %v", err)
 	}
 	s.ledger = l
 	fail := func(code int, err error) (*Server, error) {
 		closeListeners()
 		l.Close()
+		if se := noSpace(ledgerPath, err); se != nil {
+			return nil, se
+		}
 		return nil, failf(code, "%v", err)
+	}
+	// Before anything is let through, and before this start's config
+	// record: every request the last run let through without recording
+	// what came of it (a crash, kill -9, a full disk) gets its outcome
+	// record, so the config record opens a run with nothing left open.
+	rctx, rcancel := context.WithTimeout(context.Background(), time.Minute)
+	recovered, err := l.Recover(rctx)
+	rcancel()
+	if err != nil {
+		return fail(1, fmt.Errorf("ledger: %w", err))
+	}
+	if recovered > 0 {
+		log.Warn().Int("outcome_records", recovered).
+			Msg("the last run stopped with allowed requests whose ERP outcome was not recorded: each has an outcome record (crash_recovery, erp_received unknown)")
 	}
 	var store approvals.Store
 	var shared *pgstore.Store
