@@ -410,7 +410,7 @@ func launch(t *testing.T, args ...string) *proc {
 			}
 		}
 		if t.Failed() {
-			t.Logf("%s (pid %d) log tail:\n%s", args[0], p.cmd.Process.Pid, p.log.tail(30))
+			t.Logf("%s (pid %d) log tail:\n%s", args[0], p.cmd.Process.Pid, p.log.tail(8))
 		}
 	})
 	return p
