@@ -80,6 +80,9 @@ type Action struct {
 	ApprovalTTL   time.Duration // default 24h
 	// Denylisted is true when tool_restrictions.denylist names this action.
 	Denylisted bool
+	// Execute is the action's execute template (POST /v1/execute), nil
+	// when it has none.
+	Execute *Execute
 
 	amount      []amountPath // AmountPaths, compiled
 	cap         decimal
@@ -446,6 +449,9 @@ func (c *checker) manifest(m *Manifest, root *value) {
 		}
 		c.warnf(denyPaths[i], "no action named %q is defined, so this entry matches nothing (such requests are unclassified)", name)
 	}
+	if len(c.probs) == 0 {
+		c.checkExecute(m, "actions")
+	}
 	if len(hostless) > 0 && !erpGiven {
 		what, they := "the match rule at "+hostless[0]+" names no host", "it classifies"
 		if len(hostless) > 1 {
@@ -574,6 +580,7 @@ func (c *checker) action(p, name string, v *value) *Action {
 			}
 		},
 		"escalation":     func(p string, v *value) { a.Escalation = c.escalation(p, v) },
+		"execute":        func(p string, v *value) { a.Execute = c.execute(p, v) },
 		"cumulative_cap": func(p string, v *value) { a.CumulativeCap = c.cumulativeCap(p, v) },
 		"hold": func(p string, v *value) {
 			d, ok := c.duration(p, v)
