@@ -89,6 +89,13 @@ type Call struct {
 	// removes for it: both go into the record, never a value.
 	UpstreamCredential, AgentCredential string
 
+	// Via is "execute" for a request made from an action's execute
+	// template (POST /v1/execute), "" for a plain call; it goes into the
+	// record. ExecuteAction is the action that call named: the request
+	// must classify as it, else it is denied execute_mismatch, so that no
+	// choice of parameters reaches another action.
+	Via, ExecuteAction string
+
 	// proven is the caller identity verified for this call: a held call
 	// decided again when its approval completes (Await) keeps it, as its
 	// token is gone from Req and may have expired meanwhile.
@@ -234,6 +241,15 @@ func (g *Gate) Check(c *Call) *Verdict {
 			Detail: "X-UAPK-App " + strconv.Quote(c.Req.App) + " is not the manifest's app_id " + strconv.Quote(m.AppID)}
 	} else {
 		d = eng.Decide(&c.Req)
+		if c.ExecuteAction != "" && d.Action != c.ExecuteAction {
+			got := "no action"
+			if d.Action != "" {
+				got = "action " + d.Action
+			}
+			d = rules.Decision{Outcome: rules.Deny, Reason: record.ExecuteMismatch, Action: c.ExecuteAction,
+				Detail: "execute of action " + c.ExecuteAction + ": the templated request " + c.Req.Method + " " +
+					strconv.Quote(c.Req.Path) + " classifies as " + got + " (" + string(d.Reason) + "); refused"}
+		}
 	}
 	v.Action = d.Action
 	// cumulative_cap: a request that would take the window's sum below the
@@ -243,7 +259,7 @@ func (g *Gate) Check(c *Call) *Verdict {
 		d = cc.escalate(d, c.Req.Escalation)
 	}
 
-	data := record.Request{Door: c.Door, Method: c.Req.Method, URL: url,
+	data := record.Request{Door: c.Door, Via: c.Via, Method: c.Req.Method, URL: url,
 		BodySHA256: hex.EncodeToString(bodyHash[:]), BodySize: len(c.Req.Body),
 		Amount: d.Amount, OnBehalfOf: c.Req.OnBehalfOf, Justification: c.Justification,
 		Escalation: c.Req.Escalation, Detail: d.Detail,
@@ -620,6 +636,9 @@ func (g *Gate) Refuse(c *Call, reason record.Reason, data record.Request) *Verdi
 	v := &Verdict{started: now, App: c.Req.App, Digest: Digest(c.Req.Method, url, c.Req.Body), door: c.Door}
 	v.deny(reason)
 	data.Door, data.Method, data.URL = c.Door, c.Req.Method, url
+	if data.Via == "" {
+		data.Via = c.Via
+	}
 	if g.identity != nil {
 		// Not verified here: never record the header, a token or a claim.
 		data.OnBehalfOf, data.CallerVerified = "", false

@@ -248,6 +248,10 @@ func (s *Sidecar) call(ctx *fasthttp.RequestCtx) *gate.Call {
 }
 
 func (s *Sidecar) handle(ctx *fasthttp.RequestCtx) {
+	if isExecute(ctx) {
+		s.execute(ctx)
+		return
+	}
 	c := s.call(ctx)
 	if m := c.Req.Method; m == fasthttp.MethodConnect || m == "PRI" {
 		// Not requests for the ERP: a tunnel, or an HTTP/2 preface.
@@ -255,6 +259,17 @@ func (s *Sidecar) handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetConnectionClose()
 		return
 	}
+	v := s.decide(ctx, c)
+	if !v.Forward() {
+		writeVerdict(ctx, v)
+		return
+	}
+	s.forward(ctx, c, v)
+}
+
+// decide puts c through the gate and, when its action holds, waits for
+// the approval on the agent's connection.
+func (s *Sidecar) decide(ctx *fasthttp.RequestCtx, c *gate.Call) *gate.Verdict {
 	v := s.gate.Check(c)
 	if v.Hold > 0 {
 		// fasthttp's read deadline (ReadTimeout) is still armed from reading
@@ -263,15 +278,13 @@ func (s *Sidecar) handle(ctx *fasthttp.RequestCtx) {
 		ctx.Conn().SetReadDeadline(time.Time{})
 		v = s.gate.Await(c, v, func() bool { return connGone(ctx.Conn()) }, s.stopHold)
 	}
-	if !v.Forward() {
-		writeVerdict(ctx, v)
-		return
-	}
-	s.forward(ctx, c, v)
+	return v
 }
 
-// forward sends the request to the ERP and relays the answer.
-func (s *Sidecar) forward(ctx *fasthttp.RequestCtx, c *gate.Call, v *gate.Verdict) {
+// forward sends the request to the ERP and relays the answer. It reports
+// whether ctx.Response holds the ERP's answer; when not, it holds the
+// proxy's own (502, 504).
+func (s *Sidecar) forward(ctx *fasthttp.RequestCtx, c *gate.Call, v *gate.Verdict) bool {
 	req := &ctx.Request
 	stripRequest(&req.Header)
 	if s.cred != nil {
@@ -286,7 +299,7 @@ func (s *Sidecar) forward(ctx *fasthttp.RequestCtx, c *gate.Call, v *gate.Verdic
 			s.log.Warn().Err(err).Uint64("seq", v.Record).Msg("request not sent: no ERP credential")
 			status, body := upstreamFailure(v, o, false)
 			writeFast(ctx, status, v, body)
-			return
+			return false
 		}
 		req.Header.Set(s.cred.Header(), val)
 	}
@@ -333,7 +346,7 @@ func (s *Sidecar) forward(ctx *fasthttp.RequestCtx, c *gate.Call, v *gate.Verdic
 		status, body := upstreamFailure(v, o, false)
 		writeFast(ctx, status, v, body)
 		ctx.SetConnectionClose()
-		return
+		return false
 	}
 	if err == nil && resp.StatusCode() == fasthttp.StatusSwitchingProtocols {
 		// The agent's Upgrade never reaches the ERP, so a 101 is the ERP
@@ -350,12 +363,13 @@ func (s *Sidecar) forward(ctx *fasthttp.RequestCtx, c *gate.Call, v *gate.Verdic
 		s.log.Warn().Err(err).Uint64("seq", v.Record).Str("reason", string(o.Reason())).Msg("upstream request failed")
 		status, body := upstreamFailure(v, o, false)
 		writeFast(ctx, status, v, body)
-		return
+		return false
 	}
 	o.Status, o.Body = resp.StatusCode(), resp.Body()
 	s.gate.Forwarded(v, o)
 	stripResponse(&resp.Header)
 	setVerdictHeaders(&resp.Header, v)
+	return true
 }
 
 // handleError answers requests fasthttp could not read; a body over
@@ -363,6 +377,9 @@ func (s *Sidecar) forward(ctx *fasthttp.RequestCtx, c *gate.Call, v *gate.Verdic
 func (s *Sidecar) handleError(ctx *fasthttp.RequestCtx, err error) {
 	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
 		c := s.call(ctx)
+		if isExecute(ctx) {
+			c.Via = viaExecute
+		}
 		c.Req.Body = nil
 		v := s.gate.Refuse(c, record.BodyTooLarge,
 			record.Request{Limit: int64(s.maxBody), ContentLength: ctx.Request.Header.ContentLength()})

@@ -93,6 +93,9 @@ const (
 	HeadersMismatch   Reason = "headers_mismatch"   // 409: a retry whose Content-Type or Content-Encoding is not the approved one's
 	AmbiguousPath     Reason = "ambiguous_path"     // 400: a request target a server could resolve to another path than the gate
 	TooManyPending    Reason = "too_many_pending"   // 429: the app holds max_pending pending approvals already
+	// ExecuteMismatch: POST /v1/execute whose templated request classifies
+	// as another action than the one named (or as none): refused, 403.
+	ExecuteMismatch Reason = "execute_mismatch"
 	// 401: with identity configured, X-UAPK-On-Behalf-Of is missing, not a
 	// token, or a token that does not verify.
 	UnauthenticatedCaller Reason = "unauthenticated_caller"
@@ -188,7 +191,7 @@ var Reasons = []Reason{
 	AmountUnreadable, EscalationRequested, AmbiguousBody, UnknownHost,
 	UnknownApp, NotApproved, ApprovalExpired, Consumed, DigestMismatch, Rejected, BodyTooLarge,
 	Approved, Capability, Override, InvalidToken, AppMismatch, ActionMismatch, LedgerUnavailable,
-	AmbiguousRequest, HeadersMismatch, AmbiguousPath, TooManyPending, UnauthenticatedCaller, AdminRefused,
+	AmbiguousRequest, HeadersMismatch, AmbiguousPath, TooManyPending, UnauthenticatedCaller, AdminRefused, ExecuteMismatch,
 	OverrideExhausted, OverrideOverAmount, OverrideAmountUnreadable,
 	TunnelHost, TunnelNotAllowed, BadTarget, HostMismatch, ConnectInTunnel,
 	Forwarded, UpstreamError, UpstreamUnavailable, UpstreamTimeout, TunnelClosed,

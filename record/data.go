@@ -9,7 +9,10 @@ package record
 // Request is the data of a request record, and of an override record that
 // let a request through.
 type Request struct {
-	Door   string `json:"door"`
+	Door string `json:"door"`
+	// Via is "execute" for a request the proxy made from an action's
+	// execute template (POST /v1/execute); absent for a plain call.
+	Via    string `json:"via,omitempty"`
 	Method string `json:"method"`
 	URL    string `json:"url"`
 	// BodySHA256 and BodySize are present together once the body was read.
@@ -63,6 +66,7 @@ type Request struct {
 // Map returns the stored data member.
 func (d *Request) Map() map[string]any {
 	m := map[string]any{"door": d.Door, "method": d.Method, "url": d.URL}
+	str(m, "via", d.Via)
 	if d.BodySHA256 != "" {
 		m["body_sha256"], m["body_size"] = d.BodySHA256, d.BodySize
 	}
