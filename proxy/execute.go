@@ -171,6 +171,7 @@ func (s *Sidecar) execute(ctx *fasthttp.RequestCtx) {
 	h.SetMethod(a.Execute.Method)
 	req.SetRequestURI(path)
 	h.Del("Content-Encoding")
+	h.Del("Content-Length") // the envelope's; fasthttp sets the body's when it writes one
 	if body != nil {
 		req.SetBody(body)
 		h.SetContentType("application/json")
