@@ -14,7 +14,7 @@ const (
 	FileRecords       = "records.jsonl"
 	FileReport        = "report.html"
 	bundleFormat      = "uapk-evidence-bundle/1"
-	generatorVersion  = "uapk-proxy evidence 1"
+	generatorVersion  = "uapk-proxy evidence 2" // 2: the change-management control (SOX-ITGC-CM)
 	sourceArchive     = "archive"
 	sourceLiveHead    = "live_head"
 	coversLastRecord  = "last_record"

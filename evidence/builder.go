@@ -22,6 +22,7 @@ import (
 type builder struct {
 	manifest func(policy string) (*rules.Manifest, error)
 	dual     map[string]bool // policy "\x00" action: base policy DUAL_APPROVAL
+	change   map[string]bool // policy "\x00" action: a code change (isChangeAction)
 
 	app       string
 	records   uint64
@@ -34,12 +35,15 @@ type builder struct {
 	policies  []*policyUse
 	policyIdx map[string]*policyUse
 	dualNames map[string]bool // actions that are DUAL_APPROVAL under some manifest
+	chgNames  map[string]bool // actions that are code changes under some manifest
 
 	items []*item
 
 	appr      map[string]*apprRow
 	apprOrder [2][]*apprRow // non-dual, dual
 	apprTotal [2]uint64
+	chgOrder  []*apprRow // the rows of code changes, also in apprOrder
+	chgTotal  uint64
 	ovr       map[string]*ovrRow
 	ovrOrder  []*ovrRow
 	ovrTotal  uint64
@@ -89,6 +93,7 @@ type spec struct {
 	decision record.Decision
 	reasons  []record.Reason
 	dual     tri // the action's base approval_policy is DUAL_APPROVAL
+	change   tri // the action is a code change (isChangeAction)
 	override tri // an approval record of an override (data.approval_kind)
 }
 
@@ -101,6 +106,7 @@ type item struct {
 type apprRow struct {
 	id, action string
 	dual       bool
+	change     bool
 	reqSeq     uint64
 	reqTime    string
 	amount     string
@@ -127,7 +133,7 @@ type capRow struct {
 
 func newBuilder(manifest func(string) (*rules.Manifest, error)) *builder {
 	b := &builder{
-		manifest: manifest, dual: map[string]bool{},
+		manifest: manifest, dual: map[string]bool{}, change: map[string]bool{}, chgNames: map[string]bool{},
 		byKind: map[string]uint64{}, byAction: map[string]*[4]uint64{}, denials: map[string]uint64{},
 		counts: map[string]uint64{}, policyIdx: map[string]*policyUse{}, dualNames: map[string]bool{},
 		appr: map[string]*apprRow{}, ovr: map[string]*ovrRow{}, caps: map[string]*capRow{},
@@ -182,6 +188,24 @@ var controlDefs = []struct {
 			{"role_checks", "approvals refused by role checks (wrong role, role already filled, same person twice, unknown approver)", spec{kind: record.KindApproval, decision: record.Refused, reasons: []record.Reason{record.RefuseWrongRole, record.RefuseRoleFilled, record.RefuseDuplicate, record.RefuseUnknown}}},
 			{"caller_role_denied", "requests denied: the caller lacks a role in roles_allowed", spec{kind: record.KindRequest, decision: record.Deny, reasons: []record.Reason{record.RoleNotAllowed}}},
 			{"released", "entries released to the ERP only after approval", spec{kind: record.KindRequest, decision: record.Allow, reasons: []record.Reason{record.Approved, record.Capability}, dual: no}},
+		}},
+	{"SOX-ITGC-CM", "SOX", "SOX ITGC (change management)", "Review and approval of code changes",
+		"IT general control over change management: every change to in-scope code (the systems that process transactions or report on them) is reviewed and approved by someone other than its author, by the roles the policy names, and there is an audit trail of every code modification traceable to the people who approved it.",
+		"The code host is reached only through the gateway. Merges of pull requests are held until the manifest's reviewers sign the uapk-approval-v1 statement with their own Ed25519 keys: DUAL_APPROVAL by a functional reviewer and a security reviewer, two distinct people, for repositories that handle money, one reviewer elsewhere. The merge is made on behalf of the pull request's author (X-UAPK-On-Behalf-Of, checked against roles_allowed), so the author can never approve it (self_approval). Pushes to protected branches and merges without a pull request are denylisted. Only the exact merge approved (by digest) reaches the code host, once. Code changes are the actions named merge… or push…, or approved by a functional_reviewer or security_reviewer.",
+		"no code change (an action named merge… or push…, or one approved by a functional_reviewer or security_reviewer) was requested, reviewed, released or blocked in it",
+		[]struct {
+			id, desc string
+			spec     spec
+		}{
+			{"held", "code changes held for review", spec{kind: record.KindRequest, decision: record.Pending, change: yes}},
+			{"signed", "signed reviewer approvals of code changes", spec{kind: record.KindApproval, decision: record.Approve, change: yes, override: no}},
+			{"rejected", "signed reviewer rejections of code changes", spec{kind: record.KindApproval, decision: record.Reject, change: yes, override: no}},
+			{"self_approval_refused", "approvals refused because the approver is the change's author or the agent (self_approval)", spec{kind: record.KindApproval, decision: record.Refused, reasons: []record.Reason{record.RefuseSelf}, change: yes}},
+			{"role_checks", "reviews refused by role checks (wrong role, role already filled, same reviewer twice, unknown approver)", spec{kind: record.KindApproval, decision: record.Refused, reasons: []record.Reason{record.RefuseWrongRole, record.RefuseRoleFilled, record.RefuseDuplicate, record.RefuseUnknown}, change: yes}},
+			{"released", "code changes released to the code host after review, each once", spec{kind: record.KindRequest, decision: record.Allow, reasons: []record.Reason{record.Approved, record.Capability}, change: yes}},
+			{"blocked", "code changes denied (protected-branch pushes, merges without a pull request, callers not allowed, rejected)", spec{kind: record.KindRequest, decision: record.Deny, change: yes}},
+			{"unreviewed", "code changes let through without a review (AUTO_APPROVE); none are expected", spec{kind: record.KindRequest, decision: record.Allow, reasons: []record.Reason{record.AutoApprove}, change: yes}},
+			{"override_released", "code changes let through under an approved override (review skipped)", spec{kind: record.KindOverride, decision: record.Allow, change: yes}},
 		}},
 	{"SOX-802", "SOX", "SOX §802", "Retention and protection of audit records",
 		"Audit records are kept for seven years and cannot be altered or destroyed.",
@@ -253,6 +277,84 @@ func (b *builder) isDual(r *rec) (bool, error) {
 	return d, nil
 }
 
+// Code changes. The manifest language has no field that marks an action as
+// a change to code, so the change-management control (SOX-ITGC-CM) takes
+// the actions that are one by their name or by who approves them:
+//
+//   - an action named merge or push, or whose name starts with merge or
+//     push followed by _, - or . (merge_payments, push_protected): a merge
+//     or push into a branch that others build from;
+//   - an action whose approval (roles_required, or its escalation's) needs
+//     a role in changeReviewerRoles.
+//
+// Working on the agent's own branches (branch_create, branch_push, pr_open
+// in examples/manifests/ai-coding-sox.json) is not a change to in-scope
+// code until it is merged, and is named otherwise.
+var (
+	changePrefixes      = []string{"merge", "push"}
+	changeReviewerRoles = []string{"functional_reviewer", "security_reviewer"}
+)
+
+// isChangeAction reports whether a is a code change, as above.
+func isChangeAction(a *rules.Action) bool {
+	for _, p := range changePrefixes {
+		if rest, ok := strings.CutPrefix(a.Name, p); ok && (rest == "" || strings.ContainsRune("_-.", rune(rest[0]))) {
+			return true
+		}
+	}
+	roles := slices.Clone(a.RolesRequired)
+	if a.Escalation != nil {
+		roles = append(roles, a.Escalation.RolesRequired...)
+	}
+	for _, role := range roles {
+		if slices.Contains(changeReviewerRoles, role) {
+			return true
+		}
+	}
+	return false
+}
+
+// isChange reports whether r's action is a code change under r's manifest.
+func (b *builder) isChange(r *rec) (bool, error) {
+	if r.Action == "" || r.Policy == "" {
+		return false, nil
+	}
+	k := r.Policy + "\x00" + r.Action
+	if c, ok := b.change[k]; ok {
+		return c, nil
+	}
+	pu, err := b.policy(r.Policy)
+	if err != nil {
+		return false, err
+	}
+	c := false
+	if a, ok := pu.m.Action(r.Action); ok {
+		c = isChangeAction(a)
+	}
+	b.change[k] = c
+	if c {
+		b.chgNames[r.Action] = true
+	}
+	return c, nil
+}
+
+// changeList is the sorted names of the actions that are code changes in
+// the manifests in force, for the jq selectors.
+func (b *builder) changeList() []string {
+	names := map[string]bool{}
+	for n := range b.chgNames {
+		names[n] = true
+	}
+	for _, pu := range b.policies {
+		for _, a := range pu.m.Actions {
+			if isChangeAction(a) {
+				names[a.Name] = true
+			}
+		}
+	}
+	return sortedKeys(names)
+}
+
 func (b *builder) policy(hash string) (*policyUse, error) {
 	if pu := b.policyIdx[hash]; pu != nil {
 		return pu, nil
@@ -267,7 +369,7 @@ func (b *builder) policy(hash string) (*policyUse, error) {
 	return pu, nil
 }
 
-func (s *spec) match(r *rec, dual bool) bool {
+func (s *spec) match(r *rec, dual, change bool) bool {
 	if s.kind != "" && r.Kind != s.kind {
 		return false
 	}
@@ -280,6 +382,9 @@ func (s *spec) match(r *rec, dual bool) bool {
 	if s.dual == yes && !dual || s.dual == no && dual {
 		return false
 	}
+	if s.change == yes && !change || s.change == no && change {
+		return false
+	}
 	if s.override != triAny {
 		ovr := dataOf[record.Signature](r).ApprovalKind == approvals.KindOverride
 		if s.override == yes && !ovr || s.override == no && ovr {
@@ -290,7 +395,7 @@ func (s *spec) match(r *rec, dual bool) bool {
 }
 
 // jq renders the spec as a jq filter over records.jsonl.
-func (s *spec) jq(dualNames []string) string {
+func (s *spec) jq(dualNames, changeNames []string) string {
 	var c []string
 	if s.kind != "" {
 		c = append(c, fmt.Sprintf(".kind==%q", s.kind))
@@ -310,6 +415,16 @@ func (s *spec) jq(dualNames []string) string {
 			in = "false"
 		}
 		if s.dual == no {
+			in = "(" + in + "|not)"
+		}
+		c = append(c, in)
+	}
+	if s.change != triAny {
+		in := "(.action|IN(" + quoteAll(changeNames) + "))"
+		if len(changeNames) == 0 {
+			in = "false"
+		}
+		if s.change == no {
 			in = "(" + in + "|not)"
 		}
 		c = append(c, in)
@@ -361,8 +476,12 @@ func (b *builder) add(r *rec) error {
 	if err != nil {
 		return err
 	}
+	change, err := b.isChange(r)
+	if err != nil {
+		return err
+	}
 	for _, it := range b.items {
-		if it.spec.match(r, dual) {
+		if it.spec.match(r, dual, change) {
 			it.seqs.add(r.Seq)
 		}
 	}
@@ -503,9 +622,16 @@ func (b *builder) row(r *rec, dual bool) *apprRow {
 	if len(b.apprOrder[i]) >= maxRows {
 		return nil
 	}
-	a := &apprRow{id: r.ApprovalID, action: r.Action, dual: dual, outcome: "pending at the end of the range"}
+	change := b.change[r.Policy+"\x00"+r.Action]
+	if change {
+		b.chgTotal++
+	}
+	a := &apprRow{id: r.ApprovalID, action: r.Action, dual: dual, change: change, outcome: "pending at the end of the range"}
 	b.appr[r.ApprovalID] = a
 	b.apprOrder[i] = append(b.apprOrder[i], a)
+	if change {
+		b.chgOrder = append(b.chgOrder, a)
+	}
 	return a
 }
 

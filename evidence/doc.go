@@ -12,7 +12,7 @@
 //	SHA256SUMS.sig        base64 Ed25519 by the gateway key over SHA256SUMS
 //	anchor.json           the prev of the first record, first/last seq, hash and time, and the signed head that covers the range
 //	approvals.json        every approval the range's records name, with each signed statement and its exact text (a passkey's: its WebAuthn assertion whole, with the relying party required)
-//	control-mapping.json  SOX 302/404/802 and ISO 27001 A.9/A.12: mechanism, settings in force, evidence (seqs, counts, jq selectors)
+//	control-mapping.json  SOX 302/404/802, SOX ITGC change management and ISO 27001 A.9/A.12: mechanism, settings in force, evidence (seqs, counts, jq selectors)
 //	control-mapping.md    the same for people
 //	keys/gateway.pub      PKIX PEM
 //	keys/principals.json  ids, roles, PEM public keys and passkeys in force, each with the config records it was in force between

@@ -357,8 +357,16 @@ func TestSpoolSpillsToATemporaryFile(t *testing.T) {
 func TestControlSelectorsAreJq(t *testing.T) {
 	sp := spec{kind: record.KindRequest, decision: "deny", reasons: []record.Reason{"a", "b"}, dual: no, override: yes}
 	want := `select(.kind=="request" and .decision=="deny" and (.reason|IN("a","b")) and ((.action|IN("financial_report"))|not) and .data.approval_kind=="override")`
-	if got := sp.jq([]string{"financial_report"}); got != want {
+	if got := sp.jq([]string{"financial_report"}, nil); got != want {
 		t.Errorf("\n got %s\nwant %s", got, want)
+	}
+	sp = spec{kind: record.KindRequest, decision: "allow", change: yes}
+	want = `select(.kind=="request" and .decision=="allow" and (.action|IN("merge","merge_payments")))`
+	if got := sp.jq(nil, []string{"merge", "merge_payments"}); got != want {
+		t.Errorf("\n got %s\nwant %s", got, want)
+	}
+	if got := sp.jq(nil, nil); got != `select(.kind=="request" and .decision=="allow" and false)` {
+		t.Errorf("no change actions: %s", got)
 	}
 }
 

@@ -90,7 +90,7 @@ func (b *builder) mapping(a *Anchor) Mapping {
 	m := Mapping{Format: "uapk-control-mapping/1", App: a.App, Framework: a.Framework,
 		FirstSeq: a.First.Seq, LastSeq: a.Last.Seq, From: a.First.Time, To: a.Last.Time}
 	keep := frameworkControls(a.Framework)
-	dual := b.dualList()
+	dual, change := b.dualList(), b.changeList()
 	for _, def := range controlDefs {
 		if !keep(def.framework) {
 			continue
@@ -102,7 +102,7 @@ func (b *builder) mapping(a *Anchor) Mapping {
 			if it.control != def.id {
 				continue
 			}
-			e := Evidence{ID: it.id, Description: it.desc, Selector: it.spec.jq(dual), Count: it.seqs.count,
+			e := Evidence{ID: it.id, Description: it.desc, Selector: it.spec.jq(dual, change), Count: it.seqs.count,
 				Seqs: it.seqs.text(maxRuns), SeqsTruncated: it.seqs.truncated}
 			if it.id == "chain" {
 				e.Selector = "."
@@ -197,6 +197,8 @@ func (b *builder) policyLines(control string) []string {
 			}
 		}
 		switch control {
+		case "SOX-ITGC-CM":
+			parts = append(parts, changePolicy(m)...)
 		case "SOX-802":
 			parts = append(parts, fmt.Sprintf("audit.retention_years %d, storage_class %s, immutable %t", m.Audit.RetentionYears, m.Audit.StorageClass, m.Audit.Immutable))
 			if len(m.Denylist) > 0 {
@@ -258,6 +260,15 @@ func (b *builder) controlTables(id string, a *Anchor) []Table {
 		for _, r := range b.apprOrder[0] {
 			t.Rows = append(t.Rows, []string{r.id, r.action, requested(r.reqSeq, r.reqTime), r.amount, strings.Join(r.roles, ", "),
 				r.onBehalf, strings.Join(r.decisions, "; "), strconv.Itoa(r.refused), r.outcome})
+		}
+		return []Table{t}
+	case "SOX-ITGC-CM":
+		t := Table{Title: "Code changes and who reviewed them",
+			Columns: []string{"Approval", "Action", "Requested", "Author (on behalf of)", "Required roles", "Reviews", "Refused attempts", "Outcome"},
+			Total:   b.chgTotal, Empty: "No code change was held, reviewed or released in this range."}
+		for _, r := range b.chgOrder {
+			t.Rows = append(t.Rows, []string{r.id, r.action, requested(r.reqSeq, r.reqTime), r.onBehalf, strings.Join(r.roles, ", "),
+				strings.Join(r.decisions, "; "), strconv.Itoa(r.refused), r.outcome})
 		}
 		return []Table{t}
 	case "SOX-802":
@@ -480,4 +491,35 @@ func (c Control) Presence() string {
 		}
 	}
 	return fmt.Sprintf("%d of %d", n, len(c.Evidence))
+}
+
+// changePolicy describes what a manifest requires of its code changes.
+func changePolicy(m *rules.Manifest) []string {
+	var parts []string
+	for _, act := range m.Actions {
+		if !isChangeAction(act) {
+			continue
+		}
+		var s string
+		switch {
+		case m.Denylisted(act.Name):
+			s = act.Name + " denylisted"
+		case act.Policy == rules.DenyPolicy:
+			s = act.Name + ": DENY"
+		case act.Policy == rules.DualApproval:
+			s = fmt.Sprintf("%s needs DUAL_APPROVAL by %s", act.Name, strings.Join(act.RolesRequired, " and "))
+		case act.Policy == rules.RequireApproval:
+			s = fmt.Sprintf("%s needs REQUIRE_APPROVAL by %s", act.Name, strings.Join(act.RolesRequired, " or "))
+		default:
+			s = fmt.Sprintf("%s is %s: NOT reviewed", act.Name, act.Policy)
+		}
+		if len(act.RolesAllowed) > 0 {
+			s += fmt.Sprintf(", on behalf of a %s", strings.Join(act.RolesAllowed, " or "))
+		}
+		parts = append(parts, s)
+	}
+	if len(parts) == 0 {
+		parts = append(parts, "no action of this manifest is a code change (named merge… or push…, or approved by a functional_reviewer or security_reviewer)")
+	}
+	return parts
 }
