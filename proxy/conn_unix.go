@@ -5,6 +5,7 @@ package proxy
 import (
 	"errors"
 	"net"
+	"os"
 	"syscall"
 )
 
@@ -35,5 +36,6 @@ func connGone(c net.Conn) bool {
 		}
 		return true // never park: this is a probe
 	})
-	return gone || err != nil
+	// A deadline passed is not the peer going: the probe did not run.
+	return gone || (err != nil && !errors.Is(err, os.ErrDeadlineExceeded))
 }
