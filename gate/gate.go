@@ -252,6 +252,13 @@ func (g *Gate) Check(c *Call) *Verdict {
 		}
 	}
 	v.Action = d.Action
+	if d.MCP != nil {
+		// An MCP tools/call (docs/reference.md#mcp): the digest covers the
+		// call's params in canonical form, not the body, whose JSON-RPC id
+		// changes with every call; the door answers in JSON-RPC.
+		v.MCP = d.MCP
+		v.Digest = digestOf(c.Req.Method, url, sha256.Sum256(d.MCP.Params))
+	}
 	// cumulative_cap: a request that would take the window's sum below the
 	// escalation level over the cap gets the escalation instead.
 	cc := g.cumulative(m, d, now)
@@ -264,6 +271,9 @@ func (g *Gate) Check(c *Call) *Verdict {
 		Amount: d.Amount, OnBehalfOf: c.Req.OnBehalfOf, Justification: c.Justification,
 		Escalation: c.Req.Escalation, Detail: d.Detail,
 		CallerVerified: caller != nil, UpstreamCredential: c.UpstreamCredential, AgentCredential: c.AgentCredential}
+	if d.MCP != nil {
+		data.MCPTool = d.MCP.Tool
+	}
 	if caller != nil {
 		data.CallerIssuer, data.CallerSubject, data.CallerTokenID = caller.Issuer, caller.Subject, caller.JTI
 	}

@@ -32,6 +32,10 @@ type Verdict struct {
 	// Message, for a refusal the agent's developer must act on, says what
 	// to fix (unauthenticated_caller: why the token did not verify).
 	Message string
+	// MCP is the JSON-RPC tools/call decided on (docs/reference.md#mcp),
+	// nil for any other request: the door answers a held or refused one in
+	// JSON-RPC, with its id.
+	MCP *rules.MCPCall
 
 	door    string
 	started time.Time

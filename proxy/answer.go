@@ -60,8 +60,16 @@ func refusal(r record.Reason) (int, string) {
 	return http.StatusForbidden, errDenied
 }
 
-// answer returns the status and body of a verdict that forwards nothing.
+// answer returns the status and body of a verdict that forwards nothing:
+// a JSON-RPC answer for an MCP tools/call, else the plain one.
 func answer(v *gate.Verdict) (int, []byte) {
+	if v.MCP != nil {
+		return mcpAnswer(v)
+	}
+	return plainAnswer(v)
+}
+
+func plainAnswer(v *gate.Verdict) (int, []byte) {
 	if v.Outcome == rules.Pending {
 		return http.StatusAccepted, jsonBody(pendingBody{Status: "PENDING_APPROVAL", ApprovalID: v.ApprovalID,
 			Action: v.Action, RequiredRoles: v.RequiredRoles, ExpiresAt: v.ExpiresAt.Format(time.RFC3339)})

@@ -71,6 +71,7 @@ const (
 	EscalationRequested  Reason = "escalation_requested"   // pending: X-UAPK-Escalation added a role to an AUTO_APPROVE action
 	AmbiguousBody        Reason = "ambiguous_body"         // deny, 400: a JSON body not valid UTF-8 JSON, or with keys equal after case folding
 	UnknownHost          Reason = "unknown_host"           // deny: forward door, a host no match rule's host and no tool_restrictions.erp_hosts entry names
+	MCPBatch             Reason = "mcp_batch"              // deny, 400: a JSON-RPC batch (array) on an MCP path
 )
 
 // Reasons the gate gives for a request, beside the rules'.
@@ -188,7 +189,7 @@ const (
 var Reasons = []Reason{
 	AutoApprove, RecordAndAllow, Denylisted, Unclassified, PolicyDeny, OutsideBusinessHours,
 	RoleNotAllowed, BadEscalation, ApprovalRequired, DualApproval, AmountOverCap, CumulativeOverCap,
-	AmountUnreadable, EscalationRequested, AmbiguousBody, UnknownHost,
+	AmountUnreadable, EscalationRequested, AmbiguousBody, UnknownHost, MCPBatch,
 	UnknownApp, NotApproved, ApprovalExpired, Consumed, DigestMismatch, Rejected, BodyTooLarge,
 	Approved, Capability, Override, InvalidToken, AppMismatch, ActionMismatch, LedgerUnavailable,
 	AmbiguousRequest, HeadersMismatch, AmbiguousPath, TooManyPending, UnauthenticatedCaller, AdminRefused, ExecuteMismatch,

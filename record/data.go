@@ -19,6 +19,8 @@ type Request struct {
 	BodySHA256 string `json:"body_sha256,omitempty"`
 	BodySize   int    `json:"body_size,omitempty"`
 	Amount     string `json:"amount,omitempty"`
+	// MCPTool is the params.name of a JSON-RPC tools/call on an MCP path.
+	MCPTool    string `json:"mcp_tool,omitempty"`
 	OnBehalfOf string `json:"on_behalf_of,omitempty"`
 	// CallerVerified: OnBehalfOf was proven by a token identity verified
 	// (false: taken as the agent asserted it). The token itself, a bearer
@@ -71,6 +73,7 @@ func (d *Request) Map() map[string]any {
 		m["body_sha256"], m["body_size"] = d.BodySHA256, d.BodySize
 	}
 	str(m, "amount", d.Amount)
+	str(m, "mcp_tool", d.MCPTool)
 	str(m, "on_behalf_of", d.OnBehalfOf)
 	m["caller_verified"] = d.CallerVerified
 	str(m, "caller_iss", d.CallerIssuer)

@@ -139,6 +139,10 @@ type Decision struct {
 	Detail      string        // human-readable explanation, for logs and records
 	Hold        time.Duration
 	ApprovalTTL time.Duration
+	// MCP is the JSON-RPC tools/call the request carries on an MCP path
+	// (docs/reference.md#mcp), nil for any other request: the door then
+	// answers in JSON-RPC, and the digest covers MCP.Params.
+	MCP *MCPCall
 }
 
 // Principal is a person (or service) with roles and, for approvers, a key.

@@ -39,6 +39,22 @@ func (e *Engine) Principals() *Principals { return e.p }
 // with an error wrapping ErrAmbiguousPath when r.Path has no canonical form
 // (see Decide).
 func (e *Engine) Classify(r *Request) (*Action, error) {
+	c, err := e.classify(r)
+	return c.action, err
+}
+
+// classified is what classify found: the action, and on an MCP path
+// (docs/reference.md#mcp) the tools/call read from the body.
+type classified struct {
+	action  *Action
+	mcpPath bool     // a match rule naming mcp_tool matches the host and path
+	mcp     *MCPCall // the body's tools/call, nil when it is another message
+}
+
+// classify is Classify with what it read of an MCP body. On an MCP path a
+// body that cannot be read the way every MCP server reads it fails with
+// an error wrapping ErrMCPBody.
+func (e *Engine) classify(r *Request) (classified, error) {
 	var host reqHost
 	if e.m.hostRules || r.AgentChosenHost {
 		host = parseReqHost(r.Host, r.Scheme)
@@ -47,20 +63,59 @@ func (e *Engine) Classify(r *Request) (*Action, error) {
 	if r.AgentChosenHost {
 		hostless = e.m.erpHost(host)
 		if !hostless && !e.m.namedHost(host) {
-			return nil, fmt.Errorf("%w: %s", ErrUnknownHost, clip(r.Host))
+			return classified{}, fmt.Errorf("%w: %s", ErrUnknownHost, clip(r.Host))
 		}
 	}
 	path, err := canonicalPath(r.Path, false)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrAmbiguousPath, err)
+		return classified{}, fmt.Errorf("%w: %v", ErrAmbiguousPath, err)
 	}
-	return e.m.classify(r.Method, host, path, hostless), nil
+	var c classified
+	if e.m.mcpRules && e.m.mcpPath(host, path, hostless) {
+		c.mcpPath = true
+		if c.mcp, err = readMCP(r.Body); err != nil {
+			return c, fmt.Errorf("%w: %w", ErrMCPBody, err)
+		}
+	}
+	c.action = e.m.classify(r.Method, host, path, hostless, c)
+	return c, nil
 }
 
-func (m *Manifest) classify(method string, host reqHost, path string, hostless bool) *Action {
+// mcpPath reports whether a match rule naming mcp_tool matches host and
+// path, whatever its method: the path is then an MCP endpoint for every
+// method, so that no method reaches a tool without being read as MCP.
+func (m *Manifest) mcpPath(host reqHost, path string, hostless bool) bool {
 	for _, a := range m.Actions {
 		for i := range a.Match {
 			mr := &a.Match[i]
+			if mr.MCPTool == "" {
+				continue
+			}
+			if mr.host == nil && !hostless || mr.host != nil && !mr.host.match(host) {
+				continue
+			}
+			if mr.path.match(path) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// classify finds the first action with a rule for the request. On an MCP
+// path a tools/call is matched only by rules naming its tool, and any
+// other message only by rules naming none (the session's action).
+func (m *Manifest) classify(method string, host reqHost, path string, hostless bool, c classified) *Action {
+	for _, a := range m.Actions {
+		for i := range a.Match {
+			mr := &a.Match[i]
+			if c.mcpPath {
+				if c.mcp != nil && (mr.MCPTool == "" || mr.MCPTool != c.mcp.Tool) || c.mcp == nil && mr.MCPTool != "" {
+					continue
+				}
+			} else if mr.MCPTool != "" {
+				continue
+			}
 			if mr.Method != "" && !strings.EqualFold(mr.Method, method) {
 				continue
 			}
@@ -114,7 +169,16 @@ func (e *Engine) Decide(r *Request) Decision {
 	if r == nil {
 		return Decision{Outcome: Deny, Reason: ReasonUnclassified, Detail: "no request"}
 	}
-	a, err := e.Classify(r)
+	c, err := e.classify(r)
+	a := c.action
+	if errors.Is(err, ErrMCPBody) {
+		reason := ReasonAmbiguousBody
+		if errors.Is(err, errMCPBatch) {
+			reason = record.MCPBatch
+		}
+		return Decision{Outcome: Deny, Reason: reason,
+			Detail: fmt.Sprintf("the body on MCP path %s is refused: %v", clip(r.Path), errors.Unwrap(err))}
+	}
 	if errors.Is(err, ErrUnknownHost) {
 		return Decision{Outcome: Deny, Reason: ReasonUnknownHost,
 			Detail: fmt.Sprintf("host %s is named by no match rule and no tool_restrictions.erp_hosts entry; a request to a host the agent chose goes only to hosts the manifest names, whatever default_policy says", clip(r.Host))}
@@ -122,6 +186,10 @@ func (e *Engine) Decide(r *Request) Decision {
 	if err != nil {
 		return Decision{Outcome: Deny, Reason: ReasonUnclassified,
 			Detail: fmt.Sprintf("refused to classify path %s: %v; such paths are denied whatever default_policy says", clip(r.Path), err)}
+	}
+	if a == nil && c.mcp != nil {
+		return Decision{Outcome: Deny, Reason: ReasonUnclassified, MCP: c.mcp,
+			Detail: fmt.Sprintf("no match rule names MCP tool %s on this path; a tool no rule names is denied whatever default_policy says", clip(c.mcp.Tool))}
 	}
 	if a == nil {
 		if e.m.DefaultPolicy == RecordAndAllow {
@@ -134,7 +202,7 @@ func (e *Engine) Decide(r *Request) Decision {
 		}
 		return Decision{Outcome: Deny, Reason: ReasonUnclassified, Detail: "no action matches; default_policy DENY"}
 	}
-	d := Decision{Action: a.Name, Hold: a.Hold, ApprovalTTL: a.ApprovalTTL}
+	d := Decision{Action: a.Name, Hold: a.Hold, ApprovalTTL: a.ApprovalTTL, MCP: c.mcp}
 	deny := func(reason record.Reason, detail string) Decision {
 		d.Outcome, d.Reason, d.Detail = Deny, reason, detail
 		return d
@@ -165,10 +233,28 @@ func (e *Engine) Decide(r *Request) Decision {
 	}
 
 	var body bodyResult
-	if asJSON := isJSONBody(r); asJSON || len(a.amount) > 0 {
-		body = scanBody(r.Body, a.amount)
-		if asJSON && body.invalid != "" {
-			return deny(ReasonAmbiguousBody, ambiguousDetail(r, body.invalid))
+	switch {
+	case c.mcp != nil:
+		// The body was judged whole by readMCP; amounts are read from
+		// params.arguments.
+		if len(a.amount) > 0 {
+			if c.mcp.args == nil {
+				body.why = "the tools/call has no params.arguments"
+			} else {
+				body = scanBody(c.mcp.args, a.amount)
+			}
+		}
+	case c.mcpPath:
+		// A session message, judged by readMCP: amounts from the body.
+		if len(a.amount) > 0 {
+			body = scanBody(r.Body, a.amount)
+		}
+	default:
+		if asJSON := isJSONBody(r); asJSON || len(a.amount) > 0 {
+			body = scanBody(r.Body, a.amount)
+			if asJSON && body.invalid != "" {
+				return deny(ReasonAmbiguousBody, ambiguousDetail(r, body.invalid))
+			}
 		}
 	}
 	if len(a.amount) > 0 || a.hasCap {

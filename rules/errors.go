@@ -14,6 +14,11 @@ var ErrInvalid = errors.New("invalid configuration")
 // slashes, ';' parameters, malformed escapes). Decide denies such requests.
 var ErrAmbiguousPath = errors.New("ambiguous request path")
 
+// ErrMCPBody is wrapped by Engine.Classify when a body sent to an MCP path
+// (a match rule names mcp_tool) cannot be read the way every MCP server
+// reads it, or is a JSON-RPC batch (docs/reference.md#mcp).
+var ErrMCPBody = errors.New("unreadable MCP body")
+
 // ErrUnknownHost is wrapped by Engine.Classify when the agent chose the
 // target host (Request.AgentChosenHost) and neither a match rule's host nor
 // tool_restrictions.erp_hosts names it. Decide denies such requests

@@ -55,6 +55,7 @@ type Manifest struct {
 	erpHosts  []hostPattern
 	warnings  []Problem
 	hostRules bool // some match rule names a host
+	mcpRules  bool // some match rule names mcp_tool
 }
 
 // Action is one entry of the manifest's actions object.
@@ -92,11 +93,24 @@ type Action struct {
 	allowDetail string
 }
 
+func mcpRuleCount(rules []MatchRule) int {
+	n := 0
+	for _, r := range rules {
+		if r.MCPTool != "" {
+			n++
+		}
+	}
+	return n
+}
+
 // MatchRule is one element of an action's match list.
 type MatchRule struct {
 	Method string // upper case; "" matches any method
 	Host   string // as written; "" matches any host
 	Path   string // as written
+	// MCPTool, when set, makes Path an MCP endpoint (docs/reference.md#mcp):
+	// the rule matches a JSON-RPC tools/call whose params.name is MCPTool.
+	MCPTool string
 
 	host  *hostPattern
 	path  pathPattern
@@ -339,6 +353,7 @@ func (c *checker) manifest(m *Manifest, root *value) {
 				m.byName[a.Name] = a
 				for _, mr := range a.Match {
 					m.hostRules = m.hostRules || mr.host != nil
+					m.mcpRules = m.mcpRules || mr.MCPTool != ""
 					if mr.host == nil {
 						hostless = append(hostless, joinIndex(joinKey(ap, "match"), mr.index))
 					}
@@ -616,6 +631,9 @@ func (c *checker) action(p, name string, v *value) *Action {
 	if holdOK && (ttlOK || v.get("approval_ttl") == nil) && a.Hold > a.ApprovalTTL {
 		c.errf(joinKey(p, "hold"), "hold %s is longer than approval_ttl %s", a.Hold, a.ApprovalTTL)
 	}
+	if n := mcpRuleCount(a.Match); n > 0 && n < len(a.Match) {
+		c.errf(joinKey(p, "match"), "mixes rules naming mcp_tool with rules naming none: an action is MCP tools or plain calls, as its amount paths read params.arguments or the body")
+	}
 	if mv := v.get("match"); mv == nil || mv.kind == kArray && len(mv.items) == 0 {
 		c.warnf(joinKey(p, "match"), "no match rules: no request can be classified as this action")
 	}
@@ -805,6 +823,19 @@ func (c *checker) matchRules(p string, v *value) []MatchRule {
 					return
 				}
 				r.Path, r.path = s, pp
+			},
+			"mcp_tool": func(p string, v *value) {
+				s, ok := c.str(p, v)
+				if !ok {
+					good = false
+					return
+				}
+				if !validToolName(s) {
+					c.errf(p, "tool name %q must be 1 to 128 of [A-Za-z0-9_.-]", s)
+					good = false
+					return
+				}
+				r.MCPTool = s
 			},
 		})
 		if !ok {
