@@ -28,6 +28,7 @@ _TAG = "py3-none-any"
 def _metadata():
     return (
         "Metadata-Version: 2.1\n"
+        "Name: %s\nVersion: %s\nSummary: %s\nRequires-Python: %s\n"
         % (NAME, VERSION, SUMMARY, REQUIRES_PYTHON)
     ).encode()
 
