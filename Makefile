@@ -30,6 +30,7 @@ vet:
 # UAPK_REQUIRE_MINIO makes the MinIO tests fail rather than skip.
 test: vet minio mailpit clients
 	UAPK_REQUIRE_MINIO=1 $(GO) test -race -count=1 -timeout 20m ./...
+	cd sdk/python && PYTHONDONTWRITEBYTECODE=1 python3 -m unittest discover -s tests
 	$(MAKE) faults
 	cd deploy && $(GO) vet ./... && $(GO) test -count=1 ./...
 	$(MAKE) fuzz
