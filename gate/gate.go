@@ -96,6 +96,14 @@ type Call struct {
 	// choice of parameters reaches another action.
 	Via, ExecuteAction string
 
+	// AppProof is the app signature the request carried, with the request
+	// as the app sent it (nil: none). Required when the principals list a
+	// key for the app.
+	AppProof *AppProof
+	// appProven: AppProof verified once; a held call decided again when
+	// its approval completes (Await) is not refused for its own nonce.
+	appProven bool
+
 	// proven is the caller identity verified for this call: a held call
 	// decided again when its approval completes (Await) keeps it, as its
 	// token is gone from Req and may have expired meanwhile.
@@ -148,6 +156,7 @@ type Config struct {
 
 // Gate decides and records every request, whichever door it came through.
 type Gate struct {
+	nonces    nonces // of app signatures seen (appsig.go)
 	engine    atomic.Pointer[rules.Engine]
 	ledger    Ledger
 	approvals *approvals.Service
@@ -229,6 +238,7 @@ func (g *Gate) Check(c *Call) *Verdict {
 	v := &Verdict{started: now, App: c.Req.App, Digest: digestOf(c.Req.Method, url, bodyHash), door: c.Door}
 
 	var d rules.Decision
+	appVerified, appRefused := false, ""
 	if ambiguous != "" {
 		d = rules.Decision{Outcome: rules.Deny, Reason: record.AmbiguousPath, Detail: ambiguous}
 	} else if detail := c.rewrite(); detail != "" {
@@ -239,6 +249,9 @@ func (g *Gate) Check(c *Call) *Verdict {
 	} else if c.Req.App != m.AppID {
 		d = rules.Decision{Outcome: rules.Deny, Reason: record.UnknownApp,
 			Detail: "X-UAPK-App " + strconv.Quote(c.Req.App) + " is not the manifest's app_id " + strconv.Quote(m.AppID)}
+	} else if appVerified, appRefused = g.verifyApp(c, eng.Principals()); appRefused != "" {
+		d = rules.Decision{Outcome: rules.Deny, Reason: record.UnauthenticatedApp, Detail: appRefused}
+		v.Message = appRefused
 	} else {
 		d = eng.Decide(&c.Req)
 		if c.ExecuteAction != "" && d.Action != c.ExecuteAction {
@@ -270,7 +283,7 @@ func (g *Gate) Check(c *Call) *Verdict {
 		BodySHA256: hex.EncodeToString(bodyHash[:]), BodySize: len(c.Req.Body),
 		Amount: d.Amount, OnBehalfOf: c.Req.OnBehalfOf, Justification: c.Justification,
 		Escalation: c.Req.Escalation, Detail: d.Detail,
-		CallerVerified: caller != nil, UpstreamCredential: c.UpstreamCredential, AgentCredential: c.AgentCredential}
+		CallerVerified: caller != nil, AppVerified: appVerified, UpstreamCredential: c.UpstreamCredential, AgentCredential: c.AgentCredential}
 	if d.MCP != nil {
 		data.MCPTool = d.MCP.Tool
 	}

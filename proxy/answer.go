@@ -43,7 +43,7 @@ func refusal(r record.Reason) (int, string) {
 		return http.StatusServiceUnavailable, errLedger
 	case record.BodyTooLarge:
 		return http.StatusRequestEntityTooLarge, errTooLarge
-	case record.UnauthenticatedCaller:
+	case record.UnauthenticatedCaller, record.UnauthenticatedApp:
 		return http.StatusUnauthorized, errUnauthenticated
 	case record.TooManyPending:
 		return http.StatusTooManyRequests, string(record.TooManyPending)

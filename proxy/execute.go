@@ -167,6 +167,10 @@ func (s *Sidecar) execute(ctx *fasthttp.RequestCtx) {
 	// headers (the caller, the app, an approval id or capability token,
 	// anything for the ERP) apply as to a plain call; the body and what
 	// frames it are the proxy's.
+	// An app signature covers the execute call as the app sent it, not
+	// the request made from it: read it before the rewrite.
+	proof := appProof(func(name string) string { return string(h.Peek(name)) }, string(h.Method()),
+		string(h.RequestURI()), append([]byte(nil), ctx.Request.Body()...))
 	req := &ctx.Request
 	h.SetMethod(a.Execute.Method)
 	req.SetRequestURI(path)
@@ -181,6 +185,7 @@ func (s *Sidecar) execute(ctx *fasthttp.RequestCtx) {
 		h.SetNoDefaultContentType(true)
 	}
 	c := s.call(ctx)
+	c.AppProof = proof
 	c.Via, c.ExecuteAction = viaExecute, a.Name
 	c.Justification, c.Req.Escalation, c.Override = justification, escalation, override
 	v := s.decide(ctx, c)

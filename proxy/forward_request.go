@@ -124,6 +124,7 @@ func (f *Forward) onRequest(r *http.Request, pctx *goproxy.ProxyCtx) (*http.Requ
 		return nil, jsonResponse(r, http.StatusBadRequest, badRequest("request body could not be read"))
 	}
 	c.Req.Body = body
+	c.AppProof = appProof(r.Header.Get, r.Method, r.RequestURI, body)
 	if st.rc != nil {
 		// From here the connection's background read only watches for the
 		// agent hanging up; ReadTimeout must not pass for that.

@@ -240,6 +240,8 @@ func (s *Sidecar) call(ctx *fasthttp.RequestCtx) *gate.Call {
 		Rewrites:        rewrites(func(name string) bool { return h.Peek(name) != nil }),
 		Repeated:        repeatedIn(h.RawHeaders()),
 	}
+	c.AppProof = appProof(func(name string) string { return string(h.Peek(name)) }, string(h.Method()),
+		string(h.RequestURI()), ctx.Request.Body())
 	if s.cred != nil {
 		c.UpstreamCredential = s.cred.Kind()
 		c.AgentCredential = agentCredential(s.cred, func(name string) bool { return h.Peek(name) != nil })
@@ -473,3 +475,15 @@ func stripResponse(h *fasthttp.ResponseHeader) { stripFast(h, "Transfer-Encoding
 type zlogger struct{ l zerolog.Logger }
 
 func (z zlogger) Printf(format string, args ...any) { z.l.Warn().Msgf(format, args...) }
+
+// appProof reads an app signature's headers (gate.AppProof) with the
+// request as the app sent it: method, target and body bytes as received.
+// nil without a signature.
+func appProof(get func(string) string, method, target string, body []byte) *gate.AppProof {
+	sig := get(gate.HeaderSignature)
+	if sig == "" && get(gate.HeaderTimestamp) == "" && get(gate.HeaderNonce) == "" {
+		return nil
+	}
+	return &gate.AppProof{Timestamp: get(gate.HeaderTimestamp), Nonce: get(gate.HeaderNonce), Signature: sig,
+		Method: method, Target: target, Body: body}
+}

@@ -100,6 +100,10 @@ const (
 	// 401: with identity configured, X-UAPK-On-Behalf-Of is missing, not a
 	// token, or a token that does not verify.
 	UnauthenticatedCaller Reason = "unauthenticated_caller"
+	// 401: the principals file lists a key for the calling app and the
+	// request carries no valid app signature (X-UAPK-Signature), a stale
+	// timestamp or a nonce used before.
+	UnauthenticatedApp Reason = "unauthenticated_app"
 	// Admin API calls refused for their token, summed up in one record.
 	AdminRefused Reason = "admin_refused"
 )
@@ -192,7 +196,7 @@ var Reasons = []Reason{
 	AmountUnreadable, EscalationRequested, AmbiguousBody, UnknownHost, MCPBatch,
 	UnknownApp, NotApproved, ApprovalExpired, Consumed, DigestMismatch, Rejected, BodyTooLarge,
 	Approved, Capability, Override, InvalidToken, AppMismatch, ActionMismatch, LedgerUnavailable,
-	AmbiguousRequest, HeadersMismatch, AmbiguousPath, TooManyPending, UnauthenticatedCaller, AdminRefused, ExecuteMismatch,
+	AmbiguousRequest, HeadersMismatch, AmbiguousPath, TooManyPending, UnauthenticatedCaller, UnauthenticatedApp, AdminRefused, ExecuteMismatch,
 	OverrideExhausted, OverrideOverAmount, OverrideAmountUnreadable,
 	TunnelHost, TunnelNotAllowed, BadTarget, HostMismatch, ConnectInTunnel,
 	Forwarded, UpstreamError, UpstreamUnavailable, UpstreamTimeout, TunnelClosed,

@@ -26,6 +26,9 @@ type Request struct {
 	// (false: taken as the agent asserted it). The token itself, a bearer
 	// secret, is never kept: only its issuer, subject and id.
 	CallerVerified bool   `json:"caller_verified"`
+	// AppVerified: the app signed the request with the key the principals
+	// file lists for it (apps:).
+	AppVerified bool `json:"app_verified,omitempty"`
 	CallerIssuer   string `json:"caller_iss,omitempty"`
 	CallerSubject  string `json:"caller_sub,omitempty"`
 	CallerTokenID  string `json:"caller_jti,omitempty"`
@@ -76,6 +79,9 @@ func (d *Request) Map() map[string]any {
 	str(m, "mcp_tool", d.MCPTool)
 	str(m, "on_behalf_of", d.OnBehalfOf)
 	m["caller_verified"] = d.CallerVerified
+	if d.AppVerified {
+		m["app_verified"] = true
+	}
 	str(m, "caller_iss", d.CallerIssuer)
 	str(m, "caller_sub", d.CallerSubject)
 	str(m, "caller_jti", d.CallerTokenID)

@@ -21,6 +21,20 @@ import (
 type Principals struct {
 	list []*Principal
 	byID map[string]*Principal // by id, canonical (CheckID)
+	// apps are the agents' keys (apps:): an app listed here must sign its
+	// requests (X-UAPK-Signature), so that the proxy can prove which app
+	// called.
+	apps map[string]ed25519.PublicKey
+}
+
+// AppKey returns the key the principals file lists for app id (apps:);
+// ok is false when it lists none, and the app need not sign.
+func (p *Principals) AppKey(id string) (ed25519.PublicKey, bool) {
+	if p == nil {
+		return nil, false
+	}
+	k, ok := p.apps[id]
+	return k, ok
 }
 
 // maxKeyFile bounds what a public_key path may make us read.
@@ -147,7 +161,7 @@ func (pr *Principal) PublicKeyPEM() string {
 }
 
 func (c *checker) principals(ps *Principals, root *value, baseDir string) {
-	var list *value
+	var list, apps *value
 	ok := c.fields("", root, map[string]func(string, *value){
 		"principals": func(p string, v *value) {
 			if v.kind != kArray {
@@ -156,7 +170,17 @@ func (c *checker) principals(ps *Principals, root *value, baseDir string) {
 			}
 			list = v
 		},
+		"apps": func(p string, v *value) {
+			if v.kind != kArray {
+				c.typeErr(p, "a list of {id, public_key}", v)
+				return
+			}
+			apps = v
+		},
 	})
+	if apps != nil {
+		defer c.apps(ps, apps, baseDir)
+	}
 	if !ok {
 		return
 	}
@@ -353,6 +377,66 @@ func readKeyText(s, baseDir string) ([]byte, error) {
 // readPublicKey takes an inline PEM or a path to a PEM file and returns the
 // Ed25519 key. Errors never quote the file's content: someone may point it at
 // a private key.
+// apps reads apps: [{id, public_key}]: the Ed25519 key each app signs its
+// requests with. An app id is the manifest's app_id shape; a key stands
+// for one app and for no principal.
+func (c *checker) apps(ps *Principals, list *value, baseDir string) {
+	ps.apps = map[string]ed25519.PublicKey{}
+	seen := map[string]string{}
+	for _, pr := range ps.list {
+		if pr.PublicKey != nil {
+			seen[keys.Identity(pr.PublicKey)] = "a principal's public_key"
+		}
+	}
+	for i, it := range list.items {
+		p := joinIndex("apps", i)
+		var id string
+		var key ed25519.PublicKey
+		c.fields(p, it, map[string]func(string, *value){
+			"id": func(p string, v *value) {
+				s, ok := c.str(p, v)
+				if !ok {
+					return
+				}
+				if s == "" || len(s) > 128 || strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "" {
+					c.errf(p, "app id %q: want 1 to 128 of [A-Za-z0-9._-], as the manifest's app_id", s)
+					return
+				}
+				if _, dup := ps.apps[s]; dup {
+					c.errf(p, "app %q listed twice", s)
+					return
+				}
+				id = s
+			},
+			"public_key": func(p string, v *value) {
+				s, ok := c.str(p, v)
+				if !ok {
+					return
+				}
+				k, err := readPublicKey(s, baseDir)
+				if err != nil {
+					c.errf(p, "%v", err)
+					return
+				}
+				if first, dup := seen[keys.Identity(k)]; dup {
+					c.errf(p, "same public key as %s: an app's key must be its own", first)
+					return
+				}
+				seen[keys.Identity(k)] = p
+				key = k
+			},
+		})
+		switch {
+		case id == "" && it.get("id") == nil:
+			c.errf(p+".id", "required")
+		case key == nil && it.get("public_key") == nil:
+			c.errf(p+".public_key", "required")
+		case id != "" && key != nil:
+			ps.apps[id] = key
+		}
+	}
+}
+
 func readPublicKey(s, baseDir string) (ed25519.PublicKey, error) {
 	data := []byte(s)
 	where := "inline public_key"

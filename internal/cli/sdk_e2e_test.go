@@ -3,13 +3,18 @@ package cli
 import (
 	"bufio"
 	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/uapk-gateway/uapk-proxy/gate"
 	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 )
 
@@ -120,8 +125,6 @@ func runPython(t *testing.T, py, script string, env []string, onLine func(string
 }
 
 func TestSDKSeedSamples(t *testing.T) {
-	e := newEnv(t, withSDKExecute)
-	py := sdkPython(t)
 	dir := t.TempDir()
 	pub, priv, err := keys.Generate()
 	if err != nil {
@@ -131,6 +134,10 @@ func TestSDKSeedSamples(t *testing.T) {
 		t.Fatal(err)
 	}
 	keyPath := filepath.Join(dir, "ai-assistant.key")
+	// The app's key is in the principals file: every request it makes must
+	// carry its signature, which the SDK makes from private_key_path.
+	e := newEnv(t, withSDKExecute, withAppKey("financial-ai-assistant", filepath.Join(dir, "ai-assistant.pub")))
+	py := sdkPython(t)
 	env := []string{"UAPK_GATEWAY_URL=" + e.sidecar, "UAPK_ADMIN_URL=" + e.admin, "UAPK_ADMIN_TOKEN=" + e.token}
 	first := seedBlock(t, "seed_journal_entry.py",
 		"https://gateway.your-company.com", e.sidecar, "/secure/ai-assistant.pem", keyPath)
@@ -257,4 +264,67 @@ evidence.save(` + "\"" + out + "\"" + `)
 			t.Fatalf("verify: %d %s", code, msg)
 		}
 	})
+
+	t.Run("app signatures", func(t *testing.T) {
+		// Every execute call the samples made was signed, and said so.
+		n := 0
+		for _, r := range e.records() {
+			if r.Kind == "request" && r.Data["via"] == "execute" {
+				n++
+				if r.Data["app_verified"] != true {
+					t.Errorf("record %d: an execute call of the samples not app_verified: %v", r.Seq, r.Data)
+				}
+			}
+		}
+		if n == 0 {
+			t.Fatal("no execute records")
+		}
+		body := `{"action":"journal_entry","parameters":{"account":"4000-Revenue","credit":250000}}`
+		before := e.erp.Stats().Total
+		// Unsigned, from an app whose key is listed: 401, recorded.
+		if r := e.do("POST", "/v1/execute", body); r.status != 401 || r.json(t)["reason"] != "unauthenticated_app" {
+			t.Fatalf("unsigned: %d %s", r.status, r.body)
+		}
+		sign := func(ts, nonce, target, b string, k ed25519.PrivateKey) []string {
+			msg := gate.AppSignatureMessage("financial-ai-assistant", "POST", target, ts, nonce, []byte(b))
+			return []string{gate.HeaderTimestamp, ts, gate.HeaderNonce, nonce, gate.HeaderSignature, base64.StdEncoding.EncodeToString(ed25519.Sign(k, msg))}
+		}
+		now := strconv.FormatInt(time.Now().Unix(), 10)
+		good := sign(now, "0123456789abcdef0123456789abcdef", "/v1/execute", body, priv)
+		if r := e.do("POST", "/v1/execute", body, good...); r.status != 202 {
+			t.Fatalf("signed: %d %s", r.status, r.body)
+		}
+		_, other, _ := ed25519.GenerateKey(nil)
+		stale := strconv.FormatInt(time.Now().Add(-10*time.Minute).Unix(), 10)
+		for name, h := range map[string][]string{
+			"a replayed nonce":     good,
+			"another key":          sign(now, "1123456789abcdef0123456789abcdef", "/v1/execute", body, other),
+			"another body":         sign(now, "2123456789abcdef0123456789abcdef", "/v1/execute", strings.Replace(body, "250000", "25000", 1), priv),
+			"another target":       sign(now, "3123456789abcdef0123456789abcdef", "/v1/execute?x=1", body, priv),
+			"a stale timestamp":    sign(stale, "4123456789abcdef0123456789abcdef", "/v1/execute", body, priv),
+			"a nonce of bad shape": sign(now, "short", "/v1/execute", body, priv),
+		} {
+			if r := e.do("POST", "/v1/execute", body, h...); r.status != 401 || r.json(t)["reason"] != "unauthenticated_app" {
+				t.Errorf("%s: %d %s", name, r.status, r.body)
+			}
+		}
+		if got := e.erp.Stats().Total - before; got != 0 {
+			t.Errorf("the ERP saw %d of these", got)
+		}
+	})
+}
+
+// withAppKey lists app's public key (a PEM file) under apps: in the
+// principals file: its requests must then be signed.
+func withAppKey(app, pubFile string) func(*serveOptions) {
+	return func(o *serveOptions) {
+		f, err := os.OpenFile(o.Principals, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			panic(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteString("apps:\n  - id: " + app + "\n    public_key: " + pubFile + "\n"); err != nil {
+			panic(err)
+		}
+	}
 }
