@@ -25,13 +25,13 @@ type Request struct {
 	// CallerVerified: OnBehalfOf was proven by a token identity verified
 	// (false: taken as the agent asserted it). The token itself, a bearer
 	// secret, is never kept: only its issuer, subject and id.
-	CallerVerified bool   `json:"caller_verified"`
+	CallerVerified bool `json:"caller_verified"`
 	// AppVerified: the app signed the request with the key the principals
 	// file lists for it (apps:).
-	AppVerified bool `json:"app_verified,omitempty"`
-	CallerIssuer   string `json:"caller_iss,omitempty"`
-	CallerSubject  string `json:"caller_sub,omitempty"`
-	CallerTokenID  string `json:"caller_jti,omitempty"`
+	AppVerified   bool   `json:"app_verified,omitempty"`
+	CallerIssuer  string `json:"caller_iss,omitempty"`
+	CallerSubject string `json:"caller_sub,omitempty"`
+	CallerTokenID string `json:"caller_jti,omitempty"`
 	// The proxy set its own ERP credential (upstream_auth: header or
 	// oauth2), and removed the one the agent sent under this header name.
 	UpstreamCredential string `json:"upstream_credential,omitempty"`
