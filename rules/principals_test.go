@@ -5,7 +5,9 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"os"
 	"path/filepath"
@@ -201,6 +203,47 @@ func TestPasskeyKeysRefused(t *testing.T) {
 		data, _ := json.Marshal(map[string]any{"principals": c.ps})
 		if _, err := ParsePrincipals(data, t.TempDir()); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want %q", c.name, err, c.want)
+		}
+	}
+}
+
+// TestPrincipalsApps: apps: lists each app's signing key; every problem
+// is named, and a key stands for one app or principal only.
+func TestPrincipalsApps(t *testing.T) {
+	pub := func() string {
+		k, _, _ := ed25519.GenerateKey(nil)
+		der, _ := x509.MarshalPKIXPublicKey(k)
+		return strings.ReplaceAll(string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), "\n", "\\n")
+	}
+	person, app := pub(), pub()
+	good := `{"principals":[{"id":"cfo@corp.example","roles":["cfo"],"public_key":"` + person + `"}],` +
+		`"apps":[{"id":"financial-ai-assistant","public_key":"` + app + `"}]}`
+	ps, err := ParsePrincipals([]byte(good), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k, ok := ps.AppKey("financial-ai-assistant"); !ok || len(k) != ed25519.PublicKeySize {
+		t.Fatalf("app key: %v %v", k, ok)
+	}
+	if _, ok := ps.AppKey("other-app"); ok {
+		t.Fatal("an app not listed has a key")
+	}
+	bad := `{"principals":[{"id":"cfo@corp.example","roles":["cfo"],"public_key":"` + person + `"}],"apps":[` +
+		`{"id":"a b","public_key":"` + pub() + `"},` +
+		`{"id":"x","public_key":"` + app + `"},{"id":"x","public_key":"` + pub() + `"},` +
+		`{"id":"y","public_key":"` + person + `"},` +
+		`{"id":"z"},{"public_key":"` + pub() + `"},{"id":"w","public_key":"` + pub() + `","roles":["cfo"]}]}`
+	_, err = ParsePrincipals([]byte(bad), t.TempDir())
+	var ve *ValidationError
+	if !errors.As(err, &ve) {
+		t.Fatalf("%v", err)
+	}
+	got := ve.Error()
+	for _, want := range []string{`apps[0].id: app id "a b"`, `apps[2].id: app "x" listed twice`,
+		"apps[3].public_key: same public key as a principal's public_key", "apps[4].public_key: required",
+		"apps[5].id: required", `apps[6].roles: unknown key "roles"`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in:\n%s", want, got)
 		}
 	}
 }
