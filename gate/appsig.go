@@ -101,7 +101,7 @@ func (g *Gate) verifyApp(c *Call, ps *rules.Principals) (verified bool, detail s
 			HeaderTimestamp + ", " + HeaderNonce + " and " + HeaderSignature
 	}
 	sec, err := strconv.ParseInt(p.Timestamp, 10, 64)
-	if err != nil || sec <= 0 || len(p.Timestamp) > 12 {
+	if err != nil || sec <= 0 || len(p.Timestamp) > 12 || strings.Trim(p.Timestamp, "0123456789") != "" || p.Timestamp[0] == '0' {
 		return false, HeaderTimestamp + " must be Unix seconds"
 	}
 	now := time.Now() // the wall clock, not the policy's: freshness is physical

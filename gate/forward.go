@@ -112,12 +112,20 @@ func (g *Gate) appendForward(v *Verdict, reason record.Reason, d time.Duration, 
 // If the record cannot be written the verdict is ledger_unavailable and no
 // tunnel may open.
 func (g *Gate) RecordTunnel(c *Call, host, port string) *Verdict {
+	// A listed app signs its CONNECT too (method CONNECT, target
+	// host:port, no body): a blind tunnel is recorded as the app's.
+	verified, refused := g.verifyApp(c, g.engine.Load().Principals())
+	if refused != "" {
+		v := g.Refuse(c, record.UnauthenticatedApp, record.Request{Host: host, Port: port, Detail: refused})
+		v.Message = refused
+		return v
+	}
 	c.sanitize()
 	now := g.now()
 	url := c.url()
 	v := &Verdict{started: now, App: c.Req.App, Digest: Digest(http.MethodConnect, url, nil),
 		Outcome: rules.Allow, Reason: record.TunnelHost, door: c.Door}
-	data := record.Request{Door: c.Door, Method: http.MethodConnect, URL: url, Host: host, Port: port}
+	data := record.Request{Door: c.Door, Method: http.MethodConnect, URL: url, Host: host, Port: port, AppVerified: verified}
 	rec, err := g.append(ledger.Entry{
 		Kind: record.KindRequest, App: c.Req.App, Decision: v.Decision(), Reason: v.Reason, Digest: v.Digest,
 		Policy: g.engine.Load().Manifest().Hash, Data: data.Map(),

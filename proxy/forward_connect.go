@@ -56,6 +56,7 @@ func (f *Forward) onConnect(target string, pctx *goproxy.ProxyCtx) (*goproxy.Con
 		return f.rejectConnect(pctx, st, f.gate.Refuse(c, record.UnknownApp,
 			record.Request{Host: host, Port: port, Detail: "app " + strconv.Quote(c.Req.App) + " is not the manifest's app_id"}))
 	}
+	c.AppProof = appProof(r.Header.Get, r.Method, r.RequestURI, nil)
 	v := f.gate.RecordTunnel(c, host, port)
 	if !v.Forward() {
 		return f.rejectConnect(pctx, st, v)

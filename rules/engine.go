@@ -193,6 +193,15 @@ func (e *Engine) Decide(r *Request) Decision {
 	}
 	if a == nil {
 		if e.m.DefaultPolicy == RecordAndAllow {
+			if e.m.mcpRules && !c.mcpPath {
+				// An MCP server on a path no mcp_tool rule names: a tool
+				// call there must not run unread where the manifest gates
+				// tools by name.
+				if call, err := readMCP(r.Body); err == nil && call != nil {
+					return Decision{Outcome: Deny, Reason: ReasonUnclassified,
+						Detail: fmt.Sprintf("a tools/call of %s on %s, a path no mcp_tool rule matches; tools are called only on the manifest's MCP paths", clip(call.Tool), clip(r.Path))}
+				}
+			}
 			if isJSONBody(r) {
 				if res := scanBody(r.Body, nil); res.invalid != "" {
 					return Decision{Outcome: Deny, Reason: ReasonAmbiguousBody, Detail: ambiguousDetail(r, res.invalid)}

@@ -467,6 +467,11 @@ func (c *checker) manifest(m *Manifest, root *value) {
 	if len(c.probs) == 0 {
 		c.checkExecute(m, "actions")
 	}
+	if m.mcpRules && m.DefaultPolicy == RecordAndAllow {
+		c.warnf("default_policy", "RECORD_AND_ALLOW with mcp_tool rules: an MCP server reachable on a path no mcp_tool rule "+
+			"matches has its messages read only where they parse as one plain tools/call (then denied unclassified); "+
+			"anything else there is allowed unread. Use DENY, and list the session's paths in an action")
+	}
 	if len(hostless) > 0 && !erpGiven {
 		what, they := "the match rule at "+hostless[0]+" names no host", "it classifies"
 		if len(hostless) > 1 {

@@ -263,3 +263,32 @@ func FuzzMCP(f *testing.F) {
 		}
 	})
 }
+
+// TestMCPOffPath: under RECORD_AND_ALLOW, a tools/call sent to a path no
+// mcp_tool rule matches (an MCP server mounted at /, or at /mcp/x) is
+// denied, not let through unread; other bodies there are allowed as
+// before, and the manifest is warned about.
+func TestMCPOffPath(t *testing.T) {
+	e := loadEngine(t, "testdata/mcp.json")
+	for _, path := range []string{"/", "/mcp/x", "/sse"} {
+		for _, tool := range []string{`"delete_audit_log"`, `"post_journal_entry"`, `"anything"`} {
+			r := req("POST", path, toolsCall(tool, `{"amount":900000000}`))
+			r.ContentType = "application/json"
+			if d := e.Decide(r); d.Outcome != Deny || d.Reason != ReasonUnclassified {
+				t.Errorf("tools/call %s on %s: %v %s", tool, path, d.Outcome, d.Reason)
+			}
+		}
+		r := req("POST", path, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)
+		r.ContentType = "application/json"
+		if d := e.Decide(r); d.Outcome != Allow || d.Reason != ReasonRecordAndAllow {
+			t.Errorf("tools/list on %s: %v %s", path, d.Outcome, d.Reason)
+		}
+	}
+	warned := false
+	for _, w := range e.Manifest().Warnings() {
+		warned = warned || w.Path == "default_policy" && strings.Contains(w.Message, "RECORD_AND_ALLOW with mcp_tool rules")
+	}
+	if !warned {
+		t.Error("no warning for RECORD_AND_ALLOW with mcp_tool rules")
+	}
+}
