@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/uapk-gateway/uapk-proxy/examples/internal/mockhttp"
 )
 
 const (
@@ -149,7 +151,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.hits = append(s.hits, h)
 	s.mu.Unlock()
 
-	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	sw := &mockhttp.StatusWriter{ResponseWriter: w, Status: http.StatusOK}
 	switch {
 	case err != nil:
 		writeError(sw, http.StatusBadRequest, "bad_body", "reading request body: "+err.Error())
@@ -167,7 +169,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if _, branch, ok := strings.Cut(r.URL.Path, "/git/refs/heads/"); ok && r.Method == http.MethodPatch && Protected(branch) {
 			warn += " !! PROTECTED BRANCH PUSH REACHED THE HOST"
 		}
-		s.Logger.Printf("%s %s -> %d route=%q capability=%t%s", r.Method, r.URL.Path, sw.status, route, h.Capability != "", warn)
+		s.Logger.Printf("%s %s -> %d route=%q capability=%t%s", r.Method, r.URL.Path, sw.Status, route, h.Capability != "", warn)
 	}
 }
 
@@ -416,53 +418,11 @@ func (s *Server) merge(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
-	var allowed string
-	switch r.URL.Path {
-	case "/_mock/stats":
-		allowed = http.MethodGet
-		if r.Method == allowed {
-			writeJSON(w, http.StatusOK, s.Stats())
-			return
-		}
-	case "/_mock/requests":
-		allowed = http.MethodGet
-		if r.Method == allowed {
-			writeJSON(w, http.StatusOK, s.Hits())
-			return
-		}
-	case "/_mock/reset":
-		allowed = http.MethodPost
-		if r.Method == allowed {
-			s.Reset()
-			writeJSON(w, http.StatusOK, map[string]string{"status": "reset"})
-			return
-		}
-	default:
-		writeError(w, http.StatusNotFound, "not_found", "no such introspection endpoint")
-		return
-	}
-	w.Header().Set("Allow", allowed)
-	writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use "+allowed)
+	mockhttp.Introspect(w, r, func() any { return s.Stats() }, func() any { return s.Hits() }, s.Reset)
 }
 
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	w.status = code
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v) // the client went away; nothing to do
-}
+func writeJSON(w http.ResponseWriter, status int, v any) { mockhttp.WriteJSON(w, status, v) }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, map[string]string{"error": code, "message": msg})
+	mockhttp.WriteError(w, status, code, msg)
 }

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"regexp"
 	"time"
+
+	"github.com/uapk-gateway/uapk-proxy/examples/internal/mockhttp"
 )
 
 // Decimal is an amount as a decimal string, e.g. "1250.00". On input it also
@@ -380,14 +382,8 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any, optional bool) bo
 	return true
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v) // the client went away; nothing to do
-}
+func writeJSON(w http.ResponseWriter, status int, v any) { mockhttp.WriteJSON(w, status, v) }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, map[string]string{"error": code, "message": msg})
+	mockhttp.WriteError(w, status, code, msg)
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/uapk-gateway/uapk-proxy/examples/internal/mockhttp"
 )
 
 const (
@@ -90,9 +92,9 @@ var forbiddenRoutes = map[string]bool{
 // ServeHTTP records the request, then answers it.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/_mock" || strings.HasPrefix(r.URL.Path, "/_mock/") {
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		sw := &mockhttp.StatusWriter{ResponseWriter: w, Status: http.StatusOK}
 		s.introspect(sw, r)
-		s.logf("%s %s -> %d (introspection)", r.Method, r.URL.RequestURI(), sw.status)
+		s.logf("%s %s -> %d (introspection)", r.Method, r.URL.RequestURI(), sw.Status)
 		return
 	}
 
@@ -107,7 +109,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.count(hit)
 	s.mu.Unlock()
 
-	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	sw := &mockhttp.StatusWriter{ResponseWriter: w, Status: http.StatusOK}
 	switch {
 	case err != nil:
 		writeError(sw, http.StatusBadRequest, "bad_body", "reading request body: "+err.Error())
@@ -117,7 +119,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		s.mux.ServeHTTP(sw, r)
 	}
-	s.logHit(hit, sw.status)
+	s.logHit(hit, sw.Status)
 }
 
 // Stats returns a copy of the counters.
@@ -265,41 +267,5 @@ func warnings(h Hit) string {
 }
 
 func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
-	var allowed string
-	switch r.URL.Path {
-	case "/_mock/stats":
-		allowed = http.MethodGet
-		if r.Method == allowed {
-			writeJSON(w, http.StatusOK, s.Stats())
-			return
-		}
-	case "/_mock/requests":
-		allowed = http.MethodGet
-		if r.Method == allowed {
-			writeJSON(w, http.StatusOK, s.Hits())
-			return
-		}
-	case "/_mock/reset":
-		allowed = http.MethodPost
-		if r.Method == allowed {
-			s.Reset()
-			writeJSON(w, http.StatusOK, map[string]string{"status": "reset"})
-			return
-		}
-	default:
-		writeError(w, http.StatusNotFound, "not_found", "no such introspection endpoint")
-		return
-	}
-	w.Header().Set("Allow", allowed)
-	writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use "+allowed)
-}
-
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	w.status = code
-	w.ResponseWriter.WriteHeader(code)
+	mockhttp.Introspect(w, r, func() any { return s.Stats() }, func() any { return s.Hits() }, s.Reset)
 }
