@@ -4,8 +4,15 @@
 package mockhttp
 
 import (
+	"context"
 	"encoding/json"
+	"flag"
+	"log"
 	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
 )
 
 // WriteJSON answers v as indented JSON with status.
@@ -63,4 +70,39 @@ func Introspect(w http.ResponseWriter, r *http.Request, stats, hits func() any, 
 	}
 	w.Header().Set("Allow", allowed)
 	WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use "+allowed)
+}
+
+// Serve runs a mock server's command: it serves handler on the -addr flag
+// (default addr), logging as name, until SIGINT or SIGTERM. setLogger
+// gives the mock the logger.
+func Serve(name, addr string, handler http.Handler, setLogger func(*log.Logger)) {
+	listen := flag.String("addr", addr, "listen address")
+	flag.Parse()
+
+	logger := log.New(os.Stderr, name+": ", log.LstdFlags|log.Lmicroseconds)
+	setLogger(logger)
+	srv := &http.Server{
+		Addr:              *listen,
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          logger,
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	logger.Printf("listening on http://%s (introspection: /_mock/stats, /_mock/requests, POST /_mock/reset)", *listen)
+
+	select {
+	case err := <-errc:
+		logger.Fatal(err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		logger.Printf("shutdown: %v", err)
+	}
+	logger.Print("stopped")
 }
