@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/uapk-gateway/uapk-proxy/evidence"
 	"github.com/uapk-gateway/uapk-proxy/examples/codehost-mock/codehost"
-	"github.com/uapk-gateway/uapk-proxy/internal/keys"
 )
 
 const aiCodingManifest = "../../examples/manifests/ai-coding-sox.json"
@@ -24,32 +22,12 @@ const aiCodingManifest = "../../examples/manifests/ai-coding-sox.json"
 // developer who never signs.
 func writeCodingPrincipals(t testing.TB, dir string) string {
 	t.Helper()
-	people := []struct{ id, roles, key string }{
+	return writePeople(t, dir, "coding-principals.yaml", []person{
 		{"alice@corp.example", "[developer, functional_reviewer]", "alice"},
 		{"bob@corp.example", "[functional_reviewer]", "bob"},
 		{"carol@corp.example", "[security_reviewer]", "carol"},
 		{"dave@corp.example", "[developer]", ""},
-	}
-	var b strings.Builder
-	b.WriteString("principals:\n")
-	for _, p := range people {
-		fmt.Fprintf(&b, "  - id: %s\n    roles: %s\n", p.id, p.roles)
-		if p.key != "" {
-			pub, priv, err := keys.Generate()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := keys.WritePair(filepath.Join(dir, p.key), pub, priv); err != nil {
-				t.Fatal(err)
-			}
-			fmt.Fprintf(&b, "    public_key: %s.pub\n", p.key)
-		}
-	}
-	path := filepath.Join(dir, "coding-principals.yaml")
-	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	})
 }
 
 // newCodingEnv is a real serve with the AI-coding manifest in front of the

@@ -74,7 +74,7 @@ func (s *syncBuffer) String() string {
 // principals file naming them.
 func writePrincipals(t testing.TB, dir string) string {
 	t.Helper()
-	people := []struct{ id, roles, key string }{
+	return writePeople(t, dir, "principals.yaml", []person{
 		{"cfo@corp.example", "[cfo]", "cfo"},
 		{"controller@corp.example", "[controller]", "controller"},
 		{"fm@corp.example", "[finance_manager]", "fm"},
@@ -82,7 +82,17 @@ func writePrincipals(t testing.TB, dir string) string {
 		{"accountant@corp.example", "[staff_accountant]", ""},
 		{"fm2@corp.example", "[finance_manager]", "fm2"},
 		{"financial-ai-assistant", "[finance_manager]", "app"}, // the agent's own app id must never count
-	}
+	})
+}
+
+// person is one entry of a test's principals file: key names the key pair
+// made for it in the file's directory (KEY.key, KEY.pub), "" for none.
+type person struct{ id, roles, key string }
+
+// writePeople writes the principals file name in dir, with a fresh key
+// pair for each person who has a key.
+func writePeople(t testing.TB, dir, name string, people []person) string {
+	t.Helper()
 	var b strings.Builder
 	b.WriteString("principals:\n")
 	for _, p := range people {
@@ -98,7 +108,7 @@ func writePrincipals(t testing.TB, dir string) string {
 			fmt.Fprintf(&b, "    public_key: %s.pub\n", p.key)
 		}
 	}
-	path := filepath.Join(dir, "principals.yaml")
+	path := filepath.Join(dir, name)
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
