@@ -77,4 +77,9 @@ type Options struct {
 	// succeeded since, the ledger tries a small synced write beside the
 	// chain to find out whether the disk is writable again (default 1s).
 	ProbeEvery time.Duration
+	// JournalSize is the size of the journal, DATA/ledger.db-journal,
+	// where groups of records become durable with one fdatasync before
+	// they are copied into ledger.db (default DefaultJournalSize; at least
+	// MinJournalSize). Negative: no journal, every group is a bbolt commit.
+	JournalSize int64
 }

@@ -2,6 +2,9 @@ package ledger
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -107,4 +110,73 @@ func BenchmarkEncodeRecordWriter(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkAgentCycle is what one agent on one connection costs the ledger
+// per request: its request record appended and waited for, then its forward
+// record appended without waiting, as the gate does. It interleaves three
+// things each iteration so that they share the disk's mood: a bare
+// fdatasync of 4 KiB overwritten in a file whose blocks exist (the physical
+// floor), a cycle with the journal, and a cycle without it (every group a
+// bbolt commit). It reports each cycle in fdatasyncs of the floor.
+func BenchmarkAgentCycle(b *testing.B) {
+	dir := b.TempDir()
+	floor, err := os.OpenFile(filepath.Join(dir, "floor"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer floor.Close()
+	page := make([]byte, 4096)
+	for i := 0; i < 256; i++ {
+		if _, err := floor.Write(page); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := floor.Sync(); err != nil {
+		b.Fatal(err)
+	}
+	journaled := openAt(b, filepath.Join(dir, "j.db"), Options{})
+	bolted := openAt(b, filepath.Join(dir, "b.db"), Options{JournalSize: -1})
+	cycle := func(l *Ledger, prev *uint64) time.Duration {
+		start := time.Now()
+		rec, err := l.Append(context.Background(), benchEntry())
+		if err != nil {
+			b.Fatal(err)
+		}
+		took := time.Since(start)
+		l.AppendAsync(forwardEntry(rec.Seq, "forwarded"), nil)
+		*prev = rec.Seq
+		return took
+	}
+	var tFloor, tJournal, tBolt []time.Duration
+	var pj, pb uint64
+	for i := 0; b.Loop(); i++ {
+		start := time.Now()
+		if _, err := floor.WriteAt(page, int64(i%256)*4096); err != nil {
+			b.Fatal(err)
+		}
+		if err := fdatasync(floor); err != nil {
+			b.Fatal(err)
+		}
+		tFloor = append(tFloor, time.Since(start))
+		tJournal = append(tJournal, cycle(journaled, &pj))
+		tBolt = append(tBolt, cycle(bolted, &pb))
+		// The agent's think time: the ERP's answer and its next request.
+		time.Sleep(200 * time.Microsecond)
+	}
+	f, j, bb := median(tFloor), median(tJournal), median(tBolt)
+	b.ReportMetric(float64(f.Microseconds()), "floor-p50-us")
+	b.ReportMetric(float64(j.Microseconds()), "journal-p50-us")
+	b.ReportMetric(float64(bb.Microseconds()), "bbolt-p50-us")
+	b.ReportMetric(float64(j)/float64(f), "journal-fdatasyncs")
+	b.ReportMetric(float64(bb)/float64(f), "bbolt-fdatasyncs")
+}
+
+func median(d []time.Duration) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
 }

@@ -2,14 +2,18 @@ package ledger
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -45,6 +49,22 @@ var (
 // grow a single transaction (and its dirty pages) without bound.
 const maxBatch = 1000
 
+// lazyDelay is how long the writer lets AppendAsync entries (forward
+// records) wait for company before it writes them on their own: a lone
+// agent's next request then carries its last forward record in the same
+// sync, so that record costs the agent nothing. A crash meanwhile loses
+// only forward records, and Recover's outcome records say so.
+const lazyDelay = 2 * time.Millisecond
+
+// applyDelay is how long the applier lets journaled records gather before
+// it writes them into bbolt (unless applyMax are waiting): a bbolt commit
+// costs two syncs, so fewer, larger ones leave the disk to the journal.
+// Readers never wait for it: they apply what they need themselves.
+const (
+	applyDelay = 20 * time.Millisecond
+	applyMax   = 2000
+)
+
 // chunkRecords and chunkBytes bound every read transaction: a reader holding
 // a transaction blocks bbolt from remapping a growing file, and a blocked
 // remap blocks the writer. Variables so tests can cross chunk boundaries.
@@ -65,6 +85,16 @@ type Stats struct {
 	Slow uint64 `json:"slow"`
 	// Outcomes counts outcome records written (Recover and follow-ups).
 	Outcomes uint64 `json:"outcomes"`
+	// Journaled counts the records made durable by a journal write (one
+	// fdatasync per commit) rather than by a bbolt commit (records with a
+	// Tx hook, outcome records, and everything while the journal is off).
+	Journaled uint64 `json:"journaled"`
+	// Applies counts the bbolt transactions that copied journaled records
+	// into ledger.db.
+	Applies uint64 `json:"applies"`
+	// JournalBytes is the journal's size; 0 when the ledger runs without
+	// one (Options.JournalSize < 0, or too little free space to make it).
+	JournalBytes int64 `json:"journal_bytes"`
 }
 
 // Ledger is an open hash-chained ledger. All methods are safe for concurrent
@@ -82,9 +112,29 @@ type Ledger struct {
 	openHead   uint64       // the head at Open: Recover looks no further
 
 	qmu    sync.Mutex
-	qcond  *sync.Cond // signalled when queue grows or closed is set
+	wake   chan struct{} // one token: the queue grew or closed was set
 	queue  []*pending
+	eager  int // entries in queue that are not lazy
 	closed bool
+
+	// j is the journal (nil on a read-only ledger or with
+	// Options.JournalSize < 0); only the writer goroutine and Close use it.
+	j *journal
+	// applyMu is held by whoever copies records into bbolt: the applier,
+	// a reader that needs them, or the writer's own bbolt commit, which
+	// must find every journaled record there before its own.
+	applyMu sync.Mutex
+	umu     sync.Mutex // guards unapplied, applied, applyErr
+	// unapplied holds the records durable in the journal and not yet in
+	// bbolt, in seq order.
+	unapplied []jrec
+	applied   uint64 // bbolt's head seq
+	applyErr  error  // the last apply's failure; nil after a success
+	applyWake chan struct{}
+	applyDone chan struct{} // closed when the applier has exited
+	// behind counts, on a read-only ledger, records in the journal beyond
+	// bbolt's head: a proxy stopped before it could apply them.
+	behind int
 
 	mu    sync.Mutex // guards head, err, stats, owed
 	head  Head
@@ -132,8 +182,10 @@ type pending struct {
 	done  func(Record, error) // AppendAsync; may be nil
 	res   chan result         // Append
 
-	opens  bool   // an allow record: its seq goes into BucketForwardPending
-	closes uint64 // a forward or outcome record: the request seq it takes out
+	lazy   bool      // AppendAsync: may wait lazyDelay for company
+	queued time.Time // when a lazy entry was queued
+	opens  bool      // an allow record: its seq goes into BucketForwardPending
+	closes uint64    // a forward or outcome record: the request seq it takes out
 	// onlyIfOpen: an outcome record, written only while closes is still
 	// pending (never a second one, never after a late forward record).
 	onlyIfOpen bool
@@ -185,22 +237,129 @@ func Open(path string, opts Options) (*Ledger, error) {
 	}
 	l := &Ledger{db: db, path: path, now: opts.Now, readOnly: opts.ReadOnly, onCommit: opts.OnCommit,
 		stopped: make(chan struct{}), stuckAfter: opts.StuckAfter, probeEvery: opts.ProbeEvery, epoch: time.Now(),
-		owed: map[uint64]*owed{}, quit: make(chan struct{}), probeDone: make(chan struct{})}
-	l.qcond = sync.NewCond(&l.qmu)
+		owed: map[uint64]*owed{}, quit: make(chan struct{}), probeDone: make(chan struct{}),
+		wake: make(chan struct{}, 1), applyWake: make(chan struct{}, 1), applyDone: make(chan struct{})}
 	if err := l.init(); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open ledger %s: %w", path, SpaceError(path, err))
 	}
+	if err := l.openJournal(opts); err != nil {
+		if l.j != nil {
+			_ = l.j.close()
+		}
+		_ = db.Close()
+		return nil, fmt.Errorf("open ledger %s: %w", path, SpaceError(path, err))
+	}
 	l.openHead = l.head.Seq
+	l.applied = l.head.Seq
 	if l.readOnly {
 		close(l.stopped)
 		close(l.probeDone)
+		close(l.applyDone)
 		return l, nil
 	}
 	go l.run()
 	go l.probeLoop()
+	if l.j != nil {
+		go l.applyLoop()
+	} else {
+		close(l.applyDone)
+	}
 	return l, nil
 }
+
+// openJournal opens the journal beside the file and applies to bbolt every
+// record it holds beyond bbolt's head, checking that they continue the
+// chain; then it starts the journal's next round. A read-only ledger only
+// counts those records (Behind).
+func (l *Ledger) openJournal(opts Options) error {
+	jp := journalPath(l.path)
+	if l.readOnly {
+		f, err := os.Open(jp)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		st, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		j := &journal{f: f, path: jp, size: st.Size()}
+		recs, err := j.read()
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			if r.seq > l.head.Seq {
+				l.behind++
+			}
+		}
+		return nil
+	}
+	if opts.JournalSize < 0 {
+		return nil
+	}
+	size := max(cmp.Or(opts.JournalSize, DefaultJournalSize), MinJournalSize)
+	if _, err := os.Stat(jp); errors.Is(err, os.ErrNotExist) {
+		// A new journal takes at most a quarter of the free space; with
+		// less room than the smallest one, the ledger runs without (every
+		// group a bbolt commit) rather than not at all.
+		if free := freeBytes(filepath.Dir(l.path)); free >= 0 && free/4 < size {
+			size = free / 4
+		}
+		if size < MinJournalSize {
+			return nil
+		}
+	}
+	j, err := openJournal(jp, size)
+	if errors.Is(err, syscall.ENOSPC) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	l.j = j
+	l.stats.JournalBytes = j.size
+	recs, err := j.read()
+	if err != nil {
+		return err
+	}
+	var todo []jrec
+	h := l.head
+	for _, r := range recs {
+		if r.seq <= h.Seq {
+			continue
+		}
+		seq, prev, hash, t, err := headOf(r.raw)
+		if err != nil || seq != r.seq || seq != h.Seq+1 || prev != h.Hash {
+			return fmt.Errorf("%w: journal record %d does not continue the chain at record %d (%s)",
+				ErrCorrupt, r.seq, h.Seq, jp)
+		}
+		r.hash, r.time = hash, t
+		todo = append(todo, r)
+		h = Head{Seq: seq, Hash: hash, Time: t}
+	}
+	if len(todo) > 0 {
+		err := l.db.Update(func(tx *bolt.Tx) error {
+			records, meta, open := tx.Bucket(bucketRecords), tx.Bucket(bucketMeta), tx.Bucket(bucketPending)
+			return applyRecords(tx, records, meta, open, todo)
+		})
+		if err != nil {
+			return fmt.Errorf("apply %d journaled records: %w", len(todo), err)
+		}
+		l.head = h
+	}
+	return j.reset(l.head.Seq + 1)
+}
+
+// Behind returns, on a ledger opened read-only, how many records the
+// journal holds that ledger.db does not yet: a proxy stopped (killed, or
+// its disk full) before it applied them. Its next start applies them;
+// until then an offline reader does not see them. 0 on a writable ledger.
+func (l *Ledger) Behind() int { return l.behind }
 
 func (l *Ledger) init() error {
 	if l.readOnly {
@@ -346,7 +505,7 @@ func (l *Ledger) wait(ctx context.Context, p *pending) (Record, error) {
 func (l *Ledger) AppendAsync(e Entry, done func(Record, error)) {
 	p, err := prepare(e)
 	if err == nil {
-		p.done = done
+		p.done, p.lazy, p.queued = done, true, time.Now()
 		err = l.enqueue(p)
 	}
 	if err != nil && done != nil {
@@ -378,9 +537,27 @@ func (l *Ledger) enqueue(ps ...*pending) error {
 	if l.closed {
 		return ErrClosed
 	}
+	for _, p := range ps {
+		if !p.lazy {
+			l.eager++
+		}
+	}
 	l.queue = append(l.queue, ps...)
-	l.qcond.Signal()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
 	return nil
+}
+
+// lazyWait waits up to d for the queue to change.
+func (l *Ledger) lazyWait(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-l.wake:
+	case <-t.C:
+	}
 }
 
 // run is the single writer. It never sleeps waiting for company: whatever
@@ -403,15 +580,29 @@ func (l *Ledger) take() ([]*pending, bool) {
 	l.qmu.Lock()
 	defer l.qmu.Unlock()
 	for {
-		for len(l.queue) == 0 {
+		if len(l.queue) == 0 {
 			if l.closed {
 				return nil, false
 			}
-			l.qcond.Wait()
+			l.qmu.Unlock()
+			<-l.wake
+			l.qmu.Lock()
+			continue
+		}
+		if l.eager == 0 && !l.closed {
+			if wait := lazyDelay - time.Since(l.queue[0].queued); wait > 0 {
+				l.qmu.Unlock()
+				l.lazyWait(wait)
+				l.qmu.Lock()
+				continue
+			}
 		}
 		n := min(len(l.queue), maxBatch)
 		batch := make([]*pending, 0, n)
 		for _, p := range l.queue[:n] {
+			if !p.lazy {
+				l.eager--
+			}
 			if p.state.CompareAndSwap(stateQueued, stateTaken) {
 				batch = append(batch, p)
 			}
@@ -498,27 +689,159 @@ func (l *Ledger) answer(p *pending, recs []Record, i int, err error) {
 	}()
 }
 
-// write appends batch in one bbolt transaction: one commit, one fsync. The
-// head is read inside the transaction rather than trusted from memory, so a
-// commit that failed after reaching the disk can never lead to a fork.
+// write makes batch durable: in one journal frame and one fdatasync when
+// the journal can take it, else in one bbolt transaction.
 func (l *Ledger) write(batch []*pending) ([]Record, error) {
+	began := time.Since(l.epoch)
+	l.inflight.Store(int64(began) + 1)
+	var recs []Record
+	var head Head
+	var err error
+	if l.journalable(batch) {
+		recs, head, err = l.writeJournal(batch)
+	} else {
+		recs, head, err = l.writeBolt(batch)
+	}
+	took := time.Since(l.epoch) - began
+	l.inflight.Store(0)
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if took > l.stuckAfter {
+		l.stats.Slow++
+	}
+	var ee *entryError
+	switch {
+	case err == nil:
+		l.head, l.err = head, nil
+		l.stats.Appends += uint64(len(batch))
+		l.stats.Commits++
+		l.stats.MaxBatch = max(l.stats.MaxBatch, uint64(len(batch)))
+		for _, p := range batch {
+			if p.onlyIfOpen {
+				l.stats.Outcomes++
+			}
+		}
+	case !errors.As(err, &ee):
+		err = SpaceError(l.path, err)
+		l.err = err
+		l.stats.Failures++
+	}
+	return recs, err
+}
+
+// journalable reports whether batch can go to the journal: no entry has a
+// Tx hook or must read bbolt's state (an outcome record), and the journal
+// is on.
+func (l *Ledger) journalable(batch []*pending) bool {
+	if l.j == nil {
+		return false
+	}
+	for _, p := range batch {
+		if p.e.Tx != nil || p.onlyIfOpen {
+			return false
+		}
+	}
+	return true
+}
+
+// writeJournal appends batch to the journal in one frame and one
+// fdatasync, chaining it onto the head in memory: only this goroutine
+// moves the head, and a failed write moves nothing.
+func (l *Ledger) writeJournal(batch []*pending) ([]Record, Head, error) {
+	if err := l.applyFailed(); err != nil {
+		// Fail closed: records bbolt cannot take would pile up here.
+		return nil, Head{}, err
+	}
+	if l.db.NoSync {
+		return nil, Head{}, errNoSync
+	}
+	h := l.Head()
+	var prevTime time.Time
+	if h.Seq > 0 {
+		prevTime, _ = parseTime(h.Time) // validated when it became the head
+	}
+	recs := make([]Record, len(batch))
+	js := make([]jrec, len(batch))
+	var scratch []byte
+	raws := 0
+	for i, p := range batch {
+		t := l.now().UTC()
+		if t.Before(prevTime) {
+			t = prevTime
+		}
+		rec := newRecord(p.e, h, t)
+		raw, s, err := encodeRecord(&rec, &p.parts, scratch)
+		scratch = s
+		if err != nil {
+			return nil, Head{}, &entryError{i, err}
+		}
+		recs[i] = rec
+		js[i] = jrec{seq: rec.Seq, raw: raw, hash: rec.Hash, time: rec.Time, opens: p.opens, closes: p.closes}
+		raws += len(raw)
+		h, prevTime = Head{Seq: rec.Seq, Hash: rec.Hash, Time: rec.Time}, t
+	}
+	n := frameSize(raws, len(js))
+	if n > l.j.capacity()/2 {
+		// Too big for the journal (huge records): bbolt takes it.
+		return l.writeBolt(batch)
+	}
+	if !l.j.fits(n) {
+		// A new round: bbolt must hold everything in this one first.
+		if err := l.applyNow(); err != nil {
+			return nil, Head{}, err
+		}
+		if err := l.j.reset(js[0].seq); err != nil {
+			return nil, Head{}, fmt.Errorf("journal: %w", err)
+		}
+	}
+	if l.failCommit != nil {
+		if err := l.failCommit(); err != nil {
+			return nil, Head{}, err
+		}
+	}
+	if err := l.j.append(js); err != nil {
+		return nil, Head{}, fmt.Errorf("journal: %w", err)
+	}
+	l.umu.Lock()
+	l.unapplied = append(l.unapplied, js...)
+	l.umu.Unlock()
+	l.mu.Lock()
+	l.stats.Journaled += uint64(len(js))
+	l.mu.Unlock()
+	select {
+	case l.applyWake <- struct{}{}:
+	default:
+	}
+	return recs, h, nil
+}
+
+var errNoSync = errors.New("bbolt NoSync is set: records would not be durable")
+
+// writeBolt appends batch in one bbolt transaction: one commit, two syncs.
+// Every journaled record not yet in bbolt goes first, in the same
+// transaction. The head is read inside the transaction rather than trusted
+// from memory, so a commit that failed after reaching the disk can never
+// lead to a fork.
+func (l *Ledger) writeBolt(batch []*pending) ([]Record, Head, error) {
+	l.applyMu.Lock()
+	defer l.applyMu.Unlock()
+	l.umu.Lock()
+	pre := l.unapplied
+	l.umu.Unlock()
 	recs := make([]Record, len(batch))
 	var head Head
 	var scratch []byte
-	began := time.Since(l.epoch)
-	l.inflight.Store(int64(began) + 1)
 	err := l.db.Update(func(tx *bolt.Tx) error {
 		if tx.DB().NoSync {
 			// Someone flipped it through DB(): a commit would return
 			// before the disk has the record, so refuse to pretend.
-			return errors.New("bbolt NoSync is set: records would not be durable")
+			return errNoSync
 		}
 		records, meta, open := tx.Bucket(bucketRecords), tx.Bucket(bucketMeta), tx.Bucket(bucketPending)
-		if records == nil || meta == nil || open == nil {
-			return fmt.Errorf("%w: ledger buckets missing", ErrCorrupt)
+		if err := applyRecords(tx, records, meta, open, pre); err != nil {
+			return err
 		}
-		// Keys only ever grow: full pages waste no space and split less.
-		records.FillPercent = 1.0
 		h, err := readHead(tx)
 		if err != nil {
 			return err
@@ -579,32 +902,10 @@ func (l *Ledger) write(batch []*pending) ([]Record, error) {
 		head = h
 		return meta.Put(keyHead, hb)
 	})
-	took := time.Since(l.epoch) - began
-	l.inflight.Store(0)
-
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if took > l.stuckAfter {
-		l.stats.Slow++
+	if err == nil {
+		l.appliedTo(len(pre), head.Seq)
 	}
-	var ee *entryError
-	switch {
-	case err == nil:
-		l.head, l.err = head, nil
-		l.stats.Appends += uint64(len(batch))
-		l.stats.Commits++
-		l.stats.MaxBatch = max(l.stats.MaxBatch, uint64(len(batch)))
-		for _, p := range batch {
-			if p.onlyIfOpen {
-				l.stats.Outcomes++
-			}
-		}
-	case !errors.As(err, &ee):
-		err = SpaceError(l.path, err)
-		l.err = err
-		l.stats.Failures++
-	}
-	return recs, err
+	return recs, head, err
 }
 
 func newRecord(e Entry, h Head, t time.Time) Record {
@@ -666,6 +967,12 @@ func (l *Ledger) Healthy() error {
 		return fmt.Errorf("%w: a ledger commit has been in flight for %s (over %s): the disk is not answering",
 			ErrStuck, d.Round(time.Millisecond), l.stuckAfter)
 	}
+	l.umu.Lock()
+	applyErr := l.applyErr
+	l.umu.Unlock()
+	if applyErr != nil {
+		return applyErr
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.err != nil {
@@ -694,6 +1001,9 @@ func (l *Ledger) DB() *bolt.DB { return l.db }
 // Get returns a copy of the stored bytes of record seq, or an error wrapping
 // ErrNotFound.
 func (l *Ledger) Get(seq uint64) ([]byte, error) {
+	if err := l.visible(seq); err != nil {
+		return nil, fmt.Errorf("get record %d: %w", seq, err)
+	}
 	var out []byte
 	err := l.db.View(func(tx *bolt.Tx) error {
 		if b := tx.Bucket(bucketRecords); b != nil {
@@ -718,6 +1028,9 @@ func (l *Ledger) Get(seq uint64) ([]byte, error) {
 // records are simply not visited. Use Verify for that.
 func (l *Ledger) Range(from, to uint64, fn func(seq uint64, raw []byte) error) error {
 	from = max(from, 1)
+	if err := l.visible(to); err != nil {
+		return fmt.Errorf("range %d-%d: %w", from, to, err)
+	}
 	for from <= to {
 		items, _, _, err := l.readChunk(seqKey(from), to)
 		if err != nil {
@@ -786,15 +1099,27 @@ func (l *Ledger) Close() error {
 	l.closeOnce.Do(func() {
 		l.qmu.Lock()
 		l.closed = true
-		l.qcond.Broadcast()
+		select {
+		case l.wake <- struct{}{}:
+		default:
+		}
 		l.qmu.Unlock()
 		if !l.readOnly {
 			close(l.quit)
 		}
 		<-l.probeDone
 		<-l.stopped
+		<-l.applyDone
 		l.callbacks.Wait()
-		l.closeErr = l.db.Close()
+		if l.j != nil {
+			// Leave the journal empty when bbolt has it all; if not
+			// (a full disk), the next Open applies it.
+			if err := l.applyNow(); err == nil {
+				l.closeErr = l.j.reset(l.Head().Seq + 1)
+			}
+			l.closeErr = errors.Join(l.closeErr, l.j.close())
+		}
+		l.closeErr = errors.Join(l.closeErr, l.db.Close())
 	})
 	return l.closeErr
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -134,6 +135,9 @@ func buildPending(tx *bolt.Tx) error {
 // nor an outcome record yet, oldest first: the requests in flight, and
 // after a crash those Recover answers for.
 func (l *Ledger) Pending() ([]uint64, error) {
+	if err := l.visible(math.MaxUint64); err != nil {
+		return nil, err
+	}
 	var out []uint64
 	err := l.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketPending)

@@ -20,6 +20,9 @@ import (
 // (package verifier's Verify) reads the file. Range is for readers that
 // want records by seq.
 func (l *Ledger) Scan(ctx context.Context, fn func(key, raw []byte) error) (head []byte, err error) {
+	if err := l.visible(math.MaxUint64); err != nil {
+		return nil, fmt.Errorf("scan: %w", err)
+	}
 	var start []byte // nil: from the very first key
 	for {
 		if err := ctx.Err(); err != nil {

@@ -1,0 +1,167 @@
+package ledger
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// applyRecords puts journaled records into bbolt inside tx: each record, its
+// BucketForwardPending change, and the head. Records bbolt holds already
+// are skipped; the first one it does not must follow its head.
+func applyRecords(tx *bolt.Tx, records, meta, open *bolt.Bucket, recs []jrec) error {
+	if records == nil || meta == nil || open == nil {
+		return fmt.Errorf("%w: ledger buckets missing", ErrCorrupt)
+	}
+	// Keys only ever grow: full pages waste no space and split less.
+	records.FillPercent = 1.0
+	if len(recs) == 0 {
+		return nil
+	}
+	h, err := readHead(tx)
+	if err != nil {
+		return err
+	}
+	for len(recs) > 0 && recs[0].seq <= h.Seq {
+		recs = recs[1:]
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	if recs[0].seq != h.Seq+1 {
+		return fmt.Errorf("%w: journaled record %d does not follow ledger.db's head %d", ErrCorrupt, recs[0].seq, h.Seq)
+	}
+	for _, r := range recs {
+		k := seqKey(r.seq)
+		if err := records.Put(k, r.raw); err != nil {
+			return fmt.Errorf("put record %d: %w", r.seq, err)
+		}
+		if r.opens {
+			if err := open.Put(k, nil); err != nil {
+				return fmt.Errorf("put pending %d: %w", r.seq, err)
+			}
+		}
+		if r.closes != 0 {
+			if err := open.Delete(seqKey(r.closes)); err != nil {
+				return fmt.Errorf("delete pending %d: %w", r.closes, err)
+			}
+		}
+	}
+	last := recs[len(recs)-1]
+	hb, err := json.Marshal(Head{Seq: last.seq, Hash: last.hash, Time: last.time})
+	if err != nil {
+		return err
+	}
+	return meta.Put(keyHead, hb)
+}
+
+// applyNow copies every journaled record into bbolt in one synced
+// transaction. After it returns nil, bbolt holds every record that was in
+// the journal when it was called.
+func (l *Ledger) applyNow() error {
+	l.applyMu.Lock()
+	defer l.applyMu.Unlock()
+	l.umu.Lock()
+	todo := l.unapplied
+	l.umu.Unlock()
+	if len(todo) == 0 {
+		return nil
+	}
+	err := l.db.Update(func(tx *bolt.Tx) error {
+		if tx.DB().NoSync {
+			return errNoSync
+		}
+		return applyRecords(tx, tx.Bucket(bucketRecords), tx.Bucket(bucketMeta), tx.Bucket(bucketPending), todo)
+	})
+	if err != nil {
+		err = fmt.Errorf("apply journaled records %d-%d to ledger.db: %w", todo[0].seq, todo[len(todo)-1].seq, SpaceError(l.path, err))
+		l.umu.Lock()
+		l.applyErr = err
+		l.umu.Unlock()
+		return err
+	}
+	l.appliedTo(len(todo), todo[len(todo)-1].seq)
+	l.mu.Lock()
+	l.stats.Applies++
+	l.mu.Unlock()
+	return nil
+}
+
+// appliedTo notes that bbolt now holds the first n unapplied records and
+// every record up to seq.
+func (l *Ledger) appliedTo(n int, seq uint64) {
+	l.umu.Lock()
+	defer l.umu.Unlock()
+	if n == len(l.unapplied) {
+		l.unapplied = nil
+	} else {
+		l.unapplied = l.unapplied[n:]
+	}
+	l.applied, l.applyErr = max(l.applied, seq), nil
+}
+
+// applyFailed returns the last apply's failure, after trying once more.
+func (l *Ledger) applyFailed() error {
+	l.umu.Lock()
+	err := l.applyErr
+	l.umu.Unlock()
+	if err == nil {
+		return nil
+	}
+	return l.applyNow()
+}
+
+// visible makes sure bbolt holds every record up to seq (capped at the
+// head) before a reader looks there.
+func (l *Ledger) visible(seq uint64) error {
+	if l.readOnly || l.j == nil {
+		return nil
+	}
+	l.umu.Lock()
+	behind := len(l.unapplied) > 0 && l.applied < seq
+	l.umu.Unlock()
+	if !behind {
+		return nil
+	}
+	return l.applyNow()
+}
+
+// applyLoop copies journaled records into bbolt in the background, letting
+// them gather for applyDelay; after a failure it tries again every
+// probeEvery until Close.
+func (l *Ledger) applyLoop() {
+	defer close(l.applyDone)
+	t := time.NewTimer(applyDelay)
+	for {
+		select {
+		case <-l.applyWake:
+		case <-l.quit:
+			return
+		}
+		l.umu.Lock()
+		n := len(l.unapplied)
+		l.umu.Unlock()
+		if n < applyMax {
+			t.Reset(applyDelay)
+			select {
+			case <-t.C:
+			case <-l.quit:
+				return
+			}
+		}
+		if err := l.applyNow(); err != nil {
+			t.Reset(l.probeEvery)
+			select {
+			case <-t.C:
+			case <-l.quit:
+				return
+			}
+			select {
+			case l.applyWake <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
