@@ -37,18 +37,31 @@
 //
 // # Durability and group commit
 //
-// Append returns only after the record's bbolt transaction has committed and
-// been fsynced. One writer goroutine owns all writes: it takes every entry
-// queued at that moment (never waiting for more) and writes them in one
-// transaction with one fsync, reading the head inside that transaction.
-// Under load, requests arriving during one fsync share the next. An entry's
-// Tx hook runs in the same transaction, so state kept beside the chain
-// (approvals, spent tokens, the archive's position) commits or vanishes with
-// its record; if a hook fails, that entry alone fails and the others are
+// Append returns only after the record is durable. One writer goroutine
+// owns all writes: it takes every entry queued at that moment (never waiting
+// for more) and makes them durable together. Under load, requests arriving
+// during one sync share the next.
+//
+// A group becomes durable in the journal (journal.go, DATA/ledger.db-journal):
+// one frame written into a file whose blocks all exist, then one fdatasync.
+// An applier goroutine copies journaled records into bbolt every
+// applyDelay, hundreds to a commit; a reader that needs a record not yet
+// there applies it first, so every reader sees bbolt only and sees a record
+// as soon as its Append returned. Open applies whatever the journal holds
+// beyond bbolt's head before anything else, refusing records that do not
+// continue the chain. AppendAsync entries (forward records) may wait
+// lazyDelay for the next group, so that a lone agent's request costs one
+// sync; a crash loses at most those, and Recover answers for them.
+//
+// An entry with a Tx hook runs in a bbolt transaction instead, with every
+// journaled record before it, so state kept beside the chain (approvals,
+// spent tokens, the archive's position) commits or vanishes with its
+// record; if a hook fails, that entry alone fails and the others are
 // written again without it, so no seq is consumed and the chain keeps no
 // gap. Hooks may therefore run more than once and must have no effect
-// outside the transaction. A failed commit makes Healthy report an error
-// until a later commit succeeds; callers must then refuse to forward (fail
+// outside the transaction. Outcome records, which read BucketForwardPending,
+// go the same way. A failed write (or apply) makes Healthy report an error
+// until a later one succeeds; callers must then refuse to forward (fail
 // closed).
 //
 // # Reading

@@ -407,3 +407,48 @@ func TestNoJournal(t *testing.T) {
 		t.Fatalf("journal file: %v", err)
 	}
 }
+
+// TestNoForkAfterAFailedCommit: a bbolt commit reported failed may still
+// have reached the disk; the next group, journaled, must chain onto the
+// record bbolt holds and not onto the head the writer had in memory.
+func TestNoForkAfterAFailedCommit(t *testing.T) {
+	l := openTemp(t, Options{})
+	appendN(t, l, 2)
+	hooked := entry(3)
+	hooked.Tx = func(*bolt.Tx, *Record) error { return nil }
+	l.failCommit = func() error { return errors.New("injected: commit failed") }
+	if _, err := l.Append(context.Background(), hooked); err == nil {
+		t.Fatal("append with a failing commit succeeded")
+	}
+	l.failCommit = nil
+	// What that commit would have left had it reached the disk: the
+	// journaled records and its own.
+	if err := l.applyNow(); err != nil {
+		t.Fatal(err)
+	}
+	h := l.Head()
+	p, err := prepare(entry(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ht, _ := parseTime(h.Time)
+	rec := newRecord(p.e, h, ht)
+	raw, _, err := encodeRecord(&rec, &p.parts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.db.Update(func(tx *bolt.Tx) error {
+		return applyRecords(tx, tx.Bucket(bucketRecords), tx.Bucket(bucketMeta), tx.Bucket(bucketPending),
+			[]jrec{{seq: rec.Seq, raw: raw, hash: rec.Hash, time: rec.Time, opens: true}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	next := mustAppend(t, l, entry(4))
+	if next.Seq != rec.Seq+1 || next.Prev != rec.Hash {
+		t.Fatalf("next record %d prev %s, want %d prev %s (bbolt's)", next.Seq, next.Prev, rec.Seq+1, rec.Hash)
+	}
+	if s := l.Stats(); s.Journaled == 0 {
+		t.Fatalf("stats %+v: the next record should be journaled", s)
+	}
+	mustVerify(t, l, next.Seq)
+}

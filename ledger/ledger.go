@@ -132,6 +132,9 @@ type Ledger struct {
 	applyErr  error  // the last apply's failure; nil after a success
 	applyWake chan struct{}
 	applyDone chan struct{} // closed when the applier has exited
+	// reloadHead, set by the writer after a failed bbolt commit, makes
+	// its next journal write read the head from bbolt first.
+	reloadHead bool
 	// behind counts, on a read-only ledger, records in the journal beyond
 	// bbolt's head: a proxy stopped before it could apply them.
 	behind int
@@ -701,6 +704,12 @@ func (l *Ledger) write(batch []*pending) ([]Record, error) {
 		recs, head, err = l.writeJournal(batch)
 	} else {
 		recs, head, err = l.writeBolt(batch)
+		var ee *entryError
+		if err != nil && !errors.As(err, &ee) {
+			// A failed commit may still have reached the disk: the next
+			// journal write must chain onto what bbolt holds.
+			l.reloadHead = true
+		}
 	}
 	took := time.Since(l.epoch) - began
 	l.inflight.Store(0)
@@ -755,6 +764,12 @@ func (l *Ledger) writeJournal(batch []*pending) ([]Record, Head, error) {
 	}
 	if l.db.NoSync {
 		return nil, Head{}, errNoSync
+	}
+	if l.reloadHead {
+		if err := l.readStoredHead(); err != nil {
+			return nil, Head{}, err
+		}
+		l.reloadHead = false
 	}
 	h := l.Head()
 	var prevTime time.Time
@@ -817,6 +832,27 @@ func (l *Ledger) writeJournal(batch []*pending) ([]Record, Head, error) {
 }
 
 var errNoSync = errors.New("bbolt NoSync is set: records would not be durable")
+
+// readStoredHead makes the head in memory bbolt's, once bbolt has every
+// journaled record.
+func (l *Ledger) readStoredHead() error {
+	if err := l.applyNow(); err != nil {
+		return err
+	}
+	var h Head
+	err := l.db.View(func(tx *bolt.Tx) error {
+		var err error
+		h, err = readHead(tx)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.head = h
+	l.mu.Unlock()
+	return nil
+}
 
 // writeBolt appends batch in one bbolt transaction: one commit, two syncs.
 // Every journaled record not yet in bbolt goes first, in the same

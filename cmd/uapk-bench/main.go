@@ -46,6 +46,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -164,18 +165,23 @@ func run(proxyBin, manifest string, d time.Duration, conns int, maxReq int64) er
 	audited.Stderr = logf
 
 	fmt.Printf("load: %d connections, %s per target, POST /api/v1/reconciliations (auto-approved, durable ledger)\n", conns, d)
-	var results []result
-	for _, t := range []struct {
+	targets := []struct {
 		name string
 		cmd  *exec.Cmd
 		addr string
-	}{{"plain fasthttp proxy", plain, plainAddr}, {"uapk-proxy sidecar", audited, audAddr}} {
+	}{{"plain fasthttp proxy", plain, plainAddr}, {"uapk-proxy sidecar", audited, audAddr}}
+	for _, t := range targets {
 		if err := t.cmd.Start(); err != nil {
 			return fmt.Errorf("%s: %w", t.name, err)
 		}
+		defer func() {
+			t.cmd.Process.Signal(syscall.SIGTERM) // SIGINT is ignored by background jobs
+			t.cmd.Wait()
+		}()
+	}
+	var results []result
+	for _, t := range targets {
 		r, err := measure(t.name, t.cmd.Process.Pid, t.addr, body, headers, d, conns, maxReq)
-		t.cmd.Process.Signal(syscall.SIGTERM) // SIGINT is ignored by background jobs
-		t.cmd.Wait()
 		if err != nil {
 			return fmt.Errorf("%s: %w", t.name, err)
 		}
@@ -186,10 +192,112 @@ func run(proxyBin, manifest string, d time.Duration, conns int, maxReq int64) er
 		fmt.Printf("%-22s %10d %10.0f %8d %14s\n", r.name, r.requests, r.rps(), r.errors, r.cpuPerReq())
 	}
 	base, aud := results[0], results[1]
-	fmt.Printf("audited/plain throughput ratio: %.2fx (goal >= 0.5x); cpu per request ratio: %.2fx\n",
+	fmt.Printf("audited/plain throughput ratio: %.2fx (goal >= 0.6x); cpu per request ratio: %.2fx\n",
 		aud.rps()/base.rps(), float64(aud.cpuPerReq())/float64(base.cpuPerReq()))
+
+	// One agent on one connection: what the audit adds to each request,
+	// against the disk's own floor (a 4 KiB overwrite and fdatasync in the
+	// proxy's data directory), the three taking turns.
+	floorFile := filepath.Join(tmp, "data", "fdatasync-floor")
+	var plainLat, audLat, floorLat []time.Duration
+	for range 3 {
+		for i, t := range targets {
+			lat, err := latencies(t.addr, body, headers, 1000, d)
+			if err != nil {
+				return fmt.Errorf("%s: %w", t.name, err)
+			}
+			if i == 0 {
+				plainLat = append(plainLat, lat...)
+			} else {
+				audLat = append(audLat, lat...)
+			}
+		}
+		fl, err := fdatasyncFloor(floorFile, 300)
+		if err != nil {
+			return fmt.Errorf("fdatasync floor: %w", err)
+		}
+		floorLat = append(floorLat, fl...)
+	}
+	pp, ap, fp := p50(plainLat), p50(audLat), p50(floorLat)
+	added := ap - pp
+	fmt.Printf("one connection, p50 latency: plain %s, audited %s (p99 %s); added %s = %.2f fdatasyncs of this disk (fdatasync p50 %s, same run; goal <= 2)\n",
+		pp.Round(time.Microsecond), ap.Round(time.Microsecond), p99(audLat).Round(time.Microsecond),
+		added.Round(time.Microsecond), float64(added)/float64(fp), fp.Round(time.Microsecond))
 	return nil
 }
+
+// latencies sends n requests one at a time on one connection (for at most
+// d) and returns how long each took.
+func latencies(addr string, body []byte, headers map[string]string, n int, d time.Duration) ([]time.Duration, error) {
+	c := &fasthttp.HostClient{Addr: addr, MaxConns: 1, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	out := make([]time.Duration, 0, n)
+	deadline := time.Now().Add(d)
+	for len(out) < n && time.Now().Before(deadline) {
+		req.Reset()
+		req.SetRequestURI("http://" + addr + "/api/v1/reconciliations")
+		req.Header.SetMethod("POST")
+		for k, v := range headers {
+			req.Header.Set(k, v)
+		}
+		req.SetBody(body)
+		start := time.Now()
+		if err := c.Do(req, resp); err != nil {
+			return nil, err
+		}
+		if resp.StatusCode() != 200 {
+			return nil, fmt.Errorf("status %d", resp.StatusCode())
+		}
+		out = append(out, time.Since(start))
+	}
+	return out, nil
+}
+
+// fdatasyncFloor overwrites 4 KiB of a file whose blocks exist and
+// fdatasyncs it, n times: the least a durable write costs on this disk.
+func fdatasyncFloor(path string, n int) ([]time.Duration, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(path)
+	defer f.Close()
+	page := make([]byte, 4096)
+	for range 64 {
+		if _, err := f.Write(page); err != nil {
+			return nil, err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return nil, err
+	}
+	out := make([]time.Duration, 0, n)
+	for i := range n {
+		start := time.Now()
+		if _, err := f.WriteAt(page, int64(i%64)*4096); err != nil {
+			return nil, err
+		}
+		if err := fdatasync(f); err != nil {
+			return nil, err
+		}
+		out = append(out, time.Since(start))
+	}
+	return out, nil
+}
+
+func quantile(d []time.Duration, q float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[min(int(q*float64(len(s))), len(s)-1)]
+}
+
+func p50(d []time.Duration) time.Duration { return quantile(d, 0.5) }
+func p99(d []time.Duration) time.Duration { return quantile(d, 0.99) }
 
 func measure(name string, pid int, addr string, body []byte, headers map[string]string, d time.Duration, conns int, maxReq int64) (result, error) {
 	client := &fasthttp.HostClient{Addr: addr, MaxConns: conns, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}

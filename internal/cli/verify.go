@@ -81,6 +81,9 @@ func newVerify() *cobra.Command {
 				return exitf(1, "broken at seq %d: %s: %s", p.Seq, p.Reason, p.Detail)
 			}
 			fmt.Fprintf(out, "ok: %d records, head seq %d hash %s\n", rep.Records, rep.Head.Seq, rep.Head.Hash)
+			if n := l.Behind(); n > 0 {
+				fmt.Fprintf(out, "note: %d records are in %s-journal and not yet in %s; start the proxy once to apply them\n", n, path, path)
+			}
 			return nil
 		},
 	}

@@ -325,6 +325,10 @@ func Start(o Config, logw io.Writer) (*Server, error) {
 		return nil, failf(2, "ledger: %v", err)
 	}
 	s.ledger = l
+	if l.Stats().JournalBytes == 0 {
+		log.Warn().Str("path", ledgerPath+"-journal").
+			Msg("ledger: too little free space to make the journal; every group of records is a bbolt commit (two syncs instead of one)")
+	}
 	fail := func(code int, err error) (*Server, error) {
 		closeListeners()
 		l.Close()
