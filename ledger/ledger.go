@@ -502,9 +502,12 @@ func (l *Ledger) wait(ctx context.Context, p *pending) (Record, error) {
 }
 
 // AppendAsync queues e behind everything already queued and returns at once.
-// done, if not nil, gets the outcome: on its own goroutine once the commit is
-// over (Close waits for it), or on the caller's goroutine, before AppendAsync
-// returns, if e is refused before queuing (invalid entry, closed ledger).
+// The writer may hold it back up to lazyDelay for company: use it for
+// records nobody waits for (forward records). done, if not nil, gets the
+// outcome once the commit is over, on a goroutine shared with the other
+// callbacks of that commit, in order (keep it quick; Close waits for it),
+// or on the caller's goroutine, before AppendAsync returns, if e is refused
+// before queuing (invalid entry, closed ledger).
 func (l *Ledger) AppendAsync(e Entry, done func(Record, error)) {
 	p, err := prepare(e)
 	if err == nil {
@@ -642,15 +645,17 @@ func (l *Ledger) commit(batch []*pending) {
 			if err != nil {
 				l.lost(batch)
 			}
+			var calls []func()
 			for i, p := range batch {
-				l.answer(p, recs, i, err)
+				calls = l.answer(p, recs, i, err, calls)
 			}
+			l.call(calls)
 			if err == nil {
 				l.flushOwed()
 			}
 			return
 		}
-		l.answer(batch[ee.i], nil, 0, err)
+		l.call(l.answer(batch[ee.i], nil, 0, err, nil))
 		if ee.i > 0 {
 			l.commit(batch[:ee.i])
 		}
@@ -658,7 +663,9 @@ func (l *Ledger) commit(batch []*pending) {
 	}
 }
 
-func (l *Ledger) answer(p *pending, recs []Record, i int, err error) {
+// answer gives p its outcome, or, for AppendAsync, adds its callback to
+// calls for call to run.
+func (l *Ledger) answer(p *pending, recs []Record, i int, err error, calls []func()) []func() {
 	var rec Record
 	var ee *entryError
 	switch {
@@ -678,17 +685,27 @@ func (l *Ledger) answer(p *pending, recs []Record, i int, err error) {
 			}
 		}
 		p.res <- result{rec, err}
-		return
+		return calls
 	}
 	if p.done == nil {
+		return calls
+	}
+	return append(calls, func() { p.done(rec, err) })
+}
+
+// call runs a group's AppendAsync callbacks in order, on one goroutine of
+// their own: never on the writer's, where a callback that appends again
+// would deadlock it.
+func (l *Ledger) call(calls []func()) {
+	if len(calls) == 0 {
 		return
 	}
-	// Never on the writer goroutine: a callback that appends again would
-	// deadlock it.
 	l.callbacks.Add(1)
 	go func() {
 		defer l.callbacks.Done()
-		p.done(rec, err)
+		for _, c := range calls {
+			c()
+		}
 	}()
 }
 
