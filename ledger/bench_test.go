@@ -18,36 +18,47 @@ func reportBatching(b *testing.B, l *Ledger) {
 	}
 }
 
+// journalModes runs a benchmark with the journal and without it (every
+// group a bbolt commit), so the two are measured in the same run.
+func journalModes(b *testing.B, fn func(b *testing.B, opts Options)) {
+	b.Run("journal", func(b *testing.B) { fn(b, Options{}) })
+	b.Run("bbolt", func(b *testing.B) { fn(b, Options{JournalSize: -1}) })
+}
+
 // BenchmarkAppendSerial is one caller at a time: every append pays a whole
-// commit and fsync, the latency a lone request sees.
+// commit and sync, the latency a lone request sees.
 func BenchmarkAppendSerial(b *testing.B) {
-	l := openTemp(b, Options{})
-	e := entry(1)
-	for b.Loop() {
-		if _, err := l.Append(context.Background(), e); err != nil {
-			b.Fatal(err)
+	journalModes(b, func(b *testing.B, opts Options) {
+		l := openTemp(b, opts)
+		e := entry(1)
+		for b.Loop() {
+			if _, err := l.Append(context.Background(), e); err != nil {
+				b.Fatal(err)
+			}
 		}
-	}
-	reportBatching(b, l)
+		reportBatching(b, l)
+	})
 }
 
 // BenchmarkAppendParallel is many concurrent requests, as a busy proxy sees
-// them: group commit shares each fsync among the callers waiting for it.
+// them: group commit shares each sync among the callers waiting for it.
 func BenchmarkAppendParallel(b *testing.B) {
-	l := openTemp(b, Options{})
-	b.SetParallelism(16) // appends wait on I/O, not CPU: use more callers than cores
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		e := entry(1)
-		for pb.Next() {
-			if _, err := l.Append(context.Background(), e); err != nil {
-				b.Error(err)
-				return
+	journalModes(b, func(b *testing.B, opts Options) {
+		l := openTemp(b, opts)
+		b.SetParallelism(16) // appends wait on I/O, not CPU: use more callers than cores
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			e := entry(1)
+			for pb.Next() {
+				if _, err := l.Append(context.Background(), e); err != nil {
+					b.Error(err)
+					return
+				}
 			}
-		}
+		})
+		b.StopTimer()
+		reportBatching(b, l)
 	})
-	b.StopTimer()
-	reportBatching(b, l)
 }
 
 // benchEntry is a request record as the gate writes it.
