@@ -23,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
+	"github.com/uapk-gateway/uapk-proxy/approvals/approvalstest"
 	"github.com/uapk-gateway/uapk-proxy/gate"
 	"github.com/uapk-gateway/uapk-proxy/internal/approvalstore"
 	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
@@ -166,22 +167,9 @@ func BenchmarkForwardDoor(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	raw, err := os.ReadFile("../examples/manifests/sox-financial.json")
-	if err != nil {
-		b.Fatal(err)
-	}
-	// The upstream listens on a loopback port chosen at random.
-	m, err := rules.ParseManifest([]byte(strings.Replace(string(raw), `"127.0.0.1:9090"]`, `"127.0.0.1:*"]`, 1)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	p, err := rules.ParsePrincipals([]byte("principals:\n  - id: accountant@corp.example\n    roles: [staff_accountant]\n"), ".")
-	if err != nil {
-		b.Fatal(err)
-	}
+	eng := benchEngine(b)
 	_, priv, _ := ed25519.GenerateKey(nil)
 	iss, _ := tokens.NewIssuer(priv)
-	eng := rules.NewEngine(m, p)
 	svc, err := approvals.New(approvals.Config{Store: store, Ledger: l, Tokens: iss,
 		Engine: func() *rules.Engine { return eng }, Logger: zerolog.Nop()})
 	if err != nil {
@@ -191,6 +179,86 @@ func BenchmarkForwardDoor(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	addr := serveDoor(b, g)
+	for _, ld := range benchLoads {
+		b.Run(ld.name, func(b *testing.B) {
+			before, took := l.Stats(), commitNanos.Load()
+			benchLoad(b, addr, up.URL, ld.get, ld.conns)
+			st := l.Stats()
+			if c := st.Commits - before.Commits; c > 0 {
+				b.ReportMetric(float64(st.Appends-before.Appends)/float64(c), "records/commit")
+				b.ReportMetric(float64(commitNanos.Load()-took)/float64(c)/1e3, "µs/commit")
+			}
+		})
+	}
+}
+
+// BenchmarkForwardDoorMemoryLedger is the door and its gate (rules,
+// verdicts, forward records) over a ledger that keeps nothing: no record is
+// encoded, hashed, written or synced. Against BenchmarkPlainGoproxy it is
+// what the door's HTTP path and the gate cost; against BenchmarkForwardDoor,
+// what the durable ledger costs. The GET load only.
+func BenchmarkForwardDoorMemoryLedger(b *testing.B) {
+	up := benchUpstream(b)
+	eng := benchEngine(b)
+	_, priv, _ := ed25519.GenerateKey(nil)
+	iss, _ := tokens.NewIssuer(priv)
+	ml := &approvalstest.Ledger{}
+	svc, err := approvals.New(approvals.Config{Store: approvalstest.NewStore(ml), Ledger: ml, Tokens: iss,
+		Engine: func() *rules.Engine { return eng }, Logger: zerolog.Nop()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	dl := &discardLedger{}
+	g, err := gate.New(gate.Config{Engine: eng, Ledger: dl, Approvals: svc, Logger: zerolog.Nop()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := serveDoor(b, g)
+	ld := benchLoads[0]
+	b.Run(ld.name, func(b *testing.B) {
+		before := dl.seq.Load()
+		benchLoad(b, addr, up.URL, ld.get, ld.conns)
+		if n := dl.seq.Load() - before; n < 2*uint64(b.N) { // a request record and a forward record each
+			b.Fatalf("%d records for %d requests", n, b.N)
+		}
+	})
+}
+
+// discardLedger numbers records and keeps none.
+type discardLedger struct{ seq atomic.Uint64 }
+
+func (d *discardLedger) Append(context.Context, ledger.Entry) (ledger.Record, error) {
+	return ledger.Record{Seq: d.seq.Add(1)}, nil
+}
+
+func (d *discardLedger) AppendAsync(e ledger.Entry, done func(ledger.Record, error)) {
+	r, err := d.Append(context.Background(), e)
+	if done != nil {
+		done(r, err)
+	}
+}
+
+// benchEngine is the example manifest, its ERP on any loopback port (the
+// benchmark upstream's is chosen at random).
+func benchEngine(b *testing.B) *rules.Engine {
+	raw, err := os.ReadFile("../examples/manifests/sox-financial.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	m, err := rules.ParseManifest([]byte(strings.Replace(string(raw), `"127.0.0.1:9090"]`, `"127.0.0.1:*"]`, 1)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, err := rules.ParsePrincipals([]byte("principals:\n  - id: accountant@corp.example\n    roles: [staff_accountant]\n"), ".")
+	if err != nil {
+		b.Fatal(err)
+	}
+	return rules.NewEngine(m, p)
+}
+
+// serveDoor serves a forward door over g on loopback until the benchmark ends.
+func serveDoor(b *testing.B, g *gate.Gate) string {
 	f, err := NewForward(ForwardConfig{Gate: g, Logger: zerolog.Nop()})
 	if err != nil {
 		b.Fatal(err)
@@ -205,15 +273,5 @@ func BenchmarkForwardDoor(b *testing.B) {
 		defer cancel()
 		f.Shutdown(ctx)
 	})
-	for _, ld := range benchLoads {
-		b.Run(ld.name, func(b *testing.B) {
-			before, took := l.Stats(), commitNanos.Load()
-			benchLoad(b, ln.Addr().String(), up.URL, ld.get, ld.conns)
-			st := l.Stats()
-			if c := st.Commits - before.Commits; c > 0 {
-				b.ReportMetric(float64(st.Appends-before.Appends)/float64(c), "records/commit")
-				b.ReportMetric(float64(commitNanos.Load()-took)/float64(c)/1e3, "µs/commit")
-			}
-		})
-	}
+	return ln.Addr().String()
 }
