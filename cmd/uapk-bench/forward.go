@@ -9,8 +9,12 @@ package main
 // The ERP is a net/http server in this process. Both proxies run through
 // every round, the baseline and the door taking turns (so both see the same
 // machine load), and each one's CPU is read from /proc over its own load
-// window only. The load is wrk-style: conns goroutines, each on one
-// kept-alive connection, one request in flight each.
+// window only. The load: conns goroutines, each on one kept-alive
+// connection with one request in flight, the request bytes written as they
+// are and the answer parsed no further than its framing. The ERP counts the
+// connections it accepts: with keep-alive reuse none is opened after the
+// warm-up. The door's data directory is under TMPDIR (TMPDIR=/dev/shm puts
+// its ledger on a tmpfs, to tell the disk's fsync from the CPU).
 
 import (
 	"bufio"
