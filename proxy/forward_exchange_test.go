@@ -160,3 +160,64 @@ func TestForwardRefusalOpensNoERPConnection(t *testing.T) {
 		t.Fatalf("allowed GET: %d dials, %d connections accepted", dials.Load(), accepted.Load())
 	}
 }
+
+// TestForwardUpstreamTimeout: the upstream timeout bounds the whole ERP
+// exchange, body included, on the forward door, and a timeout is not taken
+// for the agent going: an ERP that sends no header gets the agent 504
+// upstream_timeout (delivered true); one that stalls in its body has the
+// relay cut and the forward record says how far it got and why (were the
+// cut the client's own timeout, the record would say client_gone).
+func TestForwardUpstreamTimeout(t *testing.T) {
+	block := make(chan struct{})
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/body") {
+			w.Header().Set("Content-Length", "100")
+			w.Write([]byte(`{"balance":`))
+			w.(http.Flusher).Flush()
+		}
+		select {
+		case <-block:
+		case <-r.Context().Done():
+		}
+	})}
+	eln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(eln)
+	t.Cleanup(func() { close(block); srv.Close() })
+	erp := "http://" + eln.Addr().String()
+
+	t.Run("no header", func(t *testing.T) {
+		fl := &fakeLedger{}
+		_, addr := startForward(t, ForwardConfig{Gate: fwdGate(t, fl), UpstreamTimeout: 200 * time.Millisecond})
+		r := send(t, proxyClient(t, addr, nil, ""), "GET", erp+"/api/v1/accounts/1010", "")
+		if r.status != http.StatusGatewayTimeout || !strings.Contains(r.body, `"error":"upstream_timeout"`) || !strings.Contains(r.body, `"delivered":true`) {
+			t.Fatalf("%d %s", r.status, r.body)
+		}
+		f := waitForward(t, fl, 2*time.Second)
+		if msg, _ := f.Data["error"].(string); f.Reason != "upstream_timeout" || strings.HasPrefix(msg, "client_gone") {
+			t.Errorf("forward record %s %v", f.Reason, f.Data)
+		}
+	})
+	t.Run("stalled body", func(t *testing.T) {
+		fl := &fakeLedger{}
+		_, addr := startForward(t, ForwardConfig{Gate: fwdGate(t, fl), UpstreamTimeout: 300 * time.Millisecond})
+		c := proxyClient(t, addr, nil, "")
+		resp, err := c.Get(erp + "/api/v1/accounts/1010/body")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, rerr := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if rerr == nil || string(b) != `{"balance":` {
+			t.Errorf("agent read %q, %v: want the 11 bytes sent and an error (the answer is cut short)", b, rerr)
+		}
+		f := waitForward(t, fl, 2*time.Second)
+		msg, _ := f.Data["relay_error"].(string)
+		if f.Reason != "forwarded" || f.Data["relayed_size"] != int64(11) || msg == "" || strings.HasPrefix(msg, "client_gone") ||
+			f.Data["response_sha256"] != nil {
+			t.Errorf("forward record %s %v", f.Reason, f.Data)
+		}
+	})
+}
