@@ -2,7 +2,8 @@ package main
 
 // forward mode: uapk-proxy's forward door (HTTP_PROXY) against a plain
 // goproxy, each in its own process, under the same bounded load of
-// absolute-URI GETs:
+// absolute-URI GETs (and, for reference, the same GETs to the same
+// process's sidecar door: the same gate and ledger behind fasthttp):
 //
 //	uapk-bench -mode forward -proxy bin/uapk-proxy -duration 3s -conns 32 -rounds 3
 //
@@ -91,31 +92,38 @@ func runForward(proxyBin, manifest string, d time.Duration, conns int, maxReq in
 	}
 	defer logf.Close()
 
-	plainAddr, doorAddr, adminAddr := freeAddr(), freeAddr(), freeAddr()
-	targets := []*fwdTarget{
-		{name: "plain goproxy", addr: plainAddr, cmd: exec.Command(self, "plain-goproxy", plainAddr)},
-		{name: "uapk-proxy forward", addr: doorAddr, cmd: exec.Command(proxyBin, "serve", "--manifest", mpath,
-			"--principals", principals, "--proxy-addr", doorAddr, "--admin-addr", adminAddr,
-			"--data-dir", filepath.Join(tmp, "data"))},
-	}
-	for _, t := range targets {
-		t.cmd.Stderr = logf
-		if err := t.cmd.Start(); err != nil {
-			return fmt.Errorf("%s: %w", t.name, err)
+	plainAddr, doorAddr, sideAddr, adminAddr := freeAddr(), freeAddr(), freeAddr(), freeAddr()
+	plain := exec.Command(self, "plain-goproxy", plainAddr)
+	// The sidecar door of the same process, on the same ERP and ledger,
+	// is a reference: the same gate and ledger behind fasthttp.
+	audited := exec.Command(proxyBin, "serve", "--manifest", mpath, "--principals", principals,
+		"--proxy-addr", doorAddr, "--upstream", "http://"+upAddr, "--sidecar-addr", sideAddr,
+		"--admin-addr", adminAddr, "--data-dir", filepath.Join(tmp, "data"))
+	for _, cmd := range []*exec.Cmd{plain, audited} {
+		cmd.Stderr = logf
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("%s: %w", cmd.Path, err)
 		}
 		defer func() {
-			t.cmd.Process.Signal(syscall.SIGTERM) // SIGINT is ignored by background jobs
-			t.cmd.Wait()
+			cmd.Process.Signal(syscall.SIGTERM) // SIGINT is ignored by background jobs
+			cmd.Wait()
 		}()
 	}
-	req := []byte("GET http://" + upAddr + forwardPath + " HTTP/1.1\r\nHost: " + upAddr +
+	absReq := []byte("GET http://" + upAddr + forwardPath + " HTTP/1.1\r\nHost: " + upAddr +
 		"\r\nUser-Agent: uapk-bench\r\nAccept: application/json\r\n\r\n")
+	originReq := []byte("GET " + forwardPath + " HTTP/1.1\r\nHost: " + sideAddr +
+		"\r\nUser-Agent: uapk-bench\r\nAccept: application/json\r\n\r\n")
+	targets := []*fwdTarget{
+		{name: "plain goproxy", addr: plainAddr, cmd: plain, req: absReq},
+		{name: "uapk-proxy forward", addr: doorAddr, cmd: audited, req: absReq},
+		{name: "(sidecar, reference)", addr: sideAddr, cmd: audited, req: originReq},
+	}
 	for _, t := range targets {
 		if err := waitListening(t.addr); err != nil {
 			return fmt.Errorf("%s: %w (log: %s)", t.name, err, logf.Name())
 		}
 		// Warm up connections (both sides) and caches.
-		if n, _ := absLoad(t.addr, req, 500*time.Millisecond, conns, maxReq); n == 0 {
+		if n, _ := absLoad(t.addr, t.req, 500*time.Millisecond, conns, maxReq); n == 0 {
 			return fmt.Errorf("%s: no request succeeded during warm-up", t.name)
 		}
 	}
@@ -125,7 +133,7 @@ func runForward(proxyBin, manifest string, d time.Duration, conns int, maxReq in
 	fmt.Printf("%-6s %-20s %10s %10s %8s %14s %9s\n", "round", "target", "requests", "req/s", "errors", "cpu/request", "erp-conns")
 	var ratios, cpuRatios []float64
 	for round := 1; round <= rounds; round++ {
-		var res [2]result
+		var res [3]result
 		for i, t := range targets {
 			hits0, conns0 := upHits.Load(), upConns.Load()
 			cpu0, err := procCPU(t.cmd.Process.Pid)
@@ -133,7 +141,7 @@ func runForward(proxyBin, manifest string, d time.Duration, conns int, maxReq in
 				return err
 			}
 			start := time.Now()
-			n, errs := absLoad(t.addr, req, d, conns, maxReq)
+			n, errs := absLoad(t.addr, t.req, d, conns, maxReq)
 			elapsed := time.Since(start)
 			cpu1, err := procCPU(t.cmd.Process.Pid)
 			if err != nil {
@@ -169,7 +177,8 @@ func runForward(proxyBin, manifest string, d time.Duration, conns int, maxReq in
 
 type fwdTarget struct {
 	name, addr string
-	cmd        *exec.Cmd
+	cmd        *exec.Cmd // the process whose CPU is read
+	req        []byte
 }
 
 func minMax(xs []float64) (lo, hi float64) {
