@@ -121,6 +121,7 @@ bench: build minio
 	$(GO) test -run '^$$' -bench Export1M -benchtime 1x -timeout 30m ./evidence/ -args -evidence.verify=false
 	$(GO) build -o $(BIN)/uapk-bench ./cmd/uapk-bench
 	$(BIN)/uapk-bench -proxy $(BIN)/uapk-proxy -duration 5s -conns 32
+	$(BIN)/uapk-bench -mode forward -proxy $(BIN)/uapk-proxy -duration 3s -conns 32 -rounds 3
 	$(BIN)/uapk-bench -mode fleet -proxy $(BIN)/uapk-proxy
 
 clean:

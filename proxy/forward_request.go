@@ -39,7 +39,8 @@ type fwdState struct {
 	rc       *http.ResponseController
 	call     *gate.Call
 	verdict  *gate.Verdict
-	upstream bool // the request was sent to the ERP
+	upstream bool            // the request was sent to the ERP
+	agent    context.Context // the agent's request's: done when the agent hangs up mid-exchange
 	cancel   context.CancelFunc
 	start    time.Time
 	tunnelUp atomic.Bool
@@ -295,7 +296,7 @@ func readBody(r *http.Request, max int) ([]byte, error) {
 // body that was hashed, no hop-by-hop or X-UAPK-* header. Its exchange
 // runs to its end, the upstream timeout, or the agent hanging up (net/http
 // cancels the agent's request context then): an ERP call the agent has
-// abandoned is cancelled, with errClientGone as the cause, and its forward
+// abandoned is cancelled, its error says errClientGone, and its forward
 // record says so (a request recorded as allowed gets its outcome recorded
 // all the same).
 func (f *Forward) outgoing(r *http.Request, st *fwdState, c *gate.Call, v *gate.Verdict) *http.Request {
@@ -324,16 +325,22 @@ func (f *Forward) outgoing(r *http.Request, st *fwdState, c *gate.Call, v *gate.
 		path = "/"
 	}
 	path, query, _ = strings.Cut(path, "?")
-	out := &http.Request{
-		Method: c.Req.Method,
-		// Opaque carries the escaped path byte for byte as it was digested.
-		URL:        &url.URL{Scheme: c.Req.Scheme, Host: c.Req.Host, Opaque: path, RawQuery: query},
-		Proto:      "HTTP/1.1",
-		ProtoMajor: 1, ProtoMinor: 1,
-		Header:        h,
-		ContentLength: int64(len(c.Req.Body)),
-		Host:          c.Req.Host,
-	}
+	// The exchange's context is the agent's request's, bounded by the
+	// upstream timeout: one context, cancelled with the agent's (which
+	// ends only when the agent hangs up while the exchange runs: goproxy
+	// relays the whole answer before the handler returns). Its values are
+	// the server's and this door's; the transport reads none of them.
+	ctx, cancel := context.WithTimeout(r.Context(), f.timeout)
+	st.agent, st.cancel = r.Context(), cancel
+	var tmpl http.Request // WithContext copies it: out is the one request allocated
+	out := tmpl.WithContext(ctx)
+	out.Method = c.Req.Method
+	// Opaque carries the escaped path byte for byte as it was digested.
+	out.URL = &url.URL{Scheme: c.Req.Scheme, Host: c.Req.Host, Opaque: path, RawQuery: query}
+	out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1
+	out.Header = h
+	out.ContentLength = int64(len(c.Req.Body))
+	out.Host = c.Req.Host
 	if len(c.Req.Body) > 0 {
 		body := c.Req.Body
 		out.Body = io.NopCloser(bytes.NewReader(body))
@@ -341,17 +348,16 @@ func (f *Forward) outgoing(r *http.Request, st *fwdState, c *gate.Call, v *gate.
 		// does only when nothing of it was written to a pooled one.
 		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	}
-	// Not r.Context() itself: it also ends when the handler returns, and
-	// its values are the agent side's.
-	ctx, cancelCause := context.WithCancelCause(context.Background())
-	stopWatch := context.AfterFunc(r.Context(), func() { cancelCause(errClientGone) })
-	ctx, cancelTimeout := context.WithTimeout(ctx, f.timeout)
-	st.cancel = func() {
-		stopWatch()
-		cancelTimeout()
-		cancelCause(nil)
+	return out
+}
+
+// agentGone wraps err with errClientGone when the agent has hung up: the
+// exchange's context was cancelled because the agent's was.
+func (st *fwdState) agentGone(err error) error {
+	if st.agent != nil && st.agent.Err() != nil {
+		return fmt.Errorf("%w: %w", errClientGone, err)
 	}
-	return out.WithContext(ctx)
+	return err
 }
 
 // roundTrip sends the decided request to the ERP and has its answer
@@ -366,9 +372,7 @@ func (f *Forward) roundTrip(req *http.Request, pctx *goproxy.ProxyCtx) (*http.Re
 	}
 	resp, err := tr.RoundTrip(req)
 	if err != nil {
-		if errors.Is(context.Cause(req.Context()), errClientGone) {
-			err = fmt.Errorf("%w: %w", errClientGone, err)
-		}
+		err = st.agentGone(err)
 		cancel()
 		st.start = start
 		return nil, err
@@ -381,8 +385,8 @@ func (f *Forward) roundTrip(req *http.Request, pctx *goproxy.ProxyCtx) (*http.Re
 	}
 	v := st.verdict
 	resp.Body = &auditBody{rc: resp.Body, h: sha256.New(), max: f.maxResp, resp: resp, done: func(sum []byte, n int64, rerr error) {
-		if rerr != nil && errors.Is(context.Cause(req.Context()), errClientGone) {
-			rerr = fmt.Errorf("%w: %w", errClientGone, rerr)
+		if rerr != nil {
+			rerr = st.agentGone(rerr)
 		}
 		cancel()
 		f.gate.ForwardedStream(v, resp.StatusCode, sum, n, time.Since(start), rerr)

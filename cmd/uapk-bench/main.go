@@ -1,5 +1,5 @@
 // Command uapk-bench measures uapk-proxy on loopback, bounded in time and
-// count. It has three modes.
+// count. It has four modes.
 //
 // throughput (the default) measures the sidecar door against a plain
 // fasthttp reverse proxy in the same run:
@@ -34,6 +34,13 @@
 // fleet's channel), decisions per second with parallel approvers on each
 // route and the hub's ratio to the baseline, and checks that every agent
 // got 201 and the ERP saw each entry exactly once. See fleet.go.
+//
+// forward measures the forward door (HTTP_PROXY) against a plain goproxy,
+// each a child process, under absolute-URI GETs, in interleaved rounds:
+//
+//	uapk-bench -mode forward -duration 3s -conns 32 -rounds 3
+//
+// See forward.go.
 package main
 
 import (
@@ -62,12 +69,17 @@ func main() {
 		plainProxy(os.Args[2], os.Args[3])
 		return
 	}
-	mode := flag.String("mode", "throughput", "throughput (sidecar vs plain fasthttp), held (N requests held for approval) or fleet (3 proxies, 2 hubs, one PostgreSQL)")
+	if len(os.Args) > 1 && os.Args[1] == "plain-goproxy" {
+		plainGoproxy(os.Args[2])
+		return
+	}
+	mode := flag.String("mode", "throughput", "throughput (sidecar vs plain fasthttp), forward (forward door vs plain goproxy), held (N requests held for approval) or fleet (3 proxies, 2 hubs, one PostgreSQL)")
 	proxyBin := flag.String("proxy", "bin/uapk-proxy", "uapk-proxy binary")
 	manifest := flag.String("manifest", "examples/manifests/sox-financial.json", "manifest")
 	duration := flag.Duration("duration", 5*time.Second, "throughput: load time per target")
 	conns := flag.Int("conns", 32, "throughput: concurrent client connections")
 	maxReq := flag.Int64("max-requests", 2_000_000, "throughput: upper bound on requests per target")
+	rounds := flag.Int("rounds", 3, "forward: rounds, the baseline and the door taking turns")
 	var hc heldConfig
 	flag.IntVar(&hc.n, "held", 10_000, "held: requests held at once, each on its own connection (1..100000)")
 	flag.StringVar(&hc.hold, "hold", "10m", `held: the journal_entry "hold" written into the manifest`)
@@ -88,6 +100,8 @@ func main() {
 	switch *mode {
 	case "throughput":
 		err = run(*proxyBin, *manifest, *duration, *conns, *maxReq)
+	case "forward":
+		err = runForward(*proxyBin, *manifest, *duration, *conns, *maxReq, *rounds)
 	case "held":
 		hc.proxyBin, hc.manifest = *proxyBin, *manifest
 		err = runHeld(hc)
@@ -98,7 +112,7 @@ func main() {
 		}
 		err = runFleet(fc)
 	default:
-		err = fmt.Errorf("-mode %q: want throughput, held or fleet", *mode)
+		err = fmt.Errorf("-mode %q: want throughput, forward, held or fleet", *mode)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "uapk-bench:", err)
