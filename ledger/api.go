@@ -48,7 +48,10 @@ type Entry struct {
 	// Tx, if set, runs inside the same bbolt write transaction as the record,
 	// after the record is put, so that state kept beside the chain (pending
 	// approvals, consumed tokens) commits atomically with it. rec is the final
-	// record. Returning an error aborts this entry only.
+	// record. Returning an error aborts this entry only. It must read and
+	// write through tx alone, never call the Ledger's own methods: the
+	// writer holds the file's write transaction while it runs, and a read
+	// from outside that transaction would wait for it forever.
 	Tx func(tx *bolt.Tx, rec *Record) error
 }
 

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -72,6 +73,11 @@ type journal struct {
 	base uint64 // the seq the first frame must start at
 	pos  int64  // where the next frame goes
 	buf  []byte // the frame being built, reused
+	// dirty: the last append failed, and its frame may be on the disk
+	// whole. Until scrub has zeroed its header, nothing else may be
+	// written: a later bbolt commit of the same seqs would make that
+	// stale frame look like a fork at the next Open.
+	dirty bool
 }
 
 // journalPath is where the journal of the ledger file path lives.
@@ -155,20 +161,25 @@ func dirOf(path string) string {
 	return "."
 }
 
-// read returns the records of every valid frame, in order, and leaves pos
-// after the last one. A missing or damaged header is an empty journal: the
-// header is synced before any frame is written after it.
-func (j *journal) read() ([]jrec, error) {
+// read returns the records of every valid frame, frame by frame, in order,
+// and leaves pos after the last one. An all-zero header is a journal made
+// and never used. A damaged header does not hide what follows it: the
+// frames are read with no base, and Open's checks against bbolt decide.
+func (j *journal) read() ([][]jrec, error) {
 	j.pos = journalHeaderSize
-	hdr := make([]byte, 24)
+	hdr := make([]byte, 20)
 	if _, err := j.f.ReadAt(hdr, 0); err != nil {
 		return nil, fmt.Errorf("read journal header: %w", err)
 	}
-	if string(hdr[:8]) != journalMagic || crc32.Checksum(hdr[:16], castagnoli) != binary.BigEndian.Uint32(hdr[16:20]) {
+	switch {
+	case string(hdr[:8]) == journalMagic && crc32.Checksum(hdr[:16], castagnoli) == binary.BigEndian.Uint32(hdr[16:20]):
+		j.base = binary.BigEndian.Uint64(hdr[8:16])
+	case bytes.Equal(hdr, make([]byte, len(hdr))):
 		return nil, nil
+	default:
+		j.base = 0
 	}
-	j.base = binary.BigEndian.Uint64(hdr[8:16])
-	var out []jrec
+	var out [][]jrec
 	next := j.base
 	fh := make([]byte, frameHeaderSize)
 	for j.pos+frameHeaderSize <= j.size {
@@ -179,7 +190,7 @@ func (j *journal) read() ([]jrec, error) {
 		first := binary.BigEndian.Uint64(fh[8:16])
 		count := binary.BigEndian.Uint32(fh[16:20])
 		if binary.BigEndian.Uint32(fh[0:4]) != frameMagic || first < next || count == 0 ||
-			n > j.size-j.pos-frameHeaderSize {
+			n > j.size-j.pos-frameHeaderSize || int64(count)*(4+recordTrailer) > n {
 			break
 		}
 		payload := make([]byte, n)
@@ -194,7 +205,7 @@ func (j *journal) read() ([]jrec, error) {
 		if !ok {
 			break
 		}
-		out = append(out, recs...)
+		out = append(out, recs)
 		next = first + uint64(count)
 		j.pos += frameHeaderSize + n
 	}
@@ -262,6 +273,10 @@ func (j *journal) append(recs []jrec) error {
 	if !j.fits(int64(len(b))) {
 		return fmt.Errorf("journal frame of %d bytes does not fit", len(b))
 	}
+	if err := j.scrub(); err != nil {
+		return err
+	}
+	j.dirty = true
 	if _, err := j.f.WriteAt(b, j.pos); err != nil {
 		return err
 	}
@@ -269,12 +284,32 @@ func (j *journal) append(recs []jrec) error {
 		return err
 	}
 	j.pos += int64(len(b))
+	j.dirty = false
+	return nil
+}
+
+// scrub, after a failed append, zeroes the header of the frame it may have
+// left at pos and syncs that, so that the frame can never be read back.
+func (j *journal) scrub() error {
+	if !j.dirty {
+		return nil
+	}
+	if _, err := j.f.WriteAt(make([]byte, frameHeaderSize), j.pos); err != nil {
+		return fmt.Errorf("scrub failed journal frame: %w", err)
+	}
+	if err := fdatasync(j.f); err != nil {
+		return fmt.Errorf("scrub failed journal frame: %w", err)
+	}
+	j.dirty = false
 	return nil
 }
 
 // reset starts a new round whose first frame holds seq base. The caller
 // must have made every record of the last round durable in bbolt.
 func (j *journal) reset(base uint64) error {
+	if err := j.scrub(); err != nil {
+		return err
+	}
 	hdr := make([]byte, 20)
 	copy(hdr, journalMagic)
 	binary.BigEndian.PutUint64(hdr[8:16], base)

@@ -118,8 +118,10 @@ type Ledger struct {
 	closed bool
 
 	// j is the journal (nil on a read-only ledger or with
-	// Options.JournalSize < 0); only the writer goroutine and Close use it.
-	j *journal
+	// Options.JournalSize < 0); the writer, the probe (scrub) and Close
+	// use it under jmu.
+	j   *journal
+	jmu sync.Mutex
 	// applyMu is held by whoever copies records into bbolt: the applier,
 	// a reader that needs them, or the writer's own bbolt commit, which
 	// must find every journaled record there before its own.
@@ -135,9 +137,10 @@ type Ledger struct {
 	// reloadHead, set by the writer after a failed bbolt commit, makes
 	// its next journal write read the head from bbolt first.
 	reloadHead bool
-	// behind counts, on a read-only ledger, records in the journal beyond
-	// bbolt's head: a proxy stopped before it could apply them.
-	behind int
+	// overlay holds, on a read-only ledger, the records in the journal
+	// beyond bbolt's head (a proxy stopped before it applied them), served
+	// after bbolt's by every reader; applied is then bbolt's head.
+	overlay []jrec
 
 	mu    sync.Mutex // guards head, err, stats, owed
 	head  Head
@@ -254,7 +257,7 @@ func Open(path string, opts Options) (*Ledger, error) {
 		return nil, fmt.Errorf("open ledger %s: %w", path, SpaceError(path, err))
 	}
 	l.openHead = l.head.Seq
-	l.applied = l.head.Seq
+	l.applied = l.head.Seq - uint64(len(l.overlay))
 	if l.readOnly {
 		close(l.stopped)
 		close(l.probeDone)
@@ -272,41 +275,23 @@ func Open(path string, opts Options) (*Ledger, error) {
 }
 
 // openJournal opens the journal beside the file and applies to bbolt every
-// record it holds beyond bbolt's head, checking that they continue the
-// chain; then it starts the journal's next round. A read-only ledger only
-// counts those records (Behind).
+// record it holds beyond bbolt's head (replayPlan); then it starts the
+// journal's next round. A journal left by a run with the journal on is
+// replayed even when this one runs without (Options.JournalSize < 0), and
+// then removed. A read-only ledger applies nothing: it keeps those records
+// in memory and serves them after bbolt's (Behind).
 func (l *Ledger) openJournal(opts Options) error {
 	jp := journalPath(l.path)
 	if l.readOnly {
-		f, err := os.Open(jp)
-		if errors.Is(err, os.ErrNotExist) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		st, err := f.Stat()
-		if err != nil {
-			return err
-		}
-		j := &journal{f: f, path: jp, size: st.Size()}
-		recs, err := j.read()
-		if err != nil {
-			return err
-		}
-		for _, r := range recs {
-			if r.seq > l.head.Seq {
-				l.behind++
-			}
-		}
-		return nil
+		return l.readJournal(jp)
 	}
-	if opts.JournalSize < 0 {
+	_, statErr := os.Stat(jp)
+	exists := statErr == nil
+	if opts.JournalSize < 0 && !exists {
 		return nil
 	}
 	size := max(cmp.Or(opts.JournalSize, DefaultJournalSize), MinJournalSize)
-	if _, err := os.Stat(jp); errors.Is(err, os.ErrNotExist) {
+	if !exists {
 		// A new journal takes at most a quarter of the free space; with
 		// less room than the smallest one, the ledger runs without (every
 		// group a bbolt commit) rather than not at all.
@@ -318,51 +303,86 @@ func (l *Ledger) openJournal(opts Options) error {
 		}
 	}
 	j, err := openJournal(jp, size)
-	if errors.Is(err, syscall.ENOSPC) {
+	if !exists && errors.Is(err, syscall.ENOSPC) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
 	l.j = j
-	l.stats.JournalBytes = j.size
-	recs, err := j.read()
+	frames, err := j.read()
 	if err != nil {
 		return err
 	}
 	var todo []jrec
 	h := l.head
-	for _, r := range recs {
-		if r.seq <= h.Seq {
-			continue
-		}
-		seq, prev, hash, t, err := headOf(r.raw)
-		if err != nil || seq != r.seq || seq != h.Seq+1 || prev != h.Hash {
-			return fmt.Errorf("%w: journal record %d does not continue the chain at record %d (%s)",
-				ErrCorrupt, r.seq, h.Seq, jp)
-		}
-		r.hash, r.time = hash, t
-		todo = append(todo, r)
-		h = Head{Seq: seq, Hash: hash, Time: t}
+	if err := l.db.View(func(tx *bolt.Tx) error {
+		todo, h, err = replayPlan(frames, l.head, storedIn(tx), jp)
+		return err
+	}); err != nil {
+		return err
 	}
 	if len(todo) > 0 {
 		err := l.db.Update(func(tx *bolt.Tx) error {
-			records, meta, open := tx.Bucket(bucketRecords), tx.Bucket(bucketMeta), tx.Bucket(bucketPending)
-			return applyRecords(tx, records, meta, open, todo)
+			return applyRecords(tx, tx.Bucket(bucketRecords), tx.Bucket(bucketMeta), tx.Bucket(bucketPending), todo)
 		})
 		if err != nil {
 			return fmt.Errorf("apply %d journaled records: %w", len(todo), err)
 		}
 		l.head = h
 	}
+	if opts.JournalSize < 0 {
+		l.j = nil
+		if err := j.close(); err != nil {
+			return err
+		}
+		if err := os.Remove(jp); err != nil {
+			return err
+		}
+		return syncDir(jp)
+	}
+	l.stats.JournalBytes = j.size
 	return j.reset(l.head.Seq + 1)
+}
+
+// readJournal, on a read-only ledger, keeps in memory the records the
+// journal holds beyond bbolt's head, checked as Open checks them.
+func (l *Ledger) readJournal(jp string) error {
+	f, err := os.Open(jp)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if st.Size() < MinJournalSize {
+		return nil
+	}
+	j := &journal{f: f, path: jp, size: st.Size()}
+	frames, err := j.read()
+	if err != nil {
+		return err
+	}
+	return l.db.View(func(tx *bolt.Tx) error {
+		todo, h, err := replayPlan(frames, l.head, storedIn(tx), jp)
+		if err != nil {
+			return err
+		}
+		l.overlay, l.head = todo, h
+		return nil
+	})
 }
 
 // Behind returns, on a ledger opened read-only, how many records the
 // journal holds that ledger.db does not yet: a proxy stopped (killed, or
 // its disk full) before it applied them. Its next start applies them;
 // until then an offline reader does not see them. 0 on a writable ledger.
-func (l *Ledger) Behind() int { return l.behind }
+func (l *Ledger) Behind() int { return len(l.overlay) }
 
 func (l *Ledger) init() error {
 	if l.readOnly {
@@ -717,15 +737,13 @@ func (l *Ledger) write(batch []*pending) ([]Record, error) {
 	var recs []Record
 	var head Head
 	var err error
-	if l.journalable(batch) {
-		recs, head, err = l.writeJournal(batch)
-	} else {
-		recs, head, err = l.writeBolt(batch)
-		var ee *entryError
-		if err != nil && !errors.As(err, &ee) {
-			// A failed commit may still have reached the disk: the next
-			// journal write must chain onto what bbolt holds.
-			l.reloadHead = true
+	// A failed journal frame may still be whole on the disk: nothing is
+	// written until its header is zeroed.
+	if err = l.scrub(); err == nil {
+		if l.journalable(batch) {
+			recs, head, err = l.writeJournal(batch)
+		} else {
+			recs, head, err = l.writeBolt(batch)
 		}
 	}
 	took := time.Since(l.epoch) - began
@@ -823,7 +841,10 @@ func (l *Ledger) writeJournal(batch []*pending) ([]Record, Head, error) {
 		if err := l.applyNow(); err != nil {
 			return nil, Head{}, err
 		}
-		if err := l.j.reset(js[0].seq); err != nil {
+		l.jmu.Lock()
+		err := l.j.reset(js[0].seq)
+		l.jmu.Unlock()
+		if err != nil {
 			return nil, Head{}, fmt.Errorf("journal: %w", err)
 		}
 	}
@@ -832,7 +853,10 @@ func (l *Ledger) writeJournal(batch []*pending) ([]Record, Head, error) {
 			return nil, Head{}, err
 		}
 	}
-	if err := l.j.append(js); err != nil {
+	l.jmu.Lock()
+	err := l.j.append(js)
+	l.jmu.Unlock()
+	if err != nil {
 		return nil, Head{}, fmt.Errorf("journal: %w", err)
 	}
 	l.umu.Lock()
@@ -850,10 +874,28 @@ func (l *Ledger) writeJournal(batch []*pending) ([]Record, Head, error) {
 
 var errNoSync = errors.New("bbolt NoSync is set: records would not be durable")
 
+// scrub zeroes a failed journal frame's header (journal.scrub); nil when
+// there is none.
+func (l *Ledger) scrub() error {
+	if l.j == nil {
+		return nil
+	}
+	l.jmu.Lock()
+	defer l.jmu.Unlock()
+	if err := l.j.scrub(); err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	return nil
+}
+
 // readStoredHead makes the head in memory bbolt's, once bbolt has every
-// journaled record.
+// journaled record and a synced commit has made what the failed one left
+// durable (its pages may be in the page cache only).
 func (l *Ledger) readStoredHead() error {
 	if err := l.applyNow(); err != nil {
+		return err
+	}
+	if err := l.probe(); err != nil {
 		return err
 	}
 	var h Head
@@ -876,7 +918,7 @@ func (l *Ledger) readStoredHead() error {
 // transaction. The head is read inside the transaction rather than trusted
 // from memory, so a commit that failed after reaching the disk can never
 // lead to a fork.
-func (l *Ledger) writeBolt(batch []*pending) ([]Record, Head, error) {
+func (l *Ledger) writeBolt(batch []*pending) (_ []Record, _ Head, err error) {
 	l.applyMu.Lock()
 	defer l.applyMu.Unlock()
 	l.umu.Lock()
@@ -885,7 +927,15 @@ func (l *Ledger) writeBolt(batch []*pending) ([]Record, Head, error) {
 	recs := make([]Record, len(batch))
 	var head Head
 	var scratch []byte
-	err := l.db.Update(func(tx *bolt.Tx) error {
+	var ee *entryError
+	defer func() {
+		if err != nil && !errors.As(err, &ee) {
+			// A failed commit may still have reached the disk: the next
+			// journal write must chain onto what bbolt holds.
+			l.reloadHead = true
+		}
+	}()
+	err = l.db.Update(func(tx *bolt.Tx) error {
 		if tx.DB().NoSync {
 			// Someone flipped it through DB(): a commit would return
 			// before the disk has the record, so refuse to pretend.
@@ -1057,6 +1107,9 @@ func (l *Ledger) Get(seq uint64) ([]byte, error) {
 	if err := l.visible(seq); err != nil {
 		return nil, fmt.Errorf("get record %d: %w", seq, err)
 	}
+	if r, ok := l.fromOverlay(seq); ok {
+		return bytes.Clone(r.raw), nil
+	}
 	var out []byte
 	err := l.db.View(func(tx *bolt.Tx) error {
 		if b := tx.Bucket(bucketRecords); b != nil {
@@ -1090,7 +1143,7 @@ func (l *Ledger) Range(from, to uint64, fn func(seq uint64, raw []byte) error) e
 			return fmt.Errorf("range %d-%d: %w", from, to, err)
 		}
 		if len(items) == 0 {
-			return nil
+			break
 		}
 		var seq uint64
 		for _, it := range items {
@@ -1107,7 +1160,30 @@ func (l *Ledger) Range(from, to uint64, fn func(seq uint64, raw []byte) error) e
 		}
 		from = seq + 1
 	}
+	for _, r := range l.overlay {
+		if r.seq >= from && r.seq <= to {
+			if err := fn(r.seq, bytes.Clone(r.raw)); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
+}
+
+// fromOverlay returns record seq from a read-only ledger's overlay.
+func (l *Ledger) fromOverlay(seq uint64) (jrec, bool) {
+	if len(l.overlay) == 0 || seq <= l.applied || seq > l.overlay[len(l.overlay)-1].seq {
+		return jrec{}, false
+	}
+	return l.overlay[seq-l.overlay[0].seq], true
+}
+
+// overlayHead is the stored head's JSON as it will be once the overlay is
+// applied.
+func (l *Ledger) overlayHead() []byte {
+	last := l.overlay[len(l.overlay)-1]
+	b, _ := json.Marshal(Head{Seq: last.seq, Hash: last.hash, Time: last.time})
+	return b
 }
 
 type item struct{ key, raw []byte }
@@ -1167,8 +1243,12 @@ func (l *Ledger) Close() error {
 		if l.j != nil {
 			// Leave the journal empty when bbolt has it all; if not
 			// (a full disk), the next Open applies it.
-			if err := l.applyNow(); err == nil {
+			if err := l.applyNow(); err != nil {
+				l.closeErr = fmt.Errorf("records left in %s for the next start: %w", l.j.path, err)
+			} else {
+				l.jmu.Lock()
 				l.closeErr = l.j.reset(l.Head().Seq + 1)
+				l.jmu.Unlock()
 			}
 			l.closeErr = errors.Join(l.closeErr, l.j.close())
 		}

@@ -380,6 +380,9 @@ func (l *Ledger) probeLoop() {
 // probe checks what a commit needs and writes probeSize bytes, synced,
 // over the last probe's: the file never grows by more than that.
 func (l *Ledger) probe() error {
+	if err := l.scrub(); err != nil {
+		return err
+	}
 	return l.db.Update(func(tx *bolt.Tx) error {
 		if tx.DB().NoSync {
 			return errors.New("bbolt NoSync is set: records would not be durable")

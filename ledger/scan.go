@@ -38,7 +38,15 @@ func (l *Ledger) Scan(ctx context.Context, fn func(key, raw []byte) error) (head
 			}
 		}
 		if atEnd {
-			return meta, nil
+			if len(l.overlay) == 0 {
+				return meta, nil
+			}
+			for _, r := range l.overlay {
+				if err := fn(seqKey(r.seq), bytes.Clone(r.raw)); err != nil {
+					return nil, err
+				}
+			}
+			return l.overlayHead(), nil
 		}
 		if len(items) == 0 {
 			return nil, errors.New("scan: read made no progress")
