@@ -164,6 +164,7 @@ type Gate struct {
 	log       zerolog.Logger
 	now       func() time.Time
 	timeout   time.Duration
+	deadlines deadlines // of ledger writes, after timeout
 	cumul     Cumulative
 	identity  Identity
 }
@@ -183,6 +184,7 @@ func New(cfg Config) (*Gate, error) {
 	if g.timeout <= 0 {
 		g.timeout = 5 * time.Second
 	}
+	g.deadlines.timeout = g.timeout
 	g.engine.Store(cfg.Engine)
 	return g, nil
 }
@@ -682,7 +684,5 @@ func (g *Gate) Refuse(c *Call, reason record.Reason, data record.Request) *Verdi
 
 // append writes e with the ledger's own deadline, not the client's.
 func (g *Gate) append(e ledger.Entry) (ledger.Record, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
-	defer cancel()
-	return g.ledger.Append(ctx, e)
+	return g.ledger.Append(g.deadlines.get(), e)
 }
