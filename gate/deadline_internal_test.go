@@ -29,7 +29,7 @@ func TestDeadlinesBoundsAndSharing(t *testing.T) {
 		}
 		seen[ctx] = true
 	}
-	if slots := int(time.Since(start)/deadlineSlot) + 1; len(seen) > slots {
+	if slots := int(time.Since(start)/deadlineSlot) + 2; len(seen) > slots { // the first and last slots may be partial
 		t.Errorf("%d contexts for %d appends over %d slots: not shared", len(seen), n, slots)
 	}
 }

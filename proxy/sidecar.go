@@ -240,8 +240,10 @@ func (s *Sidecar) call(ctx *fasthttp.RequestCtx) *gate.Call {
 		Rewrites:        rewrites(func(name string) bool { return h.Peek(name) != nil }),
 		Repeated:        repeatedIn(h.RawHeaders()),
 	}
-	c.AppProof = appProof(func(name string) string { return string(h.Peek(name)) }, string(h.Method()),
-		string(h.RequestURI()), ctx.Request.Body())
+	if h.Peek(gate.HeaderSignature) != nil || h.Peek(gate.HeaderTimestamp) != nil || h.Peek(gate.HeaderNonce) != nil {
+		c.AppProof = appProof(func(name string) string { return string(h.Peek(name)) }, c.Req.Method,
+			string(h.RequestURI()), ctx.Request.Body())
+	}
 	if s.cred != nil {
 		c.UpstreamCredential = s.cred.Kind()
 		c.AgentCredential = agentCredential(s.cred, func(name string) bool { return h.Peek(name) != nil })
