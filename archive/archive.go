@@ -827,6 +827,9 @@ func (a *Archiver) build(r segRange, prev string) ([]byte, ledger.Head, error) {
 	// segment's exact size (a growing buffer copied each record up to
 	// twice more and was most of the proxy's allocated bytes).
 	var raws [][]byte
+	if r.Last >= r.First {
+		raws = make([][]byte, 0, min(r.Last-r.First+1, 1<<20)) // a segment is at most 1,000,000 records
+	}
 	size := 0
 	want := r.First
 	var last ledger.Head
