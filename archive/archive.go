@@ -822,28 +822,37 @@ func (a *Archiver) at(stage string) {
 // record whose content was edited in place is still caught by Verify,
 // from the archived copy.
 func (a *Archiver) build(r segRange, prev string) ([]byte, ledger.Head, error) {
-	var buf bytes.Buffer
+	// Range hands over a copy of each record that it no longer uses: they
+	// are kept as they come and joined once at the end, in a buffer of the
+	// segment's exact size (a growing buffer copied each record up to
+	// twice more and was most of the proxy's allocated bytes).
+	var raws [][]byte
+	if r.Last >= r.First {
+		raws = make([][]byte, 0, min(r.Last-r.First+1, 1<<20)) // a segment is at most 1,000,000 records
+	}
+	size := 0
 	want := r.First
 	var last ledger.Head
 	err := a.l.Range(r.First, r.Last, func(seq uint64, raw []byte) error {
 		if seq != want {
 			return fmt.Errorf("%w: record %d is missing", ledger.ErrCorrupt, want)
 		}
-		p, ok1 := memberString(raw, "prev")
-		h, ok2 := memberString(raw, "hash")
+		p, ok1 := member(raw, patPrev)
+		h, ok2 := member(raw, patHash)
 		if !ok1 || !ok2 || len(h) != 64 {
 			return fmt.Errorf("%w: record %d has no prev or hash", ledger.ErrCorrupt, seq)
 		}
-		if p != prev {
+		if string(p) != prev {
 			return fmt.Errorf("%w: record %d has prev %s, not the hash %s of record %d", ledger.ErrCorrupt, seq, p, prev, seq-1)
 		}
-		prev, want = h, seq+1
+		want = seq + 1
 		if seq == r.Last {
-			t, _ := memberString(raw, "time")
-			last = ledger.Head{Seq: seq, Hash: h, Time: t}
+			t, _ := member(raw, patTime)
+			last = ledger.Head{Seq: seq, Hash: string(h), Time: string(t)}
 		}
-		buf.Write(raw)
-		buf.WriteByte('\n')
+		prev = string(h)
+		raws = append(raws, raw)
+		size += len(raw) + 1
 		return nil
 	})
 	if err != nil {
@@ -856,7 +865,12 @@ func (a *Archiver) build(r segRange, prev string) ([]byte, ledger.Head, error) {
 	if _, err := recordTime(last.Time); err != nil {
 		return nil, ledger.Head{}, fmt.Errorf("%w: record %d time: %v", ledger.ErrCorrupt, last.Seq, err)
 	}
-	return buf.Bytes(), last, nil
+	seg := make([]byte, 0, size)
+	for _, raw := range raws {
+		seg = append(seg, raw...)
+		seg = append(seg, '\n')
+	}
+	return seg, last, nil
 }
 
 // memberString reads a top-level string member that comes after "data" in a
@@ -865,17 +879,31 @@ func (a *Archiver) build(r segRange, prev string) ([]byte, ledger.Head, error) {
 // nested value and comes before these, and no string can hold an unescaped
 // quote, so the last `,"name":"` is the member itself.
 func memberString(raw []byte, name string) (string, bool) {
-	pat := `,"` + name + `":"`
-	i := bytes.LastIndex(raw, []byte(pat))
+	v, ok := member(raw, []byte(`,"`+name+`":"`))
+	return string(v), ok
+}
+
+// The patterns member looks for, for the members build reads of every
+// record.
+var (
+	patPrev = []byte(`,"prev":"`)
+	patHash = []byte(`,"hash":"`)
+	patTime = []byte(`,"time":"`)
+)
+
+// member is memberString for the pattern `,"name":"`; the value is a
+// slice of raw.
+func member(raw, pat []byte) ([]byte, bool) {
+	i := bytes.LastIndex(raw, pat)
 	if i < 0 {
-		return "", false
+		return nil, false
 	}
 	rest := raw[i+len(pat):]
 	j := bytes.IndexByte(rest, '"')
 	if j < 0 {
-		return "", false
+		return nil, false
 	}
-	return string(rest[:j]), true
+	return rest[:j], true
 }
 
 // recordTime parses a record's time, which the writer gives in

@@ -51,9 +51,8 @@ func (g *Gate) Forwarded(v *Verdict, o ERPOutcome) {
 		g.appendForward(v, o.Reason(), o.Duration, data)
 		return
 	}
-	sum := sha256.Sum256(o.Body)
 	g.appendForward(v, record.Forwarded, o.Duration, record.Forward{Status: o.Status,
-		ResponseSHA256: hex.EncodeToString(sum[:]), ResponseSize: int64(len(o.Body))})
+		ResponseSHA256: hexString(sha256.Sum256(o.Body)), ResponseSize: int64(len(o.Body))})
 }
 
 // ForwardedStream is Forwarded for an answer relayed while it streams: sum

@@ -164,6 +164,7 @@ type Gate struct {
 	log       zerolog.Logger
 	now       func() time.Time
 	timeout   time.Duration
+	deadlines deadlines // of ledger writes, after timeout
 	cumul     Cumulative
 	identity  Identity
 }
@@ -183,6 +184,7 @@ func New(cfg Config) (*Gate, error) {
 	if g.timeout <= 0 {
 		g.timeout = 5 * time.Second
 	}
+	g.deadlines.timeout = g.timeout
 	g.engine.Store(cfg.Engine)
 	return g, nil
 }
@@ -200,15 +202,21 @@ func Digest(method, url string, body []byte) string {
 }
 
 func digestOf(method, url string, bh [32]byte) string {
-	h := sha256.New()
-	h.Write([]byte(method))
-	h.Write([]byte{'\n'})
-	h.Write([]byte(url))
-	h.Write([]byte{'\n'})
-	var hexBody [64]byte
-	hex.Encode(hexBody[:], bh[:])
-	h.Write(hexBody[:])
-	return hex.EncodeToString(h.Sum(nil))
+	// One buffer, on the stack for any common target, one hash call.
+	var stack [512]byte
+	b := append(stack[:0], method...)
+	b = append(b, '\n')
+	b = append(b, url...)
+	b = append(b, '\n')
+	b = hex.AppendEncode(b, bh[:])
+	return hexString(sha256.Sum256(b))
+}
+
+// hexString is the lower-case hex of a SHA-256 sum, in one allocation.
+func hexString(sum [32]byte) string {
+	var out [64]byte
+	hex.Encode(out[:], sum[:])
+	return string(out[:])
 }
 
 // plan is how Check writes the request record: plainly, with a new pending
@@ -280,7 +288,7 @@ func (g *Gate) Check(c *Call) *Verdict {
 	}
 
 	data := record.Request{Door: c.Door, Via: c.Via, Method: c.Req.Method, URL: url,
-		BodySHA256: hex.EncodeToString(bodyHash[:]), BodySize: len(c.Req.Body),
+		BodySHA256: hexString(bodyHash), BodySize: len(c.Req.Body),
 		Amount: d.Amount, OnBehalfOf: c.Req.OnBehalfOf, Justification: c.Justification,
 		Escalation: c.Req.Escalation, Detail: d.Detail,
 		CallerVerified: caller != nil, AppVerified: appVerified, UpstreamCredential: c.UpstreamCredential, AgentCredential: c.AgentCredential}
@@ -682,7 +690,5 @@ func (g *Gate) Refuse(c *Call, reason record.Reason, data record.Request) *Verdi
 
 // append writes e with the ledger's own deadline, not the client's.
 func (g *Gate) append(e ledger.Entry) (ledger.Record, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
-	defer cancel()
-	return g.ledger.Append(ctx, e)
+	return g.ledger.Append(g.deadlines.get(), e)
 }

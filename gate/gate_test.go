@@ -1,6 +1,7 @@
 package gate_test
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/pem"
@@ -18,6 +19,7 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/approvals/approvalstest"
 	"github.com/uapk-gateway/uapk-proxy/gate"
 	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
+	"github.com/uapk-gateway/uapk-proxy/ledger"
 	"github.com/uapk-gateway/uapk-proxy/record"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
@@ -473,4 +475,36 @@ func TestMaxPending(t *testing.T) {
 	}
 	w.held(t)
 	w.held(t)
+}
+
+// stuckLedger never commits: every Append waits for its context.
+type stuckLedger struct{ *approvalstest.Ledger }
+
+func (stuckLedger) Append(ctx context.Context, _ ledger.Entry) (ledger.Record, error) {
+	<-ctx.Done()
+	return ledger.Record{}, ctx.Err()
+}
+
+// TestStuckLedgerRefusesAfterTheAppendTimeout: a request whose record
+// cannot be written within the gate's own deadline is refused,
+// ledger_unavailable, and not let through.
+func TestStuckLedgerRefusesAfterTheAppendTimeout(t *testing.T) {
+	w := newWorld(t)
+	g, err := gate.New(gate.Config{Engine: w.g.Engine(), Ledger: stuckLedger{w.l}, Approvals: w.svc,
+		Logger: zerolog.Nop(), Now: w.now, AppendTimeout: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v := g.Check(reconciliation())
+			if v.Forward() || v.Reason != record.LedgerUnavailable {
+				t.Errorf("verdict %s %s, want deny ledger_unavailable", v.Decision(), v.Reason)
+			}
+		}()
+	}
+	wg.Wait()
 }

@@ -155,3 +155,33 @@ func TestAgentWaitingIsNotGone(t *testing.T) {
 		t.Errorf("%d forward records, want 2", n)
 	}
 }
+
+// TestAgentWatchStartsAgainAfterIdle: the one goroutine that probes the
+// agents ends once no call is in flight, and the next slow call starts it
+// again: an agent that gives up then still gets its ERP call cancelled.
+func TestAgentWatchStartsAgainAfterIdle(t *testing.T) {
+	erp, gone := slowERP(t)
+	fl := &fakeLedger{}
+	sc, ln := newSidecar(t, fl, SidecarConfig{Upstream: erp, UpstreamTimeout: 30 * time.Second})
+	go sc.Serve(ln)
+	t.Cleanup(func() { sc.Shutdown(context.Background()) })
+	url := "http://" + ln.Addr().String() + "/api/v1/accounts/1010/balance"
+	for round := range 2 {
+		c := &http.Client{Timeout: 300 * time.Millisecond, Transport: &http.Transport{}}
+		if _, err := c.Get(url); err == nil {
+			t.Fatalf("round %d: the agent got an answer; want it to give up", round)
+		}
+		select {
+		case <-gone:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: the ERP call was still open 5s after the agent gave up", round)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for sc.tr.watching.Load() {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the probing goroutine still runs with no call in flight", round)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}

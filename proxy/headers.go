@@ -26,6 +26,9 @@ var hopByHop = []string{
 // connectionTokens returns the header names listed in a Connection value;
 // those headers are hop-by-hop too.
 func connectionTokens(v string) []string {
+	if v == "" {
+		return nil // the common case, without splitting
+	}
 	var out []string
 	for _, t := range strings.Split(v, ",") {
 		if t = strings.TrimSpace(t); t != "" {

@@ -240,8 +240,10 @@ func (s *Sidecar) call(ctx *fasthttp.RequestCtx) *gate.Call {
 		Rewrites:        rewrites(func(name string) bool { return h.Peek(name) != nil }),
 		Repeated:        repeatedIn(h.RawHeaders()),
 	}
-	c.AppProof = appProof(func(name string) string { return string(h.Peek(name)) }, string(h.Method()),
-		string(h.RequestURI()), ctx.Request.Body())
+	if h.Peek(gate.HeaderSignature) != nil || h.Peek(gate.HeaderTimestamp) != nil || h.Peek(gate.HeaderNonce) != nil {
+		c.AppProof = appProof(func(name string) string { return string(h.Peek(name)) }, c.Req.Method,
+			string(h.RequestURI()), ctx.Request.Body())
+	}
 	if s.cred != nil {
 		c.UpstreamCredential = s.cred.Kind()
 		c.AgentCredential = agentCredential(s.cred, func(name string) bool { return h.Peek(name) != nil })
@@ -328,16 +330,15 @@ func (s *Sidecar) forward(ctx *fasthttp.RequestCtx, c *gate.Call, v *gate.Verdic
 	start := time.Now()
 	// The agent's connection is watched while the ERP works: an agent that
 	// gives up gets its ERP call cancelled, not left open to the timeout.
-	call := &upstreamCall{deadline: start.Add(s.timeout)}
-	s.tr.calls.Store(req, call)
+	call := &upstreamCall{deadline: start.Add(s.timeout), agent: ctx.Conn(), start: start}
 	// The read deadline fasthttp armed for this request must not end the
 	// watch (a probe past it fails as if the agent had gone): the ERP's
 	// time is bounded by the upstream timeout, and fasthttp arms a fresh
 	// deadline for the next request.
 	ctx.Conn().SetReadDeadline(time.Time{})
-	stop := watchAgent(ctx.Conn(), call.cancel)
+	s.tr.calls.Store(req, call)
+	s.tr.watch()
 	err := client.DoTimeout(req, resp, s.timeout)
-	stop()
 	s.tr.calls.Delete(req)
 	if gone, sent := call.state(); gone && err != nil {
 		o := erpFailure(err)

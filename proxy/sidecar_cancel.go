@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -24,14 +25,16 @@ import (
 // cancelled because the agent went away first.
 var errClientGone = errors.New("client_gone: the agent closed its connection before the ERP answered; the call to the ERP was cancelled")
 
-// agentProbe is how often the agent's connection is probed while its ERP
-// call runs; the first probe comes after one period, so a quick ERP costs
-// only a timer that never fires.
+// agentProbe is how often the agent connections of the ERP calls in
+// flight are probed; a call is first probed once it has run a whole period,
+// so a quick ERP costs no probe.
 const agentProbe = 100 * time.Millisecond
 
 // upstreamCall is one ERP request that the agent may abandon.
 type upstreamCall struct {
 	deadline time.Time // of the whole call (the upstream timeout)
+	agent    net.Conn  // the agent's connection, probed while the call runs
+	start    time.Time
 
 	mu   sync.Mutex
 	conn net.Conn // the ERP connection the request is on, while it is
@@ -78,31 +81,49 @@ func (u *upstreamCall) state() (gone, sent bool) {
 	return u.gone, u.sent
 }
 
-// watchAgent probes c every agentProbe until stop, calling gone once (and
-// probing no more) when the agent has closed it.
-func watchAgent(c net.Conn, gone func()) (stop func()) {
-	var mu sync.Mutex
-	stopped := false
-	var t *time.Timer
-	mu.Lock() // t is read by the probe, which may run before AfterFunc returns
-	defer mu.Unlock()
-	t = time.AfterFunc(agentProbe, func() {
-		if connGone(c) {
-			gone()
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if !stopped {
-			t.Reset(agentProbe)
-		}
-	})
-	return func() {
-		mu.Lock()
-		defer mu.Unlock()
-		stopped = true
-		t.Stop()
+// watch makes sure the one goroutine that probes the agents of the calls
+// in flight (t.calls) runs. Call it after storing a call: one goroutine for
+// the whole door, not a timer per request. It runs while calls come, and
+// ends after a period that found none.
+func (t *cancelTransport) watch() {
+	if !t.watching.Load() && t.watching.CompareAndSwap(false, true) {
+		go t.watchLoop()
 	}
+}
+
+func (t *cancelTransport) watchLoop() {
+	tick := time.NewTicker(agentProbe)
+	defer tick.Stop()
+	for range tick.C {
+		if t.probe(time.Now()) {
+			continue
+		}
+		t.watching.Store(false)
+		// A call stored before that Store may have seen the loop still
+		// running and started none: look once more.
+		if t.probe(time.Now()) && t.watching.CompareAndSwap(false, true) {
+			continue
+		}
+		return
+	}
+}
+
+// probe cancels every call in flight for a whole period whose agent has
+// gone, and reports whether any call is in flight.
+func (t *cancelTransport) probe(now time.Time) bool {
+	inFlight := false
+	t.calls.Range(func(_, v any) bool {
+		inFlight = true
+		call := v.(*upstreamCall)
+		if now.Sub(call.start) < agentProbe {
+			return true
+		}
+		if gone, _ := call.state(); !gone && connGone(call.agent) {
+			call.cancel()
+		}
+		return true
+	})
+	return inFlight
 }
 
 // cancelTransport is fasthttp's default transport for requests that have an
@@ -111,7 +132,8 @@ func watchAgent(c net.Conn, gone func()) (stop func()) {
 // time), with the ERP connection handed to the call so that cancel can close
 // it. Requests without one go to fasthttp.DefaultTransport.
 type cancelTransport struct {
-	calls sync.Map // *fasthttp.Request -> *upstreamCall
+	calls    sync.Map // *fasthttp.Request -> *upstreamCall
+	watching atomic.Bool
 }
 
 // RoundTrip is fasthttp's transport.RoundTrip (v1.74) without response body

@@ -17,6 +17,9 @@ func BenchmarkDecide(b *testing.B) {
 			Body: []byte(`{"date":"2026-03-09","memo":"accrual","lines":[` +
 				`{"account":"6100","debit":"12500.00"},{"account":"2100","credit":12500.00},` +
 				`{"account":"6200","debit":990.10},{"account":"2100","credit":990.10}]}`)}},
+		{"reconciliation_post", &Request{Method: "POST", Scheme: "https", Host: "erp.example.com",
+			Path: "/api/v1/reconciliations", ContentType: "application/json", OnBehalfOf: "staff@corp.example", Time: monday,
+			Body: []byte(`{"account":"1010-Cash","period":"2026-Q3","statement_balance":"48210.55"}`)}},
 		{"unclassified", &Request{Method: "GET", Scheme: "https", Host: "erp.example.com",
 			Path: "/api/v2/unknown/thing", Time: monday}},
 		{"denylisted", &Request{Method: "DELETE", Scheme: "https", Host: "erp.example.com",

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/bits"
 	"strings"
+	"sync"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -88,7 +89,17 @@ func scanBody(body []byte, paths []amountPath) bodyResult {
 	if strings.HasPrefix(string(body[:min(3, len(body))]), "\ufeff") {
 		return bodyResult{invalid: "the body starts with a byte order mark, which JSON forbids and some parsers skip"}
 	}
-	s := &scanner{b: body, paths: paths}
+	s := scanners.Get().(*scanner)
+	defer scanners.Put(s)
+	s.reset(body, paths)
+	defer s.release()
+	return s.scan()
+}
+
+// scan is scanBody's reading of a body that is not empty, by a scanner just
+// reset.
+func (s *scanner) scan() bodyResult {
+	paths := s.paths
 	if len(paths) > 0 {
 		s.sums = make([]pathSum, len(paths))
 	}
@@ -104,6 +115,34 @@ func scanBody(body []byte, paths []amountPath) bodyResult {
 	}
 	amount, why := amounts(paths, s.sums)
 	return bodyResult{amount: amount, why: why}
+}
+
+// scanners keeps scanners between bodies: one is large (its stack of
+// frames) and its key buffers grow, and every JSON request is scanned.
+var scanners = sync.Pool{New: func() any { return new(scanner) }}
+
+// maxKeptBuffer bounds the key buffers a scanner keeps in the pool.
+const maxKeptBuffer = 64 << 10
+
+// reset readies s to scan body, in the state a new scanner has but for its
+// buffers' capacity: every frame is written when it is pushed, and the key
+// buffers are cut to empty.
+func (s *scanner) reset(body []byte, paths []amountPath) {
+	s.b, s.i, s.paths, s.sums, s.depth = body, 0, paths, nil, 0
+	s.keys, s.keyEnds, s.buf = s.keys[:0], s.keyEnds[:0], s.buf[:0]
+	s.err, s.bad = "", ""
+}
+
+// release drops what s refers to of the body it scanned, and buffers grown
+// too large to keep; nothing scan returned refers to s.
+func (s *scanner) release() {
+	for i := range s.depth {
+		s.stack[i].big = nil
+	}
+	s.b, s.paths, s.sums = nil, nil, nil
+	if cap(s.keys) > maxKeptBuffer || cap(s.buf) > maxKeptBuffer || cap(s.keyEnds) > maxKeptBuffer/8 {
+		s.keys, s.keyEnds, s.buf = nil, nil, nil
+	}
 }
 
 func (s *scanner) fail(format string, args ...any) {

@@ -21,6 +21,7 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/internal/adminauth"
 	"github.com/uapk-gateway/uapk-proxy/internal/ca"
 	"github.com/uapk-gateway/uapk-proxy/internal/identity"
+	"github.com/uapk-gateway/uapk-proxy/internal/logbuf"
 	"github.com/uapk-gateway/uapk-proxy/internal/notify"
 	"github.com/uapk-gateway/uapk-proxy/internal/server"
 	"github.com/uapk-gateway/uapk-proxy/internal/upstreamauth"
@@ -96,7 +97,14 @@ func newServe() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return runServe(ctx, o, cmd.ErrOrStderr(), nil)
+			// One write(2) per decision line was a large part of a
+			// request's cost. The buffer is written out on every error
+			// line, when the stop signal comes, and when serve returns,
+			// before any error of its own is printed.
+			logw := logbuf.New(cmd.ErrOrStderr(), 0, 0)
+			defer logw.Close()
+			context.AfterFunc(ctx, func() { _ = logw.Flush() })
+			return runServe(ctx, o, logw, nil)
 		},
 	}
 	f := cmd.Flags()
