@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -20,7 +21,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
+	"github.com/uapk-gateway/uapk-proxy/approvals/approvalstest"
 	"github.com/uapk-gateway/uapk-proxy/gate"
+	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
 	"github.com/uapk-gateway/uapk-proxy/rules"
 )
 
@@ -30,7 +33,7 @@ const heldApprover = "fm@corp.example"
 // finance manager who approves them, and an ERP that keeps every request
 // it gets as it got it.
 type heldWorld struct {
-	t    *testing.T
+	t    testing.TB
 	g    *gate.Gate
 	sc   *Sidecar
 	addr string
@@ -46,13 +49,15 @@ type seenRequest struct {
 	body        string
 }
 
-func newHeldWorld(t *testing.T, hold string) *heldWorld {
+func newHeldWorld(t testing.TB, hold string) *heldWorld {
 	t.Helper()
 	raw, err := os.ReadFile("../examples/manifests/sox-financial.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := rules.ParseManifest([]byte(strings.Replace(string(raw), `"hold": "0s"`, `"hold": "`+hold+`"`, 1)))
+	doc := strings.Replace(string(raw), `"hold": "0s"`, `"hold": "`+hold+`"`, 1)
+	doc = strings.Replace(doc, `"app_id":`, `"max_pending": 100000, "app_id":`, 1) // room for the benchmark's
+	m, err := rules.ParseManifest([]byte(doc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +81,19 @@ func newHeldWorld(t *testing.T, hold string) *heldWorld {
 		rw.Write([]byte(`{"id":"JE-1","status":"posted"}`))
 	}))
 	t.Cleanup(erp.Close)
-	if w.g, err = newGate(t, &fakeLedger{}, rules.NewEngine(m, p)); err != nil {
+	eng := rules.NewEngine(m, p)
+	_, gw, _ := ed25519.GenerateKey(nil)
+	iss, err := tokens.NewIssuer(gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ml := &approvalstest.Ledger{}
+	svc, err := approvals.New(approvals.Config{Store: approvalstest.NewStore(ml), Ledger: ml, Tokens: iss,
+		Engine: func() *rules.Engine { return eng }, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.g, err = gate.New(gate.Config{Engine: eng, Ledger: &fakeLedger{}, Approvals: svc, Logger: zerolog.Nop()}); err != nil {
 		t.Fatal(err)
 	}
 	if w.sc, err = NewSidecar(SidecarConfig{Gate: w.g, Upstream: erp.URL, Logger: zerolog.Nop()}); err != nil {
@@ -116,12 +133,24 @@ func (w *heldWorld) send(raw string) (net.Conn, *bufio.Reader) {
 // pendingOne waits until one request is held and returns its approval.
 func (w *heldWorld) pendingOne() *approvals.Approval {
 	w.t.Helper()
-	waitFor(w.t, func() bool { return w.g.Approvals().Held() == 1 })
+	w.waitHeld(1)
 	list, err := w.g.Approvals().List(approvals.StatusPending)
 	if err != nil || len(list) != 1 {
 		w.t.Fatalf("pending: %d, %v", len(list), err)
 	}
 	return list[0]
+}
+
+// waitHeld waits until n requests are held.
+func (w *heldWorld) waitHeld(n int) {
+	w.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for w.g.Approvals().Held() != n {
+		if time.Now().After(deadline) {
+			w.t.Fatalf("%d held, want %d", w.g.Approvals().Held(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func (w *heldWorld) approve(a *approvals.Approval) {
@@ -138,7 +167,9 @@ const heldBody = `{"reference":"JE-Q3-0042","date":"2026-09-30","account":"6100-
 
 // heldRequest is a journal entry with headers the ERP reads: each must
 // reach it as the agent sent it, after the hold as without one.
-func heldRequest(addr string) string {
+func heldRequest(addr string) string { return heldRequestOf(addr, heldBody) }
+
+func heldRequestOf(addr, body string) string {
 	return "POST /api/v1/journal-entries?batch=q3%2F2026&x=1 HTTP/1.1\r\n" +
 		"Host: " + addr + "\r\n" +
 		"Content-Type: application/json; charset=utf-8\r\n" +
@@ -150,8 +181,8 @@ func heldRequest(addr string) string {
 		"X-Erp-Tenant: corp-02\r\n" +
 		"Cookie: session=abc; theme=dark\r\n" +
 		"X-UAPK-Justification: Q3 accrual\r\n" +
-		"Content-Length: " + fmt.Sprint(len(heldBody)) + "\r\n" +
-		"\r\n" + heldBody
+		"Content-Length: " + fmt.Sprint(len(body)) + "\r\n" +
+		"\r\n" + body
 }
 
 // A held request is parked off fasthttp's worker with a copy of what the
@@ -289,4 +320,47 @@ func TestShutdownAnswersParkedAgents(t *testing.T) {
 	if n := len(w.seen()); n != 0 {
 		t.Errorf("the ERP got %d requests", n)
 	}
+}
+
+// BenchmarkParkedRequest measures what a parked request keeps, after a
+// collection: heap, stack and goroutines for each of b.N held at once
+// (both ends of each socket live in this process; the approvals are in
+// memory). go test -run '^$' -bench ParkedRequest -benchtime 2000x ./proxy/
+func BenchmarkParkedRequest(b *testing.B) {
+	w := newHeldWorld(b, "10m")
+	conns := make([]net.Conn, 0, b.N)
+	b.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	g0 := runtime.NumGoroutine()
+	b.ResetTimer()
+	for i := range b.N {
+		c, err := net.Dial("tcp", w.addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		conns = append(conns, c)
+		raw := heldRequestOf(w.addr, strings.Replace(heldBody, "0042", fmt.Sprintf("%06d", i), 1))
+		if _, err := io.WriteString(c, raw); err != nil {
+			b.Fatal(err)
+		}
+		if i%256 == 255 {
+			w.waitHeld(i + 1) // bounded in flight, as agents trickle in
+		}
+	}
+	w.waitHeld(b.N)
+	b.StopTimer()
+	time.Sleep(100 * time.Millisecond) // fasthttp's hijack goroutines return
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	n := float64(b.N)
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "heap-B/held")
+	b.ReportMetric(float64(after.StackInuse-before.StackInuse)/n, "stack-B/held")
+	b.ReportMetric(float64(runtime.NumGoroutine()-g0)/n, "goroutines/held")
 }
