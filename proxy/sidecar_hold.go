@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -147,7 +148,22 @@ type parkedTable struct {
 	m        map[*parkedConn]struct{}
 	stopping bool
 	zero     chan struct{} // closed when the table is empty after stopping
+
+	burst    int         // parked since memory was last given back
+	giveBack *time.Timer // armed by a burst, fires once it is over
 }
+
+// A burst of held requests (thousands of agents at quarter end) leaves
+// behind it the memory that read and decided them while they queued for
+// the ledger: free heap the runtime keeps for reuse, counted as the
+// process's own until its scavenger or its two-minute collection returns
+// it. Once burstParks have been parked and none for burstQuiet, that
+// memory is given back at once (debug.FreeOSMemory: one collection, then
+// the free pages returned), at most once per burst.
+const (
+	burstParks = 1000
+	burstQuiet = 500 * time.Millisecond
+)
 
 func (t *parkedTable) init() {
 	t.m = map[*parkedConn]struct{}{}
@@ -162,7 +178,23 @@ func (t *parkedTable) add(p *parkedConn) bool {
 		return false
 	}
 	t.m[p] = struct{}{}
+	t.burst++
+	switch {
+	case t.burst < burstParks:
+	case t.giveBack == nil:
+		t.giveBack = time.AfterFunc(burstQuiet, t.burstOver)
+	default:
+		t.giveBack.Reset(burstQuiet)
+	}
 	return true
+}
+
+// burstOver gives back the memory a burst of parks left behind.
+func (t *parkedTable) burstOver() {
+	t.mu.Lock()
+	t.burst = 0
+	t.mu.Unlock()
+	debug.FreeOSMemory()
 }
 
 func (t *parkedTable) remove(p *parkedConn) {
