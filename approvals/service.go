@@ -771,39 +771,57 @@ func sha256Hex(b []byte) string {
 }
 
 // Wait returns a channel closed when approval id is decided or expires, and
-// a function to stop waiting. A held request costs a goroutine parked on
-// the channel and a timer, nothing more.
+// a function to stop waiting.
 func (s *Service) Wait(id string) (<-chan struct{}, func()) {
-	ch := s.waiters.add(id)
-	return ch, func() { s.waiters.remove(id, ch) }
+	ch := make(chan struct{})
+	w := s.waiters.add(id, &waiter{ch: ch})
+	return ch, func() { s.waiters.remove(id, w) }
+}
+
+// Notify calls fn once when approval id is decided or expires, unless stop
+// is called first; stop reports whether it was. fn runs on the goroutine
+// that decided, inside nothing: it must not block (start a goroutine).
+// A held request costs this entry and its timer, no goroutine of its own.
+func (s *Service) Notify(id string, fn func()) (stop func() bool) {
+	w := s.waiters.add(id, &waiter{fn: fn})
+	return func() bool { return s.waiters.remove(id, w) }
 }
 
 // Held returns how many requests wait on approvals right now.
 func (s *Service) Held() int { return s.waiters.count() }
 
+// waiters is the table of held requests by approval id: each entry either
+// a channel to close (Wait) or a function to call (Notify).
 type waiters struct {
 	mu sync.Mutex
-	m  map[string][]chan struct{}
+	m  map[string][]*waiter
 }
 
-func (w *waiters) add(id string) chan struct{} {
-	ch := make(chan struct{})
+type waiter struct {
+	ch chan struct{}
+	fn func()
+}
+
+func (w *waiters) add(id string, x *waiter) *waiter {
 	w.mu.Lock()
 	if w.m == nil {
-		w.m = map[string][]chan struct{}{}
+		w.m = map[string][]*waiter{}
 	}
-	w.m[id] = append(w.m[id], ch)
+	w.m[id] = append(w.m[id], x)
 	w.mu.Unlock()
-	return ch
+	return x
 }
 
-func (w *waiters) remove(id string, ch chan struct{}) {
+// remove takes x off id's list; false when it was not there (woken).
+func (w *waiters) remove(id string, x *waiter) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	list := w.m[id]
+	found := false
 	for i, c := range list {
-		if c == ch {
+		if c == x {
 			list = append(list[:i], list[i+1:]...)
+			found = true
 			break
 		}
 	}
@@ -812,6 +830,7 @@ func (w *waiters) remove(id string, ch chan struct{}) {
 	} else {
 		w.m[id] = list
 	}
+	return found
 }
 
 func (w *waiters) wake(id string) {
@@ -819,8 +838,12 @@ func (w *waiters) wake(id string) {
 	list := w.m[id]
 	delete(w.m, id)
 	w.mu.Unlock()
-	for _, ch := range list {
-		close(ch)
+	for _, x := range list {
+		if x.fn != nil {
+			x.fn()
+		} else {
+			close(x.ch)
+		}
 	}
 }
 

@@ -188,7 +188,11 @@ func (s *Sidecar) execute(ctx *fasthttp.RequestCtx) {
 	c.AppProof = proof
 	c.Via, c.ExecuteAction = viaExecute, a.Name
 	c.Justification, c.Req.Escalation, c.Override = justification, escalation, override
-	v := s.decide(ctx, c)
+	s.decide(ctx, c, answerExecute)
+}
+
+// answerExecute answers an execute call's verdict.
+func answerExecute(s *Sidecar, ctx *fasthttp.RequestCtx, c *gate.Call, v *gate.Verdict) {
 	if !v.Forward() {
 		writeExecuteVerdict(ctx, v)
 		return

@@ -60,10 +60,9 @@ type Sidecar struct {
 	tr       *cancelTransport     // both clients': an ERP call the agent abandons is cancelled
 	server   *fasthttp.Server
 	ln       atomic.Pointer[trackingListener]
-	lnMu     sync.Mutex    // orders Serve's start against Shutdown
-	stopping bool          // Shutdown has begun: a late Serve returns at once
-	stopHold chan struct{} // closed when shutdown begins: held agents get their 202
-	stopOnce sync.Once
+	lnMu     sync.Mutex  // orders Serve's start against Shutdown
+	stopping bool        // Shutdown has begun: a late Serve returns at once
+	parked   parkedTable // requests held (park) and not answered yet
 	maxBody  int
 	timeout  time.Duration
 	log      zerolog.Logger
@@ -94,9 +93,10 @@ func NewSidecar(cfg SidecarConfig) (*Sidecar, error) {
 	}
 	s := &Sidecar{
 		gate: cfg.Gate, scheme: u.Scheme, host: u.Host, basePath: strings.TrimRight(u.Path, "/"),
-		maxBody: cfg.MaxBody, timeout: cfg.UpstreamTimeout, log: cfg.Logger, stopHold: make(chan struct{}),
+		maxBody: cfg.MaxBody, timeout: cfg.UpstreamTimeout, log: cfg.Logger,
 		cred: cfg.Credential, tr: &cancelTransport{},
 	}
+	s.parked.init()
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBody
 	}
@@ -162,7 +162,10 @@ func NewSidecar(cfg SidecarConfig) (*Sidecar, error) {
 		IdleTimeout:           120 * time.Second,
 		NoDefaultServerHeader: true,
 		CloseOnShutdown:       true,
-		ReadBufferSize:        cmp.Or(cfg.MaxHeaderBytes, DefaultMaxHeaderBytes),
+		// A held request's connection is parked (park) off fasthttp's
+		// worker, and answered and closed by the sidecar.
+		KeepHijackedConns: true,
+		ReadBufferSize:    cmp.Or(cfg.MaxHeaderBytes, DefaultMaxHeaderBytes),
 		// Errors about a request that cannot be read must not quote it:
 		// its headers carry tokens and credentials.
 		SecureErrorLogMessage: true,
@@ -188,7 +191,7 @@ func (s *Sidecar) Serve(ln net.Listener) error {
 // connections that never sent a byte are closed at once. Then it closes the
 // idle connections to the ERP.
 func (s *Sidecar) Shutdown(ctx context.Context) error {
-	s.stopOnce.Do(func() { close(s.stopHold) })
+	s.parked.stop() // held agents get their 202
 	s.lnMu.Lock()
 	s.stopping = true
 	s.lnMu.Unlock()
@@ -206,6 +209,11 @@ func (s *Sidecar) Shutdown(ctx context.Context) error {
 			// fasthttp yet: closing its listener ends it all the same.
 			if tl := s.ln.Load(); tl != nil {
 				tl.Close()
+			}
+			// Parked requests are fasthttp's no more: each is answered
+			// its 202 (or its release finishes) on its own.
+			if perr := s.parked.wait(ctx); err == nil {
+				err = perr
 			}
 			s.client.CloseIdleConnections()
 			return err
@@ -263,7 +271,11 @@ func (s *Sidecar) handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetConnectionClose()
 		return
 	}
-	v := s.decide(ctx, c)
+	s.decide(ctx, c, answerCall)
+}
+
+// answerCall answers a plain call's verdict: forwarded, or not.
+func answerCall(s *Sidecar, ctx *fasthttp.RequestCtx, c *gate.Call, v *gate.Verdict) {
 	if !v.Forward() {
 		writeVerdict(ctx, v)
 		return
@@ -271,18 +283,18 @@ func (s *Sidecar) handle(ctx *fasthttp.RequestCtx) {
 	s.forward(ctx, c, v)
 }
 
-// decide puts c through the gate and, when its action holds, waits for
-// the approval on the agent's connection.
-func (s *Sidecar) decide(ctx *fasthttp.RequestCtx, c *gate.Call) *gate.Verdict {
+// answerFunc answers c's verdict v on ctx.
+type answerFunc func(s *Sidecar, ctx *fasthttp.RequestCtx, c *gate.Call, v *gate.Verdict)
+
+// decide puts c through the gate and answers with then. When its action
+// holds, the connection is parked (park) and then runs when the hold ends,
+// on a context of its own for the same connection and request.
+func (s *Sidecar) decide(ctx *fasthttp.RequestCtx, c *gate.Call, then answerFunc) {
 	v := s.gate.Check(c)
-	if v.Hold > 0 {
-		// fasthttp's read deadline (ReadTimeout) is still armed from reading
-		// the request; past it the hang-up probe would see every held agent
-		// as gone. fasthttp re-arms it before reading the next request.
-		ctx.Conn().SetReadDeadline(time.Time{})
-		v = s.gate.Await(c, v, func() bool { return connGone(ctx.Conn()) }, s.stopHold)
+	if v.Hold > 0 && s.park(ctx, c, v, then) {
+		return
 	}
-	return v
+	then(s, ctx, c, v)
 }
 
 // forward sends the request to the ERP and relays the answer. It reports

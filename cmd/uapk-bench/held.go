@@ -79,6 +79,8 @@ type heldReport struct {
 	nofile, proxyNofile          string
 	rssBefore, rssHeld, rssAfter int64 // VmRSS, bytes
 	anonBefore, anonHeld         int64 // RssAnon: heap and stacks, without the mmapped ledger file
+	fileHeld                     int64 // RssFile: the binary and the ledger's pages read through its mmap
+	rssDwell, anonDwell          int64 // at the end of -dwell, still all held (0 without)
 	hwm                          int64
 	fdsHeld                      int
 	openDur                      time.Duration // first dial to all N pending
@@ -242,6 +244,7 @@ func runHeld(cfg heldConfig) error {
 		return err
 	}
 	rep.anonHeld, _ = procStatus(pid, "RssAnon")
+	rep.fileHeld, _ = procStatus(pid, "RssFile")
 	rep.fdsHeld = procFDs(pid)
 	fmt.Printf("  all %d pending after %s; proxy RSS %s, %d fds\n", cfg.n, rep.openDur.Round(time.Millisecond), mib(rep.rssHeld), rep.fdsHeld)
 
@@ -255,6 +258,8 @@ func runHeld(cfg heldConfig) error {
 		if f := finished.Load(); f > 0 {
 			fmt.Printf("  %d agents were answered during the dwell, before any approval\n", f)
 		}
+		rep.rssDwell, _ = procStatus(pid, "VmRSS")
+		rep.anonDwell, _ = procStatus(pid, "RssAnon")
 	}
 
 	// Approve, oldest first, as the finance manager.
@@ -797,6 +802,13 @@ func loadavg() string {
 	return "?"
 }
 
+// heldGoal is the RSS the proxy should stay within holding heldGoalN
+// requests, the idle proxy included (about 15 KiB each).
+const (
+	heldGoal  = 150 << 20
+	heldGoalN = 10_000
+)
+
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 func pct(ds []time.Duration, p float64) time.Duration {
@@ -816,9 +828,19 @@ func printHeld(cfg heldConfig, r *heldReport, ok int, st *upstreamStats) {
 	fmt.Printf("held requests: %d (hold %q, %d approval workers, load %s at the end)\n", cfg.n, cfg.hold, cfg.workers, loadavg())
 	row("RLIMIT_NOFILE bench / proxy", r.nofile+" / "+r.proxyNofile)
 	row("proxy RSS before load (anon)", mib(r.rssBefore)+" ("+mib(r.anonBefore)+")")
-	row("proxy RSS with all held (anon)", mib(r.rssHeld)+" ("+mib(r.anonHeld)+")")
-	row("  per held request (anon)", fmt.Sprintf("%.1f KiB (%.1f KiB)",
+	row("proxy RSS with all held (anon, file)", mib(r.rssHeld)+" ("+mib(r.anonHeld)+", "+mib(r.fileHeld)+")")
+	row("  held minus before: per held request (anon)", fmt.Sprintf("%s: %.1f KiB (%.1f KiB)", mib(r.rssHeld-r.rssBefore),
 		float64(r.rssHeld-r.rssBefore)/n/1024, float64(r.anonHeld-r.anonBefore)/n/1024))
+	goal := func(rss int64) string {
+		if cfg.n != heldGoalN {
+			return fmt.Sprintf("(the goal, %s, is for -held %d)", mib(heldGoal), heldGoalN)
+		}
+		return fmt.Sprintf("%.2f x the goal of %s", float64(rss)/float64(heldGoal), mib(heldGoal))
+	}
+	row("  against the goal", goal(r.rssHeld))
+	if r.rssDwell > 0 {
+		row("proxy RSS at the end of -dwell (anon)", mib(r.rssDwell)+" ("+mib(r.anonDwell)+"), "+goal(r.rssDwell))
+	}
 	row("proxy open fds with all held", strconv.Itoa(r.fdsHeld))
 	row("proxy RSS after release / peak (VmHWM)", mib(r.rssAfter)+" / "+mib(r.hwm))
 	row("open: first dial to all pending", fmt.Sprintf("%s (%.0f held/s, proxy cpu %s = %s/request)",

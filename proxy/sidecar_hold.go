@@ -1,0 +1,240 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"net"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/uapk-gateway/uapk-proxy/gate"
+)
+
+// A held request waits minutes for its approvers. Kept on the fasthttp
+// worker that read it, it would keep that goroutine's stack (grown by the
+// gate's call chain), its RequestCtx and its read buffer: some 30 KiB a
+// request, 10,000 of them at quarter end. park instead copies what the
+// release needs (the request, at its size), hijacks the connection from
+// fasthttp with no response, and leaves the wait to gate.Park: an entry in
+// the approvals' table of waiters and a timer. When the hold ends, the
+// answer is made on a new RequestCtx for the same connection by the same
+// code as any other (then), written, and the connection closed.
+
+// park holds c (verdict v) off fasthttp's worker, unless v does not hold;
+// it reports whether it did. Then nothing is written on ctx.
+func (s *Sidecar) park(ctx *fasthttp.RequestCtx, c *gate.Call, v *gate.Verdict, then answerFunc) bool {
+	if !gate.Holdable(v) {
+		return false
+	}
+	p := &parkedConn{s: s, c: c, v: v, then: then, req: new(fasthttp.Request)}
+	// The request as read, its own copy: ctx and its buffers go back to
+	// fasthttp when the hijack handler returns. The body is copied once,
+	// at its size, and is the call's body too (the digest bound it).
+	body := bytes.Clone(ctx.Request.Body())
+	if body == nil {
+		body = []byte{}
+	}
+	if pr := c.AppProof; pr != nil && aliases(pr.Body, ctx.Request.Body()) {
+		proof := *pr
+		proof.Body = body
+		c.AppProof = &proof
+	}
+	c.Req.Body = body
+	ctx.Request.ResetBody() // not copied twice
+	ctx.Request.CopyTo(p.req)
+	p.req.SetBodyRaw(body)
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(p.hijacked)
+	return true
+}
+
+// aliases reports whether a and b are the same bytes in memory.
+func aliases(a, b []byte) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
+}
+
+// parkedConn is one held request with its agent's connection.
+type parkedConn struct {
+	s    *Sidecar
+	c    *gate.Call
+	v    *gate.Verdict
+	then answerFunc
+	req  *fasthttp.Request // the request as read; nil once answered
+	conn net.Conn
+
+	mu      sync.Mutex
+	hold    *gate.Hold
+	stopped bool // shutdown: the hold ends as soon as it is known
+}
+
+// hijacked runs on a goroutine of fasthttp's once the handler has returned:
+// it hands the wait to the gate and returns, so that nothing of fasthttp's
+// is kept for the hold.
+func (p *parkedConn) hijacked(hc net.Conn) {
+	// The connection itself, not fasthttp's wrapper with its read buffer:
+	// anything the agent pipelined behind a held request is not answered
+	// (the answer closes the connection).
+	p.conn = hc
+	if u, ok := hc.(interface{ UnsafeConn() net.Conn }); ok {
+		p.conn = u.UnsafeConn()
+	}
+	if !p.s.parked.add(p) {
+		p.answer(p.v) // shutdown has begun: the 202
+		return
+	}
+	h := p.s.gate.Park(p.c, p.v, func() bool { return connGone(p.conn) }, p.release)
+	if h == nil {
+		p.release(p.v) // never: park checked Holdable
+		return
+	}
+	p.mu.Lock()
+	p.hold = h
+	stopped := p.stopped
+	p.mu.Unlock()
+	if stopped {
+		h.Stop()
+	}
+}
+
+// stop ends the hold with the 202 (shutdown).
+func (p *parkedConn) stop() {
+	p.mu.Lock()
+	p.stopped = true
+	h := p.hold
+	p.mu.Unlock()
+	if h != nil {
+		h.Stop()
+	}
+}
+
+// release answers the held request with v, what the gate made of the end
+// of its hold, and takes it off the table.
+func (p *parkedConn) release(v *gate.Verdict) {
+	defer p.s.parked.remove(p)
+	p.answer(v)
+}
+
+// answer makes the answer to v exactly as an unheld request's (then, on a
+// context for the same connection and request), writes it, and closes the
+// connection.
+func (p *parkedConn) answer(v *gate.Verdict) {
+	s := p.s
+	ctx := new(fasthttp.RequestCtx)
+	ctx.Init2(p.conn, zlogger{s.log}, true)
+	p.req.CopyTo(&ctx.Request)
+	p.req = nil
+	p.then(s, ctx, p.c, v)
+	if ctx.Request.Header.IsHead() {
+		ctx.Response.SkipBody = true
+	}
+	ctx.Response.SetConnectionClose()
+	_ = p.conn.SetWriteDeadline(time.Now().Add(s.server.WriteTimeout))
+	bw := bufio.NewWriter(p.conn)
+	if err := ctx.Response.Write(bw); err == nil {
+		_ = bw.Flush()
+	}
+	_ = p.conn.Close()
+}
+
+// parkedTable is the requests held by park and not answered yet:
+// Shutdown ends their holds and waits for their answers (fasthttp no
+// longer knows of them).
+type parkedTable struct {
+	mu       sync.Mutex
+	m        map[*parkedConn]struct{}
+	stopping bool
+	zero     chan struct{} // closed when the table is empty after stopping
+
+	burst    int         // parked since memory was last given back
+	giveBack *time.Timer // armed by a burst, fires once it is over
+}
+
+// A burst of held requests (thousands of agents at quarter end) leaves
+// behind it the memory that read and decided them while they queued for
+// the ledger: free heap the runtime keeps for reuse, counted as the
+// process's own until its scavenger or its two-minute collection returns
+// it. Once burstParks have been parked and none for burstQuiet, that
+// memory is given back at once (debug.FreeOSMemory: one collection, then
+// the free pages returned), at most once per burst.
+const (
+	burstParks = 1000
+	burstQuiet = 500 * time.Millisecond
+)
+
+func (t *parkedTable) init() {
+	t.m = map[*parkedConn]struct{}{}
+	t.zero = make(chan struct{})
+}
+
+// add puts p in the table, unless shutdown has begun.
+func (t *parkedTable) add(p *parkedConn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stopping {
+		return false
+	}
+	t.m[p] = struct{}{}
+	t.burst++
+	switch {
+	case t.burst < burstParks:
+	case t.giveBack == nil:
+		t.giveBack = time.AfterFunc(burstQuiet, t.burstOver)
+	default:
+		t.giveBack.Reset(burstQuiet)
+	}
+	return true
+}
+
+// burstOver gives back the memory a burst of parks left behind.
+func (t *parkedTable) burstOver() {
+	t.mu.Lock()
+	t.burst = 0
+	t.mu.Unlock()
+	debug.FreeOSMemory()
+}
+
+func (t *parkedTable) remove(p *parkedConn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.m, p)
+	if len(t.m) == 0 && t.stopping {
+		close(t.zero)
+	}
+}
+
+// stop refuses new holds and ends every hold with the 202.
+func (t *parkedTable) stop() {
+	t.mu.Lock()
+	if t.stopping {
+		t.mu.Unlock()
+		return
+	}
+	t.stopping = true
+	list := make([]*parkedConn, 0, len(t.m))
+	for p := range t.m {
+		list = append(list, p)
+	}
+	if len(t.m) == 0 {
+		close(t.zero)
+	}
+	t.mu.Unlock()
+	for _, p := range list {
+		p.stop()
+	}
+}
+
+// wait waits, after stop, until every parked request is answered or ctx
+// ends.
+func (t *parkedTable) wait(ctx context.Context) error {
+	t.stop()
+	select {
+	case <-t.zero:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
