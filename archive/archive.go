@@ -814,26 +814,24 @@ func (a *Archiver) at(stage string) {
 	}
 }
 
-// build reads the segment's records and checks their linkage: keys
-// contiguous, each prev the previous record's hash, the first continuing the
-// archive (prev). It does not re-derive the hashes: that is what Verify and
-// Verify are for, and with RFC 8785 re-canonicalisation it costs more
-// CPU per record than the append did, which a busy proxy would feel. A
-// record whose content was edited in place is still caught by Verify,
-// from the archived copy.
-func (a *Archiver) build(r segRange, prev string) ([]byte, ledger.Head, error) {
-	// Range hands over a copy of each record that it no longer uses: they
-	// are kept as they come and joined once at the end, in a buffer of the
-	// segment's exact size (a growing buffer copied each record up to
-	// twice more and was most of the proxy's allocated bytes).
-	var raws [][]byte
-	if r.Last >= r.First {
-		raws = make([][]byte, 0, min(r.Last-r.First+1, 1<<20)) // a segment is at most 1,000,000 records
+// build reads the segment's records (each record and a newline) and checks
+// their linkage: keys contiguous, each prev the previous record's hash, the
+// first continuing the archive (prev). It does not re-derive the hashes:
+// that is what Verify is for, and re-canonicalising costs more CPU per
+// record than the append did, which a busy proxy would feel. A record
+// whose content was edited in place is still caught by Verify, from the
+// archived copy. The records are read where the file keeps them and copied
+// once, into the segment, whose buffer is sized from the first record.
+func (a *Archiver) build(r segRange, prevHash string) ([]byte, ledger.Head, error) {
+	var seg []byte
+	var prev [64]byte
+	if len(prevHash) != len(prev) {
+		return nil, ledger.Head{}, fmt.Errorf("%w: archive position hash %q", ledger.ErrCorrupt, prevHash)
 	}
-	size := 0
+	copy(prev[:], prevHash)
 	want := r.First
 	var last ledger.Head
-	err := a.l.Range(r.First, r.Last, func(seq uint64, raw []byte) error {
+	err := a.l.RangeBorrow(r.First, r.Last, func(seq uint64, raw []byte) error {
 		if seq != want {
 			return fmt.Errorf("%w: record %d is missing", ledger.ErrCorrupt, want)
 		}
@@ -842,17 +840,22 @@ func (a *Archiver) build(r segRange, prev string) ([]byte, ledger.Head, error) {
 		if !ok1 || !ok2 || len(h) != 64 {
 			return fmt.Errorf("%w: record %d has no prev or hash", ledger.ErrCorrupt, seq)
 		}
-		if string(p) != prev {
-			return fmt.Errorf("%w: record %d has prev %s, not the hash %s of record %d", ledger.ErrCorrupt, seq, p, prev, seq-1)
+		if !bytes.Equal(p, prev[:]) {
+			return fmt.Errorf("%w: record %d has prev %s, not the hash %s of record %d", ledger.ErrCorrupt, seq, p, prev[:], seq-1)
 		}
 		want = seq + 1
 		if seq == r.Last {
 			t, _ := member(raw, patTime)
 			last = ledger.Head{Seq: seq, Hash: string(h), Time: string(t)}
 		}
-		prev = string(h)
-		raws = append(raws, raw)
-		size += len(raw) + 1
+		copy(prev[:], h)
+		if seg == nil {
+			// A segment is at most 1,000,000 records.
+			n := min(r.Last-r.First+1, 1<<20)
+			seg = make([]byte, 0, int(n)*(len(raw)+1)*5/4)
+		}
+		seg = append(seg, raw...)
+		seg = append(seg, '\n')
 		return nil
 	})
 	if err != nil {
@@ -864,11 +867,6 @@ func (a *Archiver) build(r segRange, prev string) ([]byte, ledger.Head, error) {
 	}
 	if _, err := recordTime(last.Time); err != nil {
 		return nil, ledger.Head{}, fmt.Errorf("%w: record %d time: %v", ledger.ErrCorrupt, last.Seq, err)
-	}
-	seg := make([]byte, 0, size)
-	for _, raw := range raws {
-		seg = append(seg, raw...)
-		seg = append(seg, '\n')
 	}
 	return seg, last, nil
 }
@@ -892,9 +890,21 @@ var (
 )
 
 // member is memberString for the pattern `,"name":"`; the value is a
-// slice of raw.
+// slice of raw. The members it is used for sit in the record's last few
+// hundred bytes (after "data", only kind, policy, prev, reason, seq, time
+// and v follow "hash"), so it looks there first: the last match in the
+// tail is the last match in the record.
 func member(raw, pat []byte) ([]byte, bool) {
-	i := bytes.LastIndex(raw, pat)
+	const tail = 512
+	i := -1
+	if len(raw) > tail {
+		if j := bytes.LastIndex(raw[len(raw)-tail:], pat); j >= 0 {
+			i = len(raw) - tail + j
+		}
+	}
+	if i < 0 {
+		i = bytes.LastIndex(raw, pat)
+	}
 	if i < 0 {
 		return nil, false
 	}

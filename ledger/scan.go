@@ -3,9 +3,12 @@ package ledger
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // Scan calls fn with every stored key and record in key order, from the
@@ -54,4 +57,71 @@ func (l *Ledger) Scan(ctx context.Context, fn func(key, raw []byte) error) (head
 		// The least key above the last one read.
 		start = append(bytes.Clone(items[len(items)-1].key), 0)
 	}
+}
+
+// RangeBorrow is Range for a reader that only looks: raw is the file's own
+// memory, valid only until fn returns, and fn runs inside a read
+// transaction, so it must be quick and must not call the Ledger. It saves
+// the copy Range makes of every record (the archiver reads each record
+// once, into its segment).
+func (l *Ledger) RangeBorrow(from, to uint64, fn func(seq uint64, raw []byte) error) error {
+	from = max(from, 1)
+	if err := l.visible(to); err != nil {
+		return fmt.Errorf("range %d-%d: %w", from, to, err)
+	}
+	for from <= to {
+		n, next, err := l.borrowChunk(from, to, fn)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			break
+		}
+		if next == 0 {
+			return nil
+		}
+		from = next
+	}
+	for _, r := range l.overlay {
+		if r.seq >= from && r.seq <= to {
+			if err := fn(r.seq, r.raw); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// borrowChunk calls fn on up to chunkRecords records from seq from in one
+// read transaction and returns how many, and the seq after the last (0
+// after math.MaxUint64).
+func (l *Ledger) borrowChunk(from, to uint64, fn func(seq uint64, raw []byte) error) (n int, next uint64, err error) {
+	err = l.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRecords)
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		size := 0
+		for k, v := c.Seek(seqKey(from)); k != nil; k, v = c.Next() {
+			if n == chunkRecords || size >= chunkBytes {
+				return nil
+			}
+			if len(k) != 8 {
+				return fmt.Errorf("range: %w: key %x", ErrCorrupt, k)
+			}
+			seq := binary.BigEndian.Uint64(k)
+			if seq > to {
+				return nil
+			}
+			if err := fn(seq, v); err != nil {
+				return err
+			}
+			n++
+			size += len(v)
+			next = seq + 1
+		}
+		return nil
+	})
+	return n, next, err
 }
