@@ -12,7 +12,7 @@ MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
 # mail is only shown to arrive, with its headers intact, by a real server.
 MAILPIT_VERSION := v1.33.1
 
-.PHONY: all build test vet demo demo-ui bench keys clean minio mailpit clients fuzz screenshots faults
+.PHONY: all build test vet demo demo-ui bench bench-run keys clean minio mailpit clients fuzz screenshots faults
 
 all: build
 
@@ -112,7 +112,13 @@ demo-ui: build keys
 # BenchmarkAppendWithArchive runs appends with the archiver off, writing to
 # DATA/archive and uploading to MinIO, in one run; it needs seconds, not 2000x.
 # BenchmarkArchiveSegment is the archiver's own cost per 1000-record segment.
+# Every goal's figure is printed as it is measured (a FIGURE line) and
+# gathered into one table at the end, from bin/bench.txt.
 bench: build minio
+	@bash -o pipefail -c '$(MAKE) --no-print-directory bench-run 2>&1 | tee $(BIN)/bench.txt'
+	@echo; echo "== performance goals ($$(date -u +%F), $$(nproc) cores)"; $(BIN)/uapk-bench -mode table $(BIN)/bench.txt
+
+bench-run:
 	$(GO) test -run '^$$' -bench . -skip ScanShapes -benchtime 2000x ./rules/ ./ledger/
 	$(GO) test -run '^$$' -bench ScanShapes -benchtime 10x ./rules/
 	$(GO) test -run '^$$' -bench 'AppendWithArchive|ArchiveSegment' -benchtime 3s ./archive/
@@ -122,6 +128,7 @@ bench: build minio
 	$(GO) build -o $(BIN)/uapk-bench ./cmd/uapk-bench
 	$(BIN)/uapk-bench -proxy $(BIN)/uapk-proxy -duration 5s -conns 32
 	$(BIN)/uapk-bench -mode forward -proxy $(BIN)/uapk-proxy -duration 3s -conns 32 -rounds 3
+	$(BIN)/uapk-bench -mode held -proxy $(BIN)/uapk-proxy -held 10000 -dwell 3s
 	$(BIN)/uapk-bench -mode fleet -proxy $(BIN)/uapk-proxy
 
 clean:

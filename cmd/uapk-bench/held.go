@@ -838,6 +838,11 @@ func printHeld(cfg heldConfig, r *heldReport, ok int, st *upstreamStats) {
 		return fmt.Sprintf("%.2f x the goal of %s", float64(rss)/float64(heldGoal), mib(heldGoal))
 	}
 	row("  against the goal", goal(r.rssHeld))
+	if cfg.n == heldGoalN {
+		figure(fmt.Sprintf("proxy RSS with %d requests held", cfg.n),
+			fmt.Sprintf("%s (%.1f KiB each above idle)", mib(r.rssHeld), float64(r.rssHeld-r.rssBefore)/n/1024),
+			"idle "+mib(r.rssBefore), "<= "+mib(heldGoal), r.rssHeld <= heldGoal)
+	}
 	if r.rssDwell > 0 {
 		row("proxy RSS at the end of -dwell (anon)", mib(r.rssDwell)+" ("+mib(r.anonDwell)+"), "+goal(r.rssDwell))
 	}

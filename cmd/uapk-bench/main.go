@@ -73,7 +73,7 @@ func main() {
 		plainGoproxy(os.Args[2])
 		return
 	}
-	mode := flag.String("mode", "throughput", "throughput (sidecar vs plain fasthttp), forward (forward door vs plain goproxy), held (N requests held for approval) or fleet (3 proxies, 2 hubs, one PostgreSQL)")
+	mode := flag.String("mode", "throughput", "throughput (sidecar vs plain fasthttp), forward (forward door vs plain goproxy), held (N requests held for approval), fleet (3 proxies, 2 hubs, one PostgreSQL) or table FILE (the FIGURE lines of a make bench run as one table)")
 	proxyBin := flag.String("proxy", "bin/uapk-proxy", "uapk-proxy binary")
 	manifest := flag.String("manifest", "examples/manifests/sox-financial.json", "manifest")
 	duration := flag.Duration("duration", 5*time.Second, "throughput: load time per target")
@@ -105,6 +105,8 @@ func main() {
 	case "held":
 		hc.proxyBin, hc.manifest = *proxyBin, *manifest
 		err = runHeld(hc)
+	case "table":
+		err = printTable(flag.Arg(0))
 	case "fleet":
 		fc.proxyBin, fc.manifest, fc.keep, fc.deadline = *proxyBin, *manifest, hc.keep, hc.deadline
 		if !deadlineSet {
@@ -112,7 +114,7 @@ func main() {
 		}
 		err = runFleet(fc)
 	default:
-		err = fmt.Errorf("-mode %q: want throughput, forward, held or fleet", *mode)
+		err = fmt.Errorf("-mode %q: want throughput, forward, held, fleet or table", *mode)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "uapk-bench:", err)
@@ -206,8 +208,12 @@ func run(proxyBin, manifest string, d time.Duration, conns int, maxReq int64) er
 		fmt.Printf("%-22s %10d %10.0f %8d %14s\n", r.name, r.requests, r.rps(), r.errors, r.cpuPerReq())
 	}
 	base, aud := results[0], results[1]
+	ratio := aud.rps() / base.rps()
 	fmt.Printf("audited/plain throughput ratio: %.2fx (goal >= 0.6x); cpu per request ratio: %.2fx\n",
-		aud.rps()/base.rps(), float64(aud.cpuPerReq())/float64(base.cpuPerReq()))
+		ratio, float64(aud.cpuPerReq())/float64(base.cpuPerReq()))
+	figure(fmt.Sprintf("sidecar / plain fasthttp proxy, %d connections", conns),
+		fmt.Sprintf("%.2fx (%.0f req/s, %s cpu/req)", ratio, aud.rps(), aud.cpuPerReq().Round(100*time.Nanosecond)),
+		fmt.Sprintf("%.0f req/s, %s cpu/req", base.rps(), base.cpuPerReq().Round(100*time.Nanosecond)), ">= 0.6x", ratio >= 0.6)
 
 	// One agent on one connection: what the audit adds to each request,
 	// against the disk's own floor (a 4 KiB overwrite and fdatasync in the
@@ -237,6 +243,10 @@ func run(proxyBin, manifest string, d time.Duration, conns int, maxReq int64) er
 	fmt.Printf("one connection, p50 latency: plain %s, audited %s (p99 %s); added %s = %.2f fdatasyncs of this disk (fdatasync p50 %s, same run; goal <= 2)\n",
 		pp.Round(time.Microsecond), ap.Round(time.Microsecond), p99(audLat).Round(time.Microsecond),
 		added.Round(time.Microsecond), float64(added)/float64(fp), fp.Round(time.Microsecond))
+	syncs := float64(added) / float64(fp)
+	figure("added p50 latency, one agent, one connection",
+		fmt.Sprintf("+%s = %.2f fdatasyncs", added.Round(time.Microsecond), syncs),
+		fmt.Sprintf("plain %s; fdatasync %s", pp.Round(time.Microsecond), fp.Round(time.Microsecond)), "<= 2 fdatasyncs", syncs <= 2)
 	return nil
 }
 
