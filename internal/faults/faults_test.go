@@ -279,6 +279,39 @@ func scenarioKill9(t *testing.T, tl *tally, runs int) {
 		t.Logf("round %d: %d acknowledged so far, %s", i+1, cl.ackedCount(), statusCounts(cl.sents()))
 	}
 	tl.runs = rounds
+	// Before any start applies the journal, the offline readers of the
+	// killed proxy's directory see every acknowledged request already.
+	tl.check(t, "offline-reader-sees-acked", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, proxyBin, "verify", "--data-dir", data).CombinedOutput()
+		if err != nil {
+			t.Errorf("uapk-proxy verify --data-dir after kill -9: %v\n%s", err, out)
+		}
+		t.Logf("verify after the last kill -9: %s", strings.TrimSpace(string(out)))
+		v := readLedger(data)
+		if v.readError != nil {
+			t.Fatalf("reading the killed proxy's ledger: %v", v.readError)
+		}
+		missing := 0
+		for _, s := range cl.sents() {
+			if !s.acked() {
+				continue
+			}
+			found := len(v.bySHA[s.sha]) > 0
+			if seq, err := strconv.ParseUint(s.record, 10, 64); err == nil {
+				_, found = v.bySeq[seq]
+			}
+			if !found {
+				if missing++; missing <= 5 {
+					t.Errorf("%s answered %d (record %q): not in what an offline reader sees", s.nonce, s.status, s.record)
+				}
+			}
+		}
+		if missing > 5 {
+			t.Errorf("... %d in all", missing)
+		}
+	})
 	// The start after the last kill closes what it left open; then a clean stop.
 	p := startServe(t, f.serveArgs(data, up.URL)...)
 	serveN(t, tl, "serves-after-restart", cl, p.sidecar, 10)
