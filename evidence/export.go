@@ -80,6 +80,7 @@ type Bundle struct {
 	sum      Summary
 	files    map[string][]byte
 	approval *spool
+	records  *deflated // records.jsonl, compressed while Prepare read it
 	hashes   map[string]string
 	recSum   string
 	mod      time.Time
@@ -157,6 +158,12 @@ func Prepare(ctx context.Context, src Source, opts Options) (*Bundle, error) {
 	b := newBuilder(res.manifest)
 	v := &linkCheck{next: from, prev: fr.Prev}
 	recHash := sha256.New()
+	rz := newDeflated()
+	defer func() {
+		if rz != nil {
+			rz.Close() // not handed to a Bundle: an error
+		}
+	}()
 	ids := map[string]uint64{} // approval id -> first seq naming it
 	var last *rec
 	n := 0
@@ -175,6 +182,8 @@ func Prepare(ctx context.Context, src Source, opts Options) (*Bundle, error) {
 		}
 		recHash.Write(raw)
 		recHash.Write(newline)
+		rz.Write(raw)
+		rz.Write(newline)
 		if r.Kind == record.KindConfig {
 			res.noteConfig(r)
 			if err := hist.addConfig(r); err != nil {
@@ -207,9 +216,13 @@ func Prepare(ctx context.Context, src Source, opts Options) (*Bundle, error) {
 	if err := res.checkGiven(); err != nil {
 		return nil, err
 	}
+	if err := rz.end(); err != nil {
+		return nil, fmt.Errorf("compress %s: %w", FileRecords, err)
+	}
 
 	bd := &Bundle{src: src, from: from, to: to, files: map[string][]byte{}, recSum: hex.EncodeToString(recHash.Sum(nil)),
-		mod: zipTime(last.Time), approval: &spool{}}
+		mod: zipTime(last.Time), approval: &spool{}, records: rz}
+	rz = nil
 	ok = false
 	defer func() {
 		if !ok {
@@ -316,18 +329,35 @@ func sumsFile(hashes map[string]string) []byte {
 // Summary describes the bundle.
 func (bd *Bundle) Summary() Summary { return bd.sum }
 
-// Close releases the spooled approvals.json.
-func (bd *Bundle) Close() error { return bd.approval.Close() }
+// Close releases the spooled approvals.json and records.jsonl.
+func (bd *Bundle) Close() error {
+	err := bd.approval.Close()
+	if bd.records != nil {
+		err = errors.Join(err, bd.records.Close())
+	}
+	return err
+}
 
-// Write streams the ZIP to w: entries in sorted order, records.jsonl read
-// from the Source again (bounded transactions) and checked against the
-// hash taken by Prepare, so the bundle can never hold other bytes than the
-// ones SHA256SUMS signs.
+// recompressRecords makes Write take the path of entries too big to copy
+// in precompressed (for the test that holds both to the same bytes).
+var recompressRecords = false
+
+// Write streams the ZIP to w: entries in sorted order, records.jsonl as
+// Prepare compressed it from the very bytes it hashed, so the bundle can
+// never hold other bytes than the ones SHA256SUMS signs. An entry too big
+// to copy in precompressed (see deflated.fits) is instead read from the
+// Source again (bounded transactions) and checked against that hash.
 func (bd *Bundle) Write(ctx context.Context, w io.Writer) error {
 	z := newZipWriter(w, bd.mod)
 	names := slices.Clone(bundleFiles)
 	sort.Strings(names)
 	for _, name := range names {
+		if name == FileRecords && bd.records != nil && bd.records.fits() && !recompressRecords {
+			if err := z.raw(name, bd.records); err != nil {
+				return fmt.Errorf("write %s: %w", name, err)
+			}
+			continue
+		}
 		fw, err := z.create(name)
 		if err != nil {
 			return err

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -85,3 +86,57 @@ const (
 	goldenWhole  = "2515bd84e59f93eef7398a33287760e71f30144906d631b88d87c8ceb7681868"
 	goldenMiddle = "35986435d869a32fa4ed6c59759197728977361ce3d961449a1b5294c1f4553e"
 )
+
+// TestDeflatedEntryIsCreatesEntry: an entry copied in precompressed
+// (deflated, zipWriter.raw) is byte for byte the entry zipWriter.create
+// writes from the same data, whatever its size; and a bundle whose
+// records.jsonl takes the other path (read again and compressed by Write,
+// as one over 4 GiB does) is the same bundle.
+func TestDeflatedEntryIsCreatesEntry(t *testing.T) {
+	mod := time.Date(2026, 11, 17, 16, 0, 5, 0, time.UTC)
+	line := []byte(`{"action":"account_reconciliation","data":{"n":1},"seq":1}` + "\n")
+	for _, n := range []int{0, 1, 100, 5000, 40000} {
+		var data []byte
+		for i := range n {
+			data = append(data, bytes.Replace(line, []byte(`"n":1`), fmt.Appendf(nil, `"n":%d`, i*7919%1000), 1)...)
+		}
+		var a, b bytes.Buffer
+		za := newZipWriter(&a, mod)
+		w, err := za.create(FileRecords)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for p := data; len(p) > 0; p = p[min(len(p), 333):] {
+			w.Write(p[:min(len(p), 333)]) // in pieces, as records come
+		}
+		za.close()
+		d := newDeflated()
+		d.Write(data)
+		if err := d.end(); err != nil {
+			t.Fatal(err)
+		}
+		zb := newZipWriter(&b, mod)
+		if err := zb.raw(FileRecords, d); err != nil {
+			t.Fatal(err)
+		}
+		zb.close()
+		d.Close()
+		if !bytes.Equal(a.Bytes(), b.Bytes()) {
+			t.Fatalf("%d lines: precompressed entry differs from the one create writes", n)
+		}
+	}
+	if testing.Short() {
+		return
+	}
+	c := goldenChain(t, 300)
+	fast, _, err := c.export(Range{FromSeq: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recompressRecords = true
+	defer func() { recompressRecords = false }()
+	slow, _, err := c.export(Range{FromSeq: 5})
+	if err != nil || !bytes.Equal(fast, slow) {
+		t.Fatalf("the bundle differs when Write compresses records.jsonl itself (%v)", err)
+	}
+}

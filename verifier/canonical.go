@@ -289,3 +289,28 @@ func (s *canonScanner) object(dst []member, top bool) ([]member, bool) {
 		}
 	}
 }
+
+// Member is a top-level member of a canonical JSON object: its name as
+// written (between the quotes; never escaped) and its value's bytes, both
+// slices of the object given to Members.
+type Member struct {
+	Name, Value []byte
+	At          int // where Value starts in the object
+}
+
+// Members returns the top-level members of raw, in order, when the
+// verifier's fast path can prove raw an RFC 8785 canonical JSON object (see
+// the package doc); false means not sure, never that raw is wrong. It lets
+// a reader of records that the chain check vouches for skip a general JSON
+// decoder; it checks nothing a record must hold beyond the form.
+func Members(raw []byte, dst []Member) ([]Member, bool) {
+	var buf [16]member
+	ms, ok := canonicalObject(raw, buf[:0])
+	if !ok {
+		return dst, false
+	}
+	for _, m := range ms {
+		dst = append(dst, Member{Name: raw[m.nameAt:m.nameEnd:m.nameEnd], Value: raw[m.valueAt:m.valueEnd:m.valueEnd], At: m.valueAt})
+	}
+	return dst, true
+}
