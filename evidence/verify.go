@@ -398,7 +398,14 @@ func (v *bundleVerifier) prescanner(name string) *bundleVerifier {
 
 var kindConfig = []byte(`"kind":"` + record.KindConfig + `"`)
 
+// kindC starts both kinds prescan looks for: one search of every line
+// instead of two.
+var kindC = []byte(`"kind":"c`)
+
 func (v *bundleVerifier) prescan(line []byte) {
+	if !bytes.Contains(line, kindC) {
+		return
+	}
 	isCP, isConfig := bytes.Contains(line, kindCheckpoint), bytes.Contains(line, kindConfig)
 	if !isCP && !isConfig {
 		return
