@@ -107,6 +107,19 @@ func (s *spool) reader() io.Reader {
 	return bytes.NewReader(s.buf.Bytes())
 }
 
+// readAt reads len(p) bytes at off of what was written.
+func (s *spool) readAt(p []byte, off int64) error {
+	if off < 0 || off+int64(len(p)) > s.n {
+		return io.ErrUnexpectedEOF
+	}
+	if s.f != nil {
+		_, err := s.f.ReadAt(p, off)
+		return err
+	}
+	copy(p, s.buf.Bytes()[off:])
+	return nil
+}
+
 func (s *spool) Close() error {
 	if s.f == nil {
 		return nil
