@@ -881,22 +881,24 @@ func (v *bundleVerifier) checkRecordsOnce(b *builder, saved Report) *Problem {
 		hashes.Write(sum[:])
 	}
 	lr := newLineReader(rc)
+	w.chain.owned = true // lineParser's batches are never reused
+	lines := newLineParser(w)
 	for {
 		line, err := lr.next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
+			lines.finish()
 			w.chain.finish()
 			v.rep = saved
 			return problemf(ProblemBadEntry, FileRecords, 0, "%s cannot be read: %v", FileRecords, err)
 		}
 		h.Write(line)
 		v.prescan(line)
-		if !w.done() {
-			w.line(line)
-		}
+		lines.add(line)
 	}
+	lines.finish()
 	rep := w.chain.finish()
 	if got := hex.EncodeToString(h.Sum(nil)); got != v.sums[FileRecords] {
 		v.rep = saved
@@ -938,6 +940,102 @@ func (v *bundleVerifier) checkRecordsOnce(b *builder, saved Report) *Problem {
 		rep = verifier.Report{Problem: bad}
 	}
 	return w.conclude(rep)
+}
+
+// lineParser parses lines of records.jsonl on every core and hands them,
+// in order, to a walk (walk.parsed, on a goroutine of its own): the reader
+// only reads, hashes and prescans. Lines stop being queued once the walk
+// is done; at most 2*GOMAXPROCS+1 batches are in flight.
+type lineParser struct {
+	w     *walk
+	cur   *lineBatch
+	work  chan *lineBatch
+	order chan *lineBatch
+	wg    sync.WaitGroup
+	done  chan struct{}
+	stop  atomic.Bool
+}
+
+type lineBatch struct {
+	buf   []byte
+	ends  []int
+	recs  []*rec
+	errs  []error
+	ready chan struct{}
+}
+
+const lineBatchLines = 256
+
+func newLineParser(w *walk) *lineParser {
+	n := runtime.GOMAXPROCS(0)
+	p := &lineParser{w: w, work: make(chan *lineBatch, n), order: make(chan *lineBatch, 2*n+1), done: make(chan struct{})}
+	for range n {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			for b := range p.work {
+				start := 0
+				for i, end := range b.ends {
+					if raw, ok := bytes.CutSuffix(b.buf[start:end], newline); ok && !p.stop.Load() {
+						b.recs[i], b.errs[i] = parseRecord(raw)
+					}
+					start = end
+				}
+				close(b.ready)
+			}
+		}()
+	}
+	go func() {
+		defer close(p.done)
+		for b := range p.order {
+			<-b.ready
+			start := 0
+			for i, end := range b.ends {
+				if w.done() {
+					p.stop.Store(true)
+					break
+				}
+				raw, ok := bytes.CutSuffix(b.buf[start:end], newline)
+				w.parsed(raw, ok, b.recs[i], b.errs[i])
+				start = end
+			}
+		}
+	}()
+	return p
+}
+
+func (p *lineParser) add(line []byte) {
+	if p.stop.Load() {
+		return
+	}
+	b := p.cur
+	if b == nil {
+		b = &lineBatch{buf: make([]byte, 0, 256<<10), ready: make(chan struct{})}
+		p.cur = b
+	}
+	b.buf = append(b.buf, line...)
+	b.ends = append(b.ends, len(b.buf))
+	if len(b.ends) == lineBatchLines {
+		p.flush()
+	}
+}
+
+func (p *lineParser) flush() {
+	if b := p.cur; b != nil {
+		p.cur = nil
+		b.recs, b.errs = make([]*rec, len(b.ends)), make([]error, len(b.ends))
+		p.order <- b
+		p.work <- b
+	}
+}
+
+// finish waits until the walk has seen every line queued.
+func (p *lineParser) finish() {
+	p.flush()
+	close(p.order)
+	close(p.work)
+	p.wg.Wait()
+	<-p.done
 }
 
 // claimAnchors checks the checkpoint records' signed notes (found by the
@@ -987,13 +1085,23 @@ func (w *walk) done() bool { return w.pending != nil || w.chain.failed() }
 
 // line checks the next line of records.jsonl, newline included.
 func (w *walk) line(line []byte) {
+	raw, cut := bytes.CutSuffix(line, newline)
+	var r *rec
+	var err error
+	if cut {
+		r, err = parseRecord(raw)
+	}
+	w.parsed(raw, cut, r, err)
+}
+
+// parsed is line for a line already parsed (by parseRecord, when it ends
+// in a newline): the part that goes in order.
+func (w *walk) parsed(raw []byte, newlined bool, r *rec, err error) {
 	v, a := w.v, w.a
-	raw, ok := bytes.CutSuffix(line, newline)
-	if !ok {
+	if !newlined {
 		w.pending = problemf(ProblemChain, FileRecords, a.First.Seq+w.n, "%s does not end with a newline: its last line may be cut", FileRecords)
 		return
 	}
-	r, err := parseRecord(raw)
 	w.chain.add(raw, r)
 	w.n++
 	if err != nil {
@@ -1341,6 +1449,7 @@ type chainCheck struct {
 	problem *verifier.Problem
 	records atomic.Uint64
 	bad     atomic.Bool
+	owned   bool // the lines added are the chain check's to keep (not reused)
 }
 
 type chainChunk struct {
@@ -1400,7 +1509,10 @@ func (c *chainCheck) add(raw []byte, r *rec) {
 	if c.cur == nil {
 		c.cur = &chainChunk{start: c.next, prev: c.prev, raws: make([][]byte, 0, chainChunkRecords)}
 	}
-	c.cur.raws = append(c.cur.raws, bytes.Clone(raw))
+	if !c.owned {
+		raw = bytes.Clone(raw)
+	}
+	c.cur.raws = append(c.cur.raws, raw)
 	c.next++
 	if r != nil {
 		c.prev = r.Hash

@@ -53,12 +53,13 @@ func (l *Ledger) Scan(ctx context.Context, fn func(key, raw []byte) error) (head
 // what the verifier reads the file through when it checks records on every
 // core; everything else Scan promises holds.
 func (l *Ledger) ScanBatches(ctx context.Context, fn func(keys, raws [][]byte) error) (head []byte, err error) {
-	var start []byte // nil: from the very first key
+	var start []byte  // nil: from the very first key
+	hint := 256 << 10 // the buffer a batch starts with: the last one's size
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		keys, raws, atEnd, meta, err := l.readBatch(start)
+		keys, raws, atEnd, meta, err := l.readBatch(start, hint)
 		if err != nil {
 			return nil, fmt.Errorf("scan: %w", err)
 		}
@@ -74,11 +75,14 @@ func (l *Ledger) ScanBatches(ctx context.Context, fn func(keys, raws [][]byte) e
 			return nil, errors.New("scan: read made no progress")
 		}
 		start = append(bytes.Clone(keys[len(keys)-1]), 0)
+		if last := raws[len(raws)-1]; cap(last) > 0 {
+			hint = max(hint, len(keys)*(len(keys[0])+len(last))*9/8)
+		}
 	}
 }
 
 // readBatch is readChunk with every key and record copied into one buffer.
-func (l *Ledger) readBatch(start []byte) (keys, raws [][]byte, atEnd bool, meta []byte, err error) {
+func (l *Ledger) readBatch(start []byte, hint int) (keys, raws [][]byte, atEnd bool, meta []byte, err error) {
 	err = l.db.View(func(tx *bolt.Tx) error {
 		if b := tx.Bucket(bucketRecords); b != nil {
 			c := b.Cursor()
@@ -93,7 +97,7 @@ func (l *Ledger) readBatch(start []byte) (keys, raws [][]byte, atEnd bool, meta 
 					break
 				}
 				if buf == nil {
-					buf = make([]byte, 0, 256<<10)
+					buf = make([]byte, 0, hint)
 				}
 				at := len(buf)
 				buf = append(append(buf, k...), v...)
