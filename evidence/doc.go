@@ -61,6 +61,9 @@
 // Prepare re-hashes each record from its prev and its bytes (linkCheck);
 // Verify runs the full chain verifier (package verifier), which also
 // re-derives the canonical form and checks every field, in parallel chunks.
+// Verify reads records.jsonl once, hashing, prescanning and checking it in
+// the same pass (the small files are hashed and read first), and reports
+// the same first problem as the checks run one after another would.
 //
 // # Verification
 //
