@@ -12,9 +12,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -166,20 +169,19 @@ func Prepare(ctx context.Context, src Source, opts Options) (*Bundle, error) {
 	}()
 	ids := map[string]uint64{} // approval id -> first seq naming it
 	var last *rec
-	n := 0
-	err = src.Range(from, to, func(seq uint64, raw []byte) error {
-		if n++; n%4096 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
+	err = readParsed(ctx, src, from, to, func(p *parsedRecord) error {
+		seq, raw, r := p.seq, p.raw, p.r
+		if p.err != nil {
+			return fmt.Errorf("%w: record %d: %v", ErrChainBroken, seq, p.err)
 		}
-		r, err := parseRecord(raw)
+		err := v.inOrder(r)
+		if err == nil {
+			err = p.own
+		}
 		if err != nil {
-			return fmt.Errorf("%w: record %d: %v", ErrChainBroken, seq, err)
-		}
-		if err := v.add(raw, r); err != nil {
 			return fmt.Errorf("%w: %v (run uapk-proxy verify --data-dir for the whole chain)", ErrChainBroken, err)
 		}
+		v.advance(r)
 		recHash.Write(raw)
 		recHash.Write(newline)
 		rz.Write(raw)
@@ -964,4 +966,105 @@ func marshalBody(v any, prefix string) ([]byte, error) {
 		return nil, err
 	}
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
+
+// parsedRecord is a record of the range as readParsed's workers leave it:
+// parsed (err is parseRecord's) and its own hash checked (own is
+// ownHash's).
+type parsedRecord struct {
+	seq      uint64
+	raw      []byte
+	r        *rec
+	err, own error
+}
+
+type parsedBatch struct {
+	recs  []parsedRecord
+	size  int
+	ready chan struct{}
+}
+
+// readParsed reads [from, to] through src.Range and hands fn each record
+// in order, parsed and its own hash checked on every core beforehand; fn's
+// first error ends the read and is returned, as it would be if fn ran in
+// Range's callback. At most 2*GOMAXPROCS+1 batches are in flight.
+func readParsed(ctx context.Context, src Source, from, to uint64, fn func(*parsedRecord) error) error {
+	workers := runtime.GOMAXPROCS(0)
+	work, order := make(chan *parsedBatch, workers), make(chan *parsedBatch, 2*workers+1)
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range work {
+				for i := range b.recs {
+					if stop.Load() {
+						break
+					}
+					p := &b.recs[i]
+					if p.r, p.err = parseRecord(p.raw); p.err == nil {
+						p.own = ownHash(p.raw, p.r)
+					}
+				}
+				close(b.ready)
+			}
+		}()
+	}
+	var fnErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for b := range order {
+			<-b.ready
+			for i := range b.recs {
+				if fnErr != nil {
+					break
+				}
+				if fnErr = fn(&b.recs[i]); fnErr != nil {
+					stop.Store(true)
+				}
+			}
+		}
+	}()
+	var cur *parsedBatch
+	flush := func() {
+		if cur != nil {
+			order <- cur
+			work <- cur
+			cur = nil
+		}
+	}
+	errStopped := errors.New("stopped")
+	n := 0
+	err := src.Range(from, to, func(seq uint64, raw []byte) error {
+		if stop.Load() {
+			return errStopped
+		}
+		if n++; n%4096 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		if cur == nil {
+			cur = &parsedBatch{recs: make([]parsedRecord, 0, 256), ready: make(chan struct{})}
+		}
+		cur.recs = append(cur.recs, parsedRecord{seq: seq, raw: raw}) // raw is ours to keep
+		if cur.size += len(raw); len(cur.recs) == cap(cur.recs) || cur.size >= 256<<10 {
+			flush()
+		}
+		return nil
+	})
+	flush()
+	close(order)
+	close(work)
+	wg.Wait()
+	<-done
+	if fnErr != nil {
+		return fnErr // the first record that fails comes before a read error after it
+	}
+	if errors.Is(err, errStopped) {
+		return nil
+	}
+	return err
 }

@@ -247,12 +247,23 @@ type linkCheck struct {
 	next     uint64
 	prev     string
 	prevTime string
-	buf      []byte
 }
 
 var hashMember = []byte(`,"hash":"`)
 
 func (c *linkCheck) add(raw []byte, r *rec) error {
+	if err := c.inOrder(r); err != nil {
+		return err
+	}
+	if err := ownHash(raw, r); err != nil {
+		return err
+	}
+	c.advance(r)
+	return nil
+}
+
+// inOrder is what linkCheck checks against the records before r.
+func (c *linkCheck) inOrder(r *rec) error {
 	if r.Seq != c.next {
 		return fmt.Errorf("record %d: found record %d where %d should be", c.next, r.Seq, c.next)
 	}
@@ -262,22 +273,34 @@ func (c *linkCheck) add(raw []byte, r *rec) error {
 	if r.Time < c.prevTime || len(r.Time) != len(ledger.TimeLayout)-5 {
 		return fmt.Errorf("record %d: time %q is malformed or before the previous record's", r.Seq, r.Time)
 	}
+	return nil
+}
+
+func (c *linkCheck) advance(r *rec) { c.next, c.prev, c.prevTime = r.Seq+1, r.Hash, r.Time }
+
+// ownHash is what linkCheck checks of r alone: its hash is SHA-256 of its
+// prev and its bytes without the hash member. It needs no other record, so
+// Prepare runs it on every core.
+func ownHash(raw []byte, r *rec) error {
 	i := bytes.LastIndex(raw, hashMember)
 	end := i + len(hashMember) + 64
 	if i < 0 || end >= len(raw) || raw[end] != '"' || string(raw[i+len(hashMember):end]) != r.Hash {
 		return fmt.Errorf("record %d: no top-level hash member in canonical form", r.Seq)
 	}
-	prev, err := hex.DecodeString(r.Prev)
-	if err != nil || len(prev) != sha256.Size {
+	var prev [sha256.Size]byte
+	if len(r.Prev) != 2*sha256.Size {
+		return fmt.Errorf("record %d: prev is not a hex SHA-256", r.Seq)
+	}
+	if _, err := hex.Decode(prev[:], []byte(r.Prev)); err != nil {
 		return fmt.Errorf("record %d: prev is not a hex SHA-256", r.Seq)
 	}
 	h := sha256.New()
-	h.Write(prev)
+	h.Write(prev[:])
 	h.Write(raw[:i])
 	h.Write(raw[end+1:])
-	if got := hex.EncodeToString(h.Sum(c.buf[:0])); got != r.Hash {
+	var sum [sha256.Size]byte
+	if got := hex.EncodeToString(h.Sum(sum[:0])); got != r.Hash {
 		return fmt.Errorf("record %d: hash_mismatch: its content hashes to %s, not %s", r.Seq, got, r.Hash)
 	}
-	c.next, c.prev, c.prevTime = r.Seq+1, r.Hash, r.Time
 	return nil
 }
