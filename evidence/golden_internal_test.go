@@ -2,13 +2,19 @@ package evidence
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/uapk-gateway/uapk-proxy/internal/approvalstore"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
@@ -138,5 +144,83 @@ func TestDeflatedEntryIsCreatesEntry(t *testing.T) {
 	slow, _, err := c.export(Range{FromSeq: 5})
 	if err != nil || !bytes.Equal(fast, slow) {
 		t.Fatalf("the bundle differs when Write compresses records.jsonl itself (%v)", err)
+	}
+}
+
+// TestPrepareNamesTheFirstBrokenRecord: Prepare, which parses and hashes
+// records on every core, refuses a damaged chain with the error a check of
+// the records one by one gives: the first damaged record's, whichever batch
+// it and the later ones fall in.
+func TestPrepareNamesTheFirstBrokenRecord(t *testing.T) {
+	if testing.Short() {
+		t.Skip("appends a few hundred fsynced records")
+	}
+	damages := map[string]map[uint64]func([]byte) []byte{
+		"edited":            {300: edit(`"seq":300,`, `"seq":300 ,`), 500: edit(`"seq":500,`, `"seq":501,`)},
+		"not JSON":          {257: func([]byte) []byte { return []byte("{") }},
+		"hash cut":          {511: edit(`,"hash":"`, `,"hash":"0`)},
+		"edited, then gone": {400: edit(`"door":"sidecar"`, `"door":"fatcar"`), 401: nil},
+	}
+	for name, damage := range damages {
+		t.Run(name, func(t *testing.T) {
+			c := goldenChain(t, 600)
+			path := c.l.DB().Path()
+			c.l.Close()
+			db, err := bolt.Open(path, 0o600, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = db.Update(func(tx *bolt.Tx) error {
+				b := tx.Bucket([]byte(ledger.BucketRecords))
+				for seq, f := range damage {
+					k := binary.BigEndian.AppendUint64(nil, seq)
+					if f == nil {
+						if err := b.Delete(k); err != nil {
+							return err
+						}
+						continue
+					}
+					if err := b.Put(k, f(bytes.Clone(b.Get(k)))); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			db.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.l, err = ledger.Open(path, ledger.Options{ReadOnly: true}); err != nil {
+				t.Fatal(err)
+			}
+			if c.src, err = NewLive(LiveConfig{Ledger: c.l, Approvals: c.store, GatewayKey: c.gw}); err != nil {
+				t.Fatal(err)
+			}
+			// One by one, as Prepare did before it used every core.
+			v := &linkCheck{next: 1, prev: strings.Repeat("0", 64)}
+			want := c.src.Range(1, 600, func(seq uint64, raw []byte) error {
+				r, err := parseRecord(raw)
+				if err != nil {
+					return fmt.Errorf("%w: record %d: %v", ErrChainBroken, seq, err)
+				}
+				if err := v.add(raw, r); err != nil {
+					return fmt.Errorf("%w: %v (run uapk-proxy verify --data-dir for the whole chain)", ErrChainBroken, err)
+				}
+				return nil
+			})
+			_, err = Prepare(context.Background(), c.src, c.opts(Range{FromSeq: 1, ToSeq: 600}))
+			if want == nil || err == nil || err.Error() != want.Error() || !errors.Is(err, ErrChainBroken) {
+				t.Fatalf("Prepare: %v\nwant: %v", err, want)
+			}
+		})
+	}
+}
+
+func edit(old, new string) func([]byte) []byte {
+	return func(b []byte) []byte {
+		if !bytes.Contains(b, []byte(old)) {
+			panic("no " + old)
+		}
+		return bytes.Replace(b, []byte(old), []byte(new), 1)
 	}
 }
