@@ -48,15 +48,22 @@
 // bounded transactions (ledger.Range: at most 10,000 records, 8 MiB each),
 // so that a proxy appending meanwhile never waits behind the export; it
 // hashes records.jsonl on the way and keeps only counts, seq runs and
-// detail rows up to fixed limits. Write reads the range again to stream
-// records.jsonl into the ZIP and refuses (ErrChanged) if the bytes hash
-// differently. Memory does not grow with the range, only with the number of
-// approvals it names (their ids; approvals.json itself is spooled to a
-// temporary file past 8 MiB).
+// detail rows up to fixed limits. It also compresses records.jsonl as it
+// reads it, on a goroutine of its own, into a spool (a temporary file past
+// 8 MiB) that Write copies into the ZIP: the entry is byte for byte the one
+// compressing it in Write would give, from the very bytes hashed. Only a
+// records.jsonl of 4 GiB or more (whose ZIP64 headers archive/zip decides
+// as it writes) is read again by Write, which refuses (ErrChanged) if the
+// bytes hash differently. Memory does not grow with the range, only with
+// the number of approvals it names (their ids; approvals.json itself is
+// spooled to a temporary file past 8 MiB).
 //
 // Prepare re-hashes each record from its prev and its bytes (linkCheck);
 // Verify runs the full chain verifier (package verifier), which also
 // re-derives the canonical form and checks every field, in parallel chunks.
+// Verify reads records.jsonl once, hashing, prescanning and checking it in
+// the same pass (the small files are hashed and read first), and reports
+// the same first problem as the checks run one after another would.
 //
 // # Verification
 //

@@ -12,9 +12,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -80,6 +83,7 @@ type Bundle struct {
 	sum      Summary
 	files    map[string][]byte
 	approval *spool
+	records  *deflated // records.jsonl, compressed while Prepare read it
 	hashes   map[string]string
 	recSum   string
 	mod      time.Time
@@ -157,24 +161,31 @@ func Prepare(ctx context.Context, src Source, opts Options) (*Bundle, error) {
 	b := newBuilder(res.manifest)
 	v := &linkCheck{next: from, prev: fr.Prev}
 	recHash := sha256.New()
+	rz := newDeflated()
+	defer func() {
+		if rz != nil {
+			rz.Close() // not handed to a Bundle: an error
+		}
+	}()
 	ids := map[string]uint64{} // approval id -> first seq naming it
 	var last *rec
-	n := 0
-	err = src.Range(from, to, func(seq uint64, raw []byte) error {
-		if n++; n%4096 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
+	err = readParsed(ctx, src, from, to, func(p *parsedRecord) error {
+		seq, raw, r := p.seq, p.raw, p.r
+		if p.err != nil {
+			return fmt.Errorf("%w: record %d: %v", ErrChainBroken, seq, p.err)
 		}
-		r, err := parseRecord(raw)
+		err := v.inOrder(r)
+		if err == nil {
+			err = p.own
+		}
 		if err != nil {
-			return fmt.Errorf("%w: record %d: %v", ErrChainBroken, seq, err)
-		}
-		if err := v.add(raw, r); err != nil {
 			return fmt.Errorf("%w: %v (run uapk-proxy verify --data-dir for the whole chain)", ErrChainBroken, err)
 		}
+		v.advance(r)
 		recHash.Write(raw)
 		recHash.Write(newline)
+		rz.Write(raw)
+		rz.Write(newline)
 		if r.Kind == record.KindConfig {
 			res.noteConfig(r)
 			if err := hist.addConfig(r); err != nil {
@@ -207,9 +218,13 @@ func Prepare(ctx context.Context, src Source, opts Options) (*Bundle, error) {
 	if err := res.checkGiven(); err != nil {
 		return nil, err
 	}
+	if err := rz.end(); err != nil {
+		return nil, fmt.Errorf("compress %s: %w", FileRecords, err)
+	}
 
 	bd := &Bundle{src: src, from: from, to: to, files: map[string][]byte{}, recSum: hex.EncodeToString(recHash.Sum(nil)),
-		mod: zipTime(last.Time), approval: &spool{}}
+		mod: zipTime(last.Time), approval: &spool{}, records: rz}
+	rz = nil
 	ok = false
 	defer func() {
 		if !ok {
@@ -316,18 +331,35 @@ func sumsFile(hashes map[string]string) []byte {
 // Summary describes the bundle.
 func (bd *Bundle) Summary() Summary { return bd.sum }
 
-// Close releases the spooled approvals.json.
-func (bd *Bundle) Close() error { return bd.approval.Close() }
+// Close releases the spooled approvals.json and records.jsonl.
+func (bd *Bundle) Close() error {
+	err := bd.approval.Close()
+	if bd.records != nil {
+		err = errors.Join(err, bd.records.Close())
+	}
+	return err
+}
 
-// Write streams the ZIP to w: entries in sorted order, records.jsonl read
-// from the Source again (bounded transactions) and checked against the
-// hash taken by Prepare, so the bundle can never hold other bytes than the
-// ones SHA256SUMS signs.
+// recompressRecords makes Write take the path of entries too big to copy
+// in precompressed (for the test that holds both to the same bytes).
+var recompressRecords = false
+
+// Write streams the ZIP to w: entries in sorted order, records.jsonl as
+// Prepare compressed it from the very bytes it hashed, so the bundle can
+// never hold other bytes than the ones SHA256SUMS signs. An entry too big
+// to copy in precompressed (see deflated.fits) is instead read from the
+// Source again (bounded transactions) and checked against that hash.
 func (bd *Bundle) Write(ctx context.Context, w io.Writer) error {
 	z := newZipWriter(w, bd.mod)
 	names := slices.Clone(bundleFiles)
 	sort.Strings(names)
 	for _, name := range names {
+		if name == FileRecords && bd.records != nil && bd.records.fits() && !recompressRecords {
+			if err := z.raw(name, bd.records); err != nil {
+				return fmt.Errorf("write %s: %w", name, err)
+			}
+			continue
+		}
 		fw, err := z.create(name)
 		if err != nil {
 			return err
@@ -934,4 +966,105 @@ func marshalBody(v any, prefix string) ([]byte, error) {
 		return nil, err
 	}
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
+
+// parsedRecord is a record of the range as readParsed's workers leave it:
+// parsed (err is parseRecord's) and its own hash checked (own is
+// ownHash's).
+type parsedRecord struct {
+	seq      uint64
+	raw      []byte
+	r        *rec
+	err, own error
+}
+
+type parsedBatch struct {
+	recs  []parsedRecord
+	size  int
+	ready chan struct{}
+}
+
+// readParsed reads [from, to] through src.Range and hands fn each record
+// in order, parsed and its own hash checked on every core beforehand; fn's
+// first error ends the read and is returned, as it would be if fn ran in
+// Range's callback. At most 2*GOMAXPROCS+1 batches are in flight.
+func readParsed(ctx context.Context, src Source, from, to uint64, fn func(*parsedRecord) error) error {
+	workers := runtime.GOMAXPROCS(0)
+	work, order := make(chan *parsedBatch, workers), make(chan *parsedBatch, 2*workers+1)
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range work {
+				for i := range b.recs {
+					if stop.Load() {
+						break
+					}
+					p := &b.recs[i]
+					if p.r, p.err = parseRecord(p.raw); p.err == nil {
+						p.own = ownHash(p.raw, p.r)
+					}
+				}
+				close(b.ready)
+			}
+		}()
+	}
+	var fnErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for b := range order {
+			<-b.ready
+			for i := range b.recs {
+				if fnErr != nil {
+					break
+				}
+				if fnErr = fn(&b.recs[i]); fnErr != nil {
+					stop.Store(true)
+				}
+			}
+		}
+	}()
+	var cur *parsedBatch
+	flush := func() {
+		if cur != nil {
+			order <- cur
+			work <- cur
+			cur = nil
+		}
+	}
+	errStopped := errors.New("stopped")
+	n := 0
+	err := src.Range(from, to, func(seq uint64, raw []byte) error {
+		if stop.Load() {
+			return errStopped
+		}
+		if n++; n%4096 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		if cur == nil {
+			cur = &parsedBatch{recs: make([]parsedRecord, 0, 256), ready: make(chan struct{})}
+		}
+		cur.recs = append(cur.recs, parsedRecord{seq: seq, raw: raw}) // raw is ours to keep
+		if cur.size += len(raw); len(cur.recs) == cap(cur.recs) || cur.size >= 256<<10 {
+			flush()
+		}
+		return nil
+	})
+	flush()
+	close(order)
+	close(work)
+	wg.Wait()
+	<-done
+	if fnErr != nil {
+		return fnErr // the first record that fails comes before a read error after it
+	}
+	if errors.Is(err, errStopped) {
+		return nil
+	}
+	return err
 }

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"path"
 	"regexp"
@@ -198,6 +199,77 @@ func (v *bundleVerifier) run(zr *zip.Reader) *Problem {
 	if p := v.index(zr); p != nil {
 		return p
 	}
+	if p := v.checkSumsList(); p != nil {
+		return p
+	}
+	// Every file but records.jsonl is small: hash them first, and read the
+	// small files the records are checked against, so that records.jsonl,
+	// nearly all of a bundle, is read once, hashed and checked together.
+	// The problem reported is still the first in Verify's order: a file
+	// whose hash is wrong comes before anything read from the files, and
+	// those in sorted order.
+	var after *Problem // a wrong hash in a file sorted after records.jsonl
+	for _, name := range sortedKeys(v.sums) {
+		if name == FileRecords {
+			continue
+		}
+		if p := v.hashFile(name); p != nil {
+			if name < FileRecords {
+				return p
+			}
+			if after == nil {
+				after = p
+			}
+		}
+	}
+	saved := v.rep
+	read := func() *Problem {
+		for _, step := range []func() *Problem{v.readAnchor, v.readManifests, v.readPrincipals, v.readApprovals} {
+			if p := step(); p != nil {
+				return p
+			}
+		}
+		return nil
+	}
+	var pr *Problem
+	if after == nil {
+		pr = read()
+	}
+	if after != nil || pr != nil {
+		// No pass that checks records: records.jsonl's hash comes first.
+		v.rep = saved
+		if p := v.hashFile(FileRecords); p != nil {
+			return p
+		}
+		if after != nil {
+			return after
+		}
+		if p := read(); p != nil {
+			return p
+		}
+	}
+	b := newBuilder(func(policy string) (*rules.Manifest, error) {
+		if m := v.manifests[policy]; m != nil {
+			return m, nil
+		}
+		return nil, problemf(ProblemBadManifest, FileManifest, 0, "records were decided under policy %s, which manifest.json does not have", policy)
+	})
+	if pr == nil && after == nil {
+		if p := v.checkRecordsOnce(b, saved); p != nil {
+			return p
+		}
+	} else if p := v.checkRecords(b); p != nil {
+		return p
+	}
+	return v.afterRecords(b)
+}
+
+// sequential is Verify's checks one after another, each file read on its
+// own (records.jsonl twice: hashed, then checked).
+func (v *bundleVerifier) sequential(zr *zip.Reader) *Problem {
+	if p := v.index(zr); p != nil {
+		return p
+	}
 	if p := v.checkSums(); p != nil {
 		return p
 	}
@@ -222,6 +294,10 @@ func (v *bundleVerifier) run(zr *zip.Reader) *Problem {
 	if p := v.checkRecords(b); p != nil {
 		return p
 	}
+	return v.afterRecords(b)
+}
+
+func (v *bundleVerifier) afterRecords(b *builder) *Problem {
 	if p := v.checkConfigPrincipals(); p != nil {
 		return p
 	}
@@ -280,6 +356,20 @@ func (v *bundleVerifier) read(name string, limit int64) ([]byte, *Problem) {
 var sumLine = regexp.MustCompile(`^([0-9a-f]{64})  ([^\n]+)$`)
 
 func (v *bundleVerifier) checkSums() *Problem {
+	if p := v.checkSumsList(); p != nil {
+		return p
+	}
+	for _, name := range sortedKeys(v.sums) {
+		if p := v.hashFile(name); p != nil {
+			return p
+		}
+	}
+	return nil
+}
+
+// checkSumsList is checkSums up to hashing the files: SHA256SUMS.sig, and
+// SHA256SUMS listing exactly the bundle's files.
+func (v *bundleVerifier) checkSumsList() *Problem {
 	sums, p := v.read(FileSums, maxSmallFile)
 	if p != nil {
 		return p
@@ -341,11 +431,6 @@ func (v *bundleVerifier) checkSums() *Problem {
 			return problemf(ProblemMissingFile, name, 0, "%s does not list %s", FileSums, name)
 		}
 	}
-	for _, name := range sortedKeys(v.sums) {
-		if p := v.hashFile(name); p != nil {
-			return p
-		}
-	}
 	return nil
 }
 
@@ -398,7 +483,14 @@ func (v *bundleVerifier) prescanner(name string) *bundleVerifier {
 
 var kindConfig = []byte(`"kind":"` + record.KindConfig + `"`)
 
+// kindC starts both kinds prescan looks for: one search of every line
+// instead of two.
+var kindC = []byte(`"kind":"c`)
+
 func (v *bundleVerifier) prescan(line []byte) {
+	if !bytes.Contains(line, kindC) {
+		return
+	}
 	isCP, isConfig := bytes.Contains(line, kindCheckpoint), bytes.Contains(line, kindConfig)
 	if !isCP && !isConfig {
 		return
@@ -732,6 +824,224 @@ func overrideDigest(app, action, duration, requestedBy, justification, maxAmount
 }
 
 func (v *bundleVerifier) checkRecords(b *builder) *Problem {
+	anchors, p := v.claimAnchors()
+	if p != nil {
+		return p
+	}
+	rc, err := v.files[FileRecords].Open()
+	if err != nil {
+		return problemf(ProblemBadEntry, FileRecords, 0, "%s cannot be read: %v", FileRecords, err)
+	}
+	defer rc.Close()
+	w := v.newWalk(b, anchors)
+	lr := newLineReader(rc)
+	for !w.done() {
+		line, err := lr.next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			w.pending = problemf(ProblemBadEntry, FileRecords, w.a.First.Seq+w.n, "%s cannot be read: %v", FileRecords, err)
+			break
+		}
+		w.line(line)
+	}
+	return w.conclude(w.chain.finish())
+}
+
+// checkRecordsOnce is hashFile(records.jsonl) and checkRecords in one
+// read of the file, with the same verdict: the file is hashed and
+// prescanned to its end, the chain and each record checked until the first
+// problem; a wrong hash still comes first, then the checkpoint notes. Only
+// the anchors the checkpoint records give are not known until the end:
+// the hash of every record checked is kept (in a spool, 32 bytes a record)
+// and the anchors are held to them afterwards, with the problem the chain
+// check would have named at the first that differs.
+//
+// A problem with the file itself (unreadable, a wrong hash) is one
+// Verify's order finds before reading the small files: the report is then
+// put back to before (saved).
+func (v *bundleVerifier) checkRecordsOnce(b *builder, saved Report) *Problem {
+	rc, err := v.files[FileRecords].Open()
+	if err != nil {
+		v.rep = saved
+		return problemf(ProblemBadEntry, FileRecords, 0, "%s cannot be read: %v", FileRecords, err)
+	}
+	defer rc.Close()
+	h := sha256.New()
+	w := v.newWalk(b, nil)
+	hashes := &spool{}
+	defer hashes.Close()
+	var sum [sha256.Size]byte
+	w.onRecord = func(r *rec) {
+		clear(sum[:])
+		if len(r.Hash) == 2*len(sum) {
+			hex.Decode(sum[:], []byte(r.Hash)) // a bad one fails the chain at this record
+		}
+		hashes.Write(sum[:])
+	}
+	lr := newLineReader(rc)
+	w.chain.owned = true // lineParser's batches are never reused
+	lines := newLineParser(w)
+	for {
+		line, err := lr.next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			lines.finish()
+			w.chain.finish()
+			v.rep = saved
+			return problemf(ProblemBadEntry, FileRecords, 0, "%s cannot be read: %v", FileRecords, err)
+		}
+		h.Write(line)
+		v.prescan(line)
+		lines.add(line)
+	}
+	lines.finish()
+	rep := w.chain.finish()
+	if got := hex.EncodeToString(h.Sum(nil)); got != v.sums[FileRecords] {
+		v.rep = saved
+		return problemf(ProblemHashMismatch, FileRecords, 0, "%s has SHA-256 %s but %s says %s: the file was changed", FileRecords, got, FileSums, v.sums[FileRecords])
+	}
+	if hashes.err != nil {
+		return problemf(ProblemBadEntry, FileRecords, 0, "%s: keep the record hashes: %v", FileRecords, hashes.err)
+	}
+	anchors, p := v.claimAnchors()
+	if p != nil {
+		return p
+	}
+	// The anchors, as the chain check would have held the records to
+	// them: the last given for a seq counts, and only a record that passed
+	// every other check is compared.
+	want := map[uint64]string{}
+	for _, a := range anchors {
+		want[a.Seq] = a.Hash
+	}
+	checked := hashes.n / sha256.Size // records whose hash was kept, from the first
+	limit := w.a.First.Seq + uint64(checked)
+	if !rep.OK {
+		limit = min(limit, rep.Problem.Seq)
+	}
+	var bad *verifier.Problem
+	for _, seq := range slices.Sorted(maps.Keys(want)) {
+		if seq < w.a.First.Seq || seq >= limit {
+			continue
+		}
+		if err := hashes.readAt(sum[:], int64(seq-w.a.First.Seq)*sha256.Size); err != nil {
+			return problemf(ProblemBadEntry, FileRecords, seq, "%s: read the record hashes back: %v", FileRecords, err)
+		}
+		if got := hex.EncodeToString(sum[:]); got != want[seq] {
+			bad = verifier.AnchorMismatch(seq, got, want[seq])
+			break
+		}
+	}
+	if bad != nil {
+		rep = verifier.Report{Problem: bad}
+	}
+	return w.conclude(rep)
+}
+
+// lineParser parses lines of records.jsonl on every core and hands them,
+// in order, to a walk (walk.parsed, on a goroutine of its own): the reader
+// only reads, hashes and prescans. Lines stop being queued once the walk
+// is done; at most 2*GOMAXPROCS+1 batches are in flight.
+type lineParser struct {
+	w     *walk
+	cur   *lineBatch
+	work  chan *lineBatch
+	order chan *lineBatch
+	wg    sync.WaitGroup
+	done  chan struct{}
+	stop  atomic.Bool
+}
+
+type lineBatch struct {
+	buf   []byte
+	ends  []int
+	recs  []*rec
+	errs  []error
+	ready chan struct{}
+}
+
+const lineBatchLines = 256
+
+func newLineParser(w *walk) *lineParser {
+	n := runtime.GOMAXPROCS(0)
+	p := &lineParser{w: w, work: make(chan *lineBatch, n), order: make(chan *lineBatch, 2*n+1), done: make(chan struct{})}
+	for range n {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			for b := range p.work {
+				start := 0
+				for i, end := range b.ends {
+					if raw, ok := bytes.CutSuffix(b.buf[start:end], newline); ok && !p.stop.Load() {
+						b.recs[i], b.errs[i] = parseRecord(raw)
+					}
+					start = end
+				}
+				close(b.ready)
+			}
+		}()
+	}
+	go func() {
+		defer close(p.done)
+		for b := range p.order {
+			<-b.ready
+			start := 0
+			for i, end := range b.ends {
+				if w.done() {
+					p.stop.Store(true)
+					break
+				}
+				raw, ok := bytes.CutSuffix(b.buf[start:end], newline)
+				w.parsed(raw, ok, b.recs[i], b.errs[i])
+				start = end
+			}
+		}
+	}()
+	return p
+}
+
+func (p *lineParser) add(line []byte) {
+	if p.stop.Load() {
+		return
+	}
+	b := p.cur
+	if b == nil {
+		b = &lineBatch{buf: make([]byte, 0, 256<<10), ready: make(chan struct{})}
+		p.cur = b
+	}
+	b.buf = append(b.buf, line...)
+	b.ends = append(b.ends, len(b.buf))
+	if len(b.ends) == lineBatchLines {
+		p.flush()
+	}
+}
+
+func (p *lineParser) flush() {
+	if b := p.cur; b != nil {
+		p.cur = nil
+		b.recs, b.errs = make([]*rec, len(b.ends)), make([]error, len(b.ends))
+		p.order <- b
+		p.work <- b
+	}
+}
+
+// finish waits until the walk has seen every line queued.
+func (p *lineParser) finish() {
+	p.flush()
+	close(p.order)
+	close(p.work)
+	p.wg.Wait()
+	<-p.done
+}
+
+// claimAnchors checks the checkpoint records' signed notes (found by the
+// prescan, with every gateway key the records name) and returns the heads
+// they sign within the range: anchors for the chain check.
+func (v *bundleVerifier) claimAnchors() ([]verifier.Head, *Problem) {
 	a := v.anchor
 	var anchors []verifier.Head
 	for _, c := range v.claims {
@@ -741,70 +1051,96 @@ func (v *bundleVerifier) checkRecords(b *builder) *Problem {
 			continue
 		}
 		if h.Seq != c.size || h.Hash != c.hash {
-			return problemf(ProblemBadCheckpoint, FileRecords, c.seq, "checkpoint record %d says record %d has hash %s, but its signed note says record %d has %s", c.seq, c.size, c.hash, h.Seq, h.Hash)
+			return nil, problemf(ProblemBadCheckpoint, FileRecords, c.seq, "checkpoint record %d says record %d has hash %s, but its signed note says record %d has %s", c.seq, c.size, c.hash, h.Seq, h.Hash)
 		}
 		if h.Seq >= a.First.Seq && h.Seq <= a.Last.Seq {
 			anchors = append(anchors, verifier.Head{Seq: h.Seq, Hash: h.Hash})
 			v.rep.Checkpoints++
 		}
 	}
-	rc, err := v.files[FileRecords].Open()
+	return anchors, nil
+}
+
+// walk is checkRecords' pass over records.jsonl: the chain (on every core)
+// and each record against the manifests and approvals.json, in order,
+// until the first problem.
+type walk struct {
+	v           *bundleVerifier
+	b           *builder
+	a           Anchor
+	chain       *chainCheck
+	first, last *rec
+	pending     *Problem // the first problem found here; a chain problem at or before it wins
+	n           uint64
+	onRecord    func(r *rec) // sees each record that parsed, in order
+}
+
+func (v *bundleVerifier) newWalk(b *builder, anchors []verifier.Head) *walk {
+	return &walk{v: v, b: b, a: v.anchor, chain: newChainCheck(v.anchor.First.Seq, v.anchor.First.Prev, anchors)}
+}
+
+// done reports that the walk has found a problem: the rest of the records
+// need no checking.
+func (w *walk) done() bool { return w.pending != nil || w.chain.failed() }
+
+// line checks the next line of records.jsonl, newline included.
+func (w *walk) line(line []byte) {
+	raw, cut := bytes.CutSuffix(line, newline)
+	var r *rec
+	var err error
+	if cut {
+		r, err = parseRecord(raw)
+	}
+	w.parsed(raw, cut, r, err)
+}
+
+// parsed is line for a line already parsed (by parseRecord, when it ends
+// in a newline): the part that goes in order.
+func (w *walk) parsed(raw []byte, newlined bool, r *rec, err error) {
+	v, a := w.v, w.a
+	if !newlined {
+		w.pending = problemf(ProblemChain, FileRecords, a.First.Seq+w.n, "%s does not end with a newline: its last line may be cut", FileRecords)
+		return
+	}
+	w.chain.add(raw, r)
+	w.n++
 	if err != nil {
-		return problemf(ProblemBadEntry, FileRecords, 0, "%s cannot be read: %v", FileRecords, err)
+		w.pending = problemf(ProblemChain, FileRecords, a.First.Seq+w.n-1, "%s is not an intact chain from the anchor: record %d: not a ledger record: %v", FileRecords, a.First.Seq+w.n-1, err)
+		return
 	}
-	defer rc.Close()
-	chain := newChainCheck(a.First.Seq, a.First.Prev, anchors)
-	lr := newLineReader(rc)
-	var first, last *rec
-	var pending *Problem // the first problem found here; a chain problem at or before it wins
-	var n uint64
-	for pending == nil && !chain.failed() {
-		line, err := lr.next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			pending = problemf(ProblemBadEntry, FileRecords, a.First.Seq+n, "%s cannot be read: %v", FileRecords, err)
-			break
-		}
-		raw, ok := bytes.CutSuffix(line, newline)
-		if !ok {
-			pending = problemf(ProblemChain, FileRecords, a.First.Seq+n, "%s does not end with a newline: its last line may be cut", FileRecords)
-			break
-		}
-		r, err := parseRecord(raw)
-		chain.add(raw, r)
-		n++
-		if err != nil {
-			pending = problemf(ProblemChain, FileRecords, a.First.Seq+n-1, "%s is not an intact chain from the anchor: record %d: not a ledger record: %v", FileRecords, a.First.Seq+n-1, err)
-			break
-		}
-		if first == nil {
-			first = r
-		}
-		if err := b.add(r); err != nil {
-			var p *Problem
-			if errors.As(err, &p) {
-				p.Seq = r.Seq
-				p.Message = fmt.Sprintf("record %d: %s", r.Seq, p.Message)
-				pending = p
-			} else {
-				pending = problemf(ProblemBadManifest, FileRecords, r.Seq, "record %d: %v", r.Seq, err)
-			}
-			break
-		}
-		check := v.crossCheck
-		if v.fleet != nil {
-			check = v.fleetCrossCheck
-		}
-		if p := check(r); p != nil {
-			pending = p
-			break
-		}
-		r.Data, r.data = nil, nil
-		last = r
+	if w.onRecord != nil {
+		w.onRecord(r)
 	}
-	rep := chain.finish()
+	if w.first == nil {
+		w.first = r
+	}
+	if err := w.b.add(r); err != nil {
+		var p *Problem
+		if errors.As(err, &p) {
+			p.Seq = r.Seq
+			p.Message = fmt.Sprintf("record %d: %s", r.Seq, p.Message)
+			w.pending = p
+		} else {
+			w.pending = problemf(ProblemBadManifest, FileRecords, r.Seq, "record %d: %v", r.Seq, err)
+		}
+		return
+	}
+	check := v.crossCheck
+	if v.fleet != nil {
+		check = v.fleetCrossCheck
+	}
+	if p := check(r); p != nil {
+		w.pending = p
+		return
+	}
+	r.Data, r.data = nil, nil
+	w.last = r
+}
+
+// conclude weighs the chain's report against the walk's own first problem
+// and checks the range's ends.
+func (w *walk) conclude(rep verifier.Report) *Problem {
+	v, a, pending, first, last := w.v, w.a, w.pending, w.first, w.last
 	if !rep.OK && (pending == nil || rep.Problem.Seq <= pending.Seq) {
 		pr := rep.Problem
 		return problemf(ProblemChain, FileRecords, pr.Seq, "%s is not an intact chain from the anchor: record %d: %s: %s", FileRecords, pr.Seq, pr.Reason, pr.Detail)
@@ -1113,6 +1449,7 @@ type chainCheck struct {
 	problem *verifier.Problem
 	records atomic.Uint64
 	bad     atomic.Bool
+	owned   bool // the lines added are the chain check's to keep (not reused)
 }
 
 type chainChunk struct {
@@ -1172,7 +1509,10 @@ func (c *chainCheck) add(raw []byte, r *rec) {
 	if c.cur == nil {
 		c.cur = &chainChunk{start: c.next, prev: c.prev, raws: make([][]byte, 0, chainChunkRecords)}
 	}
-	c.cur.raws = append(c.cur.raws, bytes.Clone(raw))
+	if !c.owned {
+		raw = bytes.Clone(raw)
+	}
+	c.cur.raws = append(c.cur.raws, raw)
 	c.next++
 	if r != nil {
 		c.prev = r.Hash

@@ -126,3 +126,43 @@ func TestRangeBorrowIsRange(t *testing.T) {
 	same(t, ro, 1, math.MaxUint64, len(img.recs))
 	same(t, ro, img.applied, img.applied+1, 2)
 }
+
+// TestScanBatchesIsScan: the batched read hands out exactly what Scan
+// does, key for key and byte for byte, with the same head, across
+// transactions; and a stray key below record 1 is seen too.
+func TestScanBatchesIsScan(t *testing.T) {
+	defer func(n int) { chunkRecords = n }(chunkRecords)
+	chunkRecords = 4
+	l := openTemp(t, Options{})
+	appendN(t, l, 11)
+	type kv struct{ k, v string }
+	var want, got []kv
+	wantHead, err := l.Scan(context.Background(), func(k, v []byte) error {
+		want = append(want, kv{string(k), string(v)})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys, raws [][]byte
+	head, err := l.ScanBatches(context.Background(), func(ks, rs [][]byte) error {
+		if len(ks) > chunkRecords || len(ks) != len(rs) {
+			t.Fatalf("a batch of %d keys and %d records", len(ks), len(rs))
+		}
+		keys, raws = append(keys, ks...), append(raws, rs...)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range keys { // kept past their call, as promised
+		got = append(got, kv{string(keys[i]), string(raws[i])})
+	}
+	if !slices.Equal(got, want) || string(head) != string(wantHead) || len(got) != 11 {
+		t.Fatalf("ScanBatches gave %d records, head %s; Scan %d, head %s", len(got), head, len(want), wantHead)
+	}
+	stop := errors.New("stop")
+	if _, err := l.ScanBatches(context.Background(), func(_, _ [][]byte) error { return stop }); !errors.Is(err, stop) {
+		t.Fatalf("fn's error: %v", err)
+	}
+}

@@ -6,6 +6,19 @@
 // RFC 8785 implementation independent of the writer's encoder, and knows
 // record kinds from the leaf package record.
 //
+// # Fast path
+//
+// Re-deriving every record's canonical form with jcs is most of what a check
+// would cost. So a scanner of the verifier's own (canonical.go, not the
+// writer's encoder) first tries to prove in one pass that a record's bytes
+// already are their RFC 8785 form with every field as the checks want it;
+// the bytes hashed are then the stored ones less the "hash" member. Anything
+// it is not sure of goes to jcs, which alone words a refusal, and a
+// differential fuzz test (FuzzFastMatchesSlow) holds the two paths to the
+// same verdict and the same bytes. Verify and VerifyRecords check records
+// in batches on every core and link the chain in order, so the report is
+// the one a single Verifier fed record by record gives.
+//
 // # What it checks
 //
 // Each record must be RFC 8785 canonical JSON with exactly the record's

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"testing"
@@ -80,3 +81,31 @@ func appendN(t testing.TB, l *ledger.Ledger, n int) {
 }
 
 func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
+
+// verifyInOrder is Verify as one Verifier fed the stored records one by
+// one: the reference the parallel check is held to.
+func verifyInOrder(t testing.TB, s Store, anchors ...Head) Report {
+	t.Helper()
+	v := New(1, zeroHash, anchors...)
+	head, err := s.Scan(context.Background(), func(key, raw []byte) error {
+		if !v.AddKeyed(key, raw) {
+			return errStop
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		t.Fatal(err)
+	}
+	if err == nil {
+		v.StoredHead(head)
+	}
+	return v.Finish()
+}
+
+// withBatch makes the parallel check cut batches of n records until the
+// test ends, so that small chains cross batch joins.
+func withBatch(t testing.TB, n int) {
+	old := batchRecords
+	batchRecords = n
+	t.Cleanup(func() { batchRecords = old })
+}

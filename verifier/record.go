@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"regexp"
 	"slices"
@@ -263,4 +264,223 @@ func canonicalWithout(fields map[string]json.RawMessage, key string) ([]byte, er
 		return nil, err
 	}
 	return jcs.Transform(b)
+}
+
+// checked is one record as the chain check needs it, from either path:
+// what parseRecord gives, with the hashes decoded and the record's own
+// hash re-computed from its prev and content. err is parseRecord's.
+type checked struct {
+	err      error
+	seq      uint64
+	time     time.Time
+	timeText string
+	prev     [32]byte
+	hash     [32]byte // as the record says
+	computed [32]byte // as its content gives it
+}
+
+// sortedFields is recordFields in the order canonical JSON has them.
+var sortedFields = func() []string {
+	s := slices.Clone(recordFields)
+	slices.Sort(s)
+	return s
+}()
+
+// Where each member is in sortedFields.
+const (
+	fAction = iota
+	fApp
+	fApprovalID
+	fData
+	fDecision
+	fDigest
+	fHash
+	fKind
+	fPolicy
+	fPrev
+	fReason
+	fSeq
+	fTime
+	fV
+)
+
+// plainFields are the members parseRecord only needs to be strings.
+var plainFields = [...]int{fAction, fApp, fApprovalID, fDecision, fDigest, fPolicy, fReason}
+
+// scratch is what checking a record reuses from one record to the next;
+// one per goroutine.
+type scratch struct {
+	h   hash.Hash
+	pre []byte // prev, copied: what is given to h escapes
+	sum []byte
+	ms  []member
+}
+
+func newScratch() *scratch {
+	return &scratch{h: sha256.New(), pre: make([]byte, sha256.Size), sum: make([]byte, 0, sha256.Size), ms: make([]member, 0, len(recordFields))}
+}
+
+// hash sets dst to SHA-256(prev || a || b).
+func (s *scratch) hash(dst *[32]byte, prev *[32]byte, a, b []byte) {
+	copy(s.pre, prev[:])
+	s.h.Reset()
+	s.h.Write(s.pre)
+	s.h.Write(a)
+	s.h.Write(b)
+	s.sum = s.h.Sum(s.sum[:0])
+	copy(dst[:], s.sum)
+}
+
+// checkRecord checks raw on its own: by the fast path when it can prove
+// raw canonical, else by parseRecord and jcs.
+func checkRecord(raw []byte, s *scratch) checked {
+	if c, ok := fastRecord(raw, s); ok {
+		return c
+	}
+	return slowRecord(raw, s)
+}
+
+func slowRecord(raw []byte, s *scratch) checked {
+	r, err := parseRecord(raw)
+	if err != nil {
+		return checked{err: err}
+	}
+	c := checked{seq: r.seq, time: r.time, timeText: r.timeText}
+	// parseRecord has checked both are 64 lower-case hex digits.
+	hex.Decode(c.prev[:], []byte(r.prev))
+	hex.Decode(c.hash[:], []byte(r.hash))
+	s.hash(&c.computed, &c.prev, r.body, nil)
+	return c
+}
+
+// fastRecord is parseRecord for a record the scanner proves canonical,
+// with every field exactly as parseRecord wants it. ok false: not sure, ask
+// parseRecord (it alone words the refusals).
+func fastRecord(raw []byte, s *scratch) (c checked, ok bool) {
+	ms, ok := canonicalObject(raw, s.ms[:0])
+	if !ok || len(ms) != len(sortedFields) {
+		return c, false
+	}
+	for i, m := range ms {
+		if string(raw[m.nameAt:m.nameEnd]) != sortedFields[i] {
+			return c, false
+		}
+	}
+	val := func(f int) []byte { return raw[ms[f].valueAt:ms[f].valueEnd] }
+	// The strings parseRecord only needs to be strings.
+	for _, f := range plainFields {
+		if val(f)[0] != '"' {
+			return c, false
+		}
+	}
+	if v := val(fV); len(v) != 1 || v[0] != '1' {
+		return c, false
+	}
+	if val(fData)[0] != '{' {
+		return c, false // the scanner only let integers within ±(2^53-1) through
+	}
+	seq := val(fSeq)
+	if seq[0] < '1' || seq[0] > '9' {
+		return c, false
+	}
+	for _, d := range seq {
+		c.seq = c.seq*10 + uint64(d-'0') // at most 16 digits and 2^53-1: no overflow
+	}
+	kind, ok := plainString(val(fKind))
+	if !ok || !record.Kind(kind).Known() {
+		return c, false
+	}
+	tt, ok := plainString(val(fTime))
+	if !ok {
+		return c, false
+	}
+	if c.time, ok = fastTime(tt); !ok {
+		return c, false
+	}
+	if !hexHash(c.prev[:], val(fPrev)) || !hexHash(c.hash[:], val(fHash)) {
+		return c, false
+	}
+	c.timeText = string(tt)
+	// The hash member is never the first: cut it with its leading comma.
+	cut, end := ms[fHash].nameAt-2, ms[fHash].valueEnd
+	s.hash(&c.computed, &c.prev, raw[:cut], raw[end:])
+	return c, true
+}
+
+// plainString is the content of a JSON string value without escapes.
+func plainString(v []byte) ([]byte, bool) {
+	if len(v) < 2 || v[0] != '"' {
+		return nil, false
+	}
+	s := v[1 : len(v)-1]
+	for _, c := range s {
+		if c == '\\' {
+			return nil, false
+		}
+	}
+	return s, true
+}
+
+// hexHash decodes a JSON string of 64 lower-case hex digits into dst.
+func hexHash(dst, v []byte) bool {
+	if len(v) != 66 || v[0] != '"' || len(dst) != 32 {
+		return false
+	}
+	v = v[1:65]
+	bad := byte(0)
+	for i := range dst {
+		hi, lo := lowerHex[v[2*i]], lowerHex[v[2*i+1]]
+		bad |= hi | lo
+		dst[i] = hi<<4 | lo&0x0f
+	}
+	return bad&0x80 == 0
+}
+
+// lowerHex maps a lower-case hex digit to its value and every other byte
+// to 0x80.
+var lowerHex = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0x80
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = byte(c - '0')
+	}
+	for c := 'a'; c <= 'f'; c++ {
+		t[c] = byte(c-'a') + 10
+	}
+	return t
+}()
+
+// fastTime is parseTime for the one spelling it accepts,
+// 2006-01-02T15:04:05.000000000Z, without the layout machinery: every
+// field in range (a day that exists in its month), else not sure.
+func fastTime(s []byte) (time.Time, bool) {
+	if len(s) != 30 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' || s[19] != '.' || s[29] != 'Z' {
+		return time.Time{}, false
+	}
+	num := func(from, to int) (int, bool) {
+		n := 0
+		for _, c := range s[from:to] {
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			n = n*10 + int(c-'0')
+		}
+		return n, true
+	}
+	y, ok1 := num(0, 4)
+	mo, ok2 := num(5, 7)
+	d, ok3 := num(8, 10)
+	hh, ok4 := num(11, 13)
+	mi, ok5 := num(14, 16)
+	ss, ok6 := num(17, 19)
+	ns, ok7 := num(20, 29)
+	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || !ok6 || !ok7 || mo < 1 || mo > 12 || d < 1 || hh > 23 || mi > 59 || ss > 59 {
+		return time.Time{}, false
+	}
+	t := time.Date(y, time.Month(mo), d, hh, mi, ss, ns, time.UTC)
+	if t.Day() != d || t.Month() != time.Month(mo) || t.Year() != y {
+		return time.Time{}, false // 31 April, 29 February of a common year
+	}
+	return t, true
 }

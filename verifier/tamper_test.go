@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -267,6 +268,17 @@ func TestTamper(t *testing.T) {
 			rep, err := Verify(context.Background(), ro, anchors...)
 			if err != nil {
 				t.Fatal(err)
+			}
+			// The parallel check says what one Verifier fed record by
+			// record says, whichever batch the problem falls in.
+			if want := verifyInOrder(t, ro, anchors...); !reflect.DeepEqual(rep, want) {
+				t.Fatalf("Verify %+v %+v, one Verifier in order %+v %+v", rep, rep.Problem, want, want.Problem)
+			}
+			for _, size := range []int{1, 3} {
+				withBatch(t, size)
+				if again, err := Verify(context.Background(), ro, anchors...); err != nil || !reflect.DeepEqual(again, rep) {
+					t.Fatalf("batches of %d: %+v %+v (%v), want %+v", size, again, again.Problem, err, rep)
+				}
 			}
 			if tt.reason == "" {
 				if !rep.OK || rep.Problem != nil {

@@ -3,10 +3,13 @@ package verifier
 import (
 	"bytes"
 	"errors"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/gowebpki/jcs"
+	"github.com/uapk-gateway/uapk-proxy/ledger"
 )
 
 func TestVerifyRecords(t *testing.T) {
@@ -161,6 +164,67 @@ func TestParseRecordRejects(t *testing.T) {
 			}
 			if !strings.Contains(rep.Problem.Detail, tt.detail) {
 				t.Fatalf("detail %q does not mention %q", rep.Problem.Detail, tt.detail)
+			}
+		})
+	}
+}
+
+// TestVerifyRecordsInBatches holds VerifyRecords, which checks records on
+// every core, to one Verifier fed the same records in order: same report,
+// same problem and words, wherever the damage falls against batch joins.
+func TestVerifyRecordsInBatches(t *testing.T) {
+	l := openAt(t, filepath.Join(t.TempDir(), "ledger.db"), ledger.Options{})
+	const n = 40
+	appendN(t, l, n)
+	var recs [][]byte
+	if err := l.Range(1, n, func(_ uint64, raw []byte) error { recs = append(recs, raw); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	edits := map[string]func(r [][]byte) [][]byte{
+		"intact":      func(r [][]byte) [][]byte { return r },
+		"edited at 7": func(r [][]byte) [][]byte { r[6] = bytes.Replace(r[6], []byte(`"n":6`), []byte(`"n":7`), 1); return r },
+		"not canonical 9": func(r [][]byte) [][]byte {
+			r[8] = bytes.Replace(r[8], []byte(`"seq":9`), []byte(`"seq": 9`), 1)
+			return r
+		},
+		"removed 13":     func(r [][]byte) [][]byte { return append(r[:12:12], r[13:]...) },
+		"swapped 20, 21": func(r [][]byte) [][]byte { r[19], r[20] = r[20], r[19]; return r },
+		"repeated 30":    func(r [][]byte) [][]byte { return append(append(r[:30:30], r[29]), r[30:]...) },
+		"garbage at 40":  func(r [][]byte) [][]byte { r[39] = []byte("{"); return r },
+	}
+	for name, edit := range edits {
+		t.Run(name, func(t *testing.T) {
+			var rs [][]byte
+			for _, r := range recs {
+				rs = append(rs, bytes.Clone(r))
+			}
+			rs = edit(rs)
+			v := New(1, "")
+			for _, r := range rs {
+				if !v.Add(r) {
+					break
+				}
+			}
+			want := v.Finish()
+			for _, size := range []int{1, 3, 256} {
+				withBatch(t, size)
+				// next hands out one buffer, overwritten each call.
+				var buf []byte
+				i := 0
+				got, err := VerifyRecords(func() ([]byte, bool, error) {
+					if i == len(rs) {
+						return nil, false, nil
+					}
+					buf = append(buf[:0], rs[i]...)
+					i++
+					return buf, true, nil
+				}, "", 1)
+				if err != nil || !reflect.DeepEqual(got, want) {
+					t.Fatalf("batches of %d: %+v %+v (%v), want %+v %+v", size, got, got.Problem, err, want, want.Problem)
+				}
+			}
+			if (name == "intact") != want.OK || name == "intact" && want.Records != n {
+				t.Fatalf("%s: %+v %+v", name, want, want.Problem)
 			}
 		})
 	}
