@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"flag"
+	"fmt"
 	"hash"
 	"io"
 	"os"
@@ -123,6 +124,9 @@ func BenchmarkExport1M(b *testing.B) {
 	idle = idle.merge(measureAppends(c, 5*time.Second, nil)) // and once the export is over
 	b.ReportMetric(floor.Seconds(), "s/floor")
 	b.ReportMetric(export.Seconds()/floor.Seconds(), "ratio_to_floor")
+	fmt.Printf("FIGURE\texport of %d records\t%.2f s, Go heap peak %.0f MB\tfloor (read, hash, DEFLATE) %.2f s: ratio %.2f\t< 10 s, < 200 MB\t%s\n",
+		n, export.Seconds(), float64(heap)/(1<<20), floor.Seconds(), export.Seconds()/floor.Seconds(),
+		meets(n >= 1_000_000 && export < 10*time.Second && heap < 200<<20))
 	b.Logf("export: %.2fs (goal < 10s for 1M), Go heap peak %.1f MB (goal < 200 MB); floor (read the records, hash and DEFLATE them) %.2fs; ratio %.2f",
 		export.Seconds(), float64(heap)/(1<<20), floor.Seconds(), export.Seconds()/floor.Seconds())
 	b.ReportMetric(export.Seconds(), "s/export")
@@ -387,6 +391,8 @@ func BenchmarkVerifyBundle1M(b *testing.B) {
 	b.ReportMetric(vcpu.Seconds()/float64(b.N), "cpu-s/verify")
 	b.ReportMetric(fcpu.Seconds()/float64(b.N), "cpu-s/floor")
 	b.Logf("CPU time (user+system, all cores): verify %.2fs, floor %.2fs", vcpu.Seconds()/float64(b.N), fcpu.Seconds()/float64(b.N))
+	fmt.Printf("FIGURE\tverify BUNDLE.zip of %d records\t%.2f s, Go heap peak %.0f MB\tfloor (inflate records.jsonl + SHA-256) %.2f s: ratio %.2f\t< 5 s\t%s\n",
+		n, per, float64(heap)/(1<<20), floor.Seconds()/float64(b.N), verify.Seconds()/floor.Seconds(), meets(n >= 1_000_000 && per < 5))
 	b.Logf("verify bundle of %d records (%.1f MB): %.2fs (goal < 5s for 1M), floor (inflate records.jsonl + SHA-256) %.2fs, ratio %.2f, Go heap peak %.1f MB (GOMAXPROCS %d)",
 		n, float64(st.Size())/(1<<20), per, floor.Seconds()/float64(b.N), verify.Seconds()/floor.Seconds(), float64(heap)/(1<<20), runtime.GOMAXPROCS(0))
 }
@@ -400,4 +406,12 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// meets is the verdict of a FIGURE line (see cmd/uapk-bench).
+func meets(ok bool) string {
+	if ok {
+		return "meets"
+	}
+	return "below"
 }
