@@ -69,8 +69,12 @@
 // Get, Range and Scan copy records out of short read transactions (at most
 // 10,000 records or 8 MiB each), so a reader never holds up the writer's
 // remap of a growing file. Scan hands over the raw keys and the stored head
-// as well: it is what verifier.Verify reads the file through, for
-// `uapk-proxy verify --data-dir` and GET /v1/ledger/verify. Open with
-// Options.ReadOnly for offline tools; it fails fast (ErrLocked) while a
-// proxy holds the file.
+// as well; ScanBatches does the same a transaction at a time, in one buffer,
+// and is what verifier.Verify reads the file through, for `uapk-proxy
+// verify --data-dir` and GET /v1/ledger/verify. RangeBorrow lends the
+// file's own bytes to a callback inside the transaction (the archiver's
+// one copy). Open with Options.ReadOnly for offline tools; it fails fast
+// (ErrLocked) while a proxy holds the file, and serves the records a killed
+// proxy left only in the journal after ledger.db's, checked as a start
+// checks them, without writing either file (Behind counts them).
 package ledger
