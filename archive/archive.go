@@ -892,19 +892,10 @@ var (
 // member is memberString for the pattern `,"name":"`; the value is a
 // slice of raw. The members it is used for sit in the record's last few
 // hundred bytes (after "data", only kind, policy, prev, reason, seq, time
-// and v follow "hash"), so it looks there first: the last match in the
-// tail is the last match in the record.
+// and v follow "hash"), so it walks back from the end comma by comma, which
+// costs a fraction of a backwards substring search.
 func member(raw, pat []byte) ([]byte, bool) {
-	const tail = 512
-	i := -1
-	if len(raw) > tail {
-		if j := bytes.LastIndex(raw[len(raw)-tail:], pat); j >= 0 {
-			i = len(raw) - tail + j
-		}
-	}
-	if i < 0 {
-		i = bytes.LastIndex(raw, pat)
-	}
+	i := lastIndexComma(raw, pat)
 	if i < 0 {
 		return nil, false
 	}
@@ -914,6 +905,22 @@ func member(raw, pat []byte) ([]byte, bool) {
 		return nil, false
 	}
 	return rest[:j], true
+}
+
+// lastIndexComma is bytes.LastIndex(raw, pat) for a pat that starts with a
+// comma.
+func lastIndexComma(raw, pat []byte) int {
+	for end := len(raw); end > 0; {
+		i := bytes.LastIndexByte(raw[:end], ',')
+		if i < 0 {
+			return -1
+		}
+		if bytes.HasPrefix(raw[i:], pat) {
+			return i
+		}
+		end = i
+	}
+	return -1
 }
 
 // recordTime parses a record's time, which the writer gives in

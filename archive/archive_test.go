@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -787,6 +788,28 @@ func TestArchiveLogsNameTheComponentOnce(t *testing.T) {
 		}
 		if !bytes.Contains(line, []byte(`"store":"local:archive/erp-agent"`)) {
 			t.Errorf("no store in %s", line)
+		}
+	}
+}
+
+// TestLastIndexComma holds member's backwards walk to bytes.LastIndex on
+// random records made of the bytes that matter.
+func TestLastIndexComma(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 9))
+	alphabet := []byte(`,"prev:hash\x`)
+	for _, pat := range [][]byte{patPrev, patHash, patTime, []byte(`,`)} {
+		for range 20000 {
+			raw := make([]byte, rng.IntN(40))
+			for i := range raw {
+				raw[i] = alphabet[rng.IntN(len(alphabet))]
+			}
+			if rng.IntN(3) == 0 {
+				at := rng.IntN(len(raw) + 1)
+				raw = append(raw[:at:at], append(append([]byte{}, pat...), raw[at:]...)...)
+			}
+			if got, want := lastIndexComma(raw, pat), bytes.LastIndex(raw, pat); got != want {
+				t.Fatalf("lastIndexComma(%q, %q) = %d, bytes.LastIndex %d", raw, pat, got, want)
+			}
 		}
 	}
 }
