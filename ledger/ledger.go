@@ -116,6 +116,8 @@ type Ledger struct {
 	queue  []*pending
 	eager  int // entries in queue that are not lazy
 	closed bool
+	// lazyTimer is the writer's, for lazyWait.
+	lazyTimer *time.Timer
 
 	// j is the journal (nil on a read-only ledger or with
 	// Options.JournalSize < 0); the writer, the probe (scrub) and Close
@@ -576,13 +578,18 @@ func (l *Ledger) enqueue(ps ...*pending) error {
 	return nil
 }
 
-// lazyWait waits up to d for the queue to change.
+// lazyWait waits up to d for the queue to change, on the writer's one
+// timer.
 func (l *Ledger) lazyWait(d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
+	if l.lazyTimer == nil {
+		l.lazyTimer = time.NewTimer(d)
+	} else {
+		l.lazyTimer.Reset(d)
+	}
 	select {
 	case <-l.wake:
-	case <-t.C:
+		l.lazyTimer.Stop()
+	case <-l.lazyTimer.C:
 	}
 }
 
