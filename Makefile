@@ -61,7 +61,8 @@ faults: build minio
 # being minimised is reported by go test as a failure.
 FUZZTIME ?= 200000x
 FUZZ_TARGETS := gate:FuzzAmbiguousTarget rules:FuzzAmountAgainstEncodingJSON rules:FuzzDecide \
-	rules:FuzzCheckID approvals:FuzzApply approvals:FuzzOverrideCovers internal/identity:FuzzVerify
+	rules:FuzzCheckID approvals:FuzzApply approvals:FuzzOverrideCovers internal/identity:FuzzVerify \
+	ledger:FuzzJournalRead verifier:FuzzFastMatchesSlow evidence:FuzzParseRecordFast
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; fn=$${t##*:}; \
