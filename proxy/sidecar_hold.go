@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -157,12 +158,19 @@ type parkedTable struct {
 // behind it the memory that read and decided them while they queued for
 // the ledger: free heap the runtime keeps for reuse, counted as the
 // process's own until its scavenger or its two-minute collection returns
-// it. Once burstParks have been parked and none for burstQuiet, that
-// memory is given back at once (debug.FreeOSMemory: one collection, then
-// the free pages returned), at most once per burst.
+// it; the stacks of fasthttp's workers, one a request that was in the
+// gate at once, idle once their requests are parked; and the pools of
+// request contexts and page buffers, which a collection only empties the
+// second time. The workers go after idleWorker idle (the server's
+// MaxIdleWorkerDuration). Once burstParks have been parked and none for
+// burstQuiet (by then the burst's workers have gone), that memory is
+// given back at once, at most once per burst: a collection (the dead
+// workers' stacks, the pools' first round), then debug.FreeOSMemory (the
+// pools' second round, then the free pages returned).
 const (
 	burstParks = 1000
 	burstQuiet = 500 * time.Millisecond
+	idleWorker = 200 * time.Millisecond
 )
 
 func (t *parkedTable) init() {
@@ -194,6 +202,7 @@ func (t *parkedTable) burstOver() {
 	t.mu.Lock()
 	t.burst = 0
 	t.mu.Unlock()
+	runtime.GC()
 	debug.FreeOSMemory()
 }
 

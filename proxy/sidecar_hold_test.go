@@ -364,3 +364,34 @@ func BenchmarkParkedRequest(b *testing.B) {
 	b.ReportMetric(float64(after.StackInuse-before.StackInuse)/n, "stack-B/held")
 	b.ReportMetric(float64(runtime.NumGoroutine()-g0)/n, "goroutines/held")
 }
+
+// The workers that served a burst of held requests leave soon after their
+// requests are parked, before the burst's memory is given back: their
+// stacks are part of what is given back. Each agent here is held on a
+// connection of its own; once all are parked, none of them keeps a
+// goroutine, the workers included.
+func TestParkedBurstLetsItsWorkersGo(t *testing.T) {
+	if got := newHeldWorld(t, "10m").sc.server.MaxIdleWorkerDuration; got != idleWorker || 2*idleWorker >= burstQuiet {
+		t.Fatalf("idle workers kept %s (want %s), give-back after %s: workers must be gone (2 x idle) before", got, idleWorker, burstQuiet)
+	}
+	w := newHeldWorld(t, "10m")
+	base := runtime.NumGoroutine()
+	const n = 32
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.send(heldRequestOf(w.addr, fmt.Sprintf(`{"reference":"JE-%d","date":"2026-09-30","account":"6100","amount":"250000.00"}`, i)))
+		}()
+	}
+	wg.Wait()
+	w.waitHeld(n)
+	deadline := time.Now().Add(30 * time.Second)
+	for runtime.NumGoroutine() > base+4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines with %d requests parked, %d before", runtime.NumGoroutine(), n, base)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
