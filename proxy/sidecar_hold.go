@@ -7,6 +7,7 @@ import (
 	"net"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"sync"
 	"time"
 
@@ -152,6 +153,16 @@ type parkedTable struct {
 
 	burst    int         // parked since memory was last given back
 	giveBack *time.Timer // armed by a burst, fires once it is over
+	tailTill time.Time   // a burst paused and gave back: what it parks next, till then, gives back once more
+	free     func()      // gives the memory back (giveBack)
+	heap     func() uint64
+	settle   settleState
+}
+
+// settleState follows the heap for a while after a give-back.
+type settleState struct {
+	left  int    // checks left
+	after uint64 // heap object bytes right after the last give-back
 }
 
 // A burst of held requests (thousands of agents at quarter end) leaves
@@ -166,16 +177,46 @@ type parkedTable struct {
 // burstQuiet (by then the burst's workers have gone), that memory is
 // given back at once, at most once per burst: a collection (the dead
 // workers' stacks, the pools' first round), then debug.FreeOSMemory (the
-// pools' second round, then the free pages returned).
+// pools' second round, then the free pages returned). A burst that
+// pauses for burstQuiet (the ledger slowed by a busy disk) gives back then,
+// and once more when what it parks after the pause, within burstTail, is
+// over: else the memory of its rest would be kept. Work a burst sets off
+// goes on after its last park (the archive seals a segment of the records
+// it wrote, megabytes read and encoded): for settleChecks x burstQuiet after
+// a give-back, with nothing parked, the heap is looked at again, and given
+// back once more when its objects grew by settleGrowth.
 const (
 	burstParks = 1000
 	burstQuiet = 500 * time.Millisecond
+	burstTail  = 10 * time.Second
 	idleWorker = 200 * time.Millisecond
+
+	settleChecks = 6
+	settleGrowth = 8 << 20
 )
 
 func (t *parkedTable) init() {
 	t.m = map[*parkedConn]struct{}{}
 	t.zero = make(chan struct{})
+	t.free = giveBack
+	t.heap = heapObjects
+}
+
+// heapObjects returns the bytes of the heap's objects, garbage not yet
+// collected included.
+func heapObjects() uint64 {
+	m := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(m)
+	if m[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return m[0].Value.Uint64()
+}
+
+// giveBack returns to the OS the memory a burst left behind.
+func giveBack() {
+	runtime.GC()
+	debug.FreeOSMemory()
 }
 
 // add puts p in the table, unless shutdown has begun.
@@ -188,7 +229,7 @@ func (t *parkedTable) add(p *parkedConn) bool {
 	t.m[p] = struct{}{}
 	t.burst++
 	switch {
-	case t.burst < burstParks:
+	case t.burst < burstParks && !time.Now().Before(t.tailTill):
 	case t.giveBack == nil:
 		t.giveBack = time.AfterFunc(burstQuiet, t.burstOver)
 	default:
@@ -200,10 +241,40 @@ func (t *parkedTable) add(p *parkedConn) bool {
 // burstOver gives back the memory a burst of parks left behind.
 func (t *parkedTable) burstOver() {
 	t.mu.Lock()
+	if t.burst >= burstParks {
+		t.tailTill = time.Now().Add(burstTail)
+	} else {
+		t.tailTill = time.Time{} // this was the tail's
+	}
 	t.burst = 0
 	t.mu.Unlock()
-	runtime.GC()
-	debug.FreeOSMemory()
+	t.free()
+	t.mu.Lock()
+	t.settle = settleState{left: settleChecks, after: t.heap()}
+	t.mu.Unlock()
+	time.AfterFunc(burstQuiet, t.settleCheck)
+}
+
+// settleCheck gives back once more what the burst's aftermath left, if
+// the heap grew by settleGrowth since the last give-back and nothing was
+// parked since (a new burst has its own).
+func (t *parkedTable) settleCheck() {
+	t.mu.Lock()
+	if t.burst > 0 || t.settle.left <= 0 {
+		t.settle.left = 0
+		t.mu.Unlock()
+		return
+	}
+	t.settle.left--
+	grew := t.heap() > t.settle.after+settleGrowth
+	t.mu.Unlock()
+	if grew {
+		t.free()
+		t.mu.Lock()
+		t.settle.after = t.heap()
+		t.mu.Unlock()
+	}
+	time.AfterFunc(burstQuiet, t.settleCheck)
 }
 
 func (t *parkedTable) remove(p *parkedConn) {

@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -393,5 +394,49 @@ func TestParkedBurstLetsItsWorkersGo(t *testing.T) {
 			t.Fatalf("%d goroutines with %d requests parked, %d before", runtime.NumGoroutine(), n, base)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// The memory a burst of parks left is given back when the burst is over;
+// when the burst paused and went on, once more at its real end; and when
+// the burst's aftermath (the archive sealing a segment) grew the heap
+// after that, once more again.
+func TestGiveBackAfterABurstItsTailAndItsAftermath(t *testing.T) {
+	var tb parkedTable
+	tb.init()
+	freed := make(chan struct{}, 10)
+	var heap atomic.Uint64
+	heap.Store(100 << 20)
+	tb.free = func() { freed <- struct{}{} }
+	tb.heap = heap.Load
+	park := func(n int) {
+		for range n {
+			if !tb.add(&parkedConn{}) {
+				t.Fatal("add refused")
+			}
+		}
+	}
+	wait := func(what string) {
+		t.Helper()
+		select {
+		case <-freed:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no give-back %s", what)
+		}
+	}
+	park(burstParks - 1)
+	select {
+	case <-freed:
+		t.Fatal("given back before a burst")
+	case <-time.After(2 * burstQuiet):
+	}
+	park(1)
+	wait("after the burst")
+	park(5) // the burst goes on after a pause
+	wait("after the burst's tail")
+	heap.Add(settleGrowth + 1) // what the burst set off, after its last park
+	wait("after the burst's aftermath")
+	if len(freed) != 0 {
+		t.Fatalf("%d give-backs more than asked for", len(freed))
 	}
 }
