@@ -20,7 +20,8 @@ import (
 // worker that read it, it would keep that goroutine's stack (grown by the
 // gate's call chain), its RequestCtx and its read buffer: some 30 KiB a
 // request, 10,000 of them at quarter end. park instead copies what the
-// release needs (the request, at its size), hijacks the connection from
+// release needs (the request's line and headers as written, and its body,
+// at their size), hijacks the connection from
 // fasthttp with no response, and leaves the wait to gate.Park: an entry in
 // the approvals' table of waiters and a timer. When the hold ends, the
 // answer is made on a new RequestCtx for the same connection by the same
@@ -32,10 +33,14 @@ func (s *Sidecar) park(ctx *fasthttp.RequestCtx, c *gate.Call, v *gate.Verdict, 
 	if !gate.Holdable(v) {
 		return false
 	}
-	p := &parkedConn{s: s, c: c, v: v, then: then, req: new(fasthttp.Request)}
+	p := &parkedConn{s: s, c: c, v: v, then: then}
 	// The request as read, its own copy: ctx and its buffers go back to
 	// fasthttp when the hijack handler returns. The body is copied once,
-	// at its size, and is the call's body too (the digest bound it).
+	// at its size, and is the call's body too (the digest bound it). The
+	// line and headers are kept as fasthttp writes them (heldHead), a few
+	// hundred bytes where a copy of the parsed request is two KiB, and are
+	// read again when the hold ends; a request whose head does not read
+	// back the same is kept parsed.
 	body := bytes.Clone(ctx.Request.Body())
 	if body == nil {
 		body = []byte{}
@@ -47,11 +52,41 @@ func (s *Sidecar) park(ctx *fasthttp.RequestCtx, c *gate.Call, v *gate.Verdict, 
 	}
 	c.Req.Body = body
 	ctx.Request.ResetBody() // not copied twice
-	ctx.Request.CopyTo(p.req)
-	p.req.SetBodyRaw(body)
+	if head, ok := heldHead(&ctx.Request.Header); ok {
+		p.head, p.body = head, body
+	} else {
+		p.req = new(fasthttp.Request)
+		ctx.Request.CopyTo(p.req)
+		p.req.SetBodyRaw(body)
+	}
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(p.hijacked)
 	return true
+}
+
+// heldHead returns h's line and headers as fasthttp writes them, when
+// reading them back (readHead) gives a header that writes them the same:
+// the request released is the one read. Not for a request with trailers
+// (their values are not written with the header). A request sent without
+// a Content-Type is written without one: h is changed so (the door's
+// forward does the same before sending).
+func heldHead(h *fasthttp.RequestHeader) ([]byte, bool) {
+	if h.Peek(fasthttp.HeaderTrailer) != nil {
+		return nil, false
+	}
+	h.SetNoDefaultContentType(true)
+	head := bytes.Clone(h.Header())
+	var back fasthttp.RequestHeader
+	back.SetNoDefaultContentType(true)
+	if readHead(&back, head) != nil || !bytes.Equal(back.Header(), head) {
+		return nil, false
+	}
+	return head, true
+}
+
+// readHead reads head (from heldHead) into h.
+func readHead(h *fasthttp.RequestHeader, head []byte) error {
+	return h.Read(bufio.NewReaderSize(bytes.NewReader(head), len(head)))
 }
 
 // aliases reports whether a and b are the same bytes in memory.
@@ -65,7 +100,9 @@ type parkedConn struct {
 	c    *gate.Call
 	v    *gate.Verdict
 	then answerFunc
-	req  *fasthttp.Request // the request as read; nil once answered
+	head []byte            // the request's line and headers (heldHead), until restored
+	body []byte            // its body, with head
+	req  *fasthttp.Request // the request as read, or restored from head; nil once answered
 	conn net.Conn
 
 	mu      sync.Mutex
@@ -88,7 +125,9 @@ func (p *parkedConn) hijacked(hc net.Conn) {
 		p.answer(p.v) // shutdown has begun: the 202
 		return
 	}
-	h := p.s.gate.Park(p.c, p.v, func() bool { return connGone(p.conn) }, p.release)
+	// A request that could not be restored is not released: the agent
+	// gets the 202 and the approval stays usable by a retry.
+	h := p.s.gate.Park(p.c, p.v, func() bool { return connGone(p.conn) || !p.restore() }, p.release)
 	if h == nil {
 		p.release(p.v) // never: park checked Holdable
 		return
@@ -127,7 +166,12 @@ func (p *parkedConn) answer(v *gate.Verdict) {
 	s := p.s
 	ctx := new(fasthttp.RequestCtx)
 	ctx.Init2(p.conn, zlogger{s.log}, true)
-	p.req.CopyTo(&ctx.Request)
+	if p.restore() {
+		p.req.CopyTo(&ctx.Request)
+	} else if v.Forward() {
+		_ = p.conn.Close() // never: a release restores first (gone)
+		return
+	}
 	p.req = nil
 	p.then(s, ctx, p.c, v)
 	if ctx.Request.Header.IsHead() {
@@ -140,6 +184,25 @@ func (p *parkedConn) answer(v *gate.Verdict) {
 		_ = bw.Flush()
 	}
 	_ = p.conn.Close()
+}
+
+// restore makes p.req of head and body, once; it reports whether p.req
+// is the request as read.
+func (p *parkedConn) restore() bool {
+	if p.req != nil {
+		return true
+	}
+	if p.head == nil {
+		return false // answered
+	}
+	req := new(fasthttp.Request)
+	if err := readHead(&req.Header, p.head); err != nil {
+		p.s.log.Error().Err(err).Str("approval_id", p.v.ApprovalID).Msg("a held request's head does not read back; not released")
+		return false
+	}
+	req.SetBodyRaw(p.body)
+	p.req, p.head, p.body = req, nil, nil
+	return true
 }
 
 // parkedTable is the requests held by park and not answered yet:
