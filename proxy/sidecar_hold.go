@@ -214,18 +214,17 @@ type parkedTable struct {
 	stopping bool
 	zero     chan struct{} // closed when the table is empty after stopping
 
-	burst    int         // parked since memory was last given back
-	giveBack *time.Timer // armed by a burst, fires once it is over
-	tailTill time.Time   // a burst paused and gave back: what it parks next, till then, gives back once more
-	free     func()      // gives the memory back (giveBack)
-	heap     func() uint64
+	burst    int           // parked since memory was last given back
+	giveBack *time.Timer   // armed by a burst, fires once it is over
+	tailTill time.Time     // a burst paused and gave back: what it parks next, till then, gives back once more
+	free     func()        // gives the memory back (giveBack)
+	garbage  func() uint64 // heap bytes allocated since the last collection found what is live
 	settle   settleState
 }
 
 // settleState follows the heap for a while after a give-back.
 type settleState struct {
-	left  int    // checks left
-	after uint64 // heap object bytes right after the last give-back
+	checks, gives int // left
 }
 
 // A burst of held requests (thousands of agents at quarter end) leaves
@@ -247,7 +246,8 @@ type settleState struct {
 // goes on after its last park (the archive seals a segment of the records
 // it wrote, megabytes read and encoded): for settleChecks x burstQuiet after
 // a give-back, with nothing parked, the heap is looked at again, and given
-// back once more when its objects grew by settleGrowth.
+// back once more (at most settleGives times) when settleGrowth were
+// allocated since the last collection.
 const (
 	burstParks = 1000
 	burstQuiet = 500 * time.Millisecond
@@ -255,6 +255,7 @@ const (
 	idleWorker = 200 * time.Millisecond
 
 	settleChecks = 6
+	settleGives  = 2
 	settleGrowth = 8 << 20
 )
 
@@ -262,18 +263,18 @@ func (t *parkedTable) init() {
 	t.m = map[*parkedConn]struct{}{}
 	t.zero = make(chan struct{})
 	t.free = giveBack
-	t.heap = heapObjects
+	t.garbage = heapGarbage
 }
 
-// heapObjects returns the bytes of the heap's objects, garbage not yet
-// collected included.
-func heapObjects() uint64 {
-	m := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+// heapGarbage returns the bytes of the heap's objects beyond those the
+// last collection found live: allocated since, garbage or not yet.
+func heapGarbage() uint64 {
+	m := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/gc/heap/live:bytes"}}
 	metrics.Read(m)
-	if m[0].Value.Kind() != metrics.KindUint64 {
+	if m[0].Value.Kind() != metrics.KindUint64 || m[1].Value.Kind() != metrics.KindUint64 {
 		return 0
 	}
-	return m[0].Value.Uint64()
+	return m[0].Value.Uint64() - min(m[0].Value.Uint64(), m[1].Value.Uint64())
 }
 
 // giveBack returns to the OS the memory a burst left behind.
@@ -313,29 +314,29 @@ func (t *parkedTable) burstOver() {
 	t.mu.Unlock()
 	t.free()
 	t.mu.Lock()
-	t.settle = settleState{left: settleChecks, after: t.heap()}
+	t.settle = settleState{checks: settleChecks, gives: settleGives}
 	t.mu.Unlock()
 	time.AfterFunc(burstQuiet, t.settleCheck)
 }
 
 // settleCheck gives back once more what the burst's aftermath left, if
-// the heap grew by settleGrowth since the last give-back and nothing was
-// parked since (a new burst has its own).
+// settleGrowth were allocated since the last collection and nothing was
+// parked since the give-back (a new burst has its own).
 func (t *parkedTable) settleCheck() {
 	t.mu.Lock()
-	if t.burst > 0 || t.settle.left <= 0 {
-		t.settle.left = 0
+	if t.burst > 0 || t.settle.checks <= 0 || t.settle.gives <= 0 {
+		t.settle = settleState{}
 		t.mu.Unlock()
 		return
 	}
-	t.settle.left--
-	grew := t.heap() > t.settle.after+settleGrowth
+	t.settle.checks--
+	give := t.garbage() > settleGrowth
+	if give {
+		t.settle.gives--
+	}
 	t.mu.Unlock()
-	if grew {
+	if give {
 		t.free()
-		t.mu.Lock()
-		t.settle.after = t.heap()
-		t.mu.Unlock()
 	}
 	time.AfterFunc(burstQuiet, t.settleCheck)
 }
