@@ -165,7 +165,11 @@ func NewSidecar(cfg SidecarConfig) (*Sidecar, error) {
 		// A held request's connection is parked (park) off fasthttp's
 		// worker, and answered and closed by the sidecar.
 		KeepHijackedConns: true,
-		ReadBufferSize:    cmp.Or(cfg.MaxHeaderBytes, DefaultMaxHeaderBytes),
+		// A burst of held requests is served by as many workers, each
+		// with the stack the gate grew; once they are parked the workers
+		// are idle and are let go soon (idleWorker), not after 10s.
+		MaxIdleWorkerDuration: idleWorker,
+		ReadBufferSize:        cmp.Or(cfg.MaxHeaderBytes, DefaultMaxHeaderBytes),
 		// Errors about a request that cannot be read must not quote it:
 		// its headers carry tokens and credentials.
 		SecureErrorLogMessage: true,

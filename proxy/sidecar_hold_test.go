@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/x509"
@@ -15,10 +16,12 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
 
 	"github.com/uapk-gateway/uapk-proxy/approvals"
 	"github.com/uapk-gateway/uapk-proxy/approvals/approvalstest"
@@ -363,4 +366,207 @@ func BenchmarkParkedRequest(b *testing.B) {
 	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "heap-B/held")
 	b.ReportMetric(float64(after.StackInuse-before.StackInuse)/n, "stack-B/held")
 	b.ReportMetric(float64(runtime.NumGoroutine()-g0)/n, "goroutines/held")
+}
+
+// The workers that served a burst of held requests leave soon after their
+// requests are parked, before the burst's memory is given back: their
+// stacks are part of what is given back. Each agent here is held on a
+// connection of its own; once all are parked, none of them keeps a
+// goroutine, the workers included.
+func TestParkedBurstLetsItsWorkersGo(t *testing.T) {
+	if got := newHeldWorld(t, "10m").sc.server.MaxIdleWorkerDuration; got != idleWorker || 2*idleWorker >= burstQuiet {
+		t.Fatalf("idle workers kept %s (want %s), give-back after %s: workers must be gone (2 x idle) before", got, idleWorker, burstQuiet)
+	}
+	w := newHeldWorld(t, "10m")
+	base := runtime.NumGoroutine()
+	const n = 32
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.send(heldRequestOf(w.addr, fmt.Sprintf(`{"reference":"JE-%d","date":"2026-09-30","account":"6100","amount":"250000.00"}`, i)))
+		}()
+	}
+	wg.Wait()
+	w.waitHeld(n)
+	deadline := time.Now().Add(30 * time.Second)
+	for runtime.NumGoroutine() > base+4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines with %d requests parked, %d before", runtime.NumGoroutine(), n, base)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// The memory a burst of parks left is given back when the burst is over;
+// when the burst paused and went on, once more at its real end; and when
+// the burst's aftermath (the archive sealing a segment) grew the heap
+// after that, once more again.
+func TestGiveBackAfterABurstItsTailAndItsAftermath(t *testing.T) {
+	var tb parkedTable
+	tb.init()
+	freed := make(chan struct{}, 10)
+	var garbage atomic.Uint64
+	tb.free = func() { garbage.Store(0); freed <- struct{}{} }
+	tb.garbage = garbage.Load
+	park := func(n int) {
+		for range n {
+			if !tb.add(&parkedConn{}) {
+				t.Fatal("add refused")
+			}
+		}
+	}
+	wait := func(what string) {
+		t.Helper()
+		select {
+		case <-freed:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no give-back %s", what)
+		}
+	}
+	park(burstParks - 1)
+	select {
+	case <-freed:
+		t.Fatal("given back before a burst")
+	case <-time.After(2 * burstQuiet):
+	}
+	park(1)
+	wait("after the burst")
+	park(5) // the burst goes on after a pause
+	wait("after the burst's tail")
+	garbage.Store(settleGrowth + 1) // what the burst set off, after its last park
+	wait("after the burst's aftermath")
+	garbage.Store(settleGrowth + 1)
+	wait("after the burst's aftermath, twice")
+	garbage.Store(settleGrowth + 1)
+	select {
+	case <-freed:
+		t.Fatalf("more than %d give-backs after a burst's own", settleGives)
+	case <-time.After(2 * burstQuiet):
+	}
+}
+
+// heldHeadSeeds are requests whose line and headers a held request keeps
+// as written (heldHead): what the ERP gets after the hold must be what it
+// gets from a parsed copy of the request (the reference).
+var heldHeadSeeds = []string{
+	heldRequest("127.0.0.1:8080"),
+	"POST /api/v1/journal-entries HTTP/1.1\r\nHost: erp\r\nContent-Length: 2\r\n\r\n{}",
+	"POST /a HTTP/1.0\r\nhost: erp\r\ncontent-type: application/json\r\ncontent-length: 2\r\nx-lower: v\r\n\r\n{}",
+	"HEAD /a?b=c%2Fd HTTP/1.1\r\nHost: erp\r\n\r\n",
+	"POST http://erp.example/a/../b?x HTTP/1.1\r\nHost: other\r\nContent-Length: 1\r\n\r\nx",
+	"POST /a HTTP/1.1\r\nHost: erp\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+	"POST /a HTTP/1.1\r\nHost: erp\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n3\r\nabc\r\n0\r\nX-Sum: 1\r\n\r\n",
+	"POST /a HTTP/1.1\r\nHost: erp\r\nCookie: a=b;c=d; flag; =e\r\nCookie: f=g\r\nContent-Length: 0\r\n\r\n",
+	"PUT /a HTTP/1.1\r\nHost: erp\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nz",
+	"POST /a HTTP/1.1\r\nHost: erp\r\nUser-Agent: agent/1\r\nX-Empty:\r\nX-Dup: 1\r\nx-dup: 2\r\nAuthorization: Bearer t\r\nContent-Encoding: gzip\r\nContent-Length: 3\r\n\r\n\x1f\x8b\x00",
+	"POST /a HTTP/1.1\r\nHost: erp\r\nContent-Type: multipart/form-data; boundary=xx\r\nContent-Length: 0\r\n\r\n",
+	"DELETE /a HTTP/1.1\r\nHost: erp\r\nX-UAPK-Approval-Id: apr_x\r\nX-UAPK-Justification: caf\xc3\xa9\r\n\r\n",
+}
+
+// released returns what the ERP would get of the request raw as fasthttp's
+// server reads it, parked as a copy (compact false: the reference) or as
+// its written head (heldHead); ok is false when raw is not a request, or
+// when heldHead keeps it as a copy.
+func released(t testing.TB, raw []byte, compact bool) (head, wire []byte, ok bool) {
+	var in fasthttp.Request
+	if in.ReadLimitBody(bufio.NewReader(bytes.NewReader(raw)), 1<<20) != nil {
+		return nil, nil, false
+	}
+	// What park does with it.
+	in.Header.RawHeaders()
+	body := bytes.Clone(in.Body())
+	in.ResetBody()
+	req := new(fasthttp.Request)
+	if compact {
+		h, ok := heldHead(&in.Header)
+		if !ok {
+			return nil, nil, false
+		}
+		if err := readHead(&req.Header, h); err != nil {
+			t.Fatalf("heldHead's head does not read back: %v\n%q", err, h)
+		}
+	} else {
+		in.CopyTo(req)
+	}
+	req.SetBodyRaw(body)
+	// What the answer and forward do with it.
+	var out fasthttp.Request
+	req.CopyTo(&out)
+	head = bytes.Clone(out.Header.Header())
+	stripRequest(&out.Header)
+	out.Header.Del("Authorization")
+	out.Header.Set("Forwarded", "for=127.0.0.1;proto=http")
+	out.Header.Set("X-Forwarded-For", "127.0.0.1")
+	out.Header.Set("X-Forwarded-Proto", "http")
+	out.Header.Set(gate.HeaderCapability, "cap")
+	out.SetRequestURI("http://erp.example/api/v1/journal-entries?x=1")
+	out.Header.SetHost("erp.example")
+	out.Header.SetProtocol("HTTP/1.1")
+	out.Header.SetNoDefaultContentType(true)
+	out.SetConnectionClose()
+	var b bytes.Buffer
+	bw := bufio.NewWriter(&b)
+	if err := out.Write(bw); err != nil {
+		t.Fatal(err)
+	}
+	bw.Flush()
+	return head, b.Bytes(), true
+}
+
+func checkReleasedSame(t testing.TB, raw []byte) bool {
+	h1, w1, ok := released(t, raw, true)
+	if !ok {
+		return false
+	}
+	h0, w0, _ := released(t, raw, false)
+	if !bytes.Equal(h0, h1) || !bytes.Equal(w0, w1) {
+		t.Fatalf("released from its head differs from the copy:\nraw  %q\ncopy %q\n     %q\nhead %q\n     %q", raw, h0, w0, h1, w1)
+	}
+	return true
+}
+
+// A held request kept as its written head is released exactly as one kept
+// as a parsed copy: the same head, and the same bytes to the ERP.
+func TestHeldHeadReleasesTheRequestAsRead(t *testing.T) {
+	compact := 0
+	for _, raw := range heldHeadSeeds {
+		if checkReleasedSame(t, []byte(raw)) {
+			compact++
+		}
+	}
+	if compact < len(heldHeadSeeds)-1 {
+		t.Fatalf("%d of %d seeds kept as a head", compact, len(heldHeadSeeds))
+	}
+	// One with trailers is kept as a copy.
+	var in fasthttp.Request
+	if err := in.ReadLimitBody(bufio.NewReader(bytes.NewReader([]byte(heldHeadSeeds[6]))), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := heldHead(&in.Header); ok {
+		t.Fatal("a request with trailers kept as a head")
+	}
+}
+
+func FuzzHeldHead(f *testing.F) {
+	for _, s := range heldHeadSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) { checkReleasedSame(t, raw) })
+}
+
+// A held request whose head cannot be read back is not restored: its
+// release is refused (gone), so it is never forwarded, and its answer is
+// the 202.
+func TestHeldHeadThatDoesNotReadBackIsNotReleased(t *testing.T) {
+	w := newHeldWorld(t, "10m")
+	p := &parkedConn{s: w.sc, v: &gate.Verdict{ApprovalID: "apr_x"}, head: []byte("\x00 not a request\r\n\r\n"), body: []byte("{}")}
+	if p.restore() || p.req != nil {
+		t.Fatal("a head that does not read back was restored")
+	}
+	p = &parkedConn{s: w.sc, v: &gate.Verdict{ApprovalID: "apr_x"}, head: []byte("POST /a HTTP/1.1\r\nHost: erp\r\nContent-Length: 2\r\n\r\n"), body: []byte("{}")}
+	if !p.restore() || string(p.req.Body()) != "{}" || string(p.req.Header.Method()) != "POST" || p.head != nil {
+		t.Fatalf("restore: %v", p.req)
+	}
 }
