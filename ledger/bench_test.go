@@ -136,20 +136,7 @@ func BenchmarkEncodeRecordWriter(b *testing.B) {
 // bbolt commit). It reports each cycle in fdatasyncs of the floor.
 func BenchmarkAgentCycle(b *testing.B) {
 	dir := b.TempDir()
-	floor, err := os.OpenFile(filepath.Join(dir, "floor"), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer floor.Close()
-	page := make([]byte, 4096)
-	for i := 0; i < 256; i++ {
-		if _, err := floor.Write(page); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if err := floor.Sync(); err != nil {
-		b.Fatal(err)
-	}
+	floor := newFloor(b, dir)
 	journaled := openAt(b, filepath.Join(dir, "j.db"), Options{})
 	bolted := openAt(b, filepath.Join(dir, "b.db"), Options{JournalSize: -1})
 	cycle := func(l *Ledger, prev *uint64) time.Duration {
@@ -166,14 +153,7 @@ func BenchmarkAgentCycle(b *testing.B) {
 	var tFloor, tJournal, tBolt []time.Duration
 	var pj, pb uint64
 	for i := 0; b.Loop(); i++ {
-		start := time.Now()
-		if _, err := floor.WriteAt(page, int64(i%256)*4096); err != nil {
-			b.Fatal(err)
-		}
-		if err := fdatasync(floor); err != nil {
-			b.Fatal(err)
-		}
-		tFloor = append(tFloor, time.Since(start))
+		tFloor = append(tFloor, floor.sync(b, i))
 		tJournal = append(tJournal, cycle(journaled, &pj))
 		tBolt = append(tBolt, cycle(bolted, &pb))
 		// The agent's think time: the ERP's answer and its next request.
@@ -204,20 +184,7 @@ func median(d []time.Duration) time.Duration {
 // pages, then its meta page), so the journal (one) is the way below that.
 func BenchmarkBoltOptions(b *testing.B) {
 	dir := b.TempDir()
-	floor, err := os.OpenFile(filepath.Join(dir, "floor"), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer floor.Close()
-	page := make([]byte, 4096)
-	for range 256 {
-		if _, err := floor.Write(page); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if err := floor.Sync(); err != nil {
-		b.Fatal(err)
-	}
+	floor := newFloor(b, dir)
 	variants := []struct {
 		name string
 		opts *bolt.Options
@@ -246,14 +213,7 @@ func BenchmarkBoltOptions(b *testing.B) {
 	took := make([][]time.Duration, len(variants))
 	var floors []time.Duration
 	for i := 0; b.Loop(); i++ {
-		start := time.Now()
-		if _, err := floor.WriteAt(page, int64(i%256)*4096); err != nil {
-			b.Fatal(err)
-		}
-		if err := fdatasync(floor); err != nil {
-			b.Fatal(err)
-		}
-		floors = append(floors, time.Since(start))
+		floors = append(floors, floor.sync(b, i))
 		for v, db := range dbs {
 			start := time.Now()
 			if err := db.Update(func(tx *bolt.Tx) error {
@@ -271,4 +231,41 @@ func BenchmarkBoltOptions(b *testing.B) {
 	for v, t := range took {
 		b.ReportMetric(float64(median(t))/float64(f), variants[v].name+"-fdatasyncs")
 	}
+}
+
+// floorFile is the physical floor of a durable write: 4 KiB overwritten in
+// a file whose 256 blocks exist, then fdatasync.
+type floorFile struct {
+	f    *os.File
+	page []byte
+}
+
+func newFloor(b *testing.B, dir string) *floorFile {
+	f, err := os.OpenFile(filepath.Join(dir, "floor"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { f.Close() })
+	fl := &floorFile{f: f, page: make([]byte, 4096)}
+	for range 256 {
+		if _, err := f.Write(fl.page); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		b.Fatal(err)
+	}
+	return fl
+}
+
+// sync does the i-th floor write and returns how long it took.
+func (fl *floorFile) sync(b *testing.B, i int) time.Duration {
+	start := time.Now()
+	if _, err := fl.f.WriteAt(fl.page, int64(i%256)*4096); err != nil {
+		b.Fatal(err)
+	}
+	if err := fdatasync(fl.f); err != nil {
+		b.Fatal(err)
+	}
+	return time.Since(start)
 }

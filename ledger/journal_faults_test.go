@@ -223,14 +223,7 @@ func TestHugeFrameCount(t *testing.T) {
 // then removes it.
 func TestJournalOffReplaysACrashJournal(t *testing.T) {
 	img := makeCrashImage(t)
-	dir := t.TempDir()
-	path := filepath.Join(dir, "ledger.db")
-	if err := os.WriteFile(path, img.db, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(journalPath(path), img.journal, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := img.write(t)
 	l := openAt(t, path, Options{JournalSize: -1})
 	checkRecovered(t, l, img.recs)
 	if _, err := os.Stat(journalPath(path)); !errors.Is(err, os.ErrNotExist) {

@@ -101,6 +101,20 @@ func makeCrashImage(t *testing.T) crashImage {
 	return img
 }
 
+// write puts the image's files into a new directory and returns the
+// ledger's path there.
+func (img crashImage) write(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	if err := os.WriteFile(path, img.db, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(journalPath(path), img.journal, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // reopen writes db and journal into dir, replacing what a last reopen left
 // there, and opens them.
 func reopen(t *testing.T, dir string, db, journal []byte) (*Ledger, error) {
@@ -357,14 +371,7 @@ func TestJournalRounds(t *testing.T) {
 // every reader, and is told how many wait there.
 func TestJournalBehind(t *testing.T) {
 	img := makeCrashImage(t)
-	dir := t.TempDir()
-	path := filepath.Join(dir, "ledger.db")
-	if err := os.WriteFile(path, img.db, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(journalPath(path), img.journal, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := img.write(t)
 	ro, err := Open(path, Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)

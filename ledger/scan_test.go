@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"math"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 
@@ -110,14 +108,7 @@ func TestRangeBorrowIsRange(t *testing.T) {
 	}
 
 	img := makeCrashImage(t)
-	dir := t.TempDir()
-	path := filepath.Join(dir, "ledger.db")
-	if err := os.WriteFile(path, img.db, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(journalPath(path), img.journal, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := img.write(t)
 	ro, err := Open(path, Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
