@@ -102,7 +102,12 @@ func (w *Writer) flushLocked() error {
 	if len(w.buf) == 0 {
 		return nil
 	}
-	_, err := w.out.Write(w.buf)
+	n, err := w.out.Write(w.buf)
+	if err != nil && n > 0 && n < len(w.buf) && w.buf[n-1] != '\n' {
+		// Half a line went out: end it, so the next line starts on a
+		// line of its own instead of joining it.
+		_, _ = w.out.Write([]byte{'\n'})
+	}
 	// Written or not, the lines are gone: a log that cannot be written
 	// must not grow without bound.
 	if cap(w.buf) > 4*w.size {

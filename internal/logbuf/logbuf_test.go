@@ -201,3 +201,40 @@ func TestConcurrentLinesStayWhole(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// shortWriter takes only the first n bytes of its first write, then fails
+// it, as a file does when the disk fills mid-write; later writes go whole.
+type shortWriter struct {
+	bytes.Buffer
+	n     int
+	short bool
+}
+
+func (s *shortWriter) Write(p []byte) (int, error) {
+	if !s.short {
+		s.short = true
+		s.Buffer.Write(p[:s.n])
+		return s.n, errors.New("no space left on device")
+	}
+	return s.Buffer.Write(p)
+}
+
+// TestShortWriteEndsItsLine: after a write that got out half a line, the
+// next line starts on a line of its own, so a reader of the log sees one
+// broken line, not two lines run together.
+func TestShortWriteEndsItsLine(t *testing.T) {
+	out := &shortWriter{n: 5}
+	w := New(out, hour, 1<<10)
+	defer w.Close()
+	w.Write([]byte(`{"a":1}` + "\n" + `{"b":2}` + "\n"))
+	if err := w.Flush(); err == nil {
+		t.Fatal("no error from a short write")
+	}
+	w.Write([]byte(`{"c":3}` + "\n"))
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := out.String(), `{"a":`+"\n"+`{"c":3}`+"\n"; got != want {
+		t.Fatalf("log %q, want %q", got, want)
+	}
+}
