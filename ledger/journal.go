@@ -3,12 +3,12 @@ package ledger
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
 	"os"
+	"path/filepath"
 )
 
 // The journal (DATA/ledger.db-journal) is where a group of records becomes
@@ -141,24 +141,12 @@ func createJournal(path string, size int64) (*journal, error) {
 }
 
 func syncDir(path string) error {
-	d, err := os.Open(dirOf(path))
+	d, err := os.Open(filepath.Dir(path))
 	if err != nil {
 		return err
 	}
 	defer d.Close()
 	return d.Sync()
-}
-
-func dirOf(path string) string {
-	for i := len(path) - 1; i >= 0; i-- {
-		if path[i] == '/' {
-			if i == 0 {
-				return "/"
-			}
-			return path[:i]
-		}
-	}
-	return "."
 }
 
 // read returns the records of every valid frame, frame by frame, in order,
@@ -325,18 +313,3 @@ func (j *journal) reset(base uint64) error {
 }
 
 func (j *journal) close() error { return j.f.Close() }
-
-// headOf reads what a stored record says of itself, for applying journaled
-// records at Open: its seq, prev, hash and time.
-func headOf(raw []byte) (seq uint64, prev, hash, t string, err error) {
-	var r struct {
-		Seq  uint64 `json:"seq"`
-		Prev string `json:"prev"`
-		Hash string `json:"hash"`
-		Time string `json:"time"`
-	}
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return 0, "", "", "", err
-	}
-	return r.Seq, r.Prev, r.Hash, r.Time, nil
-}

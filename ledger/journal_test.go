@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"hash/crc32"
 	"math/rand/v2"
@@ -444,4 +445,19 @@ func TestNoJournal(t *testing.T) {
 	if _, err := os.Stat(journalPath(path)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("journal file: %v", err)
 	}
+}
+
+// headOf reads what a stored record says of itself: its seq, prev, hash
+// and time.
+func headOf(raw []byte) (seq uint64, prev, hash, t string, err error) {
+	var r struct {
+		Seq  uint64 `json:"seq"`
+		Prev string `json:"prev"`
+		Hash string `json:"hash"`
+		Time string `json:"time"`
+	}
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return 0, "", "", "", err
+	}
+	return r.Seq, r.Prev, r.Hash, r.Time, nil
 }
