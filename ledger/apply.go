@@ -11,7 +11,8 @@ import (
 // applyRecords puts journaled records into bbolt inside tx: each record, its
 // BucketForwardPending change, and the head. Records bbolt holds already
 // are skipped; the first one it does not must follow its head.
-func applyRecords(tx *bolt.Tx, records, meta, open *bolt.Bucket, recs []jrec) error {
+func applyRecords(tx *bolt.Tx, recs []jrec) error {
+	records, meta, open := tx.Bucket(bucketRecords), tx.Bucket(bucketMeta), tx.Bucket(bucketPending)
 	if records == nil || meta == nil || open == nil {
 		return fmt.Errorf("%w: ledger buckets missing", ErrCorrupt)
 	}
@@ -73,7 +74,7 @@ func (l *Ledger) applyNow() error {
 		if tx.DB().NoSync {
 			return errNoSync
 		}
-		return applyRecords(tx, tx.Bucket(bucketRecords), tx.Bucket(bucketMeta), tx.Bucket(bucketPending), todo)
+		return applyRecords(tx, todo)
 	})
 	if err != nil {
 		err = fmt.Errorf("apply journaled records %d-%d to ledger.db: %w", todo[0].seq, todo[len(todo)-1].seq, SpaceError(l.path, err))

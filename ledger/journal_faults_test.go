@@ -47,8 +47,7 @@ func ambiguousPut(t *testing.T, l *Ledger, e Entry) Record {
 		t.Fatal(err)
 	}
 	if err := l.db.Update(func(tx *bolt.Tx) error {
-		return applyRecords(tx, tx.Bucket(bucketRecords), tx.Bucket(bucketMeta), tx.Bucket(bucketPending),
-			[]jrec{{seq: rec.Seq, raw: raw, hash: rec.Hash, time: rec.Time, opens: true}})
+		return applyRecords(tx, []jrec{{seq: rec.Seq, raw: raw, hash: rec.Hash, time: rec.Time, opens: true}})
 	}); err != nil {
 		t.Fatal(err)
 	}

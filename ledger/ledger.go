@@ -326,7 +326,7 @@ func (l *Ledger) openJournal(opts Options) error {
 	}
 	if len(todo) > 0 {
 		err := l.db.Update(func(tx *bolt.Tx) error {
-			return applyRecords(tx, tx.Bucket(bucketRecords), tx.Bucket(bucketMeta), tx.Bucket(bucketPending), todo)
+			return applyRecords(tx, todo)
 		})
 		if err != nil {
 			return fmt.Errorf("apply %d journaled records: %w", len(todo), err)
@@ -949,7 +949,7 @@ func (l *Ledger) writeBolt(batch []*pending) (_ []Record, _ Head, err error) {
 			return errNoSync
 		}
 		records, meta, open := tx.Bucket(bucketRecords), tx.Bucket(bucketMeta), tx.Bucket(bucketPending)
-		if err := applyRecords(tx, records, meta, open, pre); err != nil {
+		if err := applyRecords(tx, pre); err != nil {
 			return err
 		}
 		h, err := readHead(tx)
