@@ -11,8 +11,11 @@ import (
 // Every measurement of the performance goals prints one figure line as it
 // is made, tab-separated after "FIGURE":
 //
-//	FIGURE  row  measured  baseline (same run)  goal  meets|below
+//	FIGURE  row  measured  baseline (same run)  goal  meets|below|info
 //
+// An info line is a reference figure with no goal of its own (the durable
+// floor a goal is held to): it is tabled under the goal it explains and
+// counted neither way.
 // and `uapk-bench -mode table FILE` gathers those of a `make bench` run
 // (bin/bench.txt) into the one table the README quotes. Go benchmarks print
 // the same lines (fmt, not b.Log).
@@ -24,6 +27,12 @@ func figure(row, measured, baseline, goal string, meets bool) {
 		verdict = "meets"
 	}
 	fmt.Printf("FIGURE\t%s\t%s\t%s\t%s\t%s\n", row, measured, baseline, goal, verdict)
+}
+
+// info prints a reference figure line; what stands in its goal column says
+// what the figure is.
+func info(row, measured, baseline, what string) {
+	fmt.Printf("FIGURE\t%s\t%s\t%s\t%s\tinfo\n", row, measured, baseline, what)
 }
 
 // printTable prints the figure lines of file as a table, in the order they
@@ -48,9 +57,15 @@ func printTable(file string) error {
 		if len(fields) != 5 {
 			return fmt.Errorf("%s: figure line with %d fields: %q", file, len(fields), line)
 		}
-		n++
-		if fields[4] != "meets" {
+		switch fields[4] {
+		case "meets":
+			n++
+		case "below":
+			n++
 			below++
+		case "info":
+		default:
+			return fmt.Errorf("%s: figure line with result %q: %q", file, fields[4], line)
 		}
 		fmt.Fprintln(w, strings.Join(fields, "\t")+"\t")
 	}

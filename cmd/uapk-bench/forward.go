@@ -94,12 +94,17 @@ func runForward(proxyBin, manifest string, d time.Duration, conns int, maxReq in
 
 	plainAddr, doorAddr, sideAddr, adminAddr := freeAddr(), freeAddr(), freeAddr(), freeAddr()
 	plain := exec.Command(self, "plain-goproxy", plainAddr)
+	if err := os.MkdirAll(filepath.Join(tmp, "data"), 0o700); err != nil {
+		return err
+	}
+	floorAddr := freeAddr()
+	floor := exec.Command(self, "plain-goproxy", floorAddr, filepath.Join(tmp, "data", "floor-journal"))
 	// The sidecar door of the same process, on the same ERP and ledger,
 	// is a reference: the same gate and ledger behind fasthttp.
 	audited := exec.Command(proxyBin, "serve", "--manifest", mpath, "--principals", principals,
 		"--proxy-addr", doorAddr, "--upstream", "http://"+upAddr, "--sidecar-addr", sideAddr,
 		"--admin-addr", adminAddr, "--data-dir", filepath.Join(tmp, "data"))
-	for _, cmd := range []*exec.Cmd{plain, audited} {
+	for _, cmd := range []*exec.Cmd{plain, floor, audited} {
 		cmd.Stderr = logf
 		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("%s: %w", cmd.Path, err)
@@ -115,6 +120,7 @@ func runForward(proxyBin, manifest string, d time.Duration, conns int, maxReq in
 		"\r\nUser-Agent: uapk-bench\r\nAccept: application/json\r\n\r\n")
 	targets := []*fwdTarget{
 		{name: "plain goproxy", addr: plainAddr, cmd: plain, req: absReq},
+		{name: "durable floor", addr: floorAddr, cmd: floor, req: absReq},
 		{name: "uapk-proxy forward", addr: doorAddr, cmd: audited, req: absReq},
 		{name: "(sidecar, reference)", addr: sideAddr, cmd: audited, req: originReq},
 	}
@@ -131,9 +137,9 @@ func runForward(proxyBin, manifest string, d time.Duration, conns int, maxReq in
 	fmt.Printf("load: %d connections, %s per target and round, %d rounds, GET %s through each proxy (auto-approved, durable ledger)\n",
 		conns, d, rounds, forwardPath)
 	fmt.Printf("%-6s %-20s %10s %10s %8s %14s %9s\n", "round", "target", "requests", "req/s", "errors", "cpu/request", "erp-conns")
-	var ratios, cpuRatios []float64
+	var ratios, cpuRatios, floorRatios []float64
 	for round := 1; round <= rounds; round++ {
-		var res [3]result
+		var res [4]result
 		for i, t := range targets {
 			hits0, conns0 := upHits.Load(), upConns.Load()
 			cpu0, err := procCPU(t.cmd.Process.Pid)
@@ -157,11 +163,12 @@ func runForward(proxyBin, manifest string, d time.Duration, conns int, maxReq in
 			// none after the warm-up.
 			fmt.Printf("%-6d %-20s %10d %10.0f %8d %14s %9d\n", round, t.name, n, res[i].rps(), errs, res[i].cpuPerReq(), upConns.Load()-conns0)
 		}
-		base, door := res[0], res[1]
-		if base.requests == 0 || door.requests == 0 || base.cpuPerReq() == 0 {
+		base, fl, door := res[0], res[1], res[2]
+		if base.requests == 0 || fl.requests == 0 || door.requests == 0 || base.cpuPerReq() == 0 {
 			return errors.New("a target served no request")
 		}
 		ratios = append(ratios, door.rps()/base.rps())
+		floorRatios = append(floorRatios, fl.rps()/base.rps())
 		cpuRatios = append(cpuRatios, float64(door.cpuPerReq())/float64(base.cpuPerReq()))
 	}
 	lo, hi := minMax(ratios)
@@ -172,9 +179,14 @@ func runForward(proxyBin, manifest string, d time.Duration, conns int, maxReq in
 	}
 	fmt.Printf("forward/plain-goproxy throughput ratio: %.2f..%.2fx over %d rounds (goal >= %.1fx: %s); cpu per request ratio: %.2f..%.2fx\n",
 		lo, hi, rounds, forwardGoal, verdict, clo, chi)
+	flo, fhi := minMax(floorRatios)
+	fmt.Printf("durable floor/plain-goproxy: %.2f..%.2fx\n", flo, fhi)
 	figure(fmt.Sprintf("forward door / plain goproxy, %d connections, absolute-URI GETs", conns),
 		fmt.Sprintf("%.2f..%.2fx over %d rounds", lo, hi, rounds), fmt.Sprintf("cpu/req ratio %.2f..%.2fx", clo, chi),
 		fmt.Sprintf(">= %.1fx", forwardGoal), lo >= forwardGoal)
+	info(fmt.Sprintf("  durable floor / plain goproxy, %d connections", conns),
+		fmt.Sprintf("%.2f..%.2fx over %d rounds", flo, fhi, rounds), "the same plain rounds",
+		"the limit: one group-committed fdatasync per request, nothing else")
 	return nil
 }
 
@@ -349,8 +361,28 @@ func roundTripRaw(c net.Conn, br *bufio.Reader, req []byte) (status int, keep bo
 // with nothing decided and nothing recorded, and the same ERP transport
 // settings as the door (keep-alives, 256 idle connections per host, no
 // proxy of its own).
-func plainGoproxy(listen string) {
+//
+// With a floor path it is the forward door's durable floor: before
+// forwarding, the request line and headers are made durable through a
+// floorWriter (floor.go), and nothing else is done.
+func plainGoproxy(listen, floorPath string) {
 	p := goproxy.NewProxyHttpServer()
+	if floorPath != "" {
+		w, err := newFloorWriter(floorPath)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "durable floor:", err)
+			os.Exit(1)
+		}
+		p.OnRequest().DoFunc(func(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
+			var b bytes.Buffer
+			b.WriteString(r.Method + " " + r.URL.String() + " " + r.Proto + "\r\n")
+			_ = r.Header.Write(&b)
+			if err := w.write(b.Bytes()); err != nil {
+				return r, goproxy.NewResponse(r, goproxy.ContentTypeText, http.StatusServiceUnavailable, err.Error())
+			}
+			return r, nil
+		})
+	}
 	p.Tr = &http.Transport{
 		Proxy:                 nil,
 		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
