@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -460,4 +461,37 @@ func headOf(raw []byte) (seq uint64, prev, hash, t string, err error) {
 		return 0, "", "", "", err
 	}
 	return r.Seq, r.Prev, r.Hash, r.Time, nil
+}
+
+// TestLoneLazyEntryIsWritten: a forward record queued with nothing after it
+// wakes no writer when it is queued, so lazyKick must write it on its own
+// a little after lazyDelay; and one that arrives while the writer already
+// waits on an earlier lazy entry goes in the same group.
+func TestLoneLazyEntryIsWritten(t *testing.T) {
+	l := openTemp(t, Options{})
+	for round := range 3 {
+		a := mustAppend(t, l, entry(0))
+		b := mustAppend(t, l, entry(0))
+		commits := l.Stats().Commits
+		done := make(chan error, 2)
+		queued := time.Now()
+		l.AppendAsync(forwardEntry(a.Seq, record.Forwarded), func(_ Record, err error) { done <- err })
+		l.AppendAsync(forwardEntry(b.Seq, record.Forwarded), func(_ Record, err error) { done <- err })
+		for range 2 {
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("round %d: a lone forward record was never written", round)
+			}
+		}
+		if waited := time.Since(queued); waited < lazyDelay {
+			t.Fatalf("round %d: written after %s, before lazyDelay", round, waited)
+		}
+		if got := l.Stats().Commits - commits; got != 1 {
+			t.Fatalf("round %d: %d commits for two lazy entries queued together", round, got)
+		}
+	}
 }

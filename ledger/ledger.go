@@ -112,12 +112,17 @@ type Ledger struct {
 	openHead   uint64       // the head at Open: Recover looks no further
 
 	qmu    sync.Mutex
-	wake   chan struct{} // one token: the queue grew or closed was set
+	wake   chan struct{} // one token: an eager entry queued, a lazy one fell due, or closed was set
 	queue  []*pending
 	eager  int // entries in queue that are not lazy
 	closed bool
 	// lazyTimer is the writer's, for lazyWait.
 	lazyTimer *time.Timer
+	// lazyKick wakes the writer lazyDelay after a lazy entry went into an
+	// empty queue: queuing one wakes nobody (it would cost a lone agent
+	// a goroutine wake-up on every request, on its way to the ERP's
+	// answer), so the entry waits for the next eager one or for this.
+	lazyKick *time.Timer
 
 	// j is the journal (nil on a read-only ledger or with
 	// Options.JournalSize < 0); the writer, the probe (scrub) and Close
@@ -565,17 +570,35 @@ func (l *Ledger) enqueue(ps ...*pending) error {
 	if l.closed {
 		return ErrClosed
 	}
+	wasEmpty, eager := len(l.queue) == 0, false
 	for _, p := range ps {
 		if !p.lazy {
 			l.eager++
+			eager = true
 		}
 	}
 	l.queue = append(l.queue, ps...)
+	switch {
+	case eager:
+		l.kick()
+	case wasEmpty:
+		// The writer is asleep or committing; either way it looks at the
+		// queue again when lazyKick fires, if nothing eager came first.
+		if l.lazyKick == nil {
+			l.lazyKick = time.AfterFunc(lazyDelay, l.kick)
+		} else {
+			l.lazyKick.Reset(lazyDelay)
+		}
+	}
+	return nil
+}
+
+// kick wakes the writer (at most one token waits).
+func (l *Ledger) kick() {
 	select {
 	case l.wake <- struct{}{}:
 	default:
 	}
-	return nil
 }
 
 // lazyWait waits up to d for the queue to change, on the writer's one
@@ -1235,9 +1258,9 @@ func (l *Ledger) Close() error {
 	l.closeOnce.Do(func() {
 		l.qmu.Lock()
 		l.closed = true
-		select {
-		case l.wake <- struct{}{}:
-		default:
+		l.kick()
+		if l.lazyKick != nil {
+			l.lazyKick.Stop()
 		}
 		l.qmu.Unlock()
 		if !l.readOnly {
