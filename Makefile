@@ -133,7 +133,7 @@ bench-run:
 	$(GO) test -run '^$$' -bench VerifyDataDir -benchtime 1x -timeout 30m ./verifier/
 	$(GO) test -run '^$$' -bench 'Export1M|VerifyBundle1M' -benchtime 1x -timeout 30m ./evidence/ -args -evidence.verify=false
 	$(GO) build -o $(BIN)/uapk-bench ./cmd/uapk-bench
-	$(BIN)/uapk-bench -proxy $(BIN)/uapk-proxy -duration 5s -conns 32
+	$(BIN)/uapk-bench -proxy $(BIN)/uapk-proxy -duration 3s -conns 32 -rounds 3
 	$(BIN)/uapk-bench -mode forward -proxy $(BIN)/uapk-proxy -duration 3s -conns 32 -rounds 3
 	$(BIN)/uapk-bench -mode held -proxy $(BIN)/uapk-proxy -held 10000 -dwell 3s
 	$(BIN)/uapk-bench -mode fleet -proxy $(BIN)/uapk-proxy
