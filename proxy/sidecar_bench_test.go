@@ -7,6 +7,7 @@ import (
 	"crypto/ed25519"
 	"io"
 	"net"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -123,7 +124,27 @@ func BenchmarkPlainFasthttp(b *testing.B) {
 	benchFastLoad(b, addr)
 }
 
-func BenchmarkSidecarDoor(b *testing.B) {
+// BenchmarkSidecarDoor is the door and the gate alone: the ledger records
+// nothing (nullLedger). BenchmarkSidecarDoorDurable is the same door on a
+// real ledger in the benchmark's temp dir (journal, fdatasync, applier; no
+// archiver), so the two and BenchmarkPlainFasthttp, run together, split
+// what a request costs between the door, the gate and the ledger.
+func BenchmarkSidecarDoor(b *testing.B) { benchSidecar(b, &nullLedger{}) }
+
+func BenchmarkSidecarDoorDurable(b *testing.B) {
+	l, err := ledger.Open(filepath.Join(b.TempDir(), "ledger.db"), ledger.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if err := l.Close(); err != nil {
+			b.Error(err)
+		}
+	})
+	benchSidecar(b, l)
+}
+
+func benchSidecar(b *testing.B, led gate.Ledger) {
 	upstream := benchFastUpstream(b)
 	m, err := rules.LoadManifest("../examples/manifests/sox-financial.json")
 	if err != nil {
@@ -147,7 +168,7 @@ func BenchmarkSidecarDoor(b *testing.B) {
 	}
 	// The decision line is encoded as serve encodes it, then dropped.
 	log := zerolog.New(io.Discard).With().Timestamp().Str("component", "uapk-proxy").Logger()
-	g, err := gate.New(gate.Config{Engine: eng, Ledger: &nullLedger{}, Approvals: svc, Logger: log})
+	g, err := gate.New(gate.Config{Engine: eng, Ledger: led, Approvals: svc, Logger: log})
 	if err != nil {
 		b.Fatal(err)
 	}
