@@ -118,8 +118,13 @@ demo-ui: build keys
 # each print their figure beside its floor measured in the same run (read
 # and SHA-256 the same records; for the export also DEFLATE them; for the
 # bundle inflate records.jsonl once) and the ratio of the two.
+# BenchmarkSidecarDoor (no ledger), BenchmarkSidecarDoorDurable (a real
+# ledger in a temp dir) and BenchmarkPlainFasthttp, in one process each,
+# split a request's CPU between the door and gate and the ledger.
 # Every goal's figure is printed as it is measured (a FIGURE line) and
-# gathered into one table at the end, from bin/bench.txt.
+# gathered into one table at the end, from bin/bench.txt; the durable
+# floors (uapk-bench's floor.go) are printed as info lines under the goals
+# they bound.
 bench: build minio
 	@bash -o pipefail -c '$(MAKE) --no-print-directory bench-run 2>&1 | tee $(BIN)/bench.txt'
 	@echo; echo "== performance goals ($$(date -u +%F), $$(nproc) cores)"; $(BIN)/uapk-bench -mode table $(BIN)/bench.txt
@@ -129,6 +134,7 @@ bench-run:
 	$(GO) test -run '^$$' -bench ScanShapes -benchtime 10x ./rules/
 	$(GO) test -run '^$$' -bench 'AppendWithArchive|ArchiveSegment' -benchtime 3s ./archive/
 	$(GO) test -run '^$$' -bench 'ForwardDoor|PlainGoproxy' -benchtime 3s ./proxy/
+	$(GO) test -run '^$$' -bench 'SidecarDoor|PlainFasthttp' -benchtime 20000x -count 3 ./proxy/
 	$(GO) test -run '^$$' -bench Queue10k -benchtime 10x ./internal/desk/
 	$(GO) test -run '^$$' -bench VerifyDataDir -benchtime 1x -timeout 30m ./verifier/
 	$(GO) test -run '^$$' -bench 'Export1M|VerifyBundle1M' -benchtime 1x -timeout 30m ./evidence/ -args -evidence.verify=false
