@@ -119,8 +119,9 @@ demo-ui: build keys
 # and SHA-256 the same records; for the export also DEFLATE them; for the
 # bundle inflate records.jsonl once) and the ratio of the two.
 # BenchmarkSidecarDoor (no ledger), BenchmarkSidecarDoorDurable (a real
-# ledger in a temp dir) and BenchmarkPlainFasthttp, in one process each,
-# split a request's CPU between the door and gate and the ledger.
+# ledger in a temp dir), BenchmarkDurableFloor and BenchmarkPlainFasthttp,
+# in one process each, split a request's CPU between the door and gate,
+# the durable write and the rest of the ledger.
 # Every goal's figure is printed as it is measured (a FIGURE line) and
 # gathered into one table at the end, from bin/bench.txt; the durable
 # floors (uapk-bench's floor.go) are printed as info lines under the goals
@@ -134,7 +135,7 @@ bench-run:
 	$(GO) test -run '^$$' -bench ScanShapes -benchtime 10x ./rules/
 	$(GO) test -run '^$$' -bench 'AppendWithArchive|ArchiveSegment' -benchtime 3s ./archive/
 	$(GO) test -run '^$$' -bench 'ForwardDoor|PlainGoproxy' -benchtime 3s ./proxy/
-	$(GO) test -run '^$$' -bench 'SidecarDoor|PlainFasthttp' -benchtime 20000x -count 3 ./proxy/
+	$(GO) test -run '^$$' -bench 'SidecarDoor|PlainFasthttp|DurableFloor' -benchtime 20000x -count 3 ./proxy/
 	$(GO) test -run '^$$' -bench Queue10k -benchtime 10x ./internal/desk/
 	$(GO) test -run '^$$' -bench VerifyDataDir -benchtime 1x -timeout 30m ./verifier/
 	$(GO) test -run '^$$' -bench 'Export1M|VerifyBundle1M' -benchtime 1x -timeout 30m ./evidence/ -args -evidence.verify=false

@@ -19,6 +19,7 @@ import (
 	"github.com/uapk-gateway/uapk-proxy/approvals"
 	"github.com/uapk-gateway/uapk-proxy/approvals/approvalstest"
 	"github.com/uapk-gateway/uapk-proxy/gate"
+	"github.com/uapk-gateway/uapk-proxy/internal/durablefloor"
 	"github.com/uapk-gateway/uapk-proxy/internal/tokens"
 	"github.com/uapk-gateway/uapk-proxy/ledger"
 	"github.com/uapk-gateway/uapk-proxy/rules"
@@ -124,11 +125,39 @@ func BenchmarkPlainFasthttp(b *testing.B) {
 	benchFastLoad(b, addr)
 }
 
+// BenchmarkDurableFloor is BenchmarkPlainFasthttp making each request
+// durable first through a durablefloor.Writer (one group-committed
+// fdatasync, nothing else): the least a durable proxy costs here.
+func BenchmarkDurableFloor(b *testing.B) {
+	w, err := durablefloor.New(filepath.Join(b.TempDir(), "floor"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { w.Close() })
+	upstream := benchFastUpstream(b)
+	client := &fasthttp.HostClient{Addr: upstream, MaxConns: 1024}
+	addr := benchFastServe(b, func(ctx *fasthttp.RequestCtx) {
+		req := &ctx.Request
+		rec := append([]byte(nil), req.Header.Header()...)
+		if err := w.Write(append(rec, req.Body()...)); err != nil {
+			ctx.Error(err.Error(), fasthttp.StatusServiceUnavailable)
+			return
+		}
+		req.Header.Del("Connection")
+		req.SetHost(upstream)
+		if err := client.Do(req, &ctx.Response); err != nil {
+			ctx.Error(err.Error(), fasthttp.StatusBadGateway)
+		}
+	})
+	benchFastLoad(b, addr)
+}
+
 // BenchmarkSidecarDoor is the door and the gate alone: the ledger records
 // nothing (nullLedger). BenchmarkSidecarDoorDurable is the same door on a
 // real ledger in the benchmark's temp dir (journal, fdatasync, applier; no
-// archiver), so the two and BenchmarkPlainFasthttp, run together, split
-// what a request costs between the door, the gate and the ledger.
+// archiver), so the two, BenchmarkDurableFloor and BenchmarkPlainFasthttp,
+// run together, split what a request costs between the door, the gate,
+// the durable write any proxy would make and the rest of the ledger.
 func BenchmarkSidecarDoor(b *testing.B) { benchSidecar(b, &nullLedger{}) }
 
 func BenchmarkSidecarDoorDurable(b *testing.B) {

@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"github.com/elazarl/goproxy"
+	"github.com/uapk-gateway/uapk-proxy/internal/durablefloor"
 )
 
 // forwardGoal is the door's throughput against plain goproxy it must reach.
@@ -364,11 +365,11 @@ func roundTripRaw(c net.Conn, br *bufio.Reader, req []byte) (status int, keep bo
 //
 // With a floor path it is the forward door's durable floor: before
 // forwarding, the request line and headers are made durable through a
-// floorWriter (floor.go), and nothing else is done.
+// durablefloor.Writer, and nothing else is done.
 func plainGoproxy(listen, floorPath string) {
 	p := goproxy.NewProxyHttpServer()
 	if floorPath != "" {
-		w, err := newFloorWriter(floorPath)
+		w, err := durablefloor.New(floorPath)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "durable floor:", err)
 			os.Exit(1)
@@ -377,7 +378,7 @@ func plainGoproxy(listen, floorPath string) {
 			var b bytes.Buffer
 			b.WriteString(r.Method + " " + r.URL.String() + " " + r.Proto + "\r\n")
 			_ = r.Header.Write(&b)
-			if err := w.write(b.Bytes()); err != nil {
+			if err := w.Write(b.Bytes()); err != nil {
 				return r, goproxy.NewResponse(r, goproxy.ContentTypeText, http.StatusServiceUnavailable, err.Error())
 			}
 			return r, nil
