@@ -38,9 +38,10 @@
 // # Durability and group commit
 //
 // Append returns only after the record is durable. One writer goroutine
-// owns all writes: it takes every entry queued at that moment (never waiting
-// for more) and makes them durable together. Under load, requests arriving
-// during one sync share the next.
+// owns all writes: when an Append is queued it takes every entry queued at
+// that moment (never waiting for more) and makes them durable together.
+// Under load, requests arriving during one sync share the next. Only
+// AppendAsync entries with no Append behind them wait, up to lazyDelay.
 //
 // A group becomes durable in the journal (journal.go, DATA/ledger.db-journal):
 // one frame written into a file whose blocks all exist, then one fdatasync.
