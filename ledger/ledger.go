@@ -167,6 +167,9 @@ type Ledger struct {
 
 	onCommit func(records int, took time.Duration, err error)
 
+	// enc is the writer's record encoder (write and what it calls).
+	enc recordEncoder
+
 	// failCommit, set only by tests, makes a write transaction fail after
 	// its records are put, as a full disk or an fsync error would, or
 	// stall, as a frozen file system would.
@@ -716,6 +719,7 @@ func (l *Ledger) commit(batch []*pending) {
 // answer gives p its outcome, or, for AppendAsync, adds its callback to
 // calls for call to run.
 func (l *Ledger) answer(p *pending, recs []Record, i int, err error, calls []func()) []func() {
+	p.parts.release() // final: nothing encodes p again
 	var rec Record
 	var ee *entryError
 	switch {
@@ -843,7 +847,7 @@ func (l *Ledger) writeJournal(batch []*pending) ([]Record, Head, error) {
 	}
 	recs := make([]Record, len(batch))
 	js := make([]jrec, len(batch))
-	var scratch []byte
+	l.enc.begin(batch)
 	raws := 0
 	for i, p := range batch {
 		t := l.now().UTC()
@@ -851,8 +855,7 @@ func (l *Ledger) writeJournal(batch []*pending) ([]Record, Head, error) {
 			t = prevTime
 		}
 		rec := newRecord(p.e, h, t)
-		raw, s, err := encodeRecord(&rec, &p.parts, scratch)
-		scratch = s
+		raw, err := l.enc.encode(&rec, &p.parts)
 		if err != nil {
 			return nil, Head{}, &entryError{i, err}
 		}
@@ -956,7 +959,7 @@ func (l *Ledger) writeBolt(batch []*pending) (_ []Record, _ Head, err error) {
 	l.umu.Unlock()
 	recs := make([]Record, len(batch))
 	var head Head
-	var scratch []byte
+	l.enc.begin(batch)
 	var ee *entryError
 	defer func() {
 		if err != nil && !errors.As(err, &ee) {
@@ -997,8 +1000,7 @@ func (l *Ledger) writeBolt(batch []*pending) (_ []Record, _ Head, err error) {
 				return &entryError{i, errNotOpen}
 			}
 			rec := newRecord(p.e, h, t)
-			var raw []byte
-			raw, scratch, err = encodeRecord(&rec, &p.parts, scratch)
+			raw, err := l.enc.encode(&rec, &p.parts)
 			if err != nil {
 				return &entryError{i, err}
 			}
