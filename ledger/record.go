@@ -207,7 +207,7 @@ func (w *recordEncoder) encode(rec *Record, p *recordParts) ([]byte, error) {
 	}
 	w.h.Reset()
 	w.h.Write(w.prev[:])
-	w.h.Write(b[start:at-len(`"hash":"`)])
+	w.h.Write(b[start : at-len(`"hash":"`)])
 	w.h.Write(b[rest:])
 	w.sum = w.h.Sum(w.sum[:0])
 	hex.Encode(b[at:at+2*sha256.Size], w.sum)
