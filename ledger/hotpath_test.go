@@ -163,3 +163,30 @@ func TestWriterEncoderMatchesOld(t *testing.T) {
 		}
 	}
 }
+
+// TestFormatTimeMatchesLayout holds the direct time formatter to
+// time.Format with TimeLayout, across the years it writes itself and those
+// it hands to time.Format, in and out of UTC.
+func TestFormatTimeMatchesLayout(t *testing.T) {
+	r := rand.New(rand.NewPCG(4, 5))
+	zones := []*time.Location{time.UTC, time.FixedZone("x", 3600), time.FixedZone("y", -12*3600-1800), time.Local}
+	times := []time.Time{
+		{}, time.Unix(0, 0), time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(-1, 12, 31, 23, 59, 59, 1, time.UTC),
+		time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(999, 1, 1, 0, 0, 0, 5, time.UTC),
+		time.Date(2026, 1, 15, 14, 30, 0, 123456789, time.UTC), time.Date(2024, 2, 29, 23, 59, 60, 0, time.UTC),
+		time.Date(2026, 1, 1, 0, 30, 0, 0, time.FixedZone("z", 3600)), // the day before in UTC
+	}
+	for range 200000 {
+		times = append(times, time.Unix(r.Int64N(400000000000)-200000000000, r.Int64N(1e9)))
+	}
+	for range 20000 {
+		times = append(times, time.Unix(r.Int64N(1<<62)-(1<<61), r.Int64N(1e9)))
+	}
+	for i, tm := range times {
+		tm = tm.In(zones[i%len(zones)])
+		if got, want := formatTime(tm), tm.UTC().Format(TimeLayout); got != want {
+			t.Fatalf("formatTime(%v) = %q, time.Format gives %q", tm, got, want)
+		}
+	}
+}

@@ -135,7 +135,7 @@ func encodeParts(e *Entry) (recordParts, error) {
 // record is the identity. scratch is not used (kept for callers' sake) and is
 // returned as given; the stored bytes are new.
 func encodeRecord(rec *Record, p *recordParts, scratch []byte) (stored, scratchOut []byte, err error) {
-	var enc recordEncoder
+	enc := recordEncoder{slab: make([]byte, 0, len(p.buf)+storedMax)}
 	stored, err = enc.encode(rec, p)
 	return stored, scratch, err
 }
@@ -148,7 +148,8 @@ func encodeRecord(rec *Record, p *recordParts, scratch []byte) (stored, scratchO
 // the journal's unapplied list until they are applied) and never reused.
 type recordEncoder struct {
 	h    hash.Hash
-	sum  []byte // h's output, reused
+	sum  []byte // h's output, reused: the last record's hash
+	last string // that hash in hex ("" once sum is not it)
 	prev [sha256.Size]byte
 	slab []byte
 }
@@ -176,10 +177,16 @@ func (w *recordEncoder) encode(rec *Record, p *recordParts) ([]byte, error) {
 		// JCS would round it: the hash would cover another seq.
 		return nil, fmt.Errorf("record %d: seq above 2^53-1", rec.Seq)
 	}
-	// SHA-256 input: prev's 32 bytes, then the record without hash.
-	if _, err := appendHashBytes(w.prev[:0], rec.Prev); err != nil {
-		return nil, fmt.Errorf("hash record %d: prev: %w", rec.Seq, err)
+	// SHA-256 input: prev's 32 bytes, then the record without hash. Within
+	// a batch prev is the hash just made: its bytes are at hand.
+	if rec.Prev != w.last || w.last == "" {
+		if _, err := appendHashBytes(w.prev[:0], rec.Prev); err != nil {
+			return nil, fmt.Errorf("hash record %d: prev: %w", rec.Seq, err)
+		}
+	} else {
+		copy(w.prev[:], w.sum)
 	}
+	w.last = ""
 	start := len(w.slab)
 	b := w.slab
 	b = append(b, p.buf[:p.hashAt]...)
@@ -212,6 +219,7 @@ func (w *recordEncoder) encode(rec *Record, p *recordParts) ([]byte, error) {
 	w.sum = w.h.Sum(w.sum[:0])
 	hex.Encode(b[at:at+2*sha256.Size], w.sum)
 	rec.Hash = string(b[at : at+2*sha256.Size])
+	w.last = rec.Hash
 	// Full slice expression: a record never grows into its neighbour.
 	return b[start:len(b):len(b)], nil
 }
@@ -276,7 +284,40 @@ func checkEntry(e *Entry) error {
 	return nil
 }
 
-func formatTime(t time.Time) string { return t.UTC().Format(TimeLayout) }
+// formatTime is t.UTC().Format(TimeLayout), written directly for the
+// years 0 to 9999 (the writer formats every record's time).
+func formatTime(t time.Time) string {
+	t = t.UTC()
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.Format(TimeLayout)
+	}
+	hour, minute, sec := t.Clock()
+	var b [len("2006-01-02T15:04:05.000000000Z")]byte
+	digits(b[0:4], year)
+	b[4] = '-'
+	digits(b[5:7], int(month))
+	b[7] = '-'
+	digits(b[8:10], day)
+	b[10] = 'T'
+	digits(b[11:13], hour)
+	b[13] = ':'
+	digits(b[14:16], minute)
+	b[16] = ':'
+	digits(b[17:19], sec)
+	b[19] = '.'
+	digits(b[20:29], t.Nanosecond())
+	b[29] = 'Z'
+	return string(b[:])
+}
+
+// digits writes n, which is not negative, zero-padded into all of b.
+func digits(b []byte, n int) {
+	for i := len(b) - 1; i >= 0; i-- {
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+}
 
 // parseTime accepts only what formatTime produces.
 func parseTime(s string) (time.Time, error) {
