@@ -96,7 +96,13 @@ func (l *Ledger) appliedTo(n int, seq uint64) {
 	l.umu.Lock()
 	defer l.umu.Unlock()
 	if n == len(l.unapplied) {
-		l.unapplied = nil
+		// Keep the array for the next records: whoever read these
+		// (holding applyMu, as the caller does) is done with them.
+		clear(l.unapplied)
+		l.unapplied = l.unapplied[:0]
+		if cap(l.unapplied) > 4*applyMax {
+			l.unapplied = nil
+		}
 	} else {
 		l.unapplied = l.unapplied[n:]
 	}

@@ -167,6 +167,13 @@ type Ledger struct {
 
 	onCommit func(records int, took time.Duration, err error)
 
+	// enc is the writer's record encoder (write and what it calls);
+	// recs and jrecs are its reused lists of a batch's records, recs
+	// handed to commit until the batch is answered.
+	enc   recordEncoder
+	recs  []Record
+	jrecs []jrec
+
 	// failCommit, set only by tests, makes a write transaction fail after
 	// its records are put, as a full disk or an fsync error would, or
 	// stall, as a frozen file system would.
@@ -695,17 +702,18 @@ func (l *Ledger) commit(batch []*pending) {
 			if err != nil {
 				l.lost(batch)
 			}
-			var calls []func()
+			calls := l.callbackRoom(batch)
 			for i, p := range batch {
 				calls = l.answer(p, recs, i, err, calls)
 			}
+			clear(recs) // pin no caller's data until the next batch
 			l.call(calls)
 			if err == nil {
 				l.flushOwed()
 			}
 			return
 		}
-		l.call(l.answer(batch[ee.i], nil, 0, err, nil))
+		l.call(l.answer(batch[ee.i], nil, 0, err, l.callbackRoom(batch[ee.i:ee.i+1])))
 		if ee.i > 0 {
 			l.commit(batch[:ee.i])
 		}
@@ -713,9 +721,31 @@ func (l *Ledger) commit(batch []*pending) {
 	}
 }
 
+// callback is an AppendAsync entry's callback with its outcome.
+type callback struct {
+	done func(Record, error)
+	rec  Record
+	err  error
+}
+
+// callbackRoom makes room for the callbacks of batch, for answer to fill.
+func (l *Ledger) callbackRoom(batch []*pending) []callback {
+	n := 0
+	for _, p := range batch {
+		if p.res == nil && p.done != nil {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	return make([]callback, 0, n)
+}
+
 // answer gives p its outcome, or, for AppendAsync, adds its callback to
 // calls for call to run.
-func (l *Ledger) answer(p *pending, recs []Record, i int, err error, calls []func()) []func() {
+func (l *Ledger) answer(p *pending, recs []Record, i int, err error, calls []callback) []callback {
+	p.parts.release() // final: nothing encodes p again
 	var rec Record
 	var ee *entryError
 	switch {
@@ -740,21 +770,21 @@ func (l *Ledger) answer(p *pending, recs []Record, i int, err error, calls []fun
 	if p.done == nil {
 		return calls
 	}
-	return append(calls, func() { p.done(rec, err) })
+	return append(calls, callback{p.done, rec, err})
 }
 
 // call runs a group's AppendAsync callbacks in order, on one goroutine of
 // their own: never on the writer's, where a callback that appends again
 // would deadlock it.
-func (l *Ledger) call(calls []func()) {
+func (l *Ledger) call(calls []callback) {
 	if len(calls) == 0 {
 		return
 	}
 	l.callbacks.Add(1)
 	go func() {
 		defer l.callbacks.Done()
-		for _, c := range calls {
-			c()
+		for i := range calls {
+			calls[i].done(calls[i].rec, calls[i].err)
 		}
 	}()
 }
@@ -841,9 +871,9 @@ func (l *Ledger) writeJournal(batch []*pending) ([]Record, Head, error) {
 	if h.Seq > 0 {
 		prevTime, _ = parseTime(h.Time) // validated when it became the head
 	}
-	recs := make([]Record, len(batch))
-	js := make([]jrec, len(batch))
-	var scratch []byte
+	recs := l.recordsFor(batch)
+	js := l.jrecs[:0]
+	l.enc.begin(batch)
 	raws := 0
 	for i, p := range batch {
 		t := l.now().UTC()
@@ -851,13 +881,12 @@ func (l *Ledger) writeJournal(batch []*pending) ([]Record, Head, error) {
 			t = prevTime
 		}
 		rec := newRecord(p.e, h, t)
-		raw, s, err := encodeRecord(&rec, &p.parts, scratch)
-		scratch = s
+		raw, err := l.enc.encode(&rec, &p.parts)
 		if err != nil {
 			return nil, Head{}, &entryError{i, err}
 		}
 		recs[i] = rec
-		js[i] = jrec{seq: rec.Seq, raw: raw, hash: rec.Hash, time: rec.Time, opens: p.opens, closes: p.closes}
+		js = append(js, jrec{seq: rec.Seq, raw: raw, hash: rec.Hash, time: rec.Time, opens: p.opens, closes: p.closes})
 		raws += len(raw)
 		h, prevTime = Head{Seq: rec.Seq, Hash: rec.Hash, Time: rec.Time}, t
 	}
@@ -892,6 +921,10 @@ func (l *Ledger) writeJournal(batch []*pending) ([]Record, Head, error) {
 	l.umu.Lock()
 	l.unapplied = append(l.unapplied, js...)
 	l.umu.Unlock()
+	clear(js) // unapplied has them now
+	if cap(js) <= maxBatch {
+		l.jrecs = js[:0]
+	}
 	l.mu.Lock()
 	l.stats.Journaled += uint64(len(js))
 	l.mu.Unlock()
@@ -954,9 +987,9 @@ func (l *Ledger) writeBolt(batch []*pending) (_ []Record, _ Head, err error) {
 	l.umu.Lock()
 	pre := l.unapplied
 	l.umu.Unlock()
-	recs := make([]Record, len(batch))
+	recs := l.recordsFor(batch)
 	var head Head
-	var scratch []byte
+	l.enc.begin(batch)
 	var ee *entryError
 	defer func() {
 		if err != nil && !errors.As(err, &ee) {
@@ -997,8 +1030,7 @@ func (l *Ledger) writeBolt(batch []*pending) (_ []Record, _ Head, err error) {
 				return &entryError{i, errNotOpen}
 			}
 			rec := newRecord(p.e, h, t)
-			var raw []byte
-			raw, scratch, err = encodeRecord(&rec, &p.parts, scratch)
+			raw, err := l.enc.encode(&rec, &p.parts)
 			if err != nil {
 				return &entryError{i, err}
 			}
@@ -1039,6 +1071,15 @@ func (l *Ledger) writeBolt(batch []*pending) (_ []Record, _ Head, err error) {
 		l.appliedTo(len(pre), head.Seq)
 	}
 	return recs, head, err
+}
+
+// recordsFor returns the writer's list of records for batch, reused from
+// batch to batch: commit copies each out as it answers.
+func (l *Ledger) recordsFor(batch []*pending) []Record {
+	if cap(l.recs) < len(batch) {
+		l.recs = make([]Record, len(batch))
+	}
+	return l.recs[:len(batch)]
 }
 
 func newRecord(e Entry, h Head, t time.Time) Record {

@@ -4,8 +4,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -40,6 +42,31 @@ type recordParts struct {
 	buf    []byte // {"action":…,"digest":…, | "kind":…,"policy":…,"prev":" | ","reason":…,"seq":
 	hashAt int    // offset where `"hash":"…",` goes in the stored form
 	prevAt int    // offset where prev's 64 hex digits go
+	own    *[]byte
+}
+
+// partsPool recycles parts buffers: the writer releases an entry's parts
+// once that entry has its outcome, when nothing can encode it again (a
+// batch re-encoded after a failing hook holds only unanswered entries).
+// Stored records never point into parts: encoding copies them out.
+var partsPool sync.Pool // of *[]byte
+
+// maxPooledParts keeps one huge entry from pinning a huge buffer.
+const maxPooledParts = 16 << 10
+
+// release gives p's buffer back to partsPool; p must not be encoded again
+// (its buf is nil, so encoding it would fail loudly, never write another
+// entry's bytes).
+func (p *recordParts) release() {
+	own := p.own
+	if own == nil {
+		return
+	}
+	if cap(p.buf) <= maxPooledParts {
+		*own = p.buf[:0]
+		partsPool.Put(own)
+	}
+	*p = recordParts{}
 }
 
 // encodeParts validates e.Data and encodes the entry's own fields. A bad
@@ -52,7 +79,16 @@ func encodeParts(e *Entry) (recordParts, error) {
 	// record is built without growing.
 	n := 160 + len(e.Action) + len(e.App) + len(e.ApprovalID) + len(e.Decision) +
 		len(e.Digest) + len(e.Kind) + len(e.Policy) + len(e.Reason) + 64*len(e.Data)
-	b := make([]byte, 0, n)
+	own, _ := partsPool.Get().(*[]byte)
+	if own == nil {
+		own = new([]byte)
+	}
+	b := *own
+	if cap(b) < n {
+		b = make([]byte, 0, n)
+	}
+	b = b[:0]
+	p.own = own
 	var err error
 	field := func(name, v string) {
 		if err != nil {
@@ -96,44 +132,99 @@ func encodeParts(e *Entry) (recordParts, error) {
 
 // encodeRecord fills rec.Hash and returns the stored bytes: the canonical
 // form of the whole record, hash included, so that re-canonicalizing a stored
-// record is the identity. scratch is reused between calls (returned grown);
-// the stored bytes are new, as bbolt keeps them until the commit.
+// record is the identity. scratch is not used (kept for callers' sake) and is
+// returned as given; the stored bytes are new.
 func encodeRecord(rec *Record, p *recordParts, scratch []byte) (stored, scratchOut []byte, err error) {
+	enc := recordEncoder{slab: make([]byte, 0, len(p.buf)+storedMax)}
+	stored, err = enc.encode(rec, p)
+	return stored, scratch, err
+}
+
+// recordEncoder is the writer's: it writes each record of a batch once,
+// straight into its stored form in one buffer shared by the batch (slab),
+// and hashes it in place, around the hash member, with one SHA-256 state.
+// A record's bytes then are copied once on the writer, from its parts; the
+// slab is handed on with the records (bbolt keeps them until its commit,
+// the journal's unapplied list until they are applied) and never reused.
+type recordEncoder struct {
+	h    hash.Hash
+	sum  []byte // h's output, reused: the last record's hash
+	last string // that hash in hex ("" once sum is not it)
+	prev [sha256.Size]byte
+	slab []byte
+}
+
+// storedMax is the most room record p can need beyond len(p.buf): the hash
+// member, prev's digits, seq, time (formatTime's 30 characters, plus room)
+// and v.
+const storedMax = hashMember + 64 + 20 + len(`,"time":""`) + len(TimeLayout) + len(`,"v":`) + 20 + 1
+
+const hashMember = len(`"hash":"",`) + 2*sha256.Size
+
+// begin starts a slab for batch: every record of it fits without growing.
+func (w *recordEncoder) begin(batch []*pending) {
+	n := 0
+	for _, p := range batch {
+		n += len(p.parts.buf) + storedMax
+	}
+	w.slab = make([]byte, 0, n)
+}
+
+// encode fills rec.Hash and returns the stored bytes of rec, which are
+// exactly encodeRecord's (the differential tests hold the two to that).
+func (w *recordEncoder) encode(rec *Record, p *recordParts) ([]byte, error) {
 	if rec.Seq > MaxInt {
 		// JCS would round it: the hash would cover another seq.
-		return nil, scratch, fmt.Errorf("record %d: seq above 2^53-1", rec.Seq)
+		return nil, fmt.Errorf("record %d: seq above 2^53-1", rec.Seq)
 	}
-	// SHA-256 input: prev's 32 bytes, then the record without hash.
-	b, err := appendHashBytes(scratch[:0], rec.Prev)
-	if err != nil {
-		return nil, scratch, fmt.Errorf("hash record %d: prev: %w", rec.Seq, err)
+	// SHA-256 input: prev's 32 bytes, then the record without hash. Within
+	// a batch prev is the hash just made: its bytes are at hand.
+	if rec.Prev != w.last || w.last == "" {
+		if _, err := appendHashBytes(w.prev[:0], rec.Prev); err != nil {
+			return nil, fmt.Errorf("hash record %d: prev: %w", rec.Seq, err)
+		}
+	} else {
+		copy(w.prev[:], w.sum)
 	}
-	body := len(b)
-	b = append(b, p.buf[:p.prevAt]...)
+	w.last = ""
+	start := len(w.slab)
+	b := w.slab
+	b = append(b, p.buf[:p.hashAt]...)
+	at := len(b) + len(`"hash":"`)
+	b = append(b, `"hash":"`...)
+	b = append(b, zeroHex[:]...) // the digits go here once the rest is hashed
+	b = append(b, `",`...)
+	rest := len(b)
+	b = append(b, p.buf[p.hashAt:p.prevAt]...)
 	b = append(b, rec.Prev...) // lower-case hex, checked above
 	b = append(b, p.buf[p.prevAt:]...)
 	b = strconv.AppendUint(b, rec.Seq, 10)
 	b = append(b, `,"time":`...)
 	var ok bool
 	if b, ok = appendString(b, rec.Time); !ok {
-		return nil, b, fmt.Errorf("record %d: time is not valid UTF-8", rec.Seq)
+		w.slab = b[:start]
+		return nil, fmt.Errorf("record %d: time is not valid UTF-8", rec.Seq)
 	}
 	b = append(b, `,"v":`...)
 	b = strconv.AppendInt(b, int64(rec.V), 10)
 	b = append(b, '}')
-	sum := sha256.Sum256(b)
-
-	const hashMember = len(`"hash":"",`) + 2*sha256.Size
-	stored = make([]byte, 0, len(b)-body+hashMember)
-	stored = append(stored, b[body:body+p.hashAt]...)
-	stored = append(stored, `"hash":"`...)
-	at := len(stored)
-	stored = hex.AppendEncode(stored, sum[:])
-	rec.Hash = string(stored[at:])
-	stored = append(stored, `",`...)
-	stored = append(stored, b[body+p.hashAt:]...)
-	return stored, b, nil
+	w.slab = b
+	if w.h == nil {
+		w.h = sha256.New()
+	}
+	w.h.Reset()
+	w.h.Write(w.prev[:])
+	w.h.Write(b[start : at-len(`"hash":"`)])
+	w.h.Write(b[rest:])
+	w.sum = w.h.Sum(w.sum[:0])
+	hex.Encode(b[at:at+2*sha256.Size], w.sum)
+	rec.Hash = string(b[at : at+2*sha256.Size])
+	w.last = rec.Hash
+	// Full slice expression: a record never grows into its neighbour.
+	return b[start:len(b):len(b)], nil
 }
+
+var zeroHex = [2 * sha256.Size]byte{}
 
 // decodeHash accepts only the form the ledger writes: 64 lower-case hex
 // digits. Upper case would hash the same bytes but compare unequal as a
@@ -193,7 +284,40 @@ func checkEntry(e *Entry) error {
 	return nil
 }
 
-func formatTime(t time.Time) string { return t.UTC().Format(TimeLayout) }
+// formatTime is t.UTC().Format(TimeLayout), written directly for the
+// years 0 to 9999 (the writer formats every record's time).
+func formatTime(t time.Time) string {
+	t = t.UTC()
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.Format(TimeLayout)
+	}
+	hour, minute, sec := t.Clock()
+	var b [len("2006-01-02T15:04:05.000000000Z")]byte
+	digits(b[0:4], year)
+	b[4] = '-'
+	digits(b[5:7], int(month))
+	b[7] = '-'
+	digits(b[8:10], day)
+	b[10] = 'T'
+	digits(b[11:13], hour)
+	b[13] = ':'
+	digits(b[14:16], minute)
+	b[16] = ':'
+	digits(b[17:19], sec)
+	b[19] = '.'
+	digits(b[20:29], t.Nanosecond())
+	b[29] = 'Z'
+	return string(b[:])
+}
+
+// digits writes n, which is not negative, zero-padded into all of b.
+func digits(b []byte, n int) {
+	for i := len(b) - 1; i >= 0; i-- {
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+}
 
 // parseTime accepts only what formatTime produces.
 func parseTime(s string) (time.Time, error) {
