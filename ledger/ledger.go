@@ -623,9 +623,10 @@ func (l *Ledger) lazyWait(d time.Duration) {
 	}
 }
 
-// run is the single writer. It never sleeps waiting for company: whatever
+// run is the single writer. An Append never waits for company: whatever
 // queued while the previous fsync ran becomes the next batch, so a lone
-// request costs one commit and a crowd shares one.
+// request costs one commit and a crowd shares one. Only AppendAsync
+// entries with no Append behind them wait, up to lazyDelay (take).
 func (l *Ledger) run() {
 	defer close(l.stopped)
 	for {
