@@ -17,23 +17,8 @@ func floorProxy(listen, upstream, path string) {
 		fmt.Fprintln(os.Stderr, "durable floor:", err)
 		os.Exit(1)
 	}
-	client := &fasthttp.HostClient{Addr: upstream, MaxConns: 1024}
-	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
-		req := &ctx.Request
+	plainProxy(listen, upstream, func(req *fasthttp.Request) error {
 		b := append([]byte(nil), req.Header.Header()...)
-		b = append(b, req.Body()...)
-		if err := w.Write(b); err != nil {
-			ctx.Error(err.Error(), fasthttp.StatusServiceUnavailable)
-			return
-		}
-		req.Header.Del("Connection")
-		req.SetHost(upstream)
-		if err := client.Do(req, &ctx.Response); err != nil {
-			ctx.Error(err.Error(), fasthttp.StatusBadGateway)
-		}
-	}}
-	if err := srv.ListenAndServe(listen); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
+		return w.Write(append(b, req.Body()...))
+	})
 }

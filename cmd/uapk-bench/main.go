@@ -69,7 +69,7 @@ import (
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "plain" {
-		plainProxy(os.Args[2], os.Args[3])
+		plainProxy(os.Args[2], os.Args[3], nil)
 		return
 	}
 	if len(os.Args) > 1 && os.Args[1] == "floor" {
@@ -457,11 +457,18 @@ func freeAddr() string {
 }
 
 // plainProxy is the baseline: the textbook fasthttp reverse proxy, with
-// nothing decided and nothing recorded.
-func plainProxy(listen, upstream string) {
+// nothing decided and nothing recorded. With a before, each request goes
+// through it first, and is answered 503 if it fails (floorProxy).
+func plainProxy(listen, upstream string, before func(*fasthttp.Request) error) {
 	client := &fasthttp.HostClient{Addr: upstream, MaxConns: 1024}
 	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
 		req := &ctx.Request
+		if before != nil {
+			if err := before(req); err != nil {
+				ctx.Error(err.Error(), fasthttp.StatusServiceUnavailable)
+				return
+			}
+		}
 		req.Header.Del("Connection")
 		req.SetHost(upstream)
 		if err := client.Do(req, &ctx.Response); err != nil {
