@@ -85,13 +85,13 @@ func benchEntry() Entry {
 
 // BenchmarkEncodeRecord is the CPU cost of turning one entry into its stored
 // bytes and hash, no bbolt, no fsync: the caller's part (checks, encoding
-// the entry) and the writer's part (encodeRecord, inside the transaction).
+// the entry) and the writer's part for a group of one (BenchmarkWriterEncode
+// is the writer's part alone, in groups).
 func BenchmarkEncodeRecord(b *testing.B) {
 	e := benchEntry()
 	h := Head{Seq: 41, Hash: katHash1}
 	t := time.Date(2026, 1, 15, 14, 30, 0, 123456789, time.UTC)
 	b.ReportAllocs()
-	var scratch []byte
 	for b.Loop() {
 		if err := checkEntry(&e); err != nil {
 			b.Fatal(err)
@@ -101,29 +101,10 @@ func BenchmarkEncodeRecord(b *testing.B) {
 			b.Fatal(err)
 		}
 		rec := newRecord(e, h, t)
-		if _, scratch, err = encodeRecord(&rec, &parts, scratch); err != nil {
+		if _, err = encodeRecord(&rec, &parts); err != nil {
 			b.Fatal(err)
 		}
-	}
-}
-
-// BenchmarkEncodeRecordWriter is only the writer's part of
-// BenchmarkEncodeRecord: what each record costs inside the transaction.
-func BenchmarkEncodeRecordWriter(b *testing.B) {
-	e := benchEntry()
-	parts, err := encodeParts(&e)
-	if err != nil {
-		b.Fatal(err)
-	}
-	h := Head{Seq: 41, Hash: katHash1}
-	t := time.Date(2026, 1, 15, 14, 30, 0, 123456789, time.UTC)
-	b.ReportAllocs()
-	var scratch []byte
-	for b.Loop() {
-		rec := newRecord(e, h, t)
-		if _, scratch, err = encodeRecord(&rec, &parts, scratch); err != nil {
-			b.Fatal(err)
-		}
+		parts.release()
 	}
 }
 

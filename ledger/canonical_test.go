@@ -375,7 +375,7 @@ func TestEncodeRecordMatchesJCS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := encodeRecord(&rec, &parts, nil); err == nil {
+	if _, err := encodeRecord(&rec, &parts); err == nil {
 		t.Fatal("seq 2^53 accepted: JCS would round it")
 	}
 }
@@ -401,8 +401,9 @@ func checkSameRecord(t *testing.T, e Entry, h Head, at time.Time) {
 		t.Fatal(err)
 	}
 	got := newRecord(e, h, at)
-	// A dirty scratch buffer must not leak into the record.
-	gotRaw, _, err := encodeRecord(&got, &parts, []byte("garbage garbage"))
+	// Bytes already in the writer's buffer must not leak into the record.
+	enc := recordEncoder{slab: []byte("garbage garbage")}
+	gotRaw, err := enc.encode(&got, &parts)
 	if err != nil {
 		t.Fatal(err)
 	}

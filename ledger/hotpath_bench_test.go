@@ -72,16 +72,7 @@ func BenchmarkHotPathCPU(b *testing.B) {
 // record, four times) sharing one slab and one SHA-256 state, the time of
 // each record formatted. Per record.
 func BenchmarkWriterEncode(b *testing.B) {
-	var batch []*pending
-	for range 4 {
-		for _, e := range []Entry{benchEntry(), forwardEntry(41, record.Forwarded)} {
-			p, err := prepare(e)
-			if err != nil {
-				b.Fatal(err)
-			}
-			batch = append(batch, p)
-		}
-	}
+	batch := writerBenchBatch(b)
 	h := Head{Seq: 41, Hash: katHash1}
 	t := time.Date(2026, 1, 15, 14, 30, 0, 123456789, time.UTC)
 	var enc recordEncoder
@@ -101,9 +92,9 @@ func BenchmarkWriterEncode(b *testing.B) {
 	}
 }
 
-// BenchmarkWriterEncodeOld is BenchmarkWriterEncode the former way
-// (oldEncodeRecord, time.Format), for a ratio in the same run.
-func BenchmarkWriterEncodeOld(b *testing.B) {
+// writerBenchBatch is the writer benchmarks' group: a request and a
+// forward record, four times.
+func writerBenchBatch(b *testing.B) []*pending {
 	var batch []*pending
 	for range 4 {
 		for _, e := range []Entry{benchEntry(), forwardEntry(41, record.Forwarded)} {
@@ -114,6 +105,13 @@ func BenchmarkWriterEncodeOld(b *testing.B) {
 			batch = append(batch, p)
 		}
 	}
+	return batch
+}
+
+// BenchmarkWriterEncodeOld is BenchmarkWriterEncode the former way
+// (oldEncodeRecord, time.Format), for a ratio in the same run.
+func BenchmarkWriterEncodeOld(b *testing.B) {
+	batch := writerBenchBatch(b)
 	h := Head{Seq: 41, Hash: katHash1}
 	t := time.Date(2026, 1, 15, 14, 30, 0, 123456789, time.UTC)
 	var scratch []byte

@@ -16,6 +16,13 @@ import (
 // in a scratch buffer behind prev's 32 bytes, hashed, then copied into its
 // stored form. Kept verbatim as the reference the writer's encoder must
 // match byte for byte.
+// encodeRecord is one record through a writer's encoder of its own: the
+// tests' way to make a record's stored bytes.
+func encodeRecord(rec *Record, p *recordParts) ([]byte, error) {
+	enc := recordEncoder{slab: make([]byte, 0, len(p.buf)+storedMax)}
+	return enc.encode(rec, p)
+}
+
 func oldEncodeRecord(rec *Record, p *recordParts, scratch []byte) (stored, scratchOut []byte, err error) {
 	if rec.Seq > MaxInt {
 		return nil, scratch, fmt.Errorf("record %d: seq above 2^53-1", rec.Seq)

@@ -42,7 +42,7 @@ func ambiguousPut(t *testing.T, l *Ledger, e Entry) Record {
 	}
 	ht, _ := parseTime(h.Time)
 	rec := newRecord(p.e, h, ht)
-	raw, _, err := encodeRecord(&rec, &p.parts, nil)
+	raw, err := encodeRecord(&rec, &p.parts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func TestFailedFrameNeverReadBack(t *testing.T) {
 					t.Fatal(err)
 				}
 				rec := newRecord(p.e, h, ht)
-				raw, _, err := encodeRecord(&rec, &p.parts, nil)
+				raw, err := encodeRecord(&rec, &p.parts)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -261,7 +261,7 @@ func TestCraftedJournalRecordRefused(t *testing.T) {
 			}
 			ht, _ := parseTime(recs[1].Time)
 			rec := newRecord(p.e, Head{Seq: 2, Hash: recs[1].Hash, Time: recs[1].Time}, ht)
-			good, _, err := encodeRecord(&rec, &p.parts, nil)
+			good, err := encodeRecord(&rec, &p.parts)
 			if err != nil {
 				t.Fatal(err)
 			}

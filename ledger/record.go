@@ -130,16 +130,6 @@ func encodeParts(e *Entry) (recordParts, error) {
 	return p, nil
 }
 
-// encodeRecord fills rec.Hash and returns the stored bytes: the canonical
-// form of the whole record, hash included, so that re-canonicalizing a stored
-// record is the identity. scratch is not used (kept for callers' sake) and is
-// returned as given; the stored bytes are new.
-func encodeRecord(rec *Record, p *recordParts, scratch []byte) (stored, scratchOut []byte, err error) {
-	enc := recordEncoder{slab: make([]byte, 0, len(p.buf)+storedMax)}
-	stored, err = enc.encode(rec, p)
-	return stored, scratch, err
-}
-
 // recordEncoder is the writer's: it writes each record of a batch once,
 // straight into its stored form in one buffer shared by the batch (slab),
 // and hashes it in place, around the hash member, with one SHA-256 state.
@@ -170,8 +160,10 @@ func (w *recordEncoder) begin(batch []*pending) {
 	w.slab = make([]byte, 0, n)
 }
 
-// encode fills rec.Hash and returns the stored bytes of rec, which are
-// exactly encodeRecord's (the differential tests hold the two to that).
+// encode fills rec.Hash and returns the stored bytes of rec: the canonical
+// form of the whole record, hash included, so that re-canonicalizing a
+// stored record is the identity (TestWriterEncoderMatchesOld holds them to
+// the former encoder's bytes).
 func (w *recordEncoder) encode(rec *Record, p *recordParts) ([]byte, error) {
 	if rec.Seq > MaxInt {
 		// JCS would round it: the hash would cover another seq.
