@@ -251,11 +251,12 @@ func run(proxyBin, manifest string, d time.Duration, conns int, maxReq int64, ro
 		"the same plain rounds", "the limit: one group-committed fdatasync per request, nothing else")
 
 	// One agent on one connection: what the audit adds to each request,
-	// against the disk's own floor (a 4 KiB overwrite and fdatasync in the
-	// proxy's data directory), the three taking turns.
-	floorFile := filepath.Join(tmp, "data", "fdatasync-floor")
+	// and what the durable floor adds, in the disk's own fdatasyncs (a 4
+	// KiB overwrite and fdatasync in the proxy's data directory); the
+	// three proxies and the disk take turns.
+	syncFile := filepath.Join(tmp, "data", "fdatasync-floor")
 	lats := make([][]time.Duration, len(targets))
-	var floorLat []time.Duration
+	var syncLat []time.Duration
 	for range 3 {
 		for i, t := range targets {
 			lat, err := latencies(t.addr, body, headers, 1000, d)
@@ -264,13 +265,13 @@ func run(proxyBin, manifest string, d time.Duration, conns int, maxReq int64, ro
 			}
 			lats[i] = append(lats[i], lat...)
 		}
-		fl, err := fdatasyncFloor(floorFile, 300)
+		sl, err := fdatasyncFloor(syncFile, 300)
 		if err != nil {
 			return fmt.Errorf("fdatasync floor: %w", err)
 		}
-		floorLat = append(floorLat, fl...)
+		syncLat = append(syncLat, sl...)
 	}
-	pp, dp, ap, fp := p50(lats[0]), p50(lats[1]), p50(lats[2]), p50(floorLat)
+	pp, dp, ap, fp := p50(lats[0]), p50(lats[1]), p50(lats[2]), p50(syncLat)
 	added, floorAdded := ap-pp, dp-pp
 	fmt.Printf("one connection, p50 latency: plain %s, durable floor %s, audited %s (p99 %s); added %s = %.2f fdatasyncs of this disk (fdatasync p50 %s, same run; goal <= 2); the floor adds %s = %.2f\n",
 		pp.Round(time.Microsecond), dp.Round(time.Microsecond), ap.Round(time.Microsecond), p99(lats[2]).Round(time.Microsecond),
