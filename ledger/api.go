@@ -43,7 +43,10 @@ type Entry struct {
 	Policy     string
 	// Data values must be strings, bools, integers (int, int64, uint64...),
 	// nil, []string, []any or map[string]any of those. Floats are refused
-	// (ErrFloat): records carry integers and decimal strings only.
+	// (ErrFloat): records carry integers and decimal strings only. The
+	// ledger keeps the map (the Record handed back holds it, and a forward
+	// record whose commit fails is described from it by the outcome record
+	// written later), so the caller must not change it once it is passed.
 	Data map[string]any
 	// Tx, if set, runs inside the same bbolt write transaction as the record,
 	// after the record is put, so that state kept beside the chain (pending

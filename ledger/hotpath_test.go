@@ -197,3 +197,20 @@ func TestFormatTimeMatchesLayout(t *testing.T) {
 		}
 	}
 }
+
+// TestReleasedPartsRefused: an entry whose encoding went back to the pool
+// is refused by the writer's encoder, never written as a record without its
+// fields.
+func TestReleasedPartsRefused(t *testing.T) {
+	p, err := prepare(entry(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.parts.release()
+	rec := newRecord(p.e, Head{Hash: ZeroHash}, time.Unix(0, 0))
+	var enc recordEncoder
+	enc.begin([]*pending{p})
+	if raw, err := enc.encode(&rec, &p.parts); err == nil {
+		t.Fatalf("released parts encoded without error: %s", raw)
+	}
+}

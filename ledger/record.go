@@ -55,7 +55,7 @@ var partsPool sync.Pool // of *[]byte
 const maxPooledParts = 16 << 10
 
 // release gives p's buffer back to partsPool; p must not be encoded again
-// (its buf is nil, so encoding it would fail loudly, never write another
+// (its buf is nil, so encoding it fails, never writing another
 // entry's bytes).
 func (p *recordParts) release() {
 	own := p.own
@@ -69,10 +69,9 @@ func (p *recordParts) release() {
 	*p = recordParts{}
 }
 
-// encodeParts validates e.Data and encodes the entry's own fields. A bad
-// entry never reaches the writer, and the caller may reuse its map as soon as
-// Append or AppendAsync returns. Run checkEntry first: it reports bad fixed
-// fields with their names.
+// encodeParts validates e.Data and encodes the entry's own fields, so a bad
+// entry never reaches the writer. Run checkEntry first: it reports bad
+// fixed fields with their names.
 func encodeParts(e *Entry) (recordParts, error) {
 	var p recordParts
 	// Room for the members and a typical data member, so that the common
@@ -168,6 +167,10 @@ func (w *recordEncoder) encode(rec *Record, p *recordParts) ([]byte, error) {
 	if rec.Seq > MaxInt {
 		// JCS would round it: the hash would cover another seq.
 		return nil, fmt.Errorf("record %d: seq above 2^53-1", rec.Seq)
+	}
+	if len(p.buf) == 0 {
+		// Released (or never made): there is nothing to write.
+		return nil, fmt.Errorf("record %d: its entry's encoding was released", rec.Seq)
 	}
 	// SHA-256 input: prev's 32 bytes, then the record without hash. Within
 	// a batch prev is the hash just made: its bytes are at hand.
