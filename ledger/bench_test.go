@@ -12,6 +12,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/uapk-gateway/uapk-proxy/internal/fsutil"
 	"github.com/uapk-gateway/uapk-proxy/record"
 )
 
@@ -243,7 +244,7 @@ func (fl *floorFile) sync(b *testing.B, i int) time.Duration {
 	if _, err := fl.f.WriteAt(fl.page, int64(i%256)*4096); err != nil {
 		b.Fatal(err)
 	}
-	if err := fdatasync(fl.f); err != nil {
+	if err := fsutil.Fdatasync(fl.f); err != nil {
 		b.Fatal(err)
 	}
 	return time.Since(start)

@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/uapk-gateway/uapk-proxy/internal/fsutil"
 )
 
 // The journal (DATA/ledger.db-journal) is where a group of records becomes
@@ -134,19 +136,10 @@ func createJournal(path string, size int64) (*journal, error) {
 	if err := os.Rename(tmp, path); err != nil {
 		return fail(fmt.Errorf("make journal: %w", err))
 	}
-	if err := syncDir(path); err != nil {
+	if err := fsutil.SyncDir(filepath.Dir(path)); err != nil {
 		return fail(fmt.Errorf("make journal: %w", err))
 	}
 	return &journal{f: f, path: path, size: size, pos: journalHeaderSize}, nil
-}
-
-func syncDir(path string) error {
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // read returns the records of every valid frame, frame by frame, in order,
@@ -268,7 +261,7 @@ func (j *journal) append(recs []jrec) error {
 	if _, err := j.f.WriteAt(b, j.pos); err != nil {
 		return err
 	}
-	if err := fdatasync(j.f); err != nil {
+	if err := fsutil.Fdatasync(j.f); err != nil {
 		return err
 	}
 	j.pos += int64(len(b))
@@ -285,7 +278,7 @@ func (j *journal) scrub() error {
 	if _, err := j.f.WriteAt(make([]byte, frameHeaderSize), j.pos); err != nil {
 		return fmt.Errorf("scrub failed journal frame: %w", err)
 	}
-	if err := fdatasync(j.f); err != nil {
+	if err := fsutil.Fdatasync(j.f); err != nil {
 		return fmt.Errorf("scrub failed journal frame: %w", err)
 	}
 	j.dirty = false
@@ -305,7 +298,7 @@ func (j *journal) reset(base uint64) error {
 	if _, err := j.f.WriteAt(hdr, 0); err != nil {
 		return err
 	}
-	if err := fdatasync(j.f); err != nil {
+	if err := fsutil.Fdatasync(j.f); err != nil {
 		return err
 	}
 	j.base, j.pos = base, journalHeaderSize

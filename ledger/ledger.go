@@ -18,6 +18,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/uapk-gateway/uapk-proxy/internal/fsutil"
 	"github.com/uapk-gateway/uapk-proxy/record"
 )
 
@@ -353,7 +354,7 @@ func (l *Ledger) openJournal(opts Options) error {
 		if err := os.Remove(jp); err != nil {
 			return err
 		}
-		return syncDir(jp)
+		return fsutil.SyncDir(filepath.Dir(jp))
 	}
 	l.stats.JournalBytes = j.size
 	return j.reset(l.head.Seq + 1)

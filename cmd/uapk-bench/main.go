@@ -64,6 +64,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/uapk-gateway/uapk-proxy/internal/fsutil"
 	"github.com/valyala/fasthttp"
 )
 
@@ -341,7 +342,7 @@ func fdatasyncFloor(path string, n int) ([]time.Duration, error) {
 		if _, err := f.WriteAt(page, int64(i%64)*4096); err != nil {
 			return nil, err
 		}
-		if err := fdatasync(f); err != nil {
+		if err := fsutil.Fdatasync(f); err != nil {
 			return nil, err
 		}
 		out = append(out, time.Since(start))

@@ -13,6 +13,8 @@ import (
 	"errors"
 	"os"
 	"sync"
+
+	"github.com/uapk-gateway/uapk-proxy/internal/fsutil"
 )
 
 // FileSize bounds the file; a group that would run past its end starts
@@ -107,7 +109,7 @@ func (w *Writer) run() {
 			}
 			_, err := w.f.WriteAt(buf, w.pos)
 			if err == nil {
-				err = fdatasync(w.f)
+				err = fsutil.Fdatasync(w.f)
 			}
 			w.pos += int64(len(buf))
 			for _, it := range group {

@@ -1,4 +1,4 @@
-package ledger
+package fsutil
 
 import (
 	"errors"
@@ -6,10 +6,10 @@ import (
 	"syscall"
 )
 
-// fdatasync flushes f's data, and its metadata only where reading the data
-// back needs it (a size change): on the journal, whose blocks all exist,
-// that is the data alone.
-func fdatasync(f *os.File) error {
+// Fdatasync flushes f's data, and its metadata only where reading the data
+// back needs it (a size change): on a file whose blocks were all written
+// beforehand, that is the data alone.
+func Fdatasync(f *os.File) error {
 	for {
 		err := syscall.Fdatasync(int(f.Fd()))
 		if errors.Is(err, syscall.EINTR) {
