@@ -24,6 +24,25 @@ type gotRec struct {
 	snap string
 }
 
+// returned gathers what the writers were handed back.
+type returned struct {
+	mu  sync.Mutex
+	got []*gotRec
+}
+
+func (r *returned) keep(e Entry, rec Record) {
+	b, _ := json.Marshal(rec)
+	r.mu.Lock()
+	r.got = append(r.got, &gotRec{e: e, rec: rec, snap: string(b)})
+	r.mu.Unlock()
+}
+
+func (r *returned) all() []*gotRec {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*gotRec(nil), r.got...)
+}
+
 // checkReturned: no record handed back has changed since, none was handed
 // back twice, and each is what ledger.db holds and what the former encoder
 // (oldEncodeRecord) makes of its entry.
@@ -78,14 +97,8 @@ func TestWriterRecordsStableUnderFaults(t *testing.T) {
 		}
 		return nil
 	}
-	var mu sync.Mutex
-	var got []*gotRec
-	keep := func(e Entry, r Record) {
-		b, _ := json.Marshal(r)
-		mu.Lock()
-		got = append(got, &gotRec{e: e, rec: r, snap: string(b)})
-		mu.Unlock()
-	}
+	var rs returned
+	keep := rs.keep
 	big := strings.Repeat("x", 40<<10)
 	var wg sync.WaitGroup
 	for w := range 4 {
@@ -154,11 +167,9 @@ func TestWriterRecordsStableUnderFaults(t *testing.T) {
 	rg.Wait()
 	l.callbacks.Wait()
 
-	mu.Lock()
-	defer mu.Unlock()
-	checkReturned(t, l, got)
+	checkReturned(t, l, rs.all())
 	h := l.Head()
-	t.Logf("%d records returned, head %d, stats %+v", len(got), h.Seq, l.Stats())
+	t.Logf("%d records returned, head %d, stats %+v", len(rs.all()), h.Seq, l.Stats())
 	mustVerify(t, l, h.Seq)
 	path := l.path
 	if err := l.Close(); err != nil {
@@ -175,14 +186,8 @@ func TestWriterRecordsStableUnderFaults(t *testing.T) {
 // ledger.db holds and never change.
 func TestWriterBigBatches(t *testing.T) {
 	l := openTemp(t, Options{JournalSize: MinJournalSize})
-	var mu sync.Mutex
-	var got []*gotRec
-	keep := func(e Entry, r Record) {
-		b, _ := json.Marshal(r)
-		mu.Lock()
-		got = append(got, &gotRec{e: e, rec: r, snap: string(b)})
-		mu.Unlock()
-	}
+	var rs returned
+	keep := rs.keep
 	for round := range 3 {
 		release := blockWriter(t, l)
 		var wg sync.WaitGroup
@@ -235,10 +240,8 @@ func TestWriterBigBatches(t *testing.T) {
 	l.callbacks.Wait()
 	time.Sleep(20 * time.Millisecond)
 	l.callbacks.Wait()
-	mu.Lock()
-	defer mu.Unlock()
-	checkReturned(t, l, got)
+	checkReturned(t, l, rs.all())
 	h := l.Head()
-	t.Logf("%d records returned, head %d, stats %+v", len(got), h.Seq, l.Stats())
+	t.Logf("%d records returned, head %d, stats %+v", len(rs.all()), h.Seq, l.Stats())
 	mustVerify(t, l, h.Seq)
 }
