@@ -20,7 +20,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,7 +31,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -249,50 +247,33 @@ func waitListening(addr string) error {
 // connections for d or until maxReq answers, and counts the 200s and the
 // rest.
 func absLoad(addr string, req []byte, d time.Duration, conns int, maxReq int64) (int64, int64) {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	var n, errs atomic.Int64
-	var wg sync.WaitGroup
-	for range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var c net.Conn
-			var br *bufio.Reader
-			defer func() {
-				if c != nil {
-					c.Close()
-				}
-			}()
-			for ctx.Err() == nil && n.Load()+errs.Load() < maxReq {
-				if c == nil {
-					var err error
-					if c, err = net.DialTimeout("tcp", addr, 5*time.Second); err != nil {
-						errs.Add(1)
-						time.Sleep(10 * time.Millisecond)
-						continue
-					}
-					br = bufio.NewReaderSize(c, 16<<10)
-				}
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				status, keep, err := roundTripRaw(c, br, req)
-				switch {
-				case err != nil:
-					errs.Add(1)
-				case status != http.StatusOK:
-					errs.Add(1)
-				default:
-					n.Add(1)
-				}
-				if err != nil || !keep {
-					c.Close()
-					c = nil
-				}
+	return drive(d, conns, maxReq, func(more func() bool, count func(ok bool)) {
+		var c net.Conn
+		var br *bufio.Reader
+		defer func() {
+			if c != nil {
+				c.Close()
 			}
 		}()
-	}
-	wg.Wait()
-	return n.Load(), errs.Load()
+		for more() {
+			if c == nil {
+				var err error
+				if c, err = net.DialTimeout("tcp", addr, 5*time.Second); err != nil {
+					count(false)
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				br = bufio.NewReaderSize(c, 16<<10)
+			}
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			status, keep, err := roundTripRaw(c, br, req)
+			count(err == nil && status == http.StatusOK)
+			if err != nil || !keep {
+				c.Close()
+				c = nil
+			}
+		}
+	})
 }
 
 // roundTripRaw writes req and reads one HTTP/1.1 answer: its status, and

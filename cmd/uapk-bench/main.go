@@ -384,32 +384,42 @@ func measure(name string, pid int, addr string, body []byte, headers map[string]
 }
 
 func load(c *fasthttp.HostClient, body []byte, headers map[string]string, d time.Duration, conns int, maxReq int64) (int64, int64) {
+	return drive(d, conns, maxReq, func(more func() bool, count func(ok bool)) {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		for more() {
+			req.Reset()
+			req.SetRequestURI("http://" + c.Addr + "/api/v1/reconciliations")
+			req.Header.SetMethod("POST")
+			for k, v := range headers {
+				req.Header.Set(k, v)
+			}
+			req.SetBody(body)
+			err := c.Do(req, resp)
+			count(err == nil && resp.StatusCode() == 200)
+		}
+	})
+}
+
+// drive runs worker on conns goroutines for d or until maxReq requests are
+// counted, whichever comes first, and returns the requests counted ok and
+// the others. A worker loops while more() and counts each request once.
+func drive(d time.Duration, conns int, maxReq int64, worker func(more func() bool, count func(ok bool))) (int64, int64) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	var n, errs atomic.Int64
+	more := func() bool { return ctx.Err() == nil && n.Load()+errs.Load() < maxReq }
+	count := func(ok bool) {
+		if ok {
+			n.Add(1)
+		} else {
+			errs.Add(1)
+		}
+	}
 	var wg sync.WaitGroup
 	for range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-			defer fasthttp.ReleaseRequest(req)
-			defer fasthttp.ReleaseResponse(resp)
-			for ctx.Err() == nil && n.Load()+errs.Load() < maxReq {
-				req.Reset()
-				req.SetRequestURI("http://" + c.Addr + "/api/v1/reconciliations")
-				req.Header.SetMethod("POST")
-				for k, v := range headers {
-					req.Header.Set(k, v)
-				}
-				req.SetBody(body)
-				if err := c.Do(req, resp); err != nil || resp.StatusCode() != 200 {
-					errs.Add(1)
-					continue
-				}
-				n.Add(1)
-			}
-		}()
+		wg.Go(func() { worker(more, count) })
 	}
 	wg.Wait()
 	return n.Load(), errs.Load()
