@@ -31,20 +31,34 @@ func applyRecords(tx *bolt.Tx, recs []jrec) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	if recs[0].seq != h.Seq+1 {
-		return fmt.Errorf("%w: journaled record %d does not follow ledger.db's head %d", ErrCorrupt, recs[0].seq, h.Seq)
+	first := recs[0].seq
+	if first != h.Seq+1 {
+		return fmt.Errorf("%w: journaled record %d does not follow ledger.db's head %d", ErrCorrupt, first, h.Seq)
 	}
-	for _, r := range recs {
+	// A request opened and closed within recs (its forward record came
+	// in time, as nearly all do) leaves BucketForwardPending as it was:
+	// neither its Put nor its Delete is made. No key from first on can be
+	// in the bucket before recs put it there: bbolt's head is first-1.
+	closed := make([]bool, len(recs))
+	for i, r := range recs {
+		if r.seq != first+uint64(i) {
+			return fmt.Errorf("%w: journaled record %d follows %d", ErrCorrupt, r.seq, first+uint64(i)-1)
+		}
+		if r.closes >= first && r.closes < r.seq {
+			closed[r.closes-first] = true
+		}
+	}
+	for i, r := range recs {
 		k := seqKey(r.seq)
 		if err := records.Put(k, r.raw); err != nil {
 			return fmt.Errorf("put record %d: %w", r.seq, err)
 		}
-		if r.opens {
+		if r.opens && !closed[i] {
 			if err := open.Put(k, nil); err != nil {
 				return fmt.Errorf("put pending %d: %w", r.seq, err)
 			}
 		}
-		if r.closes != 0 {
+		if r.closes != 0 && (r.closes < first || r.closes >= r.seq) {
 			if err := open.Delete(seqKey(r.closes)); err != nil {
 				return fmt.Errorf("delete pending %d: %w", r.closes, err)
 			}

@@ -3,12 +3,16 @@
 package ledger
 
 import (
+	"bytes"
+
 	"context"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/uapk-gateway/uapk-proxy/record"
 )
@@ -131,4 +135,31 @@ func BenchmarkWriterEncodeOld(b *testing.B) {
 		h = Head{Seq: rec.Seq, Hash: rec.Hash}
 		i++
 	}
+}
+
+// BenchmarkApply is the applier's part of a busy proxy's request: request
+// records (each opening a forward_pending key) and their forward records
+// (each closing it), journaled and copied into bbolt in transactions of
+// applyBatch records, as applyLoop copies them under load. Per pair.
+func BenchmarkApply(b *testing.B) {
+	const applyBatch = 640
+	l := openTemp(b, Options{JournalSize: -1})
+	raw := bytes.Repeat([]byte("r"), 420)
+	var seq uint64
+	recs := make([]jrec, 0, applyBatch)
+	b.ReportAllocs()
+	cpu0 := processCPU()
+	for b.Loop() {
+		seq++
+		recs = append(recs, jrec{seq: seq, raw: raw, hash: katDigest, time: "2026-12-01T00:00:00.000000000Z", opens: true})
+		seq++
+		recs = append(recs, jrec{seq: seq, raw: raw, hash: katDigest, time: "2026-12-01T00:00:00.000000000Z", closes: seq - 1})
+		if len(recs) == applyBatch {
+			if err := l.db.Update(func(tx *bolt.Tx) error { return applyRecords(tx, recs) }); err != nil {
+				b.Fatal(err)
+			}
+			recs = recs[:0]
+		}
+	}
+	b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
 }
