@@ -20,6 +20,7 @@ import (
 
 	"github.com/uapk-gateway/uapk-proxy/internal/adminauth"
 	"github.com/uapk-gateway/uapk-proxy/internal/ca"
+	"github.com/uapk-gateway/uapk-proxy/internal/gcfloor"
 	"github.com/uapk-gateway/uapk-proxy/internal/identity"
 	"github.com/uapk-gateway/uapk-proxy/internal/logbuf"
 	"github.com/uapk-gateway/uapk-proxy/internal/notify"
@@ -103,6 +104,11 @@ func newServe() *cobra.Command {
 			// before any error of its own is printed.
 			logw := logbuf.New(cmd.ErrOrStderr(), 0, 0)
 			defer logw.Close()
+			// A door keeps a few MiB live and allocates a few KiB per
+			// request: without head room the collector ran every few
+			// hundred requests (GOGC or GOMEMLIMIT set: theirs wins).
+			stopGC, _ := gcfloor.Start(gcfloor.Default)
+			defer stopGC()
 			context.AfterFunc(ctx, func() { _ = logw.Flush() })
 			return runServe(ctx, o, logw, nil)
 		},
