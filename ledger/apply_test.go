@@ -4,7 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
+	"sync"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -96,5 +98,40 @@ func TestApplyRefusesAGap(t *testing.T) {
 	}
 	if p := pendingKeys(t, l); len(p) != 0 {
 		t.Fatalf("pending %v after a refused apply", p)
+	}
+}
+
+// TestApplyNeverRemaps: the applier's large transactions never find the
+// map too small while the file is under initialMmap, so bbolt never copies
+// their records to the heap to remap (node dereferences) and readers never
+// wait for a remap. With bbolt's default 32 KiB start, 6 MiB of records in
+// one transaction remapped several times.
+func TestApplyNeverRemaps(t *testing.T) {
+	if initialMmap == 0 {
+		t.Skip("32-bit build: bbolt's default map")
+	}
+	l := openTemp(t, Options{JournalSize: 64 << 20})
+	for range 5 {
+		var wg sync.WaitGroup
+		for range 2000 {
+			wg.Add(1)
+			l.AppendAsync(entry(0), func(_ Record, err error) {
+				defer wg.Done()
+				if err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		if err := l.applyNow(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := l.db.Stats()
+	if n := st.TxStats.GetNodeDeref(); n != 0 {
+		t.Fatalf("%d node dereferences (remaps) applying 10000 records", n)
+	}
+	if fi, err := os.Stat(l.path); err != nil || fi.Size() < 4<<20 {
+		t.Fatalf("ledger.db %v, %v: want the records in it", fi, err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -65,6 +66,21 @@ const (
 	applyDelay = 20 * time.Millisecond
 	applyMax   = 2000
 )
+
+// initialMmap is how much of the file bbolt maps at Open: address space,
+// not memory (only pages read are resident). bbolt maps again each time the
+// file outgrows the map (doubling up to 1 GiB), and a remap first copies
+// every key and value the write transaction has touched to the heap: the
+// applier's transactions hold thousands of records, so with bbolt's 32 KiB
+// start every record of a young ledger was copied about once more. Readers
+// also wait for a remap. 1 GiB holds about two million records; 32-bit
+// builds keep bbolt's default.
+var initialMmap = func() int {
+	if strconv.IntSize == 64 {
+		return 1 << 30
+	}
+	return 0
+}()
 
 // chunkRecords and chunkBytes bound every read transaction: a reader holding
 // a transaction blocks bbolt from remapping a growing file, and a blocked
@@ -249,7 +265,8 @@ func Open(path string, opts Options) (*Ledger, error) {
 	if opts.ProbeEvery <= 0 {
 		opts.ProbeEvery = time.Second
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, ReadOnly: opts.ReadOnly})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, ReadOnly: opts.ReadOnly,
+		InitialMmapSize: initialMmap})
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, fmt.Errorf("open ledger %s: %w", path, ErrLocked)
 	}
