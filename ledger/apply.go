@@ -118,7 +118,13 @@ func (l *Ledger) appliedTo(n int, seq uint64) {
 			l.unapplied = nil
 		}
 	} else {
-		l.unapplied = l.unapplied[n:]
+		// Records came while these were applied (under load, every
+		// time): move them to the front rather than slice the front
+		// off, or each apply would leave the writer a shorter array to
+		// grow again.
+		m := copy(l.unapplied, l.unapplied[n:])
+		clear(l.unapplied[m:])
+		l.unapplied = l.unapplied[:m]
 	}
 	l.applied, l.applyErr = max(l.applied, seq), nil
 }
