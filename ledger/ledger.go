@@ -721,12 +721,23 @@ func (l *Ledger) commit(batch []*pending) {
 			if err != nil {
 				l.lost(batch)
 			}
+			// The callbacks' goroutine is started before the waiters are
+			// answered: the goroutine made runnable last runs first once
+			// the writer sleeps, and that should be an agent's request,
+			// on its way to the ERP, not a forward record's callback.
 			calls := l.callbackRoom(batch)
 			for i, p := range batch {
-				calls = l.answer(p, recs, i, err, calls)
+				if p.res == nil {
+					calls = l.answer(p, recs, i, err, calls)
+				}
+			}
+			l.call(calls)
+			for i, p := range batch {
+				if p.res != nil {
+					l.answer(p, recs, i, err, nil)
+				}
 			}
 			clear(recs) // pin no caller's data until the next batch
-			l.call(calls)
 			if err == nil {
 				l.flushOwed()
 			}
