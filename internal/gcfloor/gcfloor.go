@@ -142,8 +142,8 @@ func (t *tuner) want() int {
 // tune sets GOGC from the live heap the last collection measured.
 func (t *tuner) tune() {
 	p := t.want()
-	if within(int64(p), t.set.Load(), 10) {
-		return // close enough: no need to move the goal
+	if !moves(t.set.Load(), p) {
+		return
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -152,6 +152,16 @@ func (t *tuner) tune() {
 	}
 	debug.SetGCPercent(p)
 	t.set.Store(int64(p))
+}
+
+// moves reports whether GOGC should go from old to p: not for a change of
+// 10% or less (the live heap wobbles), but always to livePercent, so that
+// a large heap collects exactly as at GOGC=100.
+func moves(old int64, p int) bool {
+	if int64(p) == old {
+		return false
+	}
+	return p == livePercent || !within(int64(p), old, 10)
 }
 
 // within reports whether a is within pct percent of b.

@@ -2,7 +2,6 @@ package gcfloor
 
 import (
 	"runtime"
-	"runtime/debug"
 	"runtime/metrics"
 	"testing"
 	"time"
@@ -27,11 +26,31 @@ func TestPercent(t *testing.T) {
 	}
 }
 
+func TestMoves(t *testing.T) {
+	for _, c := range []struct {
+		old  int64
+		p    int
+		want bool
+	}{
+		{0, 800, true},    // the first
+		{800, 780, false}, // a wobble
+		{800, 600, true},
+		{105, 100, true}, // just under the floor, then far past it: exactly 100
+		{100, 100, false},
+		{100, 104, false},
+		{100, 200, true},
+	} {
+		if got := moves(c.old, c.p); got != c.want {
+			t.Errorf("moves(%d, %d) = %v, want %v", c.old, c.p, got, c.want)
+		}
+	}
+}
+
 // gcPercent reads GOGC's current value without changing it.
 func gcPercent() int {
-	p := debug.SetGCPercent(100)
-	debug.SetGCPercent(p)
-	return p
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	return int(s[0].Value.Uint64())
 }
 
 var sink []byte
