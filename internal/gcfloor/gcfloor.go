@@ -100,8 +100,8 @@ func Start(floor uint64) (stop func(), ok bool) {
 	}, true
 }
 
-// Current is the GOGC value the running tuner last set; 0 when none runs.
-func Current() int {
+// current is the GOGC value the running tuner last set; 0 when none runs.
+func current() int {
 	mu.Lock()
 	defer mu.Unlock()
 	if running == nil {

@@ -74,7 +74,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); !cond(); {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s (GOGC %d, tuner %d)", what, gcPercent(), Current())
+			t.Fatalf("timed out waiting for %s (GOGC %d, tuner %d)", what, gcPercent(), current())
 		}
 		runtime.GC()
 		time.Sleep(10 * time.Millisecond)
@@ -99,8 +99,8 @@ func TestFewerCollections(t *testing.T) {
 	if _, again := Start(32 << 20); again {
 		t.Fatal("a second Start while one runs")
 	}
-	if p := gcPercent(); p <= 100 || p != Current() {
-		t.Fatalf("GOGC %d after Start (tuner %d), want above 100", p, Current())
+	if p := gcPercent(); p <= 100 || p != current() {
+		t.Fatalf("GOGC %d after Start (tuner %d), want above 100", p, current())
 	}
 	// The room the runtime now gives: about the floor, not more.
 	runtime.GC()
@@ -130,8 +130,8 @@ func TestFewerCollections(t *testing.T) {
 	if p := gcPercent(); p != 100 {
 		t.Fatalf("GOGC %d after stop, want 100 back", p)
 	}
-	if Current() != 0 {
-		t.Fatalf("Current %d after stop", Current())
+	if current() != 0 {
+		t.Fatalf("Current %d after stop", current())
 	}
 	// Collections after stop leave GOGC alone.
 	runtime.GC()
