@@ -112,17 +112,7 @@ func benchFastLoad(b *testing.B, addr string) {
 }
 
 func BenchmarkPlainFasthttp(b *testing.B) {
-	upstream := benchFastUpstream(b)
-	client := &fasthttp.HostClient{Addr: upstream, MaxConns: 1024}
-	addr := benchFastServe(b, func(ctx *fasthttp.RequestCtx) {
-		req := &ctx.Request
-		req.Header.Del("Connection")
-		req.SetHost(upstream)
-		if err := client.Do(req, &ctx.Response); err != nil {
-			ctx.Error(err.Error(), fasthttp.StatusBadGateway)
-		}
-	})
-	benchFastLoad(b, addr)
+	benchFastLoad(b, benchFastServe(b, durablefloor.Proxy(benchFastUpstream(b), nil)))
 }
 
 // BenchmarkDurableFloor is BenchmarkPlainFasthttp making each request
@@ -134,22 +124,7 @@ func BenchmarkDurableFloor(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { w.Close() })
-	upstream := benchFastUpstream(b)
-	client := &fasthttp.HostClient{Addr: upstream, MaxConns: 1024}
-	addr := benchFastServe(b, func(ctx *fasthttp.RequestCtx) {
-		req := &ctx.Request
-		rec := append([]byte(nil), req.Header.Header()...)
-		if err := w.Write(append(rec, req.Body()...)); err != nil {
-			ctx.Error(err.Error(), fasthttp.StatusServiceUnavailable)
-			return
-		}
-		req.Header.Del("Connection")
-		req.SetHost(upstream)
-		if err := client.Do(req, &ctx.Response); err != nil {
-			ctx.Error(err.Error(), fasthttp.StatusBadGateway)
-		}
-	})
-	benchFastLoad(b, addr)
+	benchFastLoad(b, benchFastServe(b, durablefloor.Proxy(benchFastUpstream(b), w.Request)))
 }
 
 // BenchmarkSidecarDoor is the door and the gate alone: the ledger records

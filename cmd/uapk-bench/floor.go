@@ -5,7 +5,6 @@ import (
 	"os"
 
 	"github.com/uapk-gateway/uapk-proxy/internal/durablefloor"
-	"github.com/valyala/fasthttp"
 )
 
 // floorProxy serves the durable floor on listen: the plain fasthttp proxy
@@ -17,8 +16,5 @@ func floorProxy(listen, upstream, path string) {
 		fmt.Fprintln(os.Stderr, "durable floor:", err)
 		os.Exit(1)
 	}
-	plainProxy(listen, upstream, func(req *fasthttp.Request) error {
-		b := append([]byte(nil), req.Header.Header()...)
-		return w.Write(append(b, req.Body()...))
-	})
+	plainProxy(listen, upstream, w.Request)
 }

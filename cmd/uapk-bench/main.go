@@ -64,6 +64,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/uapk-gateway/uapk-proxy/internal/durablefloor"
 	"github.com/uapk-gateway/uapk-proxy/internal/fsutil"
 	"github.com/valyala/fasthttp"
 )
@@ -468,25 +469,12 @@ func freeAddr() string {
 	return ln.Addr().String()
 }
 
-// plainProxy is the baseline: the textbook fasthttp reverse proxy, with
-// nothing decided and nothing recorded. With a before, each request goes
-// through it first, and is answered 503 if it fails (floorProxy).
+// plainProxy serves the baseline on listen (durablefloor.Proxy): the
+// textbook fasthttp reverse proxy, with nothing decided and nothing
+// recorded; with a before, each request goes through it first
+// (floorProxy).
 func plainProxy(listen, upstream string, before func(*fasthttp.Request) error) {
-	client := &fasthttp.HostClient{Addr: upstream, MaxConns: 1024}
-	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
-		req := &ctx.Request
-		if before != nil {
-			if err := before(req); err != nil {
-				ctx.Error(err.Error(), fasthttp.StatusServiceUnavailable)
-				return
-			}
-		}
-		req.Header.Del("Connection")
-		req.SetHost(upstream)
-		if err := client.Do(req, &ctx.Response); err != nil {
-			ctx.Error(err.Error(), fasthttp.StatusBadGateway)
-		}
-	}}
+	srv := &fasthttp.Server{Handler: durablefloor.Proxy(upstream, before)}
 	if err := srv.ListenAndServe(listen); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
