@@ -124,8 +124,8 @@ demo-ui: build keys
 # the durable write and the rest of the ledger.
 # Every goal's figure is printed as it is measured (a FIGURE line) and
 # gathered into one table at the end, from bin/bench.txt; the durable
-# floors (uapk-bench's floor.go) are printed as info lines under the goals
-# they bound.
+# floors (uapk-bench's floor.go) are printed under the goals they bound,
+# each saying whether the floor itself reaches its goal.
 bench: build minio
 	@bash -o pipefail -c '$(MAKE) --no-print-directory bench-run 2>&1 | tee $(BIN)/bench.txt'
 	@echo; echo "== performance goals ($$(date -u +%F), $$(nproc) cores)"; $(BIN)/uapk-bench -mode table $(BIN)/bench.txt

@@ -151,6 +151,14 @@ func (r result) cpuPerReq() time.Duration {
 	return r.cpu / time.Duration(r.requests)
 }
 
+// The goals of the sidecar's rows: its throughput against the plain
+// fasthttp proxy at 32 connections, and what it adds to one agent's median
+// latency, in fdatasyncs of this disk.
+const (
+	sidecarGoal = 0.6
+	latencyGoal = 2
+)
+
 func run(proxyBin, manifest string, d time.Duration, conns int, maxReq int64, rounds int) error {
 	if rounds < 1 {
 		rounds = 1
@@ -242,15 +250,16 @@ func run(proxyBin, manifest string, d time.Duration, conns int, maxReq int64, ro
 	olo, ohi := minMax(ofFloor)
 	clo, chi := minMax(cpuRatios)
 	base, fl, aud := last[0], last[1], last[2]
-	fmt.Printf("audited/plain throughput ratio: %.2f..%.2fx over %d rounds (goal >= 0.6x); cpu per request ratio: %.2f..%.2fx\n",
-		lo, hi, rounds, clo, chi)
+	fmt.Printf("audited/plain throughput ratio: %.2f..%.2fx over %d rounds (goal >= %.1fx); cpu per request ratio: %.2f..%.2fx\n",
+		lo, hi, rounds, sidecarGoal, clo, chi)
 	fmt.Printf("durable floor/plain: %.2f..%.2fx; audited/durable floor: %.2f..%.2fx\n", flo, fhi, olo, ohi)
 	figure(fmt.Sprintf("sidecar / plain fasthttp proxy, %d connections", conns),
 		fmt.Sprintf("%.2f..%.2fx over %d rounds (last: %.0f req/s, %s cpu/req)", lo, hi, rounds, aud.rps(), aud.cpuPerReq().Round(100*time.Nanosecond)),
-		fmt.Sprintf("last: %.0f req/s, %s cpu/req", base.rps(), base.cpuPerReq().Round(100*time.Nanosecond)), ">= 0.6x", lo >= 0.6)
-	info(fmt.Sprintf("  durable floor / plain fasthttp proxy, %d connections", conns),
+		fmt.Sprintf("last: %.0f req/s, %s cpu/req", base.rps(), base.cpuPerReq().Round(100*time.Nanosecond)), fmt.Sprintf(">= %.1fx", sidecarGoal), lo >= sidecarGoal)
+	// The floor reaches the goal if it does in any round.
+	floorFigure(fmt.Sprintf("  durable floor / plain fasthttp proxy, %d connections", conns),
 		fmt.Sprintf("%.2f..%.2fx (last: %.0f req/s, %s cpu/req); the sidecar is %.2f..%.2fx of it", flo, fhi, fl.rps(), fl.cpuPerReq().Round(100*time.Nanosecond), olo, ohi),
-		"the same plain rounds", "the limit: one group-committed fdatasync per request, nothing else")
+		"the same plain rounds", "the limit: one group-committed fdatasync per request, nothing else", fhi >= sidecarGoal)
 
 	// One agent on one connection: what the audit adds to each request,
 	// and what the durable floor adds, in the disk's own fdatasyncs (a 4
@@ -275,18 +284,19 @@ func run(proxyBin, manifest string, d time.Duration, conns int, maxReq int64, ro
 	}
 	pp, dp, ap, fp := p50(lats[0]), p50(lats[1]), p50(lats[2]), p50(syncLat)
 	added, floorAdded := ap-pp, dp-pp
-	fmt.Printf("one connection, p50 latency: plain %s, durable floor %s, audited %s (p99 %s); added %s = %.2f fdatasyncs of this disk (fdatasync p50 %s, same run; goal <= 2); the floor adds %s = %.2f\n",
+	fmt.Printf("one connection, p50 latency: plain %s, durable floor %s, audited %s (p99 %s); added %s = %.2f fdatasyncs of this disk (fdatasync p50 %s, same run; goal <= %d); the floor adds %s = %.2f\n",
 		pp.Round(time.Microsecond), dp.Round(time.Microsecond), ap.Round(time.Microsecond), p99(lats[2]).Round(time.Microsecond),
-		added.Round(time.Microsecond), float64(added)/float64(fp), fp.Round(time.Microsecond),
+		added.Round(time.Microsecond), float64(added)/float64(fp), fp.Round(time.Microsecond), latencyGoal,
 		floorAdded.Round(time.Microsecond), float64(floorAdded)/float64(fp))
 	syncs := float64(added) / float64(fp)
 	figure("added p50 latency, one agent, one connection",
 		fmt.Sprintf("+%s = %.2f fdatasyncs", added.Round(time.Microsecond), syncs),
-		fmt.Sprintf("plain %s; fdatasync %s", pp.Round(time.Microsecond), fp.Round(time.Microsecond)), "<= 2 fdatasyncs", syncs <= 2)
-	info("  added p50 latency of the durable floor, one connection",
-		fmt.Sprintf("+%s = %.2f fdatasyncs", floorAdded.Round(time.Microsecond), float64(floorAdded)/float64(fp)),
+		fmt.Sprintf("plain %s; fdatasync %s", pp.Round(time.Microsecond), fp.Round(time.Microsecond)), fmt.Sprintf("<= %d fdatasyncs", latencyGoal), syncs <= latencyGoal)
+	floorSyncs := float64(floorAdded) / float64(fp)
+	floorFigure("  added p50 latency of the durable floor, one connection",
+		fmt.Sprintf("+%s = %.2f fdatasyncs", floorAdded.Round(time.Microsecond), floorSyncs),
 		fmt.Sprintf("plain %s; fdatasync %s", pp.Round(time.Microsecond), fp.Round(time.Microsecond)),
-		"the limit: one fdatasync before forwarding, nothing else")
+		"the limit: one fdatasync before forwarding, nothing else", floorSyncs <= latencyGoal)
 	return nil
 }
 
