@@ -16,10 +16,11 @@ import (
 // A floor line is the durable floor measured under the same goal in the
 // same run (a plain proxy that makes each request durable and does nothing
 // else): it comes right after the goal's own line, is counted as no goal of
-// its own, and says whether even the floor reaches the goal. A goal the
-// proxy misses while its floor misses it too is beyond what this machine
-// can do with one durable write a request; one whose floor reaches it is
-// the proxy's own cost. `uapk-bench -mode table FILE` gathers the lines of
+// its own, and says whether even the floor reaches the goal, judged as the
+// proxy is (a throughput goal in every round). A goal the proxy misses
+// while its floor misses it too is beyond what this machine can do with one
+// durable write a request; one whose floor reaches it is the proxy's own
+// cost. `uapk-bench -mode table FILE` gathers the lines of
 // a `make bench` run (bin/bench.txt) into the one table the README quotes.
 // Go benchmarks print the same lines (fmt, not b.Log).
 

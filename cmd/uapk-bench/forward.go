@@ -183,9 +183,10 @@ func runForward(proxyBin, manifest string, d time.Duration, conns int, maxReq in
 	figure(fmt.Sprintf("forward door / plain goproxy, %d connections, absolute-URI GETs", conns),
 		fmt.Sprintf("%.2f..%.2fx over %d rounds", lo, hi, rounds), fmt.Sprintf("cpu/req ratio %.2f..%.2fx", clo, chi),
 		fmt.Sprintf(">= %.1fx", forwardGoal), lo >= forwardGoal)
+	// The floor is held to the goal as the door is: in every round.
 	floorFigure(fmt.Sprintf("  durable floor / plain goproxy, %d connections", conns),
 		fmt.Sprintf("%.2f..%.2fx over %d rounds", flo, fhi, rounds), "the same plain rounds",
-		"the limit: one group-committed fdatasync per request, nothing else", fhi >= forwardGoal)
+		"the limit: one group-committed fdatasync per request, nothing else", flo >= forwardGoal)
 	return nil
 }
 
