@@ -105,7 +105,7 @@ func printTable(file string) error {
 	}
 	fmt.Printf("%d figures, %d below their goal", n, below)
 	if beyond+own > 0 {
-		fmt.Printf("; the durable floor of the same run is below %d of those too (beyond one durable write a request on this machine) and reaches %d (the proxy's own cost)", beyond, own)
+		fmt.Printf("; the durable floor of the same run misses %d of those too (beyond what one durable write a request allows here) and meets %d (there the proxy's own cost alone stops it)", beyond, own)
 	}
 	fmt.Println()
 	return nil

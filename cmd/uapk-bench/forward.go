@@ -173,7 +173,7 @@ func runForward(proxyBin, manifest string, d time.Duration, conns int, maxReq in
 	lo, hi := minMax(ratios)
 	clo, chi := minMax(cpuRatios)
 	verdict := "below"
-	if lo >= forwardGoal {
+	if everyRound(ratios, forwardGoal) {
 		verdict = "meets"
 	}
 	fmt.Printf("forward/plain-goproxy throughput ratio: %.2f..%.2fx over %d rounds (goal >= %.1fx: %s); cpu per request ratio: %.2f..%.2fx\n",
@@ -182,11 +182,11 @@ func runForward(proxyBin, manifest string, d time.Duration, conns int, maxReq in
 	fmt.Printf("durable floor/plain-goproxy: %.2f..%.2fx\n", flo, fhi)
 	figure(fmt.Sprintf("forward door / plain goproxy, %d connections, absolute-URI GETs", conns),
 		fmt.Sprintf("%.2f..%.2fx over %d rounds", lo, hi, rounds), fmt.Sprintf("cpu/req ratio %.2f..%.2fx", clo, chi),
-		fmt.Sprintf(">= %.1fx", forwardGoal), lo >= forwardGoal)
+		fmt.Sprintf(">= %.1fx", forwardGoal), everyRound(ratios, forwardGoal))
 	// The floor is held to the goal as the door is: in every round.
 	floorFigure(fmt.Sprintf("  durable floor / plain goproxy, %d connections", conns),
 		fmt.Sprintf("%.2f..%.2fx over %d rounds", flo, fhi, rounds), "the same plain rounds",
-		"the limit: one group-committed fdatasync per request, nothing else", flo >= forwardGoal)
+		"the limit: one group-committed fdatasync per request, nothing else", everyRound(floorRatios, forwardGoal))
 	return nil
 }
 
@@ -194,6 +194,13 @@ type fwdTarget struct {
 	name, addr string
 	cmd        *exec.Cmd // the process whose CPU is read
 	req        []byte
+}
+
+// everyRound reports whether a throughput goal holds in every round: how
+// make bench judges a proxy's ratio, and its durable floor's the same way.
+func everyRound(ratios []float64, goal float64) bool {
+	lo, _ := minMax(ratios)
+	return lo >= goal
 }
 
 func minMax(xs []float64) (lo, hi float64) {
