@@ -5,12 +5,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -351,6 +353,49 @@ func TestSpoolSpillsToATemporaryFile(t *testing.T) {
 	got, _ := io.ReadAll(s.reader())
 	if !bytes.Equal(got, want.Bytes()) {
 		t.Fatal("spooled bytes differ")
+	}
+}
+
+// The bundle verify spools a 32-byte hash a record, far past spoolMem:
+// every one must read back from its offset, also those still in the
+// write buffer, and a write the file refused must fail the read, never
+// read back as whatever the file holds.
+func TestSpoolSmallWritesReadBack(t *testing.T) {
+	var s spool
+	defer s.Close()
+	rec := func(i int) []byte { b := sha256.Sum256([]byte(strconv.Itoa(i))); return b[:] }
+	const n = spoolMem/sha256.Size + 10_000
+	for i := range n {
+		if _, err := s.Write(rec(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s.f == nil {
+		t.Fatal("still in memory")
+	}
+	got := make([]byte, sha256.Size)
+	for _, i := range []int{0, 1, spoolMem / sha256.Size, n - 2, n - 1} {
+		if err := s.readAt(got, int64(i)*sha256.Size); err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		if !bytes.Equal(got, rec(i)) {
+			t.Fatalf("record %d reads back as %x, want %x", i, got, rec(i))
+		}
+	}
+	all, err := io.ReadAll(s.reader())
+	if err != nil || len(all) != n*sha256.Size || !bytes.Equal(all[len(all)-sha256.Size:], rec(n-1)) {
+		t.Fatalf("reader: %d bytes, %v", len(all), err)
+	}
+
+	// The file goes away under the spool: the next write is buffered, and
+	// its read must fail.
+	s.f.Close()
+	s.Write(rec(n))
+	if err := s.readAt(got, int64(n)*sha256.Size); err == nil {
+		t.Fatal("a write the file refused read back")
+	}
+	if _, err := io.ReadAll(s.reader()); err == nil {
+		t.Fatal("the reader of a spool whose write failed read to the end")
 	}
 }
 
