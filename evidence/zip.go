@@ -60,7 +60,7 @@ func zipTime(recordTime string) time.Time {
 // spool holds a file that may be large (approvals.json of a long range):
 // in memory up to spoolMem, then in an unlinked temporary file, written
 // through a buffer (the bundle verify spools one 32-byte hash a record: a
-// write(2) each cost it a second over a million records).
+// write(2) each cost its sequential walk 0.7 s of CPU in a million).
 type spool struct {
 	buf bytes.Buffer
 	f   *os.File
