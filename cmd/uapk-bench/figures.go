@@ -26,22 +26,25 @@ import (
 
 // figure prints one figure line.
 func figure(row, measured, baseline, goal string, meets bool) {
-	verdict := "below"
-	if meets {
-		verdict = "meets"
-	}
-	fmt.Printf("FIGURE\t%s\t%s\t%s\t%s\t%s\n", row, measured, baseline, goal, verdict)
+	printFigure(row, measured, baseline, goal, verdict(meets, "meets", "below"))
 }
 
 // floorFigure prints the floor line of the goal figure printed just
 // before it: what the durable floor measured (the goal column says what the
 // floor is), and whether it reaches that same goal.
 func floorFigure(row, measured, baseline, what string, meets bool) {
-	verdict := "floor-below"
+	printFigure(row, measured, baseline, what, verdict(meets, "floor-meets", "floor-below"))
+}
+
+func printFigure(row, measured, baseline, goal, result string) {
+	fmt.Printf("FIGURE\t%s\t%s\t%s\t%s\t%s\n", row, measured, baseline, goal, result)
+}
+
+func verdict(meets bool, yes, no string) string {
 	if meets {
-		verdict = "floor-meets"
+		return yes
 	}
-	fmt.Printf("FIGURE\t%s\t%s\t%s\t%s\t%s\n", row, measured, baseline, what, verdict)
+	return no
 }
 
 // printTable prints the figure lines of file as a table, in the order they
@@ -80,15 +83,16 @@ func printTable(file string) error {
 			if last == "" {
 				return fmt.Errorf("%s: floor line with no goal line before it: %q", file, line)
 			}
+			meets := result == "floor-meets"
 			if last == "below" {
-				if result == "floor-below" {
-					beyond++
-				} else {
+				if meets {
 					own++
+				} else {
+					beyond++
 				}
 			}
 			last = ""
-			fields[4] = map[string]string{"floor-meets": "floor meets it", "floor-below": "floor below it too"}[result]
+			fields[4] = verdict(meets, "floor meets it", "floor below it too")
 		default:
 			return fmt.Errorf("%s: figure line with result %q: %q", file, result, line)
 		}

@@ -172,17 +172,14 @@ func runForward(proxyBin, manifest string, d time.Duration, conns int, maxReq in
 	}
 	lo, hi := minMax(ratios)
 	clo, chi := minMax(cpuRatios)
-	verdict := "below"
-	if everyRound(ratios, forwardGoal) {
-		verdict = "meets"
-	}
+	meets := everyRound(ratios, forwardGoal)
 	fmt.Printf("forward/plain-goproxy throughput ratio: %.2f..%.2fx over %d rounds (goal >= %.1fx: %s); cpu per request ratio: %.2f..%.2fx\n",
-		lo, hi, rounds, forwardGoal, verdict, clo, chi)
+		lo, hi, rounds, forwardGoal, verdict(meets, "meets", "below"), clo, chi)
 	flo, fhi := minMax(floorRatios)
 	fmt.Printf("durable floor/plain-goproxy: %.2f..%.2fx\n", flo, fhi)
 	figure(fmt.Sprintf("forward door / plain goproxy, %d connections, absolute-URI GETs", conns),
 		fmt.Sprintf("%.2f..%.2fx over %d rounds", lo, hi, rounds), fmt.Sprintf("cpu/req ratio %.2f..%.2fx", clo, chi),
-		fmt.Sprintf(">= %.1fx", forwardGoal), everyRound(ratios, forwardGoal))
+		fmt.Sprintf(">= %.1fx", forwardGoal), meets)
 	// The floor is held to the goal as the door is: in every round.
 	floorFigure(fmt.Sprintf("  durable floor / plain goproxy, %d connections", conns),
 		fmt.Sprintf("%.2f..%.2fx over %d rounds", flo, fhi, rounds), "the same plain rounds",
